@@ -1,0 +1,3 @@
+from splatdistill.cli import main
+
+raise SystemExit(main())

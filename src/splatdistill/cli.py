@@ -1,0 +1,45 @@
+"""The ``splatdistill`` command line: one entry point, subcommands registered by modules."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from splatdistill import __version__
+from splatdistill.commands import COMMAND_MODULES
+from splatdistill.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splatdistill",
+        description="Splat-and-Distill: make a ViT's features 3D-aware by distilling splatted "
+        "multi-view teacher features into a LoRA student.",
+    )
+    parser.add_argument("--version", action="version", version=f"splatdistill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"splatdistill {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"splatdistill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,11 @@
+"""CLI subcommands. Each module defines ``register(subparsers)``; add it to ``COMMAND_MODULES``.
+
+A subcommand's ``func(args) -> int`` does the work; it raises :class:`splatdistill.errors.UserError`
+for bad input (the CLI turns it into a one-line message and exit status 2).
+"""
+
+COMMAND_MODULES = [
+    "splatdistill.commands.info",
+    "splatdistill.commands.features",
+    "splatdistill.commands.bench",
+]
