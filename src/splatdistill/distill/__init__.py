@@ -1,0 +1,1 @@
+"""Splat-and-Distill: upsampling, blending, student/teacher, heads, losses, trainer."""
