@@ -1,1 +1,94 @@
-"""Posed multi-view scenes: the on-disk format, the embedded ``rooms`` dataset, loaders for user data."""
+"""Posed multi-view scenes: the on-disk format, the embedded ``rooms`` dataset, loaders for user data.
+
+``load_dataset(path)`` reads any supported layout (detected from the files present):
+
+- ``splatdistill``: folders with ``scene.json`` (the format ``rooms`` is built in; docs/data-format.md)
+- ``scannetpp``: ScanNet++ as preprocessed by FiT3D (``scenes/<id>/images``, ``transforms_train.json``,
+  optional ``instance_segmentation/``)
+- ``nerfstudio``: a folder with ``transforms.json``
+- ``colmap``: a COLMAP sparse model (``sparse/0`` or a folder with ``cameras.bin``/``.txt``) plus images
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from splatdistill.errors import UserError
+
+from .scene import Scene, ViewData, ViewRecord
+
+FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap")
+
+__all__ = ["FORMATS", "Scene", "ViewData", "ViewRecord", "detect_format", "load_dataset", "ensure_rooms"]
+
+
+def detect_format(path: Path) -> str:
+    """Name of the layout found at ``path`` (raises a UserError listing what was looked for)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("no such file or directory", path)
+    if path.is_file():
+        if path.name == "scene.json":
+            return "splatdistill"
+        if path.suffix == ".json":
+            return "nerfstudio"
+        raise UserError("expected a dataset folder (or a scene.json / transforms.json file)", path)
+    from . import colmap, scannetpp
+
+    if (path / "scene.json").is_file() or (path / "dataset.json").is_file() or any(path.glob("*/scene.json")):
+        return "splatdistill"
+    if scannetpp.is_scannetpp(path):
+        return "scannetpp"
+    if (path / "transforms.json").is_file():
+        return "nerfstudio"
+    if colmap.find_model_dir(path) is not None:
+        return "colmap"
+    raise UserError(
+        "no dataset found: expected scene.json folders (splatdistill), scenes/*/transforms_train.json "
+        "(ScanNet++/FiT3D), transforms.json (nerfstudio) or a COLMAP sparse model",
+        path,
+    )
+
+
+def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = False, format: str = "auto") -> list[Scene]:
+    """Load every scene at ``path`` (optionally one split).
+
+    A bad view (missing or broken file, non-orthonormal rotation, singular K, ...) raises a
+    :class:`UserError` naming the file; with ``skip_bad=True`` it is left out with a
+    :class:`~splatdistill.data.validate.DatasetWarning` instead. Pixels are read lazily by
+    ``Scene.load_view`` (which also raises a UserError naming a file that fails to decode).
+    """
+    path = Path(path).expanduser()
+    if format not in FORMATS:
+        raise UserError(f"unknown dataset format '{format}' (choose from {', '.join(FORMATS)})")
+    fmt = detect_format(path) if format == "auto" else format
+    if split is not None and split not in ("train", "val", "test"):
+        raise UserError(f"unknown split '{split}' (choose from train, val, test)")
+    if fmt == "splatdistill":
+        from .native import load_native
+
+        scenes = load_native(path.parent if path.is_file() else path, split=split, skip_bad=skip_bad)
+    elif fmt == "scannetpp":
+        from .scannetpp import load_scannetpp
+
+        scenes = load_scannetpp(path, split=split, skip_bad=skip_bad)
+    elif fmt == "nerfstudio":
+        from .nerfstudio import load_nerfstudio
+
+        scenes = [load_nerfstudio(path, skip_bad=skip_bad)]
+    else:
+        from .colmap import load_colmap
+
+        scenes = [load_colmap(path, skip_bad=skip_bad)]
+    if split is not None:
+        scenes = [s for s in scenes if s.split == split]
+    if not scenes:
+        raise UserError(f"no scenes{f' in split {split}' if split else ''}", path)
+    return scenes
+
+
+def ensure_rooms(root: str | Path | None = None, **params) -> Path:
+    """Path of the built ``rooms`` dataset (built on first use); see :func:`splatdistill.data.rooms.ensure_rooms`."""
+    from .rooms.build import ensure_rooms as _ensure
+
+    return _ensure(root, **params)
