@@ -8,4 +8,7 @@ COMMAND_MODULES = [
     "splatdistill.commands.info",
     "splatdistill.commands.features",
     "splatdistill.commands.bench",
+    "splatdistill.commands.train",
+    "splatdistill.commands.eval",
+    "splatdistill.commands.data",
 ]

@@ -179,3 +179,19 @@ def image_size(path: Path) -> tuple[int, int]:
         return size
     except Exception as exc:
         raise UserError(f"broken image file ({exc})", path) from None
+
+
+def map_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a map file from its header only (PNG or .npy), None if unreadable."""
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            return int(arr.shape[1]), int(arr.shape[0])
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                a = z[z.files[0]]
+            return int(a.shape[1]), int(a.shape[0])
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None

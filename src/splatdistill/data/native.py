@@ -176,8 +176,14 @@ def view_metadata_problems(scene_dir: Path, entry: Any, index: int) -> tuple[lis
     except UserError as exc:
         add(str(exc).removeprefix(f"{img}: "), img)
     for key in ("depth", "normals", "instance", "semantic"):
-        if entry.get(key) and not (scene_dir / str(entry[key])).is_file():
-            add("file not found", scene_dir / str(entry[key]))
+        if not entry.get(key):
+            continue
+        f = scene_dir / str(entry[key])
+        size = io.map_size(f)
+        if size is None:
+            add("file not found" if not f.is_file() else "cannot read its header", f)
+        elif size != (int(entry["width"]), int(entry["height"])):
+            add(f"{key} is {size[0]}x{size[1]}, the image is {entry['width']}x{entry['height']}", f)
     return msgs, paths
 
 

@@ -16,7 +16,9 @@ ORTHO_TOL = 1e-4
 
 
 class DatasetWarning(UserWarning):
-    """A view was left out of a dataset because of a problem (``skip_bad=True``)."""
+    """A view was left out of a dataset because of a problem (``skip_bad=True``); ``.problem`` says which."""
+
+    problem: "Problem | None" = None
 
 
 @dataclass
@@ -102,4 +104,6 @@ def normals_problems(normals: np.ndarray, height: int, width: int) -> list[str]:
 
 
 def warn_skipped(problem: Problem) -> None:
-    warnings.warn(f"skipping view: {problem}", DatasetWarning, stacklevel=3)
+    w = DatasetWarning(f"view left out: {problem}")
+    w.problem = problem
+    warnings.warn(w, stacklevel=3)

@@ -296,9 +296,10 @@ def compose_room(seed: int, min_objects: int = 4, max_objects: int = 10) -> Room
     rng = np.random.default_rng(seed)
     for _attempt in range(50):
         kind = list(RECIPES)[int(rng.integers(len(RECIPES)))]
-        W, D = float(rng.uniform(3.6, 6.0)), float(rng.uniform(3.6, 6.0))
+        W, D = float(rng.uniform(3.5, 5.6)), float(rng.uniform(3.5, 5.6))
         H = float(rng.uniform(2.5, 2.9))
-        target = int(rng.integers(min_objects, max_objects + 1))
+        # Bigger rooms get more furniture, so no room looks empty.
+        target = int(np.clip(round(W * D / 3.0) + rng.integers(-1, 2), min_objects, max_objects))
         comp = _Composer(rng, W, D)
         for category, mode, prob in RECIPES[kind]:
             if len(comp.placed) >= target:
@@ -341,7 +342,7 @@ def _wall_frame(wall: int, W: float, D: float) -> tuple[np.ndarray, np.ndarray, 
 
 def _hang_pictures(rng: np.random.Generator, spec: RoomSpec) -> list[Picture]:
     out: list[Picture] = []
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(2, 5))):
         name = assets.PICTURES[int(rng.integers(len(assets.PICTURES)))]
         img = assets.picture_texture(name)
         width = float(rng.uniform(0.45, 0.9))

@@ -2,21 +2,23 @@
 
 Per pixel centre (OpenCV camera, centre of pixel (u, v) at (u + 0.5, v + 0.5)) one ray gives the
 ground truth: z-depth, the geometric face normal (camera frame, facing the camera), instance and
-semantic ids. Colour averages that ray with four more at (+-0.25, +-0.25) px, each shaded with
+semantic ids. Colour averages four rays at (+-0.25, +-0.25) px, each shaded (in float32) with
 mip-mapped texture lookups, an ambient term, a shadowed ceiling point light and a soft fill light.
-Embree intersects in float32; the hit distance is recomputed in float64 on the hit triangle.
+Embree intersects in float32; the ground-truth hit distance is recomputed in float64 on the hit
+triangle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from . import assets
 from .layout import RoomMesh
 
-SUPERSAMPLE_OFFSETS = np.array([[0.0, 0.0], [-0.25, -0.25], [0.25, -0.25], [-0.25, 0.25], [0.25, 0.25]])
+SUPERSAMPLE_OFFSETS = np.array([[-0.25, -0.25], [0.25, -0.25], [-0.25, 0.25], [0.25, 0.25]])
 
 
 @dataclass
@@ -60,6 +62,20 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=8)
+def _camera_rays(K_bytes: bytes, width: int, height: int, du_bytes: bytes, dv_bytes: bytes) -> np.ndarray:
+    """Unit camera-frame ray directions for pixel centres + sub-pixel offsets (cached: K rarely changes)."""
+    K = np.frombuffer(K_bytes).reshape(3, 3)
+    du, dv = np.frombuffer(du_bytes), np.frombuffer(dv_bytes)
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    pu = (u.ravel()[None, :] + 0.5 + du[:, None]).ravel()
+    pv = (v.ravel()[None, :] + 0.5 + dv[:, None]).ravel()
+    d = np.stack([pu, pv, np.ones_like(pu)], 1) @ np.linalg.inv(K).T
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    d.setflags(write=False)
+    return d
+
+
 class RoomRenderer:
     """Renders one :class:`RoomMesh` from any OpenCV camera."""
 
@@ -76,6 +92,7 @@ class RoomRenderer:
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         area2 = np.linalg.norm(n, axis=1)
         self.face_normals = n / np.maximum(area2, 1e-20)[:, None]
+        self.face_normals32 = self.face_normals.astype(np.float32)
         self.light = np.asarray(light, float)
         self.ambient, self.light_power, self.fill = ambient, light_power, fill
         self.fill_dir = np.array([0.45, -0.6, 0.66])
@@ -85,7 +102,8 @@ class RoomRenderer:
             self.pyramids.append(_mip_pyramid(assets.texture(name)) if name else None)
         # Texels per metre of each face (for choosing the mip level).
         uvt = mesh.uv[mesh.faces]
-        uv_area2 = np.abs(np.cross(uvt[:, 1] - uvt[:, 0], uvt[:, 2] - uvt[:, 0]))
+        e1, e2 = uvt[:, 1] - uvt[:, 0], uvt[:, 2] - uvt[:, 0]
+        uv_area2 = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
         size = np.array([0.0 if p is None else float(np.sqrt(p[0].shape[0] * p[0].shape[1])) for p in self.pyramids])
         tex_size = size[mesh.face_material]
         self.texel_density = np.sqrt(uv_area2 / np.maximum(area2, 1e-20)) * tex_size
@@ -94,11 +112,11 @@ class RoomRenderer:
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First hit per ray: (face index or -1, distance t, barycentrics (N, 2)), exact in float64."""
         face = np.asarray(self.caster.intersects_first(origins, dirs), dtype=np.int64)
-        t = np.full(len(face), np.inf)
-        bary = np.zeros((len(face), 2))
+        t = np.full(len(face), np.inf, dtype=dirs.dtype)
+        bary = np.zeros((len(face), 2), dtype=dirs.dtype)
         hit = face >= 0
         if hit.any():
-            tri = self.tri[face[hit]]
+            tri = self.tri[face[hit]].astype(dirs.dtype, copy=False)
             o, d = origins[hit], dirs[hit]
             e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
             p = _cross(d, e2)
@@ -128,15 +146,12 @@ class RoomRenderer:
             b = bary[sel]
             uv = tri_uv[:, 0] * (1 - b[:, :1] - b[:, 1:]) + tri_uv[:, 1] * b[:, :1] + tri_uv[:, 2] * b[:, 1:]
             texels = footprint[sel] * self.texel_density[f]
-            level = np.clip(np.log2(np.maximum(texels, 1.0)), 0, len(pyr) - 1)
-            lo = np.floor(level).astype(int)
-            frac = (level - lo)[:, None]
+            # Nearest mip level, bilinear within it (the 4 sub-pixel samples smooth level seams).
+            level = np.clip(np.round(np.log2(np.maximum(texels, 1.0))), 0, len(pyr) - 1).astype(int)
             col = np.zeros((len(sel), 3), np.float32)
-            for lv in np.unique(lo):
-                k = lo == lv
-                a = _bilinear_wrap(pyr[lv], uv[k, 0], uv[k, 1])
-                b2 = _bilinear_wrap(pyr[min(lv + 1, len(pyr) - 1)], uv[k, 0], uv[k, 1])
-                col[k] = a * (1 - frac[k]) + b2 * frac[k]
+            for lv in np.unique(level):
+                k = level == lv
+                col[k] = _bilinear_wrap(pyr[lv], uv[k, 0], uv[k, 1])
             out[sel] = col * rgb
         return out
 
@@ -148,18 +163,18 @@ class RoomRenderer:
         if len(hit) == 0:
             return col, face, t
         f, d = face[hit], dirs[hit]
-        n = self.face_normals[f].copy()
+        n = self.face_normals32[f]
         cos = np.einsum("ij,ij->i", n, d)
         n[cos > 0] *= -1
         cos = np.abs(cos)
         p = origins[hit] + d * t[hit, None]
         footprint = t[hit] / focal * 0.5 / np.maximum(cos, 0.2)
         albedo = self._albedo(f, bary[hit], footprint)
-        to_light = self.light - p
+        to_light = self.light.astype(np.float32) - p
         dist = np.linalg.norm(to_light, axis=1)
         ldir = to_light / dist[:, None]
         ndl = np.clip(np.einsum("ij,ij->i", n, ldir), 0, None)
-        vis = np.ones(len(hit))
+        vis = np.ones(len(hit), np.float32)
         if shadows:
             lit = np.nonzero(ndl > 0)[0]
             if len(lit):
@@ -167,7 +182,7 @@ class RoomRenderer:
                 sf, st, _ = self.cast(so, ldir[lit])
                 vis[lit] = np.where((sf >= 0) & (st < dist[lit] - 1e-3), 0.0, 1.0)
         falloff = 1.0 / (1.0 + (dist / 3.5) ** 2)
-        fill = np.clip(n @ self.fill_dir, 0, None) * self.fill + 0.06 * n[:, 2]
+        fill = np.clip(n @ self.fill_dir.astype(np.float32), 0, None) * self.fill + 0.06 * n[:, 2]
         light = self.ambient + self.light_power * 2.0 * ndl * vis * falloff + fill
         col[hit] = np.clip(albedo * light[:, None], 0, 1)
         return col, face, t
@@ -176,21 +191,21 @@ class RoomRenderer:
                supersample: bool = True, shadows: bool = True) -> Rendered:  # fmt: skip
         """Render colour and ground truth for one camera."""
         n_pix = width * height
-        u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-        offsets = SUPERSAMPLE_OFFSETS if supersample else SUPERSAMPLE_OFFSETS[:1]
         R, c = cam_to_world[:3, :3], cam_to_world[:3, 3]
         focal = float(np.sqrt(K[0, 0] * K[1, 1]))
-        # All samples in one batch (centre samples first): fewer, larger numpy/Embree calls.
-        pu = (u.ravel()[None, :] + 0.5 + offsets[:, :1]).ravel()
-        pv = (v.ravel()[None, :] + 0.5 + offsets[:, 1:]).ravel()
-        pix = np.stack([pu, pv, np.ones_like(pu)], 1)
-        dcam = pix @ np.linalg.inv(K).T
-        dcam /= np.linalg.norm(dcam, axis=1, keepdims=True)
-        dworld = dcam @ R.T
-        origins = np.broadcast_to(c, dworld.shape)
-        col, face, t = self.shade(origins, dworld, focal, shadows)
+
+        def rays(du: np.ndarray, dv: np.ndarray) -> np.ndarray:
+            return _camera_rays(K.tobytes(), width, height, du.tobytes(), dv.tobytes())
+
+        # Ground truth: one float64 ray through each pixel centre.
+        centre_dcam = rays(np.zeros(1), np.zeros(1))
+        centre_world = centre_dcam @ R.T
+        centre_face, centre_t, _ = self.cast(np.broadcast_to(c, centre_world.shape), centre_world)
+        # Colour: all sub-pixel samples in one float32 batch (fewer, larger numpy/Embree calls).
+        offsets = SUPERSAMPLE_OFFSETS if supersample else np.zeros((1, 2))
+        dworld = (rays(offsets[:, 0], offsets[:, 1]) @ R.T).astype(np.float32)
+        col, _, _ = self.shade(np.broadcast_to(c.astype(np.float32), dworld.shape), dworld, focal, shadows)
         image = col.reshape(len(offsets), height, width, 3).mean(0).astype(np.float32)
-        centre_face, centre_t, centre_dcam = face[:n_pix], t[:n_pix], dcam[:n_pix]
         hit = centre_face >= 0
         depth = np.zeros(n_pix)
         depth[hit] = centre_t[hit] * centre_dcam[hit, 2]

@@ -1,0 +1,162 @@
+"""``splatdistill data``: check datasets, build the embedded ``rooms`` dataset, contact sheets, info, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from splatdistill.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("data", help="datasets: check, build-rooms, contact-sheet, info, export")
+    dsub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = dsub.add_parser("check", help="validate a dataset; report every problem with its file (exit 1 if any)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--skip-bad", action="store_true", help="report problems as warnings; bad views are left out")
+    p.add_argument("--split", choices=["train", "val", "test"])
+    p.add_argument("--geometry", type=int, default=0, metavar="N",
+                   help="also measure depth/normal/label consistency on N random view pairs per scene")  # fmt: skip
+    p.set_defaults(func=_plain_warnings(cmd_check))
+
+    p = dsub.add_parser("build-rooms", help="render the embedded rooms dataset (cached: reruns do nothing)")
+    p.add_argument("--out", type=Path, help="output folder (default: in the data cache)")
+    p.add_argument("--scenes", type=int, default=32, help="number of rooms (default 32: 24 train, 4 val, 4 test)")
+    p.add_argument("--views", type=int, default=16, help="views per room (default 16)")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels (square, default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+    p.set_defaults(func=_plain_warnings(cmd_build_rooms))
+
+    p = dsub.add_parser("contact-sheet", help="write a PNG grid of views and ground truth")
+    p.add_argument("path", type=Path)
+    p.add_argument("--out", type=Path, help="PNG path (default: PATH/contact_sheet.png)")
+    p.add_argument("--scenes", type=int, default=8)
+    p.set_defaults(func=_plain_warnings(cmd_contact_sheet))
+
+    p = dsub.add_parser("info", help="summarise a dataset: scenes, splits, views, ground truth present")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_plain_warnings(cmd_info))
+
+    p = dsub.add_parser("export", help="write a dataset in another layout (splatdistill, nerfstudio, colmap, scannetpp)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--to", required=True, choices=["splatdistill", "nerfstudio", "colmap", "scannetpp"])
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_plain_warnings(cmd_export))
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _plain_warnings(func):
+    """Show warnings as one ``warning: ...`` line (no source location) while a subcommand runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return func(args)
+
+    run.__doc__ = func.__doc__
+    return run
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from splatdistill.data.check import check_dataset, geometry_report
+
+    report = check_dataset(args.path, split=args.split)
+    label = "warning" if args.skip_bad else "error"
+    for p in report.problems:
+        print(f"{label}: {p}", file=sys.stderr)
+    n_views = sum(len(s) for s in report.scenes)
+    print(f"{args.path} ({report.format}): {len(report.scenes)} scenes, {n_views} usable views; "
+          f"{len(report.problems)} problems" + (f" in {len(report.bad_views)} views (left out)" if args.skip_bad and report.problems else ""))  # fmt: skip
+    if args.geometry and report.scenes:
+        g = geometry_report(report.scenes, pairs_per_scene=args.geometry)
+        if g is None:
+            print("geometry: no view pairs with depth")
+        else:
+            print(f"geometry ({g.pairs} pairs): depth reprojection median relative error {g.median_reprojection_rel_error:.4%} "
+                  f"(mutually visible {g.visible_fraction:.0%}); normals vs depth median {g.median_normal_angle_deg:.2f} deg; "
+                  f"instance labels agree on {g.label_agreement:.1%} of reprojected pixels")  # fmt: skip
+    if args.skip_bad:
+        return 0 if n_views > 0 else 1
+    return 1 if report.problems else 0
+
+
+def cmd_build_rooms(args: argparse.Namespace) -> int:
+    from splatdistill.data.rooms.build import RoomsParams, build_rooms, default_rooms_dir, is_complete, read_manifest
+
+    params = RoomsParams(scenes=args.scenes, views=args.views, size=args.size, seed=args.seed)
+    params.validate()
+    out = args.out if args.out is not None else default_rooms_dir(params)
+    if not args.force and is_complete(out, params):
+        print(f"{out}: up to date (rooms, {params.scenes} scenes x {params.views} views, {params.size}px, seed {params.seed})")
+        return 0
+    t0 = time.perf_counter()
+    build_rooms(out, params, workers=args.workers, force=args.force)
+    m = read_manifest(out) or {}
+    mb = m.get("size_bytes", 0) / 1e6
+    print(f"{out}: built {params.scenes} scenes x {params.views} views at {params.size}px in "
+          f"{time.perf_counter() - t0:.0f} s, {mb:.1f} MB; contact sheet: {out / 'contact_sheet.png'}")  # fmt: skip
+    return 0
+
+
+def cmd_contact_sheet(args: argparse.Namespace) -> int:
+    from splatdistill.data.contact_sheet import write_contact_sheet
+
+    out = args.out or (args.path / "contact_sheet.png")
+    write_contact_sheet(args.path, out, max_scenes=args.scenes)
+    print(out)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from splatdistill.data import detect_format, load_dataset
+
+    scenes = load_dataset(args.path)
+    fmt = detect_format(args.path)
+    splits: dict[str, int] = {}
+    for s in scenes:
+        splits[s.split] = splits.get(s.split, 0) + 1
+    first = scenes[0].load_view(0)
+    gt = [k for k in ("depth", "normals", "instance", "semantic") if getattr(first, k) is not None]
+    print(f"{args.path} ({fmt}): {len(scenes)} scenes ({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}), "
+          f"{sum(len(s) for s in scenes)} views, first view {first.width}x{first.height}, ground truth: {', '.join(gt) or 'none'}")  # fmt: skip
+    if scenes[0].class_names:
+        print("classes: " + ", ".join(scenes[0].class_names))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from splatdistill.data import load_dataset
+
+    scenes = load_dataset(args.path)
+    if args.to == "splatdistill":
+        from splatdistill.data.native import save_scene
+
+        for s in scenes:
+            save_scene(s, args.out / s.name)
+    elif args.to == "scannetpp":
+        from splatdistill.data.scannetpp import write_scannetpp
+
+        write_scannetpp(scenes, args.out)
+    else:
+        if len(scenes) != 1:
+            raise UserError(f"--to {args.to} writes one scene; {args.path} has {len(scenes)}")
+        if args.to == "nerfstudio":
+            from splatdistill.data.nerfstudio import write_nerfstudio
+
+            write_nerfstudio(scenes[0], args.out)
+        else:
+            from splatdistill.data.colmap import write_colmap
+
+            write_colmap(scenes[0], args.out)
+    print(args.out)
+    return 0
+

@@ -1,0 +1,241 @@
+"""View sampling for Splat-and-Distill: two context views and one or more target views per sample.
+
+Contexts ``(i, j)`` of one scene are picked either a fixed number of frames apart (``gap``), or —
+the default — so that the rotation accumulated along the path from ``i`` to ``j`` lies in
+``baseline_deg`` (the rooms paths turn 10-25 degrees per view, so 25-65 degrees means 2-4 views
+apart). Targets are views strictly between the contexts (``target="between"``, as in the paper:
+context frames some distance apart, target in between), or any other view that sees enough of
+what the contexts see (``target="overlap"``, measured by depth reprojection when depth exists,
+otherwise by the angle between viewing directions). Every choice comes from a seeded Generator:
+the same (seed, epoch, index) always gives the same sample.
+
+:class:`MultiViewDataset` turns samples into dicts of tensors (optionally resized, K scaled to
+match) and :func:`collate_views` batches them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from splatdistill.errors import UserError
+
+from .masks import segments_for_view
+from .scene import Scene, ViewData
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    num_targets: int = 1
+    gap: int | tuple[int, int] | None = None  # frames between contexts (fixed or [lo, hi]); None: use baseline_deg
+    baseline_deg: tuple[float, float] = (25.0, 65.0)  # accumulated rotation between contexts
+    target: str = "between"  # "between" | "overlap"
+    min_overlap: float = 0.3  # target="overlap": share of target pixels seen by a context
+
+
+@dataclass(frozen=True)
+class Sample:
+    scene: int
+    context: tuple[int, int]
+    targets: tuple[int, ...]
+
+
+def rotation_deg(a: np.ndarray, b: np.ndarray) -> float:
+    r = a[:3, :3].T @ b[:3, :3]
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
+
+
+class ViewSampler:
+    """Seeded sampler of (scene, context pair, targets) over a list of scenes."""
+
+    def __init__(self, scenes: list[Scene], config: SamplerConfig | None = None, seed: int = 0):
+        self.scenes = scenes
+        self.config = cfg = config or SamplerConfig()
+        self.seed = seed
+        if cfg.target not in ("between", "overlap"):
+            raise UserError(f"unknown target mode '{cfg.target}' (choose between or overlap)")
+        if cfg.num_targets < 1:
+            raise UserError("num_targets must be at least 1")
+        self._overlap_cache: dict[tuple[int, int, int], float] = {}
+        # Candidate context pairs per scene (each with at least num_targets possible targets).
+        self.pairs: list[list[tuple[int, int]]] = [self._pairs(s) for s in scenes]
+        self.usable = [k for k, p in enumerate(self.pairs) if p]
+        if not self.usable:
+            raise UserError(
+                f"no scene has a context pair for gap={cfg.gap} / baseline {cfg.baseline_deg} deg with "
+                f"{cfg.num_targets} target(s) {cfg.target}; scenes have {sorted({len(s) for s in scenes})} views"
+            )
+
+    def _pairs(self, scene: Scene) -> list[tuple[int, int]]:
+        cfg, n = self.config, len(scene)
+        poses = [v.cam_to_world for v in scene.views]
+        steps = np.array([rotation_deg(poses[k], poses[k + 1]) for k in range(n - 1)])
+        cum = np.concatenate([[0.0], np.cumsum(steps)])
+        out = []
+        for i in range(n):
+            for j in range(i + 1, n):
+                if cfg.gap is not None:
+                    lo, hi = (cfg.gap, cfg.gap) if isinstance(cfg.gap, int) else cfg.gap
+                    if not lo <= j - i <= hi:
+                        continue
+                elif not cfg.baseline_deg[0] <= cum[j] - cum[i] <= cfg.baseline_deg[1]:
+                    continue
+                n_between = j - i - 1
+                if cfg.target == "between" and n_between < cfg.num_targets:
+                    continue
+                if cfg.target == "overlap" and n - 2 < cfg.num_targets:
+                    continue
+                out.append((i, j))
+        return out
+
+    def _overlap(self, scene_idx: int, t: int, c: int) -> float:
+        """Share of target t's pixels that context c sees (depth reprojection on a coarse grid)."""
+        key = (scene_idx, t, c)
+        if key in self._overlap_cache:
+            return self._overlap_cache[key]
+        scene = self.scenes[scene_idx]
+        rt, rc = scene.views[t], scene.views[c]
+        vt = scene.load_view(t)
+        if vt.depth is None:
+            # No depth: viewing directions within 45 degrees count as overlapping.
+            zt, zc = rt.cam_to_world[:3, 2], rc.cam_to_world[:3, 2]
+            val = float(max(0.0, (zt @ zc - math.cos(math.radians(45))) / (1 - math.cos(math.radians(45)))))
+        else:
+            from .consistency import pixel_rays, project
+
+            step = max(1, min(vt.depth.shape) // 32)
+            d = vt.depth[::step, ::step]
+            rays = pixel_rays(rt.K, rt.height, rt.width)[::step, ::step]
+            ok = d > 0
+            pts = (rays[ok] * d[ok][:, None]) @ rt.cam_to_world[:3, :3].T + rt.cam_to_world[:3, 3]
+            uv, z = project(pts, rc.K, rc.cam_to_world)
+            inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < rc.width) & (uv[:, 1] >= 0) & (uv[:, 1] < rc.height)
+            val = float(inside.sum() / max(ok.size, 1))
+        self._overlap_cache[key] = val
+        return val
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        cfg = self.config
+        k = self.usable[int(rng.integers(len(self.usable)))]
+        i, j = self.pairs[k][int(rng.integers(len(self.pairs[k])))]
+        if rng.random() < 0.5:  # either order along the path
+            i, j = j, i
+        lo, hi = min(i, j), max(i, j)
+        if cfg.target == "between":
+            cands = list(range(lo + 1, hi))
+        else:
+            n = len(self.scenes[k])
+            cands = [t for t in range(n) if t not in (i, j)
+                     and max(self._overlap(k, t, i), self._overlap(k, t, j)) >= cfg.min_overlap]  # fmt: skip
+            if len(cands) < cfg.num_targets:
+                cands = list(range(lo + 1, hi)) or [t for t in range(n) if t not in (i, j)]
+        targets = rng.choice(cands, size=cfg.num_targets, replace=False)
+        return Sample(k, (i, j), tuple(int(t) for t in sorted(targets)))
+
+    def sample_at(self, index: int, epoch: int = 0) -> Sample:
+        """Deterministic sample number ``index`` of ``epoch``."""
+        return self.sample(np.random.default_rng([self.seed, epoch, index]))
+
+
+def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
+    """Resize a view to (height, width): bilinear (antialiased) image, nearest maps, K scaled to match."""
+    if size is None or (view.height, view.width) == tuple(size):
+        return view
+    h, w = size
+    sx, sy = w / view.width, h / view.height
+    S = np.diag([sx, sy, 1.0])
+    img = torch.from_numpy(view.image).permute(2, 0, 1)[None]
+    img = torch.nn.functional.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    ys = np.minimum(((np.arange(h) + 0.5) / sy).astype(int), view.height - 1)
+    xs = np.minimum(((np.arange(w) + 0.5) / sx).astype(int), view.width - 1)
+
+    def nearest(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.ascontiguousarray(a[ys][:, xs])
+
+    return ViewData(
+        image=img[0].permute(1, 2, 0).clamp(0, 1).numpy(),
+        K=S @ view.K,
+        cam_to_world=view.cam_to_world,
+        depth=nearest(view.depth),
+        normals=nearest(view.normals),
+        instance=nearest(view.instance),
+        semantic=nearest(view.semantic),
+        name=view.name,
+    )
+
+
+class MultiViewDataset(Dataset):
+    """Samples of 2 context + T target views as dicts of tensors (see :meth:`__getitem__`).
+
+    ``length`` samples per epoch (default: the number of views in all usable scenes); call
+    :meth:`set_epoch` to draw new samples. ``size=(H, W)`` resizes every view (e.g. (224, 224) for
+    ViT/14), scaling K consistently. ``mask_mode`` picks segments (see :mod:`.masks`).
+    """
+
+    def __init__(self, scenes: list[Scene], config: SamplerConfig | None = None, seed: int = 0,
+                 size: tuple[int, int] | int | None = None, mask_mode: str = "auto", length: int | None = None):  # fmt: skip
+        self.sampler = ViewSampler(scenes, config, seed)
+        self.scenes = scenes
+        self.size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+        self.mask_mode = mask_mode
+        self.length = length if length is not None else sum(len(scenes[k]) for k in self.sampler.usable)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _views(self, scene: Scene, ids: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        views = [resize_view(scene.load_view(i), self.size) for i in ids]
+        h, w = views[0].height, views[0].width
+        for v in views:
+            if (v.height, v.width) != (h, w):
+                raise UserError(f"scene {scene.name}: views of different sizes in one sample; pass size=(H, W) to resize")
+        c2w = np.stack([v.cam_to_world for v in views])
+        return {
+            "images": torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).contiguous().float(),
+            "K": torch.from_numpy(np.stack([v.K for v in views])).float(),
+            "cam_to_world": torch.from_numpy(c2w).float(),
+            "viewmats": torch.from_numpy(np.linalg.inv(c2w)).float(),
+            "depths": torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32) for v in views])).float(),
+            "segments": torch.from_numpy(np.stack([segments_for_view(v, self.mask_mode) for v in views])).long(),
+            "semantic": torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32) for v in views])).long(),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Keys (T = num_targets):
+
+        ``context_images`` (2, 3, H, W) float in [0, 1]; ``context_K`` (2, 3, 3); ``context_cam_to_world`` and
+        ``context_viewmats`` (2, 4, 4) (world-to-camera, OpenCV); ``context_depths`` (2, H, W) metres, 0 =
+        unknown; ``context_segments`` (2, H, W) int64; ``context_semantic`` (2, H, W) int64, -1 = ignore; the same
+        ``target_*`` keys with T instead of 2; ``scene`` (str), ``scene_index``, ``context_ids`` (2,), ``target_ids`` (T,).
+        """
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        s = self.sampler.sample_at(index, self.epoch)
+        scene = self.scenes[s.scene]
+        out: dict[str, Any] = {}
+        for prefix, ids in (("context", s.context), ("target", s.targets)):
+            for k, v in self._views(scene, ids).items():
+                out[f"{prefix}_{k}"] = v
+        out["scene"] = scene.name
+        out["scene_index"] = torch.tensor(s.scene)
+        out["context_ids"] = torch.tensor(s.context)
+        out["target_ids"] = torch.tensor(s.targets)
+        return out
+
+
+def collate_views(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples: tensors gain a leading batch dimension, ``scene`` becomes a list of names."""
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        vals = [b[key] for b in batch]
+        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out

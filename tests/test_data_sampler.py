@@ -1,0 +1,83 @@
+"""View sampler, PyTorch Dataset/collate and segment masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _data_helpers import tiny_rooms
+
+from splatdistill.data import load_dataset
+from splatdistill.data.masks import segments_for_view
+from splatdistill.data.middlebury import load_middlebury
+from splatdistill.data.sampler import MultiViewDataset, SamplerConfig, ViewSampler, collate_views, rotation_deg
+from splatdistill.errors import UserError
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory):
+    return load_dataset(tiny_rooms(tmp_path_factory))
+
+
+def test_default_sampler_baseline_and_targets_between(scenes):
+    sampler = ViewSampler(scenes, seed=1)
+    for k in range(40):
+        s = sampler.sample_at(k)
+        i, j = s.context
+        lo, hi = min(i, j), max(i, j)
+        views = scenes[s.scene].views
+        turned = sum(rotation_deg(views[m].cam_to_world, views[m + 1].cam_to_world) for m in range(lo, hi))
+        assert 25 <= turned <= 65
+        assert all(lo < t < hi for t in s.targets)
+    assert [sampler.sample_at(k) for k in range(10)] == [ViewSampler(scenes, seed=1).sample_at(k) for k in range(10)]
+    assert [sampler.sample_at(k) for k in range(10)] != [sampler.sample_at(k, epoch=1) for k in range(10)]
+
+
+def test_fixed_gap_and_overlap_targets(scenes):
+    s = ViewSampler(scenes, SamplerConfig(gap=4, num_targets=2), seed=0).sample_at(3)
+    assert abs(s.context[0] - s.context[1]) == 4 and len(s.targets) == 2
+    ov = ViewSampler(scenes, SamplerConfig(gap=2, target="overlap", min_overlap=0.3), seed=0)
+    for k in range(10):
+        smp = ov.sample_at(k)
+        t, (i, j) = smp.targets[0], smp.context
+        assert t not in (i, j)
+        assert max(ov._overlap(smp.scene, t, i), ov._overlap(smp.scene, t, j)) >= 0.3
+    with pytest.raises(UserError, match="no scene has a context pair"):
+        ViewSampler(scenes, SamplerConfig(gap=50))
+
+
+def test_dataset_item_shapes_and_resized_intrinsics(scenes):
+    ds = MultiViewDataset(scenes, SamplerConfig(num_targets=1), seed=0, size=(56, 70))
+    item = ds[0]
+    assert item["context_images"].shape == (2, 3, 56, 70) and item["context_images"].dtype == torch.float32
+    assert item["target_images"].shape == (1, 3, 56, 70)
+    assert item["context_K"].shape == (2, 3, 3) and item["context_viewmats"].shape == (2, 4, 4)
+    for key in ("depths", "segments", "semantic"):
+        assert item[f"context_{key}"].shape == (2, 56, 70) and item[f"target_{key}"].shape == (1, 56, 70)
+    assert item["context_segments"].dtype == torch.int64
+    torch.testing.assert_close(item["context_viewmats"] @ item["context_cam_to_world"], torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
+    # K follows the resize: the same 3D point lands on the scaled pixel position.
+    scene = scenes[item["scene_index"]]
+    rec = scene.views[int(item["context_ids"][0])]
+    K = item["context_K"][0].double().numpy()
+    np.testing.assert_allclose(K[0], rec.K[0] * 70 / rec.width, rtol=1e-6)
+    np.testing.assert_allclose(K[1], rec.K[1] * 56 / rec.height, rtol=1e-6)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_views)
+    batch = next(iter(loader))
+    assert batch["context_images"].shape == (3, 2, 3, 56, 70) and len(batch["scene"]) == 3
+    assert batch["target_ids"].shape == (3, 1)
+
+
+def test_masks_modes(scenes):
+    v = scenes[0].load_view(0)
+    inst = segments_for_view(v, "instance")
+    assert inst.dtype == np.int32 and inst.min() == 0 and inst.max() == len(np.unique(v.instance)) - 1
+    assert np.array_equal(segments_for_view(v, "auto"), inst)
+    slic = segments_for_view(v, "slic", n_segments=30)
+    assert slic.shape == inst.shape and 5 <= slic.max() + 1 <= 60
+    fz = segments_for_view(v, "felzenszwalb")
+    assert fz.shape == inst.shape and fz.max() >= 2
+    real = load_middlebury(width=160).load_view(0)
+    assert real.instance is None and segments_for_view(real, "auto").max() >= 5  # superpixels on photos
+    with pytest.raises(UserError, match="no instance map"):
+        segments_for_view(real, "instance")
