@@ -109,15 +109,17 @@ def test_ema_teacher_follows_the_closed_form():
     assert not teacher.module.training
 
 
-def test_ema_covers_lora_and_base_weights(student):
+def test_ema_averages_trained_weights_and_keeps_frozen_ones(student):
     teacher = EMATeacher(student, momentum=0.5, every=1)
     with torch.no_grad():
         for n, p in student.named_parameters():
             if "lora_B" in n:
                 p.fill_(1.0)
+    before = teacher.module.model.blocks[0].attn.qkv.base_layer.weight.clone()
     teacher.step(student)
     tb = dict(teacher.module.named_parameters())
     assert torch.all(tb["model.blocks.0.attn.qkv.lora_B.default.weight"] == 0.5)
+    assert torch.equal(tb["model.blocks.0.attn.qkv.base_layer.weight"], before)
 
 
 def test_lora_settings_are_configurable():

@@ -103,8 +103,10 @@ def export_timm_safetensors(backbone: ViTBackbone, path: str | Path, extra_metad
 class EMATeacher(nn.Module):
     """EMA copy of a student module: ``t <- m t + (1 - m) s`` every ``every`` calls to ``step``.
 
-    Parameters and floating-point buffers are averaged by name, so the teacher may hold the student's
-    LoRA structure (the default) — dropout is off because the teacher stays in eval mode.
+    Parameters the student trains (LoRA adapters, head) and floating-point buffers are averaged by
+    name. Frozen parameters are equal in both and are left untouched: averaging a value with itself
+    would only add float rounding. The teacher keeps the student's LoRA structure; its dropout is off
+    because it stays in eval mode.
     """
 
     def __init__(self, student: nn.Module, momentum: float = 0.999, every: int = 10):
@@ -130,7 +132,9 @@ class EMATeacher(nn.Module):
         m = self.momentum
         s_params = dict(student.named_parameters())
         for name, t in self.module.named_parameters():
-            t.mul_(m).add_(s_params[name].detach().to(t.dtype), alpha=1.0 - m)
+            src = s_params[name]
+            if src.requires_grad:
+                t.mul_(m).add_(src.detach().to(t.dtype), alpha=1.0 - m)
         s_bufs = dict(student.named_buffers())
         for name, t in self.module.named_buffers():
             if name in s_bufs and t.is_floating_point():

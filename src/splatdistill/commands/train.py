@@ -1,0 +1,66 @@
+"""``splatdistill train [--config FILE] [key=value ...]``: Splat-and-Distill training.
+
+Every option of :class:`splatdistill.distill.config.TrainConfig` can be set in a YAML file or as
+``key=value`` (e.g. ``steps=2000 lr=1e-4 blend_alpha=1.0``). Multi-GPU / multi-node: launch the same
+command with ``torchrun --nproc_per_node N -m splatdistill train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a Splat-and-Distill student", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--out", help="run folder (same as out=...)")
+    p.add_argument("--data", help="dataset folder or 'rooms' (same as data=...)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from splatdistill.distill.config import TrainConfig
+    from splatdistill.errors import UserError
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if args.data:
+        overrides.append(f"data={args.data}")
+    config_path = args.config
+    if args.resume and config_path is None:
+        out = next((o.split("=", 1)[1] for o in overrides if o.startswith("out=")), None)
+        saved = Path(out or TrainConfig.out) / "config.yaml"
+        if saved.is_file():
+            config_path = str(saved)  # resume with the run's own settings unless overridden
+    cfg = TrainConfig.load(config_path, overrides)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    out = Path(cfg.out)
+    if not args.resume and (out / "checkpoint.pt").exists():
+        raise UserError("the run folder already holds a checkpoint: pass --resume to continue it, "
+                        "or choose another out=", out)
+    from splatdistill.distill.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=args.resume)
+    result = trainer.fit()
+    if trainer.dist.is_main:
+        hist = result["history"]
+        if hist:
+            first, last = hist[0], hist[-1]
+            print(f"steps {result['steps']}/{cfg.steps} in {result['seconds'] / 60:.1f} min; loss {first['loss']:.4f} -> "
+                  f"{last['loss']:.4f}; teacher-student agreement {first['agreement']:.3f} -> {last['agreement']:.3f}")
+        print(f"student (timm safetensors): {result['student']}")
+        print(f"teacher (timm safetensors): {result['teacher']}")
+        if result["stopped_early"]:
+            print(f"stopped early (time budget or SIGTERM); continue with: splatdistill train --resume --out {cfg.out}")
+    return 0

@@ -1,0 +1,68 @@
+"""Projection head and losses of Splat-and-Distill.
+
+The DINO-style head (DESIGN section 1, step 8): a 3-layer MLP with GELU to a bottleneck, L2
+normalisation, and a weight-normalised linear layer onto K prototypes. The loss per token is the
+cross-entropy between the teacher's softmax and the student's log-softmax; only tokens the splatted
+target covers are counted (a masked mean, rather than the reference's zeroed tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DINOHead(nn.Module):
+    def __init__(self, in_dim: int, prototypes: int = 65536, hidden: int = 2048, bottleneck: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(),
+            nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, bottleneck),
+        )
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        last = nn.Linear(bottleneck, prototypes, bias=False)
+        self.last = nn.utils.parametrizations.weight_norm(last)
+        # DINO's norm_last_layer: the prototype norms are fixed at 1, only directions are learned
+        self.last.parametrizations.weight.original0.data.fill_(1.0)
+        self.last.parametrizations.weight.original0.requires_grad_(False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) -> (..., prototypes) logits."""
+        z = F.normalize(self.mlp(tokens), dim=-1, eps=1e-6)
+        return self.last(z)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
+              student_temp: float = 1.0, teacher_temp: float = 1.0) -> torch.Tensor:
+    """Masked mean over tokens of CE(softmax(teacher / tt), log_softmax(student / ts)); logits (..., K)."""
+    targets = F.softmax(teacher_logits.detach().float() / teacher_temp, dim=-1)
+    log_probs = F.log_softmax(student_logits.float() / student_temp, dim=-1)
+    per_token = -(targets * log_probs).sum(dim=-1)
+    return masked_mean(per_token, mask)
+
+
+def feature_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Plain feature losses on (..., C) tokens: cosine (1 - cos), l1 (mean |d|), mse (mean d^2)."""
+    teacher = teacher.detach()
+    if kind == "cosine":
+        per_token = 1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-6)
+    elif kind == "l1":
+        per_token = (student - teacher).abs().float().mean(dim=-1)
+    elif kind == "mse":
+        per_token = (student - teacher).float().pow(2).mean(dim=-1)
+    else:
+        raise ValueError(f"unknown feature loss {kind!r}")
+    return masked_mean(per_token, mask)

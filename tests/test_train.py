@@ -1,0 +1,191 @@
+"""Training: losses, config, targets, crash-safe resume, DDP, divergence handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _data_helpers import tiny_rooms
+from splatdistill.distill.config import TrainConfig
+from splatdistill.distill.heads import DINOHead, dino_loss, feature_loss
+from splatdistill.errors import UserError
+
+WORKER = str(Path(__file__).with_name("_train_worker.py"))
+
+
+@pytest.fixture(scope="session")
+def rooms(tmp_path_factory):
+    return tiny_rooms(tmp_path_factory)
+
+
+# ---- losses and head ----------------------------------------------------------------------------
+
+def test_dino_loss_matches_float64_reference():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
+    mask = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    got = dino_loss(s, t, mask, student_temp=0.5, teacher_temp=2.0)
+    sd, td = s.double().numpy(), t.double().numpy()
+    p = np.exp(td / 2.0)
+    p /= p.sum(-1, keepdims=True)
+    logq = sd / 0.5 - np.log(np.exp(sd / 0.5).sum(-1, keepdims=True))
+    ce = -(p * logq).sum(-1)
+    assert abs(float(got) - ce[mask.numpy()].mean()) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["cosine", "l1", "mse"])
+def test_feature_losses_match_reference(kind):
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g)
+    mask = torch.rand(3, 4, generator=g) > 0.3
+    sd, td, m = s.double().numpy(), t.double().numpy(), mask.numpy()
+    if kind == "cosine":
+        per = 1 - (sd * td).sum(-1) / np.linalg.norm(sd, axis=-1) / np.linalg.norm(td, axis=-1)
+    elif kind == "l1":
+        per = np.abs(sd - td).mean(-1)
+    else:
+        per = ((sd - td) ** 2).mean(-1)
+    assert abs(float(feature_loss(kind, s, t, mask)) - per[m].mean()) < 1e-6
+    assert float(feature_loss(kind, t, t, mask)) < 1e-6
+
+
+def test_dino_head_shapes_and_fixed_prototype_norms():
+    head = DINOHead(16, prototypes=32, hidden=24, bottleneck=8)
+    x = torch.randn(3, 10, 16)
+    logits = head(x)
+    assert logits.shape == (3, 10, 32)
+    # weight-normalised prototypes with norm 1 and an L2-normalised bottleneck: |logit| <= 1
+    assert logits.abs().max() <= 1.0 + 1e-5
+    w = head.last.weight
+    assert torch.allclose(w.norm(dim=1), torch.ones(32), atol=1e-5)
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert "last.parametrizations.weight.original0" not in trainable
+
+
+# ---- config ---------------------------------------------------------------------------------------
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1.0e-4\nsteps: 50\nloss: cosine\n")
+    cfg = TrainConfig.load(path, ["steps=70", "blend_alpha=1", "deterministic=true"])
+    assert (cfg.lr, cfg.steps, cfg.loss, cfg.blend_alpha, cfg.deterministic) == (1e-4, 70, "cosine", 1.0, True)
+    cfg.save(tmp_path / "saved.yaml")
+    assert TrainConfig.load(tmp_path / "saved.yaml") == cfg
+    for bad, msg in [(["nope=1"], "unknown option"), (["steps=x"], "expects int"), (["loss=foo"], "loss must be"),
+                     (["blend_alpha=2"], "blend_alpha"), (["steps"], "not key=value")]:
+        with pytest.raises(UserError, match=msg):
+            TrainConfig.load(None, bad)
+    (tmp_path / "bad.yaml").write_text("lr: [1, 2\n")
+    with pytest.raises(UserError, match="bad.yaml: invalid YAML"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+# ---- teacher targets ------------------------------------------------------------------------------
+
+def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
+    """Splatting context features into the context's own camera gives back its tokens."""
+    from splatdistill.data import load_dataset
+    from splatdistill.distill.targets import SplatSettings, depth_lifter, splat_targets
+    from splatdistill.geometry.cameras import Cameras
+
+    view = load_dataset(rooms)[0].load_view(0)
+    R = view.width
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(1, 16, 5, 5, generator=g)
+    segments = torch.from_numpy(view.instance.astype(np.int64))[None]
+    cams = Cameras.from_cam_to_world(torch.from_numpy(view.K).float()[None],
+                                     torch.from_numpy(view.cam_to_world).float()[None], R, R)
+    settings = SplatSettings(blend_alpha=1.0, renderer="torch")
+    out = splat_targets(tokens, segments, cams, segments, cams, (5, 5), settings, depth_lifter(settings),
+                        context_depth=torch.from_numpy(view.depth)[None])
+    assert out.coverage.mean() > 0.95
+    from splatdistill.distill.upsample import mask_aware_upsample
+
+    expected = torch.nn.functional.interpolate(mask_aware_upsample(tokens, segments, (R, R)), size=(5, 5),
+                                               mode="bilinear", antialias=True)
+    cos = torch.nn.functional.cosine_similarity(out.tokens, expected, dim=1)
+    assert cos[out.valid].min() > 0.99
+    # with blending, tokens move towards their segment means (and stay finite)
+    blended = splat_targets(tokens, segments, cams, segments, cams, (5, 5), SplatSettings(blend_alpha=0.5, renderer="torch"),
+                            depth_lifter(settings), context_depth=torch.from_numpy(view.depth)[None])
+    assert torch.isfinite(blended.tokens).all()
+    assert (blended.tokens - out.tokens).abs().max() > 1e-3
+
+
+# ---- runs: resume, DDP, divergence ----------------------------------------------------------------
+
+def _run(*args: str, env_extra: dict | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_extra or {})
+    cmd = (launcher or [sys.executable]) + [WORKER, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "rank0.pt")["weights"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(rooms, tmp_path):
+    n = 6
+    full = _run(str(rooms), str(tmp_path / "full"), f"steps={n}", "checkpoint_every=2", "--dump")
+    assert full.returncode == 0, full.stderr
+    crash = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--kill-at", "3")
+    assert crash.returncode == -9  # really killed, mid-run (step 3 done, last checkpoint at step 2)
+    state = torch.load(tmp_path / "crash" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2
+    resumed = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--resume", "--dump")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crash")
+    assert a.keys() == b.keys() and len(a) > 10
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert diff <= 1e-6
+    # the run did train: LoRA B matrices moved away from their zero init
+    assert max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k and not k.startswith("teacher.")) > 1e-4
+    for name in ("student.safetensors", "teacher.safetensors", "config.yaml"):
+        assert (tmp_path / "crash" / name).is_file()
+    assert any((tmp_path / "crash" / "tb").iterdir())
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_agree_and_shard_the_data(rooms, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    res = _run(str(rooms), str(out), "steps=3", "batch_size=1", "--dump", launcher=launcher)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert r0["weights"].keys() == r1["weights"].keys()
+    for k in r0["weights"]:
+        assert torch.equal(r0["weights"][k], r1["weights"][k]), k
+    d0, d1 = set(map(tuple, r0["drawn"])), set(map(tuple, r1["drawn"]))
+    assert len(d0) == len(d1) == 3 and not (d0 & d1)
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
+    from splatdistill.distill.trainer import Trainer, TrainingDiverged
+
+    from _train_worker import TINY_RUN
+
+    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'nan'}", "steps=5", "checkpoint_every=1",
+                                  *TINY_RUN])
+    trainer = Trainer(cfg)
+    real = trainer.batch_for_step
+
+    def poisoned(step):
+        batch = real(step)
+        if step == 2:
+            batch["target_images"] = torch.full_like(batch["target_images"], float("nan"))
+        return batch
+
+    trainer.batch_for_step = poisoned
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3.*checkpoint"):
+        trainer.fit()
+    state = torch.load(trainer.checkpoint_path, weights_only=False)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["student"].values())
