@@ -1,0 +1,107 @@
+"""``splatdistill eval``: probe and match several backbones side by side and write a report.
+
+Example::
+
+    splatdistill eval --backbone dinov2=dinov2_vits14 --backbone random=random:vit_small_patch14_dinov2 \
+        --data rooms --out runs/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from splatdistill.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from splatdistill.eval.runner import TASKS, EvalConfig
+
+    d = EvalConfig()
+    p = sub.add_parser(
+        "eval",
+        help="evaluate backbones: depth/normal/segmentation probes, correspondence, consistency",
+        description="Train linear probes on frozen features of the train split, evaluate them and the "
+        "multi-view tasks on held-out scenes, for each backbone; writes results.json, report.md and "
+        "PNG figures to --out. Protocol: docs/evaluation.md.",
+    )
+    p.add_argument("--backbone", "-b", action="append", required=True, metavar="[LABEL=]SPEC",
+                   help="backbone spec (repeatable): dinov2_vits14, a .pth/.safetensors file, timm:NAME, "
+                   "random:ARCH, mobilenetv2; LABEL= names its row in the report")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder, or 'rooms' (built on first use)")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {','.join(TASKS)} (default: all)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    g = p.add_argument_group("budget")
+    g.add_argument("--resolution", type=int, default=d.resolution, help="short image side fed to the backbone (default %(default)s)")
+    g.add_argument("--max-train-views", type=int, default=d.max_train_views, help="probe training views (default %(default)s)")
+    g.add_argument("--max-eval-views", type=int, default=d.max_eval_views, help="held-out views (default %(default)s)")
+    g.add_argument("--probe-steps", type=int, default=d.probe_steps, help="optimiser steps per probe (default %(default)s)")
+    g.add_argument("--probe-batch", type=int, default=d.probe_batch, help="views per probe step (default %(default)s)")
+    g.add_argument("--probe-lr", type=float, default=d.probe_lr, help="probe learning rate (default %(default)s)")
+    g.add_argument("--pairs", type=int, default=d.corr_pairs, help="view pairs per dataset for correspondence/consistency (default %(default)s)")
+    g.add_argument("--keep", type=int, default=d.corr_keep, help="best matches kept per pair (default %(default)s)")
+    g.add_argument("--points", type=int, default=d.consistency_points, help="consistency points per pair (default %(default)s)")
+    o = p.add_argument_group("other")
+    o.add_argument("--train-split", default=d.train_split, choices=["train", "val", "test"])
+    o.add_argument("--eval-split", default=d.eval_split, choices=["auto", "train", "val", "test"],
+                   help="held-out split (auto: test if present, else val)")
+    o.add_argument("--max-depth", type=float, default=d.max_depth, help="depth cap in metres for bins and metrics (default %(default)s)")
+    o.add_argument("--no-middlebury", action="store_true", help="skip the real Middlebury stereo pair")
+    o.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+    o.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
+    o.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    o.add_argument("--seed", type=int, default=d.seed)
+    o.add_argument("--device", default=d.device)
+    o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from splatdistill.eval.runner import EvalConfig
+
+    return EvalConfig(
+        resolution=args.resolution,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        max_train_views=args.max_train_views,
+        max_eval_views=args.max_eval_views,
+        probe_steps=args.probe_steps,
+        probe_batch=args.probe_batch,
+        probe_lr=args.probe_lr,
+        max_depth=args.max_depth,
+        corr_pairs=args.pairs,
+        corr_keep=args.keep,
+        consistency_points=args.points,
+        middlebury=not args.no_middlebury,
+        seed=args.seed,
+        device=args.device,
+        cache_dir="" if args.no_cache else args.cache,
+        figures=not args.no_figures,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from splatdistill.eval.report import TASK_COLUMNS
+    from splatdistill.eval.runner import evaluate, parse_tasks
+
+    tasks = parse_tasks(args.tasks)  # fail on a bad task name before loading anything
+    if args.cache and args.no_cache:
+        raise UserError("--cache and --no-cache are mutually exclusive")
+    doc = evaluate(args.backbone, args.data, tasks, args.out, config_from_args(args))
+    # A compact summary on stdout: the headline metric of each task per backbone.
+    headline = {"depth": "abs_rel", "normals": "mean_deg", "segmentation": "miou", "correspondence": "recall_10", "consistency": "gap"}
+    data_name = doc["data"]["name"]
+    for b in doc["backbones"]:
+        parts = []
+        for task in doc["tasks"]:
+            r = b["results"].get(task, {})
+            if task in ("correspondence", "consistency"):
+                r = r.get(data_name, {})
+            key = headline[task]
+            header = next(h for k, h, _ in TASK_COLUMNS[task] if k == key)
+            if r.get(key) is not None:
+                parts.append(f"{task} {header.split(' ')[0]}={r[key]:.4g}")
+        print(f"{b['label']}: " + ", ".join(parts) + f" ({b['timings'].get('total_s', 0):.0f} s)")
+    print(f"wrote {args.out}/report.md and results.json in {doc['wall_time_s']:.0f} s")
+    return 0

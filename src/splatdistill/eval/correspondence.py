@@ -1,0 +1,237 @@
+"""Multi-view correspondence: ground-truth pixel correspondences from depth and poses, feature matching
+by cosine nearest neighbour with a ratio test, and recall of the best matches (DESIGN section 3).
+
+Per pair (A, B): pixels of A with valid depth are back-projected and projected into B; those landing
+inside B (and, when B has depth, not occluded there) are the queries, each with its ground-truth
+location in B. Query descriptors are sampled bilinearly from A's patch grid; candidate descriptors on a
+regular pixel grid of B (spacing = ``grid_step_ref`` pixels of the 160x120 reference, so the grid cannot
+blur the 5 px threshold). Each query takes its cosine nearest neighbour in B; the ``keep`` matches with
+the smallest ratio d1/d2 of the two nearest descriptor distances are scored by their reprojection error
+(matched candidate vs ground-truth location, in B's pixels), against thresholds of 5/10/20 reference
+pixels scaled by B's image diagonal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from splatdistill.data.scene import ViewData
+from splatdistill.eval.features import sample_features
+from splatdistill.eval.metrics import (
+    CORRESPONDENCE_THRESHOLDS_PX,
+    correspondence_threshold_scale,
+    recall_at_thresholds,
+    rotation_angle_deg,
+    rotation_bin_label,
+    rotation_bin_labels,
+)
+
+
+@dataclass
+class CorrespondenceConfig:
+    """Matching knobs."""
+
+    queries: int = 2048  # query pixels sampled in A per pair
+    keep: int = 1000  # best matches (by ratio) scored per pair
+    grid_step_ref: float = 2.0  # candidate spacing in B, in pixels of the 160x120 reference
+    occlusion_tol: float = 0.05  # relative depth tolerance of the visibility test in B
+    min_overlap: float = 0.25  # pair selection: fraction of A's valid pixels visible in B
+    max_pairs: int = 48  # pairs per dataset
+    mutual: bool = False  # also require B's match to point back to the query (off: ratio test only)
+
+
+@dataclass
+class PairGeometry:
+    """Pixels of A with valid depth, where they land in B, and whether B sees them there."""
+
+    xy_a: np.ndarray  # (N, 2) continuous pixel coordinates in A (pixel centres)
+    xy_b: np.ndarray  # (N, 2) ground-truth location in B
+    depth_b: np.ndarray  # (N,) z-depth in B's camera
+    visible: np.ndarray  # (N,) inside B, in front of it, and not occluded (if B has depth)
+
+    @property
+    def overlap(self) -> float:
+        return float(self.visible.mean()) if self.visible.size else 0.0
+
+
+def pixel_grid(width: int, height: int, step: float = 1.0) -> np.ndarray:
+    """Continuous coordinates (N, 2) of a regular grid of pixel centres with the given spacing."""
+    xs = np.arange(step / 2, width, step)
+    ys = np.arange(step / 2, height, step)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def gt_correspondences(view_a: ViewData, view_b: ViewData, step: int = 1, occlusion_tol: float = 0.05) -> PairGeometry:
+    """Ground-truth correspondences A -> B from A's depth and both poses (every ``step``-th pixel)."""
+    if view_a.depth is None:
+        raise ValueError(f"view {view_a.name or 'A'} has no depth")
+    H, W = view_a.depth.shape
+    v, u = np.mgrid[0:H:step, 0:W:step]
+    z = view_a.depth[v, u].astype(np.float64)
+    ok = z > 0
+    u, v, z = u[ok], v[ok], z[ok]
+    xy_a = np.stack([u + 0.5, v + 0.5], 1).astype(np.float64)
+    rays = np.concatenate([xy_a, np.ones((len(z), 1))], 1) @ np.linalg.inv(view_a.K).T
+    pts_a = rays * z[:, None]
+    a_to_b = np.linalg.inv(view_b.cam_to_world) @ view_a.cam_to_world
+    pts_b = pts_a @ a_to_b[:3, :3].T + a_to_b[:3, 3]
+    zb = pts_b[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        proj = pts_b @ np.asarray(view_b.K, dtype=np.float64).T
+        xy_b = proj[:, :2] / proj[:, 2:3]
+    Hb, Wb = view_b.image.shape[:2]
+    inside = (zb > 1e-6) & (xy_b[:, 0] >= 0) & (xy_b[:, 0] < Wb) & (xy_b[:, 1] >= 0) & (xy_b[:, 1] < Hb)
+    visible = inside.copy()
+    if view_b.depth is not None:
+        idx = np.flatnonzero(inside)
+        col = np.clip(np.floor(xy_b[idx, 0]).astype(np.int64), 0, Wb - 1)
+        row = np.clip(np.floor(xy_b[idx, 1]).astype(np.int64), 0, Hb - 1)
+        db = view_b.depth[row, col].astype(np.float64)
+        visible[idx] = (db > 0) & (np.abs(zb[idx] - db) <= occlusion_tol * np.maximum(db, 1e-9))
+    xy_b = np.where(np.isfinite(xy_b), xy_b, np.nan)
+    return PairGeometry(xy_a, xy_b, zb, visible)
+
+
+def relative_rotation_deg(view_a: ViewData, view_b: ViewData) -> float:
+    return rotation_angle_deg(view_a.cam_to_world[:3, :3], view_b.cam_to_world[:3, :3])
+
+
+def nearest_neighbour_ratio(desc_a: torch.Tensor, desc_b: torch.Tensor, mutual: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``desc_a``, the index of its cosine nearest neighbour in ``desc_b`` and the ratio
+    d1/d2 of the Euclidean distances (between unit descriptors) to the nearest and second nearest.
+
+    A ratio near 0 is a distinctive match; 1 means the two best candidates are equally good (also used
+    when d2 = 0 or B has a single candidate). With ``mutual``, matches whose neighbour in B does not
+    point back get ratio ``inf`` so they sort last.
+    """
+    a = F.normalize(desc_a.float(), dim=1)
+    b = F.normalize(desc_b.float(), dim=1)
+    sim = a @ b.T
+    k = min(2, b.shape[0])
+    top, idx = sim.topk(k, dim=1)
+    d = torch.sqrt((2 - 2 * top.double()).clamp_min(0))
+    if k == 2:
+        ratio = torch.where(d[:, 1] > 0, d[:, 0] / d[:, 1].clamp_min(1e-12), torch.ones_like(d[:, 0]))
+    else:
+        ratio = torch.ones_like(d[:, 0])
+    nn_idx = idx[:, 0]
+    if mutual:
+        back = sim.argmax(dim=0)
+        ok = back[nn_idx] == torch.arange(a.shape[0])
+        ratio = torch.where(ok, ratio, torch.full_like(ratio, float("inf")))
+    return nn_idx.numpy(), ratio.numpy()
+
+
+def best_matches(ratio: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the ``keep`` matches with the smallest ratio (stable, so ties keep query order)."""
+    order = np.argsort(ratio, kind="stable")
+    order = order[np.isfinite(ratio[order])]
+    return order[:keep]
+
+
+def match_errors(xy_pred: np.ndarray, xy_gt: np.ndarray) -> np.ndarray:
+    """Reprojection error (pixels) of each match: predicted location vs ground truth in B."""
+    return np.linalg.norm(np.asarray(xy_pred, np.float64) - np.asarray(xy_gt, np.float64), axis=1)
+
+
+@dataclass
+class PairResult:
+    errors: np.ndarray  # (k,) reprojection errors of the kept matches, pixels of B
+    scale: float  # threshold scale of B (reference pixels -> B pixels)
+    rotation_deg: float
+    overlap: float
+    recall: dict[str, float]
+
+
+def evaluate_pair(
+    feat_a: torch.Tensor,
+    feat_b: torch.Tensor,
+    view_a: ViewData,
+    view_b: ViewData,
+    cfg: CorrespondenceConfig,
+    rng: np.random.Generator,
+    geometry: PairGeometry | None = None,
+) -> PairResult | None:
+    """Match A's visible pixels into B with features (C, h, w) of each view; None if nothing is visible."""
+    geo = geometry or gt_correspondences(view_a, view_b, 1, cfg.occlusion_tol)
+    vis = np.flatnonzero(geo.visible)
+    if vis.size == 0:
+        return None
+    sel = np.sort(rng.choice(vis, size=min(cfg.queries, vis.size), replace=False))
+    Ha, Wa = view_a.image.shape[:2]
+    Hb, Wb = view_b.image.shape[:2]
+    scale = correspondence_threshold_scale(Wb, Hb)
+    step = max(1.0, float(np.round(cfg.grid_step_ref * scale)))
+    cand = pixel_grid(Wb, Hb, step)
+    desc_a = sample_features(feat_a, geo.xy_a[sel], Wa, Ha)
+    desc_b = sample_features(feat_b, cand, Wb, Hb)
+    nn_idx, ratio = nearest_neighbour_ratio(desc_a, desc_b, cfg.mutual)
+    kept = best_matches(ratio, cfg.keep)
+    errors = match_errors(cand[nn_idx[kept]], geo.xy_b[sel][kept])
+    return PairResult(
+        errors=errors,
+        scale=scale,
+        rotation_deg=relative_rotation_deg(view_a, view_b),
+        overlap=geo.overlap,
+        recall=recall_at_thresholds(errors, CORRESPONDENCE_THRESHOLDS_PX, scale),
+    )
+
+
+def summarise_pairs(results: list[PairResult]) -> dict:
+    """Mean over pairs of recall@5/10/20, and recall@10 per relative-rotation bin (with pair counts)."""
+    out: dict = {"pairs": len(results)}
+    if not results:
+        return out
+    keys = list(results[0].recall)
+    for key in keys:
+        out[key] = float(np.mean([r.recall[key] for r in results]))
+    by_bin: dict[str, dict] = {}
+    for label in rotation_bin_labels():
+        members = [r for r in results if rotation_bin_label(r.rotation_deg) == label]
+        by_bin[label] = {
+            "recall_10": float(np.mean([r.recall["recall_10"] for r in members])) if members else None,
+            "pairs": len(members),
+        }
+    out["recall_10_by_rotation"] = by_bin
+    out["matches_per_pair"] = float(np.mean([r.errors.size for r in results]))
+    return out
+
+
+def select_pairs(
+    views: list[ViewData],
+    groups: list[str],
+    cfg: CorrespondenceConfig,
+    seed: int = 0,
+) -> list[tuple[int, int]]:
+    """Pairs (i, j) of views from the same group (scene) whose overlap is at least ``min_overlap``.
+
+    Up to ``max_pairs`` are taken round-robin over the relative-rotation bins (random order within a
+    bin, seeded), so large viewpoint changes are represented when the data has them.
+    """
+    rng = np.random.default_rng(seed)
+    by_bin: dict[str, list[tuple[int, int]]] = {label: [] for label in rotation_bin_labels()}
+    for i in range(len(views)):
+        if views[i].depth is None:
+            continue
+        for j in range(len(views)):
+            if i == j or groups[i] != groups[j] or (j < i and views[j].depth is not None):
+                continue  # one direction per pair, unless only A has depth
+            geo = gt_correspondences(views[i], views[j], step=4, occlusion_tol=cfg.occlusion_tol)
+            if geo.overlap >= cfg.min_overlap:
+                by_bin[rotation_bin_label(relative_rotation_deg(views[i], views[j]))].append((i, j))
+    queues = []
+    for label in rotation_bin_labels():
+        pairs = by_bin[label]
+        order = rng.permutation(len(pairs))
+        queues.append([pairs[k] for k in order])
+    chosen: list[tuple[int, int]] = []
+    while len(chosen) < cfg.max_pairs and any(queues):
+        for q in queues:
+            if q and len(chosen) < cfg.max_pairs:
+                chosen.append(q.pop(0))
+    return chosen

@@ -1,0 +1,79 @@
+"""Feature extraction cache and PCA images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from splatdistill.eval.features import BackboneEntry, extract_features, get_features, model_fingerprint, pca_rgb
+from splatdistill.eval.synthetic import ColourBackbone
+
+
+@pytest.fixture()
+def images() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"train": torch.rand(5, 3, 32, 40, generator=g).half(), "eval": torch.rand(2, 3, 32, 40, generator=g).half()}
+
+
+def test_extract_shapes_and_cls():
+    model = ColourBackbone(patch_size=8, embed_dim=6)
+    patch, cls = extract_features(model, torch.rand(3, 3, 32, 40), batch_size=2, progress=False)
+    assert patch.shape == (3, 6, 4, 5) and cls.shape == (3, 6)
+    # batching does not change the result
+    x = torch.rand(3, 3, 32, 40)
+    a, _ = extract_features(model, x, batch_size=1, progress=False)
+    b, _ = extract_features(model, x, batch_size=3, progress=False)
+    torch.testing.assert_close(a, b)
+
+
+def test_cache_hit_is_identical_and_keyed_by_data_and_weights(tmp_path, images):
+    entry = BackboneEntry("colour", "colour", ColourBackbone(patch_size=8, embed_dim=6))
+    first = get_features(entry, images, tmp_path, progress=False)
+    assert not first.cache_hit and first.cache_path.is_file()
+    second = get_features(entry, images, tmp_path, progress=False)
+    assert second.cache_hit and second.cache_path == first.cache_path
+    for g in images:
+        assert torch.equal(first.patch[g], second.patch[g])
+        assert torch.equal(first.cls[g], second.cls[g])
+    # the cached values are the float16 round trip of a fresh extraction
+    fresh, _ = extract_features(entry.model, images["eval"].float(), progress=False)
+    torch.testing.assert_close(second.patch["eval"], fresh.half().float(), rtol=0, atol=0)
+    # other pixels -> other key
+    changed = {k: v.clone() for k, v in images.items()}
+    changed["eval"][0, 0, 0, 0] = 0
+    assert get_features(entry, changed, tmp_path, progress=False).cache_path != first.cache_path
+    # other weights -> other key
+    other = BackboneEntry("colour", "colour", ColourBackbone(patch_size=8, embed_dim=6, seed=1))
+    assert model_fingerprint(other.model) != model_fingerprint(entry.model)
+    assert get_features(other, images, tmp_path, progress=False).cache_path != first.cache_path
+
+
+def test_corrupt_cache_file_is_replaced(tmp_path, images):
+    entry = BackboneEntry("colour", "colour", ColourBackbone(patch_size=8, embed_dim=6))
+    path = get_features(entry, images, tmp_path, progress=False).cache_path
+    path.write_bytes(b"not a safetensors file")
+    again = get_features(entry, images, tmp_path, progress=False)
+    assert not again.cache_hit and again.patch["train"].shape == (5, 6, 4, 5)
+    assert get_features(entry, images, tmp_path, progress=False).cache_hit
+
+
+def test_no_cache_dir_writes_nothing(tmp_path, images):
+    entry = BackboneEntry("colour", "colour", ColourBackbone(patch_size=8, embed_dim=6))
+    out = get_features(entry, images, None, progress=False)
+    assert out.cache_path is None and not out.cache_hit and not any(tmp_path.iterdir())
+
+
+def test_pca_is_joint_deterministic_and_in_range():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 5, 6, generator=g)
+    imgs = pca_rgb([a, a.clone(), torch.randn(16, 4, 4, generator=g)])
+    assert imgs[0].shape == (5, 6, 3) and imgs[2].shape == (4, 4, 3)
+    assert all(0 <= im.min() and im.max() <= 1 for im in imgs)
+    np.testing.assert_array_equal(imgs[0], imgs[1])  # same features, same colours
+    np.testing.assert_array_equal(pca_rgb([a, a.clone(), imgs_src := a[:, :4, :4]])[0], pca_rgb([a, a.clone(), imgs_src])[0])
+    # features varying along one direction map onto the first component (red channel) monotonically
+    t = torch.linspace(-1, 1, 10)
+    line = (t[None, :, None] * torch.ones(8, 1, 1)).expand(8, 10, 3).contiguous()
+    red = pca_rgb([line])[0][..., 0]
+    assert np.all(np.diff(red[0]) >= 0) or np.all(np.diff(red[0]) <= 0)

@@ -1,0 +1,145 @@
+"""``evaluate()`` end to end on in-memory synthetic rooms with toy backbones."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from splatdistill.errors import UserError
+from splatdistill.eval.features import BackboneEntry
+from splatdistill.eval.runner import TASKS, EvalConfig, evaluate, parse_tasks, spread_views
+from splatdistill.eval.synthetic import ColourBackbone, NoiseBackbone, make_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_dataset(train_scenes=4, test_scenes=2, views_per_scene=5, size=(48, 48), seed=0)
+
+
+def small_config(**kw) -> EvalConfig:
+    base = dict(resolution=48, loss_res=24, probe_steps=80, probe_batch=8, probe_lr=1e-2, depth_bins=64,
+                corr_pairs=6, corr_queries=300, corr_keep=150, consistency_points=200, middlebury=False,
+                figure_views=2, progress=False)  # fmt: skip
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def entries():
+    return [BackboneEntry("colour", "toy:colour", ColourBackbone(patch_size=8, embed_dim=24)),
+            BackboneEntry("noise", "toy:noise", NoiseBackbone(patch_size=8, embed_dim=24))]  # fmt: skip
+
+
+def strip_volatile(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    for key in ("created", "wall_time_s", "files"):
+        doc.pop(key, None)
+    doc["config"].pop("cache_dir", None)
+    for b in doc["backbones"]:
+        b.pop("timings")
+        b.pop("cache_hit")
+        b.pop("feature_cache")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def run(scenes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    return out, evaluate(entries(), scenes, None, out, small_config())
+
+
+def test_writes_results_report_and_figures(run):
+    out, doc = run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["tasks"] == list(TASKS)
+    assert [b["label"] for b in on_disk["backbones"]] == ["colour", "noise"]
+    for name in ("bars_depth", "bars_normals", "bars_segmentation", "bars_correspondence", "bars_consistency",
+                 "pca", "depth_predictions", "normal_predictions", "segmentation_predictions"):  # fmt: skip
+        path = out / on_disk["files"][name]
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (out / "report.md").read_text()
+    for title in ("## Depth", "## Surface normals", "## Semantic segmentation", "## Multi-view correspondence",
+                  "## Multi-view feature consistency", "## Timing"):  # fmt: skip
+        assert title in report
+    assert "| colour | **" in report  # the better backbone's cells are bold
+    res = on_disk["backbones"][0]["results"]
+    assert set(res["depth"]) >= {"abs_rel", "rmse", "delta1", "delta2", "delta3"}
+    assert set(res["normals"]) >= {"mean_deg", "median_deg", "rmse_deg", "pct_11_25", "pct_22_5", "pct_30"}
+    assert set(res["segmentation"]) >= {"miou", "pixel_acc", "per_class_iou"}
+    assert set(res["correspondence"]["data"]) >= {"recall_5", "recall_10", "recall_20", "recall_10_by_rotation"}
+    assert set(res["consistency"]["data"]) >= {"positive_cos", "random_cos", "gap", "auc"}
+    assert on_disk["data"]["eval_split"] == "test" and on_disk["data"]["train_views"] == 20
+
+
+def test_informative_features_beat_noise(run):
+    _, doc = run
+    colour, noise = (b["results"] for b in doc["backbones"])
+    assert colour["depth"]["abs_rel"] < noise["depth"]["abs_rel"]
+    assert colour["segmentation"]["miou"] > noise["segmentation"]["miou"] + 0.2
+    assert colour["correspondence"]["data"]["recall_20"] > noise["correspondence"]["data"]["recall_20"]
+    assert colour["consistency"]["data"]["gap"] > noise["consistency"]["data"]["gap"] + 0.2
+
+
+def test_same_call_twice_gives_same_numbers(run, scenes, tmp_path):
+    out, doc = run
+    again = evaluate(entries(), scenes, None, out, small_config())  # features now come from the cache
+    assert all(b["cache_hit"] for b in again["backbones"])
+    assert strip_volatile(again) == strip_volatile(doc)
+    fresh = evaluate(entries(), scenes, None, tmp_path, small_config(cache_dir=""))  # no cache at all
+    assert not any(b["cache_hit"] for b in fresh["backbones"])
+    assert strip_volatile(fresh) == strip_volatile(doc)
+
+
+def test_task_subset_and_missing_ground_truth(scenes, tmp_path):
+    stripped = make_dataset(train_scenes=2, test_scenes=1, views_per_scene=3, size=(32, 32), seed=1)
+    for s in stripped:  # a dataset without normals
+        for rec in s.views:
+            load = rec.loader
+            rec.loader = (lambda load=load: _without_normals(load()))
+    doc = evaluate(entries()[:1], stripped, "normals,depth", tmp_path, small_config(resolution=32, loss_res=16))
+    res = doc["backbones"][0]["results"]
+    assert doc["tasks"] == ["depth", "normals"]
+    assert "abs_rel" in res["depth"] and "skipped" in res["normals"]
+    assert "correspondence" not in res
+
+
+def _without_normals(view):
+    view.normals = None
+    return view
+
+
+def test_user_errors(scenes, tmp_path):
+    with pytest.raises(UserError, match="unknown task 'flow'"):
+        parse_tasks("depth,flow")
+    with pytest.raises(UserError, match="split 'val' has no scenes"):
+        evaluate(entries(), scenes, "depth", tmp_path, small_config(eval_split="val"))
+    only_test = [s for s in scenes if s.split == "test"]
+    with pytest.raises(UserError, match="split 'train' has no scenes"):
+        evaluate(entries(), only_test, "depth", tmp_path, small_config())
+    # pair tasks alone need no train split
+    doc = evaluate(entries()[:1], only_test, "consistency", tmp_path, small_config())
+    assert doc["backbones"][0]["results"]["consistency"]["data"]["pairs"] > 0
+    with pytest.raises(UserError, match="data directory not found"):
+        evaluate(entries(), str(tmp_path / "missing"), "depth", tmp_path, small_config())
+    with pytest.raises(UserError, match="probe-steps must be at least 1"):
+        evaluate(entries(), scenes, "depth", tmp_path, small_config(probe_steps=0))
+    with pytest.raises(UserError, match="no backbone"):
+        evaluate([], scenes, "depth", tmp_path, small_config())
+
+
+def test_spread_views_is_even_and_capped(scenes):
+    picked = spread_views(scenes[:4], 7)
+    per_scene = [sum(1 for s, _ in picked if s is sc) for sc in scenes[:4]]
+    assert sorted(per_scene) == [1, 2, 2, 2]
+    assert len(spread_views(scenes, 1000)) == sum(len(s) for s in scenes)
+    assert [i for s, i in spread_views(scenes[:1], 3)] == [0, 2, 4]
