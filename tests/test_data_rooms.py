@@ -156,3 +156,21 @@ def test_labels_follow_geometry_and_image(scenes):
     good = boundary_contrast(v.image, v.instance)
     assert good > 1.5
     assert boundary_contrast(v.image, np.roll(v.instance, 4, axis=1)) < good
+
+
+def test_cli_build_rooms_then_up_to_date(tmp_path, capsys, monkeypatch):
+    from splatdistill.cli import main
+    from splatdistill.data import ensure_rooms
+
+    out = tmp_path / "r"
+    args = ["data", "build-rooms", "--out", str(out), "--scenes", "2", "--views", "3", "--size", "40", "--seed", "9", "--workers", "1"]
+    assert main(args) == 0
+    assert "built 2 scenes x 3 views" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(args[:-4] + ["--seed", "10"]) == 2  # same folder, other parameters: refused
+    assert "other parameters" in capsys.readouterr().err
+    monkeypatch.setenv("SPLATDISTILL_CACHE", str(tmp_path / "cache"))
+    p = ensure_rooms(scenes=2, views=3, size=40, seed=9, workers=1, progress=False)
+    assert p.parent == tmp_path / "cache" / "data" and (p / "dataset.json").is_file()
+    assert (p / "room_0000" / "scene.json").read_bytes() == (out / "room_0000" / "scene.json").read_bytes()

@@ -62,6 +62,10 @@ def test_dataset_item_shapes_and_resized_intrinsics(scenes):
     K = item["context_K"][0].double().numpy()
     np.testing.assert_allclose(K[0], rec.K[0] * 70 / rec.width, rtol=1e-6)
     np.testing.assert_allclose(K[1], rec.K[1] * 56 / rec.height, rtol=1e-6)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(ds))  # DataLoader workers may need to pickle it
+    assert torch.equal(again[0]["target_images"], item["target_images"])
     loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_views)
     batch = next(iter(loader))
     assert batch["context_images"].shape == (3, 2, 3, 56, 70) and len(batch["scene"]) == 3

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", type=Path)
     p.set_defaults(func=_plain_warnings(cmd_info))
 
+    p = dsub.add_parser("middlebury", help="write the Middlebury Motorcycle stereo pair (real photos, metric depth) as a scene")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--width", type=int, default=None, help="resize to this width (K scaled to match)")
+    p.set_defaults(func=_plain_warnings(cmd_middlebury))
+
     p = dsub.add_parser("export", help="write a dataset in another layout (splatdistill, nerfstudio, colmap, scannetpp)")
     p.add_argument("path", type=Path)
     p.add_argument("--to", required=True, choices=["splatdistill", "nerfstudio", "colmap", "scannetpp"])
@@ -81,9 +86,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         if g is None:
             print("geometry: no view pairs with depth")
         else:
-            print(f"geometry ({g.pairs} pairs): depth reprojection median relative error {g.median_reprojection_rel_error:.4%} "
-                  f"(mutually visible {g.visible_fraction:.0%}); normals vs depth median {g.median_normal_angle_deg:.2f} deg; "
-                  f"instance labels agree on {g.label_agreement:.1%} of reprojected pixels")  # fmt: skip
+            parts = [f"depth reprojection median relative error {g.median_reprojection_rel_error:.4%} "
+                     f"(mutually visible {g.visible_fraction:.0%})"]  # fmt: skip
+            if g.median_normal_angle_deg == g.median_normal_angle_deg:  # not NaN
+                parts.append(f"normals vs depth median {g.median_normal_angle_deg:.2f} deg on planar regions")
+            if g.label_agreement == g.label_agreement:
+                parts.append(f"instance labels agree on {g.label_agreement:.1%} of reprojected pixels")
+            print(f"geometry ({g.pairs} pairs): " + "; ".join(parts))
     if args.skip_bad:
         return 0 if n_views > 0 else 1
     return 1 if report.problems else 0
@@ -130,6 +139,16 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"{sum(len(s) for s in scenes)} views, first view {first.width}x{first.height}, ground truth: {', '.join(gt) or 'none'}")  # fmt: skip
     if scenes[0].class_names:
         print("classes: " + ", ".join(scenes[0].class_names))
+    return 0
+
+
+def cmd_middlebury(args: argparse.Namespace) -> int:
+    from splatdistill.data.middlebury import load_middlebury
+    from splatdistill.data.native import save_scene
+
+    scene = load_middlebury(args.width)
+    save_scene(scene, args.out / scene.name)
+    print(args.out / scene.name)
     return 0
 
 

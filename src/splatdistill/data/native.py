@@ -88,7 +88,11 @@ def write_view_files(scene_dir: Path, view: ViewData, name: str, depth_scale: fl
 
 def save_scene(scene: Scene, scene_dir: Path) -> Path:
     """Write any in-memory :class:`Scene` (e.g. loaded from another format) in this format."""
-    entries = [write_view_files(scene_dir, scene.load_view(i), f"{i:04d}") for i in range(len(scene))]
+    import re
+
+    names = [r.name for r in scene.views]
+    keep = all(re.fullmatch(r"[\w.-]+", n) for n in names) and len(set(names)) == len(names)
+    entries = [write_view_files(scene_dir, scene.load_view(i), names[i] if keep else f"{i:04d}") for i in range(len(scene))]
     for e, rec in zip(entries, scene.views):
         e["source_name"] = rec.name
     return write_scene(scene_dir, scene.name, scene.split, scene.class_names, entries)

@@ -3,7 +3,8 @@
 Views sit on an ellipse around a point near the room centre, at eye height, aimed at a point on the
 far side of that centre at table height, so consecutive views overlap. Every path is checked
 before rendering: neighbouring views 10-25 degrees apart, cameras clear of walls and furniture,
-nothing closer than ``min_depth`` in a low-resolution probe render, and enough furniture in view.
+nothing closer than ``min_depth`` and not much closer than ``near_distance`` in a low-resolution
+probe render (no view blocked by a nearby object), and enough furniture in view.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class PathLimits:
     min_step_deg: float = 10.0
     max_step_deg: float = 25.0
     min_depth: float = 0.6  # nearest surface in view, metres
+    near_distance: float = 1.0  # no more than max_near_fraction of a view closer than this
+    max_near_fraction: float = 0.3
     min_object_fraction: float = 0.05  # per view: share of pixels on furniture or pictures
     mean_object_fraction: float = 0.12  # over the path
     wall_clearance: float = 0.35
@@ -175,6 +178,8 @@ def path_problems(poses: list[np.ndarray], spec: RoomSpec, renderer: RoomRendere
             probs.append(f"view {i}: rays escape the room")
         elif np.percentile(r.depth[valid], 1) < lim.min_depth:
             probs.append(f"view {i}: surface closer than {lim.min_depth} m")
+        elif (r.depth < lim.near_distance).mean() > lim.max_near_fraction:
+            probs.append(f"view {i}: more than {lim.max_near_fraction:.0%} of the view within {lim.near_distance} m")
         else:
             fractions.append((r.instance >= FIRST_OBJECT_ID).mean())
             if fractions[-1] < lim.min_object_fraction:

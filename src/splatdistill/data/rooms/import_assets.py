@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             "models": models,
         }
         (args.out / "catalog.json").write_text(json.dumps(catalog_out, indent=1) + "\n")
+        (args.out / "LICENSE.txt").write_bytes((root / "LICENSE.TXT").read_bytes())
     return 0
 
 

@@ -76,17 +76,81 @@ def _camera_rays(K_bytes: bytes, width: int, height: int, du_bytes: bytes, dv_by
     return d
 
 
+class _Caster:
+    """First-hit and occlusion queries: Embree (embreex) directly, else trimesh's slow pure-numpy caster."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+        self.vertices, self.faces = vertices, faces
+        try:
+            from embreex import rtcore_scene
+            from embreex.mesh_construction import TriangleMesh
+        except ImportError:  # pragma: no cover - embreex ships for x86_64 only
+            import trimesh
+            from trimesh.ray.ray_triangle import RayMeshIntersector
+
+            self.scene = None
+            self.fallback = RayMeshIntersector(trimesh.Trimesh(vertices, faces, process=False, validate=False))
+            return
+        self.scene = rtcore_scene.EmbreeScene()
+        TriangleMesh(scene=self.scene, vertices=vertices.astype(np.float32), indices=faces.astype(np.int32))
+
+    def first(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        if self.scene is None:  # pragma: no cover
+            return np.asarray(self.fallback.intersects_first(origins, dirs), dtype=np.int64)
+        o = np.ascontiguousarray(origins, dtype=np.float32)
+        return self.scene.run(o, np.ascontiguousarray(dirs, dtype=np.float32)).astype(np.int64)
+
+    def first_uvt(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(face, t, barycentrics) in float32 straight from Embree (for shading)."""
+        if self.scene is None:  # pragma: no cover
+            face = self.first(origins, dirs)
+            t, bary = _moller_trumbore(self.vertices[self.faces], face, origins, dirs)
+            return face, t.astype(np.float32), bary.astype(np.float32)
+        o = np.ascontiguousarray(origins, dtype=np.float32)
+        r = self.scene.run(o, np.ascontiguousarray(dirs, dtype=np.float32), output=1)
+        face = r["primID"].astype(np.int64)
+        face[r["geomID"] < 0] = -1
+        return face, r["tfar"], np.stack([r["u"], r["v"]], 1)
+
+    def occluded(self, origins: np.ndarray, dirs: np.ndarray, tmax: np.ndarray) -> np.ndarray:
+        """True where something lies along the ray before ``tmax``."""
+        if self.scene is None:  # pragma: no cover
+            face = self.first(origins, dirs)
+            t, _ = _moller_trumbore(self.vertices[self.faces], face, origins, dirs)
+            return (face >= 0) & (t < tmax)
+        o = np.ascontiguousarray(origins, dtype=np.float32)
+        d = np.ascontiguousarray(dirs, dtype=np.float32)
+        return self.scene.run(o, d, dists=np.ascontiguousarray(tmax, dtype=np.float32), query="OCCLUDED") >= 0
+
+
+def _moller_trumbore(tri_all: np.ndarray, face: np.ndarray, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance and barycentrics of each ray on its (given) hit triangle, in the rays' precision."""
+    t = np.full(len(face), np.inf, dtype=dirs.dtype)
+    bary = np.zeros((len(face), 2), dtype=dirs.dtype)
+    hit = face >= 0
+    if hit.any():
+        tri = tri_all[face[hit]].astype(dirs.dtype, copy=False)
+        o, d = origins[hit], dirs[hit]
+        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        p = _cross(d, e2)
+        det = np.einsum("ij,ij->i", e1, p)
+        inv = 1.0 / np.where(np.abs(det) < 1e-30, 1e-30, det)
+        s = o - tri[:, 0]
+        u = np.einsum("ij,ij->i", s, p) * inv
+        q = _cross(s, e1)
+        v = np.einsum("ij,ij->i", d, q) * inv
+        t[hit] = np.einsum("ij,ij->i", e2, q) * inv
+        bary[hit] = np.stack([u, v], 1)
+    return t, bary
+
+
 class RoomRenderer:
     """Renders one :class:`RoomMesh` from any OpenCV camera."""
 
     def __init__(self, mesh: RoomMesh, light: tuple[float, float, float], ambient: float = 0.38,
                  light_power: float = 0.75, fill: float = 0.22):  # fmt: skip
-        import trimesh
-        from trimesh.ray.ray_pyembree import RayMeshIntersector
-
         self.mesh = mesh
-        self.tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False, validate=False)
-        self.caster = RayMeshIntersector(self.tm)
+        self.caster = _Caster(mesh.vertices, mesh.faces)
         tri = mesh.vertices[mesh.faces]
         self.tri = tri
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -110,24 +174,9 @@ class RoomRenderer:
 
     # -- ray casting -----------------------------------------------------------------------------
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """First hit per ray: (face index or -1, distance t, barycentrics (N, 2)), exact in float64."""
-        face = np.asarray(self.caster.intersects_first(origins, dirs), dtype=np.int64)
-        t = np.full(len(face), np.inf, dtype=dirs.dtype)
-        bary = np.zeros((len(face), 2), dtype=dirs.dtype)
-        hit = face >= 0
-        if hit.any():
-            tri = self.tri[face[hit]].astype(dirs.dtype, copy=False)
-            o, d = origins[hit], dirs[hit]
-            e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-            p = _cross(d, e2)
-            det = np.einsum("ij,ij->i", e1, p)
-            inv = 1.0 / np.where(np.abs(det) < 1e-30, 1e-30, det)
-            s = o - tri[:, 0]
-            u = np.einsum("ij,ij->i", s, p) * inv
-            q = _cross(s, e1)
-            v = np.einsum("ij,ij->i", d, q) * inv
-            t[hit] = np.einsum("ij,ij->i", e2, q) * inv
-            bary[hit] = np.stack([u, v], 1)
+        """First hit per ray: (face index or -1, distance t, barycentrics (N, 2)), recomputed in float64."""
+        face = self.caster.first(origins, dirs)
+        t, bary = _moller_trumbore(self.tri, face, np.asarray(origins, np.float64), np.asarray(dirs, np.float64))
         return face, t, bary
 
     # -- shading ---------------------------------------------------------------------------------
@@ -157,7 +206,7 @@ class RoomRenderer:
 
     def shade(self, origins: np.ndarray, dirs: np.ndarray, focal: float, shadows: bool = True) -> tuple:
         """Colour of each ray plus its (face, t) so the caller can reuse the centre ray's hit."""
-        face, t, bary = self.cast(origins, dirs)
+        face, t, bary = self.caster.first_uvt(origins, dirs)
         col = np.zeros((len(face), 3), np.float32)
         hit = np.nonzero(face >= 0)[0]
         if len(hit) == 0:
@@ -178,9 +227,8 @@ class RoomRenderer:
         if shadows:
             lit = np.nonzero(ndl > 0)[0]
             if len(lit):
-                so = p[lit] + n[lit] * 1e-4
-                sf, st, _ = self.cast(so, ldir[lit])
-                vis[lit] = np.where((sf >= 0) & (st < dist[lit] - 1e-3), 0.0, 1.0)
+                so = p[lit] + n[lit] * 1e-3
+                vis[lit] = np.where(self.caster.occluded(so, ldir[lit], dist[lit] - 2e-3), 0.0, 1.0)
         falloff = 1.0 / (1.0 + (dist / 3.5) ** 2)
         fill = np.clip(n @ self.fill_dir.astype(np.float32), 0, None) * self.fill + 0.06 * n[:, 2]
         light = self.ambient + self.light_power * 2.0 * ndl * vis * falloff + fill
@@ -203,7 +251,7 @@ class RoomRenderer:
         centre_face, centre_t, _ = self.cast(np.broadcast_to(c, centre_world.shape), centre_world)
         # Colour: all sub-pixel samples in one float32 batch (fewer, larger numpy/Embree calls).
         offsets = SUPERSAMPLE_OFFSETS if supersample else np.zeros((1, 2))
-        dworld = (rays(offsets[:, 0], offsets[:, 1]) @ R.T).astype(np.float32)
+        dworld = rays(offsets[:, 0], offsets[:, 1]).astype(np.float32) @ R.T.astype(np.float32)
         col, _, _ = self.shade(np.broadcast_to(c.astype(np.float32), dworld.shape), dworld, focal, shadows)
         image = col.reshape(len(offsets), height, width, 3).mean(0).astype(np.float32)
         hit = centre_face >= 0
