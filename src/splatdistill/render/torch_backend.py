@@ -68,16 +68,36 @@ def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: 
     given (3.33 otherwise) and are 0 for culled Gaussians: nearer than the near plane or past the far
     plane, degenerate, opacity under 1/255, or with a bounding box entirely outside the image.
     """
-    # camera-frame means, (..., V, N): component-wise broadcasting beats batched 3x3 matmuls
-    Rm = viewmats[..., :3, :3, None]  # (..., V, 3, 3, 1)
-    tv = viewmats[..., :3, 3, None]  # (..., V, 3, 1)
-    mu = [means[..., None, :, k] for k in range(3)]  # (..., 1, N)
-    x, y, z = (Rm[..., i, 0, :] * mu[0] + Rm[..., i, 1, :] * mu[1] + Rm[..., i, 2, :] * mu[2]
-               + tv[..., i, :] for i in range(3))
-    fx = Ks[..., 0, 0, None]
-    fy = Ks[..., 1, 1, None]
-    cx = Ks[..., 0, 2, None]
-    cy = Ks[..., 1, 2, None]
+    p = _project(means, covariances, viewmats, Ks, width, height, opacities, near_plane,
+                 far_plane, eps2d)
+    radii = torch.stack([p["rx"], p["ry"]], dim=-1).int() * p["visible"][..., None]
+    return Projection(torch.stack([p["mx"], p["my"]], -1),
+                      torch.stack([p["ca"], p["cb"], p["cc"]], -1), p["z"], radii,
+                      torch.stack([p["a"], p["b"], p["c"]], -1))
+
+
+def _project(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: Tensor, width: int,
+             height: int, opacities: Tensor | None, near_plane: float, far_plane: float,
+             eps2d: float) -> dict[str, Tensor]:
+    """Projection as contiguous per-component (..., V, N) tensors (vectorises better than stacks)."""
+    dtype = means.dtype
+    mu = means.movedim(-1, 0)[:, ..., None, :].contiguous()  # (3, ..., 1, N)
+    iu = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
+    S = covariances[..., iu[0], iu[1]].movedim(-1, 0)[:, ..., None, :].contiguous()  # (6, ..., 1, N)
+    s00, s01, s02, s11, s12, s22 = S
+    R = viewmats[..., :3, :3, None].to(dtype)  # (..., V, 3, 3, 1)
+    t = viewmats[..., :3, 3, None].to(dtype)
+    # camera-frame means, (..., V, N): component-wise broadcasting beats batched 3x3 matmuls;
+    # in-place accumulation keeps the number of fresh (page-faulting) temporaries down
+    def lin(w0, w1, w2, v0, v1, v2, bias=None):
+        out = w0 * v0 if bias is None else torch.addcmul(bias, w0, v0)
+        return out.addcmul_(w1, v1).addcmul_(w2, v2)
+
+    x, y, z = (lin(R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :], mu[0], mu[1], mu[2],
+                   t[..., i, :]) for i in range(3))
+    K = Ks.to(dtype)
+    fx, fy = K[..., 0, 0, None], K[..., 1, 1, None]
+    cx, cy = K[..., 0, 2, None], K[..., 1, 2, None]
     # gsplat clamps the point at which the Jacobian is taken to 1.3x the field of view
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
@@ -85,46 +105,37 @@ def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: 
     lim_x_neg = cx / fx + 0.3 * tan_fovx
     lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
     lim_y_neg = cy / fy + 0.3 * tan_fovy
-    rz = 1.0 / z
-    tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
-    ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
-    j00, j02 = fx * rz, -fx * tx * rz * rz
-    j11, j12 = fy * rz, -fy * ty * rz * rz
-    # T = J W (2x3 per Gaussian and camera); cov2d = T Sigma T^T
-    t0 = [j00 * Rm[..., 0, k, :] + j02 * Rm[..., 2, k, :] for k in range(3)]
-    t1 = [j11 * Rm[..., 1, k, :] + j12 * Rm[..., 2, k, :] for k in range(3)]
-    S = covariances[..., None, :, :, :]  # (..., 1, N, 3, 3)
-    s00, s01, s02 = S[..., 0, 0], S[..., 0, 1], S[..., 0, 2]
-    s11, s12, s22 = S[..., 1, 1], S[..., 1, 2], S[..., 2, 2]
-    u0 = s00 * t0[0] + s01 * t0[1] + s02 * t0[2]
-    u1 = s01 * t0[0] + s11 * t0[1] + s12 * t0[2]
-    u2 = s02 * t0[0] + s12 * t0[1] + s22 * t0[2]
-    w0 = s00 * t1[0] + s01 * t1[1] + s02 * t1[2]
-    w1 = s01 * t1[0] + s11 * t1[1] + s12 * t1[2]
-    w2 = s02 * t1[0] + s12 * t1[1] + s22 * t1[2]
-    a = t0[0] * u0 + t0[1] * u1 + t0[2] * u2 + eps2d
-    b = t1[0] * u0 + t1[1] * u1 + t1[2] * u2
-    c = t1[0] * w0 + t1[1] * w1 + t1[2] * w2 + eps2d
+    rz = torch.reciprocal(z)
+    xz, yz = x.mul_(rz), y.mul_(rz)
+    # J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]], with tx/z clamped
+    j00, j11 = fx * rz, fy * rz
+    j02 = torch.maximum(xz, -lim_x_neg).minimum(lim_x_pos).mul_(j00).neg_()
+    j12 = torch.maximum(yz, -lim_y_neg).minimum(lim_y_pos).mul_(j11).neg_()
+    # T = J R (2x3 per Gaussian and camera); cov2d = T Sigma T^T
+    t0 = [torch.addcmul(j02 * R[..., 2, k, :], j00, R[..., 0, k, :]) for k in range(3)]
+    t1 = [torch.addcmul(j12 * R[..., 2, k, :], j11, R[..., 1, k, :]) for k in range(3)]
+    u = [lin(s00, s01, s02, *t0), lin(s01, s11, s12, *t0), lin(s02, s12, s22, *t0)]
+    a = lin(t0[0], t0[1], t0[2], *u).add_(eps2d)
+    b = lin(t1[0], t1[1], t1[2], *u)
+    u = [lin(s00, s01, s02, *t1), lin(s01, s11, s12, *t1), lin(s02, s12, s22, *t1)]
+    c = lin(t1[0], t1[1], t1[2], *u).add_(eps2d)
     det = a * c - b * b
-    inv = 1.0 / det
-    conics = torch.stack([c * inv, -b * inv, a * inv], dim=-1)
-    mx, my = fx * x * rz + cx, fy * y * rz + cy
-    means2d = torch.stack([mx, my], dim=-1)
+    inv = torch.reciprocal(det)
+    mx, my = torch.addcmul(cx, fx, xz), torch.addcmul(cy, fy, yz)
 
-    valid = (z >= near_plane) & (z <= far_plane) & (det > 0)
+    visible = (z >= near_plane) & (z <= far_plane) & (det > 0)
     if opacities is None:
         extend = torch.full_like(z, MAX_EXTEND)
     else:
-        o = opacities[..., None, :].expand_as(z)
-        valid = valid & (o >= ALPHA_THRESHOLD)
+        o = opacities.to(dtype)[..., None, :].expand_as(z)
+        visible &= o >= ALPHA_THRESHOLD
         extend = torch.sqrt(2.0 * torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
         extend = extend.clamp(max=MAX_EXTEND)
-    rx = torch.ceil(extend * torch.sqrt(a.clamp(min=0)))
-    ry = torch.ceil(extend * torch.sqrt(c.clamp(min=0)))
-    valid = valid & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
-    radii = (torch.stack([rx, ry], dim=-1).nan_to_num(0.0).clamp(max=2 ** 30).int()
-             * valid[..., None])
-    return Projection(means2d, conics, z, radii, torch.stack([a, b, c], dim=-1))
+    rx = torch.ceil(extend * torch.sqrt(a.clamp(min=0))).nan_to_num(0.0).clamp(max=2 ** 30)
+    ry = torch.ceil(extend * torch.sqrt(c.clamp(min=0))).nan_to_num(0.0).clamp(max=2 ** 30)
+    visible &= (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+    return {"mx": mx, "my": my, "z": z, "ca": c * inv, "cb": -b * inv, "cc": a * inv, "a": a,
+            "b": b, "c": c, "rx": rx, "ry": ry, "visible": visible}
 
 
 def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features: Tensor,
@@ -143,16 +154,15 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
         # project in float64: O(N) work, and float32's cancellation in R m + t and its 1/z^2
         # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane
         f64 = torch.float64
-        proj = project_gaussians(means.detach().to(f64), covariances.detach().to(f64),
-                                 viewmats.detach().to(f64), Ks.detach().to(f64), width, height,
-                                 opacities.detach().to(f64), near_plane, far_plane, eps2d)
-    B = math.prod(batch)
-    dtype = means.dtype
-    m2 = proj.means2d.to(dtype).reshape(B, V, N, 2)
-    con = proj.conics.to(dtype).reshape(B, V, N, 3)
-    dep = proj.depths.reshape(B, V, N)  # float64: ordering by depth needs no float32 ties
-    vis = proj.visible.reshape(B, V, N)
-    op = opacities.detach().reshape(B, N)
+        p = _project(means.detach().to(f64), covariances.detach().to(f64), viewmats.detach(),
+                     Ks.detach(), width, height, opacities.detach(), near_plane, far_plane, eps2d)
+        B = math.prod(batch)
+        o = opacities.detach().to(f64)[..., None, :].expand_as(p["z"])
+        # per-image rows (mx, my, a/2, b, c/2, o) of the conic's sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
+        table = torch.stack([p["mx"], p["my"], 0.5 * p["ca"], p["cb"], 0.5 * p["cc"], o], -2)
+        table = table.to(means.dtype).reshape(B, V, 6, N)
+        dep = p["z"].reshape(B, V, N)  # float64: no float32 ties in the depth order
+        vis = p["visible"].reshape(B, V, N)
     ft = features.reshape(B, N, C)
     P = width * height
     grad = torch.is_grad_enabled() and features.requires_grad
@@ -162,8 +172,8 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     # a loop over images (not pixels or Gaussians): each iteration is a full vectorised render
     for bi in range(B):
         for vi in range(V):
-            img = rasterize_image(m2[bi, vi], con[bi, vi], dep[bi, vi], op[bi], ft[bi],
-                                  vis[bi, vi], width, height, alpha_out=alpha[bi, vi],
+            img = rasterize_image(table[bi, vi], dep[bi, vi], vis[bi, vi], ft[bi], width,
+                                  height, alpha_out=alpha[bi, vi],
                                   out=None if out is None else out[bi, vi], stats=stats)
             images.append(img)
     img = torch.stack(images).reshape(B, V, P, C) if out is None else out
@@ -171,42 +181,43 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
             alpha.reshape(batch + (V, height, width)))
 
 
-def rasterize_image(means2d: Tensor, conics: Tensor, depths: Tensor, opacities: Tensor,
-                    features: Tensor, visible: Tensor, width: int, height: int,
-                    alpha_out: Tensor, out: Tensor | None = None, stats: dict | None = None
-                    ) -> Tensor:
+def rasterize_image(table: Tensor, depths: Tensor, visible: Tensor, features: Tensor,
+                    width: int, height: int, alpha_out: Tensor, out: Tensor | None = None,
+                    stats: dict | None = None) -> Tensor:
     """Composite projected Gaussians (N) into one image.
+
+    ``table`` (6, N) holds per Gaussian (mx, my, a/2, b, c/2, opacity) with (a, b, c) the conic.
 
     Writes the coverage ``1 - T_final`` into ``alpha_out`` (P,) and returns the (P, C) feature image
     (written into ``out`` when given; without ``out`` the result is differentiable w.r.t. features).
     """
-    device = means2d.device
+    device = table.device
     P = width * height
-    pix, gid, alpha = _pairs(means2d, conics, depths, opacities, visible, width, height)
+    pix, gid, alpha = _pairs(table, depths, visible, width, height)
     order = _stable_argsort(pix, P)
-    counts = torch.bincount(pix, minlength=P)
+    counts = _bincount(pix, P)
     ends = torch.cumsum(counts, 0)
-    alpha = _take(alpha, order)
+    alpha, gid = _take_pair(alpha, gid, order)  # one gather moves both
     # segmented inclusive cumsum of log(1 - alpha) per pixel, in float64 so T is exact to ~1e-12
-    log1m = torch.log1p(-alpha.double())
-    cum = torch.cumsum(log1m, 0)
+    log1m = alpha.to(torch.float64, copy=True).neg_().log1p_()
+    log_t = torch.cumsum(log1m, 0)
     cum_before = torch.zeros(P, dtype=torch.float64, device=device)
-    if cum.numel():
-        cum_before[1:] = torch.where(ends[:-1] > 0, cum[(ends[:-1] - 1).clamp(min=0)], 0.0)
-    log_t = cum - _repeat(cum_before, counts)  # log T after each pair
+    if log_t.numel():
+        cum_before[1:] = torch.where(ends[:-1] > 0, log_t[(ends[:-1] - 1).clamp(min=0)], 0.0)
+    log_t -= _repeat(cum_before, counts)  # log T after each pair
     # gsplat's exclusive stop: a pair whose next transmittance is <= 1e-4 (and all behind it)
     # is not composited; log_t decreases along a pixel, so the kept pairs are a prefix of it.
     keep = log_t > math.log(TRANSMITTANCE_STOP)
-    weights = alpha * torch.exp(log_t - log1m)  # alpha * T before the pair (float64)
+    weights = torch.sub(log_t, log1m, out=log1m).exp_().mul_(alpha)  # alpha * T before the pair
     if bool(keep.all()):
         crow = torch.cat([ends.new_zeros(1), ends])
-        col = _take(gid, order)
+        col = gid
     else:
         kept = _flatnonzero(keep)
         kept_cum = torch.cumsum(keep, 0)
         crow = torch.zeros(P + 1, dtype=torch.int64, device=device)
         crow[1:] = torch.where(ends > 0, kept_cum[(ends - 1).clamp(min=0)], 0)
-        col = _take(gid, _take(order, kept))
+        col = _take(gid, kept)
         weights = _take(weights, kept)
         log_t = _take(log_t, kept)
     if stats is not None:
@@ -223,25 +234,25 @@ def rasterize_image(means2d: Tensor, conics: Tensor, depths: Tensor, opacities: 
     return _csr_matmul(crow, col, weights.to(features.dtype), features, P, out)
 
 
-def _pairs(means2d: Tensor, conics: Tensor, depths: Tensor, opacities: Tensor, visible: Tensor,
-           width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Depth-ordered (pixel id, Gaussian id, alpha) of every pair with alpha >= 1/255.
+def _pairs(table: Tensor, depths: Tensor, visible: Tensor, width: int, height: int
+           ) -> tuple[Tensor, Tensor, Tensor]:
+    """Depth-ordered (pixel id, Gaussian id (int32), alpha) of every pair with alpha >= 1/255.
 
     Blocks are evaluated with the block index innermost (long vectorisable loops), then compacted in
     (block, row, column) order, which is depth order because blocks are listed Gaussian by Gaussian
     front to back.
     """
-    device, dtype = means2d.device, means2d.dtype
+    device, dtype = table.device, table.dtype
     vid = _flatnonzero(visible)
     vid = _take(vid, torch.argsort(_take(depths, vid), stable=True))
-    table = _take_rows(torch.cat([means2d, conics, opacities[:, None].to(dtype)], dim=1), vid)
-    mx, my, A, Bc, Cc, o = table.unbind(1)
+    table = _take_cols(table, vid)
+    mx, my, hA, Bc, hC, o = table.unbind(0)
     # sigma <= L  <=>  o exp(-sigma) >= 1/255; L capped like gsplat's 3.33-sigma box
     L = torch.log(o * 255.0).clamp(max=0.5 * MAX_EXTEND ** 2)
     Lm = L * (1 + 1e-4) + 1e-4  # enumeration margin: the exact alpha test below decides
-    det = (A * Cc - Bc * Bc).clamp(min=1e-30)
-    half_w = torch.sqrt((2 * Lm * Cc / det).clamp(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
-    half_h = torch.sqrt((2 * Lm * A / det).clamp(min=0))
+    det4 = (4 * hA * hC - Bc * Bc).clamp(min=1e-30)  # det(conic)
+    half_w = torch.sqrt((4 * Lm * hC / det4).clamp(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
+    half_h = torch.sqrt((4 * Lm * hA / det4).clamp(min=0))
     j0 = torch.ceil(mx - half_w - 0.5).clamp(min=0)
     j1 = torch.floor(mx + half_w - 0.5).clamp(max=width - 1)
     i0 = torch.ceil(my - half_h - 0.5).clamp(min=0)
@@ -261,24 +272,26 @@ def _pairs(means2d: Tensor, conics: Tensor, depths: Tensor, opacities: Tensor, v
     brow = torch.div(b_local, bjg, rounding_mode="floor")
     b_i0 = _repeat(i0.long(), nblocks) + brow * s
     b_j0 = _repeat(j0.long(), nblocks) + (b_local - brow * bjg) * s
-    bt = _take_rows(table, b_g).t()  # (6, Nb): block index innermost
+    bt = _take_cols(table, b_g)  # (6, Nb): block index innermost
     ar = torch.arange(s, device=device)
     rows = b_i0[None, :] + ar[:, None]  # (s, Nb)
     cols = b_j0[None, :] + ar[:, None]
     dy = bt[1] - (rows.to(dtype) + 0.5)  # gsplat: delta = mean - pixel centre
     dx = bt[0] - (cols.to(dtype) + 0.5)
-    sigma = ((0.5 * bt[4] * dy * dy)[:, None, :] + (0.5 * bt[2] * dx * dx)[None, :, :]
-             + (bt[3] * dy)[:, None, :] * dx[None, :, :])  # (s_row, s_col, Nb)
-    alpha = torch.clamp(bt[5] * torch.exp(-sigma), max=MAX_ALPHA)
-    mask = (alpha >= ALPHA_THRESHOLD) & (sigma >= 0)
-    mask &= (rows < height)[:, None, :] & (cols < width)[None, :, :]
+    # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy over (s_row, s_col, Nb)
+    sigma = torch.addcmul((bt[4] * dy * dy)[:, None, :], (bt[3] * dy)[:, None, :],
+                          dx[None, :, :]).add_((bt[2] * dx * dx)[None, :, :])
+    valid = sigma >= 0  # PD conics give sigma >= 0 up to rounding; gsplat skips the rest
+    alpha = sigma.neg_().exp_().mul_(bt[5]).clamp_(max=MAX_ALPHA)
+    valid &= alpha >= ALPHA_THRESHOLD
+    valid &= (rows < height)[:, None, :] & (cols < width)[None, :, :]
     # compact in (block, row, col) order
-    mask = mask.reshape(ss, Nb).t().contiguous()  # (Nb, ss)
-    idx = _flatnonzero(mask)
+    valid = valid.reshape(ss, Nb).t().contiguous()  # (Nb, ss)
+    idx = _flatnonzero(valid)
     alpha = _take(alpha.reshape(ss, Nb).t().contiguous().reshape(-1), idx)
-    slot_offset = (ar[:, None] * width + ar[None, :]).reshape(1, ss)
-    pix = _take(((b_i0 * width + b_j0)[:, None] + slot_offset).reshape(-1), idx)
-    gid = _repeat(_take(vid, b_g), mask.sum(1))
+    slot_offset = (ar[:, None] * width + ar[None, :]).reshape(1, ss).int()
+    pix = _take(((b_i0 * width + b_j0).int()[:, None] + slot_offset).reshape(-1), idx)
+    gid = _repeat(_take(vid, b_g).int(), valid.sum(1))
     return pix, gid, alpha
 
 
@@ -301,7 +314,7 @@ def _block_size(ni: Tensor, nj: Tensor) -> int:
 
 def _stable_argsort(keys: Tensor, num_keys: int) -> Tensor:
     """Stable argsort of non-negative integer keys < num_keys (radix sort via NumPy on CPU)."""
-    if keys.device.type != "cpu":
+    if not _np(keys):
         return torch.sort(keys, stable=True).indices
     k = keys.numpy()
     if num_keys <= 1 << 16:
@@ -312,31 +325,57 @@ def _stable_argsort(keys: Tensor, num_keys: int) -> Tensor:
     return torch.from_numpy(lo[np.argsort(hi, kind="stable")])
 
 
-# Index helpers: NumPy's nonzero/take/repeat are several times faster than torch's on CPU.
+# Index helpers: NumPy's nonzero/take/repeat/radix sort are several times faster than torch's on
+# CPU; other devices use the torch ops. ``_NUMPY_ON_CPU = False`` runs the torch ops on CPU too
+# (tests use it to exercise the GPU code path).
+_NUMPY_ON_CPU = True
+
+
+def _np(x: Tensor) -> bool:
+    return _NUMPY_ON_CPU and x.device.type == "cpu"
+
 
 def _flatnonzero(mask: Tensor) -> Tensor:
-    if mask.device.type == "cpu":
+    if _np(mask):
         return torch.from_numpy(np.flatnonzero(mask.reshape(-1).numpy()))
     return torch.nonzero(mask.reshape(-1)).squeeze(1)
 
 
 def _take(x: Tensor, idx: Tensor) -> Tensor:
     """x[idx] for 1-D x (no autograd)."""
-    if x.device.type == "cpu":
+    if _np(x):
         return torch.from_numpy(np.take(x.detach().numpy(), idx.numpy()))
     return x[idx]
 
 
-def _take_rows(x: Tensor, idx: Tensor) -> Tensor:
-    """x[idx] along dim 0 of a 2-D tensor (no autograd)."""
-    if x.device.type == "cpu":
-        return torch.from_numpy(np.take(x.detach().contiguous().numpy(), idx.numpy(), axis=0))
-    return x[idx]
+def _take_cols(x: Tensor, idx: Tensor) -> Tensor:
+    """x[:, idx] of a 2-D tensor, contiguous (no autograd)."""
+    if _np(x):
+        return torch.from_numpy(np.take(x.detach().contiguous().numpy(), idx.numpy(), axis=1))
+    return x[:, idx]
+
+
+def _take_pair(a: Tensor, b: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """(a[idx], b[idx]) of 1-D tensors; on CPU two 4-byte arrays move in one 8-byte gather."""
+    if not _np(a) or a.element_size() != 4 or b.element_size() != 4:
+        return _take(a, idx), _take(b, idx)
+    packed = np.empty((a.numel(), 2), dtype=np.int32)
+    packed[:, 0] = a.numpy().view(np.int32)
+    packed[:, 1] = b.numpy().view(np.int32)
+    moved = np.take(packed.view(np.int64)[:, 0], idx.numpy()).view(np.int32).reshape(-1, 2)
+    return (torch.from_numpy(moved[:, 0].view(a.numpy().dtype)),
+            torch.from_numpy(moved[:, 1].view(b.numpy().dtype)))
+
+
+def _bincount(x: Tensor, size: int) -> Tensor:
+    if _np(x):
+        return torch.from_numpy(np.bincount(x.numpy(), minlength=size))
+    return torch.bincount(x, minlength=size)
 
 
 def _repeat(values: Tensor, counts: Tensor) -> Tensor:
     """values[i] repeated counts[i] times."""
-    if values.device.type == "cpu":
+    if _np(values):
         return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
     return torch.repeat_interleave(values, counts)
 
@@ -363,6 +402,8 @@ def _csr_matmul(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int
     """(rows x N) CSR matrix @ dense (N, C); differentiable w.r.t. ``dense`` when ``out`` is None."""
     if crow.device.type == "cpu":  # MKL's sparse product is faster on 32-bit indices
         crow, col = crow.int(), col.int()
+    # invariants are not checked (too slow), so hand over plain dense index arrays
+    crow, col, val = crow.contiguous(), col.contiguous(), val.contiguous()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
         mat = torch.sparse_csr_tensor(crow, col, val, (rows, dense.shape[0]),
