@@ -26,7 +26,7 @@ from splatdistill.paths import data_cache_dir
 from .. import io, native
 from ..scene import ViewData
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DATASET_NAME = "rooms"
 
 
@@ -159,6 +159,11 @@ def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int
         return out
     existing = read_manifest(out)
     if existing and existing.get("build_key") != key and not force:
+        if existing.get("params") == asdict(params):
+            raise UserError(
+                f"{out} was built by rooms generator v{existing.get('generator_version')} (this is v{GENERATOR_VERSION}); "
+                "pass --force to rebuild it"
+            )
         raise UserError(
             f"{out} holds a rooms build with other parameters ({existing.get('params')}); "
             "choose another --out or pass --force to rebuild it"

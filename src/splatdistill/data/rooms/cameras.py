@@ -29,8 +29,8 @@ class PathLimits:
     min_step_deg: float = 10.0
     max_step_deg: float = 25.0
     min_depth: float = 0.6  # nearest surface in view, metres
-    near_distance: float = 1.0  # no more than max_near_fraction of a view closer than this
-    max_near_fraction: float = 0.3
+    near_distance: float = 1.25  # no more than max_near_fraction of a view closer than this
+    max_near_fraction: float = 0.35
     min_object_fraction: float = 0.05  # per view: share of pixels on furniture or pictures
     mean_object_fraction: float = 0.12  # over the path
     wall_clearance: float = 0.35

@@ -457,7 +457,10 @@ def build_room_mesh(spec: RoomSpec) -> RoomMesh:
         c, s = math.cos(p.yaw), math.sin(p.yaw)
         rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
         v = m.vertices @ rot.T + np.array([p.x, p.y, p.z])
-        mats = np.array([b.material(mt.diffuse, f"furniture/{mt.texture}" if mt.texture else "") for mt in m.materials])
+        # A texture replaces the diffuse colour (as in Sweet Home 3D; Blender exports often pair
+        # textures with Kd 0.64 or even 0).
+        mats = np.array([b.material((1.0, 1.0, 1.0), f"furniture/{mt.texture}") if mt.texture else b.material(mt.diffuse)
+                         for mt in m.materials])  # fmt: skip
         b.add(v, m.faces, m.uv, mats[m.face_material], iid, CLASS_INDEX[p.category])
         names[iid] = p.key
         iid += 1
