@@ -41,6 +41,8 @@ FAR_PLANE = 1e10
 #: gsplat's cap on the bounding-box extent, in marginal standard deviations.
 MAX_EXTEND = 3.33
 _BLOCK_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
+#: dense (pixel, Gaussian) slots evaluated at once (bounds the intermediates to ~100 MB)
+_SLOT_BUDGET = 1 << 22
 
 
 @dataclass
@@ -273,6 +275,24 @@ def _pairs(table: Tensor, depths: Tensor, visible: Tensor, width: int, height: i
     b_i0 = _repeat(i0.long(), nblocks) + brow * s
     b_j0 = _repeat(j0.long(), nblocks) + (b_local - brow * bjg) * s
     bt = _take_cols(table, b_g)  # (6, Nb): block index innermost
+    bgid = _take(vid, b_g).int()
+    bpix = (b_i0 * width + b_j0).int()
+    # evaluate in chunks of blocks so the dense intermediates stay bounded however large the
+    # Gaussians are; chunks are contiguous block ranges, so the depth order is kept
+    step = max(1, _SLOT_BUDGET // ss)
+    parts = [_eval_blocks(bt[:, k:k + step], b_i0[k:k + step], b_j0[k:k + step],
+                          bpix[k:k + step], bgid[k:k + step], s, width, height)
+             for k in range(0, max(Nb, 1), step)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
+
+
+def _eval_blocks(bt: Tensor, b_i0: Tensor, b_j0: Tensor, bpix: Tensor, bgid: Tensor, s: int,
+                 width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Dense alpha over ``s x s`` pixel blocks (block index innermost), compacted to pairs."""
+    device, dtype = bt.device, bt.dtype
+    Nb, ss = bt.shape[1], s * s
     ar = torch.arange(s, device=device)
     rows = b_i0[None, :] + ar[:, None]  # (s, Nb)
     cols = b_j0[None, :] + ar[:, None]
@@ -290,8 +310,8 @@ def _pairs(table: Tensor, depths: Tensor, visible: Tensor, width: int, height: i
     idx = _flatnonzero(valid)
     alpha = _take(alpha.reshape(ss, Nb).t().contiguous().reshape(-1), idx)
     slot_offset = (ar[:, None] * width + ar[None, :]).reshape(1, ss).int()
-    pix = _take(((b_i0 * width + b_j0).int()[:, None] + slot_offset).reshape(-1), idx)
-    gid = _repeat(_take(vid, b_g).int(), valid.sum(1))
+    pix = _take((bpix[:, None] + slot_offset).reshape(-1), idx)
+    gid = _repeat(bgid, valid.sum(1))
     return pix, gid, alpha
 
 
