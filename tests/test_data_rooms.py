@@ -89,6 +89,15 @@ def test_furniture_never_interpenetrates(seed):
             assert not placements_intersect(ps[i], ps[j], margin=0.0)
 
 
+@pytest.mark.parametrize("wall", range(4))
+def test_wall_furniture_faces_into_the_room(wall):
+    from splatdistill.data.rooms.layout import _front_dir, _wall_pose
+
+    x, y, yaw = _wall_pose(wall, 0.3, 0.25, 5.0, 4.0)
+    inward = -np.array([x, y]) / np.linalg.norm([x, y])
+    assert _front_dir(yaw) @ inward > 0.9
+
+
 def test_same_seed_same_room():
     a, b = compose_room(5), compose_room(5)
     assert [(p.key, p.x, p.y, p.yaw) for p in a.placements] == [(p.key, p.x, p.y, p.yaw) for p in b.placements]

@@ -130,7 +130,10 @@ def scene_from_transforms(doc: dict[str, Any], tf: Path, name: str | None = None
         image = _resolve_image(base, str(fr["file_path"]))
         vname = Path(str(fr["file_path"])).stem
         msgs: list[tuple[Path, str]] = []
-        T, err = matrix_problem(fr["transform_matrix"], (4, 4), f"{frames_key}[{i}].transform_matrix")
+        tm = fr["transform_matrix"]
+        if isinstance(tm, list) and len(tm) == 3:  # 3x4 camera-to-world: complete the last row
+            tm = [*tm, [0.0, 0.0, 0.0, 1.0]]
+        T, err = matrix_problem(tm, (4, 4), f"{frames_key}[{i}].transform_matrix")
         if err or (err := pose_problem(T)):
             msgs.append((tf, f"frame {fr['file_path']}: {err}"))
         K, w, h, err = frame_intrinsics(doc, fr, image)

@@ -26,7 +26,7 @@ from splatdistill.paths import data_cache_dir
 from .. import io, native
 from ..scene import ViewData
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 DATASET_NAME = "rooms"
 
 

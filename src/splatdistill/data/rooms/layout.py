@@ -153,10 +153,10 @@ def _wall_pose(wall: int, along: float, depth_half: float, W: float, D: float) -
     if wall == 0:  # y = -D/2, front towards +y
         return along, -D / 2 + off, math.pi
     if wall == 1:  # x = +W/2, front towards -x
-        return W / 2 - off, along, -math.pi / 2 + math.pi
+        return W / 2 - off, along, -math.pi / 2
     if wall == 2:  # y = +D/2, front towards -y
         return -along, D / 2 - off, 0.0
-    return -W / 2 + off, -along, math.pi / 2 - math.pi  # x = -W/2, front towards +x
+    return -W / 2 + off, -along, math.pi / 2  # x = -W/2, front towards +x
 
 
 def _front_dir(yaw: float) -> np.ndarray:
