@@ -50,6 +50,18 @@ def test_nerfstudio_round_trip(scenes, tmp_path):
     np.testing.assert_array_equal(gl @ GL_TO_CV, scenes[0].views[0].cam_to_world)
 
 
+def test_nerfstudio_bad_pose_named(scenes, tmp_path):
+    write_nerfstudio(scenes[0], tmp_path / "ns")
+    tf = tmp_path / "ns" / "transforms.json"
+    doc = json.loads(tf.read_text())
+    doc["frames"][2]["transform_matrix"][0][1] += 0.2
+    tf.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"transforms.json: frame images/0002.png: rotation is not orthonormal"):
+        load_nerfstudio(tmp_path / "ns")
+    with pytest.warns(UserWarning, match="0002.png"):
+        assert len(load_nerfstudio(tmp_path / "ns", skip_bad=True)) == len(scenes[0]) - 1
+
+
 def test_nerfstudio_refuses_distortion_and_skips_is_bad(scenes, tmp_path):
     write_nerfstudio(scenes[0], tmp_path / "ns")
     tf = tmp_path / "ns" / "transforms.json"

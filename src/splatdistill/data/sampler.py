@@ -149,8 +149,11 @@ def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
     h, w = size
     sx, sy = w / view.width, h / view.height
     S = np.diag([sx, sy, 1.0])
-    img = torch.from_numpy(view.image).permute(2, 0, 1)[None]
-    img = torch.nn.functional.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    from PIL import Image
+
+    # PIL's bilinear filter widens its support when shrinking (antialiased); per channel in float.
+    img = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(view.image[..., c])).resize((w, h), Image.BILINEAR))
+                    for c in range(view.image.shape[2])], -1)  # fmt: skip
     ys = np.minimum(((np.arange(h) + 0.5) / sy).astype(int), view.height - 1)
     xs = np.minimum(((np.arange(w) + 0.5) / sx).astype(int), view.width - 1)
 
@@ -158,7 +161,7 @@ def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
         return None if a is None else np.ascontiguousarray(a[ys][:, xs])
 
     return ViewData(
-        image=img[0].permute(1, 2, 0).clamp(0, 1).numpy(),
+        image=np.clip(img, 0, 1).astype(np.float32),
         K=S @ view.K,
         cam_to_world=view.cam_to_world,
         depth=nearest(view.depth),
@@ -199,14 +202,15 @@ class MultiViewDataset(Dataset):
             if (v.height, v.width) != (h, w):
                 raise UserError(f"scene {scene.name}: views of different sizes in one sample; pass size=(H, W) to resize")
         c2w = np.stack([v.cam_to_world for v in views])
+        # Built in numpy, handed to torch without copies (small torch ops are slow in loader workers).
         return {
-            "images": torch.from_numpy(np.stack([v.image for v in views])).permute(0, 3, 1, 2).contiguous().float(),
-            "K": torch.from_numpy(np.stack([v.K for v in views])).float(),
-            "cam_to_world": torch.from_numpy(c2w).float(),
-            "viewmats": torch.from_numpy(np.linalg.inv(c2w)).float(),
-            "depths": torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32) for v in views])).float(),
-            "segments": torch.from_numpy(np.stack([segments_for_view(v, self.mask_mode) for v in views])).long(),
-            "semantic": torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32) for v in views])).long(),
+            "images": torch.from_numpy(np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2), dtype=np.float32)),
+            "K": torch.from_numpy(np.stack([v.K for v in views]).astype(np.float32)),
+            "cam_to_world": torch.from_numpy(c2w.astype(np.float32)),
+            "viewmats": torch.from_numpy(np.linalg.inv(c2w).astype(np.float32)),
+            "depths": torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32) for v in views]).astype(np.float32)),
+            "segments": torch.from_numpy(np.stack([segments_for_view(v, self.mask_mode) for v in views]).astype(np.int64)),
+            "semantic": torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32) for v in views]).astype(np.int64)),
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
