@@ -11,4 +11,5 @@ COMMAND_MODULES = [
     "splatdistill.commands.train",
     "splatdistill.commands.eval",
     "splatdistill.commands.data",
+    "splatdistill.commands.lifter",
 ]

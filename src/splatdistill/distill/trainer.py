@@ -453,9 +453,11 @@ def cross_view_consistency(tokens: torch.Tensor, batch: dict[str, torch.Tensor],
 
 
 def make_lifter(cfg: TrainConfig, settings: SplatSettings):
-    if cfg.lifter == "depth":
-        return depth_lifter(settings)
-    raise UserError(f"unknown lifter {cfg.lifter!r} (available: depth)")
+    """The lifter named by ``cfg.lifter``: depth | predictor:PATH | ply:PATH | python:MODULE:FACTORY
+    (see :mod:`splatdistill.lifters`)."""
+    from splatdistill.lifters import build_lifter
+
+    return build_lifter(cfg.lifter, settings, data=cfg.data)
 
 
 def build_dataset(cfg: TrainConfig):

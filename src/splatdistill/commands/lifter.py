@@ -1,0 +1,259 @@
+"""Lifter commands: train and evaluate the learned Gaussian predictor, export lifted scenes, time lifting.
+
+- ``splatdistill train-lifter [--data rooms] [--out DIR] [--features cnn|backbone|cnn+backbone] [--minutes M]``
+- ``splatdistill eval-lifter PREDICTOR [--data rooms] [--backbone SPEC]``: held-out depth errors
+  (``--backbone`` swaps the guide features, e.g. for a Splat-and-Distill teacher)
+- ``splatdistill lift --lifter SPEC --data DIR --scene NAME --out FILE.ply``: a scene's Gaussians as a
+  standard 3DGS PLY (``--scene all --out DIR`` writes one per scene, ready for ``--lifter ply:DIR``)
+- ``splatdistill bench-lifting --predictor PATH --data DIR``: lifting time per scene, feed-forward
+  against FiT3D-style per-scene optimisation, in one run
+
+See docs/lifters.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from splatdistill.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from splatdistill.lifters.train_predictor import LifterTrainConfig
+
+    d = LifterTrainConfig()
+    p = sub.add_parser("train-lifter", help="train the learned feed-forward Gaussian predictor (depth supervision)",
+                       description="Train the MVSplat-like predictor on the train split with depth supervision, "
+                       "then report depth errors on the held-out scenes. Writes predictor.safetensors, "
+                       "predictor.json, metrics.json and log.jsonl to --out; use it with --lifter predictor:OUT.")
+    p.add_argument("--data", default=d.data, help="dataset folder or 'rooms' (default %(default)s)")
+    p.add_argument("--out", default=d.out, help="output folder (default %(default)s)")
+    p.add_argument("--features", default=d.features, choices=["cnn", "backbone", "cnn+backbone"],
+                   help="matching features: the predictor's own CNN, a backbone's patch features, or both "
+                   "(default %(default)s)")
+    p.add_argument("--backbone", default=d.backbone, help="backbone for --features *backbone (default %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--minutes", type=float, default=d.minutes,
+                   help="wall-time budget in minutes (0 = none; the LR schedule follows the tighter budget)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="context pairs per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="predictor resolution (default %(default)s)")
+    p.add_argument("--depths", type=int, default=d.num_depths, help="plane-sweep candidates (default %(default)s)")
+    p.add_argument("--near", type=float, default=d.near, help="nearest plane, metres (default %(default)s)")
+    p.add_argument("--far", type=float, default=d.far, help="farthest plane, metres (default %(default)s)")
+    p.add_argument("--channels", type=int, default=d.channels, help="matching-feature channels (default %(default)s)")
+    p.add_argument("--eval-pairs", type=int, default=d.eval_pairs, help="held-out pairs per scene (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("eval-lifter", help="held-out depth errors of a trained predictor",
+                       description="AbsRel / RMSE / delta1 of a predictor on the held-out scenes, on the context "
+                       "pairs the Splat-and-Distill trainer draws, against its coarse estimate and a constant depth.")
+    p.add_argument("predictor", help="folder written by train-lifter")
+    p.add_argument("--data", default="rooms")
+    p.add_argument("--splits", default="val,test", help="comma-separated held-out splits (default %(default)s)")
+    p.add_argument("--pairs", type=int, default=6, help="context pairs per scene (default %(default)s)")
+    p.add_argument("--backbone", default=None,
+                   help="guide features from this backbone instead of the one it was trained on (e.g. an SnD teacher)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("lift", help="lift a scene's views into Gaussians with a lifter and write a 3DGS PLY",
+                       description="Lift views of a scene with any lifter (depth, predictor:PATH, ply:PATH, "
+                       "python:MODULE:FACTORY) and write standard 3DGS PLY files any splat viewer opens.")
+    p.add_argument("--lifter", default="depth", help="lifter spec (default %(default)s)")
+    p.add_argument("--data", required=True, help="dataset folder or 'rooms'")
+    p.add_argument("--scene", required=True, help="scene name, or 'all' (then --out is a folder)")
+    p.add_argument("--views", default=None, help="comma-separated view numbers (default: all)")
+    p.add_argument("--size", type=int, default=112, help="lifting resolution (default %(default)s)")
+    p.add_argument("--carry", default="rgb", choices=["rgb", "features"],
+                   help="rgb: Gaussians carry pixel colours; features: teacher features (saved to "
+                   "FILE.ply.features.npy, colours from their PCA) (default %(default)s)")
+    p.add_argument("--backbone", default="dinov2_vits14",
+                   help="teacher for --carry features and for predictors that match on its features")
+    p.add_argument("--out", required=True, help="output .ply (one scene) or folder (--scene all)")
+    p.set_defaults(func=run_lift)
+
+    p = sub.add_parser("bench-lifting", help="lifting time per scene: feed-forward vs per-scene optimisation",
+                       description="For each scene: teacher features, then the depth lifter, the learned "
+                       "predictor and a FiT3D-style per-scene optimised feature field, timed in one run.")
+    p.add_argument("--predictor", required=True, help="folder written by train-lifter")
+    p.add_argument("--data", default="rooms")
+    p.add_argument("--split", default="test", help="scenes of this split (default %(default)s)")
+    p.add_argument("--scenes", type=int, default=4, help="number of scenes (default %(default)s)")
+    p.add_argument("--size", type=int, default=112, help="lifting/render resolution (default %(default)s)")
+    p.add_argument("--backbone", default="dinov2_vits14", help="teacher (default %(default)s)")
+    p.add_argument("--fit3d-iterations", type=int, default=200)
+    p.add_argument("--fit3d-views", type=int, default=16)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=run_bench)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _fmt_errors(name: str, m: dict) -> str:
+    return f"  {name:<16} AbsRel {m['abs_rel']:.4f}  RMSE {m['rmse']:.3f} m  delta1 {m['delta1']:.3f}"
+
+
+def _print_held_out(res: dict) -> None:
+    print(f"held-out ({', '.join(res.get('splits', []))}: {len(res.get('scenes', []))} scenes, {res['pairs']} context "
+          f"pairs, {res['views']} views):")
+    print(_fmt_errors("predictor", res["predictor"]))
+    print(_fmt_errors("coarse only", res["coarse_only"]))
+    if "constant_depth" in res:
+        print(_fmt_errors(f"constant {res['constant_depth']['value']:.2f} m", res["constant_depth"]))
+    print(f"  predictor time: {res['seconds_per_pair'] * 1000:.0f} ms per context pair")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
+
+    cfg = LifterTrainConfig(data=args.data, out=args.out, features=args.features, backbone=args.backbone,
+                            steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                            image_size=args.image_size, num_depths=args.depths, near=args.near, far=args.far,
+                            channels=args.channels, eval_pairs=args.eval_pairs, checkpoint_every=args.checkpoint_every,
+                            seed=args.seed, threads=args.threads, progress=_progress(args))
+    out = Path(cfg.out)
+    if not args.resume and (out / "train_state.pt").exists():
+        raise UserError("the output folder already holds a predictor run: pass --resume or choose another --out", out)
+    res = train_predictor(cfg, resume=args.resume)
+    print(f"trained {res['steps']} steps in {res['train_seconds'] / 60:.1f} min "
+          f"(+{res['setup_seconds']:.0f} s setup; wall {res['wall_seconds'] / 60:.1f} min)"
+          + (" - stopped by --minutes" if res["stopped_by_time"] else ""))
+    if res["held_out"]:
+        _print_held_out(res["held_out"])
+    print(f"predictor: {out}  (use it with: splatdistill train lifter=predictor:{out})")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    res = evaluate_saved_predictor(args.predictor, args.data, splits, args.pairs, args.backbone, args.seed,
+                                   _progress(args), args.threads)
+    if res.get("guide_backbone"):
+        print(f"guide features: {res['guide_backbone']}")
+    _print_held_out(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def _scenes(data: str, names: list[str] | None = None, split: str | None = None):
+    from splatdistill.data import ensure_rooms, load_dataset
+
+    root = ensure_rooms() if data == "rooms" else Path(data)
+    scenes = load_dataset(root, split=split)
+    if names is not None:
+        by_name = {s.name: s for s in scenes}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise UserError(f"no scene {missing[0]!r} (have {', '.join(sorted(by_name)[:6])}...)", root)
+        scenes = [by_name[n] for n in names]
+    return scenes
+
+
+def run_lift(args: argparse.Namespace) -> int:
+    import torch
+
+    from splatdistill.distill.targets import SplatSettings
+    from splatdistill.lifters import build_lifter, lift_scene, load_scene_views
+    from splatdistill.lifters.predictor import PredictorLifter
+    from splatdistill.render.ply import save_ply
+
+    scenes = _scenes(args.data, None if args.scene == "all" else [args.scene])
+    lifter = build_lifter(args.lifter, SplatSettings(), data=args.data)
+    needs_features = args.carry == "features" or (isinstance(lifter, PredictorLifter) and lifter.config.uses_backbone)
+    backbone = None
+    if needs_features:
+        from splatdistill.backbones import load_backbone
+
+        backbone = load_backbone(args.backbone).eval()
+    views = [int(v) for v in args.views.split(",")] if args.views else None
+    out = Path(args.out)
+    for scene in scenes:
+        sv = load_scene_views(scene, views, args.size, backbone)
+        scene_ctx = lifter.use_scene(scene.name) if hasattr(lifter, "use_scene") and not lifter.single else nullcontext()
+        with torch.no_grad(), scene_ctx:
+            g = lift_scene(sv, lifter, carry=args.carry)
+        path = out / f"{scene.name}.ply" if args.scene == "all" else out
+        if args.scene != "all" and path.suffix.lower() != ".ply":
+            raise UserError("--out must be a .ply file for one scene", path)
+        if args.carry == "rgb":
+            save_ply(path, g, colors=g.features.clamp(0, 1))
+        else:
+            save_ply(path, g, save_features=True)
+        print(f"{scene.name}: {len(g)} Gaussians from {len(sv.view_ids)} views -> {path}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from splatdistill.backbones import load_backbone
+    from splatdistill.baselines.fit3d import Fit3DConfig, SceneTargets, field_error, fit_field
+    from splatdistill.distill.targets import SplatSettings, depth_lifter
+    from splatdistill.lifters import lift_scene, load_scene_views
+    from splatdistill.lifters.predictor import PredictorLifter, load_predictor
+
+    torch.set_num_threads(args.threads)
+    scenes = _scenes(args.data, split=args.split)[: args.scenes]
+    if not scenes:
+        raise UserError(f"no scenes in split {args.split!r}")
+    teacher = load_backbone(args.backbone).eval()
+    settings = SplatSettings()
+    predictor = PredictorLifter(load_predictor(args.predictor), settings)
+    lifters = {"depth (GT)": depth_lifter(settings), "predictor": predictor}
+    fcfg = Fit3DConfig(iterations=args.fit3d_iterations, max_views=args.fit3d_views, render_size=args.size)
+    rows = []
+    for scene in scenes:
+        sv = load_scene_views(scene, None, args.size, teacher, fcfg.image_size, fcfg.mask)
+        row = {"scene": scene.name, "views": len(sv.view_ids), "teacher_seconds": sv.teacher_seconds}
+        with torch.no_grad():
+            for name, lifter in lifters.items():
+                lift_scene(sv, lifter, carry="features")  # warm-up (first-call allocations)
+                t0 = time.perf_counter()
+                g = lift_scene(sv, lifter, carry="features")
+                row[f"{name}_seconds"] = time.perf_counter() - t0
+                row[f"{name}_gaussians"] = len(g)
+        ids = [int(round(x)) for x in np.linspace(0, len(sv.view_ids) - 1, min(len(sv.view_ids), fcfg.max_views))]
+        ids = sorted(set(ids))
+        targets = SceneTargets(sv.features[ids], sv.cameras[ids], sv.depths[ids], ids, sv.teacher_seconds)
+        field, stats = fit_field(targets, fcfg, progress=_progress(args), desc=f"fit3d {scene.name}")
+        row["fit3d_seconds"] = stats["fit_seconds"]
+        row["fit3d_gaussians"] = stats["gaussians"]
+        row["fit3d_error"] = field_error(field, targets)
+        rows.append(row)
+        print(f"{scene.name}: teacher {row['teacher_seconds']:.2f} s | depth lifter {row['depth (GT)_seconds']:.3f} s | "
+              f"predictor {row['predictor_seconds']:.3f} s | fit3d {row['fit3d_seconds']:.1f} s "
+              f"({fcfg.iterations} it, L1 {row['fit3d_error']:.3f})", flush=True)
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.endswith("_seconds")}
+    summary = {"scenes": [r["scene"] for r in rows], "per_scene": rows, "mean_seconds": mean,
+               "speedup_predictor_vs_fit3d": mean["fit3d_seconds"] / mean["predictor_seconds"],
+               "speedup_depth_vs_fit3d": mean["fit3d_seconds"] / mean["depth (GT)_seconds"],
+               "size": args.size, "fit3d_iterations": fcfg.iterations, "threads": args.threads}
+    print(f"mean per scene ({len(rows)} scenes, {rows[0]['views']} views, {args.size} px): teacher features "
+          f"{mean['teacher_seconds']:.2f} s; lifting: depth {mean['depth (GT)_seconds']:.3f} s, predictor "
+          f"{mean['predictor_seconds']:.3f} s, fit3d {mean['fit3d_seconds']:.1f} s -> feed-forward predictor is "
+          f"{summary['speedup_predictor_vs_fit3d']:.0f}x faster than per-scene optimisation")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,494 @@
+"""Training and evaluating the learned Gaussian predictor (``splatdistill train-lifter``).
+
+Supervision is depth only: L1 on log depth at the three output scales (full, 1/2, 1/4), which is what
+AbsRel measures. Opacity and scale cannot be learnt from a rendering loss here because the CPU
+renderer is differentiable with respect to features only, so they get geometric proxy targets instead:
+
+- opacity -> ``exp(-|log d_pred - log d_gt| / 0.1)``: a confidence, so badly placed Gaussians fade
+  instead of smearing wrong features over a target view;
+- scale -> ``1 / |cos(angle between the surface normal and the pixel ray)|`` clipped to the scale range
+  (when the data has normals): pixels on grazing surfaces cover a longer stretch of surface and need
+  bigger Gaussians to leave no holes when seen from another view.
+
+Context pairs for training are views of one scene at most ``max_gap`` frames apart that see enough of
+each other (by ground-truth reprojection); held-out evaluation uses exactly the context pairs the
+Splat-and-Distill trainer draws (:class:`~splatdistill.data.sampler.ViewSampler` defaults), so the
+reported AbsRel is the one the teacher's lifting actually gets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from splatdistill.data.scene import Scene
+from splatdistill.errors import UserError
+from splatdistill.lifters.predictor import (GaussianPredictor, PredictorConfig, PredictorOutput, load_predictor,
+                                            save_predictor)
+
+STATE_NAME = "train_state.pt"
+
+
+@dataclass
+class LifterTrainConfig:
+    data: str = "rooms"  # dataset folder or "rooms"
+    out: str = "runs/lifter"
+    features: str = "cnn"  # cnn | backbone | cnn+backbone (see PredictorConfig)
+    backbone: str = "dinov2_vits14"  # used when features include "backbone"
+    backbone_size: int = 224  # image side fed to the backbone (as the SnD teacher sees it)
+    image_size: int = 112  # predictor resolution (the trainer's render_size default)
+    num_depths: int = 32
+    near: float = 0.5
+    far: float = 12.0
+    channels: int = 48
+    steps: int = 3000
+    minutes: float = 0.0  # wall-time budget (0 = none); the LR schedule follows whichever budget is tighter
+    batch_size: int = 4  # context pairs per step
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    max_gap: int = 4  # training pairs: at most this many frames apart ...
+    min_overlap: float = 0.3  # ... and seeing at least this share of each other
+    eval_pairs: int = 6  # held-out context pairs per scene
+    eval_splits: tuple[str, ...] = ("val", "test")
+    checkpoint_every: int = 250
+    seed: int = 0
+    threads: int = 1  # torch threads (1 is fastest on a shared 2-core machine)
+    progress: bool = True
+
+    def validate(self) -> "LifterTrainConfig":
+        self.predictor_config().validate()
+        for name in ("steps", "batch_size", "eval_pairs", "checkpoint_every", "threads", "max_gap"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.minutes < 0 or self.lr <= 0:
+            raise UserError("minutes must be >= 0 and lr > 0")
+        return self
+
+    def predictor_config(self, backbone_dim: int = 0) -> PredictorConfig:
+        return PredictorConfig(features=self.features, backbone=self.backbone if "backbone" in self.features else "",
+                               backbone_dim=backbone_dim or (1 if "backbone" in self.features else 0),
+                               backbone_size=self.backbone_size, num_depths=self.num_depths, near=self.near,
+                               far=self.far, channels=self.channels, image_size=self.image_size)
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+@dataclass
+class ViewBank:
+    """Every view of some scenes, resized to the predictor's resolution, held in memory."""
+
+    images: Tensor  # (N, 3, S, S) float
+    depths: Tensor  # (N, S, S), 0 = unknown
+    normals: Tensor | None  # (N, S, S, 3) camera frame, or None when the data has none
+    Ks: Tensor  # (N, 3, 3) at S
+    viewmats: Tensor  # (N, 4, 4) world-to-camera
+    index: list[tuple[int, int]]  # bank row -> (scene number, view number)
+    scene_rows: list[list[int]]  # scene number -> bank rows
+    scenes: list[Scene]
+    tokens: Tensor | None = None  # (N, C, h, w) backbone patch features (float16), if computed
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: int = 224,
+              progress: bool = True, desc: str = "views") -> ViewBank:
+    """Load and resize every view; with ``backbone``, also its patch features (from a ``backbone_size``
+    copy of the full-resolution image, as the Splat-and-Distill teacher sees it)."""
+    from tqdm.auto import tqdm
+
+    from splatdistill.data.sampler import resize_view
+
+    images, depths, normals, Ks, c2ws, index, rows, tokens = [], [], [], [], [], [], [], []
+    has_normals = True
+    total = sum(len(s) for s in scenes)
+    bar = tqdm(total=total, desc=f"loading {desc}", unit="view", disable=not progress, leave=False)
+    pending: list[Tensor] = []
+
+    def flush() -> None:
+        if pending:
+            with torch.no_grad():
+                tokens.append(backbone.patch_features(torch.stack(pending)).half())
+            pending.clear()
+
+    for si, scene in enumerate(scenes):
+        rows.append([])
+        for vi in range(len(scene)):
+            full = scene.load_view(vi)
+            if full.depth is None:
+                raise UserError(f"scene {scene.name} view {vi} has no depth: the predictor is trained and "
+                                "evaluated with depth supervision", scene.root)
+            v = resize_view(full, (size, size))
+            rows[-1].append(len(index))
+            index.append((si, vi))
+            images.append(torch.from_numpy(v.image).permute(2, 0, 1).float())
+            depths.append(torch.from_numpy(v.depth).float())
+            has_normals = has_normals and v.normals is not None
+            if has_normals:
+                normals.append(torch.from_numpy(v.normals).float())
+            Ks.append(torch.from_numpy(v.K).float())
+            c2ws.append(torch.from_numpy(v.cam_to_world))
+            if backbone is not None:
+                img = torch.from_numpy(full.image).permute(2, 0, 1)[None].float()
+                pending.append(F.interpolate(img, size=(backbone_size, backbone_size), mode="bilinear",
+                                             align_corners=False, antialias=True)[0])
+                if len(pending) == 8:
+                    flush()
+            bar.update(1)
+    flush()
+    bar.close()
+    if not index:
+        raise UserError("no views to load (empty split?)")
+    viewmats = torch.linalg.inv(torch.stack(c2ws)).float()
+    return ViewBank(torch.stack(images), torch.stack(depths), torch.stack(normals) if has_normals else None,
+                    torch.stack(Ks), viewmats, index, rows, list(scenes),
+                    torch.cat(tokens) if tokens else None)
+
+
+def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
+    """Share of view a's valid pixels (on a coarse grid) that land inside view b in front of it."""
+    S = bank.size
+    d = bank.depths[a, step // 2::step, step // 2::step]
+    ys, xs = torch.meshgrid(torch.arange(step // 2, S, step).float() + 0.5,
+                            torch.arange(step // 2, S, step).float() + 0.5, indexing="ij")
+    ok = d > 0
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1)[ok]
+    cam = (torch.linalg.inv(bank.Ks[a]) @ pix.T).T * d[ok][:, None]
+    rel = bank.viewmats[b] @ torch.linalg.inv(bank.viewmats[a])
+    pb = (rel[:3, :3] @ cam.T).T + rel[:3, 3]
+    uvw = (bank.Ks[b] @ pb.T).T
+    z = uvw[:, 2]
+    uv = uvw[:, :2] / z.clamp_min(1e-6)[:, None]
+    inside = (z > 1e-3) & (uv >= 0).all(1) & (uv < S).all(1)
+    return float(inside.float().sum() / max(1, int(ok.numel())))
+
+
+def training_pairs(bank: ViewBank, max_gap: int, min_overlap: float) -> list[tuple[int, int]]:
+    """Bank-row pairs (a, b), a < b, of one scene, at most ``max_gap`` frames apart, mutually overlapping."""
+    pairs = []
+    for rows in bank.scene_rows:
+        for i, a in enumerate(rows):
+            for b in rows[i + 1: i + 1 + max_gap]:
+                if min(overlap(bank, a, b), overlap(bank, b, a)) >= min_overlap:
+                    pairs.append((a, b))
+    return pairs
+
+
+def snd_context_pairs(bank: ViewBank, per_scene: int, seed: int = 0) -> list[tuple[int, int]]:
+    """The context pairs the Splat-and-Distill trainer would draw from each scene (sampler defaults)."""
+    from splatdistill.data.sampler import SamplerConfig, ViewSampler
+
+    out = []
+    for si, scene in enumerate(bank.scenes):
+        try:
+            sampler = ViewSampler([scene], SamplerConfig(), seed=seed)
+        except UserError:
+            continue  # too few views for a context pair with a target between
+        seen: set[tuple[int, int]] = set()
+        for k in range(per_scene * 4):
+            i, j = sampler.sample_at(k).context
+            key = (min(i, j), max(i, j))
+            if key not in seen:
+                seen.add(key)
+                out.append((bank.scene_rows[si][i], bank.scene_rows[si][j]))
+            if len(seen) >= per_scene:
+                break
+    return out
+
+
+def batch_from_pairs(bank: ViewBank, pairs: Sequence[tuple[int, int]], device=None) -> dict[str, Tensor]:
+    idx = torch.tensor([list(p) for p in pairs])  # (B, 2)
+    out = {"images": bank.images[idx], "depths": bank.depths[idx], "Ks": bank.Ks[idx], "viewmats": bank.viewmats[idx]}
+    if bank.normals is not None:
+        out["normals"] = bank.normals[idx]
+    if bank.tokens is not None:
+        out["guide"] = bank.tokens[idx].float()
+    return {k: v.to(device) for k, v in out.items()}
+
+
+# ---- losses -----------------------------------------------------------------------------------------
+
+def _down_nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(x.flatten(0, 1)[:, None], size=size, mode="nearest-exact")[:, 0].unflatten(0, x.shape[:2])
+
+
+def _log_l1(pred_depth: Tensor, gt: Tensor) -> Tensor:
+    valid = gt > 0
+    if not bool(valid.any()):
+        return pred_depth.sum() * 0
+    return (pred_depth[valid].log() - gt[valid].log()).abs().mean()
+
+
+def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig) -> dict[str, Tensor]:
+    """Depth (log L1 at three scales) + opacity and scale proxy losses; ``total`` is their weighted sum."""
+    gt = batch["depths"]
+    H, W = gt.shape[-2:]
+    losses = {
+        "depth": _log_l1(out.depth, gt),
+        "depth_half": _log_l1(cfg.t_to_depth(out.half_t), _down_nearest(gt, out.half_t.shape[-2:])),
+        "depth_coarse": _log_l1(cfg.t_to_depth(out.coarse_t), _down_nearest(gt, out.coarse_t.shape[-2:])),
+    }
+    valid = gt > 0
+    err = (out.depth.detach().clamp_min(1e-6).log() - gt.clamp_min(1e-6).log()).abs()
+    target_o = torch.exp(-err / 0.1)
+    o = out.opacity.clamp(1e-4, 1 - 1e-4)
+    bce = -(target_o * o.log() + (1 - target_o) * (1 - o).log())
+    losses["opacity"] = bce[valid].mean() if bool(valid.any()) else o.sum() * 0
+    if "normals" in batch:
+        n = batch["normals"]  # (B, V, H, W, 3) camera frame
+        Kinv = torch.linalg.inv(batch["Ks"])  # (B, V, 3, 3)
+        v, u = torch.meshgrid(torch.arange(H, device=gt.device) + 0.5, torch.arange(W, device=gt.device) + 0.5,
+                              indexing="ij")
+        pix = torch.stack([u, v, torch.ones_like(u)], -1).to(gt.dtype)
+        rays = F.normalize(torch.einsum("bvij,hwj->bvhwi", Kinv, pix), dim=-1)
+        cos = (rays * n).sum(-1).abs()
+        nvalid = valid & (n.norm(dim=-1) > 0.5)
+        target_s = (1.0 / cos.clamp_min(1e-3)).clamp(1.0, cfg.max_scale)
+        diff = (out.scale.log() - target_s.log()).abs()
+        losses["scale"] = diff[nvalid].mean() if bool(nvalid.any()) else out.scale.sum() * 0
+    else:
+        losses["scale"] = out.scale.sum() * 0
+    losses["total"] = (losses["depth"] + 0.5 * losses["depth_half"] + 0.5 * losses["depth_coarse"]
+                       + 0.1 * losses["opacity"] + 0.05 * losses["scale"])
+    return losses
+
+
+# ---- evaluation -------------------------------------------------------------------------------------
+
+def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """AbsRel, RMSE and delta < 1.25 over pixels with gt > 0 (pooled)."""
+    m = gt > 0
+    p, g = np.maximum(pred[m].astype(np.float64), 1e-6), gt[m].astype(np.float64)
+    ratio = np.maximum(p / g, g / p)
+    return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
+            "delta1": float(np.mean(ratio < 1.25)), "pixels": int(m.sum())}
+
+
+@torch.no_grad()
+def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence[tuple[int, int]],
+                       constant_depth: float | None = None, batch_size: int = 4, progress: bool = False
+                       ) -> dict[str, Any]:
+    """Depth errors of the predictor on both views of every pair (pooled over pixels), of its coarse
+    cost-volume estimate alone, and of a constant-depth baseline (``constant_depth``, e.g. the training
+    median). ``bank.tokens`` are the guide features when the predictor matches on backbone features."""
+    from tqdm.auto import tqdm
+
+    if not pairs:
+        raise UserError("no held-out context pairs to evaluate on")
+    cfg = model.config
+    model.eval()
+    preds, coarse, gts = [], [], []
+    t0 = time.perf_counter()
+    for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
+        b = batch_from_pairs(bank, pairs[s: s + batch_size])
+        out = model(b["images"], b["Ks"], b["viewmats"], b.get("guide"))
+        preds.append(out.depth.flatten(0, 1).numpy())
+        up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b["depths"].shape[-2:], mode="bilinear",
+                           align_corners=False)[:, 0]
+        coarse.append(cfg.t_to_depth(up).numpy())
+        gts.append(b["depths"].flatten(0, 1).numpy())
+    seconds = time.perf_counter() - t0
+    pred, gt = np.concatenate(preds), np.concatenate(gts)
+    result = {"predictor": depth_errors(pred, gt), "coarse_only": depth_errors(np.concatenate(coarse), gt),
+              "pairs": len(pairs), "views": int(pred.shape[0]), "seconds_per_pair": seconds / len(pairs)}
+    if constant_depth is not None:
+        result["constant_depth"] = depth_errors(np.full_like(gt, constant_depth), gt)
+        result["constant_depth"]["value"] = float(constant_depth)
+    return result
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+def _lr_factor(progress: float, step: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _load_scenes(data: str, splits: Sequence[str]) -> tuple[Path, dict[str, list[Scene]]]:
+    from splatdistill.data import ensure_rooms, load_dataset
+
+    root = ensure_rooms() if data == "rooms" else Path(data)
+    return root, {s: load_dataset(root, split=s) for s in splits}
+
+
+def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
+    """Train a predictor on the train split of ``cfg.data``, evaluate it on the held-out splits and
+    write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
+    cfg.validate()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, resume, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    t_start = time.perf_counter()
+    root, split_scenes = _load_scenes(cfg.data, ("train", *cfg.eval_splits))
+    train_scenes = split_scenes["train"]
+    if not train_scenes:
+        raise UserError("no training scenes (split 'train' is empty)", root)
+    backbone, bdim = None, 0
+    if "backbone" in cfg.features:
+        from splatdistill.backbones import load_backbone
+
+        backbone = load_backbone(cfg.backbone).eval()
+        bdim = int(backbone.embed_dim)
+    bank = load_bank(train_scenes, cfg.image_size, backbone, cfg.backbone_size, cfg.progress, "train views")
+    pairs = training_pairs(bank, cfg.max_gap, cfg.min_overlap)
+    if not pairs:
+        raise UserError(f"no training pairs with max_gap={cfg.max_gap} and min_overlap={cfg.min_overlap}", root)
+    median_depth = float(bank.depths[bank.depths > 0].median())
+    pcfg = cfg.predictor_config(bdim)
+    model = GaussianPredictor(pcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed_before = 0, 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_NAME
+    if resume:
+        if not state_path.is_file():
+            raise UserError(f"nothing to resume (no {STATE_NAME})", out)
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state["config"]["features"] != cfg.features or state["config"]["channels"] != cfg.channels:
+            raise UserError("cannot resume: the run was trained with another features/channels setting", state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    log(f"train-lifter: {len(train_scenes)} train scenes, {len(bank.index)} views, {len(pairs)} context pairs; "
+        f"features={cfg.features}; {sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters")
+    setup_seconds = time.perf_counter() - t_start
+    t_train = time.perf_counter()
+    logf = open(out / "log.jsonl", "a")
+    bar = tqdm(total=cfg.steps, initial=step, desc="train-lifter", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True)
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_train
+
+    def save(final: bool = False) -> None:
+        meta = {"steps": step, "train_seconds": elapsed(), "data": str(root), "final": final,
+                "train_median_depth": median_depth}
+        save_predictor(model, out, meta)
+        tmp = out / (STATE_NAME + ".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed(),
+                    "config": asdict(cfg)}, tmp)
+        tmp.replace(state_path)
+
+    stopped_by_time = False
+    model.train()
+    try:
+        while step < cfg.steps:
+            if cfg.minutes > 0 and elapsed() / 60 >= cfg.minutes:
+                stopped_by_time = True
+                break
+            rng = np.random.default_rng([cfg.seed, step])
+            chosen = [pairs[int(k)] for k in rng.integers(len(pairs), size=cfg.batch_size)]
+            chosen = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in chosen]
+            batch = batch_from_pairs(bank, chosen)
+            gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=(cfg.batch_size, 2, 1, 1, 1))).float()
+            batch["images"] = (batch["images"] * gain).clamp(0, 1)
+            progress = step / cfg.steps
+            if cfg.minutes > 0:
+                progress = max(progress, elapsed() / 60 / cfg.minutes)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(progress, step, cfg.warmup)
+            outp = model(batch["images"], batch["Ks"], batch["viewmats"], batch.get("guide"))
+            losses = predictor_losses(outp, batch, pcfg)
+            loss = losses["total"]
+            if not torch.isfinite(loss):
+                raise UserError(f"train-lifter: loss became {float(loss)} at step {step + 1}; lower --lr", out)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            rec = {"step": step, "time": round(elapsed(), 2), "lr": opt.param_groups[0]["lr"],
+                   **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
+            logf.write(json.dumps(rec) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['total']:.3f}", depth=f"{rec['depth']:.3f}")
+            if step % cfg.checkpoint_every == 0:
+                save()
+    finally:
+        bar.close()
+        logf.close()
+    train_seconds = elapsed()
+    save(final=True)
+    model.eval()
+    results: dict[str, Any] = {"steps": step, "train_seconds": train_seconds, "setup_seconds": setup_seconds,
+                               "stopped_by_time": stopped_by_time, "train_pairs": len(pairs),
+                               "train_median_depth": median_depth, "held_out": {}}
+    held_out = [s for split in cfg.eval_splits for s in split_scenes.get(split, [])]
+    if held_out:
+        ebank = load_bank(held_out, cfg.image_size, backbone, cfg.backbone_size, cfg.progress, "held-out views")
+        epairs = snd_context_pairs(ebank, cfg.eval_pairs, seed=cfg.seed)
+        results["held_out"] = evaluate_predictor(model, ebank, epairs, constant_depth=median_depth,
+                                                 progress=cfg.progress)
+        results["held_out"]["splits"] = list(cfg.eval_splits)
+        results["held_out"]["scenes"] = [s.name for s in held_out]
+    results["wall_seconds"] = time.perf_counter() - t_start
+    (out / "metrics.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequence[str] = ("val", "test"),
+                             pairs_per_scene: int = 6, backbone: str | None = None, seed: int = 0,
+                             progress: bool = True, threads: int = 1) -> dict[str, Any]:
+    """Held-out depth errors of a saved predictor. ``backbone`` swaps the guide features' backbone (e.g. a
+    Splat-and-Distill teacher) to measure whether the depth follows the teacher's features."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress) -> dict[str, Any]:
+    model = load_predictor(path)
+    pcfg = model.config
+    meta = json_meta(path)
+    root, split_scenes = _load_scenes(data, splits)
+    scenes = [s for sp in splits for s in split_scenes[sp]]
+    if not scenes:
+        raise UserError(f"no scenes in split(s) {', '.join(splits)}", root)
+    bb = None
+    spec = backbone or pcfg.backbone
+    if pcfg.uses_backbone:
+        from splatdistill.backbones import load_backbone
+
+        bb = load_backbone(spec).eval()
+        if bb.embed_dim != pcfg.backbone_dim:
+            raise UserError(f"backbone {spec} gives {bb.embed_dim}-channel features; the predictor expects "
+                            f"{pcfg.backbone_dim}")
+    elif backbone:
+        raise UserError("this predictor matches on its own CNN features; --backbone does not apply")
+    bank = load_bank(scenes, pcfg.image_size, bb, pcfg.backbone_size, progress, "held-out views")
+    pairs = snd_context_pairs(bank, pairs_per_scene, seed=seed)
+    res = evaluate_predictor(model, bank, pairs, constant_depth=meta.get("train_median_depth"), progress=progress)
+    res.update({"splits": list(splits), "scenes": [s.name for s in scenes], "guide_backbone": spec if bb else None})
+    return res
+
+
+def json_meta(path: str | Path) -> dict[str, Any]:
+    from splatdistill.lifters.predictor import read_predictor_meta
+
+    return read_predictor_meta(path).get("meta", {})

@@ -1,0 +1,294 @@
+"""Lifters: the learned predictor (plane sweep, training, checkpoints), the PLY lifter, lifter specs, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from _data_helpers import tiny_rooms
+from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import Cameras, look_at
+
+
+@pytest.fixture(scope="session")
+def rooms(tmp_path_factory):
+    return tiny_rooms(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these small ops lose 2-3x to thread contention on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(rooms, tmp_path_factory):
+    """A predictor trained for a few dozen steps on the tiny rooms (one train scene), and its metrics."""
+    from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
+
+    out = tmp_path_factory.mktemp("predictor")
+    cfg = LifterTrainConfig(data=str(rooms), out=str(out), steps=60, batch_size=4, lr=2e-3, image_size=48,
+                            num_depths=24, channels=32, eval_pairs=4, checkpoint_every=30, progress=False, seed=1)
+    res = train_predictor(cfg, log=lambda *_: None)
+    return out, res
+
+
+# ---- plane sweep ------------------------------------------------------------------------------------
+
+def _texture(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """A smooth 3-channel texture on the plane, (..., 3)."""
+    return torch.stack([torch.sin(2.0 * X + 1.0), torch.cos(1.5 * Y), torch.sin(X - Y)], -1)
+
+
+def test_plane_sweep_warp_is_exact_for_a_fronto_parallel_plane():
+    """Features of view B warped into view A at the true plane depth reproduce A's features, and the
+    warp coordinates equal an independent projection of the plane points."""
+    from splatdistill.lifters.predictor import cost_volume, plane_sweep_grid
+
+    H = W = 48
+    f = 40.0
+    K = torch.tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], dtype=torch.float64)
+    vm_a = torch.eye(4, dtype=torch.float64)  # camera A = world, looking along +z
+    vm_b = look_at(torch.tensor([0.25, -0.1, 0.05], dtype=torch.float64), torch.tensor([0.0, 0.0, 2.0],
+                   dtype=torch.float64), torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
+    z0 = 2.0
+    depths = torch.tensor([1.0, 1.5, z0, 3.0, 4.0], dtype=torch.float64)
+    grid, zsrc = plane_sweep_grid(K[None], vm_a[None], K[None], vm_b[None], depths, H, W)
+    # independent reference: the 3D points of A's pixel centres at z0, projected with Cameras
+    cams = Cameras(torch.stack([K, K]), torch.stack([vm_a, vm_b]), W, H)
+    pts = cams[0].unproject(torch.full((H, W), z0, dtype=torch.float64)).reshape(-1, 3)
+    uv, z = cams[1].project(pts)
+    expect = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1).reshape(H, W, 2)
+    assert torch.allclose(grid[0, 2], expect, atol=1e-9)
+    assert torch.allclose(zsrc[0, 2], z.reshape(H, W), atol=1e-9)
+
+    # B's features: the texture where B's pixel rays hit the plane z = z0 (world = A's frame)
+    c2w_b = torch.linalg.inv(vm_b)
+    rays = cams[1].ray_directions()  # (H, W, 3) world, unnormalised
+    o = c2w_b[:3, 3]
+    s = (z0 - o[2]) / rays[..., 2]
+    hit = o + s[..., None] * rays
+    feat_b = _texture(hit[..., 0], hit[..., 1]).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    pa = pts.reshape(H, W, 3)
+    feat_a = _texture(pa[..., 0], pa[..., 1]).permute(2, 0, 1)[None].float()
+    sampled = torch.nn.functional.grid_sample(feat_b, grid[:, 2].float(), mode="bilinear", align_corners=False)
+    inside = (grid[0, 2].abs() < 0.9).all(-1)
+    assert inside.float().mean() > 0.5
+    err = (sampled[0] - feat_a[0]).abs().amax(0)[inside]
+    assert float(err.max()) < 0.02  # bilinear interpolation error of a smooth texture only
+    # and the correlation cost peaks at the true plane for the well-inside pixels
+    cost = cost_volume(feat_a, feat_b, grid.float(), zsrc.float())  # (1, D, H, W)
+    true_cost = (feat_a * feat_a).sum(1) / math.sqrt(3)
+    assert torch.allclose(cost[0, 2][inside], true_cost[0][inside], atol=0.05)
+
+
+def test_predictor_is_symmetric_in_its_context_views():
+    from splatdistill.lifters.predictor import GaussianPredictor, PredictorConfig
+
+    torch.manual_seed(0)
+    m = GaussianPredictor(PredictorConfig(channels=16, num_depths=8, image_size=32)).eval()
+    img = torch.rand(1, 2, 3, 32, 32)
+    K = torch.tensor([[30.0, 0, 16], [0, 30, 16], [0, 0, 1]]).expand(1, 2, 3, 3)
+    vm = torch.eye(4).repeat(1, 2, 1, 1)
+    vm[0, 1, 0, 3] = -0.2
+    with torch.no_grad():
+        a = m(img, K, vm)
+        b = m(img[:, [1, 0]], K[:, [1, 0]], vm[:, [1, 0]])
+    assert torch.allclose(a.depth, b.depth[:, [1, 0]], atol=1e-5)
+    assert a.depth.shape == (1, 2, 32, 32) and bool((a.depth > 0).all())
+    assert bool(((a.scale >= 0.5) & (a.scale <= 15)).all()) and bool(((a.opacity > 0) & (a.opacity < 1)).all())
+    with pytest.raises(ValueError, match="at least 2"):
+        m(img[:, :1], K[:, :1], vm[:, :1])
+
+
+# ---- training, evaluation, checkpoints ------------------------------------------------------------
+
+def test_short_training_beats_constant_depth_on_held_out_rooms(trained):
+    out, res = trained
+    ho = res["held_out"]
+    assert ho["views"] > 0 and set(ho["splits"]) == {"val", "test"}
+    assert ho["predictor"]["abs_rel"] < ho["constant_depth"]["abs_rel"] - 0.01, ho
+    assert ho["predictor"]["delta1"] > ho["constant_depth"]["delta1"], ho
+    log = [line for line in (out / "log.jsonl").read_text().splitlines() if line]
+    assert len(log) == 60
+    first = np.mean([json.loads(x)["depth"] for x in log[:5]])
+    last = np.mean([json.loads(x)["depth"] for x in log[-5:]])
+    assert last < first
+    assert (out / "predictor.safetensors").is_file() and (out / "metrics.json").is_file()
+
+
+def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
+    import shutil
+
+    from splatdistill.lifters.predictor import GaussianPredictor, PredictorConfig, load_predictor, save_predictor
+
+    out, _ = trained
+    m = load_predictor(out)
+    assert m.config.image_size == 48 and not m.training
+    copy = tmp_path / "copy"
+    save_predictor(m, copy, {"note": "x"})
+    m2 = load_predictor(copy / "predictor.safetensors")
+    img = torch.rand(1, 2, 3, 64, 64)
+    K = torch.tensor([[50.0, 0, 32], [0, 50, 32], [0, 0, 1]]).expand(1, 2, 3, 3)
+    vm = torch.eye(4).repeat(1, 2, 1, 1)
+    vm[0, 1, 0, 3] = 0.3
+    with torch.no_grad():
+        assert torch.equal(m(img, K, vm).depth, m2(img, K, vm).depth)
+    with pytest.raises(UserError, match="no such predictor"):
+        load_predictor(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    shutil.copytree(copy, bad)
+    (bad / "predictor.json").write_text("{not json")
+    with pytest.raises(UserError, match="unreadable predictor config"):
+        load_predictor(bad)
+    doc = json.loads((copy / "predictor.json").read_text())
+    doc["config"]["channels"] = 48
+    (bad / "predictor.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="has shape"):
+        load_predictor(bad)
+    (bad / "predictor.safetensors").unlink()
+    (bad / "predictor.json").write_text((copy / "predictor.json").read_text())
+    with pytest.raises(UserError, match="missing predictor.safetensors"):
+        load_predictor(bad)
+    with pytest.raises(UserError, match="features must be one of"):
+        GaussianPredictor(PredictorConfig(features="sift"))
+
+
+# ---- lifter specs -----------------------------------------------------------------------------------
+
+def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path, monkeypatch):
+    from splatdistill.distill.config import TrainConfig
+    from splatdistill.distill.targets import SplatSettings
+    from splatdistill.distill.trainer import make_lifter
+    from splatdistill.lifters.ply_lifter import PlyLifter
+    from splatdistill.lifters.predictor import PredictorLifter
+    from splatdistill.render.ply import save_ply
+
+    out, _ = trained
+    s = SplatSettings()
+    assert callable(make_lifter(TrainConfig(lifter="depth"), s))
+    assert isinstance(make_lifter(TrainConfig(lifter=f"predictor:{out}"), s), PredictorLifter)
+    from splatdistill.geometry.gaussians import Gaussians
+
+    g = Gaussians(torch.rand(10, 3), torch.eye(3).expand(10, 3, 3) * 0.01, torch.full((10,), 0.5), torch.rand(10, 3))
+    save_ply(tmp_path / "one.ply", g)
+    lif = make_lifter(TrainConfig(lifter=f"ply:{tmp_path / 'one.ply'}", data=str(rooms)), s)
+    assert isinstance(lif, PlyLifter) and lif.single
+    # bring your own: python:MODULE:FACTORY[:ARG]; a DepthPredictor gets wrapped into a lifter
+    (tmp_path / "my_lifters.py").write_text(textwrap.dedent("""
+        import torch
+        class Const:
+            def __init__(self, d): self.d = d
+            def predict(self, images, cameras, features):
+                return torch.full(images.shape[:1] + images.shape[2:], self.d), None, None
+        def make(settings, arg="2.0"):
+            return Const(float(arg))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = make_lifter(TrainConfig(lifter="python:my_lifters:make:3.5"), s)
+    cams = Cameras(torch.tensor([[20.0, 0, 8], [0, 20, 8], [0, 0, 1]]).expand(2, 3, 3), torch.eye(4).expand(2, 4, 4),
+                   16, 16)
+    gs = mine(torch.rand(2, 5, 16, 16), None, torch.rand(2, 3, 16, 16), cams)
+    assert len(gs) == 2 * 16 * 16 and torch.allclose(gs.means[:, 2], torch.tensor(3.5))
+    for spec, msg in [("nope", "unknown lifter"), ("predictor", "needs a path"), ("predictor:/no/such", "no such predictor"),
+                      ("ply:/no/such.ply", "no such PLY"), ("python:my_lifters", "python:MODULE:FACTORY"),
+                      ("python:no_such_module_x:f", "cannot import"), ("python:my_lifters:nothing", "not a callable"),
+                      ("depth:3", "takes no argument"), ("", "empty lifter")]:
+        with pytest.raises(UserError, match=msg):
+            make_lifter(TrainConfig(lifter=spec), s)
+
+
+# ---- the learned predictor and the PLY lifter in the SnD target pipeline ----------------------------
+
+def _scene_views(rooms, size=64):
+    from splatdistill.data import load_dataset
+    from splatdistill.lifters import load_scene_views
+
+    scene = [s for s in load_dataset(rooms) if s.split == "val"][0]
+    return scene, load_scene_views(scene, None, size)
+
+
+def test_predictor_lifter_gives_covering_targets(trained, rooms):
+    from splatdistill.distill.targets import SplatSettings, splat_targets
+    from splatdistill.lifters import build_lifter
+
+    out, _ = trained
+    _, sv = _scene_views(rooms)
+    lifter = build_lifter(f"predictor:{out}", SplatSettings())
+    ctx, tgt = [0, 2], [1]
+    seg = torch.zeros(3, 64, 64, dtype=torch.long)
+    tokens = torch.randn(2, 8, 4, 4)
+    settings = SplatSettings(blend_alpha=1.0, renderer="torch")
+    res = splat_targets(tokens, seg[:2], sv.cameras[ctx], seg[:1], sv.cameras[tgt], (4, 4), settings, lifter,
+                        context_depth=None, context_images=sv.images[ctx])
+    assert torch.isfinite(res.tokens).all()
+    assert float(res.pixel_alpha.mean()) > 0.6
+    # the lifter runs at its own resolution whatever the render size is (here 2x its training size)
+    from splatdistill.lifters import load_scene_views
+
+    sv2 = load_scene_views(_scene_views(rooms)[0], [0, 2], 128)
+    d, o, sc = lifter.predict(sv2.images, sv2.cameras)
+    assert d.shape == (2, 128, 128)
+    rel = ((d - sv2.depths).abs() / sv2.depths)[sv2.depths > 0].mean()
+    assert float(rel) < 0.5
+
+
+def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
+    """Gaussians lifted from depth, written as 3DGS PLY and read back by the PLY lifter (features
+    re-attached from the context views) render the same target features as the depth lifter."""
+    from splatdistill.distill.targets import SplatSettings, depth_lifter
+    from splatdistill.lifters import lift_scene
+    from splatdistill.lifters.ply_lifter import PlyLifter
+    from splatdistill.render import render_features
+    from splatdistill.render.ply import save_ply
+
+    scene, sv = _scene_views(rooms)
+    ctx = [0, 2]
+    feats = torch.nn.functional.interpolate(torch.randn(2, 6, 8, 8), size=(64, 64), mode="bilinear")
+    ref = depth_lifter(SplatSettings())(feats, sv.depths[ctx], sv.images[ctx], sv.cameras[ctx])
+    folder = tmp_path / "plys" / scene.name / "point_cloud" / "iteration_7000"
+    save_ply(folder / "point_cloud.ply", ref)  # the 3DGS training layout
+    lifter = PlyLifter(tmp_path / "plys", data=str(rooms), renderer="torch")
+    got = lifter(feats, None, sv.images[ctx], sv.cameras[ctx])  # scene found from the camera poses
+    assert len(got) > 0.9 * len(ref)
+    cam = sv.cameras[1]
+    a_ref, al_ref = render_features(ref.means, ref.covariances, ref.opacities, ref.features, cam.viewmats, cam.Ks, 64, 64,
+                                    backend="torch")
+    a_got, al_got = render_features(got.means, got.covariances, got.opacities, got.features, cam.viewmats, cam.Ks, 64,
+                                    64, backend="torch")
+    m = (al_ref > 0.9) & (al_got > 0.9)
+    assert m.float().mean() > 0.6
+    cos = torch.nn.functional.cosine_similarity(a_ref[m], a_got[m], dim=-1)
+    assert float(cos.median()) > 0.97
+    # a scene-level lifter gets all views in one call from lift_scene
+    with lifter.use_scene(scene.name):
+        g2 = lift_scene(sv, lifter, carry="rgb")
+    assert len(g2) <= len(ref) and g2.features.shape[1] == 3
+    # a camera of no dataset view cannot be matched to a scene
+    far = Cameras(sv.cameras.Ks[:1], look_at(torch.tensor([[50.0, 50.0, 50.0]]), torch.zeros(1, 3)), 64, 64)
+    with pytest.raises(UserError, match="no scene"):
+        lifter(feats[:1], None, None, far)
+
+
+def test_lift_command_writes_viewable_ply(rooms, tmp_path, capsys):
+    from splatdistill.cli import main
+    from splatdistill.render.ply import load_ply
+
+    out = tmp_path / "scene.ply"
+    assert main(["lift", "--lifter", "depth", "--data", str(rooms), "--scene", "room_0001", "--views", "0,1",
+                 "--size", "32", "--out", str(out)]) == 0
+    g = load_ply(out)
+    assert len(g) == 2 * 32 * 32 and g.features.shape == (2048, 3)
+    assert float(g.features.std()) > 0.01  # pixel colours, not a constant
+    capsys.readouterr()
+    assert main(["lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)]) == 2
+    assert "unknown lifter" in capsys.readouterr().err
+    assert main(["lift", "--data", str(rooms), "--scene", "nowhere", "--out", str(out)]) == 2
