@@ -50,6 +50,14 @@ class TrainConfig:
     consistency_weight: float = 0.0  # cross-view term between target views (needs num_targets >= 2)
     ema_momentum: float = 0.999
     ema_every: int = 10
+    # --- baseline (splatdistill.baselines.fit3d; docs/lifters.md) -----------------------------------
+    method: str = "snd"  # snd (Splat-and-Distill) | fit3d (FiT3D-style per-scene optimised feature field, loss=l1)
+    fit3d_feature_dim: int = 32  # per-Gaussian feature size of the field
+    fit3d_iterations: int = 200  # Adam steps per scene
+    fit3d_views: int = 16  # views of a scene the field is fitted to
+    fit3d_lift_views: int = 8  # views whose depth places the field's Gaussians
+    fit3d_stride: int = 2  # lift every stride-th pixel
+    fit3d_cache: str = ""  # folder of fitted fields; "" = <out>/fit3d
     # --- optimisation -----------------------------------------------------------------------------
     steps: int = 1000
     batch_size: int = 1
@@ -84,6 +92,10 @@ class TrainConfig:
             raise UserError("consistency_weight > 0 needs num_targets >= 2")
         if self.renderer not in ("auto", "torch", "gsplat"):
             raise UserError(f"renderer must be auto, torch or gsplat, got {self.renderer!r}")
+        if self.method not in ("snd", "fit3d"):
+            raise UserError(f"method must be snd or fit3d, got {self.method!r}")
+        if self.method == "fit3d" and self.loss == "dino":
+            raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")
         return self
 
     # --- (de)serialisation ------------------------------------------------------------------------

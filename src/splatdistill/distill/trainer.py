@@ -168,6 +168,11 @@ class Trainer:
                                    gaussian_opacity=cfg.gaussian_opacity, renderer=cfg.renderer,
                                    min_coverage=cfg.min_coverage)
         self.lifter = make_lifter(cfg, self.splat)
+        self.fit3d = None  # method=fit3d: fixed per-scene feature fields replace the splatted teacher
+        if cfg.method == "fit3d":
+            from splatdistill.baselines.fit3d import Fit3DTargets
+
+            self.fit3d = Fit3DTargets(cfg, self.dataset.scenes, self.device, cfg.progress, self.dist.is_main)
         self.step = 0
         self.writer = None
         if resume:
@@ -236,27 +241,31 @@ class Trainer:
         H = ctx_img.shape[-1]
         R = cfg.render_size
         self.student_ddp.train()
-        with times.phase("teacher_forward", dev), torch.no_grad():
-            ctx_tokens = self.teacher.module.backbone.patch_features(ctx_img.flatten(0, 1))
-            ctx_tokens = ctx_tokens.unflatten(0, (B, V))
-        grid = tuple(ctx_tokens.shape[-2:])
-        with times.phase("splat", dev):
-            targets, valid, coverage = [], [], []
-            for i in range(B):
-                depth = _resize_nearest(b["context_depths"][i], R)
-                out = splat_targets(
-                    ctx_tokens[i], _resize_nearest(b["context_segments"][i], R),
-                    self._cameras(b["context_K"][i], b["context_cam_to_world"][i], R, H),
-                    _resize_nearest(b["target_segments"][i], R),
-                    self._cameras(b["target_K"][i], b["target_cam_to_world"][i], R, H),
-                    grid, self.splat, self.lifter, context_depth=depth,
-                    context_images=F.interpolate(ctx_img[i], size=(R, R), mode="bilinear", antialias=True))
-                targets.append(out.tokens)
-                valid.append(out.valid)
-                coverage.append(out.coverage)
-            tgt_tokens = torch.stack(targets).flatten(0, 1)  # (B*T, C, h, w)
-            mask = torch.stack(valid).flatten(0, 1).flatten(1)  # (B*T, h*w)
-            cov = torch.stack(coverage)
+        if self.fit3d is not None:  # method=fit3d (splatdistill.baselines.fit3d): renders of the fitted fields
+            with times.phase("splat", dev):
+                tgt_tokens, mask, cov = self.fit3d.targets(b, self.student.backbone.grid_size(H, H), R)
+        else:
+            with times.phase("teacher_forward", dev), torch.no_grad():
+                ctx_tokens = self.teacher.module.backbone.patch_features(ctx_img.flatten(0, 1))
+                ctx_tokens = ctx_tokens.unflatten(0, (B, V))
+            grid = tuple(ctx_tokens.shape[-2:])
+            with times.phase("splat", dev):
+                targets, valid, coverage = [], [], []
+                for i in range(B):
+                    depth = _resize_nearest(b["context_depths"][i], R)
+                    out = splat_targets(
+                        ctx_tokens[i], _resize_nearest(b["context_segments"][i], R),
+                        self._cameras(b["context_K"][i], b["context_cam_to_world"][i], R, H),
+                        _resize_nearest(b["target_segments"][i], R),
+                        self._cameras(b["target_K"][i], b["target_cam_to_world"][i], R, H),
+                        grid, self.splat, self.lifter, context_depth=depth,
+                        context_images=F.interpolate(ctx_img[i], size=(R, R), mode="bilinear", antialias=True))
+                    targets.append(out.tokens)
+                    valid.append(out.valid)
+                    coverage.append(out.coverage)
+                tgt_tokens = torch.stack(targets).flatten(0, 1)  # (B*T, C, h, w)
+                mask = torch.stack(valid).flatten(0, 1).flatten(1)  # (B*T, h*w)
+                cov = torch.stack(coverage)
         with times.phase("student_forward", dev):
             s_tokens, s_logits = self.student_ddp(tgt_img.flatten(0, 1))
         with times.phase("head_loss", dev):
