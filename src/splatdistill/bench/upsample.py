@@ -55,7 +55,7 @@ def upsample_loop(tokens: Tensor, segments: Tensor, out_size: tuple[int, int]) -
                                 align_corners=False)
             den = F.interpolate(m, size=out_size, mode="bilinear", align_corners=False)
             sel = (segments[b] == s) & (den[0, 0] > 0)
-            out[b][:, sel] = (num[0] / den[0].clamp(min=1e-30))[:, sel]
+            out[b][:, sel] = num[0][:, sel] / den[0, 0][sel]
     return out
 
 

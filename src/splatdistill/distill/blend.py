@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from splatdistill.render.torch_backend import empty_fast
+
 
 def segment_index(segments: Tensor) -> tuple[Tensor, int]:
     """Map each pixel of (B, H, W) labels to a slot in [0, B*S): (index (B*H*W,), B*S).
@@ -77,5 +79,9 @@ def semantic_blend(features: Tensor, segments: Tensor, alpha: float, valid: Tens
     # (valid) pixels, (1, 0)
     offset = torch.where(has[:, None], (1.0 - alpha) * sums / counts.clamp(min=1)[:, None], 0.0)
     coef = torch.where(has, torch.full_like(counts, float(alpha)), torch.ones_like(counts))
-    out = torch.index_select(offset, 0, index).addcmul_(rows, coef[index][:, None])
+    if torch.is_grad_enabled() and features.requires_grad:
+        out = torch.index_select(offset, 0, index).addcmul_(rows, coef[index][:, None])
+    else:  # write into huge-page-backed memory (first touch of 100 MB costs ~2x less)
+        out = torch.index_select(offset, 0, index, out=empty_fast((B * H * W, C), dtype, device))
+        out.addcmul_(rows, coef[index][:, None])
     return out.reshape(B, H, W, C).permute(0, 3, 1, 2)

@@ -13,12 +13,29 @@ token matrix: no loop over segments or pixels, and any number of segments costs 
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 from torch import Tensor
 
 from splatdistill.render.torch_backend import empty_fast
+
+
+@functools.lru_cache(maxsize=16)
+def _taps(h: int, w: int, H: int, W: int, device: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear taps of an h x w -> H x W upsampling (cached: they depend on sizes only).
+
+    Returns token indices (4, H, W) and weights (4, H, W) tap-major (so per-pixel ops run over
+    whole images), and the indices pixel-major (H * W * 4,) for the CSR columns.
+    """
+    y0, y1, ly = _source_index(H, h, device)
+    x0, x1, lx = _source_index(W, w, device)
+    ys, wy = (y0, y0, y1, y1), (1 - ly, 1 - ly, ly, ly)
+    xs, wx = (x0, x1, x0, x1), (1 - lx, lx, 1 - lx, lx)
+    tap = torch.stack([ys[k][:, None] * w + xs[k][None, :] for k in range(4)])
+    bil = torch.stack([wy[k][:, None] * wx[k][None, :] for k in range(4)])
+    return tap, bil, tap.permute(1, 2, 0).reshape(-1).contiguous()
 
 
 def _source_index(out_len: int, in_len: int, device) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,14 +88,7 @@ def mask_aware_upsample(tokens: Tensor, segments: Tensor, out_size: tuple[int, i
     device = tokens.device
     segments = segments.to(device)
 
-    y0, y1, ly = _source_index(H, h, device)
-    x0, x1, lx = _source_index(W, w, device)
-    # the 4 taps of every pixel, tap-major (4, H, W) so every op runs over whole images
-    ys, wy = (y0, y0, y1, y1), (1 - ly, 1 - ly, ly, ly)
-    xs, wx = (x0, x1, x0, x1), (1 - lx, lx, 1 - lx, lx)
-    tap = torch.stack([ys[k][:, None] * w + xs[k][None, :] for k in range(4)])  # (4, H, W)
-    bil = torch.stack([wy[k][:, None] * wx[k][None, :] for k in range(4)])  # (4, H, W) float32
-
+    tap, bil, cols1 = _taps(h, w, H, W, str(device))
     lab_tok = token_labels(segments, (h, w)).reshape(B, h * w)
     lab_pix = _nearest(segments, H, W)  # (B, H, W)
     same = lab_tok[:, tap] == lab_pix[:, None]  # (B, 4, H, W)
@@ -86,14 +96,13 @@ def mask_aware_upsample(tokens: Tensor, segments: Tensor, out_size: tuple[int, i
     total = wm.sum(1, keepdim=True)
     weights = torch.where(total > 0, wm / total.clamp(min=1e-30), bil)  # fallback: plain bilinear
 
-    # CSR rows = pixels, 4 entries each (pixel-major, so transpose the tap axis last)
-    cols = tap[None] + (torch.arange(B, device=device) * (h * w))[:, None, None, None]
-    cols = cols.permute(0, 2, 3, 1).reshape(-1)
+    # CSR rows = pixels, 4 entries each (pixel-major, so the tap axis goes last)
+    cols = cols1 if B == 1 else (cols1[None] + torch.arange(B, device=device)[:, None] * (h * w))
     vals = weights.permute(0, 2, 3, 1).reshape(-1).to(tokens.dtype)
     rows = B * H * W
     crow = torch.arange(0, 4 * rows + 1, 4, device=device)
     flat_tokens = tokens.permute(0, 2, 3, 1).reshape(B * h * w, C)
-    out = _spmm(crow, cols, vals, flat_tokens, rows)
+    out = _spmm(crow, cols.reshape(-1), vals, flat_tokens, rows)
     return out.reshape(B, H, W, C).permute(0, 3, 1, 2)
 
 

@@ -8,6 +8,7 @@ near-plane culling (``z < near_plane``), opacity-aware tile bounds.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from splatdistill.errors import UserError
@@ -43,9 +44,12 @@ def render_gsplat(means: Tensor, covariances: Tensor, opacities: Tensor, feature
                         "`pip install gsplat` or use backend='torch'") from exc
     if means.device.type != "cuda":
         raise UserError("the gsplat backend needs CUDA tensors; use backend='torch' on CPU")
+    dtype = features.dtype  # gsplat's kernels are float32-only
+    f32 = torch.float32
     colors, alphas, _meta = rasterization(
-        means, None, None, opacities, features, viewmats, Ks, int(width), int(height),
+        means.to(f32), None, None, opacities.to(f32), features.to(f32), viewmats.to(f32),
+        Ks.to(f32), int(width), int(height),
         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=None, packed=packed,
         render_mode="RGB", rasterize_mode="classic", channel_chunk=int(channel_chunk),
-        covars=covariances)
-    return colors, alphas[..., 0]
+        covars=covariances.to(f32))
+    return colors.to(dtype), alphas[..., 0].to(dtype)
