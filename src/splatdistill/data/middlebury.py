@@ -53,7 +53,7 @@ def _full_resolution() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     valid = np.isfinite(disp)
     depth_l = np.where(valid, BASELINE_M * FOCAL / (np.where(valid, disp, 0) + DOFFS), 0.0)
     # Forward-warp to the right view, nearest surface wins.
-    H, W = disp.shape
+    W = disp.shape[1]
     ys, xs = np.nonzero(valid)
     xr = np.floor(xs + 0.5 - disp[ys, xs]).astype(int)
     inside = (xr >= 0) & (xr < W)

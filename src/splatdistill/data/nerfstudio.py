@@ -181,7 +181,7 @@ def write_nerfstudio(scene: Scene, out: str | Path, transforms_name: str = "tran
     frames = []
     Ks = [v.K for v in scene.views]
     shared = all(np.array_equal(K, Ks[0]) for K in Ks) and len({(v.width, v.height) for v in scene.views}) == 1
-    for i, rec in enumerate(scene.views):
+    for rec in scene.views:
         view = rec.load()
         rel = f"{image_dir}/{rec.name}{image_suffix}"
         io.write_rgb(out / rel, view.image)

@@ -349,7 +349,7 @@ def _hang_pictures(rng: np.random.Generator, spec: RoomSpec) -> list[Picture]:
         height = width * img.shape[0] / img.shape[1]
         for _try in range(20):
             wall = int(rng.integers(4))
-            start, along_dir, inward, length = _wall_frame(wall, spec.width, spec.depth)
+            length = _wall_frame(wall, spec.width, spec.depth)[3]
             if length < width + 0.4:
                 continue
             along = float(rng.uniform(0.2 + width / 2, length - 0.2 - width / 2))
