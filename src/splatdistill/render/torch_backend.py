@@ -1,16 +1,16 @@
-"""Pure-PyTorch 3DGS feature rasteriser (CPU and GPU), numerically matching gsplat 1.5.
+"""Our 3DGS feature rasteriser (CPU and GPU), numerically matching gsplat 1.5.
 
 Why not tiles: gsplat's per-tile loop is a CUDA design; on a CPU the cost that matters is the number of
 (Gaussian, pixel) pairs touched and how often each is moved through memory. So this backend
 
 1. projects every Gaussian exactly as gsplat does (EWA, Jacobian point clamped to 1.3x the field of
-   view, 0.3 px^2 low-pass, near/far culling, opacity-aware extent);
+   view, 0.3 px^2 low-pass, near/far culling, opacity-aware extent), in float64;
 2. cuts each Gaussian's pixel box -- the bounding box of its exact ``alpha >= 1/255`` ellipse
    ``0.5 d^T conic d <= ln(255 o)`` -- into small square blocks and evaluates
    ``alpha = min(0.999, o exp(-sigma))`` densely over all blocks at once, keeping pairs >= 1/255;
    blocks are listed front to back, so the pairs come out in depth order;
-3. groups pairs by pixel with a *stable* sort on the pixel id (NumPy's radix sort on 16-bit keys on
-   CPU), which keeps the depth order inside each pixel without sorting on depth again;
+3. groups pairs by pixel with a *stable* sort on the pixel id (a radix sort on 16-bit keys on CPU),
+   which keeps the depth order inside each pixel without sorting on depth again;
 4. gets transmittance from a segmented cumulative sum of ``log(1 - alpha)`` in float64, and applies
    gsplat's exclusive stop (a pair whose next transmittance is <= 1e-4, and all behind it, is not
    composited);
@@ -18,8 +18,12 @@ Why not tiles: gsplat's per-tile loop is a CUDA design; on a CPU the cost that m
    channel count goes in a single pass, (pairs x C) is never materialised, and the result is
    differentiable with respect to the features.
 
-Index-heavy steps (nonzero, gathers, the radix sort) go through NumPy on CPU, where they are 5-10x
-faster than torch's kernels; on GPU the same steps use torch ops.
+Steps 1-4 are written once against a small array-ops interface with two implementations: NumPy for
+CPU tensors and torch for the rest. On CPU, NumPy's nonzero/take/radix sort are 5-10x faster than
+torch's, its large temporaries come from huge pages (torch's 4 KB-page temporaries cost more in page
+faults than the arithmetic), and its single-threaded loops do not stall on OpenMP barriers when the
+cores are shared. Only the sparse product (MKL) runs multi-threaded. Tests check both
+implementations agree.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ MAX_EXTEND = 3.33
 _BLOCK_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 #: dense (pixel, Gaussian) slots evaluated at once (bounds the intermediates to ~100 MB)
 _SLOT_BUDGET = 1 << 22
+#: use NumPy for the CPU path (tests set it False to run the torch path on CPU)
+_NUMPY_ON_CPU = True
 
 
 @dataclass
@@ -60,85 +66,325 @@ class Projection:
         return self.radii[..., 0] > 0
 
 
+# --- array ops: one interface, NumPy (CPU) and torch (any device) ---------------------------------
+
+class _NumpyOps:
+    """Array operations on NumPy arrays (the CPU path)."""
+
+    f64, i32, i64 = np.float64, np.int32, np.int64
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def asarray(self, t: Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    def tensor(self, a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    def float_dtype(self, t: Tensor):
+        """Working precision for per-pair alphas: float64 for float64 features, else float32."""
+        return np.float64 if t.dtype == torch.float64 else np.float32
+
+    def arange(self, n, dtype=np.int64):
+        return np.arange(n, dtype=dtype)
+
+    def zeros(self, n, dtype):
+        return np.zeros(n, dtype=dtype)
+
+    def astype(self, x, dtype):
+        return x.astype(dtype, copy=False)
+
+    def components(self, x, k):
+        """(..., k) -> (k, ...) contiguous."""
+        return np.ascontiguousarray(np.moveaxis(x, -1, 0))
+
+    def tcopy(self, x):
+        return np.ascontiguousarray(x.T)
+
+    def flatnonzero(self, mask):
+        return np.flatnonzero(mask)
+
+    def take(self, x, idx, axis=None):
+        return np.take(x, idx, axis=axis)
+
+    def take_pair(self, a, b, idx):
+        """(a[idx], b[idx]) for 4-byte arrays with one gather of packed 8-byte items."""
+        if a.itemsize != 4 or b.itemsize != 4:
+            return a[idx], b[idx]
+        packed = np.empty((a.size, 2), dtype=np.int32)
+        packed[:, 0] = a.view(np.int32)
+        packed[:, 1] = b.view(np.int32)
+        moved = np.take(packed.view(np.int64)[:, 0], idx).view(np.int32).reshape(-1, 2)
+        return moved[:, 0].view(a.dtype), moved[:, 1].view(b.dtype)
+
+    def repeat(self, values, counts):
+        return np.repeat(values, counts)
+
+    def bincount(self, x, n):
+        return np.bincount(x, minlength=n)
+
+    def cumsum(self, x):
+        return np.cumsum(x)
+
+    def argsort_float(self, x):
+        return np.argsort(x, kind="stable")
+
+    def stable_argsort(self, keys, num_keys):
+        """Stable argsort of integer keys in [0, num_keys): NumPy radix-sorts <= 16-bit keys."""
+        if num_keys <= 1 << 16:
+            return np.argsort(keys.astype(np.uint16), kind="stable")
+        lo = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")  # LSD, two passes
+        return lo[np.argsort((keys[lo] >> 16).astype(np.uint16), kind="stable")]
+
+    def exp_(self, x):
+        return np.exp(x, out=x)
+
+    def neg_(self, x):
+        return np.negative(x, out=x)
+
+    def clip_max_(self, x, v):
+        return np.minimum(x, x.dtype.type(v), out=x)
+
+    def log1m_f64(self, a):
+        """log(1 - a) in float64."""
+        out = np.negative(a, dtype=np.float64)
+        return np.log1p(out, out=out)
+
+    def sub_(self, x, y):
+        return np.subtract(x, y, out=x)
+
+    def expm1(self, x):
+        return np.expm1(x)
+
+    def where(self, c, a, b):
+        return np.where(c, a, b)
+
+    def sqrt(self, x):
+        return np.sqrt(x)
+
+    def log(self, x):
+        return np.log(x)
+
+    def ceil(self, x):
+        return np.ceil(x)
+
+    def floor(self, x):
+        return np.floor(x)
+
+    def maximum(self, a, b):
+        return np.maximum(a, b)
+
+    def minimum(self, a, b):
+        return np.minimum(a, b)
+
+    def nan_to_num(self, x):
+        return np.nan_to_num(x, nan=0.0)
+
+    def full_like(self, x, v):
+        return np.full_like(x, v)
+
+    def all(self, x) -> bool:
+        return bool(x.all())
+
+    def to_host(self, x) -> np.ndarray:
+        return x
+
+
+class _TorchOps(_NumpyOps):
+    """The same operations with torch (GPU, or CPU when NumPy is switched off)."""
+
+    f64, i32, i64 = torch.float64, torch.int32, torch.int64
+
+    def asarray(self, t: Tensor) -> Tensor:
+        return t.detach()
+
+    def tensor(self, a: Tensor) -> Tensor:
+        return a.contiguous()
+
+    def float_dtype(self, t: Tensor):
+        return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+    def arange(self, n, dtype=torch.int64):
+        return torch.arange(n, dtype=dtype, device=self.device)
+
+    def zeros(self, n, dtype):
+        return torch.zeros(n, dtype=dtype, device=self.device)
+
+    def astype(self, x, dtype):
+        return x.to(dtype)
+
+    def components(self, x, k):
+        return x.movedim(-1, 0).contiguous()
+
+    def tcopy(self, x):
+        return x.t().contiguous()
+
+    def flatnonzero(self, mask):
+        return torch.nonzero(mask.reshape(-1)).squeeze(1)
+
+    def take(self, x, idx, axis=None):
+        return x[idx] if axis is None else x.index_select(axis, idx)
+
+    def take_pair(self, a, b, idx):
+        return a[idx], b[idx]
+
+    def repeat(self, values, counts):
+        return torch.repeat_interleave(values, counts)
+
+    def bincount(self, x, n):
+        return torch.bincount(x.long(), minlength=n)
+
+    def cumsum(self, x):
+        return torch.cumsum(x, 0)
+
+    def argsort_float(self, x):
+        return torch.argsort(x, stable=True)
+
+    def stable_argsort(self, keys, num_keys):
+        return torch.sort(keys, stable=True).indices
+
+    def exp_(self, x):
+        return x.exp_()
+
+    def neg_(self, x):
+        return x.neg_()
+
+    def clip_max_(self, x, v):
+        return x.clamp_(max=v)
+
+    def log1m_f64(self, a):
+        return a.to(torch.float64, copy=True).neg_().log1p_()
+
+    def sub_(self, x, y):
+        return x.sub_(y)
+
+    def expm1(self, x):
+        return torch.expm1(x)
+
+    def where(self, c, a, b):
+        return torch.where(c, a, b)
+
+    def sqrt(self, x):
+        return torch.sqrt(x)
+
+    def log(self, x):
+        return torch.log(x)
+
+    def ceil(self, x):
+        return torch.ceil(x)
+
+    def floor(self, x):
+        return torch.floor(x)
+
+    def maximum(self, a, b):
+        return torch.maximum(a, b)
+
+    def minimum(self, a, b):
+        return torch.minimum(a, b)
+
+    def nan_to_num(self, x):
+        return torch.nan_to_num(x, nan=0.0)
+
+    def full_like(self, x, v):
+        return torch.full_like(x, v)
+
+    def to_host(self, x) -> np.ndarray:
+        return x.cpu().numpy()
+
+
+def _ops(device: torch.device) -> _NumpyOps:
+    if _NUMPY_ON_CPU and device.type == "cpu":
+        return _NumpyOps(device)
+    return _TorchOps(device)
+
+
+# --- projection ---------------------------------------------------------------------------------
+
 def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: Tensor,
                       width: int, height: int, opacities: Tensor | None = None,
                       near_plane: float = NEAR_PLANE, far_plane: float = FAR_PLANE,
                       eps2d: float = EPS2D) -> Projection:
     """EWA projection of Gaussians (..., N) into cameras (..., V), as gsplat's CUDA kernel does it.
 
-    ``radii`` use gsplat's opacity-aware extent ``min(3.33, sqrt(2 ln(255 o)))`` when opacities are
-    given (3.33 otherwise) and are 0 for culled Gaussians: nearer than the near plane or past the far
-    plane, degenerate, opacity under 1/255, or with a bounding box entirely outside the image.
+    Computed in the dtype of ``means`` (the renderer uses float64). ``radii`` use gsplat's
+    opacity-aware extent ``min(3.33, sqrt(2 ln(255 o)))`` when opacities are given (3.33
+    otherwise) and are 0 for culled Gaussians: nearer than the near plane or past the far plane,
+    degenerate, opacity under 1/255, or with a bounding box entirely outside the image.
     """
-    p = _project(means, covariances, viewmats, Ks, width, height, opacities, near_plane,
-                 far_plane, eps2d)
+    batch, N, V = means.shape[:-2], means.shape[-2], viewmats.shape[-3]
+    B = math.prod(batch)
+    op = _TorchOps(means.device)
+    p = _project(op, means.reshape(B, N, 3), covariances.reshape(B, N, 3, 3),
+                 viewmats.reshape(B, V, 4, 4).to(means.dtype), Ks.reshape(B, V, 3, 3).to(means.dtype),
+                 width, height, None if opacities is None else opacities.reshape(B, N),
+                 near_plane, far_plane, eps2d)
+    shape = batch + (V, N)
     radii = torch.stack([p["rx"], p["ry"]], dim=-1).int() * p["visible"][..., None]
-    return Projection(torch.stack([p["mx"], p["my"]], -1),
-                      torch.stack([p["ca"], p["cb"], p["cc"]], -1), p["z"], radii,
-                      torch.stack([p["a"], p["b"], p["c"]], -1))
+    return Projection(torch.stack([p["mx"], p["my"]], -1).reshape(shape + (2,)),
+                      torch.stack([p["ca"], p["cb"], p["cc"]], -1).reshape(shape + (3,)),
+                      p["z"].reshape(shape), radii.reshape(shape + (2,)),
+                      torch.stack([p["a"], p["b"], p["c"]], -1).reshape(shape + (3,)))
 
 
-def _project(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: Tensor, width: int,
-             height: int, opacities: Tensor | None, near_plane: float, far_plane: float,
-             eps2d: float) -> dict[str, Tensor]:
-    """Projection as contiguous per-component (..., V, N) tensors (vectorises better than stacks)."""
-    dtype = means.dtype
-    mu = means.movedim(-1, 0)[:, ..., None, :].contiguous()  # (3, ..., 1, N)
-    iu = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
-    S = covariances[..., iu[0], iu[1]].movedim(-1, 0)[:, ..., None, :].contiguous()  # (6, ..., 1, N)
+def _project(op: _NumpyOps, means, covariances, viewmats, Ks, width: int, height: int,
+             opacities, near_plane: float, far_plane: float, eps2d: float) -> dict:
+    """Projection of (B, N) Gaussians into (B, V) cameras as per-component (B, V, N) arrays."""
+    mu = op.components(means, 3)[:, :, None, :]  # (3, B, 1, N)
+    S = op.components(covariances.reshape(covariances.shape[:-2] + (9,))[..., [0, 1, 2, 4, 5, 8]],
+                      6)[:, :, None, :]  # (6, B, 1, N): xx xy xz yy yz zz
     s00, s01, s02, s11, s12, s22 = S
-    R = viewmats[..., :3, :3, None].to(dtype)  # (..., V, 3, 3, 1)
-    t = viewmats[..., :3, 3, None].to(dtype)
-    # camera-frame means, (..., V, N): component-wise broadcasting beats batched 3x3 matmuls;
-    # in-place accumulation keeps the number of fresh (page-faulting) temporaries down
-    def lin(w0, w1, w2, v0, v1, v2, bias=None):
-        out = w0 * v0 if bias is None else torch.addcmul(bias, w0, v0)
-        return out.addcmul_(w1, v1).addcmul_(w2, v2)
+    R = viewmats[..., :3, :3, None]  # (B, V, 3, 3, 1)
+    t = viewmats[..., :3, 3, None]
 
-    x, y, z = (lin(R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :], mu[0], mu[1], mu[2],
-                   t[..., i, :]) for i in range(3))
-    K = Ks.to(dtype)
-    fx, fy = K[..., 0, 0, None], K[..., 1, 1, None]
-    cx, cy = K[..., 0, 2, None], K[..., 1, 2, None]
+    def lin(w, v, bias=None):  # component-wise w . v: no batched 3x3 matmuls
+        out = w[0] * v[0] + w[1] * v[1] + w[2] * v[2]
+        return out if bias is None else out + bias
+
+    x, y, z = (lin((R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :]), mu, t[..., i, :])
+               for i in range(3))
+    fx, fy = Ks[..., 0, 0, None], Ks[..., 1, 1, None]
+    cx, cy = Ks[..., 0, 2, None], Ks[..., 1, 2, None]
     # gsplat clamps the point at which the Jacobian is taken to 1.3x the field of view
-    tan_fovx = 0.5 * width / fx
-    tan_fovy = 0.5 * height / fy
-    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
-    lim_x_neg = cx / fx + 0.3 * tan_fovx
-    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
-    lim_y_neg = cy / fy + 0.3 * tan_fovy
-    rz = torch.reciprocal(z)
-    xz, yz = x.mul_(rz), y.mul_(rz)
+    lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
+    lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
+    lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
+    lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
+    rz = 1.0 / z
+    xz, yz = x * rz, y * rz
     # J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]], with tx/z clamped
     j00, j11 = fx * rz, fy * rz
-    j02 = torch.maximum(xz, -lim_x_neg).minimum(lim_x_pos).mul_(j00).neg_()
-    j12 = torch.maximum(yz, -lim_y_neg).minimum(lim_y_pos).mul_(j11).neg_()
+    j02 = -j00 * op.minimum(op.maximum(xz, -lim_x_neg), lim_x_pos)
+    j12 = -j11 * op.minimum(op.maximum(yz, -lim_y_neg), lim_y_pos)
     # T = J R (2x3 per Gaussian and camera); cov2d = T Sigma T^T
-    t0 = [torch.addcmul(j02 * R[..., 2, k, :], j00, R[..., 0, k, :]) for k in range(3)]
-    t1 = [torch.addcmul(j12 * R[..., 2, k, :], j11, R[..., 1, k, :]) for k in range(3)]
-    u = [lin(s00, s01, s02, *t0), lin(s01, s11, s12, *t0), lin(s02, s12, s22, *t0)]
-    a = lin(t0[0], t0[1], t0[2], *u).add_(eps2d)
-    b = lin(t1[0], t1[1], t1[2], *u)
-    u = [lin(s00, s01, s02, *t1), lin(s01, s11, s12, *t1), lin(s02, s12, s22, *t1)]
-    c = lin(t1[0], t1[1], t1[2], *u).add_(eps2d)
+    t0 = [j00 * R[..., 0, k, :] + j02 * R[..., 2, k, :] for k in range(3)]
+    t1 = [j11 * R[..., 1, k, :] + j12 * R[..., 2, k, :] for k in range(3)]
+    rows = ((s00, s01, s02), (s01, s11, s12), (s02, s12, s22))
+    u = [lin(r, t0) for r in rows]
+    a = lin(t0, u) + eps2d
+    b = lin(t1, u)
+    c = lin(t1, [lin(r, t1) for r in rows]) + eps2d
     det = a * c - b * b
-    inv = torch.reciprocal(det)
-    mx, my = torch.addcmul(cx, fx, xz), torch.addcmul(cy, fy, yz)
+    inv = 1.0 / det
+    mx, my = fx * xz + cx, fy * yz + cy
 
     visible = (z >= near_plane) & (z <= far_plane) & (det > 0)
     if opacities is None:
-        extend = torch.full_like(z, MAX_EXTEND)
+        extend = op.full_like(z, MAX_EXTEND)
     else:
-        o = opacities.to(dtype)[..., None, :].expand_as(z)
+        o = opacities[:, None, :] + 0 * z  # broadcast to (B, V, N)
         visible &= o >= ALPHA_THRESHOLD
-        extend = torch.sqrt(2.0 * torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
-        extend = extend.clamp(max=MAX_EXTEND)
-    rx = torch.ceil(extend * torch.sqrt(a.clamp(min=0))).nan_to_num(0.0).clamp(max=2 ** 30)
-    ry = torch.ceil(extend * torch.sqrt(c.clamp(min=0))).nan_to_num(0.0).clamp(max=2 ** 30)
+        extend = op.sqrt(2.0 * op.log(o.clip(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
+        extend = extend.clip(max=MAX_EXTEND)
+    rx = op.nan_to_num(op.ceil(extend * op.sqrt(a.clip(min=0)))).clip(max=2 ** 30)
+    ry = op.nan_to_num(op.ceil(extend * op.sqrt(c.clip(min=0)))).clip(max=2 ** 30)
     visible &= (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
     return {"mx": mx, "my": my, "z": z, "ca": c * inv, "cb": -b * inv, "cc": a * inv, "a": a,
-            "b": b, "c": c, "rx": rx, "ry": ry, "visible": visible}
+            "b": b, "c": c, "rx": rx, "ry": ry, "visible": visible,
+            "o": None if opacities is None else o}
 
+
+# --- rendering ----------------------------------------------------------------------------------
 
 def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features: Tensor,
                  viewmats: Tensor, Ks: Tensor, width: int, height: int,
@@ -152,257 +398,176 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     batch = means.shape[:-2]
     V = viewmats.shape[-3]
     N, C = means.shape[-2], features.shape[-1]
-    with torch.no_grad():
-        # project in float64: O(N) work, and float32's cancellation in R m + t and its 1/z^2
-        # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane
-        f64 = torch.float64
-        p = _project(means.detach().to(f64), covariances.detach().to(f64), viewmats.detach(),
-                     Ks.detach(), width, height, opacities.detach(), near_plane, far_plane, eps2d)
-        B = math.prod(batch)
-        o = opacities.detach().to(f64)[..., None, :].expand_as(p["z"])
-        # per-image rows (mx, my, a/2, b, c/2, o) of the conic's sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
-        table = torch.stack([p["mx"], p["my"], 0.5 * p["ca"], p["cb"], 0.5 * p["cc"], o], -2)
-        table = table.to(means.dtype).reshape(B, V, 6, N)
-        dep = p["z"].reshape(B, V, N)  # float64: no float32 ties in the depth order
-        vis = p["visible"].reshape(B, V, N)
-    ft = features.reshape(B, N, C)
+    B = math.prod(batch)
+    op = _ops(means.device)
+    f64 = op.f64
+
+    def arr(t: Tensor, shape):
+        return op.astype(op.asarray(t.reshape(shape)), f64)
+
+    # project in float64: O(N) work, and float32's cancellation in R m + t and its 1/z^2
+    # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane
+    p = _project(op, arr(means, (B, N, 3)), arr(covariances, (B, N, 3, 3)),
+                 arr(viewmats, (B, V, 4, 4)), arr(Ks, (B, V, 3, 3)), width, height,
+                 arr(opacities, (B, N)), near_plane, far_plane, eps2d)
+    fdt = op.float_dtype(features)
     P = width * height
     grad = torch.is_grad_enabled() and features.requires_grad
-    images, alphas = [], []
+    ft = features.reshape(B, N, C)
     out = None if grad else empty_fast((B, V, P, C), features.dtype, features.device)
     alpha = torch.empty(B, V, P, dtype=features.dtype, device=features.device)
+    images = []
     # a loop over images (not pixels or Gaussians): each iteration is a full vectorised render
     for bi in range(B):
         for vi in range(V):
-            img = rasterize_image(table[bi, vi], dep[bi, vi], vis[bi, vi], ft[bi], width,
-                                  height, alpha_out=alpha[bi, vi],
-                                  out=None if out is None else out[bi, vi], stats=stats)
+            # per-Gaussian rows (mx, my, a/2, b, c/2, o) of sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
+            table = [p["mx"][bi, vi], p["my"][bi, vi], 0.5 * p["ca"][bi, vi], p["cb"][bi, vi],
+                     0.5 * p["cc"][bi, vi], p["o"][bi, vi]]
+            crow, col, weights, cover, counts = composite(
+                op, table, p["z"][bi, vi], p["visible"][bi, vi], width, height, fdt)
+            alpha[bi, vi] = op.tensor(cover).to(alpha.device, alpha.dtype)
+            if stats is not None:
+                for key, value in zip(("visible", "pairs", "composited"), counts):
+                    stats[key] = stats.get(key, 0) + value
+            img = _csr_matmul(op.tensor(crow), op.tensor(col), op.tensor(weights).to(features.dtype),
+                              ft[bi], P, None if out is None else out[bi, vi])
             images.append(img)
     img = torch.stack(images).reshape(B, V, P, C) if out is None else out
     return (img.reshape(batch + (V, height, width, C)),
             alpha.reshape(batch + (V, height, width)))
 
 
-def rasterize_image(table: Tensor, depths: Tensor, visible: Tensor, features: Tensor,
-                    width: int, height: int, alpha_out: Tensor, out: Tensor | None = None,
-                    stats: dict | None = None) -> Tensor:
-    """Composite projected Gaussians (N) into one image.
+def composite(op: _NumpyOps, table: list, depths, visible, width: int, height: int, fdt):
+    """Front-to-back compositing weights of one image as a (pixels x Gaussians) CSR matrix.
 
-    ``table`` (6, N) holds per Gaussian (mx, my, a/2, b, c/2, opacity) with (a, b, c) the conic.
-
-    Writes the coverage ``1 - T_final`` into ``alpha_out`` (P,) and returns the (P, C) feature image
-    (written into ``out`` when given; without ``out`` the result is differentiable w.r.t. features).
+    ``table`` holds per Gaussian (mx, my, a/2, b, c/2, opacity), (a, b, c) the conic, as float64
+    arrays; they are evaluated in ``fdt`` (float32 like gsplat for float32 features).
+    Returns (crow int32 (P+1,), col int32, weights (nnz,) in fdt, coverage (P,) float64,
+    (visible, pairs, composited) counts).
     """
-    device = table.device
     P = width * height
-    pix, gid, alpha = _pairs(table, depths, visible, width, height)
-    order = _stable_argsort(pix, P)
-    counts = _bincount(pix, P)
-    ends = torch.cumsum(counts, 0)
-    alpha, gid = _take_pair(alpha, gid, order)  # one gather moves both
+    pix, gid, alpha = _pairs(op, [op.astype(c, fdt) for c in table], depths, visible, width,
+                             height)
+    order = op.stable_argsort(pix, P)
+    counts = op.bincount(pix, P)
+    ends = op.cumsum(counts)
+    alpha, gid = op.take_pair(alpha, gid, order)  # one gather moves both on CPU
     # segmented inclusive cumsum of log(1 - alpha) per pixel, in float64 so T is exact to ~1e-12
-    log1m = alpha.to(torch.float64, copy=True).neg_().log1p_()
-    log_t = torch.cumsum(log1m, 0)
-    cum_before = torch.zeros(P, dtype=torch.float64, device=device)
-    if log_t.numel():
-        cum_before[1:] = torch.where(ends[:-1] > 0, log_t[(ends[:-1] - 1).clamp(min=0)], 0.0)
-    log_t -= _repeat(cum_before, counts)  # log T after each pair
+    log1m = op.log1m_f64(alpha)
+    log_t = op.cumsum(log1m)
+    cum_before = op.zeros(P, op.f64)
+    if log_t.shape[0]:
+        cum_before[1:] = op.where(ends[:-1] > 0, log_t[(ends[:-1] - 1).clip(min=0)], 0.0)
+    op.sub_(log_t, op.repeat(cum_before, counts))  # log T after each pair
     # gsplat's exclusive stop: a pair whose next transmittance is <= 1e-4 (and all behind it)
     # is not composited; log_t decreases along a pixel, so the kept pairs are a prefix of it.
     keep = log_t > math.log(TRANSMITTANCE_STOP)
-    weights = torch.sub(log_t, log1m, out=log1m).exp_().mul_(alpha)  # alpha * T before the pair
-    if bool(keep.all()):
-        crow = torch.cat([ends.new_zeros(1), ends])
-        col = gid
+    weights = op.exp_(op.neg_(op.sub_(log1m, log_t)))  # T before the pair = exp(log_t - log1m)
+    weights *= alpha
+    crow = op.zeros(P + 1, op.i64)
+    if op.all(keep):
+        crow[1:] = ends
     else:
-        kept = _flatnonzero(keep)
-        kept_cum = torch.cumsum(keep, 0)
-        crow = torch.zeros(P + 1, dtype=torch.int64, device=device)
-        crow[1:] = torch.where(ends > 0, kept_cum[(ends - 1).clamp(min=0)], 0)
-        col = _take(gid, kept)
-        weights = _take(weights, kept)
-        log_t = _take(log_t, kept)
-    if stats is not None:
-        for key, value in (("visible", int(visible.sum())), ("pairs", int(pix.numel())),
-                           ("composited", int(col.numel()))):
-            stats[key] = stats.get(key, 0) + value
+        kept = op.flatnonzero(keep)
+        kept_cum = op.cumsum(op.astype(keep, op.i64))
+        crow[1:] = op.where(ends > 0, kept_cum[(ends - 1).clip(min=0)], 0)
+        gid, weights, log_t = op.take(gid, kept), op.take(weights, kept), op.take(log_t, kept)
     # coverage = 1 - T after the last composited pair of the pixel
-    last = (crow[1:] - 1).clamp(min=0)
-    has = crow[1:] > crow[:-1]
-    if log_t.numel():
-        alpha_out.copy_(torch.where(has, -torch.expm1(log_t[last]), 0.0))
-    else:
-        alpha_out.zero_()
-    return _csr_matmul(crow, col, weights.to(features.dtype), features, P, out)
+    cover = op.zeros(P, op.f64)
+    if log_t.shape[0]:
+        last = (crow[1:] - 1).clip(min=0)
+        cover = op.where(crow[1:] > crow[:-1], -op.expm1(log_t[last]), 0.0)
+    n_vis = int(visible.sum())
+    return (op.astype(crow, op.i32), gid, op.astype(weights, fdt), cover,
+            (n_vis, int(pix.shape[0]), int(gid.shape[0])))
 
 
-def _pairs(table: Tensor, depths: Tensor, visible: Tensor, width: int, height: int
-           ) -> tuple[Tensor, Tensor, Tensor]:
-    """Depth-ordered (pixel id, Gaussian id (int32), alpha) of every pair with alpha >= 1/255.
-
-    Blocks are evaluated with the block index innermost (long vectorisable loops), then compacted in
-    (block, row, column) order, which is depth order because blocks are listed Gaussian by Gaussian
-    front to back.
-    """
-    device, dtype = table.device, table.dtype
-    vid = _flatnonzero(visible)
-    vid = _take(vid, torch.argsort(_take(depths, vid), stable=True))
-    table = _take_cols(table, vid)
-    mx, my, hA, Bc, hC, o = table.unbind(0)
+def _pairs(op: _NumpyOps, table: list, depths, visible, width: int, height: int):
+    """Depth-ordered (pixel id, Gaussian id (int32), alpha) of every pair with alpha >= 1/255."""
+    vid = op.flatnonzero(visible)
+    vid = op.take(vid, op.argsort_float(op.take(depths, vid)))
+    mx, my, hA, Bc, hC, o = (op.take(c, vid) for c in table)
     # sigma <= L  <=>  o exp(-sigma) >= 1/255; L capped like gsplat's 3.33-sigma box
-    L = torch.log(o * 255.0).clamp(max=0.5 * MAX_EXTEND ** 2)
+    L = op.log(o * 255.0).clip(max=0.5 * MAX_EXTEND ** 2)
     Lm = L * (1 + 1e-4) + 1e-4  # enumeration margin: the exact alpha test below decides
-    det4 = (4 * hA * hC - Bc * Bc).clamp(min=1e-30)  # det(conic)
-    half_w = torch.sqrt((4 * Lm * hC / det4).clamp(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
-    half_h = torch.sqrt((4 * Lm * hA / det4).clamp(min=0))
-    j0 = torch.ceil(mx - half_w - 0.5).clamp(min=0)
-    j1 = torch.floor(mx + half_w - 0.5).clamp(max=width - 1)
-    i0 = torch.ceil(my - half_h - 0.5).clamp(min=0)
-    i1 = torch.floor(my + half_h - 0.5).clamp(max=height - 1)
-    nj = (j1 - j0 + 1).clamp(min=0).long()
-    ni = (i1 - i0 + 1).clamp(min=0).long()
-    s = _block_size(ni, nj)
-    ss = s * s
+    det4 = (4 * hA * hC - Bc * Bc).clip(min=1e-30)  # det(conic)
+    half_w = op.sqrt((4 * Lm * hC / det4).clip(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
+    half_h = op.sqrt((4 * Lm * hA / det4).clip(min=0))
+    j0 = op.ceil(mx - half_w - 0.5).clip(min=0)
+    j1 = op.floor(mx + half_w - 0.5).clip(max=width - 1)
+    i0 = op.ceil(my - half_h - 0.5).clip(min=0)
+    i1 = op.floor(my + half_h - 0.5).clip(max=height - 1)
+    nj = op.astype((j1 - j0 + 1).clip(min=0), op.i64)
+    ni = op.astype((i1 - i0 + 1).clip(min=0), op.i64)
+    s = _block_size(op.to_host(ni), op.to_host(nj))
     bj = (nj + s - 1) // s
     nblocks = ((ni + s - 1) // s) * bj
     # blocks (Gaussian, block row, block col), Gaussian-major
-    b_g = _repeat_arange(nblocks)
-    Nb = b_g.numel()
-    b_local = torch.arange(Nb, device=device) - _repeat(torch.cumsum(nblocks, 0) - nblocks,
-                                                         nblocks)
-    bjg = _repeat(bj, nblocks)
-    brow = torch.div(b_local, bjg, rounding_mode="floor")
-    b_i0 = _repeat(i0.long(), nblocks) + brow * s
-    b_j0 = _repeat(j0.long(), nblocks) + (b_local - brow * bjg) * s
-    bt = _take_cols(table, b_g)  # (6, Nb): block index innermost
-    bgid = _take(vid, b_g).int()
-    bpix = (b_i0 * width + b_j0).int()
+    b_g = op.repeat(op.arange(nblocks.shape[0]), nblocks)
+    Nb = b_g.shape[0]
+    b_local = op.arange(Nb) - op.repeat(op.cumsum(nblocks) - nblocks, nblocks)
+    bjg = op.repeat(bj, nblocks)
+    brow = b_local // bjg.clip(min=1)
+    b_i0 = op.repeat(op.astype(i0, op.i64), nblocks) + brow * s
+    b_j0 = op.repeat(op.astype(j0, op.i64), nblocks) + (b_local - brow * bjg) * s
+    bt = [op.take(c, b_g) for c in (mx, my, hA, Bc, hC, o)]
+    bgid = op.astype(op.take(vid, b_g), op.i32)
+    bpix = op.astype(b_i0 * width + b_j0, op.i32)
     # evaluate in chunks of blocks so the dense intermediates stay bounded however large the
     # Gaussians are; chunks are contiguous block ranges, so the depth order is kept
-    step = max(1, _SLOT_BUDGET // ss)
-    parts = [_eval_blocks(bt[:, k:k + step], b_i0[k:k + step], b_j0[k:k + step],
+    step = max(1, _SLOT_BUDGET // (s * s))
+    parts = [_eval_blocks(op, [c[k:k + step] for c in bt], b_i0[k:k + step], b_j0[k:k + step],
                           bpix[k:k + step], bgid[k:k + step], s, width, height)
              for k in range(0, max(Nb, 1), step)]
     if len(parts) == 1:
         return parts[0]
-    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
+    cat = np.concatenate if isinstance(parts[0][0], np.ndarray) else torch.cat
+    return tuple(cat([q[i] for q in parts]) for i in range(3))
 
 
-def _eval_blocks(bt: Tensor, b_i0: Tensor, b_j0: Tensor, bpix: Tensor, bgid: Tensor, s: int,
-                 width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Dense alpha over ``s x s`` pixel blocks (block index innermost), compacted to pairs."""
-    device, dtype = bt.device, bt.dtype
-    Nb, ss = bt.shape[1], s * s
-    ar = torch.arange(s, device=device)
+def _eval_blocks(op: _NumpyOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width: int,
+                 height: int):
+    """Dense alpha over ``s x s`` pixel blocks (block index innermost), compacted to pairs in
+    (block, row, column) order."""
+    mx, my, hA, Bc, hC, o = bt
+    Nb, ss = mx.shape[0], s * s
+    ar = op.arange(s)
     rows = b_i0[None, :] + ar[:, None]  # (s, Nb)
     cols = b_j0[None, :] + ar[:, None]
-    dy = bt[1] - (rows.to(dtype) + 0.5)  # gsplat: delta = mean - pixel centre
-    dx = bt[0] - (cols.to(dtype) + 0.5)
+    dy = my - (op.astype(rows, mx.dtype) + 0.5)  # gsplat: delta = mean - pixel centre
+    dx = mx - (op.astype(cols, mx.dtype) + 0.5)
     # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy over (s_row, s_col, Nb)
-    sigma = torch.addcmul((bt[4] * dy * dy)[:, None, :], (bt[3] * dy)[:, None, :],
-                          dx[None, :, :]).add_((bt[2] * dx * dx)[None, :, :])
+    sigma = (hC * dy * dy)[:, None, :] + (Bc * dy)[:, None, :] * dx[None, :, :]
+    sigma += (hA * dx * dx)[None, :, :]
     valid = sigma >= 0  # PD conics give sigma >= 0 up to rounding; gsplat skips the rest
-    alpha = sigma.neg_().exp_().mul_(bt[5]).clamp_(max=MAX_ALPHA)
+    alpha = op.clip_max_(op.exp_(op.neg_(sigma)) * o, MAX_ALPHA)
     valid &= alpha >= ALPHA_THRESHOLD
-    valid &= (rows < height)[:, None, :] & (cols < width)[None, :, :]
-    # compact in (block, row, col) order
-    valid = valid.reshape(ss, Nb).t().contiguous()  # (Nb, ss)
-    idx = _flatnonzero(valid)
-    alpha = _take(alpha.reshape(ss, Nb).t().contiguous().reshape(-1), idx)
-    slot_offset = (ar[:, None] * width + ar[None, :]).reshape(1, ss).int()
-    pix = _take((bpix[:, None] + slot_offset).reshape(-1), idx)
-    gid = _repeat(bgid, valid.sum(1))
+    if Nb and (int(rows[-1].max()) >= height or int(cols[-1].max()) >= width):
+        valid &= (rows < height)[:, None, :] & (cols < width)[None, :, :]
+    valid = op.tcopy(valid.reshape(ss, Nb))  # (Nb, ss): block-major = depth order
+    idx = op.flatnonzero(valid)
+    alpha = op.take(op.tcopy(alpha.reshape(ss, Nb)).reshape(-1), idx)
+    slot = op.astype((ar[:, None] * width + ar[None, :]).reshape(1, ss), op.i32)
+    pix = op.take((bpix[:, None] + slot).reshape(-1), idx)
+    gid = op.repeat(bgid, valid.sum(1))
     return pix, gid, alpha
 
 
-def _block_size(ni: Tensor, nj: Tensor) -> int:
+def _block_size(ni: np.ndarray, nj: np.ndarray) -> int:
     """Block side minimising evaluated slots plus a per-block overhead, over a histogram of boxes."""
-    if ni.numel() == 0:
+    if ni.size == 0:
         return 1
     cap = 128
-    hist = torch.bincount((ni.clamp(max=cap - 1) * cap + nj.clamp(max=cap - 1)),
-                          minlength=cap * cap).reshape(cap, cap).double()
-    n = torch.arange(cap, dtype=torch.float64, device=ni.device)
+    hist = np.bincount(np.minimum(ni, cap - 1) * cap + np.minimum(nj, cap - 1),
+                       minlength=cap * cap).reshape(cap, cap).astype(np.float64)
+    n = np.arange(cap, dtype=np.float64)
     best, best_cost = 1, math.inf
     for s in _BLOCK_SIZES:
-        nb = torch.ceil(n / s)
+        nb = np.ceil(n / s)
         cost = float((hist * (nb[:, None] * nb[None, :])).sum()) * (s * s + 6)
         if cost < best_cost:
             best, best_cost = s, cost
     return best
-
-
-def _stable_argsort(keys: Tensor, num_keys: int) -> Tensor:
-    """Stable argsort of non-negative integer keys < num_keys (radix sort via NumPy on CPU)."""
-    if not _np(keys):
-        return torch.sort(keys, stable=True).indices
-    k = keys.numpy()
-    if num_keys <= 1 << 16:
-        return torch.from_numpy(np.argsort(k.astype(np.uint16), kind="stable"))
-    # LSD radix in two stable passes of 16 bits each (NumPy radix-sorts <= 16-bit integers)
-    lo = np.argsort((k & 0xFFFF).astype(np.uint16), kind="stable")
-    hi = (k[lo] >> 16).astype(np.uint16)
-    return torch.from_numpy(lo[np.argsort(hi, kind="stable")])
-
-
-# Index helpers: NumPy's nonzero/take/repeat/radix sort are several times faster than torch's on
-# CPU; other devices use the torch ops. ``_NUMPY_ON_CPU = False`` runs the torch ops on CPU too
-# (tests use it to exercise the GPU code path).
-_NUMPY_ON_CPU = True
-
-
-def _np(x: Tensor) -> bool:
-    return _NUMPY_ON_CPU and x.device.type == "cpu"
-
-
-def _flatnonzero(mask: Tensor) -> Tensor:
-    if _np(mask):
-        return torch.from_numpy(np.flatnonzero(mask.reshape(-1).numpy()))
-    return torch.nonzero(mask.reshape(-1)).squeeze(1)
-
-
-def _take(x: Tensor, idx: Tensor) -> Tensor:
-    """x[idx] for 1-D x (no autograd)."""
-    if _np(x):
-        return torch.from_numpy(np.take(x.detach().numpy(), idx.numpy()))
-    return x[idx]
-
-
-def _take_cols(x: Tensor, idx: Tensor) -> Tensor:
-    """x[:, idx] of a 2-D tensor, contiguous (no autograd)."""
-    if _np(x):
-        return torch.from_numpy(np.take(x.detach().contiguous().numpy(), idx.numpy(), axis=1))
-    return x[:, idx]
-
-
-def _take_pair(a: Tensor, b: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """(a[idx], b[idx]) of 1-D tensors; on CPU two 4-byte arrays move in one 8-byte gather."""
-    if not _np(a) or a.element_size() != 4 or b.element_size() != 4:
-        return _take(a, idx), _take(b, idx)
-    packed = np.empty((a.numel(), 2), dtype=np.int32)
-    packed[:, 0] = a.numpy().view(np.int32)
-    packed[:, 1] = b.numpy().view(np.int32)
-    moved = np.take(packed.view(np.int64)[:, 0], idx.numpy()).view(np.int32).reshape(-1, 2)
-    return (torch.from_numpy(moved[:, 0].view(a.numpy().dtype)),
-            torch.from_numpy(moved[:, 1].view(b.numpy().dtype)))
-
-
-def _bincount(x: Tensor, size: int) -> Tensor:
-    if _np(x):
-        return torch.from_numpy(np.bincount(x.numpy(), minlength=size))
-    return torch.bincount(x, minlength=size)
-
-
-def _repeat(values: Tensor, counts: Tensor) -> Tensor:
-    """values[i] repeated counts[i] times."""
-    if _np(values):
-        return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
-    return torch.repeat_interleave(values, counts)
-
-
-def _repeat_arange(counts: Tensor) -> Tensor:
-    """i repeated counts[i] times."""
-    return _repeat(torch.arange(counts.numel(), device=counts.device), counts)
 
 
 def empty_fast(shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
@@ -420,10 +585,11 @@ _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float1
 def _csr_matmul(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int,
                 out: Tensor | None) -> Tensor:
     """(rows x N) CSR matrix @ dense (N, C); differentiable w.r.t. ``dense`` when ``out`` is None."""
-    if crow.device.type == "cpu":  # MKL's sparse product is faster on 32-bit indices
-        crow, col = crow.int(), col.int()
+    device = dense.device
     # invariants are not checked (too slow), so hand over plain dense index arrays
-    crow, col, val = crow.contiguous(), col.contiguous(), val.contiguous()
+    crow, col, val = (t.to(device).contiguous() for t in (crow, col, val))
+    if device.type != "cpu":
+        crow, col = crow.long(), col.long()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
         mat = torch.sparse_csr_tensor(crow, col, val, (rows, dense.shape[0]),
