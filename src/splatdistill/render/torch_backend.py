@@ -187,6 +187,9 @@ class _NumpyOps:
     def all(self, x) -> bool:
         return bool(x.all())
 
+    def count_nonzero_rows(self, x):
+        return np.count_nonzero(x, axis=1)
+
     def to_host(self, x) -> np.ndarray:
         return x
 
@@ -292,6 +295,9 @@ class _TorchOps(_NumpyOps):
     def to_host(self, x) -> np.ndarray:
         return x.cpu().numpy()
 
+    def count_nonzero_rows(self, x):
+        return torch.count_nonzero(x, dim=1)
+
 
 def _ops(device: torch.device) -> _NumpyOps:
     if _NUMPY_ON_CPU and device.type == "cpu":
@@ -338,8 +344,12 @@ def _project(op: _NumpyOps, means, covariances, viewmats, Ks, width: int, height
     t = viewmats[..., :3, 3, None]
 
     def lin(w, v, bias=None):  # component-wise w . v: no batched 3x3 matmuls
-        out = w[0] * v[0] + w[1] * v[1] + w[2] * v[2]
-        return out if bias is None else out + bias
+        out = w[0] * v[0]
+        out += w[1] * v[1]  # in place: fewer fresh (page-faulting) temporaries
+        out += w[2] * v[2]
+        if bias is not None:
+            out += bias
+        return out
 
     x, y, z = (lin((R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :]), mu, t[..., i, :])
                for i in range(3))
@@ -532,24 +542,32 @@ def _eval_blocks(op: _NumpyOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width:
     mx, my, hA, Bc, hC, o = bt
     Nb, ss = mx.shape[0], s * s
     ar = op.arange(s)
-    rows = b_i0[None, :] + ar[:, None]  # (s, Nb)
-    cols = b_j0[None, :] + ar[:, None]
-    dy = my - (op.astype(rows, mx.dtype) + 0.5)  # gsplat: delta = mean - pixel centre
-    dx = mx - (op.astype(cols, mx.dtype) + 0.5)
-    # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy over (s_row, s_col, Nb)
-    sigma = (hC * dy * dy)[:, None, :] + (Bc * dy)[:, None, :] * dx[None, :, :]
-    sigma += (hA * dx * dx)[None, :, :]
-    valid = sigma >= 0  # PD conics give sigma >= 0 up to rounding; gsplat skips the rest
-    alpha = op.clip_max_(op.exp_(op.neg_(sigma)) * o, MAX_ALPHA)
+    # gsplat's delta = mean - pixel centre, for the block's first row/column, then step by 1 px
+    dy0 = my - (op.astype(b_i0, my.dtype) + 0.5)
+    dx0 = mx - (op.astype(b_j0, mx.dtype) + 0.5)
+    arf = op.astype(ar, mx.dtype)[:, None]
+    dy = dy0[None, :] - arf  # (s, Nb)
+    dx = dx0[None, :] - arf
+    # -sigma = -(0.5 (a dx^2 + c dy^2) + b dx dy) over (s_row, s_col, Nb)
+    # (negating the per-block coefficients, exactly, saves a pass over the dense array)
+    nsig = (-hC * dy * dy)[:, None, :] + (-Bc * dy)[:, None, :] * dx[None, :, :]
+    nsig += (-hA * dx * dx)[None, :, :]
+    valid = nsig <= 0  # PD conics give sigma >= 0 up to rounding; gsplat skips the rest
+    alpha = op.exp_(nsig)
+    alpha *= o
+    if float(o.max()) > MAX_ALPHA if Nb else False:
+        op.clip_max_(alpha, MAX_ALPHA)
     valid &= alpha >= ALPHA_THRESHOLD
-    if Nb and (int(rows[-1].max()) >= height or int(cols[-1].max()) >= width):
+    if Nb and (int(b_i0.max()) + s > height or int(b_j0.max()) + s > width):
+        rows = b_i0[None, :] + ar[:, None]  # blocks overhanging the image edge
+        cols = b_j0[None, :] + ar[:, None]
         valid &= (rows < height)[:, None, :] & (cols < width)[None, :, :]
     valid = op.tcopy(valid.reshape(ss, Nb))  # (Nb, ss): block-major = depth order
     idx = op.flatnonzero(valid)
     alpha = op.take(op.tcopy(alpha.reshape(ss, Nb)).reshape(-1), idx)
     slot = op.astype((ar[:, None] * width + ar[None, :]).reshape(1, ss), op.i32)
     pix = op.take((bpix[:, None] + slot).reshape(-1), idx)
-    gid = op.repeat(bgid, valid.sum(1))
+    gid = op.repeat(bgid, op.count_nonzero_rows(valid))
     return pix, gid, alpha
 
 
