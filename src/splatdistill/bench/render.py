@@ -131,6 +131,13 @@ def measure_ceilings(device: str = "cpu", repeats: int = 7) -> tuple[float, floa
     return 2 * 4 * n / best_copy, m ** 3 / best_mm
 
 
+def _loadavg() -> str:
+    try:
+        return f"{psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} cores"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -162,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
 
         img, alpha = once()  # warm-up
         times = []
+        load_before = _loadavg()
+        cpu0 = time.process_time()
         with PeakRSS() as mem:
             for _ in range(args.repeats):
                 _sync(args.device)
@@ -170,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 _sync(args.device)
                 times.append(time.perf_counter() - t)
                 del img, alpha
+        cpu_per_render = (time.process_time() - cpu0) / args.repeats
     bandwidth, mac_rate = measure_ceilings(args.device)
     median = statistics.median(times)
     P, C = args.size * args.size, args.channels
@@ -185,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pairs: {stats['pairs']:,} with alpha >= 1/255, {composited:,} composited "
               f"({composited / P:.1f} per pixel), {visible:,} Gaussians visible")
     print(f"time: median {median * 1e3:.1f} ms, best {min(times) * 1e3:.1f} ms over "
-          f"{args.repeats} renders")
+          f"{args.repeats} renders; {cpu_per_render * 1e3:.0f} ms of CPU per render; load "
+          f"average {load_before} before (other processes on the cores slow every figure here)")
     print(f"memory: peak RSS {mem.peak / 2 ** 30:.2f} GiB (process; {base_rss / 2 ** 30:.2f} GiB "
           f"before building the scene, {setup_rss / 2 ** 30:.2f} GiB with it), render adds "
           f"{(mem.peak - setup_rss) / 2 ** 20:.0f} MiB")
