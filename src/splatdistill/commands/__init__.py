@@ -12,4 +12,5 @@ COMMAND_MODULES = [
     "splatdistill.commands.eval",
     "splatdistill.commands.data",
     "splatdistill.commands.lifter",
+    "splatdistill.commands.demo",
 ]

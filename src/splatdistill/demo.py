@@ -1,0 +1,233 @@
+"""The end-to-end demo: build the embedded rooms, train Splat-and-Distill (with and without semantic
+blending) from the offline DINOv2 ViT-S/14, and evaluate DINOv2 before against the students after.
+
+Everything is cached under ``out``: a second call reuses finished training runs and the feature cache,
+so the report can be regenerated cheaply; an interrupted training run is resumed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from splatdistill.errors import UserError
+
+#: (headline metric, how to read it from an eval row, goal on the change after - before, unit)
+GOALS = [
+    ("correspondence recall@10px (rooms)", ("correspondence", "rooms", "recall_10"), "+3 points", 100.0),
+    ("depth probe RMSE (m)", ("depth", "rmse"), "-3% relative", 1.0),
+    ("normals probe mean angular error (deg)", ("normals", "mean_deg"), "-1 degree", 1.0),
+    ("segmentation mIoU", ("segmentation", "miou"), ">= -1 point", 100.0),
+]
+
+
+@dataclass
+class DemoConfig:
+    out: str = "demo_out"
+    minutes: float = 20.0  # total training budget, split evenly between the variants
+    data: str = "rooms"
+    backbone: str = "dinov2_vits14"
+    variants: dict[str, float] = field(default_factory=lambda: {"blend": 0.5, "noblend": 1.0})  # name -> blend alpha
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    eval: dict[str, Any] = field(default_factory=dict)  # EvalConfig overrides
+    tasks: str = "depth,normals,segmentation,correspondence,consistency"
+    progress: bool = True
+
+
+#: Training settings of the demo (on top of TrainConfig's defaults); see the README for why they differ
+#: from the paper's (a 20-minute CPU budget instead of days on GPUs).
+DEMO_TRAIN = {
+    "steps": 100000,  # the time budget ends the run
+    "loss": "cosine",
+    "lr": 1e-4,
+    "warmup_pct": 0.02,
+    "checkpoint_every": 50,
+}
+
+
+def _get(row: dict, path: tuple[str, ...]) -> float | None:
+    node: Any = row.get("results", {})
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def goal_met(name: str, before: float, after: float) -> bool:
+    if "recall" in name:
+        return (after - before) * 100 >= 3.0
+    if "RMSE" in name:
+        return after <= before * 0.97
+    if "angular" in name:
+        return after <= before - 1.0
+    if "mIoU" in name:
+        return (after - before) * 100 >= -1.0
+    return False
+
+
+def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minutes: float) -> dict:
+    """Train (or reuse/resume) one variant; returns its history summary."""
+    from splatdistill.distill.config import TrainConfig
+    from splatdistill.distill.trainer import Trainer
+
+    run_dir = Path(cfg.out) / "runs" / name
+    done = run_dir / "student.safetensors"
+    summary_path = run_dir / "summary.json"
+    if done.is_file() and summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    values = {**DEMO_TRAIN, **cfg.train, "data": data_root, "out": str(run_dir), "backbone": cfg.backbone,
+              "blend_alpha": alpha, "max_minutes": minutes, "progress": cfg.progress}
+    tcfg = TrainConfig.from_dict(values, source="demo")
+    resume = (run_dir / "checkpoint.pt").is_file()
+    trainer = Trainer(tcfg, resume=resume)
+    result = trainer.fit()
+    hist = result["history"]
+    summary = {
+        "name": name, "blend_alpha": alpha, "steps": result["steps"], "minutes": result["seconds"] / 60,
+        "student": result["student"], "config": tcfg.to_dict(),
+        "curve": {k: [h[k] for h in hist] for k in ("step", "loss", "agreement", "coverage", "lr", "step_time")},
+    }
+    summary_path.write_text(json.dumps(summary))
+    return summary
+
+
+def training_curves(summaries: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for s in summaries:
+        c = s["curve"]
+        if not c["step"]:
+            continue
+        steps = np.asarray(c["step"])
+        for ax, key in zip(axes, ("loss", "agreement")):
+            v = np.asarray(c[key], dtype=float)
+            k = max(1, len(v) // 50)
+            smooth = np.convolve(v, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, label=f"{s['name']} (alpha={s['blend_alpha']})")
+    axes[0].set_title("training loss (smoothed)")
+    axes[1].set_title("teacher-student cosine on supervised tokens")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Before/after rows: one per variant and headline metric."""
+    rows = results["backbones"]
+    before = rows[0]
+    out = []
+    for row in rows[1:]:
+        for name, path, goal, scale in GOALS:
+            b, a = _get(before, path), _get(row, path)
+            if b is None or a is None:
+                continue
+            out.append({"variant": row["label"], "metric": name, "before": b * scale, "after": a * scale,
+                        "change": (a - b) * scale, "goal": goal, "met": goal_met(name, b, a)})
+    return out
+
+
+def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: dict[str, Path]) -> tuple[Path, Path]:
+    out = Path(cfg.out)
+    rows = summary_rows(results)
+    lines = ["# Splat-and-Distill demo report", "",
+             f"Teacher/original: `{cfg.backbone}`; data: {results['data']['name']} "
+             f"(probes trained on `{results['data']['train_split']}`, reported on held-out `{results['data']['eval_split']}`).",
+             "", "## Training", "",
+             "| variant | blend alpha | steps | minutes | final loss | teacher-student agreement (first -> last) |",
+             "|---|---|---|---|---|---|"]
+    for s in summaries:
+        c = s["curve"]
+        if c["loss"]:
+            lines.append(f"| {s['name']} | {s['blend_alpha']} | {s['steps']} | {s['minutes']:.1f} | "
+                         f"{c['loss'][0]:.4f} -> {c['loss'][-1]:.4f} | {c['agreement'][0]:.3f} -> {c['agreement'][-1]:.3f} |")
+    lines += ["", "![training curves](training_curves.png)", "",
+              "## Before (DINOv2) against after (SnD student), held-out scenes", "",
+              "| variant | metric | before | after | change | goal | met |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['metric']} | {r['before']:.4f} | {r['after']:.4f} | {r['change']:+.4f} | "
+                     f"{r['goal']} | {'yes' if r['met'] else '**no**'} |")
+    missed = [r for r in rows if not r["met"]]
+    lines += [""]
+    if missed:
+        lines += ["**Goals missed:** " + "; ".join(f"{r['variant']}: {r['metric']} ({r['change']:+.3f})" for r in missed)
+                  + ". See the curves above and the notes in the README for what limits a CPU-budget run.", ""]
+    lines += ["Full tables (all metrics, Middlebury, rotation bins) and figures: [eval/report.md](eval/report.md).", ""]
+    md = out / "report.md"
+    md.write_text("\n".join(lines))
+
+    # self-contained HTML: the eval report's tables plus every figure embedded as base64
+    def img(path: Path, alt: str) -> str:
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+    def table(headers: list[str], body: list[list[str]]) -> str:
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Splat-and-Distill demo</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}.no{color:#b00;font-weight:bold}</style></head><body>",
+             "<h1>Splat-and-Distill demo</h1>",
+             f"<p>Original: <code>{html.escape(cfg.backbone)}</code>. Data: {html.escape(results['data']['name'])}; "
+             f"held-out split <code>{html.escape(str(results['data']['eval_split']))}</code>.</p>",
+             "<h2>Before / after</h2>",
+             table(["variant", "metric", "before", "after", "change", "goal", "met"],
+                   [[html.escape(r["variant"]), html.escape(r["metric"]), f"{r['before']:.4f}", f"{r['after']:.4f}",
+                     f"{r['change']:+.4f}", html.escape(r["goal"]), "yes" if r["met"] else "<span class='no'>no</span>"]
+                    for r in rows]),
+             "<h2>Training</h2>"]
+    if files.get("curves") and Path(files["curves"]).is_file():
+        parts.append(img(Path(files["curves"]), "training curves"))
+    parts.append("<h2>Evaluation (all metrics)</h2>")
+    eval_md = out / "eval" / "report.md"
+    if eval_md.is_file():
+        parts.append("<pre style='white-space:pre-wrap'>" + html.escape(eval_md.read_text()) + "</pre>")
+    for png in sorted((out / "eval").glob("**/*.png")):
+        parts.append(img(png, png.stem.replace("_", " ")))
+    parts.append("</body></html>")
+    page = out / "report.html"
+    page.write_text("\n".join(parts))
+    return md, page
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from splatdistill.data import ensure_rooms
+    from splatdistill.eval.runner import EvalConfig, evaluate
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = str(ensure_rooms(progress=cfg.progress)) if cfg.data == "rooms" else cfg.data
+    if not Path(data_root).exists():
+        raise UserError("dataset not found", data_root)
+    per_variant = cfg.minutes / max(1, len(cfg.variants))
+    summaries = [train_variant(cfg, name, alpha, data_root, per_variant) for name, alpha in cfg.variants.items()]
+    curves = training_curves(summaries, out / "training_curves.png")
+    ecfg = EvalConfig(**{"progress": cfg.progress, **cfg.eval})
+    specs = [f"DINOv2={cfg.backbone}"] + [f"SnD {s['name']} (a={s['blend_alpha']})={s['student']}" for s in summaries]
+    results = evaluate(specs, data_root, cfg.tasks, out / "eval", ecfg)
+    md, page = write_reports(cfg, results, summaries, {"curves": curves})
+    doc = {"config": asdict(cfg), "training": [{k: v for k, v in s.items() if k != "curve"} for s in summaries],
+           "summary": summary_rows(results), "report_md": str(md), "report_html": str(page),
+           "minutes": (time.perf_counter() - t0) / 60}
+    (out / "demo.json").write_text(json.dumps(doc, indent=1))
+    return doc
