@@ -325,6 +325,20 @@ def test_float64_and_no_visible_gaussians():
     assert img.shape == (H, W, 4) and img.abs().max() == 0
 
 
+def test_half_precision_features():
+    m, c, o, f, vm, K = random_scene(4, 300, 6)
+    ref, ref_a = render_features(*(_t(x) for x in (m, c, o, f, vm, K)), W, H, backend="torch")
+    for dtype in (torch.float16, torch.bfloat16):
+        feats = _t(f).to(dtype)
+        img, alpha = render_features(_t(m), _t(c), _t(o), feats, _t(vm), _t(K), W, H,
+                                     backend="torch")
+        assert img.dtype == dtype and alpha.dtype == torch.float32
+        torch.testing.assert_close(alpha, ref_a)
+        exact, _ = render_features(_t(m), _t(c), _t(o), feats.float(), _t(vm), _t(K), W, H,
+                                   backend="torch")
+        torch.testing.assert_close(img.float(), exact, atol=0.02, rtol=0.01)
+
+
 def test_argument_errors():
     m, c, o, f, vm, K = (_t(x) for x in random_scene(0, 10, 2))
     with pytest.raises(UserError, match="unknown render backend"):

@@ -425,7 +425,9 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     grad = torch.is_grad_enabled() and features.requires_grad
     ft = features.reshape(B, N, C)
     out = None if grad else empty_fast((B, V, P, C), features.dtype, features.device)
-    alpha = torch.empty(B, V, P, dtype=features.dtype, device=features.device)
+    # coverage at least in float32 (half precision cannot tell 0.999 from 1)
+    alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32),
+                        device=features.device)
     images = []
     # a loop over images (not pixels or Gaussians): each iteration is a full vectorised render
     for bi in range(B):
@@ -604,6 +606,10 @@ def _csr_matmul(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int
                 out: Tensor | None) -> Tensor:
     """(rows x N) CSR matrix @ dense (N, C); differentiable w.r.t. ``dense`` when ``out`` is None."""
     device = dense.device
+    if device.type == "cpu" and dense.dtype not in (torch.float32, torch.float64):
+        # MKL's sparse product has no half-precision kernels: accumulate in float32
+        res = _csr_matmul(crow, col, val.float(), dense.float(), rows, None)
+        return res.to(dense.dtype) if out is None else out.copy_(res)
     # invariants are not checked (too slow), so hand over plain dense index arrays
     crow, col, val = (t.to(device).contiguous() for t in (crow, col, val))
     if device.type != "cpu":
