@@ -11,7 +11,7 @@ from splatdistill.eval import metrics
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
-    angular_nll_loss,
+    normal_loss,
     bin_centres,
     sample_grid_nearest,
     silog_loss,
@@ -60,7 +60,7 @@ def _noise(n: int, seed: int) -> torch.Tensor:
 
 
 # Fewer bins than the protocol's 256 keep the test fast; the code path is the same.
-CFG = ProbeConfig(steps=150, batch_size=8, lr=1e-2, depth_bins=64, progress=False)
+CFG = ProbeConfig(steps=150, batch_size=8, depth_lr=1e-2, depth_bins=64, progress=False)
 
 
 def _depth_abs_rel(train_feats, eval_feats, gt_train, gt_eval, cfg=CFG) -> float:
@@ -104,7 +104,7 @@ def _normal_maps(n: int, size: int, seed: int) -> np.ndarray:
 
 
 def test_normal_probe_learns_and_fails_on_noise():
-    cfg = ProbeConfig(steps=300, batch_size=8, lr=1e-2, progress=False)
+    cfg = ProbeConfig(steps=300, batch_size=8, normals_lr=1e-2, progress=False)
     n_tr, n_ev = _normal_maps(48, GRID, 0), _normal_maps(16, GRID, 1)
     g_tr, g_ev = _normal_maps(48, LOSS, 0), _normal_maps(16, LOSS, 1)
 
@@ -121,16 +121,16 @@ def test_normal_probe_learns_and_fails_on_noise():
     assert bad > 25.0, bad
 
 
-def test_angular_loss_prefers_the_right_normal():
+def test_normal_loss_prefers_the_right_normal():
     gt = F.normalize(torch.tensor([0.2, -0.3, -1.0]), dim=0).view(1, 3, 1, 1)
     valid = torch.ones(1, 1, 1, dtype=torch.bool)
     right = torch.cat([gt * 2, torch.full((1, 1, 1, 1), 3.0)], 1)
     wrong = torch.cat([-gt, torch.full((1, 1, 1, 1), 3.0)], 1)
-    assert angular_nll_loss(right, gt, valid) < angular_nll_loss(wrong, gt, valid)
+    assert normal_loss(right, gt, valid) < normal_loss(wrong, gt, valid)
     # kappa is pushed up where the normal is right and down where it is wrong
     for pred, sign in ((gt, -1), (-gt, 1)):
         k = torch.zeros(1, 1, 1, 1, requires_grad=True)
-        angular_nll_loss(torch.cat([pred, k], 1), gt, valid).backward()
+        normal_loss(torch.cat([pred, k], 1), gt, valid).backward()
         assert torch.sign(k.grad).item() == sign
 
 
@@ -139,7 +139,7 @@ def _label_maps(n: int, seed: int, classes: int = 4) -> np.ndarray:
 
 
 def test_seg_probe_learns_and_fails_on_noise():
-    cfg = ProbeConfig(steps=150, batch_size=8, lr=1e-2, progress=False)
+    cfg = ProbeConfig(steps=150, batch_size=8, seg_lr=1e-2, progress=False)
     l_tr, l_ev = _label_maps(48, 0), _label_maps(16, 1)
     # Ground truth on the loss grid: each token's label fills its 4x4 block; some pixels are ignored.
     up = lambda lab: np.stack([sample_grid_nearest(x, (LOSS, LOSS)) for x in lab])  # noqa: E731
@@ -185,10 +185,15 @@ def test_depth_probe_uses_cls_token():
     cls_ev = torch.from_numpy((d_ev[:, None] * np.ones((1, 4))).astype(np.float32))
     gt_tr = torch.from_numpy(np.broadcast_to(d_tr[:, None, None], (48, LOSS, LOSS)).astype(np.float32).copy())
     std = Standardiser(_noise(48, 0), cls_tr)
-    probe = train_depth_probe(std(_noise(48, 0), cls_tr), gt_tr, CFG)
+    with_cls = ProbeConfig(**{**vars(CFG), "depth_use_cls": True})
+    probe = train_depth_probe(std(_noise(48, 0), cls_tr), gt_tr, with_cls)
     pred = probe.predict(std(_noise(16, 1), cls_ev), (LOSS, LOSS)).numpy()
     gt_ev = np.broadcast_to(d_ev[:, None, None], pred.shape)
     assert metrics.depth_metrics(pred, gt_ev)["abs_rel"] < 0.05
+    # by default the CLS token is not used, and then the per-image depth cannot be recovered
+    probe = train_depth_probe(std(_noise(48, 0), cls_tr), gt_tr, CFG)
+    pred = probe.predict(std(_noise(16, 1), cls_ev), (LOSS, LOSS)).numpy()
+    assert metrics.depth_metrics(pred, gt_ev)["abs_rel"] > 0.2
 
 
 def test_sample_grid_nearest_picks_pixel_under_centre():

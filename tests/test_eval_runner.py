@@ -28,7 +28,7 @@ def scenes():
 
 
 def small_config(**kw) -> EvalConfig:
-    base = dict(resolution=48, loss_res=24, probe_steps=80, probe_batch=8, probe_lr=1e-2, depth_bins=64,
+    base = dict(resolution=48, loss_res=24, probe_steps=80, probe_batch=8, depth_lr=1e-2, depth_bins=64,
                 corr_pairs=6, corr_queries=300, corr_keep=150, consistency_points=200, middlebury=False,
                 figure_views=2, progress=False)  # fmt: skip
     base.update(kw)

@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-eval-views", type=int, default=d.max_eval_views, help="held-out views (default %(default)s)")
     g.add_argument("--probe-steps", type=int, default=d.probe_steps, help="optimiser steps per probe (default %(default)s)")
     g.add_argument("--probe-batch", type=int, default=d.probe_batch, help="views per probe step (default %(default)s)")
-    g.add_argument("--probe-lr", type=float, default=d.probe_lr, help="probe learning rate (default %(default)s)")
+    g.add_argument("--probe-lr", type=float, default=None,
+                   help=f"one learning rate for all probes (default: depth {d.depth_lr}, normals {d.normals_lr}, "
+                   f"segmentation {d.seg_lr})")
+    g.add_argument("--depth-cls", action="store_true",
+                   help="concatenate the CLS token to the depth probe's input, as the paper's protocol does")
     g.add_argument("--pairs", type=int, default=d.corr_pairs, help="view pairs per dataset for correspondence/consistency (default %(default)s)")
     g.add_argument("--keep", type=int, default=d.corr_keep, help="best matches kept per pair (default %(default)s)")
     g.add_argument("--points", type=int, default=d.consistency_points, help="consistency points per pair (default %(default)s)")
@@ -52,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     o.add_argument("--seed", type=int, default=d.seed)
     o.add_argument("--device", default=d.device)
+    o.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -67,7 +72,8 @@ def config_from_args(args: argparse.Namespace):
         max_eval_views=args.max_eval_views,
         probe_steps=args.probe_steps,
         probe_batch=args.probe_batch,
-        probe_lr=args.probe_lr,
+        depth_use_cls=args.depth_cls,
+        **({} if args.probe_lr is None else {"depth_lr": args.probe_lr, "normals_lr": args.probe_lr, "seg_lr": args.probe_lr}),
         max_depth=args.max_depth,
         corr_pairs=args.pairs,
         corr_keep=args.keep,
@@ -75,6 +81,7 @@ def config_from_args(args: argparse.Namespace):
         middlebury=not args.no_middlebury,
         seed=args.seed,
         device=args.device,
+        threads=args.threads,
         cache_dir="" if args.no_cache else args.cache,
         figures=not args.no_figures,
         progress=not args.quiet and sys.stderr.isatty(),
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--cache and --no-cache are mutually exclusive")
     doc = evaluate(args.backbone, args.data, tasks, args.out, config_from_args(args))
     # A compact summary on stdout: the headline metric of each task per backbone.
-    headline = {"depth": "abs_rel", "normals": "mean_deg", "segmentation": "miou", "correspondence": "recall_10", "consistency": "gap"}
+    headline = {"depth": "abs_rel", "normals": "mean_deg", "segmentation": "miou", "correspondence": "recall_10", "consistency": "auc"}
     data_name = doc["data"]["name"]
     for b in doc["backbones"]:
         parts = []

@@ -1,11 +1,11 @@
 """Multi-view correspondence: ground-truth pixel correspondences from depth and poses, feature matching
 by cosine nearest neighbour with a ratio test, and recall of the best matches (DESIGN section 3).
 
-Per pair (A, B): pixels of A with valid depth are back-projected and projected into B; those landing
-inside B (and, when B has depth, not occluded there) are the queries, each with its ground-truth
-location in B. Query descriptors are sampled bilinearly from A's patch grid; candidate descriptors on a
-regular pixel grid of B (spacing = ``grid_step_ref`` pixels of the 160x120 reference, so the grid cannot
-blur the 5 px threshold). Each query takes its cosine nearest neighbour in B; the ``keep`` matches with
+Both views are matched on a regular pixel grid whose spacing is ``grid_step_ref`` pixels of the 160x120
+reference resolution (so the grid cannot blur the 5 px threshold). Per pair (A, B): grid pixels of A
+with valid depth are back-projected and projected into B; those landing inside B (and, when B has
+depth, not occluded there) are the queries, each with its ground-truth location in B. Descriptors are
+sampled bilinearly from each view's patch grid. Each query takes its cosine nearest neighbour in B; the ``keep`` matches with
 the smallest ratio d1/d2 of the two nearest descriptor distances are scored by their reprojection error
 (matched candidate vs ground-truth location, in B's pixels), against thresholds of 5/10/20 reference
 pixels scaled by B's image diagonal.
@@ -35,7 +35,7 @@ from splatdistill.eval.metrics import (
 class CorrespondenceConfig:
     """Matching knobs."""
 
-    queries: int = 2048  # query pixels sampled in A per pair
+    queries: int = 8192  # cap on queries per pair (visible grid pixels of A; random subset if more)
     keep: int = 1000  # best matches (by ratio) scored per pair
     grid_step_ref: float = 2.0  # candidate spacing in B, in pixels of the 160x120 reference
     occlusion_tol: float = 0.05  # relative depth tolerance of the visibility test in B
@@ -58,12 +58,18 @@ class PairGeometry:
         return float(self.visible.mean()) if self.visible.size else 0.0
 
 
-def pixel_grid(width: int, height: int, step: float = 1.0) -> np.ndarray:
-    """Continuous coordinates (N, 2) of a regular grid of pixel centres with the given spacing."""
-    xs = np.arange(step / 2, width, step)
-    ys = np.arange(step / 2, height, step)
+def pixel_grid(width: int, height: int, step: int = 1) -> np.ndarray:
+    """Continuous coordinates (N, 2) of the centres of every ``step``-th pixel (the same pixels
+    :func:`gt_correspondences` uses for ``step``)."""
+    xs = np.arange(0, width, step) + 0.5
+    ys = np.arange(0, height, step) + 0.5
     gx, gy = np.meshgrid(xs, ys)
     return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def grid_step(width: int, height: int, step_ref: float) -> int:
+    """Matching-grid spacing in pixels of a ``width x height`` image for ``step_ref`` reference pixels."""
+    return max(1, int(np.round(step_ref * correspondence_threshold_scale(width, height))))
 
 
 def gt_correspondences(view_a: ViewData, view_b: ViewData, step: int = 1, occlusion_tol: float = 0.05) -> PairGeometry:
@@ -95,6 +101,12 @@ def gt_correspondences(view_a: ViewData, view_b: ViewData, step: int = 1, occlus
         visible[idx] = (db > 0) & (np.abs(zb[idx] - db) <= occlusion_tol * np.maximum(db, 1e-9))
     xy_b = np.where(np.isfinite(xy_b), xy_b, np.nan)
     return PairGeometry(xy_a, xy_b, zb, visible)
+
+
+def query_geometry(view_a: ViewData, view_b: ViewData, cfg: CorrespondenceConfig) -> PairGeometry:
+    """Ground truth for the queries of a pair: A's pixels on the matching grid."""
+    Ha, Wa = view_a.image.shape[:2]
+    return gt_correspondences(view_a, view_b, grid_step(Wa, Ha, cfg.grid_step_ref), cfg.occlusion_tol)
 
 
 def relative_rotation_deg(view_a: ViewData, view_b: ViewData) -> float:
@@ -157,8 +169,9 @@ def evaluate_pair(
     rng: np.random.Generator,
     geometry: PairGeometry | None = None,
 ) -> PairResult | None:
-    """Match A's visible pixels into B with features (C, h, w) of each view; None if nothing is visible."""
-    geo = geometry or gt_correspondences(view_a, view_b, 1, cfg.occlusion_tol)
+    """Match A's visible grid pixels into B's grid with features (C, h, w) of each view; None if
+    nothing is visible."""
+    geo = geometry or query_geometry(view_a, view_b, cfg)
     vis = np.flatnonzero(geo.visible)
     if vis.size == 0:
         return None
@@ -166,8 +179,7 @@ def evaluate_pair(
     Ha, Wa = view_a.image.shape[:2]
     Hb, Wb = view_b.image.shape[:2]
     scale = correspondence_threshold_scale(Wb, Hb)
-    step = max(1.0, float(np.round(cfg.grid_step_ref * scale)))
-    cand = pixel_grid(Wb, Hb, step)
+    cand = pixel_grid(Wb, Hb, grid_step(Wb, Hb, cfg.grid_step_ref))
     desc_a = sample_features(feat_a, geo.xy_a[sel], Wa, Ha)
     desc_b = sample_features(feat_b, cand, Wb, Hb)
     nn_idx, ratio = nearest_neighbour_ratio(desc_a, desc_b, cfg.mutual)

@@ -213,14 +213,26 @@ def bar_chart(doc: dict, task: str, path: Path) -> bool:
     return True
 
 
-def _image_grid(rows: list[tuple[str, list[np.ndarray], dict]], titles: list[str], path: Path, title: str) -> None:
-    """Rows of images (row label, images, imshow kwargs), one column per view."""
+def _image_grid(
+    rows: list[tuple[str, list[np.ndarray], dict]],
+    titles: list[str],
+    path: Path,
+    title: str,
+    vmax: list[float] | None = None,
+) -> None:
+    """Rows of images (row label, images, imshow kwargs), one column per view. 2D maps are shown with
+    zeros blank and, if ``vmax`` is given, on a per-column scale [0, vmax[c]] shared down the column."""
     ncols = max(len(r[1]) for r in rows)
     fig = _new_figure(2.4 * ncols + 0.6, 2.3 * len(rows) + 0.4)
     for r, (label, imgs, kw) in enumerate(rows):
         for c, img in enumerate(imgs):
             ax = fig.add_subplot(len(rows), ncols, r * ncols + c + 1)
-            ax.imshow(img, interpolation="nearest", **kw)
+            kwargs = dict(kw)
+            if img.ndim == 2:
+                img = np.ma.masked_where(img <= 0, img)
+                if vmax is not None:
+                    kwargs.update(vmin=0.0, vmax=vmax[c])
+            ax.imshow(img, interpolation="nearest", **kwargs)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0 and c < len(titles):
@@ -260,7 +272,7 @@ def qualitative_figures(figs: "FigureData", out_dir: Path) -> dict[str, str]:
         vmax = [float(np.percentile(v.depth[v.depth > 0], 99)) if (v.depth > 0).any() else 1.0 for v in figs.views]
         rows = [("image", images, {}), ("ground truth", [v.depth for v in figs.views], {"cmap": "turbo"})]
         rows += [(label, preds, {"cmap": "turbo"}) for label, preds in figs.depth.items()]
-        _depth_grid(rows, vmax, short, out_dir / "depth_predictions.png")
+        _image_grid(rows, short, out_dir / "depth_predictions.png", "Depth (metres; blank = no ground truth)", vmax)
         files["depth_predictions"] = "depth_predictions.png"
     if figs.normals and all(v.normals is not None for v in figs.views):
         rows = [("image", images, {}), ("ground truth", [_normals_rgb(v.normals) for v in figs.views], {})]
@@ -274,27 +286,6 @@ def qualitative_figures(figs: "FigureData", out_dir: Path) -> dict[str, str]:
         _image_grid(rows, short, out_dir / "segmentation_predictions.png", "Semantic segmentation")
         files["segmentation_predictions"] = "segmentation_predictions.png"
     return files
-
-
-def _depth_grid(rows, vmax: list[float], titles: list[str], path: Path) -> None:
-    ncols = len(vmax)
-    fig = _new_figure(2.4 * ncols + 0.6, 2.3 * len(rows) + 0.4)
-    for r, (label, imgs, kw) in enumerate(rows):
-        for c, img in enumerate(imgs):
-            ax = fig.add_subplot(len(rows), ncols, r * ncols + c + 1)
-            extra = {} if img.ndim == 3 else {"vmin": 0.0, "vmax": vmax[c], **kw}
-            if img.ndim == 2:
-                img = np.ma.masked_where(img <= 0, img)
-            ax.imshow(img, interpolation="nearest", **extra)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=7)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    fig.suptitle("Depth (metres; blank = no ground truth)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
 
 
 def write_all(doc: dict, out_dir: Path, figs: "FigureData | None") -> dict[str, str]:

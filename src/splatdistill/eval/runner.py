@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,13 +52,15 @@ class EvalConfig:
     loss_res: int = 64  # short side of the grid the probe losses are computed on
     probe_steps: int = 300
     probe_batch: int = 16
-    probe_lr: float = 2e-3
+    depth_lr: float = 2e-3
+    normals_lr: float = 1e-2
+    seg_lr: float = 1e-2
     depth_bins: int = 256
     min_depth: float = 0.01
     max_depth: float = 10.0  # metres; indoor protocol cap for bins and metrics
-    depth_use_cls: bool = True
+    depth_use_cls: bool = False  # the protocol concatenates CLS; off by default (docs/evaluation.md)
     corr_pairs: int = 48  # view pairs per dataset
-    corr_queries: int = 2048
+    corr_queries: int = 8192  # cap on query pixels per pair (A's visible pixels on the matching grid)
     corr_keep: int = 1000
     corr_min_overlap: float = 0.25
     corr_grid_step: float = 2.0  # candidate spacing in view B, pixels of the 160x120 reference
@@ -66,6 +69,10 @@ class EvalConfig:
     middlebury: bool = True  # add the real Middlebury stereo pair to correspondence/consistency
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads for feature extraction (None: torch's setting)
+    # Threads for probe training and matching: their ops are small, and on a shared 2-core machine two
+    # threads measured ~15x slower per probe step than one (spinning on a busy core); see the docs.
+    task_threads: int = 1
     batch_size: int = 16  # feature extraction batch
     cache_dir: str | None = None  # None: <out_dir>/cache; "" disables the feature cache
     figures: bool = True
@@ -76,7 +83,9 @@ class EvalConfig:
         return ProbeConfig(
             steps=self.probe_steps,
             batch_size=self.probe_batch,
-            lr=self.probe_lr,
+            depth_lr=self.depth_lr,
+            normals_lr=self.normals_lr,
+            seg_lr=self.seg_lr,
             depth_bins=self.depth_bins,
             min_depth=self.min_depth,
             max_depth=self.max_depth,
@@ -101,6 +110,8 @@ class EvalConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if (self.threads is not None and self.threads < 1) or self.task_threads < 1:
+            raise UserError(f"threads must be at least 1, got {self.threads if self.task_threads >= 1 else self.task_threads}")
         if self.corr_pairs < 0:
             raise UserError(f"corr-pairs must be >= 0, got {self.corr_pairs}")
         if not 0 < self.min_depth < self.max_depth:
@@ -459,7 +470,7 @@ def plan_pairs(data: PreparedData, cfg: EvalConfig) -> dict[str, PairPlan]:
     if data.held_out is not None and cfg.corr_pairs > 0:
         views = data.held_out.views
         pairs = corr.select_pairs(views, data.held_out.groups, ccfg, cfg.seed)
-        geo = [corr.gt_correspondences(views[i], views[j], 1, cfg.occlusion_tol) for i, j in pairs]
+        geo = [corr.query_geometry(views[i], views[j], ccfg) for i, j in pairs]
         plans[data.name] = PairPlan(views, [("eval", i) for i in range(len(views))], pairs, geo)
     # Extra datasets (Middlebury): views of one scene across single-view feature groups.
     by_dataset: dict[str, list[str]] = {}
@@ -469,7 +480,7 @@ def plan_pairs(data: PreparedData, cfg: EvalConfig) -> dict[str, PairPlan]:
         views = [data.extra[k].views[0] for k in keys]
         groups = [data.extra[k].groups[0] for k in keys]
         pairs = corr.select_pairs(views, groups, ccfg, cfg.seed)
-        geo = [corr.gt_correspondences(views[i], views[j], 1, cfg.occlusion_tol) for i, j in pairs]
+        geo = [corr.query_geometry(views[i], views[j], ccfg) for i, j in pairs]
         plans[name] = PairPlan(views, [(k, 0) for k in keys], pairs, geo)
     return plans
 
@@ -498,7 +509,50 @@ def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], 
     return out
 
 
+def _run_tasks(
+    entry: BackboneEntry,
+    feats: FeatureSet,
+    data: PreparedData,
+    plans: dict[str, PairPlan],
+    tasks: list[str],
+    cfg: EvalConfig,
+    fig_idx: list[int],
+    figs: FigureData,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """All tasks of one backbone on its features; fills ``timings`` with seconds per task."""
+    results: dict[str, Any] = {}
+    if any(t in PROBE_TASKS for t in tasks):
+        std = Standardiser(feats.patch["train"], feats.cls["train"])
+        x_train = std(feats.patch["train"], feats.cls["train"])
+        x_eval = std(feats.patch["eval"], feats.cls["eval"])
+        runners = {"depth": _run_depth, "normals": _run_normals, "segmentation": _run_segmentation}
+        pcfg = cfg.probe_config()
+        for task in PROBE_TASKS:
+            if task in tasks:
+                t0 = time.perf_counter()
+                results[task] = runners[task](x_train, x_eval, data, pcfg, fig_idx, figs, entry.label)
+                timings[f"{task}_s"] = time.perf_counter() - t0
+    if any(t in PAIR_TASKS for t in tasks):
+        t0 = time.perf_counter()
+        results.update(_run_pairs(feats, plans, tasks, cfg))
+        timings["pairs_s"] = time.perf_counter() - t0
+    return results
+
+
 # --------------------------------------------------------------------------------------------- driver
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Temporarily set torch's intra-op thread count (None: unchanged)."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -530,17 +584,23 @@ def evaluate(
     of :class:`Scene`. ``tasks``: names from :data:`TASKS` (default all). Returns the results dict that
     is also written to ``results.json``.
     """
-    t_start = time.perf_counter()
     cfg = config or EvalConfig()
     cfg.validate()
+    with torch_threads(cfg.threads):
+        return _evaluate(backbones, data, tasks, Path(out_dir), cfg)
+
+
+def _evaluate(
+    backbones: Sequence[str | BackboneEntry], data: str | Path | Sequence[Scene], tasks, out: Path, cfg: EvalConfig
+) -> dict:
+    t_start = time.perf_counter()
     task_list = parse_tasks(tasks)
     if not backbones:
         raise UserError("no backbone given (use --backbone SPEC)")
-    out = Path(out_dir)
     name, scenes = resolve_data(data)
+    entries = resolve_backbones(backbones, cfg.device)  # before the slow data loading: fail fast
     extra, extra_note = load_extra_datasets(cfg, task_list)
     prepared = prepare_data(name, scenes, task_list, cfg, extra)
-    entries = resolve_backbones(backbones, cfg.device)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -553,7 +613,6 @@ def evaluate(
     for key, vs in prepared.extra.items():
         images[key] = vs.images
     plans = plan_pairs(prepared, cfg) if any(t in PAIR_TASKS for t in task_list) else {}
-    pcfg = cfg.probe_config()
     assert prepared.held_out is not None
     fig_idx = _figure_indices(prepared.held_out.groups, cfg.figure_views) if cfg.figures else []
     figs = FigureData(
@@ -569,21 +628,8 @@ def evaluate(
         t0 = time.perf_counter()
         feats = get_features(entry, images, cache_dir, cfg.batch_size, cfg.device, cfg.progress)
         timings["features_s"] = time.perf_counter() - t0
-        results: dict[str, Any] = {}
-        if any(t in PROBE_TASKS for t in task_list):
-            std = Standardiser(feats.patch["train"], feats.cls["train"])
-            x_train = std(feats.patch["train"], feats.cls["train"])
-            x_eval = std(feats.patch["eval"], feats.cls["eval"])
-            runners = {"depth": _run_depth, "normals": _run_normals, "segmentation": _run_segmentation}
-            for task in PROBE_TASKS:
-                if task in task_list:
-                    t0 = time.perf_counter()
-                    results[task] = runners[task](x_train, x_eval, prepared, pcfg, fig_idx, figs, entry.label)
-                    timings[f"{task}_s"] = time.perf_counter() - t0
-        if plans or any(t in PAIR_TASKS for t in task_list):
-            t0 = time.perf_counter()
-            results.update(_run_pairs(feats, plans, task_list, cfg))
-            timings["pairs_s"] = time.perf_counter() - t0
+        with torch_threads(cfg.task_threads):
+            results = _run_tasks(entry, feats, prepared, plans, task_list, cfg, fig_idx, figs, timings)
         if fig_idx:
             figs.pca[entry.label] = pca_rgb([feats.patch["eval"][i] for i in fig_idx], seed=cfg.seed)
         timings["total_s"] = sum(timings.values())
@@ -630,7 +676,3 @@ def evaluate(
     results_doc["wall_time_s"] = time.perf_counter() - t_start
     (out / "results.json").write_text(json.dumps(results_doc, indent=2))
     return results_doc
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(EvalConfig)]
