@@ -321,8 +321,9 @@ def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: 
     batch, N, V = means.shape[:-2], means.shape[-2], viewmats.shape[-3]
     B = math.prod(batch)
     op = _TorchOps(means.device)
+    dtype = means.dtype
     p = _project(op, means.reshape(B, N, 3), covariances.reshape(B, N, 3, 3),
-                 viewmats.reshape(B, V, 4, 4).to(means.dtype), Ks.reshape(B, V, 3, 3).to(means.dtype),
+                 viewmats.reshape(B, V, 4, 4).to(dtype), Ks.reshape(B, V, 3, 3).to(dtype),
                  width, height, None if opacities is None else opacities.reshape(B, N),
                  near_plane, far_plane, eps2d)
     shape = batch + (V, N)
@@ -428,6 +429,8 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     # coverage at least in float32 (half precision cannot tell 0.999 from 1)
     alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32),
                         device=features.device)
+    n_bands = _num_bands(op, width, height)
+    rows = [k * height // n_bands for k in range(n_bands + 1)]
     images = []
     # a loop over images (not pixels or Gaussians): each iteration is a full vectorised render
     for bi in range(B):
@@ -435,31 +438,86 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
             # per-Gaussian rows (mx, my, a/2, b, c/2, o) of sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
             table = [p["mx"][bi, vi], p["my"][bi, vi], 0.5 * p["ca"][bi, vi], p["cb"][bi, vi],
                      0.5 * p["cc"][bi, vi], p["o"][bi, vi]]
-            crow, col, weights, cover, counts = composite(
-                op, table, p["z"][bi, vi], p["visible"][bi, vi], width, height, fdt)
-            alpha[bi, vi] = op.tensor(cover).to(alpha.device, alpha.dtype)
+            visible = p["visible"][bi, vi]
+            gauss = _front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi],
+                                   visible)
+            img_out = None if out is None else out[bi, vi]
+
+            def band(r0: int, r1: int):
+                """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
+                crow, col, weights, cover, counts = composite(op, gauss, width, r0, r1)
+                alpha[bi, vi, r0 * width:r1 * width] = op.tensor(cover).to(alpha.device,
+                                                                            alpha.dtype)
+                crow, col = op.tensor(crow), op.tensor(col)
+                weights = op.tensor(weights).to(features.dtype)
+                if img_out is not None:
+                    _csr_matmul(crow, col, weights, ft[bi], (r1 - r0) * width,
+                                img_out[r0 * width:r1 * width])
+                return crow, col, weights, counts
+
+            # independent row bands on worker threads: NumPy and MKL release the GIL, and unlike
+            # per-op OpenMP teams the bands never wait on each other until the end
+            results = _map(_band_pool(n_bands), band, rows[:-1], rows[1:])
             if stats is not None:
-                for key, value in zip(("visible", "pairs", "composited"), counts):
-                    stats[key] = stats.get(key, 0) + value
-            img = _csr_matmul(op.tensor(crow), op.tensor(col), op.tensor(weights).to(features.dtype),
-                              ft[bi], P, None if out is None else out[bi, vi])
-            images.append(img)
+                stats["visible"] = stats.get("visible", 0) + int(visible.sum())
+                for key, k in (("pairs", 0), ("composited", 1)):
+                    stats[key] = stats.get(key, 0) + sum(r[3][k] for r in results)
+            if img_out is None:  # autograd: one differentiable product over all bands
+                offsets = np.cumsum([0] + [int(r[0][-1]) for r in results])
+                crow = torch.cat([results[0][0][:1]] + [r[0][1:] + int(o)
+                                                        for r, o in zip(results, offsets)])
+                images.append(_csr_matmul(crow, torch.cat([r[1] for r in results]),
+                                          torch.cat([r[2] for r in results]), ft[bi], P, None))
     img = torch.stack(images).reshape(B, V, P, C) if out is None else out
     return (img.reshape(batch + (V, height, width, C)),
             alpha.reshape(batch + (V, height, width)))
 
 
-def composite(op: _NumpyOps, table: list, depths, visible, width: int, height: int, fdt):
-    """Front-to-back compositing weights of one image as a (pixels x Gaussians) CSR matrix.
+#: images with fewer pixels are rendered in one band (threads cost more than they save)
+_MIN_BAND_PIXELS = 1 << 14
+_POOL: dict[int, object] = {}
 
-    ``table`` holds per Gaussian (mx, my, a/2, b, c/2, opacity), (a, b, c) the conic, as float64
-    arrays; they are evaluated in ``fdt`` (float32 like gsplat for float32 features).
-    Returns (crow int32 (P+1,), col int32, weights (nnz,) in fdt, coverage (P,) float64,
-    (visible, pairs, composited) counts).
+
+def _num_bands(op: _NumpyOps, width: int, height: int) -> int:
+    """Row bands per image: one per torch intra-op thread on the CPU path."""
+    if not isinstance(op, _NumpyOps) or type(op) is not _NumpyOps:
+        return 1
+    n = min(torch.get_num_threads(), 16, height, (width * height) // _MIN_BAND_PIXELS)
+    return max(1, n)
+
+
+def _band_pool(n: int):
+    if n <= 1:
+        return None
+    if n not in _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="splat-band")
+    return _POOL[n]
+
+
+def _map(pool, fn, *iterables) -> list:
+    if pool is None:
+        return [fn(*args) for args in zip(*iterables)]
+    return list(pool.map(fn, *iterables))
+
+
+def _front_to_back(op: _NumpyOps, table: list, depths, visible) -> tuple:
+    """Visible Gaussians' (index, mx, my, a/2, b, c/2, o), sorted by depth (stable: ties keep
+    input order, like gsplat's radix sort)."""
+    vid = op.flatnonzero(visible)
+    vid = op.take(vid, op.argsort_float(op.take(depths, vid)))
+    return (vid,) + tuple(op.take(c, vid) for c in table)
+
+
+def composite(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
+    """Front-to-back compositing weights of image rows [r0, r1) as a CSR (pixels x Gaussians).
+
+    ``gauss`` is :func:`_front_to_back`'s output, per-pixel alphas are evaluated in its dtype
+    (float32 like gsplat for float32 features). Returns (crow int32 (P+1,), col int32, weights
+    (nnz,), coverage (P,) float64, (pairs, composited) counts) for the band's P pixels.
     """
-    P = width * height
-    pix, gid, alpha = _pairs(op, [op.astype(c, fdt) for c in table], depths, visible, width,
-                             height)
+    P = (r1 - r0) * width
+    pix, gid, alpha = _pairs(op, gauss, width, r0, r1)
     order = op.stable_argsort(pix, P)
     counts = op.bincount(pix, P)
     ends = op.cumsum(counts)
@@ -489,16 +547,14 @@ def composite(op: _NumpyOps, table: list, depths, visible, width: int, height: i
     if log_t.shape[0]:
         last = (crow[1:] - 1).clip(min=0)
         cover = op.where(crow[1:] > crow[:-1], -op.expm1(log_t[last]), 0.0)
-    n_vis = int(visible.sum())
-    return (op.astype(crow, op.i32), gid, op.astype(weights, fdt), cover,
-            (n_vis, int(pix.shape[0]), int(gid.shape[0])))
+    return (op.astype(crow, op.i32), gid, op.astype(weights, alpha.dtype), cover,
+            (int(pix.shape[0]), int(gid.shape[0])))
 
 
-def _pairs(op: _NumpyOps, table: list, depths, visible, width: int, height: int):
-    """Depth-ordered (pixel id, Gaussian id (int32), alpha) of every pair with alpha >= 1/255."""
-    vid = op.flatnonzero(visible)
-    vid = op.take(vid, op.argsort_float(op.take(depths, vid)))
-    mx, my, hA, Bc, hC, o = (op.take(c, vid) for c in table)
+def _pairs(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
+    """Depth-ordered (pixel id in the band, Gaussian id (int32), alpha) of every pair with
+    alpha >= 1/255 whose pixel lies in image rows [r0, r1)."""
+    vid, mx, my, hA, Bc, hC, o = gauss
     # sigma <= L  <=>  o exp(-sigma) >= 1/255; L capped like gsplat's 3.33-sigma box
     L = op.log(o * 255.0).clip(max=0.5 * MAX_EXTEND ** 2)
     Lm = L * (1 + 1e-4) + 1e-4  # enumeration margin: the exact alpha test below decides
@@ -507,8 +563,8 @@ def _pairs(op: _NumpyOps, table: list, depths, visible, width: int, height: int)
     half_h = op.sqrt((4 * Lm * hA / det4).clip(min=0))
     j0 = op.ceil(mx - half_w - 0.5).clip(min=0)
     j1 = op.floor(mx + half_w - 0.5).clip(max=width - 1)
-    i0 = op.ceil(my - half_h - 0.5).clip(min=0)
-    i1 = op.floor(my + half_h - 0.5).clip(max=height - 1)
+    i0 = op.ceil(my - half_h - 0.5).clip(min=r0)
+    i1 = op.floor(my + half_h - 0.5).clip(max=r1 - 1)
     nj = op.astype((j1 - j0 + 1).clip(min=0), op.i64)
     ni = op.astype((i1 - i0 + 1).clip(min=0), op.i64)
     s = _block_size(op.to_host(ni), op.to_host(nj))
@@ -524,12 +580,12 @@ def _pairs(op: _NumpyOps, table: list, depths, visible, width: int, height: int)
     b_j0 = op.repeat(op.astype(j0, op.i64), nblocks) + (b_local - brow * bjg) * s
     bt = [op.take(c, b_g) for c in (mx, my, hA, Bc, hC, o)]
     bgid = op.astype(op.take(vid, b_g), op.i32)
-    bpix = op.astype(b_i0 * width + b_j0, op.i32)
+    bpix = op.astype((b_i0 - r0) * width + b_j0, op.i32)
     # evaluate in chunks of blocks so the dense intermediates stay bounded however large the
     # Gaussians are; chunks are contiguous block ranges, so the depth order is kept
     step = max(1, _SLOT_BUDGET // (s * s))
     parts = [_eval_blocks(op, [c[k:k + step] for c in bt], b_i0[k:k + step], b_j0[k:k + step],
-                          bpix[k:k + step], bgid[k:k + step], s, width, height)
+                          bpix[k:k + step], bgid[k:k + step], s, width, r1)
              for k in range(0, max(Nb, 1), step)]
     if len(parts) == 1:
         return parts[0]
@@ -540,7 +596,7 @@ def _pairs(op: _NumpyOps, table: list, depths, visible, width: int, height: int)
 def _eval_blocks(op: _NumpyOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width: int,
                  height: int):
     """Dense alpha over ``s x s`` pixel blocks (block index innermost), compacted to pairs in
-    (block, row, column) order."""
+    (block, row, column) order; ``height`` is the row bound (the band's end)."""
     mx, my, hA, Bc, hC, o = bt
     Nb, ss = mx.shape[0], s * s
     ar = op.arange(s)
