@@ -22,8 +22,9 @@ Steps 1-4 are written once against a small array-ops interface with two implemen
 CPU tensors and torch for the rest. On CPU, NumPy's nonzero/take/radix sort are 5-10x faster than
 torch's, its large temporaries come from huge pages (torch's 4 KB-page temporaries cost more in page
 faults than the arithmetic), and its single-threaded loops do not stall on OpenMP barriers when the
-cores are shared. Only the sparse product (MKL) runs multi-threaded. Tests check both
-implementations agree.
+cores are shared. Parallelism on CPU comes from splitting each image into row bands, one per torch
+thread, composited and multiplied out independently on worker threads (NumPy and MKL release the
+GIL). Tests check both implementations, and banded against unbanded rendering, agree.
 """
 
 from __future__ import annotations
