@@ -398,6 +398,7 @@ def test_row_bands_match_single_band(monkeypatch, threads):
     args = [_t(x) for x in (m, c, o, f, vm, K)]
     one = render_features(*args, W, H, backend="torch")
     monkeypatch.setattr(tb, "_MIN_BAND_PIXELS", 1)
+    monkeypatch.setattr(tb, "_MIN_SPLIT_GAUSSIANS", 1)  # projection in slices too
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     assert tb._num_bands(tb._ops(torch.device("cpu")), W, H) == threads
     stats: dict = {}

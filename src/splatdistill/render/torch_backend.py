@@ -417,11 +417,18 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     def arr(t: Tensor, shape):
         return op.astype(op.asarray(t.reshape(shape)), f64)
 
+    n_bands = _num_bands(op, width, height)
     # project in float64: O(N) work, and float32's cancellation in R m + t and its 1/z^2
-    # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane
-    p = _project(op, arr(means, (B, N, 3)), arr(covariances, (B, N, 3, 3)),
-                 arr(viewmats, (B, V, 4, 4)), arr(Ks, (B, V, 3, 3)), width, height,
-                 arr(opacities, (B, N)), near_plane, far_plane, eps2d)
+    # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane. With several
+    # threads, slices of the Gaussians are projected concurrently.
+    m64, c64, o64 = arr(means, (B, N, 3)), arr(covariances, (B, N, 3, 3)), arr(opacities, (B, N))
+    vm64, K64 = arr(viewmats, (B, V, 4, 4)), arr(Ks, (B, V, 3, 3))
+    cuts = [k * N // n_bands for k in range(n_bands + 1)] if N >= _MIN_SPLIT_GAUSSIANS else [0, N]
+    parts = _map(_band_pool(len(cuts) - 1), lambda a, b: _project(
+        op, m64[:, a:b], c64[:, a:b], vm64, K64, width, height, o64[:, a:b], near_plane,
+        far_plane, eps2d), cuts[:-1], cuts[1:])
+    p = parts[0] if len(parts) == 1 else {
+        k: np.concatenate([q[k] for q in parts], axis=-1) for k in parts[0]}
     fdt = op.float_dtype(features)
     P = width * height
     grad = torch.is_grad_enabled() and features.requires_grad
@@ -430,7 +437,6 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     # coverage at least in float32 (half precision cannot tell 0.999 from 1)
     alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32),
                         device=features.device)
-    n_bands = _num_bands(op, width, height)
     rows = [k * height // n_bands for k in range(n_bands + 1)]
     images = []
     # a loop over images (not pixels or Gaussians): each iteration is a full vectorised render
@@ -476,6 +482,8 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
 
 #: images with fewer pixels are rendered in one band (threads cost more than they save)
 _MIN_BAND_PIXELS = 1 << 14
+#: fewer Gaussians are projected in one piece
+_MIN_SPLIT_GAUSSIANS = 1 << 15
 _POOL: dict[int, object] = {}
 
 
