@@ -180,14 +180,15 @@ def bar_chart(doc: dict, task: str, path: Path) -> bool:
     """One subplot per metric of ``task`` (per dataset for the pair tasks), one bar per backbone."""
     labels = [b["label"] for b in doc["backbones"]]
     panels: list[tuple[str, list[float]]] = []
-    for key, header, _ in TASK_COLUMNS[task]:
-        if task in ("correspondence", "consistency"):
-            datasets = sorted({d for b in doc["backbones"] for d in b["results"].get(task, {})})
-            for d in datasets:
+    if task in ("correspondence", "consistency"):
+        found = {d for b in doc["backbones"] for d in b["results"].get(task, {})}
+        for d in sorted(found, key=lambda d: (d != doc["data"]["name"], d)):  # the data first
+            for key, header, _ in TASK_COLUMNS[task]:
                 vals = [b["results"].get(task, {}).get(d, {}).get(key) for b in doc["backbones"]]
                 if any(v is not None for v in vals):
                     panels.append((f"{header} [{d}]", vals))
-        else:
+    else:
+        for key, header, _ in TASK_COLUMNS[task]:
             vals = [b["results"].get(task, {}).get(key) for b in doc["backbones"]]
             if any(v is not None for v in vals):
                 panels.append((header, vals))
