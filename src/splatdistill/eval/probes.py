@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -331,13 +330,3 @@ def train_seg_probe(x: ProbeInputs, gt_labels: torch.Tensor, num_classes: int, c
 
     losses = _train(head, len(x), loss_fn, cfg, cfg.seg_lr, "segmentation probe")
     return SegProbe(head, losses)  # type: ignore[arg-type]
-
-
-def sample_grid_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resampling of a per-pixel map (H, W, ...) to ``size`` = (h, w), sampling the
-    source pixel under each target pixel centre. Keeps labels and the 0 = invalid convention intact."""
-    H, W = arr.shape[:2]
-    h, w = size
-    rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
-    return arr[rows][:, cols]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,11 +25,11 @@ from splatdistill.errors import UserError
 from splatdistill.eval import consistency as cons
 from splatdistill.eval import correspondence as corr
 from splatdistill.eval import metrics
-from splatdistill.eval.features import BackboneEntry, FeatureSet, get_features, pca_rgb, resize_images
+from splatdistill.data.sampler import resize_view
+from splatdistill.eval.features import BackboneEntry, FeatureSet, get_features, pca_rgb
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
-    sample_grid_nearest,
     train_depth_probe,
     train_normal_probe,
     train_seg_probe,
@@ -210,8 +210,8 @@ def spread_views(scenes: Sequence[Scene], max_views: int) -> list[tuple[Scene, i
 
 
 def _image_tensor(view: ViewData, size: tuple[int, int]) -> torch.Tensor:
-    img = torch.from_numpy(np.ascontiguousarray(view.image, dtype=np.float32)).permute(2, 0, 1)[None]
-    return resize_images(img, size)[0].half()
+    """(3, H, W) float16 backbone input, resized like the training pipeline does (``resize_view``)."""
+    return torch.from_numpy(resize_view(view, size).image).permute(2, 0, 1).half()
 
 
 def _input_size(height: int, width: int, resolution: int) -> tuple[int, int]:
@@ -272,25 +272,24 @@ def prepare_data(
         views = _load_views(train_items, "loading train views", cfg.progress)
         images = torch.stack([_image_tensor(v, size) for v in views])
         lookups = {s.name: _class_lookup(s, class_names) for s in train}
+        # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
+        small = [resize_view(v, ls) for v in views]
         depth = normals = semantic = None
-        if "depth" in tasks and any(v.depth is not None for v in views):
+        if "depth" in tasks and any(v.depth is not None for v in small):
             depth = torch.from_numpy(np.stack([
-                sample_grid_nearest(v.depth, ls) if v.depth is not None else np.zeros(ls, np.float32) for v in views
+                v.depth if v.depth is not None else np.zeros(ls, np.float32) for v in small
             ]).astype(np.float32))  # fmt: skip
-        if "normals" in tasks and any(v.normals is not None for v in views):
+        if "normals" in tasks and any(v.normals is not None for v in small):
             normals = torch.from_numpy(np.stack([
-                sample_grid_nearest(v.normals, ls) if v.normals is not None else np.zeros(ls + (3,), np.float32)
-                for v in views
+                v.normals if v.normals is not None else np.zeros(ls + (3,), np.float32) for v in small
             ]).astype(np.float32)).permute(0, 3, 1, 2).contiguous()  # fmt: skip
         if "segmentation" in tasks and class_names:
-            sems = [_remap_semantic(v.semantic, lookups[s.name]) for v, (s, _) in zip(views, train_items)]
+            sems = [_remap_semantic(v.semantic, lookups[s.name]) for v, (s, _) in zip(small, train_items)]
             if any(m is not None for m in sems):
-                semantic = torch.from_numpy(np.stack([
-                    sample_grid_nearest(m, ls) if m is not None else np.full(ls, -1, np.int64) for m in sems
-                ]))  # fmt: skip
+                semantic = torch.from_numpy(np.stack([m if m is not None else np.full(ls, -1, np.int64) for m in sems]))
         train_set = ViewSet([], [s.name for s, _ in train_items], images)  # train views are not kept
         targets = TrainTargets(depth, normals, semantic)
-        del views
+        del views, small
 
     held_views = _load_views(held_items, "loading held-out views", cfg.progress)
     lookups = {s.name: _class_lookup(s, class_names) for s in held}
