@@ -40,6 +40,7 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     assert "data:image/png;base64," in html and "<table>" in html
     md = (out / "report.md").read_text()
     assert "| blend | 0.5 | 3 |" in md
+    assert "->" in md.split("| blend | 0.5 | 3 |")[1].splitlines()[0]
     # a second call reuses the finished runs (no retraining) and gives the same table
     again = run_demo(cfg)
     assert [r["after"] for r in again["summary"]] == [r["after"] for r in rows]

@@ -90,7 +90,7 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
     hist = result["history"]
     summary = {
         "name": name, "blend_alpha": alpha, "steps": result["steps"], "minutes": result["seconds"] / 60,
-        "student": result["student"], "config": tcfg.to_dict(),
+        "student": result["student"], "config": tcfg.to_dict(), "held_out": result.get("held_out", []),
         "curve": {k: [h[k] for h in hist] for k in ("step", "loss", "agreement", "coverage", "lr", "step_time")},
     }
     summary_path.write_text(json.dumps(summary))
@@ -150,13 +150,19 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
              f"Teacher/original: `{cfg.backbone}`; data: {results['data']['name']} "
              f"(probes trained on `{results['data']['train_split']}`, reported on held-out `{results['data']['eval_split']}`).",
              "", "## Training", "",
-             "| variant | blend alpha | steps | minutes | final loss | teacher-student agreement (first -> last) |",
-             "|---|---|---|---|---|---|"]
+             "| variant | blend alpha | steps | minutes | training loss (first -> last) | held-out loss (start -> end) "
+             "| held-out teacher-student agreement (start -> end) |",
+             "|---|---|---|---|---|---|---|"]
     for s in summaries:
         c = s["curve"]
+        ho = s.get("held_out") or []
+        ho_loss = f"{ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}" if len(ho) >= 2 else "n/a"
+        ho_agree = f"{ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}" if len(ho) >= 2 else "n/a"
         if c["loss"]:
+            k = max(1, len(c["loss"]) // 10)
+            first, last = sum(c["loss"][:k]) / k, sum(c["loss"][-k:]) / k
             lines.append(f"| {s['name']} | {s['blend_alpha']} | {s['steps']} | {s['minutes']:.1f} | "
-                         f"{c['loss'][0]:.4f} -> {c['loss'][-1]:.4f} | {c['agreement'][0]:.3f} -> {c['agreement'][-1]:.3f} |")
+                         f"{first:.4f} -> {last:.4f} | {ho_loss} | {ho_agree} |")
     lines += ["", "![training curves](training_curves.png)", "",
               "## Before (DINOv2) against after (SnD student), held-out scenes", "",
               "| variant | metric | before | after | change | goal | met |", "|---|---|---|---|---|---|---|"]

@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
             first, last = hist[0], hist[-1]
             print(f"steps {result['steps']}/{cfg.steps} in {result['seconds'] / 60:.1f} min; loss {first['loss']:.4f} -> "
                   f"{last['loss']:.4f}; teacher-student agreement {first['agreement']:.3f} -> {last['agreement']:.3f}")
+        ho = result.get("held_out") or []
+        if len(ho) >= 2:
+            print(f"held-out ({cfg.val_split}, {ho[0]['samples']} samples): loss {ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}; "
+                  f"agreement {ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}")
         print(f"student (timm safetensors): {result['student']}")
         print(f"teacher (timm safetensors): {result['teacher']}")
         if result["stopped_early"]:

@@ -67,6 +67,10 @@ class TrainConfig:
     warmup_pct: float = 0.01
     grad_clip: float = 0.0  # 0 = off
     max_minutes: float = 0.0  # stop early (cleanly, with a checkpoint) after this wall time; 0 = off
+    # --- held-out agreement (loss and teacher-student cosine on scenes not trained on) ----------------
+    val_split: str = "val"
+    val_samples: int = 16  # 0 = off
+    val_every: int = 0  # steps between held-out measurements; 0 = only at the start and the end
     # --- run --------------------------------------------------------------------------------------
     out: str = "runs/snd"
     seed: int = 0

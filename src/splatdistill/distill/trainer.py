@@ -175,6 +175,7 @@ class Trainer:
             self.fit3d = Fit3DTargets(cfg, self.dataset.scenes, self.device, cfg.progress, self.dist.is_main)
         self.step = 0
         self.writer = None
+        self._val_dataset = None
         if resume:
             self.load_checkpoint()
 
@@ -231,16 +232,14 @@ class Trainer:
         scale = torch.tensor([size / image_size, size / image_size, 1.0], dtype=K.dtype, device=K.device)
         return Cameras.from_cam_to_world(K * scale[:, None], c2w, size, size)
 
-    def train_step(self, batch: dict[str, torch.Tensor], times: StepTimes | None = None) -> dict[str, float]:
+    def teacher_targets(self, b: dict[str, torch.Tensor], times: StepTimes
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Targets for a batch on the device: tokens (B*T, C, h, w), supervised mask (B*T, h*w), coverage (B, T, h, w)."""
         cfg, dev = self.cfg, self.device
-        times = times or StepTimes()
-        b = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        ctx_img, tgt_img = b["context_images"], b["target_images"]  # (B, 2, 3, H, W), (B, T, 3, H, W)
+        ctx_img = b["context_images"]
         B, V = ctx_img.shape[:2]
-        T = tgt_img.shape[1]
         H = ctx_img.shape[-1]
         R = cfg.render_size
-        self.student_ddp.train()
         if self.fit3d is not None:  # method=fit3d (splatdistill.baselines.fit3d): renders of the fitted fields
             with times.phase("splat", dev):
                 tgt_tokens, mask, cov = self.fit3d.targets(b, self.student.backbone.grid_size(H, H), R)
@@ -266,6 +265,16 @@ class Trainer:
                 tgt_tokens = torch.stack(targets).flatten(0, 1)  # (B*T, C, h, w)
                 mask = torch.stack(valid).flatten(0, 1).flatten(1)  # (B*T, h*w)
                 cov = torch.stack(coverage)
+        return tgt_tokens, mask, cov
+
+    def train_step(self, batch: dict[str, torch.Tensor], times: StepTimes | None = None) -> dict[str, float]:
+        cfg, dev = self.cfg, self.device
+        times = times or StepTimes()
+        b = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        ctx_img, tgt_img = b["context_images"], b["target_images"]  # (B, 2, 3, H, W), (B, T, 3, H, W)
+        B, T, H = ctx_img.shape[0], tgt_img.shape[1], ctx_img.shape[-1]
+        self.student_ddp.train()
+        tgt_tokens, mask, cov = self.teacher_targets(b, times)
         with times.phase("student_forward", dev):
             s_tokens, s_logits = self.student_ddp(tgt_img.flatten(0, 1))
         with times.phase("head_loss", dev):
@@ -301,6 +310,48 @@ class Trainer:
                 "supervised_tokens": float(mask.float().mean()), "agreement": agreement,
                 "lr": float(self.scheduler.get_last_lr()[0])}
 
+    # -- held-out agreement ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def held_out(self) -> dict[str, float] | None:
+        """Loss and teacher-student agreement on fixed samples of the held-out split (student in eval mode).
+
+        The same splatted targets as in training, on scenes the student never trains on; ``None`` when the
+        data has no such split (or for method=fit3d, whose fields exist only for training scenes).
+        """
+        cfg = self.cfg
+        if cfg.val_samples <= 0 or self.fit3d is not None:
+            return None
+        if self._val_dataset is None:
+            try:
+                self._val_dataset = build_dataset(cfg, split=cfg.val_split)
+            except UserError:
+                self._val_dataset = False
+        if not self._val_dataset or len(self._val_dataset) == 0:
+            return None
+        from splatdistill.data.sampler import collate_views
+
+        ds = self._val_dataset
+        was_training = self.student.training
+        self.student.eval()
+        losses, agreements = [], []
+        try:
+            for i in range(min(cfg.val_samples, len(ds))):
+                ds.set_epoch(0)
+                b = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)
+                     for k, v in collate_views([ds[i]]).items()}
+                tgt_tokens, mask, _ = self.teacher_targets(b, StepTimes())
+                s_tokens, s_logits = self.student(b["target_images"].flatten(0, 1))
+                if cfg.loss == "dino":
+                    t_logits = self.teacher.module.head(tgt_tokens.flatten(2).transpose(1, 2))
+                    loss = dino_loss(s_logits, t_logits, mask, cfg.student_temp, cfg.teacher_temp)
+                else:
+                    loss = feature_loss(cfg.loss, s_tokens.flatten(2).transpose(1, 2), tgt_tokens.flatten(2).transpose(1, 2), mask)
+                losses.append(float(loss))
+                agreements.append(_token_agreement(s_tokens, tgt_tokens, mask))
+        finally:
+            self.student.train(was_training)
+        return {"loss": float(np.mean(losses)), "agreement": float(np.mean(agreements)), "samples": len(losses)}
+
     # -- the loop ---------------------------------------------------------------------------------------
     def batch_for_step(self, step: int) -> dict[str, torch.Tensor]:
         from splatdistill.data.sampler import collate_views
@@ -327,6 +378,19 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="splat-and-distill", unit="step", dynamic_ncols=True)
+        held_out: list[dict[str, float]] = []
+
+        def _held_out() -> None:
+            if not main:
+                return
+            r = self.held_out()
+            if r is not None:
+                r["step"] = self.step
+                held_out.append(r)
+                self.writer.add_scalar("val/loss", r["loss"], self.step)
+                self.writer.add_scalar("val/agreement", r["agreement"], self.step)
+
+        _held_out()
         start = time.perf_counter()
         history: list[dict[str, float]] = []
         stopped_early = False
@@ -363,6 +427,8 @@ class Trainer:
                 if out_of_time or stop_requested["flag"]:
                     stopped_early = True
                     break
+                if cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                    _held_out()
         finally:
             if bar is not None:
                 bar.close()
@@ -370,15 +436,18 @@ class Trainer:
                 signal.signal(signal.SIGTERM, old)
             if self.writer is not None:
                 self.writer.flush()
+        seconds = time.perf_counter() - start
+        _held_out()
         result = {"steps": self.step, "stopped_early": stopped_early, "history": history,
-                  "seconds": time.perf_counter() - start}
+                  "seconds": seconds, "held_out": held_out}
         if main:
             result.update(self.export())
         return result
 
     def export(self) -> dict[str, str]:
         """Merged student and teacher as timm safetensors, plus the heads (for continuing SnD)."""
-        meta = {"steps": self.step, "method": "splat-and-distill", "loss": self.cfg.loss}
+        method = "fit3d" if self.cfg.method == "fit3d" else "splat-and-distill"
+        meta = {"steps": self.step, "method": method, "loss": self.cfg.loss}
         student = export_timm_safetensors(self.student.backbone, self.out / "student.safetensors", meta)
         teacher = export_timm_safetensors(self.teacher.module.backbone, self.out / "teacher.safetensors", meta)
         if self.student.head is not None:
@@ -469,14 +538,15 @@ def make_lifter(cfg: TrainConfig, settings: SplatSettings):
     return build_lifter(cfg.lifter, settings, data=cfg.data)
 
 
-def build_dataset(cfg: TrainConfig):
-    """The training split of ``cfg.data`` as a :class:`MultiViewDataset` at ``cfg.image_size``."""
+def build_dataset(cfg: TrainConfig, split: str | None = None):
+    """A split (default ``cfg.split``) of ``cfg.data`` as a :class:`MultiViewDataset` at ``cfg.image_size``."""
     from splatdistill.data import ensure_rooms, load_dataset
     from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
 
     root = ensure_rooms() if cfg.data == "rooms" else cfg.data
-    scenes = load_dataset(root, split=cfg.split)
+    split = split or cfg.split
+    scenes = load_dataset(root, split=split)
     if not scenes:
-        raise UserError(f"no scenes in split {cfg.split!r}", root)
+        raise UserError(f"no scenes in split {split!r}", root)
     sampler = SamplerConfig(num_targets=cfg.num_targets, gap=cfg.context_gap or None)
     return MultiViewDataset(scenes, sampler, seed=cfg.seed, size=cfg.image_size, mask_mode=cfg.mask)
