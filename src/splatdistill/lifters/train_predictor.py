@@ -53,7 +53,7 @@ class LifterTrainConfig:
     steps: int = 3000
     minutes: float = 0.0  # wall-time budget (0 = none); the LR schedule follows whichever budget is tighter
     batch_size: int = 4  # context pairs per step
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: int = 50
     max_gap: int = 4  # training pairs: at most this many frames apart ...
@@ -288,10 +288,12 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
         raise UserError("no held-out context pairs to evaluate on")
     cfg = model.config
     model.eval()
-    preds, coarse, gts = [], [], []
+    preds, coarse, gts, scene_of = [], [], [], []
     t0 = time.perf_counter()
     for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
-        b = batch_from_pairs(bank, pairs[s: s + batch_size])
+        chunk = pairs[s: s + batch_size]
+        scene_of += [bank.scenes[bank.index[r][0]].name for pair in chunk for r in pair]
+        b = batch_from_pairs(bank, chunk)
         out = model(b["images"], b["Ks"], b["viewmats"], b.get("guide"))
         preds.append(out.depth.flatten(0, 1).numpy())
         up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b["depths"].shape[-2:], mode="bilinear",
@@ -302,6 +304,9 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
     pred, gt = np.concatenate(preds), np.concatenate(gts)
     result = {"predictor": depth_errors(pred, gt), "coarse_only": depth_errors(np.concatenate(coarse), gt),
               "pairs": len(pairs), "views": int(pred.shape[0]), "seconds_per_pair": seconds / len(pairs)}
+    names = np.array(scene_of)
+    result["per_scene_abs_rel"] = {n: depth_errors(pred[names == n], gt[names == n])["abs_rel"]
+                                   for n in dict.fromkeys(scene_of)}
     if constant_depth is not None:
         result["constant_depth"] = depth_errors(np.full_like(gt, constant_depth), gt)
         result["constant_depth"]["value"] = float(constant_depth)
