@@ -345,6 +345,8 @@ def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if resume and not (out / STATE_NAME).is_file():
+        raise UserError(f"nothing to resume (no {STATE_NAME})", out)
     t_start = time.perf_counter()
     root, split_scenes = _load_scenes(cfg.data, ("train", *cfg.eval_splits))
     train_scenes = split_scenes["train"]
@@ -368,8 +370,6 @@ def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_NAME
     if resume:
-        if not state_path.is_file():
-            raise UserError(f"nothing to resume (no {STATE_NAME})", out)
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state["config"]["features"] != cfg.features or state["config"]["channels"] != cfg.channels:
             raise UserError("cannot resume: the run was trained with another features/channels setting", state_path)
