@@ -389,18 +389,20 @@ def test_chunked_block_evaluation_is_identical(monkeypatch):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_row_bands_match_single_band(monkeypatch, threads):
-    """Large images are composited in row bands on worker threads: same result as one band."""
+@pytest.mark.parametrize("threads,band_pixels", [(1, 100), (2, 200), (3, 1)])
+def test_row_bands_match_single_band(monkeypatch, threads, band_pixels):
+    """Large images are composited in row bands (on worker threads): same result as one band."""
     import splatdistill.render.torch_backend as tb
 
     m, c, o, f, vm, K = random_scene(13, 2000, 5)
     args = [_t(x) for x in (m, c, o, f, vm, K)]
+    monkeypatch.setattr(tb, "_BAND_PIXELS", 1 << 30)
+    monkeypatch.setattr(tb, "_PROJECT_SLICE", 1 << 30)
     one = render_features(*args, W, H, backend="torch")
-    monkeypatch.setattr(tb, "_MIN_BAND_PIXELS", 1)
-    monkeypatch.setattr(tb, "_MIN_SPLIT_GAUSSIANS", 1)  # projection in slices too
+    monkeypatch.setattr(tb, "_BAND_PIXELS", band_pixels)
+    monkeypatch.setattr(tb, "_PROJECT_SLICE", 300)  # projection in slices too
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    assert tb._num_bands(tb._ops(torch.device("cpu")), W, H) == threads
+    assert tb._num_bands(tb._ops(torch.device("cpu")), W, H) == min(H, -(-W * H // band_pixels))
     stats: dict = {}
     img, alpha = tb.render_torch(*args[:4], args[4][None], args[5][None], W, H, stats=stats)
     torch.testing.assert_close(img[0], one[0], atol=1e-6, rtol=0)
@@ -412,7 +414,7 @@ def test_row_bands_match_single_band(monkeypatch, threads):
     R = torch.randn(H, W, 5, generator=torch.Generator().manual_seed(0))
     grads = []
     for bands in (True, False):
-        monkeypatch.setattr(tb, "_MIN_BAND_PIXELS", 1 if bands else 1 << 30)
+        monkeypatch.setattr(tb, "_BAND_PIXELS", band_pixels if bands else 1 << 30)
         feats = args[3].clone().requires_grad_(True)
         img_g, _ = render_features(*args[:3], feats, args[4], args[5], W, H, backend="torch")
         torch.testing.assert_close(img_g.detach(), one[0], atol=1e-6, rtol=0)

@@ -418,13 +418,16 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
         return op.astype(op.asarray(t.reshape(shape)), f64)
 
     n_bands = _num_bands(op, width, height)
+    pool = _pool(op)
     # project in float64: O(N) work, and float32's cancellation in R m + t and its 1/z^2
-    # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane. With several
-    # threads, slices of the Gaussians are projected concurrently.
+    # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane. On CPU, slices
+    # of the Gaussians are projected concurrently on the worker threads.
     m64, c64, o64 = arr(means, (B, N, 3)), arr(covariances, (B, N, 3, 3)), arr(opacities, (B, N))
     vm64, K64 = arr(viewmats, (B, V, 4, 4)), arr(Ks, (B, V, 3, 3))
-    cuts = [k * N // n_bands for k in range(n_bands + 1)] if N >= _MIN_SPLIT_GAUSSIANS else [0, N]
-    parts = _map(_band_pool(len(cuts) - 1), lambda a, b: _project(
+    n_slices = -(-N // _PROJECT_SLICE) if isinstance(op, _NumpyOps) and not isinstance(
+        op, _TorchOps) else 1
+    cuts = [k * N // max(n_slices, 1) for k in range(max(n_slices, 1) + 1)]
+    parts = _map(pool if n_slices > 1 else None, lambda a, b: _project(
         op, m64[:, a:b], c64[:, a:b], vm64, K64, width, height, o64[:, a:b], near_plane,
         far_plane, eps2d), cuts[:-1], cuts[1:])
     p = parts[0] if len(parts) == 1 else {
@@ -447,7 +450,7 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
                      0.5 * p["cc"][bi, vi], p["o"][bi, vi]]
             visible = p["visible"][bi, vi]
             gauss = _front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi],
-                                   visible)
+                                   visible, width, height)
             img_out = None if out is None else out[bi, vi]
 
             def band(r0: int, r1: int):
@@ -463,8 +466,9 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
                 return crow, col, weights, counts
 
             # independent row bands on worker threads: NumPy and MKL release the GIL, and unlike
-            # per-op OpenMP teams the bands never wait on each other until the end
-            results = _map(_band_pool(n_bands), band, rows[:-1], rows[1:])
+            # per-op OpenMP teams the bands never wait on each other until the end; bands are
+            # small enough for a band's pair arrays to stay in cache
+            results = _map(pool if n_bands > 1 else None, band, rows[:-1], rows[1:])
             if stats is not None:
                 stats["visible"] = stats.get("visible", 0) + int(visible.sum())
                 for key, k in (("pairs", 0), ("composited", 1)):
@@ -480,27 +484,28 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
             alpha.reshape(batch + (V, height, width)))
 
 
-#: images with fewer pixels are rendered in one band (threads cost more than they save)
-_MIN_BAND_PIXELS = 1 << 14
-#: fewer Gaussians are projected in one piece
-_MIN_SPLIT_GAUSSIANS = 1 << 15
+#: pixels per row band on CPU: a band's pair arrays (~25 pairs per pixel) then fit in L2/L3
+_BAND_PIXELS = 1 << 13
+#: Gaussians per projection slice on CPU (slices run concurrently on the worker threads)
+_PROJECT_SLICE = 1 << 16
 _POOL: dict[int, object] = {}
 
 
 def _num_bands(op: _NumpyOps, width: int, height: int) -> int:
-    """Row bands per image: one per torch intra-op thread on the CPU path."""
-    if not isinstance(op, _NumpyOps) or type(op) is not _NumpyOps:
+    """Row bands per image on the CPU path (1 on other devices)."""
+    if type(op) is not _NumpyOps:
         return 1
-    n = min(torch.get_num_threads(), 16, height, (width * height) // _MIN_BAND_PIXELS)
-    return max(1, n)
+    return max(1, min(height, -(-(width * height) // _BAND_PIXELS)))
 
 
-def _band_pool(n: int):
-    if n <= 1:
+def _pool(op: _NumpyOps):
+    """Worker threads for bands and slices: one per torch intra-op thread (None: run inline)."""
+    n = torch.get_num_threads()
+    if type(op) is not _NumpyOps or n <= 1:
         return None
     if n not in _POOL:
         from concurrent.futures import ThreadPoolExecutor
-        _POOL[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="splat-band")
+        _POOL[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="splat")
     return _POOL[n]
 
 
@@ -510,12 +515,25 @@ def _map(pool, fn, *iterables) -> list:
     return list(pool.map(fn, *iterables))
 
 
-def _front_to_back(op: _NumpyOps, table: list, depths, visible) -> tuple:
-    """Visible Gaussians' (index, mx, my, a/2, b, c/2, o), sorted by depth (stable: ties keep
-    input order, like gsplat's radix sort)."""
+def _front_to_back(op: _NumpyOps, table: list, depths, visible, width: int, height: int
+                   ) -> dict:
+    """Visible Gaussians sorted by depth (stable: ties keep input order, like gsplat's radix
+    sort) with their (mx, my, a/2, b, c/2, o) and the pixel box of their alpha >= 1/255 ellipse."""
     vid = op.flatnonzero(visible)
     vid = op.take(vid, op.argsort_float(op.take(depths, vid)))
-    return (vid,) + tuple(op.take(c, vid) for c in table)
+    mx, my, hA, Bc, hC, o = (op.take(c, vid) for c in table)
+    # sigma <= L  <=>  o exp(-sigma) >= 1/255; L capped like gsplat's 3.33-sigma box
+    L = op.log(o * 255.0).clip(max=0.5 * MAX_EXTEND ** 2)
+    Lm = L * (1 + 1e-4) + 1e-4  # enumeration margin: the exact alpha test decides
+    det4 = (4 * hA * hC - Bc * Bc).clip(min=1e-30)  # det(conic)
+    half_w = op.sqrt((4 * Lm * hC / det4).clip(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
+    half_h = op.sqrt((4 * Lm * hA / det4).clip(min=0))
+    j0 = op.astype(op.ceil(mx - half_w - 0.5).clip(min=0), op.i64)
+    j1 = op.astype(op.floor(mx + half_w - 0.5).clip(max=width - 1), op.i64)
+    i0 = op.astype(op.ceil(my - half_h - 0.5).clip(min=0), op.i64)
+    i1 = op.astype(op.floor(my + half_h - 0.5).clip(max=height - 1), op.i64)
+    return {"vid": vid, "mx": mx, "my": my, "hA": hA, "Bc": Bc, "hC": hC, "o": o,
+            "i0": i0, "i1": i1, "j0": j0, "nj": (j1 - j0 + 1).clip(min=0)}
 
 
 def composite(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
@@ -560,22 +578,15 @@ def composite(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
             (int(pix.shape[0]), int(gid.shape[0])))
 
 
-def _pairs(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
+def _pairs(op: _NumpyOps, g: dict, width: int, r0: int, r1: int):
     """Depth-ordered (pixel id in the band, Gaussian id (int32), alpha) of every pair with
     alpha >= 1/255 whose pixel lies in image rows [r0, r1)."""
-    vid, mx, my, hA, Bc, hC, o = gauss
-    # sigma <= L  <=>  o exp(-sigma) >= 1/255; L capped like gsplat's 3.33-sigma box
-    L = op.log(o * 255.0).clip(max=0.5 * MAX_EXTEND ** 2)
-    Lm = L * (1 + 1e-4) + 1e-4  # enumeration margin: the exact alpha test below decides
-    det4 = (4 * hA * hC - Bc * Bc).clip(min=1e-30)  # det(conic)
-    half_w = op.sqrt((4 * Lm * hC / det4).clip(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
-    half_h = op.sqrt((4 * Lm * hA / det4).clip(min=0))
-    j0 = op.ceil(mx - half_w - 0.5).clip(min=0)
-    j1 = op.floor(mx + half_w - 0.5).clip(max=width - 1)
-    i0 = op.ceil(my - half_h - 0.5).clip(min=r0)
-    i1 = op.floor(my + half_h - 0.5).clip(max=r1 - 1)
-    nj = op.astype((j1 - j0 + 1).clip(min=0), op.i64)
-    ni = op.astype((i1 - i0 + 1).clip(min=0), op.i64)
+    sel = op.flatnonzero((g["i1"] >= r0) & (g["i0"] < r1))  # Gaussians reaching the band
+    vid, mx, my, hA, Bc, hC, o, i0, i1, j0, nj = (
+        op.take(g[k], sel) for k in ("vid", "mx", "my", "hA", "Bc", "hC", "o", "i0", "i1", "j0",
+                                     "nj"))
+    i0 = i0.clip(min=r0)
+    ni = (i1.clip(max=r1 - 1) - i0 + 1).clip(min=0)
     s = _block_size(op.to_host(ni), op.to_host(nj))
     bj = (nj + s - 1) // s
     nblocks = ((ni + s - 1) // s) * bj
@@ -585,8 +596,8 @@ def _pairs(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
     b_local = op.arange(Nb) - op.repeat(op.cumsum(nblocks) - nblocks, nblocks)
     bjg = op.repeat(bj, nblocks)
     brow = b_local // bjg.clip(min=1)
-    b_i0 = op.repeat(op.astype(i0, op.i64), nblocks) + brow * s
-    b_j0 = op.repeat(op.astype(j0, op.i64), nblocks) + (b_local - brow * bjg) * s
+    b_i0 = op.repeat(i0, nblocks) + brow * s
+    b_j0 = op.repeat(j0, nblocks) + (b_local - brow * bjg) * s
     bt = [op.take(c, b_g) for c in (mx, my, hA, Bc, hC, o)]
     bgid = op.astype(op.take(vid, b_g), op.i32)
     bpix = op.astype((b_i0 - r0) * width + b_j0, op.i32)
