@@ -422,3 +422,28 @@ def test_row_bands_match_single_band(monkeypatch, threads, band_pixels):
         grads.append(feats.grad)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=0)
+
+
+def test_output_buffers_are_reused_only_when_released():
+    import splatdistill.render.torch_backend as tb
+
+    tb.release_buffers()
+    a = tb.empty_fast((1024, 1024, 2), torch.float32, "cpu")  # 8 MB: cached
+    a.fill_(1.0)
+    a_ptr = a.data_ptr()
+    view = a[3:].reshape(-1)
+    b = tb.empty_fast((1024, 1024, 2), torch.float32, "cpu")
+    assert b.data_ptr() != a_ptr  # a is alive: not handed out again
+    del a
+    c = tb.empty_fast((1024, 1024, 2), torch.float32, "cpu")
+    assert c.data_ptr() not in (a_ptr, b.data_ptr())  # a's view still lives
+    del view, b
+    d = tb.empty_fast((1024, 1024, 2), torch.float32, "cpu")
+    assert d.data_ptr() == a_ptr  # released: recycled
+    # renders stay correct when their output memory is recycled
+    m, cov, o, f, vm, K = random_scene(2, 500, 3)
+    args = [_t(x) for x in (m, cov, o, f, vm, K)]
+    first = render_features(*args, 96, 64, backend="torch")[0].clone()
+    for _ in range(3):
+        torch.testing.assert_close(render_features(*args, 96, 64, backend="torch")[0], first)
+    tb.release_buffers()
