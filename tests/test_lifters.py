@@ -31,11 +31,11 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def trained(rooms, tmp_path_factory):
-    """A predictor trained for a few dozen steps on the tiny rooms (one train scene), and its metrics."""
+    """A predictor trained for 120 steps on the tiny rooms (one train scene), and its metrics."""
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
     out = tmp_path_factory.mktemp("predictor")
-    cfg = LifterTrainConfig(data=str(rooms), out=str(out), steps=60, batch_size=4, lr=2e-3, image_size=48,
+    cfg = LifterTrainConfig(data=str(rooms), out=str(out), steps=120, batch_size=4, lr=2e-3, image_size=48,
                             num_depths=24, channels=32, eval_pairs=4, checkpoint_every=30, progress=False, seed=1)
     res = train_predictor(cfg, log=lambda *_: None)
     return out, res
@@ -118,7 +118,7 @@ def test_short_training_beats_constant_depth_on_held_out_rooms(trained):
     assert ho["predictor"]["abs_rel"] < ho["constant_depth"]["abs_rel"] - 0.01, ho
     assert ho["predictor"]["delta1"] > ho["constant_depth"]["delta1"], ho
     log = [line for line in (out / "log.jsonl").read_text().splitlines() if line]
-    assert len(log) == 60
+    assert len(log) == 120
     first = np.mean([json.loads(x)["depth"] for x in log[:5]])
     last = np.mean([json.loads(x)["depth"] for x in log[-5:]])
     assert last < first
