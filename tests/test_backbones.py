@@ -251,7 +251,9 @@ def test_cli_bad_inputs_give_one_line_and_status_2(tmp_path):
         (("features", str(img), "--backbone", str(corrupt), "--out", str(tmp_path / "o.png")), "bad.pth: cannot read"),
         (("features", str(img), "--backbone", str(wrong), "--out", str(tmp_path / "o.png")), "wrong.pth: not a ViT"),
         (("features", str(img), "--backbone", str(tmp_path / "gone.pth"), "--out", str(tmp_path / "o.png")),
-         "unknown backbone"),
+         "gone.pth: weights file not found"),
+        (("features", str(img), "--backbone", "not_a_backbone", "--out", str(tmp_path / "o.png")),
+         "unknown backbone 'not_a_backbone'"),
     ]
     for args, expected in cases:
         res = _cli(*args)

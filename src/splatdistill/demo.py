@@ -42,10 +42,10 @@ class DemoConfig:
 #: Training settings of the demo (on top of TrainConfig's defaults); see the README for why they differ
 #: from the paper's (a 20-minute CPU budget instead of days on GPUs).
 DEMO_TRAIN = {
-    "steps": 100000,  # the time budget ends the run
+    # no "steps": the demo measures the seconds per step and fits the one-cycle schedule to the time budget
     "loss": "cosine",
-    "lr": 1e-4,
-    "warmup_pct": 0.02,
+    "lr": 2e-4,  # ~600 steps per variant instead of the paper's tens of thousands at 2e-5
+    "warmup_pct": 0.03,
     "checkpoint_every": 50,
 }
 
@@ -71,6 +71,30 @@ def goal_met(name: str, before: float, after: float) -> bool:
     return False
 
 
+def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 6) -> tuple[int, float]:
+    """How many steps of this training configuration fit in ``minutes``: (steps, measured seconds per step).
+
+    The one-cycle schedule is defined over steps, so a time-budgeted run needs its step count up front:
+    a run with a step count far beyond its budget would stop inside the warm-up, at a fraction of the
+    peak learning rate. This trains ``probe_steps`` steps on a throw-away trainer and takes the median
+    time of all but the first (warm-up) step; 5% is kept in reserve for slower steps.
+    """
+    import statistics
+
+    from splatdistill.distill.config import TrainConfig
+    from splatdistill.distill.trainer import Trainer
+
+    probe = TrainConfig.from_dict({**values, "steps": 1000, "val_samples": 0, "progress": False}, source="demo")
+    trainer = Trainer(probe)
+    times = []
+    for step in range(probe_steps):
+        t0 = time.perf_counter()
+        trainer.train_step(trainer.batch_for_step(step))
+        times.append(time.perf_counter() - t0)
+    per_step = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    return max(1, int(minutes * 60 * 0.95 / per_step)), per_step
+
+
 def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minutes: float) -> dict:
     """Train (or reuse/resume) one variant; returns its history summary."""
     from splatdistill.distill.config import TrainConfig
@@ -83,8 +107,17 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
         return json.loads(summary_path.read_text())
     values = {**DEMO_TRAIN, **cfg.train, "data": data_root, "out": str(run_dir), "backbone": cfg.backbone,
               "blend_alpha": alpha, "max_minutes": minutes, "progress": cfg.progress}
-    tcfg = TrainConfig.from_dict(values, source="demo")
     resume = (run_dir / "checkpoint.pt").is_file()
+    saved = run_dir / "config.yaml"
+    if "steps" not in values:
+        if resume and saved.is_file():  # an interrupted run keeps the schedule it started with
+            values["steps"] = TrainConfig.load(saved).steps
+        else:
+            values["steps"], per_step = steps_for_budget(values, minutes)
+            if cfg.progress:
+                print(f"demo: {name}: {per_step:.2f} s per step measured -> {values['steps']} steps in "
+                      f"{minutes:.1f} minutes", flush=True)
+    tcfg = TrainConfig.from_dict(values, source="demo")
     trainer = Trainer(tcfg, resume=resume)
     result = trainer.fit()
     hist = result["history"]

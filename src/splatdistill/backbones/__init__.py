@@ -187,12 +187,18 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
     else:
         arch, _, path = spec.rpartition("@") if "@" in spec else ("", "", spec)
         p = Path(path).expanduser()
+        if not p.exists() and (p.suffix.lower() in WEIGHT_SUFFIXES or "/" in path or "@" in spec):
+            raise UserError("weights file not found", p)
         if not p.exists():
             raise UserError(
                 f"unknown backbone {spec!r}: not a file, and not one of dinov2_vits14, mobilenetv2, "
                 "timm:NAME, random:ARCH")
         bb = load_vit_weights(p, arch=arch or None)
     return bb.to(device).eval()
+
+
+#: file endings that mark a backbone spec as a weights path (a missing one is 'not found', not 'unknown')
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 def offline_backbones() -> dict[str, str]:

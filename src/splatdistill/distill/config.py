@@ -66,7 +66,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_pct: float = 0.01
     grad_clip: float = 0.0  # 0 = off
-    max_minutes: float = 0.0  # stop early (cleanly, with a checkpoint) after this wall time; 0 = off
+    max_minutes: float = 0.0  # stop early (cleanly, with a checkpoint; --resume continues) after this wall time; 0 = off.
+    # The LR schedule runs over `steps`, not over time: a run cut short by max_minutes ends before its decay.
     # --- held-out agreement (loss and teacher-student cosine on scenes not trained on) ----------------
     val_split: str = "val"
     val_samples: int = 16  # 0 = off
