@@ -13,7 +13,10 @@ from _data_helpers import tiny_rooms
 def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     from splatdistill.demo import DemoConfig, run_demo
 
-    rooms = tiny_rooms(tmp_path_factory)
+    import shutil
+
+    # a folder not called "rooms": correspondence results are keyed by the dataset's name
+    rooms = shutil.copytree(tiny_rooms(tmp_path_factory), tmp_path / "my_scenes")
     cfg = DemoConfig(
         out=str(tmp_path / "demo"), minutes=5.0, data=str(rooms), backbone="random:vit_tiny_patch16_224",
         train={"steps": 3, "image_size": 64, "render_size": 32, "checkpoint_every": 2},
@@ -29,11 +32,12 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
         assert (out / name).is_file(), name
     results = json.loads((out / "eval/results.json").read_text())
     labels = [b["label"] for b in results["backbones"]]
-    assert labels[0] == "DINOv2" and len(labels) == 3
+    assert labels == ["DINOv2", "SnD blend (alpha 0.5)", "SnD noblend (alpha 1.0)"]
     # the before/after table has every headline metric for both variants, with consistent arithmetic
     rows = doc["summary"]
     assert {r["variant"] for r in rows} == set(labels[1:])
     assert len(rows) == 8
+    assert sum("correspondence" in r["metric"] for r in rows) == 2
     for r in rows:
         assert abs(r["after"] - r["before"] - r["change"]) < 1e-9
     html = (out / "report.html").read_text()
@@ -44,3 +48,21 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     # a second call reuses the finished runs (no retraining) and gives the same table
     again = run_demo(cfg)
     assert [r["after"] for r in again["summary"]] == [r["after"] for r in rows]
+
+
+def test_time_budget_runs_the_whole_schedule(tmp_path_factory, tmp_path):
+    """Without an explicit step count the demo fits the steps to its budget: the learning rate reaches its
+    peak and decays to the floor inside the run (a huge step count would stop it inside the warm-up)."""
+    from splatdistill.demo import DemoConfig, train_variant
+
+    rooms = tiny_rooms(tmp_path_factory)
+    cfg = DemoConfig(out=str(tmp_path / "demo"), data=str(rooms), backbone="random:vit_tiny_patch16_224",
+                     train={"image_size": 64, "render_size": 32, "val_samples": 0, "checkpoint_every": 1000},
+                     progress=False)
+    summary = train_variant(cfg, "blend", 0.5, str(rooms), minutes=0.2)
+    lr = summary["curve"]["lr"]
+    peak = summary["config"]["lr"]
+    # the schedule was run to (about) its end: the time cap may cut the last few steps on a busy machine
+    assert summary["config"]["steps"] >= 20 and summary["steps"] >= 0.9 * summary["config"]["steps"]
+    assert max(lr) == pytest.approx(peak, rel=0.05)
+    assert lr[-1] < 0.05 * peak

@@ -17,9 +17,12 @@ from typing import Any
 
 from splatdistill.errors import UserError
 
+#: Stands for the evaluated dataset's name in a GOALS path (correspondence results are keyed by dataset).
+DATA = "<data>"
+
 #: (headline metric, how to read it from an eval row, goal on the change after - before, unit)
 GOALS = [
-    ("correspondence recall@10px (rooms)", ("correspondence", "rooms", "recall_10"), "+3 points", 100.0),
+    ("correspondence recall@10px (held-out)", ("correspondence", DATA, "recall_10"), "+3 points", 100.0),
     ("depth probe RMSE (m)", ("depth", "rmse"), "-3% relative", 1.0),
     ("normals probe mean angular error (deg)", ("normals", "mean_deg"), "-1 degree", 1.0),
     ("segmentation mIoU", ("segmentation", "miou"), ">= -1 point", 100.0),
@@ -165,9 +168,11 @@ def summary_rows(results: dict) -> list[dict]:
     """Before/after rows: one per variant and headline metric."""
     rows = results["backbones"]
     before = rows[0]
+    data_name = results["data"]["name"]
     out = []
     for row in rows[1:]:
         for name, path, goal, scale in GOALS:
+            path = tuple(data_name if key == DATA else key for key in path)
             b, a = _get(before, path), _get(row, path)
             if b is None or a is None:
                 continue
@@ -262,7 +267,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     summaries = [train_variant(cfg, name, alpha, data_root, per_variant) for name, alpha in cfg.variants.items()]
     curves = training_curves(summaries, out / "training_curves.png")
     ecfg = EvalConfig(**{"progress": cfg.progress, **cfg.eval})
-    specs = [f"DINOv2={cfg.backbone}"] + [f"SnD {s['name']} (a={s['blend_alpha']})={s['student']}" for s in summaries]
+    # labels must not contain "=" (LABEL=SPEC is split at the first one)
+    specs = [f"DINOv2={cfg.backbone}"] + [f"SnD {s['name']} (alpha {s['blend_alpha']})={s['student']}" for s in summaries]
     results = evaluate(specs, data_root, cfg.tasks, out / "eval", ecfg)
     md, page = write_reports(cfg, results, summaries, {"curves": curves})
     doc = {"config": asdict(cfg), "training": [{k: v for k, v in s.items() if k != "curve"} for s in summaries],

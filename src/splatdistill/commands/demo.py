@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     for r in doc["summary"]:
         table.add_row(r["variant"], r["metric"], f"{r['before']:.4f}", f"{r['after']:.4f}", f"{r['change']:+.4f}",
                       r["goal"], "yes" if r["met"] else "[red]no[/red]")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file: rich's 80-column default would wrap every row
+        console = Console(width=140)
+    console.print(table)
     print(f"report: {doc['report_md']}  |  {doc['report_html']}  ({doc['minutes']:.1f} min)")
     return 0
