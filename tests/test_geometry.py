@@ -159,6 +159,12 @@ def test_lift_depth_places_one_gaussian_per_valid_pixel():
     uv, z = cams[1].project(g.means[sel])
     torch.testing.assert_close(uv, torch.stack([u + 0.5, v + 0.5], -1).double())
     torch.testing.assert_close(z, depth[1][valid[1]])
+    # every pixel valid (no gather), float32 features, and concatenation keep the values exactly
+    full = lift_depth(depth.nan_to_num(1.0, 1.0).abs() + 0.1, cams, feats.float())
+    assert torch.equal(full.features, feats.float().movedim(1, -1).reshape(-1, 7))
+    both = Gaussians.cat([g, full.to(dtype=torch.float64)])
+    assert torch.equal(both.features, torch.cat([g.features, full.features.double()]))
+    assert torch.equal(both.means, torch.cat([g.means, full.means.double()]))
 
 
 def test_lift_depth_footprint_covariance():

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splatdistill.render.torch_backend import empty_fast
+from splatdistill.memory import empty_fast
 
 
 def segment_index(segments: Tensor) -> tuple[Tensor, int]:

@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from splatdistill.render.torch_backend import empty_fast
+from splatdistill.memory import empty_fast
 
 
 @functools.lru_cache(maxsize=16)

@@ -71,10 +71,20 @@ class Gaussians:
     @staticmethod
     def cat(parts: Sequence["Gaussians"]) -> "Gaussians":
         """Concatenate along N."""
+        feats = [p.features for p in parts]
+        if feats and all(f.device.type == "cpu" and not f.requires_grad and f.dim() == 2 for f in feats) \
+                and len({f.dtype for f in feats}) == 1:
+            # wide features dominate the copy: huge-page output memory (splatdistill.memory)
+            from splatdistill.memory import empty_fast
+
+            out = empty_fast((sum(f.shape[0] for f in feats), feats[0].shape[1]), feats[0].dtype, "cpu",
+                             recycle=False)
+            features = torch.cat(feats, 0, out=out)
+        else:
+            features = torch.cat(feats, -2)
         return Gaussians(torch.cat([p.means for p in parts], -2),
                          torch.cat([p.covariances for p in parts], -3),
-                         torch.cat([p.opacities for p in parts], -1),
-                         torch.cat([p.features for p in parts], -2))
+                         torch.cat([p.opacities for p in parts], -1), features)
 
     def quats_scales(self) -> tuple[Tensor, Tensor]:
         """(quats wxyz (..., N, 4), scales (..., N, 3)) with R diag(s^2) R^T = covariance."""
