@@ -5,26 +5,22 @@ Why not tiles: gsplat's per-tile loop is a CUDA design; on a CPU the cost that m
 
 1. projects every Gaussian exactly as gsplat does (EWA, Jacobian point clamped to 1.3x the field of
    view, 0.3 px^2 low-pass, near/far culling, opacity-aware extent), in float64;
-2. cuts each Gaussian's pixel box -- the bounding box of its exact ``alpha >= 1/255`` ellipse
-   ``0.5 d^T conic d <= ln(255 o)`` -- into small square blocks and evaluates
-   ``alpha = min(0.999, o exp(-sigma))`` densely over all blocks at once, keeping pairs >= 1/255;
-   blocks are listed front to back, so the pairs come out in depth order;
-3. groups pairs by pixel with a *stable* sort on the pixel id (a radix sort on 16-bit keys on CPU),
-   which keeps the depth order inside each pixel without sorting on depth again;
-4. gets transmittance from a segmented cumulative sum of ``log(1 - alpha)`` in float64, and applies
-   gsplat's exclusive stop (a pair whose next transmittance is <= 1e-4, and all behind it, is not
-   composited);
-5. accumulates ``alpha * T * feature`` with one sparse (pixels x Gaussians) CSR product, so any
-   channel count goes in a single pass, (pairs x C) is never materialised, and the result is
-   differentiable with respect to the features.
+2. orders the visible Gaussians front to back (stable, like gsplat's radix sort) and bounds each by
+   the pixel box of its exact ``alpha >= 1/255`` ellipse ``0.5 d^T conic d <= ln(255 o)``;
+3. evaluates ``alpha = min(0.999, o exp(-sigma))`` over the boxes, keeps pairs >= 1/255 and
+   composites them front to back with gsplat's exclusive stop at transmittance 1e-4;
+4. accumulates ``alpha * T * feature`` per pixel, so any channel count goes in a single pass and
+   (pairs x C) is never materialised; with autograd the weights form a sparse (pixels x Gaussians)
+   CSR matrix whose product is differentiable with respect to the features.
 
-Steps 1-4 are written once against a small array-ops interface with two implementations: NumPy for
-CPU tensors and torch for the rest. On CPU, NumPy's nonzero/take/radix sort are 5-10x faster than
-torch's, its large temporaries come from huge pages (torch's 4 KB-page temporaries cost more in page
-faults than the arithmetic), and its single-threaded loops do not stall on OpenMP barriers when the
-cores are shared. Parallelism on CPU comes from splitting each image into row bands, one per torch
-thread, composited and multiplied out independently on worker threads (NumPy and MKL release the
-GIL). Tests check both implementations, and banded against unbanded rendering, agree.
+On CPU, steps 1, 3 and 4 are compiled kernels (:mod:`splatdistill.render.cpu_kernels`: one pass per
+Gaussian, then per pixel), run on worker threads over slices of Gaussians and row bands of the image
+(the kernels release the GIL, and unlike per-op OpenMP teams the bands never wait on each other).
+On other devices (and on CPU when ``_NUMPY_ON_CPU`` is off, which the tests use to check that both
+agree) the same steps are vectorised torch ops: pairs are evaluated densely over small square blocks
+of each box, grouped by pixel with a stable sort on the pixel id (keeping the depth order), their
+transmittance comes from a segmented cumulative sum of ``log(1 - alpha)`` in float64, and the
+product is one sparse CSR matmul.
 """
 
 from __future__ import annotations
@@ -38,10 +34,9 @@ import torch
 from torch import Tensor
 
 from splatdistill.memory import empty_fast, release_buffers  # noqa: F401  (re-exported)
+from splatdistill.render import cpu_kernels
+from splatdistill.render.cpu_kernels import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP
 
-ALPHA_THRESHOLD = 1.0 / 255.0
-MAX_ALPHA = 0.999
-TRANSMITTANCE_STOP = 1e-4
 EPS2D = 0.3
 NEAR_PLANE = 0.01
 FAR_PLANE = 1e10
@@ -50,7 +45,7 @@ MAX_EXTEND = 3.33
 _BLOCK_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 #: dense (pixel, Gaussian) slots evaluated at once (bounds the intermediates to ~100 MB)
 _SLOT_BUDGET = 1 << 22
-#: use NumPy for the CPU path (tests set it False to run the torch path on CPU)
+#: use the compiled kernels (and NumPy) on CPU (tests set it False to run the torch path on CPU)
 _NUMPY_ON_CPU = True
 
 
@@ -69,41 +64,23 @@ class Projection:
         return self.radii[..., 0] > 0
 
 
-# --- array ops: one interface, NumPy (CPU) and torch (any device) ---------------------------------
+# --- array ops: one interface, torch (any device) and the part of it NumPy runs on CPU ---------
 
 class _NumpyOps:
-    """Array operations on NumPy arrays (the CPU path)."""
+    """The array operations the CPU path uses outside the compiled kernels (depth ordering and
+    pixel boxes in :func:`_front_to_back`), on NumPy arrays."""
 
     f64, i32, i64 = np.float64, np.int32, np.int64
 
     def __init__(self, device: torch.device):
         self.device = device
 
-    def asarray(self, t: Tensor) -> np.ndarray:
-        return t.detach().cpu().numpy()
-
-    def tensor(self, a: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a))
-
     def float_dtype(self, t: Tensor):
         """Working precision for per-pair alphas: float64 for float64 features, else float32."""
         return np.float64 if t.dtype == torch.float64 else np.float32
 
-    def arange(self, n, dtype=np.int64):
-        return np.arange(n, dtype=dtype)
-
-    def zeros(self, n, dtype):
-        return np.zeros(n, dtype=dtype)
-
     def astype(self, x, dtype):
         return x.astype(dtype, copy=False)
-
-    def components(self, x, k):
-        """(..., k) -> (k, ...) contiguous."""
-        return np.ascontiguousarray(np.moveaxis(x, -1, 0))
-
-    def tcopy(self, x):
-        return np.ascontiguousarray(x.T)
 
     def flatnonzero(self, mask):
         return np.flatnonzero(mask)
@@ -111,57 +88,10 @@ class _NumpyOps:
     def take(self, x, idx, axis=None):
         return np.take(x, idx, axis=axis)
 
-    def take_pair(self, a, b, idx):
-        """(a[idx], b[idx]) for 4-byte arrays with one gather of packed 8-byte items."""
-        if a.itemsize != 4 or b.itemsize != 4:
-            return a[idx], b[idx]
-        packed = np.empty((a.size, 2), dtype=np.int32)
-        packed[:, 0] = a.view(np.int32)
-        packed[:, 1] = b.view(np.int32)
-        moved = np.take(packed.view(np.int64)[:, 0], idx).view(np.int32).reshape(-1, 2)
-        return moved[:, 0].view(a.dtype), moved[:, 1].view(b.dtype)
-
-    def repeat(self, values, counts):
-        return np.repeat(values, counts)
-
-    def bincount(self, x, n):
-        return np.bincount(x, minlength=n)
-
-    def cumsum(self, x):
-        return np.cumsum(x)
-
     def argsort_float(self, x):
+        if x.dtype == np.float64 and not np.isnan(x).any():
+            return cpu_kernels.stable_argsort_f64(x)  # radix: 3-4x NumPy's stable sort
         return np.argsort(x, kind="stable")
-
-    def stable_argsort(self, keys, num_keys):
-        """Stable argsort of integer keys in [0, num_keys): NumPy radix-sorts <= 16-bit keys."""
-        if num_keys <= 1 << 16:
-            return np.argsort(keys.astype(np.uint16), kind="stable")
-        lo = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")  # LSD, two passes
-        return lo[np.argsort((keys[lo] >> 16).astype(np.uint16), kind="stable")]
-
-    def exp_(self, x):
-        return np.exp(x, out=x)
-
-    def neg_(self, x):
-        return np.negative(x, out=x)
-
-    def clip_max_(self, x, v):
-        return np.minimum(x, x.dtype.type(v), out=x)
-
-    def log1m_f64(self, a):
-        """log(1 - a) in float64."""
-        out = np.negative(a, dtype=np.float64)
-        return np.log1p(out, out=out)
-
-    def sub_(self, x, y):
-        return np.subtract(x, y, out=x)
-
-    def expm1(self, x):
-        return np.expm1(x)
-
-    def where(self, c, a, b):
-        return np.where(c, a, b)
 
     def sqrt(self, x):
         return np.sqrt(x)
@@ -175,30 +105,10 @@ class _NumpyOps:
     def floor(self, x):
         return np.floor(x)
 
-    def maximum(self, a, b):
-        return np.maximum(a, b)
-
-    def minimum(self, a, b):
-        return np.minimum(a, b)
-
-    def nan_to_num(self, x):
-        return np.nan_to_num(x, nan=0.0)
-
-    def full_like(self, x, v):
-        return np.full_like(x, v)
-
-    def all(self, x) -> bool:
-        return bool(x.all())
-
-    def count_nonzero_rows(self, x):
-        return np.count_nonzero(x, axis=1)
-
-    def to_host(self, x) -> np.ndarray:
-        return x
-
 
 class _TorchOps(_NumpyOps):
-    """The same operations with torch (GPU, or CPU when NumPy is switched off)."""
+    """All array operations of the vectorised path, with torch (GPU, or CPU when the compiled
+    kernels are switched off); the NumPy methods it inherits are all overridden."""
 
     f64, i32, i64 = torch.float64, torch.int32, torch.int64
 
@@ -301,6 +211,9 @@ class _TorchOps(_NumpyOps):
     def count_nonzero_rows(self, x):
         return torch.count_nonzero(x, dim=1)
 
+    def all(self, x) -> bool:
+        return bool(x.all())
+
 
 def _ops(device: torch.device) -> _NumpyOps:
     if _NUMPY_ON_CPU and device.type == "cpu":
@@ -337,7 +250,7 @@ def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: 
                       torch.stack([p["a"], p["b"], p["c"]], -1).reshape(shape + (3,)))
 
 
-def _project(op: _NumpyOps, means, covariances, viewmats, Ks, width: int, height: int,
+def _project(op: _TorchOps, means, covariances, viewmats, Ks, width: int, height: int,
              opacities, near_plane: float, far_plane: float, eps2d: float) -> dict:
     """Projection of (B, N) Gaussians into (B, V) cameras as per-component (B, V, N) arrays."""
     mu = op.components(means, 3)[:, :, None, :]  # (3, B, 1, N)
@@ -414,26 +327,23 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     N, C = means.shape[-2], features.shape[-1]
     B = math.prod(batch)
     op = _ops(means.device)
-    f64 = op.f64
-
-    def arr(t: Tensor, shape):
-        return op.astype(op.asarray(t.reshape(shape)), f64)
-
     n_bands = _num_bands(op, width, height)
     pool = _pool(op)
+    compiled = _compiled_path(op)
     # project in float64: O(N) work, and float32's cancellation in R m + t and its 1/z^2
     # scaling cost ~1e-4 relative accuracy for Gaussians near the near plane. On CPU, slices
     # of the Gaussians are projected concurrently on the worker threads.
-    m64, c64, o64 = arr(means, (B, N, 3)), arr(covariances, (B, N, 3, 3)), arr(opacities, (B, N))
-    vm64, K64 = arr(viewmats, (B, V, 4, 4)), arr(Ks, (B, V, 3, 3))
-    n_slices = -(-N // _PROJECT_SLICE) if isinstance(op, _NumpyOps) and not isinstance(
-        op, _TorchOps) else 1
-    cuts = [k * N // max(n_slices, 1) for k in range(max(n_slices, 1) + 1)]
-    parts = _map(pool if n_slices > 1 else None, lambda a, b: _project(
-        op, m64[:, a:b], c64[:, a:b], vm64, K64, width, height, o64[:, a:b], near_plane,
-        far_plane, eps2d), cuts[:-1], cuts[1:])
-    p = parts[0] if len(parts) == 1 else {
-        k: np.concatenate([q[k] for q in parts], axis=-1) for k in parts[0]}
+    if compiled:
+        p = _project_compiled(pool, means.reshape(B, N, 3), covariances.reshape(B, N, 3, 3),
+                              opacities.reshape(B, N), viewmats.reshape(B, V, 4, 4),
+                              Ks.reshape(B, V, 3, 3), width, height, near_plane, far_plane, eps2d)
+    else:
+        def arr(t: Tensor, shape):
+            return op.astype(op.asarray(t.reshape(shape)), op.f64)
+
+        p = _project(op, arr(means, (B, N, 3)), arr(covariances, (B, N, 3, 3)),
+                     arr(viewmats, (B, V, 4, 4)), arr(Ks, (B, V, 3, 3)), width, height,
+                     arr(opacities, (B, N)), near_plane, far_plane, eps2d)
     fdt = op.float_dtype(features)
     P = width * height
     grad = torch.is_grad_enabled() and features.requires_grad
@@ -442,6 +352,11 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     # coverage at least in float32 (half precision cannot tell 0.999 from 1)
     alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32),
                         device=features.device)
+    if compiled and out is not None:
+        # the kernels read float32/float64 features and write the output in place
+        kdt = torch.float64 if fdt == np.float64 else torch.float32
+        kernel_ft = ft.detach().to(kdt).contiguous().numpy()
+        kernel_out = out if out.dtype == kdt else torch.empty(out.shape, dtype=kdt)
     rows = [k * height // n_bands for k in range(n_bands + 1)]
     images = []
     # a loop over images (not pixels or Gaussians): each iteration is a full vectorised render
@@ -454,20 +369,37 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
             gauss = _front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi],
                                    visible, width, height)
             img_out = None if out is None else out[bi, vi]
+            cover_img = alpha[bi, vi]
 
-            def band(r0: int, r1: int):
-                """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
-                crow, col, weights, cover, counts = composite(op, gauss, width, r0, r1)
-                alpha[bi, vi, r0 * width:r1 * width] = op.tensor(cover).to(alpha.device,
-                                                                            alpha.dtype)
-                crow, col = op.tensor(crow), op.tensor(col)
-                weights = op.tensor(weights).to(features.dtype)
-                if img_out is not None:
-                    _csr_matmul(crow, col, weights, ft[bi], (r1 - r0) * width,
-                                img_out[r0 * width:r1 * width])
-                return crow, col, weights, counts
+            if compiled:
+                g_args = [gauss[k] for k in ("mx", "my", "hA", "Bc", "hC", "o", "i0", "i1", "j0",
+                                             "nj")] + [op.astype(gauss["vid"], np.int32)]
+                cover_np = cover_img.numpy()
+                img_np = None if img_out is None else kernel_out[bi, vi].numpy()
 
-            # independent row bands on worker threads: NumPy and MKL release the GIL, and unlike
+                def band(r0: int, r1: int):
+                    """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
+                    crow, col, weights, pairs = cpu_kernels.composite_band(
+                        *g_args, width, r0, r1, cover_np[r0 * width:r1 * width])
+                    if img_np is not None:
+                        cpu_kernels.accumulate(crow, col, weights, kernel_ft[bi],
+                                               img_np[r0 * width:r1 * width])
+                    return (torch.from_numpy(crow.astype(np.int32)), torch.from_numpy(col),
+                            torch.from_numpy(weights), (pairs, int(crow[-1])))
+            else:
+                def band(r0: int, r1: int):
+                    """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
+                    crow, col, weights, cover, counts = composite(op, gauss, width, r0, r1)
+                    cover_img[r0 * width:r1 * width] = op.tensor(cover).to(alpha.device,
+                                                                          alpha.dtype)
+                    crow, col = op.tensor(crow), op.tensor(col)
+                    weights = op.tensor(weights).to(features.dtype)
+                    if img_out is not None:
+                        _csr_matmul(crow, col, weights, ft[bi], (r1 - r0) * width,
+                                    img_out[r0 * width:r1 * width])
+                    return crow, col, weights, counts
+
+            # independent row bands on worker threads: the kernels release the GIL, and unlike
             # per-op OpenMP teams the bands never wait on each other until the end; bands are
             # small enough for a band's pair arrays to stay in cache
             results = _map(pool if n_bands > 1 else None, band, rows[:-1], rows[1:])
@@ -480,7 +412,10 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
                 crow = torch.cat([results[0][0][:1]] + [r[0][1:] + int(o)
                                                         for r, o in zip(results, offsets)])
                 images.append(_csr_matmul(crow, torch.cat([r[1] for r in results]),
-                                          torch.cat([r[2] for r in results]), ft[bi], P, None))
+                                          torch.cat([r[2] for r in results]).to(features.dtype),
+                                          ft[bi], P, None))
+    if compiled and out is not None and kernel_out is not out:
+        out.copy_(kernel_out)
     img = torch.stack(images).reshape(B, V, P, C) if out is None else out
     return (img.reshape(batch + (V, height, width, C)),
             alpha.reshape(batch + (V, height, width)))
@@ -498,6 +433,33 @@ def _num_bands(op: _NumpyOps, width: int, height: int) -> int:
     if type(op) is not _NumpyOps:
         return 1
     return max(1, min(height, -(-(width * height) // _BAND_PIXELS)))
+
+
+def _project_compiled(pool, means: Tensor, covariances: Tensor, opacities: Tensor,
+                      viewmats: Tensor, Ks: Tensor, width: int, height: int, near_plane: float,
+                      far_plane: float, eps2d: float) -> dict:
+    """:func:`_project`'s dict, computed by the compiled kernel in slices of Gaussians on the
+    worker threads (inputs are read in their own dtype and promoted per element)."""
+    B, N = means.shape[:2]
+    V = viewmats.shape[1]
+    args = [t.detach().to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+            .contiguous().numpy() for t in (means, covariances, opacities, viewmats, Ks)]
+    out = empty_fast((12, B, V, N), torch.float64, "cpu").numpy()
+    visible = np.empty((B, V, N), dtype=np.bool_)
+    n_slices = max(1, -(-N // _PROJECT_SLICE)) if pool is not None else 1
+    cuts = [k * N // n_slices for k in range(n_slices + 1)]
+    _map(pool if n_slices > 1 else None, lambda a, b: cpu_kernels.project(
+        *args, width, height, near_plane, far_plane, eps2d, MAX_EXTEND, out, visible, a, b),
+        cuts[:-1], cuts[1:])
+    p = dict(zip(cpu_kernels.PROJECTION_ROWS, out))
+    p["visible"] = visible
+    return p
+
+
+def _compiled_path(op: _NumpyOps) -> bool:
+    """Whether bands are composited by the compiled kernels (CPU) or by array ops (other devices,
+    or CPU with ``_NUMPY_ON_CPU`` off)."""
+    return type(op) is _NumpyOps
 
 
 def _pool(op: _NumpyOps):
@@ -538,8 +500,9 @@ def _front_to_back(op: _NumpyOps, table: list, depths, visible, width: int, heig
             "i0": i0, "i1": i1, "j0": j0, "nj": (j1 - j0 + 1).clip(min=0)}
 
 
-def composite(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
-    """Front-to-back compositing weights of image rows [r0, r1) as a CSR (pixels x Gaussians).
+def composite(op: _TorchOps, gauss: tuple, width: int, r0: int, r1: int):
+    """Front-to-back compositing weights of image rows [r0, r1) as a CSR (pixels x Gaussians),
+    with torch ops (the CPU path uses :func:`cpu_kernels.composite_band`).
 
     ``gauss`` is :func:`_front_to_back`'s output, per-pixel alphas are evaluated in its dtype
     (float32 like gsplat for float32 features). Returns (crow int32 (P+1,), col int32, weights
@@ -580,7 +543,7 @@ def composite(op: _NumpyOps, gauss: tuple, width: int, r0: int, r1: int):
             (int(pix.shape[0]), int(gid.shape[0])))
 
 
-def _pairs(op: _NumpyOps, g: dict, width: int, r0: int, r1: int):
+def _pairs(op: _TorchOps, g: dict, width: int, r0: int, r1: int):
     """Depth-ordered (pixel id in the band, Gaussian id (int32), alpha) of every pair with
     alpha >= 1/255 whose pixel lies in image rows [r0, r1)."""
     sel = op.flatnonzero((g["i1"] >= r0) & (g["i0"] < r1))  # Gaussians reaching the band
@@ -611,11 +574,10 @@ def _pairs(op: _NumpyOps, g: dict, width: int, r0: int, r1: int):
              for k in range(0, max(Nb, 1), step)]
     if len(parts) == 1:
         return parts[0]
-    cat = np.concatenate if isinstance(parts[0][0], np.ndarray) else torch.cat
-    return tuple(cat([q[i] for q in parts]) for i in range(3))
+    return tuple(torch.cat([q[i] for q in parts]) for i in range(3))
 
 
-def _eval_blocks(op: _NumpyOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width: int,
+def _eval_blocks(op: _TorchOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width: int,
                  height: int):
     """Dense alpha over ``s x s`` pixel blocks (block index innermost), compacted to pairs in
     (block, row, column) order; ``height`` is the row bound (the band's end)."""
