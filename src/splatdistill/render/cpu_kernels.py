@@ -110,7 +110,7 @@ def _composite_pairs(mx, my, hA, Bc, hC, o, i0, i1, j0, nj, gids, width, r0, r1,
                 dx = gx - (ftype(j) + half)
                 nsig = ty + by * dx
                 nsig += -ha * dx * dx
-                if nsig > 0:  # not positive definite up to rounding: gsplat skips it
+                if not nsig <= 0:  # not positive definite up to rounding (or NaN): skipped
                     continue
                 alpha = min(og * math.exp(nsig), amax)
                 if alpha < amin:
@@ -276,3 +276,4 @@ def project(means, covariances, opacities, viewmats, Ks, width, height, near_pla
                 out[3, bi, vi, n], out[4, bi, vi, n], out[5, bi, vi, n] = a, b, c
                 out[6, bi, vi, n], out[7, bi, vi, n], out[8, bi, vi, n] = c * inv, -b * inv, a * inv
                 out[9, bi, vi, n], out[10, bi, vi, n], out[11, bi, vi, n] = rx, ry, o
+
