@@ -279,6 +279,13 @@ def test_cli_features_and_info(tmp_path):
     info = _cli("info")
     assert info.returncode == 0
     assert "dinov2_vits14" in info.stdout and "device:" in info.stdout and "cache:" in info.stdout
+    # output piped into a reader that has stopped (``| head``): no traceback
+    proc = subprocess.Popen([sys.executable, "-m", "splatdistill", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before it writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def test_timm_name_offline_fails_clearly():

