@@ -394,13 +394,16 @@ def test_torch_index_path_matches_compiled_path(monkeypatch):
     b = render_features(*args, W, H, backend="torch")
     torch.testing.assert_close(b[0], a[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(b[1], a[1], atol=1e-7, rtol=0)
-    # and with more pixels than a 16-bit key holds (two-pass radix on CPU, torch.sort here)
+    # and with more pixels than a 16-bit pixel key holds (torch.sort on long keys), same pairs
     big_K = _t(K) * torch.tensor([[10.0], [10.0], [1.0]])
-    c1 = render_features(*args[:4], args[4], big_K, 320, 240, backend="torch")
+    stats_torch: dict = {}
+    c1 = tb.render_torch(*args[:4], args[4][None], big_K[None], 320, 240, stats=stats_torch)
     monkeypatch.setattr(tb, "_NUMPY_ON_CPU", True)
-    c2 = render_features(*args[:4], args[4], big_K, 320, 240, backend="torch")
+    stats_compiled: dict = {}
+    c2 = tb.render_torch(*args[:4], args[4][None], big_K[None], 320, 240, stats=stats_compiled)
     assert c2[1].max() > 0.5
     torch.testing.assert_close(c1[0], c2[0], atol=1e-6, rtol=0)
+    assert stats_torch == stats_compiled and stats_compiled["composited"] > 10_000
 
 
 def test_chunked_block_evaluation_is_identical(monkeypatch):

@@ -430,7 +430,7 @@ _POOL: dict[int, object] = {}
 
 def _num_bands(op: _NumpyOps, width: int, height: int) -> int:
     """Row bands per image on the CPU path (1 on other devices)."""
-    if type(op) is not _NumpyOps:
+    if not _compiled_path(op):
         return 1
     return max(1, min(height, -(-(width * height) // _BAND_PIXELS)))
 
@@ -444,7 +444,7 @@ def _project_compiled(pool, means: Tensor, covariances: Tensor, opacities: Tenso
     V = viewmats.shape[1]
     args = [t.detach().to(torch.float64 if t.dtype == torch.float64 else torch.float32)
             .contiguous().numpy() for t in (means, covariances, opacities, viewmats, Ks)]
-    out = empty_fast((12, B, V, N), torch.float64, "cpu").numpy()
+    out = np.empty((12, B, V, N))  # NumPy: huge pages; not recycled (leaves the cache to outputs)
     visible = np.empty((B, V, N), dtype=np.bool_)
     n_slices = max(1, -(-N // _PROJECT_SLICE)) if pool is not None else 1
     cuts = [k * N // n_slices for k in range(n_slices + 1)]
@@ -465,7 +465,7 @@ def _compiled_path(op: _NumpyOps) -> bool:
 def _pool(op: _NumpyOps):
     """Worker threads for bands and slices: one per torch intra-op thread (None: run inline)."""
     n = torch.get_num_threads()
-    if type(op) is not _NumpyOps or n <= 1:
+    if not _compiled_path(op) or n <= 1:
         return None
     if n not in _POOL:
         from concurrent.futures import ThreadPoolExecutor
