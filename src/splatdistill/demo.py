@@ -47,7 +47,7 @@ class DemoConfig:
 DEMO_TRAIN = {
     # no "steps": the demo measures the seconds per step and fits the one-cycle schedule to the time budget
     "loss": "cosine",
-    "lr": 2e-4,  # ~900 steps per variant (10 CPU minutes) instead of the paper's tens of thousands at 2e-5
+    "lr": 2e-4,  # ~1000 steps per variant (10 CPU minutes) instead of the paper's tens of thousands at 2e-5
     "warmup_pct": 0.03,
     "checkpoint_every": 50,
 }
