@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from splatdistill.memory import empty_fast
+
 
 @dataclass
 class Gaussians:
@@ -75,8 +77,6 @@ class Gaussians:
         if feats and all(f.device.type == "cpu" and not f.requires_grad and f.dim() == 2 for f in feats) \
                 and len({f.dtype for f in feats}) == 1:
             # wide features dominate the copy: huge-page output memory (splatdistill.memory)
-            from splatdistill.memory import empty_fast
-
             out = empty_fast((sum(f.shape[0] for f in feats), feats[0].shape[1]), feats[0].dtype, "cpu",
                              recycle=False)
             features = torch.cat(feats, 0, out=out)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
+from splatdistill.memory import empty_fast
 
 #: Standard deviation of a uniform distribution over a unit interval: a Gaussian with this
 #: footprint std has the second moments of the pixel's box footprint.
@@ -106,8 +107,6 @@ def _pixel_rows(feats: Tensor, index: Tensor | None) -> Tensor:
     if feats.requires_grad or feats.device.type != "cpu" or C == 0:
         flat = feats.reshape(n, C)
         return flat if index is None else flat.index_select(0, index)
-    from splatdistill.memory import empty_fast
-
     if index is None:
         out = empty_fast((n, C), feats.dtype, feats.device, recycle=False)
         out.view(feats.shape).copy_(feats)
