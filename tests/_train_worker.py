@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     drawn = []
 
     def on_step(tr, metrics):
-        drawn.extend(sample_indices(len(tr.dataset), cfg.seed, tr.step - 1, cfg.batch_size, tr.dist.rank, tr.dist.world))
+        drawn.extend(sample_indices(len(tr.dataset), cfg.run.seed, tr.step - 1, cfg.optim.batch_size, tr.dist.rank, tr.dist.world))
         if kill_at is not None and tr.step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 

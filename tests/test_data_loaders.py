@@ -123,12 +123,13 @@ def test_middlebury_pair_is_metric_and_consistent():
     assert reprojection_error(left, right).median_rel_error < 0.01
     # The GT geometry carries left pixels onto the same colours in the right image (and a wrong
     # baseline sign does not).
-    from splatdistill.data.consistency import backproject, project
+    from splatdistill.geometry.warp import warp_pixels_np
 
     def photo_err(dst_pose):
         ok = left.depth > 0
-        pts = backproject(left.depth, left.K)[ok]
-        uv, _ = project(pts, right.K, dst_pose)
+        rows, cols = np.nonzero(ok)
+        uv, _ = warp_pixels_np(np.stack([cols + 0.5, rows + 0.5], 1), left.depth[ok], left.K, left.cam_to_world,
+                               right.K, dst_pose)
         c, r = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
         inside = (c >= 0) & (c < right.width) & (r >= 0) & (r < right.height)
         return np.abs(left.image[ok][inside] - right.image[r[inside], c[inside]]).mean()

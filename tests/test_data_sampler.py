@@ -49,27 +49,27 @@ def test_fixed_gap_and_overlap_targets(scenes):
 def test_dataset_item_shapes_and_resized_intrinsics(scenes):
     ds = MultiViewDataset(scenes, SamplerConfig(num_targets=1), seed=0, size=(56, 70))
     item = ds[0]
-    assert item["context_images"].shape == (2, 3, 56, 70) and item["context_images"].dtype == torch.float32
-    assert item["target_images"].shape == (1, 3, 56, 70)
-    assert item["context_K"].shape == (2, 3, 3) and item["context_viewmats"].shape == (2, 4, 4)
+    assert item.context.images.shape == (2, 3, 56, 70) and item.context.images.dtype == torch.float32
+    assert item.target.images.shape == (1, 3, 56, 70)
+    assert item.context.Ks.shape == (2, 3, 3) and item.context.viewmats.shape == (2, 4, 4)
     for key in ("depths", "segments", "semantic"):
-        assert item[f"context_{key}"].shape == (2, 56, 70) and item[f"target_{key}"].shape == (1, 56, 70)
-    assert item["context_segments"].dtype == torch.int64
-    torch.testing.assert_close(item["context_viewmats"] @ item["context_cam_to_world"], torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
+        assert getattr(item.context, key).shape == (2, 56, 70) and getattr(item.target, key).shape == (1, 56, 70)
+    assert item.context.segments.dtype == torch.int64
+    torch.testing.assert_close(item.context.viewmats @ item.context.cam_to_world, torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
     # K follows the resize: the same 3D point lands on the scaled pixel position.
-    scene = scenes[item["scene_index"]]
-    rec = scene.views[int(item["context_ids"][0])]
-    K = item["context_K"][0].double().numpy()
+    scene = scenes[item.scene_index]
+    rec = scene.views[int(item.context.ids[0])]
+    K = item.context.Ks[0].double().numpy()
     np.testing.assert_allclose(K[0], rec.K[0] * 70 / rec.width, rtol=1e-6)
     np.testing.assert_allclose(K[1], rec.K[1] * 56 / rec.height, rtol=1e-6)
     import pickle
 
     again = pickle.loads(pickle.dumps(ds))  # DataLoader workers may need to pickle it
-    assert torch.equal(again[0]["target_images"], item["target_images"])
+    assert torch.equal(again[0].target.images, item.target.images)
     loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_views)
     batch = next(iter(loader))
-    assert batch["context_images"].shape == (3, 2, 3, 56, 70) and len(batch["scene"]) == 3
-    assert batch["target_ids"].shape == (3, 1)
+    assert batch.context.images.shape == (3, 2, 3, 56, 70) and len(batch.scene) == 3
+    assert batch.target.ids.shape == (3, 1)
 
 
 def test_masks_modes(scenes):

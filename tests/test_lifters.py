@@ -166,7 +166,7 @@ def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
 
 def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path, monkeypatch):
     from splatdistill.distill.config import TrainConfig
-    from splatdistill.distill.targets import SplatSettings
+    from splatdistill.splat import SplatSettings
     from splatdistill.distill.trainer import make_lifter
     from splatdistill.lifters.ply_lifter import PlyLifter
     from splatdistill.lifters.predictor import PredictorLifter
@@ -174,13 +174,13 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
 
     out, _ = trained
     s = SplatSettings()
-    assert callable(make_lifter(TrainConfig(lifter="depth"), s))
-    assert isinstance(make_lifter(TrainConfig(lifter=f"predictor:{out}"), s), PredictorLifter)
+    assert callable(make_lifter(TrainConfig.from_dict(dict(lifter="depth")), s))
+    assert isinstance(make_lifter(TrainConfig.from_dict(dict(lifter=f"predictor:{out}")), s), PredictorLifter)
     from splatdistill.geometry.gaussians import Gaussians
 
     g = Gaussians(torch.rand(10, 3), torch.eye(3).expand(10, 3, 3) * 0.01, torch.full((10,), 0.5), torch.rand(10, 3))
     save_ply(tmp_path / "one.ply", g)
-    lif = make_lifter(TrainConfig(lifter=f"ply:{tmp_path / 'one.ply'}", data=str(rooms)), s)
+    lif = make_lifter(TrainConfig.from_dict(dict(lifter=f"ply:{tmp_path / 'one.ply'}", data=str(rooms))), s)
     assert isinstance(lif, PlyLifter) and lif.single
     # bring your own: python:MODULE:FACTORY[:ARG]; a DepthPredictor gets wrapped into a lifter
     (tmp_path / "my_lifters.py").write_text(textwrap.dedent("""
@@ -193,7 +193,7 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
             return Const(float(arg))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    mine = make_lifter(TrainConfig(lifter="python:my_lifters:make:3.5"), s)
+    mine = make_lifter(TrainConfig.from_dict(dict(lifter="python:my_lifters:make:3.5")), s)
     cams = Cameras(torch.tensor([[20.0, 0, 8], [0, 20, 8], [0, 0, 1]]).expand(2, 3, 3), torch.eye(4).expand(2, 4, 4),
                    16, 16)
     gs = mine(torch.rand(2, 5, 16, 16), None, torch.rand(2, 3, 16, 16), cams)
@@ -203,7 +203,7 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
                       ("python:no_such_module_x:f", "cannot import"), ("python:my_lifters:nothing", "not a callable"),
                       ("depth:3", "takes no argument"), ("", "empty lifter")]:
         with pytest.raises(UserError, match=msg):
-            make_lifter(TrainConfig(lifter=spec), s)
+            make_lifter(TrainConfig.from_dict(dict(lifter=spec)), s)
 
 
 # ---- the learned predictor and the PLY lifter in the SnD target pipeline ----------------------------
@@ -217,7 +217,7 @@ def _scene_views(rooms, size=64):
 
 
 def test_predictor_lifter_gives_covering_targets(trained, rooms):
-    from splatdistill.distill.targets import SplatSettings, splat_targets
+    from splatdistill.splat import SplatSettings, splat_targets
     from splatdistill.lifters import build_lifter
 
     out, _ = trained
@@ -244,7 +244,7 @@ def test_predictor_lifter_gives_covering_targets(trained, rooms):
 def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
     """Gaussians lifted from depth, written as 3DGS PLY and read back by the PLY lifter (features
     re-attached from the context views) render the same target features as the depth lifter."""
-    from splatdistill.distill.targets import SplatSettings, depth_lifter
+    from splatdistill.splat.lifter import SplatSettings, depth_lifter
     from splatdistill.lifters import lift_scene
     from splatdistill.lifters.ply_lifter import PlyLifter
     from splatdistill.render import render_features

@@ -124,7 +124,7 @@ def test_projection_matches_gsplat_torch_impl():
         vms, Ks = np.stack([vm, shift @ vm]), np.stack([K, K * [[1.1], [0.9], [1]]])
         for dtype in (torch.float64, torch.float32):  # float32 inputs are promoted exactly
             args = [_t(x, dtype) for x in (m, c, o, vms, Ks)]
-            p = tb._project_compiled(None, args[0][None], args[1][None], args[2][None],
+            p = tb.project_compiled(None, args[0][None], args[1][None], args[2][None],
                                      args[3][None], args[4][None], W, H, 0.01, 1e10, 0.3)
             a64 = [a.double() for a in args]  # the same (rounded) inputs, in float64
             radii, m2, depths, conics, _ = ffp(a64[0], a64[1], a64[3], a64[4], W, H)
@@ -390,17 +390,15 @@ def test_torch_index_path_matches_compiled_path(monkeypatch):
     m, c, o, f, vm, K = random_scene(9, 1500, 6)
     args = [_t(x) for x in (m, c, o, f, vm, K)]
     a = render_features(*args, W, H, backend="torch")
-    monkeypatch.setattr(tb, "_NUMPY_ON_CPU", False)
-    b = render_features(*args, W, H, backend="torch")
+    b = [x[0] for x in tb.render_torch(*args[:4], args[4][None], args[5][None], W, H, compiled=False)]
     torch.testing.assert_close(b[0], a[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(b[1], a[1], atol=1e-7, rtol=0)
     # and with more pixels than a 16-bit pixel key holds (torch.sort on long keys), same pairs
     big_K = _t(K) * torch.tensor([[10.0], [10.0], [1.0]])
     stats_torch: dict = {}
-    c1 = tb.render_torch(*args[:4], args[4][None], big_K[None], 320, 240, stats=stats_torch)
-    monkeypatch.setattr(tb, "_NUMPY_ON_CPU", True)
+    c1 = tb.render_torch(*args[:4], args[4][None], big_K[None], 320, 240, stats=stats_torch, compiled=False)
     stats_compiled: dict = {}
-    c2 = tb.render_torch(*args[:4], args[4][None], big_K[None], 320, 240, stats=stats_compiled)
+    c2 = tb.render_torch(*args[:4], args[4][None], big_K[None], 320, 240, stats=stats_compiled, compiled=True)
     assert c2[1].max() > 0.5
     torch.testing.assert_close(c1[0], c2[0], atol=1e-6, rtol=0)
     assert stats_torch == stats_compiled and stats_compiled["composited"] > 10_000
@@ -408,14 +406,15 @@ def test_torch_index_path_matches_compiled_path(monkeypatch):
 
 def test_chunked_block_evaluation_is_identical(monkeypatch):
     """Large Gaussians are evaluated in bounded chunks; chunking must not change the result."""
+    import splatdistill.render.composite as composite
     import splatdistill.render.torch_backend as tb
 
     m, c, o, f, vm, K = random_scene(10, 1000, 4)
     args = [_t(x) for x in (m, c, o, f, vm, K)]
-    monkeypatch.setattr(tb, "_NUMPY_ON_CPU", False)  # the chunking is the torch-op path's
-    a = render_features(*args, W, H, backend="torch")
-    monkeypatch.setattr(tb, "_SLOT_BUDGET", 64)
-    b = render_features(*args, W, H, backend="torch")
+    cams = (args[4][None], args[5][None])
+    a = tb.render_torch(*args[:4], *cams, W, H, compiled=False)  # the chunking is the torch-op path's
+    monkeypatch.setattr(composite, "_SLOT_BUDGET", 64)
+    b = tb.render_torch(*args[:4], *cams, W, H, compiled=False)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -426,13 +425,15 @@ def test_row_bands_match_single_band(monkeypatch, threads, band_pixels):
 
     m, c, o, f, vm, K = random_scene(13, 2000, 5)
     args = [_t(x) for x in (m, c, o, f, vm, K)]
-    monkeypatch.setattr(tb, "_BAND_PIXELS", 1 << 30)
-    monkeypatch.setattr(tb, "_PROJECT_SLICE", 1 << 30)
+    import splatdistill.render.workers as workers
+
+    monkeypatch.setattr(workers, "BAND_PIXELS", 1 << 30)
+    monkeypatch.setattr(workers, "PROJECT_SLICE", 1 << 30)
     one = render_features(*args, W, H, backend="torch")
-    monkeypatch.setattr(tb, "_BAND_PIXELS", band_pixels)
-    monkeypatch.setattr(tb, "_PROJECT_SLICE", 300)  # projection in slices too
+    monkeypatch.setattr(workers, "BAND_PIXELS", band_pixels)
+    monkeypatch.setattr(workers, "PROJECT_SLICE", 300)  # projection in slices too
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    assert tb._num_bands(tb._ops(torch.device("cpu")), W, H) == min(H, -(-W * H // band_pixels))
+    assert workers.num_bands(True, W, H) == min(H, -(-W * H // band_pixels))
     stats: dict = {}
     img, alpha = tb.render_torch(*args[:4], args[4][None], args[5][None], W, H, stats=stats)
     torch.testing.assert_close(img[0], one[0], atol=1e-6, rtol=0)
@@ -444,7 +445,7 @@ def test_row_bands_match_single_band(monkeypatch, threads, band_pixels):
     R = torch.randn(H, W, 5, generator=torch.Generator().manual_seed(0))
     grads = []
     for bands in (True, False):
-        monkeypatch.setattr(tb, "_BAND_PIXELS", band_pixels if bands else 1 << 30)
+        monkeypatch.setattr(workers, "BAND_PIXELS", band_pixels if bands else 1 << 30)
         feats = args[3].clone().requires_grad_(True)
         img_g, _ = render_features(*args[:3], feats, args[4], args[5], W, H, backend="torch")
         torch.testing.assert_close(img_g.detach(), one[0], atol=1e-6, rtol=0)

@@ -74,7 +74,8 @@ def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1.0e-4\nsteps: 50\nloss: cosine\n")
     cfg = TrainConfig.load(path, ["steps=70", "blend_alpha=1", "deterministic=true"])
-    assert (cfg.lr, cfg.steps, cfg.loss, cfg.blend_alpha, cfg.deterministic) == (1e-4, 70, "cosine", 1.0, True)
+    assert (cfg.optim.lr, cfg.optim.steps, cfg.method.loss, cfg.method.splat.blend_alpha, cfg.run.deterministic) == (
+        1e-4, 70, "cosine", 1.0, True)
     cfg.save(tmp_path / "saved.yaml")
     assert TrainConfig.load(tmp_path / "saved.yaml") == cfg
     for bad, msg in [(["nope=1"], "unknown option"), (["steps=x"], "expects int"), (["loss=foo"], "loss must be"),
@@ -91,7 +92,7 @@ def test_config_yaml_and_overrides(tmp_path):
 def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     """Splatting context features into the context's own camera gives back its tokens."""
     from splatdistill.data import load_dataset
-    from splatdistill.distill.targets import SplatSettings, depth_lifter, splat_targets
+    from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
     from splatdistill.geometry.cameras import Cameras
 
     view = load_dataset(rooms)[0].load_view(0)
@@ -105,7 +106,7 @@ def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     out = splat_targets(tokens, segments, cams, segments, cams, (5, 5), settings, depth_lifter(settings),
                         context_depth=torch.from_numpy(view.depth)[None])
     assert out.coverage.mean() > 0.95
-    from splatdistill.distill.upsample import mask_aware_upsample
+    from splatdistill.splat.upsample import mask_aware_upsample
 
     expected = torch.nn.functional.interpolate(mask_aware_upsample(tokens, segments, (R, R)), size=(5, 5),
                                                mode="bilinear", antialias=True)
@@ -180,7 +181,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
     def poisoned(step):
         batch = real(step)
         if step == 2:
-            batch["target_images"] = torch.full_like(batch["target_images"], float("nan"))
+            batch.target.images = torch.full_like(batch.target.images, float("nan"))
         return batch
 
     trainer.batch_for_step = poisoned
@@ -204,7 +205,7 @@ def _two_target_batch(rooms, size: int = 112):
 
 def _world_tokens(batch, h: int, w: int) -> torch.Tensor:
     """Tokens that are a function of the world point seen at each token centre: (x, y, z, 3)."""
-    depth, K, c2w = batch["target_depths"], batch["target_K"], batch["target_cam_to_world"]
+    depth, K, c2w = batch.target.depths, batch.target.Ks, batch.target.cam_to_world
     B, T, H, W = depth.shape
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     u, v = (xs + 0.5) * W / w, (ys + 0.5) * H / h
@@ -219,19 +220,18 @@ def test_cross_view_consistency_is_zero_for_identical_views_and_low_for_a_3d_con
     from splatdistill.distill.trainer import cross_view_consistency
 
     batch = _two_target_batch(rooms)
-    H = batch["target_depths"].shape[-1]
+    H = batch.target.depths.shape[-1]
     g = torch.Generator().manual_seed(0)
     # target 1 := target 0 (same camera, same depth): the warp is the identity at token centres
-    same = {k: (torch.cat([v[:, :1], v[:, :1]], 1) if k.startswith("target_") and isinstance(v, torch.Tensor)
-                else v) for k, v in batch.items()}
+    same = batch.target.map(lambda v: torch.cat([v[:, :1], v[:, :1]], 1))
     tokens = torch.randn(2, 1, 16, 8, 8, generator=g).expand(2, 2, 16, 8, 8).contiguous()
     assert float(cross_view_consistency(tokens, same, H)) < 1e-5
     assert float(cross_view_consistency(torch.randn(2, 2, 16, 8, 8, generator=g), same, H)) > 0.5
     # two different views of the rooms: features that are a function of the 3D point agree
     consistent = _world_tokens(batch, 8, 8)
-    low = float(cross_view_consistency(consistent, batch, H))
+    low = float(cross_view_consistency(consistent, batch.target, H))
     shuffled = consistent[:, :, :, torch.randperm(8, generator=g)][..., torch.randperm(8, generator=g)]
-    high = float(cross_view_consistency(torch.stack([consistent[:, 0], shuffled[:, 1]], 1), batch, H))
+    high = float(cross_view_consistency(torch.stack([consistent[:, 0], shuffled[:, 1]], 1), batch.target, H))
     assert low < 0.02 and high > 3 * low
 
 
@@ -244,7 +244,7 @@ def test_training_with_two_targets_and_the_consistency_term(rooms, tmp_path):
                                   "consistency_weight=0.5", "val_samples=0", *TINY_RUN])
     trainer = Trainer(cfg)
     batch = trainer.batch_for_step(0)
-    assert batch["target_images"].shape[1] == 2
+    assert batch.target.images.shape[1] == 2
     metrics = trainer.train_step(batch)
     assert np.isfinite(metrics["loss"]) and 0.0 < metrics["consistency"] < 2.0
     # the term is in the loss: the same step without it gives a smaller loss

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from splatdistill.bench.upsample import blend_loop, upsample_loop, voronoi_segments
-from splatdistill.distill.blend import segment_index, semantic_blend
-from splatdistill.distill.upsample import mask_aware_upsample, token_labels
+from splatdistill.splat.blend import segment_index, semantic_blend
+from splatdistill.splat.upsample import mask_aware_upsample, token_labels
 
 
 def _loop_reference(tokens, segments, out_size):

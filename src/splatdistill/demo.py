@@ -15,7 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splatdistill.config import flat_config
+from splatdistill.data import ensure_rooms
+from splatdistill.distill.config import TrainConfig
+from splatdistill.distill.trainer import Trainer
 from splatdistill.errors import UserError
+from splatdistill.eval.runner import EvalConfig, evaluate
 
 #: Stands for the evaluated dataset's name in a GOALS path (correspondence results are keyed by dataset).
 DATA = "<data>"
@@ -84,8 +89,6 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     """
     import statistics
 
-    from splatdistill.distill.config import TrainConfig
-    from splatdistill.distill.trainer import Trainer
 
     probe = TrainConfig.from_dict({**values, "steps": 1000, "val_samples": 0, "progress": False}, source="demo")
     trainer = Trainer(probe)
@@ -100,8 +103,6 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
 
 def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minutes: float) -> dict:
     """Train (or reuse/resume) one variant; returns its history summary."""
-    from splatdistill.distill.config import TrainConfig
-    from splatdistill.distill.trainer import Trainer
 
     run_dir = Path(cfg.out) / "runs" / name
     done = run_dir / "student.safetensors"
@@ -114,7 +115,7 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
     saved = run_dir / "config.yaml"
     if "steps" not in values:
         if resume and saved.is_file():  # an interrupted run keeps the schedule it started with
-            values["steps"] = TrainConfig.load(saved).steps
+            values["steps"] = TrainConfig.load(saved).optim.steps
         else:
             values["steps"], per_step = steps_for_budget(values, minutes)
             print(f"demo: {name}: {per_step:.2f} s per step measured -> {values['steps']} steps in "
@@ -125,7 +126,7 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
     hist = result["history"]
     summary = {
         "name": name, "blend_alpha": alpha, "steps": result["steps"], "minutes": result["seconds"] / 60,
-        "student": result["student"], "config": tcfg.to_dict(), "held_out": result.get("held_out", []),
+        "student": result["student"], "config": flat_config(tcfg), "held_out": result.get("held_out", []),
         "curve": {k: [h[k] for h in hist] for k in ("step", "loss", "agreement", "coverage", "lr", "step_time")},
     }
     summary_path.write_text(json.dumps(summary))
@@ -253,8 +254,6 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from splatdistill.data import ensure_rooms
-    from splatdistill.eval.runner import EvalConfig, evaluate
 
     t0 = time.perf_counter()
     out = Path(cfg.out)

@@ -21,6 +21,18 @@ from pathlib import Path
 import torch
 
 from splatdistill.backbones.base import Backbone, snap_size
+from splatdistill.backbones.checkpoints import (
+    infer_vit_arch,
+    read_metadata,
+    read_state_dict,
+    to_timm_vit_state_dict,
+)
+from splatdistill.backbones.dinov2_onnx import (
+    ARCH,
+    converted_weights_path,
+    ensure_converted,
+)
+from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
 from splatdistill.backbones.vit import PosInterp, ViTBackbone, create_vit
 from splatdistill.errors import UserError
 
@@ -46,8 +58,6 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
     Position embeddings are interpolated the way the file's metadata says (our exports record it),
     else the official DINOv2 way.
     """
-    from splatdistill.backbones.checkpoints import (infer_vit_arch, read_metadata, read_state_dict,
-                                                    to_timm_vit_state_dict)
 
     path = Path(path)
     raw = read_state_dict(path)
@@ -90,7 +100,6 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
 def _load_default_dinov2() -> ViTBackbone:
     from safetensors.torch import load_file
 
-    from splatdistill.backbones.dinov2_onnx import ARCH, ensure_converted
 
     path = ensure_converted()
     model = create_vit(ARCH)
@@ -181,7 +190,6 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
     elif spec.startswith("random:"):
         bb = _load_random(spec[7:] or "vit_small_patch14_dinov2")
     elif spec in ("mobilenetv2", "mobilenet_v2"):
-        from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
 
         bb = MobileNetV2Backbone(find_mobilenet_weights())
     else:
@@ -205,7 +213,6 @@ def offline_backbones() -> dict[str, str]:
     """Backbones loadable right now without network, with where their weights come from."""
     import importlib.metadata as md
 
-    from splatdistill.backbones.dinov2_onnx import converted_weights_path
 
     out: dict[str, str] = {}
     try:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from splatdistill.atomic import atomic_write
 from splatdistill.errors import UserError
 from splatdistill.paths import weights_cache_dir
 
@@ -170,15 +169,8 @@ def convert_onnx(onnx_path: Path) -> dict[str, torch.Tensor]:
 def _atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in sorted(state.items())}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in sorted(state.items())}, tmp,
+                                             metadata=metadata))
 
 
 def converted_weights_path(cache: Path | None = None) -> Path:

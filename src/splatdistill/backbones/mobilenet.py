@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from splatdistill.backbones.base import Backbone
+from splatdistill.backbones.checkpoints import read_state_dict
 from splatdistill.errors import UserError
 
 STRIDE16_BLOCKS = 14  # features[:14] ends at stride 16 with 96 channels
@@ -37,7 +38,6 @@ class MobileNetV2Backbone(Backbone):
         super().__init__()
         from torchvision.models import mobilenet_v2
 
-        from splatdistill.backbones.checkpoints import read_state_dict
 
         net = mobilenet_v2(weights=None)
         if weights is not None:

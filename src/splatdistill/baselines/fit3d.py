@@ -33,17 +33,33 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from splatdistill.atomic import atomic_torch_save
+from splatdistill.backbones import load_backbone
 from splatdistill.data.scene import Scene
+from splatdistill.data.views import Sample, Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
+from splatdistill.splat.targets import teacher_pixel_features, tokens_from_render
 
 FIELD_VERSION = 1
+
+
+@dataclass
+class Fit3DSettings:
+    """The baseline's options in a training run (``method.fit3d`` of :class:`~splatdistill.distill.config.TrainConfig`)."""
+
+    feature_dim: int = 32  # per-Gaussian feature size of the field
+    iterations: int = 200  # Adam steps per scene
+    views: int = 16  # views of a scene the field is fitted to
+    lift_views: int = 8  # views whose depth places the field's Gaussians
+    stride: int = 2  # lift every stride-th pixel
+    cache: str = ""  # folder of fitted fields; "" = <out>/fit3d
 
 
 @dataclass
@@ -114,10 +130,8 @@ class FeatureField(nn.Module):
             return Gaussians(self.means, self.covariances, self.opacities, self.decoder(self.features))
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"version": FIELD_VERSION, "state": self.state_dict(), "meta": meta,
-                    "dims": (self.features.shape[1], self.decoder.out_features)}, tmp)
-        tmp.replace(path)
+        atomic_torch_save({"version": FIELD_VERSION, "state": self.state_dict(), "meta": meta,
+                           "dims": (self.features.shape[1], self.decoder.out_features)}, path)
 
     @classmethod
     def load(cls, path: Path) -> tuple["FeatureField", dict[str, Any]]:
@@ -156,28 +170,17 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 @torch.no_grad()
 def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> SceneTargets:
     """Teacher features of ``max_views`` evenly spaced views at ``render_size`` (as the SnD teacher sees them)."""
-    from splatdistill.data.masks import segments_for_view
-    from splatdistill.data.sampler import resize_view
-    from splatdistill.distill.upsample import mask_aware_upsample
-
     R, S = cfg.render_size, cfg.image_size
     ids = evenly_spaced(len(scene), cfg.max_views)
     views = [scene.load_view(i) for i in ids]
     if any(v.depth is None for v in views):
         raise UserError(f"scene {scene.name}: fit3d lifts Gaussians from depth, and some views have none", scene.root)
-    small = [resize_view(v, (R, R)) for v in views]
+    small = Views.from_view_data(views, ids, cfg.mask, size=R, scene=scene.name)
     t0 = time.perf_counter()
-    imgs = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in views])
-    imgs = F.interpolate(imgs, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
-    dev = next(teacher.parameters()).device
-    tokens = torch.cat([teacher.patch_features(imgs[i:i + batch].to(dev)).float().cpu()
-                        for i in range(0, len(ids), batch)])
-    segs = torch.from_numpy(np.stack([segments_for_view(v, cfg.mask) for v in small])).long()
-    feats = mask_aware_upsample(tokens, segs, (R, R)).contiguous()
+    full = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in views])
+    feats = teacher_pixel_features(teacher, full, small.segments, S, batch=batch)
     seconds = time.perf_counter() - t0
-    cams = Cameras.from_cam_to_world(torch.from_numpy(np.stack([v.K for v in small])).float(),
-                                     torch.from_numpy(np.stack([v.cam_to_world for v in small])).float(), R, R)
-    depths = torch.from_numpy(np.stack([v.depth for v in small])).float()
+    cams, depths = small.cameras, small.depths
     return SceneTargets(feats, cams, depths, ids, seconds)
 
 
@@ -211,8 +214,6 @@ def field_error(field: FeatureField, targets: SceneTargets, backend: str = "auto
 def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d"
               ) -> tuple[FeatureField, dict[str, Any]]:
     """Optimise a field on one scene's teacher targets; returns it and timing/loss statistics."""
-    from tqdm.auto import tqdm
-
     cfg.validate()
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.seed)
@@ -280,15 +281,17 @@ class Fit3DTargets:
 
     def __init__(self, cfg, scenes: Sequence[Scene], device: torch.device | str = "cpu", progress: bool = True,
                  is_main: bool = True):
-        self.fcfg = Fit3DConfig(feature_dim=cfg.fit3d_feature_dim, iterations=cfg.fit3d_iterations,
-                                max_views=cfg.fit3d_views, lift_views=cfg.fit3d_lift_views, stride=cfg.fit3d_stride,
-                                opacity=cfg.gaussian_opacity, render_size=cfg.render_size, image_size=cfg.image_size,
-                                mask=cfg.mask, renderer=cfg.renderer, seed=cfg.seed).validate()
+        f, splat = cfg.method.fit3d, cfg.method.splat
+        # the pipeline's values come from the run's own groups, so field and trainer cannot disagree
+        self.fcfg = Fit3DConfig(feature_dim=f.feature_dim, iterations=f.iterations, max_views=f.views,
+                                lift_views=f.lift_views, stride=f.stride, opacity=splat.gaussian_opacity,
+                                render_size=cfg.data.render_size, image_size=cfg.data.image_size, mask=cfg.data.mask,
+                                renderer=splat.renderer, seed=cfg.run.seed).validate()
         self.scenes = list(scenes)
-        self.backbone_spec = cfg.backbone
-        self.min_coverage = cfg.min_coverage
+        self.backbone_spec = cfg.model.backbone
+        self.min_coverage = splat.min_coverage
         self.device = torch.device(device)
-        self.cache_dir = Path(cfg.fit3d_cache) if cfg.fit3d_cache else Path(cfg.out) / "fit3d"
+        self.cache_dir = Path(f.cache) if f.cache else Path(cfg.run.out) / "fit3d"
         self.fields: dict[str, FeatureField] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self._teacher = None
@@ -296,8 +299,6 @@ class Fit3DTargets:
 
     def _teacher_model(self):
         if self._teacher is None:
-            from splatdistill.backbones import load_backbone
-
             self._teacher = load_backbone(self.backbone_spec, device=self.device).eval()
         return self._teacher
 
@@ -316,34 +317,22 @@ class Fit3DTargets:
         return self.fields[scene.name]
 
     def prefit(self, progress: bool = True) -> None:
-        from tqdm.auto import tqdm
-
         for scene in tqdm(self.scenes, desc="fit3d: per-scene feature fields", unit="scene", disable=not progress):
             self.field(scene, progress)
         self._teacher = None  # free the frozen teacher copy
 
     @torch.no_grad()
-    def targets(self, batch: dict[str, Any], grid: tuple[int, int], render_size: int
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def targets(self, batch: Sample, grid: tuple[int, int], render_size: int) -> tuple[Tensor, Tensor, Tensor]:
         """(tokens (B*T, C, h, w), supervised mask (B*T, h*w), coverage (B, T, h, w)) for a trainer batch."""
-        K, c2w = batch["target_K"], batch["target_cam_to_world"]  # (B, T, 3, 3), (B, T, 4, 4)
-        B, T = K.shape[:2]
-        H = batch["target_images"].shape[-1]
-        R = render_size
-        scale = torch.tensor([R / H, R / H, 1.0], dtype=K.dtype, device=K.device)
+        target = batch.target.at(render_size)  # (B, T) views at render resolution
         tokens, valid, coverage = [], [], []
-        for i in range(B):
-            field = self.field(self.scenes[int(batch["scene_index"][i])])
-            cams = Cameras.from_cam_to_world(K[i] * scale[:, None], c2w[i], R, R).to(self.device)
-            dec, alpha = field.render(cams, self.fcfg.renderer)  # (T, R, R, C), (T, R, R)
+        for i in range(len(target)):
+            field = self.field(self.scenes[int(batch.scene_index[i])])
+            dec, alpha = field.render(target[i].cameras.to(self.device), self.fcfg.renderer)  # (T, R, R, C), (T, R, R)
             covered = (alpha > 1e-3)
             feats = torch.where(covered[..., None], dec, torch.zeros_like(dec)).permute(0, 3, 1, 2)
-            tok = F.interpolate(feats, size=grid, mode="bilinear", align_corners=False, antialias=True)
-            frac = F.interpolate(covered[:, None].float(), size=grid, mode="bilinear", align_corners=False,
-                                 antialias=True)[:, 0]
-            tok = tok / frac.clamp_min(1e-6)[:, None]
-            cov = F.interpolate(alpha[:, None], size=grid, mode="bilinear", align_corners=False, antialias=True)[:, 0]
+            tok, cov, ok = tokens_from_render(feats, alpha, covered, grid, self.min_coverage)
             tokens.append(tok)
             coverage.append(cov)
-            valid.append(cov >= self.min_coverage)
+            valid.append(ok)
         return (torch.cat(tokens), torch.cat(valid).flatten(1), torch.stack(coverage))

@@ -8,6 +8,9 @@ import time
 
 import torch
 
+from splatdistill.backbones import load_backbone
+from splatdistill.distill.student import add_lora, trainable_parameter_count
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="dinov2_vits14")
@@ -18,8 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splatdistill.backbones import load_backbone
-    from splatdistill.distill.student import add_lora, trainable_parameter_count
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from splatdistill.errors import UserError
 from splatdistill.geometry import Cameras, Gaussians, intrinsics, lift_depth, look_at
+from splatdistill.render import render_features
+from splatdistill.render.torch_backend import render_torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,8 +139,6 @@ def _sync(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splatdistill.render import render_features
-    from splatdistill.render.torch_backend import render_torch
 
     if args.size < 16 or args.channels < 1 or args.repeats < 1 or args.threads < 1:
         raise UserError("--size >= 16, --channels >= 1, --repeats >= 1 and --threads >= 1")

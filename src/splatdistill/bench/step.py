@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+
+import torch
+
+from splatdistill.distill.config import TrainConfig
+from splatdistill.distill.trainer import StepTimes, Trainer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,13 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import tempfile
-
-    import torch
-
-    from splatdistill.distill.config import TrainConfig
-    from splatdistill.distill.trainer import StepTimes, Trainer
-
     out = tempfile.mkdtemp(prefix="bench_step_")
     cfg = TrainConfig.load(None, [f"data={args.data}", f"out={out}", f"steps={args.steps + 2}", "progress=false",
                                   *args.overrides])
@@ -44,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     teacher = trainer.teacher.module.backbone
     alone = []
     for batch in batches[2:]:
-        ctx = batch["context_images"].flatten(0, 1)
-        tgt = batch["target_images"].flatten(0, 1)
+        ctx = batch.context.images.flatten(0, 1)
+        tgt = batch.target.images.flatten(0, 1)
         t = time.perf_counter()
         with torch.no_grad():
             teacher.patch_features(ctx)
@@ -56,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     med = statistics.median(totals)
     med_alone = statistics.median(alone)
-    print(f"bench step: {cfg.backbone}, {cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, "
-          f"2 context + {cfg.num_targets} target, render {cfg.render_size}x{cfg.render_size}, loss {cfg.loss} "
-          f"({cfg.prototypes} prototypes), {torch.get_num_threads()} threads, {args.steps} steps")
+    d, m = cfg.data, cfg.method
+    print(f"bench step: {cfg.model.backbone}, {d.image_size}x{d.image_size}, batch {cfg.optim.batch_size}, "
+          f"2 context + {d.num_targets} target, render {d.render_size}x{d.render_size}, loss {m.loss} "
+          f"({m.prototypes} prototypes), {torch.get_num_threads()} threads, {args.steps} steps")
     print(f"  whole step: median {med:.3f} s")
     names = {"teacher_forward": "teacher forward", "splat": "upsample+lift+render+blend",
              "student_forward": "student forward", "student_backward": "student backward + Adam",

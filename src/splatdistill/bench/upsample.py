@@ -20,6 +20,8 @@ from torch import Tensor
 
 from splatdistill.bench.render import PeakRSS, measure_ceilings
 from splatdistill.errors import UserError
+from splatdistill.splat.blend import semantic_blend
+from splatdistill.splat.upsample import mask_aware_upsample
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +83,6 @@ def _time(fn, repeats: int) -> tuple[float, Tensor]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from splatdistill.distill.blend import semantic_blend
-    from splatdistill.distill.upsample import mask_aware_upsample
 
     if min(args.size, args.grid, args.channels, args.segments, args.repeats, args.threads) < 1:
         raise UserError("all sizes and counts must be positive")

@@ -99,7 +99,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_build_rooms(args: argparse.Namespace) -> int:
-    from splatdistill.data.rooms.build import RoomsParams, build_rooms, default_rooms_dir, is_complete, read_manifest
+    from splatdistill.data.rooms.build import (
+        RoomsParams,
+        build_rooms,
+        default_rooms_dir,
+        is_complete,
+        read_manifest,
+    )
 
     params = RoomsParams(scenes=args.scenes, views=args.views, size=args.size, seed=args.seed)
     params.validate()

@@ -24,7 +24,12 @@ def run(args: argparse.Namespace) -> int:
 
     from splatdistill import __version__
     from splatdistill.backbones import offline_backbones
-    from splatdistill.paths import CACHE_ENV, cache_dir, data_cache_dir, weights_cache_dir
+    from splatdistill.paths import (
+        CACHE_ENV,
+        cache_dir,
+        data_cache_dir,
+        weights_cache_dir,
+    )
 
     print(f"splatdistill {__version__}  (python {platform.python_version()}, {platform.machine()})")
     for dist in ("torch", "torchvision", "timm", "peft", "safetensors", "gsplat", "numba", "onnx", "onnxruntime",

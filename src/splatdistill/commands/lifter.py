@@ -173,10 +173,10 @@ def _scenes(data: str, names: list[str] | None = None, split: str | None = None)
 def run_lift(args: argparse.Namespace) -> int:
     import torch
 
-    from splatdistill.distill.targets import SplatSettings
     from splatdistill.lifters import build_lifter, lift_scene, load_scene_views
     from splatdistill.lifters.predictor import PredictorLifter
     from splatdistill.render.ply import save_ply
+    from splatdistill.splat import SplatSettings
 
     scenes = _scenes(args.data, None if args.scene == "all" else [args.scene])
     lifter = build_lifter(args.lifter, SplatSettings(), data=args.data)
@@ -209,10 +209,15 @@ def run_bench(args: argparse.Namespace) -> int:
     import torch
 
     from splatdistill.backbones import load_backbone
-    from splatdistill.baselines.fit3d import Fit3DConfig, SceneTargets, field_error, fit_field
-    from splatdistill.distill.targets import SplatSettings, depth_lifter
+    from splatdistill.baselines.fit3d import (
+        Fit3DConfig,
+        SceneTargets,
+        field_error,
+        fit_field,
+    )
     from splatdistill.lifters import lift_scene, load_scene_views
     from splatdistill.lifters.predictor import PredictorLifter, load_predictor
+    from splatdistill.splat.lifter import SplatSettings, depth_lifter
 
     torch.set_num_threads(args.threads)
     scenes = _scenes(args.data, split=args.split)[: args.scenes]

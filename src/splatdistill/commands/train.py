@@ -9,43 +9,37 @@ from __future__ import annotations
 
 import argparse
 
+from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Splat-and-Distill student", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--config", help="YAML config file")
+    add_config_arguments(p, "training config")
     p.add_argument("--out", help="run folder (same as out=...)")
     p.add_argument("--data", help="dataset folder or 'rooms' (same as data=...)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import yaml
-
-    from splatdistill.distill.config import TrainConfig
+    from splatdistill.distill.config import RunConfig, TrainConfig
     from splatdistill.errors import UserError
 
-    overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"out={args.out}")
-    if args.data:
-        overrides.append(f"data={args.data}")
+    flags = {"out": args.out, "data": args.data}
     config_path = args.config
     if args.resume and config_path is None:
-        out = next((o.split("=", 1)[1] for o in overrides if o.startswith("out=")), None)
-        saved = Path(out or TrainConfig.out) / "config.yaml"
+        out = args.out or next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out=")), None)
+        saved = Path(out or RunConfig.out) / "config.yaml"
         if saved.is_file():
             config_path = str(saved)  # resume with the run's own settings unless overridden
-    cfg = TrainConfig.load(config_path, overrides)
+    cfg = config_from_args(TrainConfig, args, flags, config_path)
     if args.print_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        print(dump_yaml(cfg), end="")
         return 0
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     if not args.resume and (out / "checkpoint.pt").exists():
         raise UserError("the run folder already holds a checkpoint: pass --resume to continue it, "
                         "or choose another out=", out)
@@ -57,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
         hist = result["history"]
         if hist:
             first, last = hist[0], hist[-1]
-            print(f"steps {result['steps']}/{cfg.steps} in {result['seconds'] / 60:.1f} min; loss {first['loss']:.4f} -> "
+            print(f"steps {result['steps']}/{cfg.optim.steps} in {result['seconds'] / 60:.1f} min; loss {first['loss']:.4f} -> "
                   f"{last['loss']:.4f}; teacher-student agreement {first['agreement']:.3f} -> {last['agreement']:.3f}")
         ho = result.get("held_out") or []
         if len(ho) >= 2:
-            print(f"held-out ({cfg.val_split}, {ho[0]['samples']} samples): loss {ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}; "
+            print(f"held-out ({cfg.data.val_split}, {ho[0]['samples']} samples): loss {ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}; "
                   f"agreement {ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}")
         print(f"student (timm safetensors): {result['student']}")
         print(f"teacher (timm safetensors): {result['teacher']}")
         if result["stopped_early"]:
-            print(f"stopped early (time budget or SIGTERM); continue with: splatdistill train --resume --out {cfg.out}")
+            print(f"stopped early (time budget or SIGTERM); continue with: splatdistill train --resume --out {cfg.run.out}")
     return 0

@@ -15,11 +15,27 @@ from pathlib import Path
 
 from splatdistill.errors import UserError
 
+from . import colmap, scannetpp
+from .colmap import load_colmap
+from .native import load_native
+from .nerfstudio import load_nerfstudio
+from .rooms.build import ensure_rooms as _ensure
+from .scannetpp import load_scannetpp
 from .scene import Scene, ViewData, ViewRecord
 
 FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap")
+#: the name of the embedded dataset, accepted wherever a dataset path is
+ROOMS = "rooms"
 
-__all__ = ["FORMATS", "Scene", "ViewData", "ViewRecord", "detect_format", "load_dataset", "ensure_rooms"]
+__all__ = ["FORMATS", "ROOMS", "Scene", "ViewData", "ViewRecord", "detect_format", "ensure_rooms", "load_dataset",
+           "resolve_root"]
+
+
+def resolve_root(data: str | Path, progress: bool = False) -> Path:
+    """The folder behind a dataset argument: ``"rooms"`` is the embedded dataset (built on first use)."""
+    if str(data) == ROOMS:
+        return ensure_rooms(progress=progress)
+    return Path(data).expanduser()
 
 
 def detect_format(path: Path) -> str:
@@ -33,8 +49,6 @@ def detect_format(path: Path) -> str:
         if path.suffix == ".json":
             return "nerfstudio"
         raise UserError("expected a dataset folder (or a scene.json / transforms.json file)", path)
-    from . import colmap, scannetpp
-
     if (path / "scene.json").is_file() or (path / "dataset.json").is_file() or any(path.glob("*/scene.json")):
         return "splatdistill"
     if scannetpp.is_scannetpp(path):
@@ -51,34 +65,26 @@ def detect_format(path: Path) -> str:
 
 
 def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = False, format: str = "auto") -> list[Scene]:
-    """Load every scene at ``path`` (optionally one split).
+    """Load every scene at ``path`` (``"rooms"``: the embedded dataset, built on first use; optionally one split).
 
     A bad view (missing or broken file, non-orthonormal rotation, singular K, ...) raises a
     :class:`UserError` naming the file; with ``skip_bad=True`` it is left out with a
     :class:`~splatdistill.data.validate.DatasetWarning` instead. Pixels are read lazily by
     ``Scene.load_view`` (which also raises a UserError naming a file that fails to decode).
     """
-    path = Path(path).expanduser()
+    path = resolve_root(path)
     if format not in FORMATS:
         raise UserError(f"unknown dataset format '{format}' (choose from {', '.join(FORMATS)})")
     fmt = detect_format(path) if format == "auto" else format
     if split is not None and split not in ("train", "val", "test"):
         raise UserError(f"unknown split '{split}' (choose from train, val, test)")
     if fmt == "splatdistill":
-        from .native import load_native
-
         scenes = load_native(path.parent if path.is_file() else path, split=split, skip_bad=skip_bad)
     elif fmt == "scannetpp":
-        from .scannetpp import load_scannetpp
-
         scenes = load_scannetpp(path, split=split, skip_bad=skip_bad)
     elif fmt == "nerfstudio":
-        from .nerfstudio import load_nerfstudio
-
         scenes = [load_nerfstudio(path, skip_bad=skip_bad)]
     else:
-        from .colmap import load_colmap
-
         scenes = [load_colmap(path, skip_bad=skip_bad)]
     if split is not None:
         scenes = [s for s in scenes if s.split == split]
@@ -89,6 +95,5 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
 
 def ensure_rooms(root: str | Path | None = None, **params) -> Path:
     """Path of the built ``rooms`` dataset (built on first use); see :func:`splatdistill.data.rooms.ensure_rooms`."""
-    from .rooms.build import ensure_rooms as _ensure
 
     return _ensure(root, **params)

@@ -17,6 +17,8 @@ import numpy as np
 from splatdistill.errors import UserError
 
 from . import detect_format, load_dataset
+from .consistency import label_transfer_agreement, normal_agreement, reprojection_error
+from .native import find_scene_dirs, load_scene
 from .scene import Scene
 from .validate import DatasetWarning, Problem
 
@@ -60,7 +62,6 @@ def check_dataset(path: str | Path, split: str | None = None, decode: bool = Tru
     fmt = detect_format(path)
     report = CheckReport(path, fmt)
     if fmt == "splatdistill":
-        from .native import find_scene_dirs, load_scene
 
         root = path.parent if path.is_file() else path
         dirs = find_scene_dirs(root)
@@ -105,7 +106,6 @@ class GeometryReport:
 
 def geometry_report(scenes: list[Scene], pairs_per_scene: int = 3, max_gap: int = 3, seed: int = 0) -> GeometryReport | None:
     """Consistency of depth, normals and labels on random nearby view pairs of scenes that have them."""
-    from .consistency import label_transfer_agreement, normal_agreement, reprojection_error
 
     rng = np.random.default_rng(seed)
     rel, vis, ang, lab = [], [], [], []

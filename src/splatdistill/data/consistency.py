@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splatdistill.geometry.warp import depth_at_np, view_warp
+
 from .scene import ViewData
 
 
@@ -28,15 +30,6 @@ def pixel_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
 def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Camera-frame points (H, W, 3) of a z-depth map."""
     return pixel_rays(K, *depth.shape) * depth[..., None]
-
-
-def project(points_world: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pixel coords (..., 2) in continuous +0.5 convention, z (...)) of world points in a camera."""
-    w2c = np.linalg.inv(cam_to_world)
-    pc = points_world @ w2c[:3, :3].T + w2c[:3, 3]
-    z = pc[..., 2]
-    uv = (pc @ K.T)[..., :2] / np.where(np.abs(z) < 1e-12, 1e-12, z)[..., None]
-    return uv, z
 
 
 @dataclass
@@ -56,14 +49,8 @@ def reprojection_error(a: ViewData, b: ViewData, occlusion_tol: float = 0.05) ->
     The tolerance only separates occlusions; a wrong pose or depth shows as a large median.
     """
     assert a.depth is not None and b.depth is not None
-    valid_a = a.depth > 0
-    pts = backproject(a.depth, a.K) @ a.cam_to_world[:3, :3].T + a.cam_to_world[:3, 3]
-    uv, z = project(pts[valid_a], b.K, b.cam_to_world)
-    col = np.floor(uv[:, 0]).astype(np.int64)
-    row = np.floor(uv[:, 1]).astype(np.int64)
-    inside = (z > 1e-6) & (col >= 0) & (col < b.width) & (row >= 0) & (row < b.height)
-    zb = np.zeros_like(z)
-    zb[inside] = b.depth[row[inside], col[inside]]
+    valid_a, _, uv, z = view_warp(a, b)
+    inside, zb = depth_at_np(b.depth, uv, z)
     ok = inside & (zb > 0)
     rel = np.abs(z[ok] - zb[ok]) / zb[ok]
     # Occluded in B: B sees something clearly nearer.
@@ -134,15 +121,10 @@ def normal_agreement(view: ViewData) -> tuple[float, int]:
 def label_transfer_agreement(a: ViewData, b: ViewData, occlusion_tol: float = 0.01) -> tuple[float, int]:
     """Share of A's pixels (visible in B, depth-consistent within ``occlusion_tol``) whose instance id matches B's."""
     assert a.depth is not None and b.depth is not None and a.instance is not None and b.instance is not None
-    valid_a = a.depth > 0
-    pts = backproject(a.depth, a.K) @ a.cam_to_world[:3, :3].T + a.cam_to_world[:3, 3]
-    uv, z = project(pts[valid_a], b.K, b.cam_to_world)
-    col = np.floor(uv[:, 0]).astype(np.int64)
-    row = np.floor(uv[:, 1]).astype(np.int64)
-    inside = (z > 1e-6) & (col >= 0) & (col < b.width) & (row >= 0) & (row < b.height)
-    zb = np.zeros_like(z)
-    zb[inside] = b.depth[row[inside], col[inside]]
+    valid_a, _, uv, z = view_warp(a, b)
+    inside, zb = depth_at_np(b.depth, uv, z)
     ok = inside & (zb > 0) & (np.abs(z - zb) <= occlusion_tol * zb)
+    col, row = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     ia = a.instance[valid_a][ok]
     ib = b.instance[row[ok], col[ok]]
     return (float(np.mean(ia == ib)) if ia.size else float("nan")), int(ia.size)

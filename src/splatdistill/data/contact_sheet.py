@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import io
+from .native import load_native
 
 
 def _colorize_ids(ids: np.ndarray) -> np.ndarray:
@@ -46,9 +47,8 @@ def gt_row(view) -> list[np.ndarray]:
 
 def write_contact_sheet(root: Path, out: Path, max_scenes: int = 8, views_per_scene: int = 6, tile: int = 160) -> Path:
     """Grid of ``views_per_scene`` evenly spaced views for up to ``max_scenes`` scenes, then GT panels."""
-    from . import load_dataset
 
-    scenes = load_dataset(root)
+    scenes = load_native(root)
     rows: list[list[np.ndarray]] = []
     labels: list[str] = []
     for scene in scenes[:max_scenes]:

@@ -8,29 +8,16 @@ Writers are atomic (temporary file + rename) so an interrupted build never leave
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from splatdistill.atomic import atomic_write_bytes
 from splatdistill.errors import UserError
 
 DEPTH_SCALE = 4000.0  # 16-bit depth PNG units per metre (0.25 mm steps, up to 16.38 m)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -23,7 +23,13 @@ from splatdistill.errors import UserError
 
 from . import io
 from .scene import Scene, ViewData, ViewRecord
-from .validate import Problem, intrinsics_problem, matrix_problem, pose_problem, warn_skipped
+from .validate import (
+    Problem,
+    intrinsics_problem,
+    matrix_problem,
+    pose_problem,
+    warn_skipped,
+)
 
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")

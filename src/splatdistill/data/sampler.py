@@ -9,24 +9,24 @@ what the contexts see (``target="overlap"``, measured by depth reprojection when
 otherwise by the angle between viewing directions). Every choice comes from a seeded Generator:
 the same (seed, epoch, index) always gives the same sample.
 
-:class:`MultiViewDataset` turns samples into dicts of tensors (optionally resized, K scaled to
-match) and :func:`collate_views` batches them.
+:class:`MultiViewDataset` turns samples into typed :class:`~splatdistill.data.views.Sample` objects
+(optionally resized, K scaled to match) and :func:`collate_views` batches them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from splatdistill.errors import UserError
+from splatdistill.geometry.warp import view_warp
 
-from .masks import segments_for_view
-from .scene import Scene, ViewData
+from .scene import Scene
+from .views import Sample, Views, collate_samples
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
-class Sample:
+class SampleIndex:
+    """Which views make a sample: scene number, context pair, targets."""
+
     scene: int
     context: tuple[int, int]
     targets: tuple[int, ...]
@@ -106,20 +108,14 @@ class ViewSampler:
             zt, zc = rt.cam_to_world[:3, 2], rc.cam_to_world[:3, 2]
             val = float(max(0.0, (zt @ zc - math.cos(math.radians(45))) / (1 - math.cos(math.radians(45)))))
         else:
-            from .consistency import pixel_rays, project
-
             step = max(1, min(vt.depth.shape) // 32)
-            d = vt.depth[::step, ::step]
-            rays = pixel_rays(rt.K, rt.height, rt.width)[::step, ::step]
-            ok = d > 0
-            pts = (rays[ok] * d[ok][:, None]) @ rt.cam_to_world[:3, :3].T + rt.cam_to_world[:3, 3]
-            uv, z = project(pts, rc.K, rc.cam_to_world)
+            ok, _, uv, z = view_warp(vt, rc, step)
             inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < rc.width) & (uv[:, 1] >= 0) & (uv[:, 1] < rc.height)
             val = float(inside.sum() / max(ok.size, 1))
         self._overlap_cache[key] = val
         return val
 
-    def sample(self, rng: np.random.Generator) -> Sample:
+    def sample(self, rng: np.random.Generator) -> SampleIndex:
         cfg = self.config
         k = self.usable[int(rng.integers(len(self.usable)))]
         i, j = self.pairs[k][int(rng.integers(len(self.pairs[k])))]
@@ -135,41 +131,11 @@ class ViewSampler:
             if len(cands) < cfg.num_targets:
                 cands = list(range(lo + 1, hi)) or [t for t in range(n) if t not in (i, j)]
         targets = rng.choice(cands, size=cfg.num_targets, replace=False)
-        return Sample(k, (i, j), tuple(int(t) for t in sorted(targets)))
+        return SampleIndex(k, (i, j), tuple(int(t) for t in sorted(targets)))
 
-    def sample_at(self, index: int, epoch: int = 0) -> Sample:
+    def sample_at(self, index: int, epoch: int = 0) -> SampleIndex:
         """Deterministic sample number ``index`` of ``epoch``."""
         return self.sample(np.random.default_rng([self.seed, epoch, index]))
-
-
-def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
-    """Resize a view to (height, width): bilinear (antialiased) image, nearest maps, K scaled to match."""
-    if size is None or (view.height, view.width) == tuple(size):
-        return view
-    h, w = size
-    sx, sy = w / view.width, h / view.height
-    S = np.diag([sx, sy, 1.0])
-    from PIL import Image
-
-    # PIL's bilinear filter widens its support when shrinking (antialiased); per channel in float.
-    img = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(view.image[..., c])).resize((w, h), Image.BILINEAR))
-                    for c in range(view.image.shape[2])], -1)  # fmt: skip
-    ys = np.minimum(((np.arange(h) + 0.5) / sy).astype(int), view.height - 1)
-    xs = np.minimum(((np.arange(w) + 0.5) / sx).astype(int), view.width - 1)
-
-    def nearest(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else np.ascontiguousarray(a[ys][:, xs])
-
-    return ViewData(
-        image=np.clip(img, 0, 1).astype(np.float32),
-        K=S @ view.K,
-        cam_to_world=view.cam_to_world,
-        depth=nearest(view.depth),
-        normals=nearest(view.normals),
-        instance=nearest(view.instance),
-        semantic=nearest(view.semantic),
-        name=view.name,
-    )
 
 
 class MultiViewDataset(Dataset):
@@ -195,51 +161,20 @@ class MultiViewDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _views(self, scene: Scene, ids: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        views = [resize_view(scene.load_view(i), self.size) for i in ids]
-        h, w = views[0].height, views[0].width
-        for v in views:
-            if (v.height, v.width) != (h, w):
-                raise UserError(f"scene {scene.name}: views of different sizes in one sample; pass size=(H, W) to resize")
-        c2w = np.stack([v.cam_to_world for v in views])
-        # Built in numpy, handed to torch without copies (small torch ops are slow in loader workers).
-        return {
-            "images": torch.from_numpy(np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2), dtype=np.float32)),
-            "K": torch.from_numpy(np.stack([v.K for v in views]).astype(np.float32)),
-            "cam_to_world": torch.from_numpy(c2w.astype(np.float32)),
-            "viewmats": torch.from_numpy(np.linalg.inv(c2w).astype(np.float32)),
-            "depths": torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32) for v in views]).astype(np.float32)),
-            "segments": torch.from_numpy(np.stack([segments_for_view(v, self.mask_mode) for v in views]).astype(np.int64)),
-            "semantic": torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32) for v in views]).astype(np.int64)),
-        }
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Keys (T = num_targets):
-
-        ``context_images`` (2, 3, H, W) float in [0, 1]; ``context_K`` (2, 3, 3); ``context_cam_to_world`` and
-        ``context_viewmats`` (2, 4, 4) (world-to-camera, OpenCV); ``context_depths`` (2, H, W) metres, 0 =
-        unknown; ``context_segments`` (2, H, W) int64; ``context_semantic`` (2, H, W) int64, -1 = ignore; the same
-        ``target_*`` keys with T instead of 2; ``scene`` (str), ``scene_index``, ``context_ids`` (2,), ``target_ids`` (T,).
-        """
+    def __getitem__(self, index: int) -> Sample:
+        """Sample number ``index`` of the current epoch: 2 context and ``num_targets`` target :class:`Views`."""
         if not 0 <= index < self.length:
             raise IndexError(index)
         s = self.sampler.sample_at(index, self.epoch)
         scene = self.scenes[s.scene]
-        out: dict[str, Any] = {}
-        for prefix, ids in (("context", s.context), ("target", s.targets)):
-            for k, v in self._views(scene, ids).items():
-                out[f"{prefix}_{k}"] = v
-        out["scene"] = scene.name
-        out["scene_index"] = torch.tensor(s.scene)
-        out["context_ids"] = torch.tensor(s.context)
-        out["target_ids"] = torch.tensor(s.targets)
-        return out
+
+        def views(ids: tuple[int, ...]) -> Views:
+            return Views.from_view_data([scene.load_view(i) for i in ids], ids, self.mask_mode, self.size,
+                                        scene=scene.name)
+
+        return Sample(views(s.context), views(s.targets), scene.name, torch.tensor(s.scene))
 
 
-def collate_views(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples: tensors gain a leading batch dimension, ``scene`` becomes a list of names."""
-    out: dict[str, Any] = {}
-    for key in batch[0]:
-        vals = [b[key] for b in batch]
-        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-    return out
+def collate_views(batch: list[Sample]) -> Sample:
+    """Stack samples (see :func:`splatdistill.data.views.collate_samples`)."""
+    return collate_samples(batch)

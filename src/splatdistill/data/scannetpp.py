@@ -18,6 +18,7 @@ from pathlib import Path
 
 from splatdistill.errors import UserError
 
+from . import io
 from .nerfstudio import read_json, scene_from_transforms, write_nerfstudio
 from .scene import Scene
 
@@ -77,7 +78,6 @@ def load_scannetpp(root: str | Path, split: str | None = None, skip_bad: bool = 
 
 def write_scannetpp(scenes: list[Scene], root: str | Path) -> Path:
     """Write scenes in the FiT3D ScanNet++ layout (fixtures, exports). Instance maps go to instance_segmentation/."""
-    from . import io
 
     root = Path(root)
     lists: dict[str, list[str]] = {"train": [], "val": []}

@@ -6,38 +6,19 @@ moment leaves either the previous checkpoint or the new one, never a truncated f
 
 from __future__ import annotations
 
-import os
+import math
 import random
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from splatdistill.atomic import atomic_torch_save, atomic_write_text  # noqa: F401  (the run helpers)
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -76,3 +57,54 @@ def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]
             continue
         with torch.no_grad():
             target.copy_(value.to(target.device, target.dtype))
+
+
+# ---- shared by every training loop (SnD trainer, predictor training) ------------------------------------
+
+def one_cycle_cosine(total: int, warmup_pct: float, floor: float = 1e-3):
+    """LR multiplier: linear warm-up over ``warmup_pct`` of the steps, then cosine decay to ``floor``
+    (torch's OneCycleLR shape, but well defined for any number of steps)."""
+    warmup = max(1, int(round(total * warmup_pct)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class TimeBudget:
+    """Elapsed training time across resumes, against an optional budget in minutes (0 = none)."""
+
+    def __init__(self, minutes: float = 0.0, elapsed_before: float = 0.0, clock=time.perf_counter):
+        self.minutes, self.before, self.clock = minutes, elapsed_before, clock
+        self.start = clock()
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + self.clock() - self.start
+
+    @property
+    def exhausted(self) -> bool:
+        return self.minutes > 0 and self.elapsed >= self.minutes * 60
+
+
+class RunLog:
+    """TensorBoard scalars of a run folder (``<out>/tb``), written by the main process only."""
+
+    def __init__(self, out: Path, step: int = 0, enabled: bool = True):
+        self.writer = None
+        if enabled:
+            out.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=step or None)
+
+    def scalars(self, group: str, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{group}/{k}", v, step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from splatdistill.atomic import atomic_write
 from splatdistill.backbones.vit import ViTBackbone
 
 LORA_TARGET_REGEX = r".*blocks\.\d+\.attn\.(qkv|proj)"
@@ -87,17 +86,7 @@ def export_timm_safetensors(backbone: ViTBackbone, path: str | Path, extra_metad
     state = {k: v.detach().cpu().contiguous() for k, v in merged.model.state_dict().items()}
     meta = {"format": "timm", "arch": backbone.arch, "pos_interp": backbone.pos_interp, "producer": "splatdistill"}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 class EMATeacher(nn.Module):

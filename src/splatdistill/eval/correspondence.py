@@ -29,6 +29,7 @@ from splatdistill.eval.metrics import (
     rotation_bin_label,
     rotation_bin_labels,
 )
+from splatdistill.geometry.warp import view_warp
 
 
 @dataclass
@@ -76,20 +77,7 @@ def gt_correspondences(view_a: ViewData, view_b: ViewData, step: int = 1, occlus
     """Ground-truth correspondences A -> B from A's depth and both poses (every ``step``-th pixel)."""
     if view_a.depth is None:
         raise ValueError(f"view {view_a.name or 'A'} has no depth")
-    H, W = view_a.depth.shape
-    v, u = np.mgrid[0:H:step, 0:W:step]
-    z = view_a.depth[v, u].astype(np.float64)
-    ok = z > 0
-    u, v, z = u[ok], v[ok], z[ok]
-    xy_a = np.stack([u + 0.5, v + 0.5], 1).astype(np.float64)
-    rays = np.concatenate([xy_a, np.ones((len(z), 1))], 1) @ np.linalg.inv(view_a.K).T
-    pts_a = rays * z[:, None]
-    a_to_b = np.linalg.inv(view_b.cam_to_world) @ view_a.cam_to_world
-    pts_b = pts_a @ a_to_b[:3, :3].T + a_to_b[:3, 3]
-    zb = pts_b[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        proj = pts_b @ np.asarray(view_b.K, dtype=np.float64).T
-        xy_b = proj[:, :2] / proj[:, 2:3]
+    _, xy_a, xy_b, zb = view_warp(view_a, view_b, step)
     Hb, Wb = view_b.image.shape[:2]
     inside = (zb > 1e-6) & (xy_b[:, 0] >= 0) & (xy_b[:, 0] < Wb) & (xy_b[:, 1] >= 0) & (xy_b[:, 1] < Hb)
     visible = inside.copy()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from splatdistill.atomic import atomic_write
+from splatdistill.backbones import load_backbone
 from splatdistill.errors import UserError
 
 CACHE_FORMAT_VERSION = 1
@@ -48,10 +49,6 @@ class BackboneEntry:
 
 def load_backbone_spec(spec: str, device: str = "cpu") -> BackboneLike:
     """Load a backbone through :func:`splatdistill.backbones.load_backbone`, as a :class:`UserError` on failure."""
-    try:
-        from splatdistill.backbones import load_backbone
-    except ImportError as exc:  # pragma: no cover - only while the backbones package is missing
-        raise UserError(f"cannot load backbone '{spec}': splatdistill.backbones is unavailable ({exc})") from exc
     try:
         model = load_backbone(spec, device=device)
     except UserError as exc:
@@ -201,12 +198,10 @@ def get_features(
         patch[g] = _storage(p).float()  # the stored precision, so cache hits give identical numbers
         cls[g] = None if c is None else _storage(c).float()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"{g}.patch": _storage(patch[g]) for g in images}
         tensors.update({f"{g}.cls": _storage(c) for g, c in cls.items() if c is not None})
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"key": json.dumps(key_src)})
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                                                 metadata={"key": json.dumps(key_src)}))
     return FeatureSet(patch, cls, path, False, time.perf_counter() - t0)
 
 

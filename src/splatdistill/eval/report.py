@@ -9,15 +9,14 @@ the global pyplot backend of the calling program.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from splatdistill.data.scene import ViewData
 from splatdistill.eval.metrics import HIGHER_IS_BETTER, rotation_bin_labels
-
-if TYPE_CHECKING:
-    from splatdistill.eval.runner import FigureData
 
 #: Columns of each task's table: (results key, header, format).
 TASK_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
@@ -303,3 +302,17 @@ def write_all(doc: dict, out_dir: Path, figs: "FigureData | None") -> dict[str, 
     files["report"] = "report.md"
     files["results"] = "results.json"
     return files
+
+
+@dataclass
+class FigureData:
+    """What the qualitative figures show: a few held-out views and each backbone's outputs on them."""
+
+    views: list[ViewData] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+    depth: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    normals: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    segmentation: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    pca: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    max_depth: float = 10.0

@@ -1,9 +1,19 @@
 """Cameras, 3D Gaussians and pixel-aligned lifting (torch, batched, device-agnostic)."""
 
-from splatdistill.geometry.cameras import (Cameras, camera_to_world_points, intrinsics, look_at,
-                                           rigid_inverse)
-from splatdistill.geometry.gaussians import (Gaussians, covariance_to_quat_scale, quat_to_rotmat,
-                                             quat_scale_to_covariance, rotmat_to_quat)
+from splatdistill.geometry.cameras import (
+                                           Cameras,
+                                           camera_to_world_points,
+                                           intrinsics,
+                                           look_at,
+                                           rigid_inverse,
+)
+from splatdistill.geometry.gaussians import (
+                                           Gaussians,
+                                           covariance_to_quat_scale,
+                                           quat_scale_to_covariance,
+                                           quat_to_rotmat,
+                                           rotmat_to_quat,
+)
 from splatdistill.geometry.lifting import BOX_STD, footprint_covariances, lift_depth
 
 __all__ = [

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from splatdistill.data import ensure_rooms, load_dataset
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -93,7 +94,7 @@ def attach_features(geometry: Gaussians, features: Tensor, cameras: Cameras, vis
 
 
 class PlyLifter:
-    """:data:`~splatdistill.distill.targets.Lifter` over 3DGS PLY files (see the module docstring)."""
+    """:data:`~splatdistill.splat.lifter.Lifter` over 3DGS PLY files (see the module docstring)."""
 
     scene_level = True  # the geometry is the scene's, not the context views': lift all views in one call
 
@@ -147,7 +148,6 @@ class PlyLifter:
             if self.data is None:
                 raise UserError("ply:DIR with several scenes needs the dataset to tell samples' scenes apart "
                                 "(pass data=..., or use a single PLY file)", self.source)
-            from splatdistill.data import ensure_rooms, load_dataset
 
             root = ensure_rooms() if str(self.data) == "rooms" else self.data
             self._poses = {s.name: np.stack([v.cam_to_world for v in s.views]) for s in load_dataset(root)

@@ -36,8 +36,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from splatdistill.atomic import atomic_write, atomic_write_text
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -279,18 +281,12 @@ class GaussianPredictor(nn.Module):
 
 def save_predictor(model: GaussianPredictor, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write ``predictor.safetensors`` + ``predictor.json`` into ``folder`` (atomically each); returns it."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
-    tmp.replace(folder / WEIGHTS_NAME)
+    atomic_write(folder / WEIGHTS_NAME,
+                 lambda tmp: save_file(state, tmp, metadata={"format": FORMAT, "version": str(FORMAT_VERSION)}))
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(model.config), "meta": meta or {}}
-    tmp = folder / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    tmp.replace(folder / CONFIG_NAME)
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(doc, indent=1, default=str))
     return folder
 
 
@@ -365,7 +361,7 @@ def predictor_input_size(height: int, width: int, image_size: int) -> tuple[int,
 
 
 class PredictorLifter:
-    """A :data:`~splatdistill.distill.targets.Lifter` backed by a trained :class:`GaussianPredictor`.
+    """A :data:`~splatdistill.splat.lifter.Lifter` backed by a trained :class:`GaussianPredictor`.
 
     The predictor runs on the context images at its training resolution (images resized, intrinsics
     scaled to match); depth, opacity and scale come back to the cameras' size (nearest for depth, so

@@ -30,10 +30,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from splatdistill.atomic import atomic_torch_save
+from splatdistill.backbones import load_backbone
+from splatdistill.data import load_dataset, resolve_root
+from splatdistill.data.sampler import SamplerConfig, ViewSampler
 from splatdistill.data.scene import Scene
+from splatdistill.data.views import resize_view
 from splatdistill.errors import UserError
-from splatdistill.lifters.predictor import (GaussianPredictor, PredictorConfig, PredictorOutput, load_predictor,
-                                            save_predictor)
+from splatdistill.geometry.warp import warp_pixels
+from splatdistill.lifters.predictor import (
+    GaussianPredictor,
+    PredictorConfig,
+    PredictorOutput,
+    load_predictor,
+    read_predictor_meta,
+    save_predictor,
+)
+from splatdistill.threads import torch_threads
 
 STATE_NAME = "train_state.pt"
 
@@ -108,7 +121,6 @@ def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: 
     copy of the full-resolution image, as the Splat-and-Distill teacher sees it)."""
     from tqdm.auto import tqdm
 
-    from splatdistill.data.sampler import resize_view
 
     images, depths, normals, Ks, c2ws, index, rows, tokens = [], [], [], [], [], [], [], []
     has_normals = True
@@ -163,13 +175,9 @@ def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
     ys, xs = torch.meshgrid(torch.arange(step // 2, S, step).float() + 0.5,
                             torch.arange(step // 2, S, step).float() + 0.5, indexing="ij")
     ok = d > 0
-    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1)[ok]
-    cam = (torch.linalg.inv(bank.Ks[a]) @ pix.T).T * d[ok][:, None]
-    rel = bank.viewmats[b] @ torch.linalg.inv(bank.viewmats[a])
-    pb = (rel[:3, :3] @ cam.T).T + rel[:3, 3]
-    uvw = (bank.Ks[b] @ pb.T).T
-    z = uvw[:, 2]
-    uv = uvw[:, :2] / z.clamp_min(1e-6)[:, None]
+    uv_a = torch.stack([xs, ys], -1)[ok]
+    uv, z = warp_pixels(uv_a, d[ok], bank.Ks[a], torch.linalg.inv(bank.viewmats[a]), bank.Ks[b],
+                        torch.linalg.inv(bank.viewmats[b]))
     inside = (z > 1e-3) & (uv >= 0).all(1) & (uv < S).all(1)
     return float(inside.float().sum() / max(1, int(ok.numel())))
 
@@ -187,7 +195,6 @@ def training_pairs(bank: ViewBank, max_gap: int, min_overlap: float) -> list[tup
 
 def snd_context_pairs(bank: ViewBank, per_scene: int, seed: int = 0) -> list[tuple[int, int]]:
     """The context pairs the Splat-and-Distill trainer would draw from each scene (sampler defaults)."""
-    from splatdistill.data.sampler import SamplerConfig, ViewSampler
 
     out = []
     for si, scene in enumerate(bank.scenes):
@@ -322,9 +329,7 @@ def _lr_factor(progress: float, step: int, warmup: int) -> float:
 
 
 def _load_scenes(data: str, splits: Sequence[str]) -> tuple[Path, dict[str, list[Scene]]]:
-    from splatdistill.data import ensure_rooms, load_dataset
-
-    root = ensure_rooms() if data == "rooms" else Path(data)
+    root = resolve_root(data)
     return root, {s: load_dataset(root, split=s) for s in splits}
 
 
@@ -332,12 +337,8 @@ def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> 
     """Train a predictor on the train split of ``cfg.data``, evaluate it on the held-out splits and
     write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
     cfg.validate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, resume, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
@@ -354,7 +355,6 @@ def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
         raise UserError("no training scenes (split 'train' is empty)", root)
     backbone, bdim = None, 0
     if "backbone" in cfg.features:
-        from splatdistill.backbones import load_backbone
 
         backbone = load_backbone(cfg.backbone).eval()
         bdim = int(backbone.embed_dim)
@@ -392,10 +392,8 @@ def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
         meta = {"steps": step, "train_seconds": elapsed(), "data": str(root), "final": final,
                 "train_median_depth": median_depth}
         save_predictor(model, out, meta)
-        tmp = out / (STATE_NAME + ".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed(),
-                    "config": asdict(cfg)}, tmp)
-        tmp.replace(state_path)
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                           "elapsed": elapsed(), "config": asdict(cfg)}, state_path)
 
     stopped_by_time = False
     model.train()
@@ -459,12 +457,8 @@ def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequ
                              progress: bool = True, threads: int = 1) -> dict[str, Any]:
     """Held-out depth errors of a saved predictor. ``backbone`` swaps the guide features' backbone (e.g. a
     Splat-and-Distill teacher) to measure whether the depth follows the teacher's features."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress) -> dict[str, Any]:
@@ -478,7 +472,6 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     bb = None
     spec = backbone or pcfg.backbone
     if pcfg.uses_backbone:
-        from splatdistill.backbones import load_backbone
 
         bb = load_backbone(spec).eval()
         if bb.embed_dim != pcfg.backbone_dim:
@@ -494,6 +487,5 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
 
 
 def json_meta(path: str | Path) -> dict[str, Any]:
-    from splatdistill.lifters.predictor import read_predictor_meta
 
     return read_predictor_meta(path).get("meta", {})

@@ -1,20 +1,24 @@
 """Feature splatting: one gsplat-like entry point over a CPU/GPU torch backend and gsplat (CUDA).
 
 ``render_features`` composites Gaussians carrying C-dimensional features into one or several
-cameras with 3D Gaussian Splatting's rules exactly as gsplat 1.5 applies them (DESIGN section 2), so
+cameras with 3D Gaussian Splatting's rules exactly as gsplat 1.5 applies them (docs/design.md, "Gaussian splatting conventions"), so
 the backends are interchangeable: ``torch`` runs anywhere (and is the only CPU renderer), ``gsplat``
 is the fast path on CUDA.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from splatdistill.errors import UserError
 from splatdistill.render.gsplat_backend import gsplat_available, render_gsplat
-from splatdistill.render.torch_backend import (EPS2D, FAR_PLANE, NEAR_PLANE, project_gaussians,
-                                               render_torch)
+from splatdistill.render.torch_backend import (
+    EPS2D,
+    FAR_PLANE,
+    NEAR_PLANE,
+    project_gaussians,
+    render_torch,
+)
 
 BACKENDS = ("auto", "torch", "gsplat")
 

@@ -22,7 +22,7 @@ import numpy as np
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 TRANSMITTANCE_STOP = 1e-4
-#: the rows of :func:`project`'s output, named as in ``torch_backend._project``'s dict
+#: the rows of :func:`project`'s output, named as in ``projection.project_torch``'s dict
 PROJECTION_ROWS = ("mx", "my", "z", "a", "b", "c", "ca", "cb", "cc", "rx", "ry", "o")
 
 
@@ -210,7 +210,7 @@ def stable_argsort_f64(values):
 def project(means, covariances, opacities, viewmats, Ks, width, height, near_plane, far_plane,
             eps2d, max_extend, out, visible, n_first, n_end):
     """EWA projection of (B, N) Gaussians into (B, V) cameras in float64 (whatever the input
-    dtype): the CPU twin of ``torch_backend._project``, with the same formulas in the same order
+    dtype): the CPU twin of ``projection.project_torch``, with the same formulas in the same order
     (one pass per Gaussian instead of ~100 array passes and no float64 copies of the inputs).
 
     Writes Gaussians ``n_first:n_end`` of ``out`` (12, B, V, N) float64 -- rows

@@ -20,8 +20,11 @@ import torch
 from torch import Tensor
 
 from splatdistill.errors import UserError
-from splatdistill.geometry.gaussians import (Gaussians, covariance_to_quat_scale,
-                                             quat_scale_to_covariance)
+from splatdistill.geometry.gaussians import (
+    Gaussians,
+    covariance_to_quat_scale,
+    quat_scale_to_covariance,
+)
 
 SH_C0 = 0.28209479177387814
 _PROPS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]

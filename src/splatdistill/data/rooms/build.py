@@ -23,7 +23,11 @@ from splatdistill.errors import UserError
 from splatdistill.paths import data_cache_dir
 
 from .. import io, native
+from ..contact_sheet import write_contact_sheet
 from ..scene import ViewData
+from .cameras import camera_path, rotation_angle_deg
+from .layout import CLASS_NAMES, build_room_mesh, compose_room
+from .render import RoomRenderer, intrinsics
 
 GENERATOR_VERSION = 4
 DATASET_NAME = "rooms"
@@ -78,9 +82,6 @@ def scene_name(index: int) -> str:
 
 def build_scene(out: str, index: int, params: RoomsParams) -> dict:
     """Render one room into ``out/<scene>``; returns a summary. Runs in a worker process."""
-    from .cameras import camera_path, rotation_angle_deg
-    from .layout import CLASS_NAMES, build_room_mesh, compose_room
-    from .render import RoomRenderer, intrinsics
 
     t0 = time.perf_counter()
     scene_dir = Path(out) / scene_name(index)
@@ -205,7 +206,6 @@ def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int
                     size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()))  # fmt: skip
     io.atomic_write_json(out / "dataset.json", manifest)
     if todo:
-        from ..contact_sheet import write_contact_sheet
 
         write_contact_sheet(out, out / "contact_sheet.png")
     return out

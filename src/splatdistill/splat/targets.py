@@ -1,46 +1,24 @@
-"""Teacher targets for a target view: upsample -> lift -> splat -> blend -> downsample (DESIGN steps 2-7).
+"""Teacher targets for a target view: upsample -> lift -> splat -> blend -> downsample (steps 2-7 of
+docs/design.md).
 
 This is the only place where the 3D pipeline meets the training loop, so a different lifter or
-renderer plugs in here without touching the trainer.
+renderer plugs in here without touching the trainer. :func:`tokens_from_render` is the last step
+("rendered features -> token grid"), shared with the FiT3D baseline's field renders.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splatdistill.distill.blend import semantic_blend
-from splatdistill.distill.upsample import mask_aware_upsample
 from splatdistill.geometry.cameras import Cameras
-from splatdistill.geometry.gaussians import Gaussians
-from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
-
-#: A lifter turns context views into feature Gaussians: (features (V,C,H,W), depth (V,H,W) or None,
-#: images (V,3,H,W), cameras (V)) -> Gaussians. The default uses the dataset's depth.
-Lifter = Callable[[Tensor, "Tensor | None", Tensor, Cameras], Gaussians]
-
-
-@dataclass
-class SplatSettings:
-    blend_alpha: float = 0.5
-    gaussian_scale: float = 1.0
-    gaussian_opacity: float = 0.95
-    renderer: str = "auto"
-    min_coverage: float = 0.5
-
-
-def depth_lifter(settings: SplatSettings) -> Lifter:
-    def lift(features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
-        if depth is None:
-            raise ValueError("the depth lifter needs context depth maps")
-        return lift_depth(depth, cameras, features, scale_factor=settings.gaussian_scale,
-                          opacity=settings.gaussian_opacity)
-    return lift
+from splatdistill.splat.blend import semantic_blend
+from splatdistill.splat.lifter import Lifter, SplatSettings
+from splatdistill.splat.upsample import mask_aware_upsample
 
 
 @dataclass
@@ -77,11 +55,38 @@ def splat_targets(context_tokens: Tensor, context_segments: Tensor, context_came
     feats = torch.where(covered[:, None], feats, torch.zeros_like(feats))
     if settings.blend_alpha < 1.0:
         feats = semantic_blend(feats, target_segments, settings.blend_alpha, valid=covered)
+    tokens, coverage, valid = tokens_from_render(feats, alpha, covered, grid, settings.min_coverage)
+    return SplatTargets(tokens=tokens, coverage=coverage, valid=valid, pixel_features=feats, pixel_alpha=alpha)
+
+
+def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tuple[int, int], min_coverage: float
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """Rendered features (T, C, R, R), zero where not ``covered`` (T, R, R), to the student's token grid.
+
+    Returns (tokens (T, C, h, w), coverage (T, h, w) = the downsampled alpha, valid (T, h, w) =
+    coverage >= ``min_coverage``). Tokens whose footprint is partly uncovered are re-normalised by the
+    covered fraction (the zeros would otherwise shrink them).
+    """
     tokens = F.interpolate(feats, size=grid, mode="bilinear", align_corners=False, antialias=True)
     coverage = F.interpolate(alpha[:, None], size=grid, mode="bilinear", align_corners=False, antialias=True)[:, 0]
-    # re-normalise tokens whose footprint is partly uncovered (the zeros above would shrink them)
     covered_frac = F.interpolate(covered[:, None].float(), size=grid, mode="bilinear", align_corners=False,
                                  antialias=True)[:, 0]
     tokens = tokens / covered_frac.clamp_min(1e-6)[:, None]
-    valid = coverage >= settings.min_coverage
-    return SplatTargets(tokens=tokens, coverage=coverage, valid=valid, pixel_features=feats, pixel_alpha=alpha)
+    return tokens, coverage, coverage >= min_coverage
+
+
+@torch.no_grad()
+def teacher_pixel_features(backbone, images: Tensor, segments: Tensor, image_size: int | tuple[int, int],
+                           batch: int = 8) -> Tensor:
+    """The teacher's features as Splat-and-Distill lifts them: full-resolution ``images`` (V, 3, H, W)
+    resized to ``image_size``, patch tokens, mask-aware upsampled to the ``segments`` (V, R, R) size.
+
+    Returns float32 (V, C, R, R), contiguous.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    dev = next(backbone.parameters()).device
+    tokens = []
+    for i in range(0, len(images), batch):
+        x = F.interpolate(images[i:i + batch].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        tokens.append(backbone.patch_features(x.to(dev)).float().cpu())
+    return mask_aware_upsample(torch.cat(tokens), segments, tuple(segments.shape[-2:])).contiguous()

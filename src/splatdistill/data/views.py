@@ -1,0 +1,198 @@
+"""Typed view batches: what flows from the sampler to the trainer, the lifters, the baseline and evaluation.
+
+:class:`Views` holds V posed views of one scene as tensors (or a batch ``(B, V, ...)`` of them): images,
+intrinsics, poses, depth, segments and semantics together, so that "the context views at render
+resolution" is one call (:meth:`Views.at`) and their :class:`~splatdistill.geometry.Cameras` another.
+:class:`Sample` is one training sample (context + target views of one scene); :func:`collate_samples`
+batches samples. Every module that turns :class:`~splatdistill.data.scene.ViewData` into tensors goes
+through :meth:`Views.from_view_data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import Cameras, rigid_inverse
+
+from .masks import segments_for_view
+from .scene import ViewData
+
+
+def _size(size: int | Sequence[int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_maps(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Integer or depth maps (..., H, W) to (..., h, w) by nearest sampling (no mixing across edges)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    lead = x.shape[:-2]
+    out = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]).double(), size=size, mode="nearest-exact")
+    return out.reshape(*lead, *size).to(x.dtype)
+
+
+def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
+    """Resize a view to (height, width): bilinear (antialiased) image, nearest maps, K scaled to match."""
+    if size is None or (view.height, view.width) == tuple(size):
+        return view
+    h, w = size
+    sx, sy = w / view.width, h / view.height
+    S = np.diag([sx, sy, 1.0])
+    # PIL's bilinear filter widens its support when shrinking (antialiased); per channel in float.
+    img = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(view.image[..., c])).resize((w, h), Image.BILINEAR))
+                    for c in range(view.image.shape[2])], -1)  # fmt: skip
+    ys = np.minimum(((np.arange(h) + 0.5) / sy).astype(int), view.height - 1)
+    xs = np.minimum(((np.arange(w) + 0.5) / sx).astype(int), view.width - 1)
+
+    def nearest(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.ascontiguousarray(a[ys][:, xs])
+
+    return ViewData(
+        image=np.clip(img, 0, 1).astype(np.float32),
+        K=S @ view.K,
+        cam_to_world=view.cam_to_world,
+        depth=nearest(view.depth),
+        normals=nearest(view.normals),
+        instance=nearest(view.instance),
+        semantic=nearest(view.semantic),
+        name=view.name,
+    )
+
+
+@dataclass
+class Views:
+    """V posed views as tensors; every field has the same leading dims (``(V,)`` or ``(B, V)``)."""
+
+    images: Tensor  # (..., 3, H, W) float in [0, 1]
+    Ks: Tensor  # (..., 3, 3) pixel intrinsics at H x W
+    cam_to_world: Tensor  # (..., 4, 4) OpenCV camera-to-world
+    depths: Tensor  # (..., H, W) metres, 0 = unknown
+    segments: Tensor  # (..., H, W) int64 segment labels (upsampling and blending)
+    semantic: Tensor  # (..., H, W) int64 classes, -1 = ignore
+    ids: Tensor  # (...) view indices in their scene
+    normals: Tensor | None = None  # (..., H, W, 3) camera frame, when loaded
+
+    @classmethod
+    def from_view_data(cls, views: Sequence[ViewData], ids: Sequence[int] | None = None, mask_mode: str = "auto",
+                       size: int | Sequence[int] | None = None, normals: bool = False, scene: str = "") -> "Views":
+        """Stack loaded views (resized to ``size`` first, K scaled to match; see :func:`resize_view`)."""
+        views = [resize_view(v, None if size is None else _size(size)) for v in views]
+        h, w = views[0].height, views[0].width
+        if any((v.height, v.width) != (h, w) for v in views):
+            raise UserError(f"scene {scene or '?'}: views of different sizes in one sample; pass size=(H, W) to resize")
+        if normals and any(v.normals is None for v in views):
+            raise UserError(f"scene {scene or '?'}: some views have no normals")
+        # Built in numpy, handed to torch without copies (small torch ops are slow in loader workers).
+        return cls(
+            images=torch.from_numpy(np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2),
+                                                         dtype=np.float32)),
+            Ks=torch.from_numpy(np.stack([v.K for v in views]).astype(np.float32)),
+            cam_to_world=torch.from_numpy(np.stack([v.cam_to_world for v in views]).astype(np.float32)),
+            depths=torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32)
+                                              for v in views]).astype(np.float32)),
+            segments=torch.from_numpy(np.stack([segments_for_view(v, mask_mode) for v in views]).astype(np.int64)),
+            semantic=torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32)
+                                                for v in views]).astype(np.int64)),
+            ids=torch.as_tensor(list(range(len(views))) if ids is None else [int(i) for i in ids]),
+            normals=torch.from_numpy(np.stack([v.normals for v in views]).astype(np.float32)) if normals else None,
+        )
+
+    # -- shape -------------------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[-2])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def has_depth(self) -> bool:
+        return bool((self.depths > 0).any())
+
+    @property
+    def viewmats(self) -> Tensor:
+        """World-to-camera transforms (..., 4, 4)."""
+        return rigid_inverse(self.cam_to_world)
+
+    @property
+    def cameras(self) -> Cameras:
+        """The views' cameras at H x W (batched like the views)."""
+        return Cameras.from_cam_to_world(self.Ks, self.cam_to_world, self.width, self.height)
+
+    # -- transforms ----------------------------------------------------------------------------------
+    def map(self, fn) -> "Views":
+        """A copy with ``fn`` applied to every tensor field."""
+        return Views(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name)))
+                        for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> "Views":
+        return self.map(lambda t: t.to(device))
+
+    def __getitem__(self, index) -> "Views":
+        """Index the leading dimension (a batch item, or a subset of views)."""
+        return self.map(lambda t: t[index])
+
+    def flatten(self) -> "Views":
+        """``(B, V, ...)`` -> ``(B*V, ...)``."""
+        return Views(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).flatten(0, 1))
+                        for f in fields(self)})
+
+    def at(self, size: int | Sequence[int]) -> "Views":
+        """The views at (h, w): images bilinear (antialiased), maps nearest, K scaled to match.
+
+        This is how the trainer gets its render-resolution context and target views.
+        """
+        h, w = _size(size)
+        if (h, w) == (self.height, self.width):
+            return self
+        lead = self.images.shape[:-3]
+        images = F.interpolate(self.images.reshape(-1, *self.images.shape[-3:]), size=(h, w), mode="bilinear",
+                               antialias=True).reshape(*lead, 3, h, w)
+        scale = torch.tensor([w / self.width, h / self.height, 1.0], dtype=self.Ks.dtype, device=self.Ks.device)
+        normals = None if self.normals is None else resize_maps(self.normals.movedim(-1, -3), (h, w)).movedim(-3, -1)
+        return replace(self, images=images, Ks=self.Ks * scale[:, None], depths=resize_maps(self.depths, (h, w)),
+                       segments=resize_maps(self.segments, (h, w)), semantic=resize_maps(self.semantic, (h, w)),
+                       normals=normals)
+
+    @staticmethod
+    def stack(items: Sequence["Views"]) -> "Views":
+        """Stack along a new leading (batch) dimension."""
+        first = items[0]
+        return Views(**{f.name: (None if getattr(first, f.name) is None
+                                 else torch.stack([getattr(v, f.name) for v in items])) for f in fields(first)})
+
+
+@dataclass
+class Sample:
+    """One training sample: two context views and T target views of one scene (or a batch of them)."""
+
+    context: Views  # (2, ...) or (B, 2, ...)
+    target: Views  # (T, ...) or (B, T, ...)
+    scene: str | list[str]
+    scene_index: Tensor  # () or (B,)
+
+    def to(self, device: torch.device | str) -> "Sample":
+        return Sample(self.context.to(device), self.target.to(device), self.scene, self.scene_index.to(device))
+
+    def __getitem__(self, i: int) -> "Sample":
+        """Batch item ``i`` of a collated sample."""
+        scene = self.scene[i] if isinstance(self.scene, list) else self.scene
+        return Sample(self.context[i], self.target[i], scene, self.scene_index[i])
+
+
+def collate_samples(batch: Sequence[Sample]) -> Sample:
+    """Stack samples: tensors gain a leading batch dimension, ``scene`` becomes a list of names."""
+    return Sample(Views.stack([b.context for b in batch]), Views.stack([b.target for b in batch]),
+                  [b.scene for b in batch], torch.stack([torch.as_tensor(b.scene_index) for b in batch]))

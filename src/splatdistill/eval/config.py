@@ -1,0 +1,118 @@
+"""The evaluation's options (:class:`EvalConfig`) and task names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from splatdistill.errors import UserError
+from splatdistill.eval import correspondence as corr
+from splatdistill.eval.probes import (
+    ProbeConfig,
+)
+
+TASKS = ("depth", "normals", "segmentation", "correspondence", "consistency")
+
+
+PROBE_TASKS = ("depth", "normals", "segmentation")
+
+
+PAIR_TASKS = ("correspondence", "consistency")
+
+
+@dataclass
+class EvalConfig:
+    """Every knob of an evaluation run; the defaults fit one ViT-S/14 on ``rooms`` in a few CPU minutes."""
+
+    resolution: int = 224  # short image side fed to the backbone (rounded to its patch size)
+    train_split: str = "train"
+    eval_split: str = "auto"  # held-out scenes: "test" if the data has any, else "val"
+    max_train_views: int = 192  # spread evenly over the train scenes
+    max_eval_views: int = 64  # spread evenly over the held-out scenes
+    loss_res: int = 64  # short side of the grid the probe losses are computed on
+    probe_steps: int = 300
+    probe_batch: int = 16
+    depth_lr: float = 2e-3
+    normals_lr: float = 1e-2
+    seg_lr: float = 1e-2
+    depth_bins: int = 256
+    min_depth: float = 0.01
+    max_depth: float = 10.0  # metres; indoor protocol cap for bins and metrics
+    depth_use_cls: bool = False  # the protocol concatenates CLS; off by default (docs/evaluation.md)
+    corr_pairs: int = 48  # view pairs per dataset
+    corr_queries: int = 8192  # cap on query pixels per pair (A's visible pixels on the matching grid)
+    corr_keep: int = 1000
+    corr_min_overlap: float = 0.25
+    corr_grid_step: float = 2.0  # candidate spacing in view B, pixels of the 160x120 reference
+    occlusion_tol: float = 0.05
+    consistency_points: int = 1000  # points per pair
+    middlebury: bool = True  # add the real Middlebury stereo pair to correspondence/consistency
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None  # torch CPU threads for feature extraction (None: torch's setting)
+    # Threads for probe training and matching: their ops are small, and on a shared 2-core machine two
+    # threads measured ~15x slower per probe step than one (spinning on a busy core); see the docs.
+    task_threads: int = 1
+    batch_size: int = 16  # feature extraction batch
+    cache_dir: str | None = None  # None: <out_dir>/cache; "" disables the feature cache
+    figures: bool = True
+    figure_views: int = 4
+    progress: bool = True
+
+    def probe_config(self) -> ProbeConfig:
+        return ProbeConfig(
+            steps=self.probe_steps,
+            batch_size=self.probe_batch,
+            depth_lr=self.depth_lr,
+            normals_lr=self.normals_lr,
+            seg_lr=self.seg_lr,
+            depth_bins=self.depth_bins,
+            min_depth=self.min_depth,
+            max_depth=self.max_depth,
+            depth_use_cls=self.depth_use_cls,
+            seed=self.seed,
+            progress=self.progress,
+        )
+
+    def correspondence_config(self) -> corr.CorrespondenceConfig:
+        return corr.CorrespondenceConfig(
+            queries=self.corr_queries,
+            keep=self.corr_keep,
+            grid_step_ref=self.corr_grid_step,
+            occlusion_tol=self.occlusion_tol,
+            min_overlap=self.corr_min_overlap,
+            max_pairs=self.corr_pairs,
+        )
+
+    def validate(self) -> None:
+        positive = ["resolution", "max_train_views", "max_eval_views", "loss_res", "probe_steps", "probe_batch",
+                    "depth_bins", "corr_queries", "corr_keep", "consistency_points", "batch_size"]  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if (self.threads is not None and self.threads < 1) or self.task_threads < 1:
+            raise UserError(f"threads must be at least 1, got {self.threads if self.task_threads >= 1 else self.task_threads}")
+        if self.corr_pairs < 0:
+            raise UserError(f"corr-pairs must be >= 0, got {self.corr_pairs}")
+        if not 0 < self.min_depth < self.max_depth:
+            raise UserError(f"need 0 < min-depth < max-depth, got {self.min_depth} and {self.max_depth}")
+        if self.eval_split not in ("auto", "train", "val", "test"):
+            raise UserError(f"unknown eval split '{self.eval_split}' (choose from auto, train, val, test)")
+        if self.train_split not in ("train", "val", "test"):
+            raise UserError(f"unknown train split '{self.train_split}' (choose from train, val, test)")
+
+
+def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
+    """Task names from a comma-separated string or a list (None or "all" = every task), in canonical order."""
+    if tasks is None:
+        return list(TASKS)
+    items = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    names = [t.strip().lower() for t in items if t.strip()]
+    if names == ["all"]:
+        return list(TASKS)
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise UserError(f"unknown task '{unknown[0]}' (choose from {', '.join(TASKS)}, or all)")
+    if not names:
+        raise UserError("no tasks given")
+    return [t for t in TASKS if t in names]

@@ -1,0 +1,235 @@
+"""Data preparation for the evaluation: which views, at which sizes, with which ground truth, and the view pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from splatdistill.data import ensure_rooms, load_dataset
+from splatdistill.data.middlebury import load_middlebury
+from splatdistill.data.scene import Scene, ViewData
+from splatdistill.data.views import resize_view
+from splatdistill.errors import UserError
+from splatdistill.eval import correspondence as corr
+from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig
+
+
+@dataclass
+class ViewSet:
+    """Loaded views of one role, with backbone-ready images of one shared size."""
+
+    views: list[ViewData]
+    groups: list[str]  # scene name per view
+    images: torch.Tensor  # (N, 3, Hi, Wi) float16 in [0, 1]
+
+
+@dataclass
+class TrainTargets:
+    """Train-split ground truth sampled onto the probes' loss grid (None where the data has none)."""
+
+    depth: torch.Tensor | None  # (N, Hl, Wl), 0 = invalid
+    normals: torch.Tensor | None  # (N, 3, Hl, Wl), 0 = invalid
+    semantic: torch.Tensor | None  # (N, Hl, Wl) int64, -1 = ignore
+
+
+@dataclass
+class PreparedData:
+    name: str
+    input_size: tuple[int, int]
+    train: ViewSet | None
+    targets: TrainTargets | None
+    held_out: ViewSet | None
+    held_out_split: str
+    class_names: list[str]
+    extra: dict[str, ViewSet] = field(default_factory=dict)
+    scenes: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_data(data: str | Path | Sequence[Scene]) -> tuple[str, list[Scene]]:
+    """(name, scenes) for ``data``: in-memory scenes, ``"rooms"`` (built on first use), or a dataset path."""
+    if isinstance(data, (list, tuple)):
+        if not data or not all(isinstance(s, Scene) for s in data):
+            raise UserError("data must be a dataset path, 'rooms', or a non-empty list of Scene objects")
+        return "data", list(data)
+
+    text = str(data)
+    if text == "rooms":
+        return "rooms", load_dataset(ensure_rooms())
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise UserError("data directory not found", path)
+    return path.name or str(path), load_dataset(path)
+
+
+def spread_views(scenes: Sequence[Scene], max_views: int) -> list[tuple[Scene, int]]:
+    """Up to ``max_views`` (scene, view index) pairs, shared out evenly over the scenes and evenly
+    spaced along each scene's views (deterministic: no randomness, so runs agree)."""
+    sizes = [len(s) for s in scenes]
+    quota = [0] * len(scenes)
+    left = max_views
+    while left > 0 and any(q < n for q, n in zip(quota, sizes)):
+        for i in range(len(scenes)):
+            if left > 0 and quota[i] < sizes[i]:
+                quota[i] += 1
+                left -= 1
+    out = []
+    for scene, q, n in zip(scenes, quota, sizes):
+        if q == 0:
+            continue
+        idx = sorted(set(np.linspace(0, n - 1, q).round().astype(int).tolist()))
+        out += [(scene, i) for i in idx]
+    return out
+
+
+def _image_tensor(view: ViewData, size: tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) float16 backbone input, resized like the training pipeline does (``resize_view``)."""
+    return torch.from_numpy(resize_view(view, size).image).permute(2, 0, 1).half()
+
+
+def _input_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """Short side = ``resolution``, aspect kept (the backbone snaps it to its patch size)."""
+    s = resolution / min(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+def _class_lookup(scene: Scene, names: list[str]) -> np.ndarray:
+    return np.array([names.index(n) for n in scene.class_names], dtype=np.int64)
+
+
+def _remap_semantic(sem: np.ndarray | None, lookup: np.ndarray) -> np.ndarray | None:
+    if sem is None or lookup.size == 0:
+        return None
+    sem = np.asarray(sem, dtype=np.int64)
+    ok = (sem >= 0) & (sem < lookup.size)
+    return np.where(ok, lookup[np.clip(sem, 0, lookup.size - 1)], -1)
+
+
+def _load_views(items: list[tuple[Scene, int]], desc: str, progress: bool) -> list[ViewData]:
+    from tqdm.auto import tqdm
+
+    return [scene.load_view(i) for scene, i in tqdm(items, desc=desc, unit="view", disable=not progress, leave=False)]
+
+
+def prepare_data(
+    name: str, scenes: list[Scene], tasks: list[str], cfg: EvalConfig, extra: dict[str, list[Scene]] | None = None
+) -> PreparedData:
+    """Load and resample everything the tasks need, once for all backbones."""
+    splits = sorted({s.split for s in scenes})
+    eval_split = cfg.eval_split
+    if eval_split == "auto":
+        eval_split = "test" if any(s.split == "test" for s in scenes) else "val"
+    held = [s for s in scenes if s.split == eval_split]
+    if not held:
+        raise UserError(f"split '{eval_split}' has no scenes (the data has: {', '.join(splits)})")
+    train = [s for s in scenes if s.split == cfg.train_split] if any(t in PROBE_TASKS for t in tasks) else []
+    if any(t in PROBE_TASKS for t in tasks) and not train:
+        raise UserError(f"split '{cfg.train_split}' has no scenes to train the probes on (the data has: {', '.join(splits)})")
+    if train and set(s.name for s in train) & set(s.name for s in held):
+        raise UserError(f"splits '{cfg.train_split}' and '{eval_split}' share scenes; probes need held-out scenes")
+
+    class_names: list[str] = []
+    for s in train + held:
+        class_names += [c for c in s.class_names if c not in class_names]
+
+    train_items = spread_views(train, cfg.max_train_views) if train else []
+    held_items = spread_views(held, cfg.max_eval_views)
+    # One input size for all probe views (the most common image size), so their grids stack.
+    shapes = [(s.views[i].height, s.views[i].width) for s, i in train_items + held_items]
+    common = max(set(shapes), key=shapes.count)
+    size = _input_size(*common, cfg.resolution)
+    ls = _input_size(*common, cfg.loss_res)
+
+    train_set = targets = None
+    if train_items:
+        views = _load_views(train_items, "loading train views", cfg.progress)
+        images = torch.stack([_image_tensor(v, size) for v in views])
+        lookups = {s.name: _class_lookup(s, class_names) for s in train}
+        # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
+        small = [resize_view(v, ls) for v in views]
+        depth = normals = semantic = None
+        if "depth" in tasks and any(v.depth is not None for v in small):
+            depth = torch.from_numpy(np.stack([
+                v.depth if v.depth is not None else np.zeros(ls, np.float32) for v in small
+            ]).astype(np.float32))  # fmt: skip
+        if "normals" in tasks and any(v.normals is not None for v in small):
+            normals = torch.from_numpy(np.stack([
+                v.normals if v.normals is not None else np.zeros(ls + (3,), np.float32) for v in small
+            ]).astype(np.float32)).permute(0, 3, 1, 2).contiguous()  # fmt: skip
+        if "segmentation" in tasks and class_names:
+            sems = [_remap_semantic(v.semantic, lookups[s.name]) for v, (s, _) in zip(small, train_items)]
+            if any(m is not None for m in sems):
+                semantic = torch.from_numpy(np.stack([m if m is not None else np.full(ls, -1, np.int64) for m in sems]))
+        train_set = ViewSet([], [s.name for s, _ in train_items], images)  # train views are not kept
+        targets = TrainTargets(depth, normals, semantic)
+        del views, small
+
+    held_views = _load_views(held_items, "loading held-out views", cfg.progress)
+    lookups = {s.name: _class_lookup(s, class_names) for s in held}
+    for v, (s, _) in zip(held_views, held_items):
+        v.semantic = _remap_semantic(v.semantic, lookups[s.name])
+        v.instance = None
+    held_set = ViewSet(held_views, [s.name for s, _ in held_items], torch.stack([_image_tensor(v, size) for v in held_views]))
+
+    extra_sets = {}
+    for key, ex_scenes in (extra or {}).items():
+        for s in ex_scenes:
+            vs = [s.load_view(i) for i in range(len(s))]
+            # Each view keeps its own aspect ratio (these only feed correspondence/consistency).
+            for j, v in enumerate(vs):
+                sz = _input_size(v.height, v.width, cfg.resolution)
+                extra_sets[f"{key}/{s.name}/{j}"] = ViewSet([v], [f"{key}/{s.name}"], _image_tensor(v, sz)[None])
+
+    counts = {
+        "train_scenes": len({s.name for s, _ in train_items}),
+        "train_views": len(train_items),
+        "eval_scenes": len({s.name for s, _ in held_items}),
+        "eval_views": len(held_items),
+    }
+    return PreparedData(name, size, train_set, targets, held_set, eval_split, class_names, extra_sets, counts)
+
+
+def load_extra_datasets(cfg: EvalConfig, tasks: list[str]) -> tuple[dict[str, list[Scene]], str | None]:
+    """The real Middlebury pair for correspondence/consistency, when asked for and available."""
+    if not cfg.middlebury or not any(t in PAIR_TASKS for t in tasks):
+        return {}, None
+
+    try:
+        scene = load_middlebury()
+    except Exception as exc:  # e.g. scikit-image's data files missing: report it, keep evaluating
+        return {}, f"Middlebury pair unavailable ({type(exc).__name__}: {exc})"
+    return {"middlebury": [scene]}, None
+
+
+@dataclass
+class PairPlan:
+    """Pairs of one dataset and their ground-truth geometry, computed once for all backbones."""
+
+    views: list[ViewData]
+    feature_keys: list[tuple[str, int]]  # (feature group, index in it) per view
+    pairs: list[tuple[int, int]]
+    geometry: list[corr.PairGeometry]
+
+
+def plan_pairs(data: PreparedData, cfg: EvalConfig) -> dict[str, PairPlan]:
+    ccfg = cfg.correspondence_config()
+    plans = {}
+    if data.held_out is not None and cfg.corr_pairs > 0:
+        views = data.held_out.views
+        pairs = corr.select_pairs(views, data.held_out.groups, ccfg, cfg.seed)
+        geo = [corr.query_geometry(views[i], views[j], ccfg) for i, j in pairs]
+        plans[data.name] = PairPlan(views, [("eval", i) for i in range(len(views))], pairs, geo)
+    # Extra datasets (Middlebury): views of one scene across single-view feature groups.
+    by_dataset: dict[str, list[str]] = {}
+    for key in data.extra:
+        by_dataset.setdefault(key.split("/")[0], []).append(key)
+    for name, keys in by_dataset.items():
+        views = [data.extra[k].views[0] for k in keys]
+        groups = [data.extra[k].groups[0] for k in keys]
+        pairs = corr.select_pairs(views, groups, ccfg, cfg.seed)
+        geo = [corr.query_geometry(views[i], views[j], ccfg) for i, j in pairs]
+        plans[name] = PairPlan(views, [(k, 0) for k in keys], pairs, geo)
+    return plans

@@ -1,0 +1,162 @@
+"""The evaluation tasks on extracted features: the three probes and the pair tasks (correspondence, consistency)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from splatdistill.eval import consistency as cons
+from splatdistill.eval import correspondence as corr
+from splatdistill.eval import metrics
+from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig
+from splatdistill.eval.data import PairPlan, PreparedData
+from splatdistill.eval.features import (
+    BackboneEntry,
+    FeatureSet,
+)
+from splatdistill.eval.probes import (
+    ProbeConfig,
+    Standardiser,
+    train_depth_probe,
+    train_normal_probe,
+    train_seg_probe,
+)
+from splatdistill.eval.report import FigureData
+
+
+def figure_indices(groups: list[str], n: int) -> list[int]:
+    """First view of each scene, then second views, ... up to ``n``: varied scenes in the figures."""
+    order: list[int] = []
+    by_scene: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_scene.setdefault(g, []).append(i)
+    depth = 0
+    while len(order) < n and any(depth < len(v) for v in by_scene.values()):
+        for v in by_scene.values():
+            if depth < len(v) and len(order) < n:
+                order.append(v[depth])
+        depth += 1
+    return order
+
+
+def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str) -> dict:
+    assert data.targets is not None and data.held_out is not None
+    if data.targets.depth is None or not (data.targets.depth > 0).any():
+        return {"skipped": "no depth ground truth in the train split"}
+    probe = train_depth_probe(x_train, data.targets.depth, pcfg)
+    preds, gts = [], []
+    for i, v in enumerate(data.held_out.views):
+        if v.depth is None:
+            continue
+        pred = probe.predict(x_eval.subset(slice(i, i + 1)), v.depth.shape)[0].numpy()
+        valid = (v.depth > 0) & (v.depth <= pcfg.max_depth)
+        preds.append(pred[valid])
+        gts.append(v.depth[valid])
+        if i in fig_idx:
+            figs.depth.setdefault(label, []).append(pred)
+    if not gts or sum(g.size for g in gts) == 0:
+        return {"skipped": "no valid depth ground truth in the held-out split"}
+    out = metrics.depth_metrics(np.concatenate(preds), np.concatenate(gts))
+    out["final_train_loss"] = float(np.mean(probe.losses[-10:]))
+    return out
+
+
+def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str) -> dict:
+    assert data.targets is not None and data.held_out is not None
+    if data.targets.normals is None or not (data.targets.normals.norm(dim=1) > 0.5).any():
+        return {"skipped": "no normal ground truth in the train split"}
+    probe = train_normal_probe(x_train, data.targets.normals, pcfg)
+    errors = []
+    for i, v in enumerate(data.held_out.views):
+        if v.normals is None:
+            continue
+        n, _ = probe.predict(x_eval.subset(slice(i, i + 1)), v.normals.shape[:2])
+        pred = n[0].permute(1, 2, 0).numpy()
+        valid = np.linalg.norm(v.normals, axis=-1) > 0.5
+        if valid.any():
+            errors.append(metrics.angular_errors_deg(pred[valid], v.normals[valid]))
+        if i in fig_idx:
+            figs.normals.setdefault(label, []).append(pred)
+    if not errors:
+        return {"skipped": "no normal ground truth in the held-out split"}
+    out = metrics.normal_metrics_from_errors(np.concatenate(errors))
+    out["final_train_loss"] = float(np.mean(probe.losses[-10:]))
+    return out
+
+
+def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str) -> dict:
+    assert data.targets is not None and data.held_out is not None
+    if data.targets.semantic is None or not (data.targets.semantic >= 0).any():
+        return {"skipped": "no semantic labels in the train split"}
+    k = len(data.class_names)
+    probe = train_seg_probe(x_train, data.targets.semantic, k, pcfg)
+    conf = np.zeros((k, k), dtype=np.int64)
+    for i, v in enumerate(data.held_out.views):
+        if v.semantic is None:
+            continue
+        pred = probe.predict(x_eval.subset(slice(i, i + 1)), v.semantic.shape)[0].numpy()
+        conf += metrics.confusion_matrix(pred, v.semantic, k)
+        if i in fig_idx:
+            figs.segmentation.setdefault(label, []).append(pred)
+    if conf.sum() == 0:
+        return {"skipped": "no semantic labels in the held-out split"}
+    out = metrics.segmentation_metrics(conf, data.class_names)
+    out["final_train_loss"] = float(np.mean(probe.losses[-10:]))
+    return out
+
+
+def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], cfg: EvalConfig) -> dict[str, dict]:
+    ccfg = cfg.correspondence_config()
+    out: dict[str, dict] = {t: {} for t in PAIR_TASKS if t in tasks}
+    for name, plan in plans.items():
+        pair_results, samples = [], []
+        for p, ((i, j), geo) in enumerate(zip(plan.pairs, plan.geometry)):
+            ga, ia = plan.feature_keys[i]
+            gb, ib = plan.feature_keys[j]
+            fa, fb = feats.patch[ga][ia], feats.patch[gb][ib]
+            if "correspondence" in tasks:
+                rng = np.random.default_rng([cfg.seed, p, 1])
+                r = corr.evaluate_pair(fa, fb, plan.views[i], plan.views[j], ccfg, rng, geo)
+                if r is not None:
+                    pair_results.append(r)
+            if "consistency" in tasks:
+                rng = np.random.default_rng([cfg.seed, p, 2])
+                samples.append(cons.pair_consistency(fa, fb, plan.views[i], plan.views[j], cfg.consistency_points, rng, cfg.occlusion_tol, geo))
+        if "correspondence" in tasks:
+            out["correspondence"][name] = corr.summarise_pairs(pair_results)
+        if "consistency" in tasks:
+            out["consistency"][name] = cons.summarise(samples)
+    return out
+
+
+def run_tasks(
+    entry: BackboneEntry,
+    feats: FeatureSet,
+    data: PreparedData,
+    plans: dict[str, PairPlan],
+    tasks: list[str],
+    cfg: EvalConfig,
+    fig_idx: list[int],
+    figs: FigureData,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """All tasks of one backbone on its features; fills ``timings`` with seconds per task."""
+    results: dict[str, Any] = {}
+    if any(t in PROBE_TASKS for t in tasks):
+        std = Standardiser(feats.patch["train"], feats.cls["train"])
+        x_train = std(feats.patch["train"], feats.cls["train"])
+        x_eval = std(feats.patch["eval"], feats.cls["eval"])
+        runners = {"depth": _run_depth, "normals": _run_normals, "segmentation": _run_segmentation}
+        pcfg = cfg.probe_config()
+        for task in PROBE_TASKS:
+            if task in tasks:
+                t0 = time.perf_counter()
+                results[task] = runners[task](x_train, x_eval, data, pcfg, fig_idx, figs, entry.label)
+                timings[f"{task}_s"] = time.perf_counter() - t0
+    if any(t in PAIR_TASKS for t in tasks):
+        t0 = time.perf_counter()
+        results.update(_run_pairs(feats, plans, tasks, cfg))
+        timings["pairs_s"] = time.perf_counter() - t0
+    return results

@@ -1,0 +1,140 @@
+"""The lifter interface: context views -> feature Gaussians (pipeline step 3).
+
+A lifter is any callable ``(features (V, C, H, W), depth (V, H, W) | None, images (V, 3, H, W),
+cameras: Cameras) -> Gaussians``: ``features`` are the teacher's mask-aware upsampled features of the
+V context views, ``images`` their pixels in [0, 1], ``cameras`` their intrinsics and poses at H x W.
+Gaussian ``i`` carries the feature of the pixel (or point) it was made for.
+
+This module holds what every lifter shares: the :data:`Lifter` type, the :class:`SplatSettings` a
+lifter may read, the :class:`DepthPredictor` protocol with its pixel-aligned wrapper, the ``depth``
+lifter and the spec registry. Concrete learned or file-based lifters live in
+:mod:`splatdistill.lifters`, which registers them (``predictor:``, ``ply:``) when imported; build
+lifters through :func:`splatdistill.lifters.build_lifter` so that they are known.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
+
+from torch import Tensor
+
+from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import Cameras
+from splatdistill.geometry.gaussians import Gaussians
+from splatdistill.geometry.lifting import lift_depth
+
+#: (features (V,C,H,W), depth (V,H,W) or None, images (V,3,H,W), cameras (V)) -> Gaussians
+Lifter = Callable[[Tensor, "Tensor | None", Tensor, Cameras], Gaussians]
+RendererName = Literal["auto", "torch", "gsplat"]
+
+
+@dataclass
+class SplatSettings:
+    """What the teacher-target pipeline needs to know besides the views."""
+
+    blend_alpha: float = 0.5
+    gaussian_scale: float = 1.0
+    gaussian_opacity: float = 0.95
+    renderer: RendererName = "auto"
+    min_coverage: float = 0.5
+
+
+@runtime_checkable
+class DepthPredictor(Protocol):
+    """A feed-forward model that predicts per-pixel depth for posed context views.
+
+    ``predict(images (V, 3, H, W) in [0, 1], cameras (V) at H x W, features (V, C, H, W) or None)``
+    returns ``(depth (V, H, W) z-depth in the cameras' units, opacity (V, H, W) or None, scale (V, H, W)
+    or None)``; ``scale`` multiplies the pixel footprint (see :func:`~splatdistill.geometry.lift_depth`).
+    """
+
+    def predict(self, images: Tensor, cameras: Cameras, features: Tensor | None
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]: ...
+
+
+def depth_lifter(settings: SplatSettings) -> Lifter:
+    """One pixel-aligned Gaussian per pixel at the given depth, fixed footprint and opacity."""
+    def lift(features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
+        if depth is None:
+            raise ValueError("the depth lifter needs context depth maps")
+        return lift_depth(depth, cameras, features, scale_factor=settings.gaussian_scale,
+                          opacity=settings.gaussian_opacity)
+    return lift
+
+
+def lifter_from_predictor(predictor: DepthPredictor, settings: Any = None) -> Lifter:
+    """Pixel-aligned lifter of a :class:`DepthPredictor`: missing opacity/scale fall back to ``settings``."""
+    base_scale = float(getattr(settings, "gaussian_scale", 1.0))
+    base_opacity = float(getattr(settings, "gaussian_opacity", 0.95))
+
+    def lift(features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
+        d, o, s = predictor.predict(images, cameras, features)
+        dt = features.dtype
+        return lift_depth(d.to(dt), cameras, features,
+                          scale_factor=base_scale if s is None else (base_scale * s).to(dt),
+                          opacity=base_opacity if o is None else o.clamp(0, 1).to(dt))
+
+    return lift
+
+
+# ---- the spec registry ------------------------------------------------------------------------------
+
+#: factory(arg after the colon or None, settings, data=dataset path or None) -> lifter
+LifterFactory = Callable[..., Callable]
+_REGISTRY: dict[str, tuple[LifterFactory, str]] = {}
+
+
+def register_lifter(name: str, factory: LifterFactory, help: str = "") -> None:
+    """Make ``name`` (or ``name:ARG``) a lifter spec; ``factory(arg, settings, data=...)`` builds it."""
+    if not name.isidentifier():
+        raise ValueError(f"lifter names must be identifiers, got {name!r}")
+    _REGISTRY[name] = (factory, help)
+
+
+def available_lifters() -> dict[str, str]:
+    return {k: h for k, (_, h) in sorted(_REGISTRY.items())}
+
+
+def build_registered_lifter(spec: str, settings: Any = None, data: str | None = None) -> Callable:
+    """The lifter for ``spec`` among the registered names (:func:`splatdistill.lifters.build_lifter`
+    is the entry point that knows every built-in one)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"empty lifter spec (choose from {', '.join(_REGISTRY)})")
+    name, sep, arg = spec.strip().partition(":")
+    if name not in _REGISTRY:
+        raise UserError(f"unknown lifter {spec!r} (available: {', '.join(f'{k}' for k in _REGISTRY)}; "
+                        "e.g. depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY)")
+    factory, _ = _REGISTRY[name]
+    return factory(arg if sep else None, settings, data=data)
+
+
+def _depth(arg: str | None, settings: Any, data: str | None = None) -> Callable:
+    if arg:
+        raise UserError(f"the depth lifter takes no argument, got depth:{arg}")
+    return depth_lifter(settings if settings is not None else SplatSettings())
+
+
+def _python(arg: str | None, settings: Any, data: str | None = None) -> Callable:
+    parts = (arg or "").split(":", 2)
+    if len(parts) < 2 or not all(parts[:2]):
+        raise UserError(f"python lifter spec must be python:MODULE:FACTORY[:ARG], got python:{arg or ''}")
+    module, attr = parts[0], parts[1]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"python lifter: cannot import {module!r} ({exc})") from None
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        raise UserError(f"python lifter: {module}.{attr} is not a callable factory")
+    lifter = factory(settings, parts[2]) if len(parts) == 3 else factory(settings)
+    if isinstance(lifter, DepthPredictor) and not (callable(lifter) and not isinstance(lifter, type)):
+        lifter = lifter_from_predictor(lifter, settings)
+    if not callable(lifter):
+        raise UserError(f"python lifter: {module}.{attr}(...) returned {type(lifter).__name__}, not a lifter")
+    return lifter
+
+
+register_lifter("depth", _depth, "dataset depth (pixel-aligned)")
+register_lifter("python", _python, "your own factory: python:MODULE:FACTORY[:ARG]")
