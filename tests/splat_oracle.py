@@ -1,6 +1,6 @@
 """Independent float64 brute-force 3DGS compositor and random scenes for renderer tests.
 
-Written from the formulas in DESIGN section 2 (and gsplat's CUDA kernels), sharing no code with
+Written from the formulas in docs/design.md ("Gaussian splatting conventions") (and gsplat's CUDA kernels), sharing no code with
 ``splatdistill.render``: every pixel looks at every Gaussian, sorted by depth, and composites them in
 a plain Python loop with the exact thresholds.
 """

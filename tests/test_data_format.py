@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-from _data_helpers import tiny_rooms
 from PIL import Image
 
 from splatdistill.cli import main
@@ -17,11 +16,6 @@ from splatdistill.data.check import check_dataset
 from splatdistill.data.native import save_scene
 from splatdistill.data.validate import DatasetWarning
 from splatdistill.errors import UserError
-
-
-@pytest.fixture(scope="session")
-def rooms(tmp_path_factory):
-    return tiny_rooms(tmp_path_factory)
 
 
 @pytest.fixture()

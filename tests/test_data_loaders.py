@@ -6,25 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from _data_helpers import tiny_rooms
 
 from splatdistill.data import detect_format, load_dataset
 from splatdistill.data.colmap import load_colmap, write_colmap
-from splatdistill.data.consistency import reprojection_error
+from splatdistill.data.geometry_checks import reprojection_error
 from splatdistill.data.middlebury import load_middlebury
 from splatdistill.data.nerfstudio import GL_TO_CV, load_nerfstudio, write_nerfstudio
 from splatdistill.data.scannetpp import write_scannetpp
 from splatdistill.errors import UserError
-
-
-@pytest.fixture(scope="session")
-def rooms(tmp_path_factory):
-    return tiny_rooms(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def scenes(rooms):
-    return load_dataset(rooms)
 
 
 def _same_cameras(a, b, tol=1e-9):

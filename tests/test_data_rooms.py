@@ -7,29 +7,23 @@ import time
 
 import numpy as np
 import pytest
-from _data_helpers import TINY, tiny_rooms
+from _data_helpers import TINY
 
-from splatdistill.data import load_dataset
-from splatdistill.data.consistency import (
+from splatdistill.data.geometry_checks import (
     boundary_contrast,
     label_transfer_agreement,
     normal_agreement,
     reprojection_error,
 )
 from splatdistill.data.rooms.build import RoomsParams, build_rooms, split_of
-from splatdistill.data.rooms.cameras import PathLimits, _eye_clear, rotation_angle_deg
-from splatdistill.data.rooms.layout import CLASS_NAMES, compose_room, placements_intersect
+from splatdistill.data.rooms.camera_paths import PathLimits, _eye_clear
+from splatdistill.data.rooms.layout import (
+    CLASS_NAMES,
+    compose_room,
+    placements_intersect,
+)
 from splatdistill.data.scene import ViewData
-
-
-@pytest.fixture(scope="session")
-def rooms(tmp_path_factory):
-    return tiny_rooms(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def scenes(rooms):
-    return load_dataset(rooms)
+from splatdistill.geometry.cameras import rotation_angle_deg
 
 
 def _rot(axis: np.ndarray, deg: float) -> np.ndarray:

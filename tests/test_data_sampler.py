@@ -10,8 +10,14 @@ from _data_helpers import tiny_rooms
 from splatdistill.data import load_dataset
 from splatdistill.data.masks import segments_for_view
 from splatdistill.data.middlebury import load_middlebury
-from splatdistill.data.sampler import MultiViewDataset, SamplerConfig, ViewSampler, collate_views, rotation_deg
+from splatdistill.data.sampler import (
+    MultiViewDataset,
+    SamplerConfig,
+    ViewSampler,
+    collate_views,
+)
 from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import rotation_angle_deg
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +32,7 @@ def test_default_sampler_baseline_and_targets_between(scenes):
         i, j = s.context
         lo, hi = min(i, j), max(i, j)
         views = scenes[s.scene].views
-        turned = sum(rotation_deg(views[m].cam_to_world, views[m + 1].cam_to_world) for m in range(lo, hi))
+        turned = sum(rotation_angle_deg(views[m].cam_to_world, views[m + 1].cam_to_world) for m in range(lo, hi))
         assert 25 <= turned <= 65
         assert all(lo < t < hi for t in s.targets)
     assert [sampler.sample_at(k) for k in range(10)] == [ViewSampler(scenes, seed=1).sample_at(k) for k in range(10)]

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _data_helpers import tiny_rooms
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
-    from splatdistill.demo import DemoConfig, run_demo
-
     import shutil
+
+    from splatdistill.commands.demo_recipe import DemoConfig, run_demo
 
     # a folder not called "rooms": correspondence results are keyed by the dataset's name
     rooms = shutil.copytree(tiny_rooms(tmp_path_factory), tmp_path / "my_scenes")
@@ -53,7 +52,7 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
 def test_time_budget_runs_the_whole_schedule(tmp_path_factory, tmp_path):
     """Without an explicit step count the demo fits the steps to its budget: the learning rate reaches its
     peak and decays to the floor inside the run (a huge step count would stop it inside the warm-up)."""
-    from splatdistill.demo import DemoConfig, train_variant
+    from splatdistill.commands.demo_recipe import DemoConfig, train_variant
 
     rooms = tiny_rooms(tmp_path_factory)
     cfg = DemoConfig(out=str(tmp_path / "demo"), data=str(rooms), backbone="random:vit_tiny_patch16_224",

@@ -10,19 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from splatdistill.cli import main
 from splatdistill.data.native import save_scene
 from splatdistill.eval.synthetic import make_dataset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
 
 @pytest.fixture(scope="module")

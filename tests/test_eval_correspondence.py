@@ -12,15 +12,14 @@ from splatdistill.data.scene import ViewData
 from splatdistill.eval import consistency as cons
 from splatdistill.eval import correspondence as corr
 from splatdistill.eval.features import sample_features
-from splatdistill.eval.synthetic import intrinsics, look_rotation, make_scene, render_view
+from splatdistill.eval.synthetic import (
+    intrinsics,
+    look_rotation,
+    make_scene,
+    render_view,
+)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
 
 @pytest.fixture(scope="module")

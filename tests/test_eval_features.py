@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.eval.features import BackboneEntry, extract_features, get_features, model_fingerprint, pca_rgb
+from splatdistill.eval.features import (
+    BackboneEntry,
+    extract_features,
+    get_features,
+    model_fingerprint,
+)
 from splatdistill.eval.synthetic import ColourBackbone
+from splatdistill.viz import pca_rgb
 
 
 @pytest.fixture()

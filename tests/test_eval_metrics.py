@@ -9,6 +9,7 @@ import pytest
 
 from splatdistill.eval import metrics as m
 from splatdistill.eval.consistency import auc
+from splatdistill.geometry.cameras import rotation_angle_deg
 
 
 def test_depth_perfect_prediction():
@@ -110,7 +111,7 @@ def test_rotation_angle_and_bins():
     a = math.radians(37.0)
     Rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
     R0 = _rotate_about_x(np.eye(3), 20.0)
-    assert m.rotation_angle_deg(R0, R0 @ Rz) == pytest.approx(37.0)
+    assert rotation_angle_deg(R0, R0 @ Rz) == pytest.approx(37.0)
     assert m.rotation_bin_label(0.0) == "0-15"
     assert m.rotation_bin_label(15.0) == "15-30"
     assert m.rotation_bin_label(59.9) == "30-60"

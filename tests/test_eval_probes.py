@@ -11,24 +11,18 @@ from splatdistill.eval import metrics
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
-    normal_loss,
     bin_centres,
+    normal_loss,
     silog_loss,
     train_depth_probe,
     train_normal_probe,
     train_seg_probe,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
+
 GRID = 8  # token grid
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 LOSS = 32  # loss grid
 CH = 24

@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from splatdistill.errors import UserError
 from splatdistill.eval.features import BackboneEntry
-from splatdistill.eval.runner import TASKS, EvalConfig, evaluate, parse_tasks, spread_views
+from splatdistill.eval.runner import (
+    TASKS,
+    EvalConfig,
+    evaluate,
+    parse_tasks,
+    spread_views,
+)
 from splatdistill.eval.synthetic import ColourBackbone, NoiseBackbone, make_dataset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _data_helpers import tiny_rooms
 from splatdistill.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
 TINY_RUN = ["backbone=random:vit_tiny_patch16_224", "image_size=64", "render_size=32", "prototypes=64",
             "head_hidden=64", "head_bottleneck=32", "ema_every=2", "lr=1e-3", "progress=false", "seed=7"]
-
-
-@pytest.fixture(scope="session")
-def rooms(tmp_path_factory):
-    return tiny_rooms(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small ops lose 2-3x to thread contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from splatdistill.data.scene import ViewData
-from splatdistill.geometry import (BOX_STD, Cameras, Gaussians, covariance_to_quat_scale,
-                                   intrinsics, lift_depth, look_at, quat_scale_to_covariance,
-                                   quat_to_rotmat, rigid_inverse, rotmat_to_quat)
+from splatdistill.geometry import (
+    BOX_STD,
+    Cameras,
+    Gaussians,
+    covariance_to_quat_scale,
+    intrinsics,
+    lift_depth,
+    look_at_viewmat,
+    quat_scale_to_covariance,
+    quat_to_rotmat,
+    rigid_inverse,
+    rotmat_to_quat,
+)
 
 
 def _random_pose(gen: torch.Generator, n: int = 1) -> torch.Tensor:
@@ -110,7 +120,7 @@ def test_camera_unproject_project_round_trip():
 def test_look_at_and_from_views():
     eye = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     target = torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64)
-    vm = look_at(eye, target)
+    vm = look_at_viewmat(eye, target)
     K = intrinsics(100.0, 100.0, 32.0, 24.0, dtype=torch.float64)
     cam = Cameras(K, vm, 64, 48)
     uv, z = cam.project(target[None])

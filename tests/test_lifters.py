@@ -10,23 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from _data_helpers import tiny_rooms
 from splatdistill.errors import UserError
-from splatdistill.geometry.cameras import Cameras, look_at
+from splatdistill.geometry.cameras import Cameras, look_at_viewmat
 
-
-@pytest.fixture(scope="session")
-def rooms(tmp_path_factory):
-    return tiny_rooms(tmp_path_factory)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small ops lose 2-3x to thread contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +44,7 @@ def test_plane_sweep_warp_is_exact_for_a_fronto_parallel_plane():
     f = 40.0
     K = torch.tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], dtype=torch.float64)
     vm_a = torch.eye(4, dtype=torch.float64)  # camera A = world, looking along +z
-    vm_b = look_at(torch.tensor([0.25, -0.1, 0.05], dtype=torch.float64), torch.tensor([0.0, 0.0, 2.0],
+    vm_b = look_at_viewmat(torch.tensor([0.25, -0.1, 0.05], dtype=torch.float64), torch.tensor([0.0, 0.0, 2.0],
                    dtype=torch.float64), torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
     z0 = 2.0
     depths = torch.tensor([1.0, 1.5, z0, 3.0, 4.0], dtype=torch.float64)
@@ -128,7 +115,12 @@ def test_short_training_beats_constant_depth_on_held_out_rooms(trained):
 def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
     import shutil
 
-    from splatdistill.lifters.predictor import GaussianPredictor, PredictorConfig, load_predictor, save_predictor
+    from splatdistill.lifters.predictor import (
+        GaussianPredictor,
+        PredictorConfig,
+        load_predictor,
+        save_predictor,
+    )
 
     out, _ = trained
     m = load_predictor(out)
@@ -166,11 +158,11 @@ def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
 
 def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path, monkeypatch):
     from splatdistill.distill.config import TrainConfig
-    from splatdistill.splat import SplatSettings
     from splatdistill.distill.trainer import make_lifter
     from splatdistill.lifters.ply_lifter import PlyLifter
     from splatdistill.lifters.predictor import PredictorLifter
     from splatdistill.render.ply import save_ply
+    from splatdistill.splat import SplatSettings
 
     out, _ = trained
     s = SplatSettings()
@@ -217,8 +209,8 @@ def _scene_views(rooms, size=64):
 
 
 def test_predictor_lifter_gives_covering_targets(trained, rooms):
-    from splatdistill.splat import SplatSettings, splat_targets
     from splatdistill.lifters import build_lifter
+    from splatdistill.splat import SplatSettings, splat_targets
 
     out, _ = trained
     _, sv = _scene_views(rooms)
@@ -244,11 +236,11 @@ def test_predictor_lifter_gives_covering_targets(trained, rooms):
 def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
     """Gaussians lifted from depth, written as 3DGS PLY and read back by the PLY lifter (features
     re-attached from the context views) render the same target features as the depth lifter."""
-    from splatdistill.splat.lifter import SplatSettings, depth_lifter
     from splatdistill.lifters import lift_scene
     from splatdistill.lifters.ply_lifter import PlyLifter
     from splatdistill.render import render_features
     from splatdistill.render.ply import save_ply
+    from splatdistill.splat.lifter import SplatSettings, depth_lifter
 
     scene, sv = _scene_views(rooms)
     ctx = [0, 2]
@@ -273,7 +265,7 @@ def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
         g2 = lift_scene(sv, lifter, carry="rgb")
     assert len(g2) <= len(ref) and g2.features.shape[1] == 3
     # a camera of no dataset view cannot be matched to a scene
-    far = Cameras(sv.cameras.Ks[:1], look_at(torch.tensor([[50.0, 50.0, 50.0]]), torch.zeros(1, 3)), 64, 64)
+    far = Cameras(sv.cameras.Ks[:1], look_at_viewmat(torch.tensor([[50.0, 50.0, 50.0]]), torch.zeros(1, 3)), 64, 64)
     with pytest.raises(UserError, match="no scene"):
         lifter(feats[:1], None, None, far)
 

@@ -7,10 +7,20 @@ import pytest
 import torch
 
 from splatdistill.errors import UserError
-from splatdistill.geometry import Cameras, Gaussians, intrinsics, quat_scale_to_covariance
+from splatdistill.geometry import (
+    Cameras,
+    Gaussians,
+    intrinsics,
+    quat_scale_to_covariance,
+)
 from splatdistill.render import render_gaussians
-from splatdistill.render.ply import (SH_C0, features_to_rgb, load_ply, read_ply_vertices,
-                                     save_ply)
+from splatdistill.render.ply import (
+    SH_C0,
+    features_to_rgb,
+    load_ply,
+    read_ply_vertices,
+    save_ply,
+)
 
 HEADER_PROPS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                 "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from splat_oracle import brute_force, project64, random_scene
+
 from splatdistill.errors import UserError
-from splatdistill.geometry import Cameras, Gaussians, intrinsics, lift_depth, look_at
+from splatdistill.geometry import (
+    Cameras,
+    Gaussians,
+    intrinsics,
+    lift_depth,
+    look_at_viewmat,
+)
 from splatdistill.render import project_gaussians, render_features, render_gaussians
 
 W, H = 32, 24
@@ -285,7 +291,7 @@ def _room_depth(cams: Cameras) -> torch.Tensor:
 def test_lift_and_render_back_reproduces_features():
     Wr, Hr = 96, 72
     K = intrinsics(80.0, 80.0, Wr / 2, Hr / 2)
-    cams = Cameras(K[None], look_at(torch.tensor([[0.2, -0.3, -0.5]]),
+    cams = Cameras(K[None], look_at_viewmat(torch.tensor([[0.2, -0.3, -0.5]]),
                                     torch.tensor([[0.0, 0.2, 3.0]])), Wr, Hr)
     depth = _room_depth(cams)
     depth[:, :3, :5] = 0.0  # invalid pixels produce no Gaussian (and leave a hole)

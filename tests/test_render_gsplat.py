@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from splat_oracle import brute_force, random_scene
+
 from splatdistill.render import render_features
 from splatdistill.render.gsplat_backend import gsplat_available
 

@@ -10,8 +10,14 @@ import torch
 from torch import nn
 
 from splatdistill.backbones.vit import ViTBackbone, create_vit
-from splatdistill.distill.student import (EMATeacher, LoraSettings, add_lora, export_timm_safetensors,
-                                          lora_module_names, trainable_parameter_count)
+from splatdistill.distill.student import (
+    EMATeacher,
+    LoraSettings,
+    add_lora,
+    export_timm_safetensors,
+    lora_module_names,
+    trainable_parameter_count,
+)
 
 
 @pytest.fixture()

@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from _data_helpers import tiny_rooms
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.heads import DINOHead, dino_loss, feature_loss
 from splatdistill.errors import UserError
 
 WORKER = str(Path(__file__).with_name("_train_worker.py"))
-
-
-@pytest.fixture(scope="session")
-def rooms(tmp_path_factory):
-    return tiny_rooms(tmp_path_factory)
 
 
 # ---- losses and head ----------------------------------------------------------------------------
@@ -92,8 +86,8 @@ def test_config_yaml_and_overrides(tmp_path):
 def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     """Splatting context features into the context's own camera gives back its tokens."""
     from splatdistill.data import load_dataset
-    from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
     from splatdistill.geometry.cameras import Cameras
+    from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
 
     view = load_dataset(rooms)[0].load_view(0)
     R = view.width
@@ -169,9 +163,9 @@ def test_ddp_two_cpu_ranks_agree_and_shard_the_data(rooms, tmp_path):
 
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
-    from splatdistill.distill.trainer import Trainer, TrainingDiverged
-
     from _train_worker import TINY_RUN
+
+    from splatdistill.distill.trainer import Trainer, TrainingDiverged
 
     cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'nan'}", "steps=5", "checkpoint_every=1",
                                   *TINY_RUN])
@@ -236,9 +230,9 @@ def test_cross_view_consistency_is_zero_for_identical_views_and_low_for_a_3d_con
 
 
 def test_training_with_two_targets_and_the_consistency_term(rooms, tmp_path):
-    from splatdistill.distill.trainer import Trainer
-
     from _train_worker import TINY_RUN
+
+    from splatdistill.distill.trainer import Trainer
 
     cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'two'}", "steps=2", "num_targets=2",
                                   "consistency_weight=0.5", "val_samples=0", *TINY_RUN])

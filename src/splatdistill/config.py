@@ -58,13 +58,25 @@ def key_aliases(cls: type) -> dict[str, tuple[str, ...]]:
     return aliases
 
 
-def flatten_values(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings (as YAML gives them) -> dotted keys; dict-typed leaves are kept whole by the caller."""
+def group_paths(cls: type, prefix: str = "") -> set[str]:
+    """Dotted paths of the nested config groups of ``cls`` (e.g. ``{"data", "method", "method.splat"}``)."""
+    hints = typing.get_type_hints(cls)
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if _is_config(hints[f.name]):
+            out.add(prefix + f.name)
+            out |= group_paths(hints[f.name], prefix + f.name + ".")
+    return out
+
+
+def flatten_values(values: dict[str, Any], groups: set[str], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings of config groups (as YAML gives them) -> dotted keys; other values (dict-typed
+    options included) are kept whole."""
     out: dict[str, Any] = {}
     for k, v in values.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and not key.endswith("extra"):
-            out.update(flatten_values(v, key + "."))
+        if isinstance(v, dict) and key in groups:
+            out.update(flatten_values(v, groups, key + "."))
         else:
             out[key] = v
     return out
@@ -76,7 +88,7 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
     hints = leaf_paths(cls)
     resolved: dict[tuple[str, ...], Any] = {}
     unknown = []
-    for key, value in flatten_values(values).items():
+    for key, value in flatten_values(values, group_paths(cls)).items():
         path = aliases.get(key)
         if path is None:
             unknown.append(key)
@@ -86,7 +98,9 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
         raise UserError(f"{source}: unknown option(s) {', '.join(sorted(unknown))}")
     cfg = _construct(cls, resolved, ())
     validate = getattr(cfg, "validate", None)
-    return validate() if callable(validate) else cfg
+    if callable(validate):
+        validate()  # raises a UserError naming the bad option
+    return cfg
 
 
 def _construct(cls: type, resolved: dict[tuple[str, ...], Any], prefix: tuple[str, ...]) -> Any:
@@ -132,11 +146,12 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = (),
                 defaults: dict[str, Any] | None = None) -> C:
     """Defaults (the class's, then ``defaults``), then the YAML file (if any), then ``key=value`` overrides."""
-    values: dict[str, Any] = dict(flatten_values(defaults or {}))
+    groups = group_paths(cls)
+    values: dict[str, Any] = dict(flatten_values(defaults or {}, groups))
     aliases = key_aliases(cls)
 
     def merge(new: dict[str, Any]) -> None:  # a later key wins, whichever alias it uses
-        for k, v in flatten_values(new).items():
+        for k, v in flatten_values(new, groups).items():
             path = aliases.get(k)
             for old in [o for o in values if path is not None and aliases.get(o) == path]:
                 del values[old]

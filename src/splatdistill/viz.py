@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from splatdistill.errors import UserError
@@ -30,29 +31,33 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
-def pca_rgb(features: list[torch.Tensor] | torch.Tensor, n: int = 3) -> list[np.ndarray]:
-    """Project feature maps (C, h, w) onto their joint top-3 principal components as RGB in [0, 1].
+def pca_rgb(feats: list[torch.Tensor] | torch.Tensor, n_fit: int = 20000, seed: int = 0) -> list[np.ndarray]:
+    """Project (C, h, w) feature grids (a list, or one grid) onto 3 principal components fitted jointly.
 
-    One PCA is fitted over all maps together, so colours are comparable across images/backbones.
-    Each component is stretched between its 1st and 99th percentile.
+    Joint fitting makes the colours comparable between the views; each component is mapped to [0, 1]
+    with the 1st/99th percentiles over all views. Returns (h, w, 3) float arrays.
     """
-    maps = [features] if isinstance(features, torch.Tensor) and features.ndim == 3 else list(features)
-    flat = torch.cat([f.detach().float().flatten(1).T for f in maps], dim=0)  # (N, C)
-    mean = flat.mean(0, keepdim=True)
-    centred = flat - mean
-    # torch.pca_lowrank is randomised; a full SVD of the (C x C) covariance is exact and cheap for C <= 2k
-    cov = centred.T @ centred / max(1, centred.shape[0] - 1)
-    _, vecs = torch.linalg.eigh(cov.double())
-    basis = vecs[:, -n:].flip(1).float()
-    proj = centred @ basis
-    lo = torch.quantile(proj, 0.01, dim=0)
-    hi = torch.quantile(proj, 0.99, dim=0)
-    proj = ((proj - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
-    out, start = [], 0
-    for f in maps:
-        h, w = f.shape[-2:]
-        out.append(proj[start : start + h * w].reshape(h, w, n).numpy())
-        start += h * w
+    feats = [f.detach().float() for f in ([feats] if isinstance(feats, torch.Tensor) and feats.ndim == 3 else feats)]
+    flat = torch.cat([f.flatten(1).T for f in feats]).double()
+    g = torch.Generator().manual_seed(seed)
+    fit = flat[torch.randperm(flat.shape[0], generator=g)[:n_fit]] if flat.shape[0] > n_fit else flat
+    mean = fit.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(fit - mean, full_matrices=False)
+    comps = v[:3].T  # (C, 3)
+    # Deterministic sign: the largest-magnitude loading of each component is positive.
+    signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
+    comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)
+    proj = [((f.flatten(1).T.double() - mean) @ comps) for f in feats]
+    allp = torch.cat(proj)
+    if allp.shape[1] < 3:
+        allp = F.pad(allp, (0, 3 - allp.shape[1]))
+        proj = [F.pad(p, (0, 3 - p.shape[1])) for p in proj]
+    lo = torch.quantile(allp, 0.01, dim=0)
+    hi = torch.quantile(allp, 0.99, dim=0)
+    out = []
+    for f, p in zip(feats, proj):
+        rgb = ((p - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+        out.append(rgb.T.reshape(3, f.shape[1], f.shape[2]).permute(1, 2, 0).numpy())
     return out
 
 

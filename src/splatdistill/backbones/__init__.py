@@ -14,11 +14,16 @@ Spec strings:
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import os
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
+import timm
 import torch
+from safetensors.torch import load_file
 
 from splatdistill.backbones.base import Backbone, snap_size
 from splatdistill.backbones.checkpoints import (
@@ -98,9 +103,6 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
 
 
 def _load_default_dinov2() -> ViTBackbone:
-    from safetensors.torch import load_file
-
-
     path = ensure_converted()
     model = create_vit(ARCH)
     model.load_state_dict(load_file(str(path)), strict=True)
@@ -110,7 +112,6 @@ def _load_default_dinov2() -> ViTBackbone:
 
 def _cached_hub_file(name: str) -> str | None:
     """A timm model's weights file in the local Hugging Face hub cache, if it is there."""
-    import timm
 
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -130,8 +131,6 @@ def _cached_hub_file(name: str) -> str | None:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Cheap check that the hub's host resolves and accepts a connection (avoids minutes of retries)."""
-    import socket
-    from urllib.parse import urlparse
 
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
@@ -146,8 +145,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_timm_pretrained(name: str) -> Backbone:
-    import timm
-
     base = name.split(".")[0]
     if not timm.is_model(base):
         raise UserError(f"unknown timm model {name!r} (see timm.list_models())")
@@ -190,7 +187,6 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
     elif spec.startswith("random:"):
         bb = _load_random(spec[7:] or "vit_small_patch14_dinov2")
     elif spec in ("mobilenetv2", "mobilenet_v2"):
-
         bb = MobileNetV2Backbone(find_mobilenet_weights())
     else:
         arch, _, path = spec.rpartition("@") if "@" in spec else ("", "", spec)
@@ -211,8 +207,6 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 def offline_backbones() -> dict[str, str]:
     """Backbones loadable right now without network, with where their weights come from."""
-    import importlib.metadata as md
-
 
     out: dict[str, str] = {}
     try:

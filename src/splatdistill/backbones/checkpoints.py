@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from splatdistill.backbones.dinov2_onnx import fuse_qkv, hf_to_timm_key
 from splatdistill.errors import UserError
@@ -40,8 +42,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise UserError("weights file is empty", path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
@@ -63,7 +63,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if path.suffix != ".safetensors":
         return {}
     try:
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from splatdistill.atomic import atomic_write
 from splatdistill.errors import UserError
@@ -167,8 +168,6 @@ def convert_onnx(onnx_path: Path) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in sorted(state.items())}, tmp,
                                              metadata=metadata))
 

@@ -38,7 +38,6 @@ class MobileNetV2Backbone(Backbone):
         super().__init__()
         from torchvision.models import mobilenet_v2
 
-
         net = mobilenet_v2(weights=None)
         if weights is not None:
             state = read_state_dict(weights)

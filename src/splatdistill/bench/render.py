@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 import time
 
@@ -24,7 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from splatdistill.errors import UserError
-from splatdistill.geometry import Cameras, Gaussians, intrinsics, lift_depth, look_at
+from splatdistill.geometry import (
+    Cameras,
+    Gaussians,
+    intrinsics,
+    lift_depth,
+    look_at_viewmat,
+)
 from splatdistill.render import render_features
 from splatdistill.render.torch_backend import render_torch
 
@@ -68,7 +75,7 @@ def make_workload(size: int, channels: int, scale_factor: float = 1.0, opacity: 
     K = intrinsics(0.9 * size, 0.9 * size, size / 2, size / 2)
     eyes = torch.tensor([[-0.15, 0.0, -0.5], [0.15, 0.0, -0.5], [0.0, 0.02, -0.5]])
     targets = torch.tensor([[0.1, 0.0, 3.0], [-0.1, 0.0, 3.0], [0.0, 0.0, 3.0]])
-    cams = Cameras(K.expand(3, 3, 3), look_at(eyes, targets), size, size)
+    cams = Cameras(K.expand(3, 3, 3), look_at_viewmat(eyes, targets), size, size)
     depth = room_depth(cams[:2])
     grid = size // 14 + 1
     tokens = torch.randn(2, channels, grid, grid, generator=g)
@@ -93,8 +100,6 @@ class PeakRSS:
         return self
 
     def __exit__(self, *exc) -> None:
-        import resource
-
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         self.peak = max(kib * 1024, psutil.Process().memory_info().rss)
 
@@ -139,7 +144,6 @@ def _sync(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.size < 16 or args.channels < 1 or args.repeats < 1 or args.threads < 1:
         raise UserError("--size >= 16, --channels >= 1, --repeats >= 1 and --threads >= 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -83,7 +83,6 @@ def _time(fn, repeats: int) -> tuple[float, Tensor]:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if min(args.size, args.grid, args.channels, args.segments, args.repeats, args.threads) < 1:
         raise UserError("all sizes and counts must be positive")
     torch.set_num_threads(args.threads)

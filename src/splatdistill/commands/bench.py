@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from splatdistill.commands import lifter
+
 BENCHMARKS = {
     "render": "splatdistill.bench.render",
     "upsample": "splatdistill.bench.upsample",
@@ -30,3 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = bench_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(p)
         p.set_defaults(func=module.run)
+    # lifting time per scene lives with the lifter commands (it runs the lifters end to end)
+    p = bench_sub.add_parser("lifting", help=lifter.BENCH_HELP, description=lifter.BENCH_DESCRIPTION)
+    lifter.add_bench_arguments(p)
+    p.set_defaults(func=lifter.run_bench)

@@ -10,26 +10,34 @@ from __future__ import annotations
 
 import argparse
 
+from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end Splat-and-Distill on the embedded rooms data, with a report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--minutes", type=float, default=20.0, help="total training budget in minutes (default 20)")
-    p.add_argument("--data", default="rooms", help="dataset folder, or 'rooms' (default)")
-    p.add_argument("--backbone", default="dinov2_vits14", help="teacher/original backbone spec")
+    add_config_arguments(p, "demo config (DemoConfig: out, minutes, data, backbone, variants, train, eval, tasks)")
+    p.add_argument("--out", default=None, help="output folder (default: demo_out)")
+    p.add_argument("--minutes", type=float, default=None, help="total training budget in minutes (default 20)")
+    p.add_argument("--data", default=None, help="dataset folder, or 'rooms' (default)")
+    p.add_argument("--backbone", default=None, help="teacher/original backbone spec (default dinov2_vits14)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from splatdistill.demo import DemoConfig, run_demo
+    from splatdistill.commands.demo_recipe import DemoConfig, run_demo
     from splatdistill.errors import UserError
 
-    if args.minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {args.minutes}")
-    doc = run_demo(DemoConfig(out=args.out, minutes=args.minutes, data=args.data, backbone=args.backbone,
-                              progress=not args.no_progress))
+    cfg = config_from_args(DemoConfig, args, {"out": args.out, "minutes": args.minutes, "data": args.data,
+                                              "backbone": args.backbone,
+                                              "progress": False if args.no_progress else None})
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    if cfg.minutes <= 0:
+        raise UserError(f"--minutes must be positive, got {cfg.minutes}")
+    doc = run_demo(cfg)
     from rich.console import Console
     from rich.table import Table
 

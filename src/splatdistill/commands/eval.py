@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
 from splatdistill.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from splatdistill.eval.runner import TASKS, EvalConfig
+    from splatdistill.eval.config import TASKS, EvalConfig
 
     d = EvalConfig()
     p = sub.add_parser(
@@ -25,67 +26,59 @@ def register(sub: argparse._SubParsersAction) -> None:
         "multi-view tasks on held-out scenes, for each backbone; writes results.json, report.md and "
         "PNG figures to --out. Protocol: docs/evaluation.md.",
     )
-    p.add_argument("--backbone", "-b", action="append", required=True, metavar="[LABEL=]SPEC",
+    p.add_argument("--backbone", "-b", action="append", metavar="[LABEL=]SPEC",
                    help="backbone spec (repeatable): dinov2_vits14, a .pth/.safetensors file, timm:NAME, "
                    "random:ARCH, mobilenetv2; LABEL= names its row in the report")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder, or 'rooms' (built on first use)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder, or 'rooms' (built on first use)")
+    add_config_arguments(p, "evaluation config (EvalConfig)")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {','.join(TASKS)} (default: all)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR", help="output folder")
     g = p.add_argument_group("budget")
-    g.add_argument("--resolution", type=int, default=d.resolution, help="short image side fed to the backbone (default %(default)s)")
-    g.add_argument("--max-train-views", type=int, default=d.max_train_views, help="probe training views (default %(default)s)")
-    g.add_argument("--max-eval-views", type=int, default=d.max_eval_views, help="held-out views (default %(default)s)")
-    g.add_argument("--probe-steps", type=int, default=d.probe_steps, help="optimiser steps per probe (default %(default)s)")
-    g.add_argument("--probe-batch", type=int, default=d.probe_batch, help="views per probe step (default %(default)s)")
+    g.add_argument("--resolution", type=int, default=None, help="short image side fed to the backbone (default: see --print-config)")
+    g.add_argument("--max-train-views", type=int, default=None, help="probe training views (default: see --print-config)")
+    g.add_argument("--max-eval-views", type=int, default=None, help="held-out views (default: see --print-config)")
+    g.add_argument("--probe-steps", type=int, default=None, help="optimiser steps per probe (default: see --print-config)")
+    g.add_argument("--probe-batch", type=int, default=None, help="views per probe step (default: see --print-config)")
     g.add_argument("--probe-lr", type=float, default=None,
                    help=f"one learning rate for all probes (default: depth {d.depth_lr}, normals {d.normals_lr}, "
                    f"segmentation {d.seg_lr})")
     g.add_argument("--depth-cls", action="store_true",
                    help="concatenate the CLS token to the depth probe's input, as the paper's protocol does")
-    g.add_argument("--pairs", type=int, default=d.corr_pairs, help="view pairs per dataset for correspondence/consistency (default %(default)s)")
-    g.add_argument("--keep", type=int, default=d.corr_keep, help="best matches kept per pair (default %(default)s)")
-    g.add_argument("--points", type=int, default=d.consistency_points, help="consistency points per pair (default %(default)s)")
+    g.add_argument("--pairs", type=int, default=None, help="view pairs per dataset for correspondence/consistency (default: see --print-config)")
+    g.add_argument("--keep", type=int, default=None, help="best matches kept per pair (default: see --print-config)")
+    g.add_argument("--points", type=int, default=None, help="consistency points per pair (default: see --print-config)")
     o = p.add_argument_group("other")
-    o.add_argument("--train-split", default=d.train_split, choices=["train", "val", "test"])
-    o.add_argument("--eval-split", default=d.eval_split, choices=["auto", "train", "val", "test"],
+    o.add_argument("--train-split", default=None, choices=["train", "val", "test"])
+    o.add_argument("--eval-split", default=None, choices=["auto", "train", "val", "test"],
                    help="held-out split (auto: test if present, else val)")
-    o.add_argument("--max-depth", type=float, default=d.max_depth, help="depth cap in metres for bins and metrics (default %(default)s)")
+    o.add_argument("--max-depth", type=float, default=None, help="depth cap in metres for bins and metrics (default: see --print-config)")
     o.add_argument("--no-middlebury", action="store_true", help="skip the real Middlebury stereo pair")
     o.add_argument("--no-figures", action="store_true", help="write no PNG figures")
     o.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
     o.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    o.add_argument("--seed", type=int, default=d.seed)
-    o.add_argument("--device", default=d.device)
+    o.add_argument("--seed", type=int, default=None)
+    o.add_argument("--device", default=None)
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
-    from splatdistill.eval.runner import EvalConfig
+def eval_config(args: argparse.Namespace):
+    """The :class:`EvalConfig` of a command line: defaults < ``--config`` < option flags < ``key=value``."""
+    from splatdistill.eval.config import EvalConfig
 
-    return EvalConfig(
-        resolution=args.resolution,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        max_train_views=args.max_train_views,
-        max_eval_views=args.max_eval_views,
-        probe_steps=args.probe_steps,
-        probe_batch=args.probe_batch,
-        depth_use_cls=args.depth_cls,
-        **({} if args.probe_lr is None else {"depth_lr": args.probe_lr, "normals_lr": args.probe_lr, "seg_lr": args.probe_lr}),
-        max_depth=args.max_depth,
-        corr_pairs=args.pairs,
-        corr_keep=args.keep,
-        consistency_points=args.points,
-        middlebury=not args.no_middlebury,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-        cache_dir="" if args.no_cache else args.cache,
-        figures=not args.no_figures,
-        progress=not args.quiet and sys.stderr.isatty(),
-    )
+    probe_lr = {} if args.probe_lr is None else {"depth_lr": args.probe_lr, "normals_lr": args.probe_lr,
+                                                 "seg_lr": args.probe_lr}
+    flags = {"resolution": args.resolution, "train_split": args.train_split, "eval_split": args.eval_split,
+             "max_train_views": args.max_train_views, "max_eval_views": args.max_eval_views,
+             "probe_steps": args.probe_steps, "probe_batch": args.probe_batch,
+             "depth_use_cls": True if args.depth_cls else None, **probe_lr, "max_depth": args.max_depth,
+             "corr_pairs": args.pairs, "corr_keep": args.keep, "consistency_points": args.points,
+             "middlebury": False if args.no_middlebury else None, "seed": args.seed, "device": args.device,
+             "threads": args.threads, "cache_dir": '""' if args.no_cache else args.cache,
+             "figures": False if args.no_figures else None,
+             "progress": not args.quiet and sys.stderr.isatty()}
+    return config_from_args(EvalConfig, args, flags)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +88,15 @@ def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)  # fail on a bad task name before loading anything
     if args.cache and args.no_cache:
         raise UserError("--cache and --no-cache are mutually exclusive")
-    doc = evaluate(args.backbone, args.data, tasks, args.out, config_from_args(args))
+    cfg = eval_config(args)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    missing = [flag for flag, value in (("--backbone", args.backbone), ("--data", args.data), ("--out", args.out))
+               if not value]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (see splatdistill eval --help)")
+    doc = evaluate(args.backbone, args.data, tasks, args.out, cfg)
     # A compact summary on stdout: the headline metric of each task per backbone.
     headline = {"depth": "abs_rel", "normals": "mean_deg", "segmentation": "miou", "correspondence": "recall_10", "consistency": "auc"}
     data_name = doc["data"]["name"]

@@ -1,12 +1,15 @@
 """Lifter commands: train and evaluate the learned Gaussian predictor, export lifted scenes, time lifting.
 
-- ``splatdistill train-lifter [--data rooms] [--out DIR] [--features cnn|backbone|cnn+backbone] [--minutes M]``
-- ``splatdistill eval-lifter PREDICTOR [--data rooms] [--backbone SPEC]``: held-out depth errors
+- ``splatdistill lifter train [--data rooms] [--out DIR] [--features cnn|backbone|cnn+backbone] [--minutes M]
+  [key=value ...]``
+- ``splatdistill lifter eval PREDICTOR [--data rooms] [--backbone SPEC]``: held-out depth errors
   (``--backbone`` swaps the guide features, e.g. for a Splat-and-Distill teacher)
-- ``splatdistill lift --lifter SPEC --data DIR --scene NAME --out FILE.ply``: a scene's Gaussians as a
-  standard 3DGS PLY (``--scene all --out DIR`` writes one per scene, ready for ``--lifter ply:DIR``)
-- ``splatdistill bench-lifting --predictor PATH --data DIR``: lifting time per scene, feed-forward
+- ``splatdistill lifter lift --lifter SPEC --data DIR --scene NAME --out FILE.ply``: a scene's Gaussians as
+  a standard 3DGS PLY (``--scene all --out DIR`` writes one per scene, ready for ``--lifter ply:DIR``)
+- ``splatdistill bench lifting --predictor PATH --data DIR``: lifting time per scene, feed-forward
   against FiT3D-style per-scene optimisation, in one run
+
+``train-lifter``, ``eval-lifter``, ``lift`` and ``bench-lifting`` are aliases kept for one release.
 
 See docs/lifters.md.
 """
@@ -20,44 +23,57 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
 from splatdistill.errors import UserError
 
+TRAIN_HELP = "train the learned feed-forward Gaussian predictor (depth supervision)"
+TRAIN_DESCRIPTION = ("Train the MVSplat-like predictor on the train split with depth supervision, then report "
+                     "depth errors on the held-out scenes. Writes predictor.safetensors, predictor.json, "
+                     "metrics.json and log.jsonl to --out; use it with lifter=predictor:OUT. Every option is a "
+                     "field of LifterTrainConfig: --config FILE, key=value, --print-config.")
+EVAL_HELP = "held-out depth errors of a trained predictor"
+EVAL_DESCRIPTION = ("AbsRel / RMSE / delta1 of a predictor on the held-out scenes, on the context pairs the "
+                    "Splat-and-Distill trainer draws, against its coarse estimate and a constant depth.")
+LIFT_HELP = "lift a scene's views into Gaussians with a lifter and write a 3DGS PLY"
+LIFT_DESCRIPTION = ("Lift views of a scene with any lifter (depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY) "
+                    "and write standard 3DGS PLY files any splat viewer opens.")
+BENCH_HELP = "lifting time per scene: feed-forward vs per-scene optimisation"
+BENCH_DESCRIPTION = ("For each scene: teacher features, then the depth lifter, the learned predictor and a "
+                     "FiT3D-style per-scene optimised feature field, timed in one run.")
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from splatdistill.lifters.train_predictor import LifterTrainConfig
+#: the hyphenated names of the previous release -> (group, action); kept as aliases for one release
+ALIASES = {"train-lifter": "lifter train", "eval-lifter": "lifter eval", "lift": "lifter lift",
+           "bench-lifting": "bench lifting"}
 
-    d = LifterTrainConfig()
-    p = sub.add_parser("train-lifter", help="train the learned feed-forward Gaussian predictor (depth supervision)",
-                       description="Train the MVSplat-like predictor on the train split with depth supervision, "
-                       "then report depth errors on the held-out scenes. Writes predictor.safetensors, "
-                       "predictor.json, metrics.json and log.jsonl to --out; use it with --lifter predictor:OUT.")
-    p.add_argument("--data", default=d.data, help="dataset folder or 'rooms' (default %(default)s)")
-    p.add_argument("--out", default=d.out, help="output folder (default %(default)s)")
-    p.add_argument("--features", default=d.features, choices=["cnn", "backbone", "cnn+backbone"],
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p, "predictor training config (LifterTrainConfig)")
+    p.add_argument("--data", default=None, help="dataset folder or 'rooms' (default: see --print-config)")
+    p.add_argument("--out", default=None, help="output folder (default: see --print-config)")
+    p.add_argument("--features", default=None, choices=["cnn", "backbone", "cnn+backbone"],
                    help="matching features: the predictor's own CNN, a backbone's patch features, or both "
-                   "(default %(default)s)")
-    p.add_argument("--backbone", default=d.backbone, help="backbone for --features *backbone (default %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
-    p.add_argument("--minutes", type=float, default=d.minutes,
+                   "(default: see --print-config)")
+    p.add_argument("--backbone", default=None, help="backbone for --features *backbone (default: see --print-config)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: see --print-config)")
+    p.add_argument("--minutes", type=float, default=None,
                    help="wall-time budget in minutes (0 = none; the LR schedule follows the tighter budget)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="context pairs per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="predictor resolution (default %(default)s)")
-    p.add_argument("--depths", type=int, default=d.num_depths, help="plane-sweep candidates (default %(default)s)")
-    p.add_argument("--near", type=float, default=d.near, help="nearest plane, metres (default %(default)s)")
-    p.add_argument("--far", type=float, default=d.far, help="farthest plane, metres (default %(default)s)")
-    p.add_argument("--channels", type=int, default=d.channels, help="matching-feature channels (default %(default)s)")
-    p.add_argument("--eval-pairs", type=int, default=d.eval_pairs, help="held-out pairs per scene (default %(default)s)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None, help="context pairs per step (default: see --print-config)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: see --print-config)")
+    p.add_argument("--image-size", type=int, default=None, help="predictor resolution (default: see --print-config)")
+    p.add_argument("--depths", type=int, default=None, help="plane-sweep candidates (default: see --print-config)")
+    p.add_argument("--near", type=float, default=None, help="nearest plane, metres (default: see --print-config)")
+    p.add_argument("--far", type=float, default=None, help="farthest plane, metres (default: see --print-config)")
+    p.add_argument("--channels", type=int, default=None, help="matching-feature channels (default: see --print-config)")
+    p.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs per scene (default: see --print-config)")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: see --print-config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.set_defaults(func=run_train)
 
-    p = sub.add_parser("eval-lifter", help="held-out depth errors of a trained predictor",
-                       description="AbsRel / RMSE / delta1 of a predictor on the held-out scenes, on the context "
-                       "pairs the Splat-and-Distill trainer draws, against its coarse estimate and a constant depth.")
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("predictor", help="folder written by train-lifter")
     p.add_argument("--data", default="rooms")
     p.add_argument("--splits", default="val,test", help="comma-separated held-out splits (default %(default)s)")
@@ -68,11 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", "-q", action="store_true")
-    p.set_defaults(func=run_eval)
 
-    p = sub.add_parser("lift", help="lift a scene's views into Gaussians with a lifter and write a 3DGS PLY",
-                       description="Lift views of a scene with any lifter (depth, predictor:PATH, ply:PATH, "
-                       "python:MODULE:FACTORY) and write standard 3DGS PLY files any splat viewer opens.")
+
+def add_lift_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lifter", default="depth", help="lifter spec (default %(default)s)")
     p.add_argument("--data", required=True, help="dataset folder or 'rooms'")
     p.add_argument("--scene", required=True, help="scene name, or 'all' (then --out is a folder)")
@@ -84,11 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="dinov2_vits14",
                    help="teacher for --carry features and for predictors that match on its features")
     p.add_argument("--out", required=True, help="output .ply (one scene) or folder (--scene all)")
-    p.set_defaults(func=run_lift)
 
-    p = sub.add_parser("bench-lifting", help="lifting time per scene: feed-forward vs per-scene optimisation",
-                       description="For each scene: teacher features, then the depth lifter, the learned "
-                       "predictor and a FiT3D-style per-scene optimised feature field, timed in one run.")
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictor", required=True, help="folder written by train-lifter")
     p.add_argument("--data", default="rooms")
     p.add_argument("--split", default="test", help="scenes of this split (default %(default)s)")
@@ -100,7 +112,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", "-q", action="store_true")
-    p.set_defaults(func=run_bench)
+
+
+ACTIONS = {  # action -> (help, description, add arguments, run)
+    "train": (TRAIN_HELP, TRAIN_DESCRIPTION, add_train_arguments, "run_train"),
+    "eval": (EVAL_HELP, EVAL_DESCRIPTION, add_eval_arguments, "run_eval"),
+    "lift": (LIFT_HELP, LIFT_DESCRIPTION, add_lift_arguments, "run_lift"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser("lifter", help="the feed-forward lifter: train, eval, lift (docs/lifters.md)",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = group.add_subparsers(dest="lifter_action", metavar="ACTION", required=True)
+    for name, (help_, description, add, run) in ACTIONS.items():
+        p = actions.add_parser(name, help=help_, description=description)
+        add(p)
+        p.set_defaults(func=globals()[run])
+    for old, new in ALIASES.items():
+        action = new.split()[1]
+        help_, description, add, run = ACTIONS.get(action, (BENCH_HELP, BENCH_DESCRIPTION, add_bench_arguments,
+                                                            "run_bench"))
+        p = sub.add_parser(old, help=f"alias of `splatdistill {new}` (kept for one release)",
+                           description=f"Alias of `splatdistill {new}`. {description}")
+        add(p)
+        p.set_defaults(func=globals()[run])
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -124,11 +160,15 @@ def _print_held_out(res: dict) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
-    cfg = LifterTrainConfig(data=args.data, out=args.out, features=args.features, backbone=args.backbone,
-                            steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                            image_size=args.image_size, num_depths=args.depths, near=args.near, far=args.far,
-                            channels=args.channels, eval_pairs=args.eval_pairs, checkpoint_every=args.checkpoint_every,
-                            seed=args.seed, threads=args.threads, progress=_progress(args))
+    flags = {"data": args.data, "out": args.out, "features": args.features, "backbone": args.backbone,
+             "steps": args.steps, "minutes": args.minutes, "batch_size": args.batch_size, "lr": args.lr,
+             "image_size": args.image_size, "num_depths": args.depths, "near": args.near, "far": args.far,
+             "channels": args.channels, "eval_pairs": args.eval_pairs, "checkpoint_every": args.checkpoint_every,
+             "seed": args.seed, "threads": args.threads, "progress": _progress(args)}
+    cfg = config_from_args(LifterTrainConfig, args, flags)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
     out = Path(cfg.out)
     if not args.resume and (out / "train_state.pt").exists():
         raise UserError("the output folder already holds a predictor run: pass --resume or choose another --out", out)
@@ -157,15 +197,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _scenes(data: str, names: list[str] | None = None, split: str | None = None):
-    from splatdistill.data import ensure_rooms, load_dataset
+    from splatdistill.data import load_dataset
 
-    root = ensure_rooms() if data == "rooms" else Path(data)
-    scenes = load_dataset(root, split=split)
+    scenes = load_dataset(data, split=split)
     if names is not None:
         by_name = {s.name: s for s in scenes}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise UserError(f"no scene {missing[0]!r} (have {', '.join(sorted(by_name)[:6])}...)", root)
+            raise UserError(f"no scene {missing[0]!r} (have {', '.join(sorted(by_name)[:6])}...)", data)
         scenes = [by_name[n] for n in names]
     return scenes
 

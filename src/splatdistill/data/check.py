@@ -17,7 +17,11 @@ import numpy as np
 from splatdistill.errors import UserError
 
 from . import detect_format, load_dataset
-from .consistency import label_transfer_agreement, normal_agreement, reprojection_error
+from .geometry_checks import (
+    label_transfer_agreement,
+    normal_agreement,
+    reprojection_error,
+)
 from .native import find_scene_dirs, load_scene
 from .scene import Scene
 from .validate import DatasetWarning, Problem

@@ -7,6 +7,7 @@ Writers are atomic (temporary file + rename) so an interrupted build never leave
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def _save_png(path: Path, img: Image.Image) -> None:
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, arr)
     atomic_write_bytes(path, buf.getvalue())
@@ -70,8 +67,6 @@ def write_rgb(path: Path, image: np.ndarray) -> None:
     """float [0, 1] or uint8 (H, W, 3) -> 8-bit PNG/JPEG by suffix."""
     arr = image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        import io
-
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="JPEG", quality=95)
         atomic_write_bytes(path, buf.getvalue())

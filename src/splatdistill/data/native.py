@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,6 @@ def write_view_files(scene_dir: Path, view: ViewData, name: str, depth_scale: fl
 
 def save_scene(scene: Scene, scene_dir: Path) -> Path:
     """Write any in-memory :class:`Scene` (e.g. loaded from another format) in this format."""
-    import re
 
     names = [r.name for r in scene.views]
     keep = all(re.fullmatch(r"[\w.-]+", n) for n in names) and len(set(names)) == len(names)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import rotation_angle_deg
 from splatdistill.geometry.warp import view_warp
 
 from .scene import Scene
@@ -45,11 +46,6 @@ class SampleIndex:
     scene: int
     context: tuple[int, int]
     targets: tuple[int, ...]
-
-
-def rotation_deg(a: np.ndarray, b: np.ndarray) -> float:
-    r = a[:3, :3].T @ b[:3, :3]
-    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
 
 
 class ViewSampler:
@@ -76,7 +72,7 @@ class ViewSampler:
     def _pairs(self, scene: Scene) -> list[tuple[int, int]]:
         cfg, n = self.config, len(scene)
         poses = [v.cam_to_world for v in scene.views]
-        steps = np.array([rotation_deg(poses[k], poses[k + 1]) for k in range(n - 1)])
+        steps = np.array([rotation_angle_deg(poses[k], poses[k + 1]) for k in range(n - 1)])
         cum = np.concatenate([[0.0], np.cumsum(steps)])
         out = []
         for i in range(n):

@@ -81,9 +81,13 @@ class Views:
     normals: Tensor | None = None  # (..., H, W, 3) camera frame, when loaded
 
     @classmethod
-    def from_view_data(cls, views: Sequence[ViewData], ids: Sequence[int] | None = None, mask_mode: str = "auto",
+    def from_view_data(cls, views: Sequence[ViewData], ids: Sequence[int] | None = None, mask_mode: str | None = "auto",
                        size: int | Sequence[int] | None = None, normals: bool = False, scene: str = "") -> "Views":
-        """Stack loaded views (resized to ``size`` first, K scaled to match; see :func:`resize_view`)."""
+        """Stack loaded views (resized to ``size`` first, K scaled to match; see :func:`resize_view`).
+
+        ``mask_mode`` picks the segments (:func:`~splatdistill.data.masks.segments_for_view`); ``None``
+        skips them (all zeros) for consumers that need none.
+        """
         views = [resize_view(v, None if size is None else _size(size)) for v in views]
         h, w = views[0].height, views[0].width
         if any((v.height, v.width) != (h, w) for v in views):
@@ -98,7 +102,8 @@ class Views:
             cam_to_world=torch.from_numpy(np.stack([v.cam_to_world for v in views]).astype(np.float32)),
             depths=torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32)
                                               for v in views]).astype(np.float32)),
-            segments=torch.from_numpy(np.stack([segments_for_view(v, mask_mode) for v in views]).astype(np.int64)),
+            segments=torch.from_numpy(np.stack([segments_for_view(v, mask_mode) if mask_mode else np.zeros((h, w), np.int64)
+                                                for v in views]).astype(np.int64)),
             semantic=torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32)
                                                 for v in views]).astype(np.int64)),
             ids=torch.as_tensor(list(range(len(views))) if ids is None else [int(i) for i in ids]),
@@ -151,7 +156,6 @@ class Views:
 
     def at(self, size: int | Sequence[int]) -> "Views":
         """The views at (h, w): images bilinear (antialiased), maps nearest, K scaled to match.
-
         This is how the trainer gets its render-resolution context and target views.
         """
         h, w = _size(size)

@@ -1,6 +1,6 @@
 """Projection head and losses of Splat-and-Distill.
 
-The DINO-style head (DESIGN section 1, step 8): a 3-layer MLP with GELU to a bottleneck, L2
+The DINO-style head (docs/design.md, "The method", step 8): a 3-layer MLP with GELU to a bottleneck, L2
 normalisation, and a weight-normalised linear layer onto K prototypes. The loss per token is the
 cross-entropy between the teacher's softmax and the student's log-softmax; only tokens the splatted
 target covers are counted (a masked mean, rather than the reference's zeroed tokens).

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import save_file
 from torch import nn
 
 from splatdistill.atomic import atomic_write
@@ -32,7 +35,6 @@ class LoraSettings:
 
 def add_lora(backbone: ViTBackbone, settings: LoraSettings | None = None) -> ViTBackbone:
     """Insert peft LoRA adapters in place; freeze all non-adapter weights. Returns ``backbone``."""
-    from peft import LoraConfig, inject_adapter_in_model
 
     s = settings or LoraSettings()
     if not isinstance(backbone, ViTBackbone):
@@ -49,7 +51,6 @@ def add_lora(backbone: ViTBackbone, settings: LoraSettings | None = None) -> ViT
 
 def lora_module_names(module: nn.Module) -> list[str]:
     """Names of the modules that carry a LoRA adapter."""
-    from peft.tuners.lora import LoraLayer
 
     return [name for name, m in module.named_modules() if isinstance(m, LoraLayer)]
 
@@ -60,7 +61,6 @@ def trainable_parameter_count(module: nn.Module) -> int:
 
 def merged_copy(backbone: ViTBackbone) -> ViTBackbone:
     """A deep copy with every LoRA adapter merged into its base linear and removed."""
-    from peft.tuners.lora import LoraLayer
 
     merged = copy.deepcopy(backbone).cpu()
     for name, module in list(merged.model.named_modules()):
@@ -80,7 +80,6 @@ def export_timm_safetensors(backbone: ViTBackbone, path: str | Path, extra_metad
     The file loads with ``strict=True`` into ``timm.create_model(arch)``; its metadata records the
     arch and the position-interpolation convention the features were trained with.
     """
-    from safetensors.torch import save_file
 
     merged = merged_copy(backbone) if lora_module_names(backbone) else backbone
     state = {k: v.detach().cpu().contiguous() for k, v in merged.model.state_dict().items()}

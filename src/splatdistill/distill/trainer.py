@@ -45,7 +45,10 @@ from splatdistill.distill.losses import (
     feature_loss,
     token_agreement,
 )
-from splatdistill.distill.runs import (
+from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safetensors
+from splatdistill.errors import UserError
+from splatdistill.lifters import build_lifter
+from splatdistill.runs import (
     CHECKPOINT,
     RunLog,
     atomic_torch_save,
@@ -54,9 +57,6 @@ from splatdistill.distill.runs import (
     rng_state,
     set_rng_state,
 )
-from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safetensors
-from splatdistill.errors import UserError
-from splatdistill.lifters import build_lifter
 from splatdistill.splat import SplatSettings, splat_targets
 
 __all__ = ["SnDModel", "StepTimes", "Trainer", "TrainingDiverged", "build_dataset", "cross_view_consistency",
@@ -79,7 +79,6 @@ class SnDModel(nn.Module):
         tokens = self.backbone.patch_features(images)
         logits = self.head(tokens.flatten(2).transpose(1, 2)) if self.head is not None else None
         return tokens, logits  # type: ignore[return-value]
-
 
 
 # ---- trainer ------------------------------------------------------------------------------------

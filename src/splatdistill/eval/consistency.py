@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 
 from splatdistill.data.scene import ViewData
 from splatdistill.eval.correspondence import PairGeometry, gt_correspondences
@@ -59,7 +60,6 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     neg = np.asarray(negative, np.float64)
     if pos.size == 0 or neg.size == 0:
         return float("nan")
-    from scipy.stats import rankdata
 
     ranks = rankdata(np.concatenate([pos, neg]))  # ties get their average rank
     u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2

@@ -1,5 +1,5 @@
 """Multi-view correspondence: ground-truth pixel correspondences from depth and poses, feature matching
-by cosine nearest neighbour with a ratio test, and recall of the best matches (DESIGN section 3).
+by cosine nearest neighbour with a ratio test, and recall of the best matches (docs/evaluation.md).
 
 Both views are matched on a regular pixel grid whose spacing is ``grid_step_ref`` pixels of the 160x120
 reference resolution (so the grid cannot blur the 5 px threshold). Per pair (A, B): grid pixels of A
@@ -25,10 +25,10 @@ from splatdistill.eval.metrics import (
     CORRESPONDENCE_THRESHOLDS_PX,
     correspondence_threshold_scale,
     recall_at_thresholds,
-    rotation_angle_deg,
     rotation_bin_label,
     rotation_bin_labels,
 )
+from splatdistill.geometry.cameras import rotation_angle_deg
 from splatdistill.geometry.warp import view_warp
 
 

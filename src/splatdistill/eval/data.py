@@ -8,8 +8,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from splatdistill.data import ensure_rooms, load_dataset
+from splatdistill.data import ROOMS, load_dataset
 from splatdistill.data.middlebury import load_middlebury
 from splatdistill.data.scene import Scene, ViewData
 from splatdistill.data.views import resize_view
@@ -57,8 +58,8 @@ def resolve_data(data: str | Path | Sequence[Scene]) -> tuple[str, list[Scene]]:
         return "data", list(data)
 
     text = str(data)
-    if text == "rooms":
-        return "rooms", load_dataset(ensure_rooms())
+    if text == ROOMS:
+        return ROOMS, load_dataset(ROOMS)
     path = Path(text).expanduser()
     if not path.exists():
         raise UserError("data directory not found", path)
@@ -109,8 +110,6 @@ def _remap_semantic(sem: np.ndarray | None, lookup: np.ndarray) -> np.ndarray | 
 
 
 def _load_views(items: list[tuple[Scene, int]], desc: str, progress: bool) -> list[ViewData]:
-    from tqdm.auto import tqdm
-
     return [scene.load_view(i) for scene, i in tqdm(items, desc=desc, unit="view", disable=not progress, leave=False)]
 
 

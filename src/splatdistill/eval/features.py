@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -19,6 +20,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from splatdistill.atomic import atomic_write
 from splatdistill.backbones import load_backbone
@@ -34,7 +37,6 @@ class BackboneLike(Protocol):
     patch_size: int
     embed_dim: int
     name: str
-
     def patch_features(self, images: torch.Tensor, return_cls: bool = False): ...
 
 
@@ -108,7 +110,6 @@ def extract_features(
     Images are resized to a multiple of the backbone's patch size first (a no-op for the sizes the
     runner prepares), so the patch grid covers the whole image.
     """
-    from tqdm.auto import tqdm
 
     p = int(getattr(model, "patch_size", 1) or 1)
     H, W = images.shape[-2:]
@@ -170,9 +171,6 @@ def get_features(
     progress: bool = True,
 ) -> FeatureSet:
     """Features for every group of ``images``, from the cache when the key matches, else extracted and stored."""
-    import time
-
-    from safetensors.torch import load_file, save_file
 
     t0 = time.perf_counter()
     key_src = {
@@ -217,32 +215,3 @@ def sample_features(feat: torch.Tensor, xy: np.ndarray | torch.Tensor, width: in
     grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2)
     out = F.grid_sample(feat[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out[0, :, 0, :].T.contiguous()
-
-
-def pca_rgb(feats: list[torch.Tensor], n_fit: int = 20000, seed: int = 0) -> list[np.ndarray]:
-    """Project (C, h, w) feature grids onto 3 principal components fitted jointly over all of them.
-
-    Joint fitting makes the colours comparable between the views; each component is mapped to [0, 1]
-    with the 1st/99th percentiles over all views. Returns (h, w, 3) float arrays.
-    """
-    flat = torch.cat([f.flatten(1).T for f in feats]).double()
-    g = torch.Generator().manual_seed(seed)
-    fit = flat[torch.randperm(flat.shape[0], generator=g)[:n_fit]] if flat.shape[0] > n_fit else flat
-    mean = fit.mean(0, keepdim=True)
-    _, _, v = torch.linalg.svd(fit - mean, full_matrices=False)
-    comps = v[:3].T  # (C, 3)
-    # Deterministic sign: the largest-magnitude loading of each component is positive.
-    signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
-    comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)
-    proj = [((f.flatten(1).T.double() - mean) @ comps) for f in feats]
-    allp = torch.cat(proj)
-    if allp.shape[1] < 3:
-        allp = F.pad(allp, (0, 3 - allp.shape[1]))
-        proj = [F.pad(p, (0, 3 - p.shape[1])) for p in proj]
-    lo = torch.quantile(allp, 0.01, dim=0)
-    hi = torch.quantile(allp, 0.99, dim=0)
-    out = []
-    for f, p in zip(feats, proj):
-        rgb = ((p - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
-        out.append(rgb.T.reshape(3, f.shape[1], f.shape[2]).permute(1, 2, 0).numpy())
-    return out

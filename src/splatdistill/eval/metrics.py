@@ -193,13 +193,6 @@ def recall_at_thresholds(
     return out
 
 
-def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    """Angle (degrees) of the relative rotation between two camera orientations."""
-    R = np.asarray(R_a, dtype=np.float64).T @ np.asarray(R_b, dtype=np.float64)
-    c = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
-    return float(np.degrees(np.arccos(c)))
-
-
 def rotation_bin_label(angle_deg: float, edges: Sequence[float] = ROTATION_BIN_EDGES_DEG) -> str:
     """Name of the bin (``"lo-hi"``) a relative rotation falls in; the last bin includes its top edge."""
     for lo, hi in zip(edges[:-1], edges[1:]):

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -166,7 +167,6 @@ def normal_loss(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tor
     """Loss of the normal probe: angular error + L2 on the raw vector + AngMF NLL for the uncertainty.
 
     ``out`` is (B, 4, H, W): an unnormalised normal and a raw concentration kappa. Per pixel
-
     - ``theta``, the angle between the normalised prediction and the ground truth (the angular loss);
     - ``|out_xyz - n|^2`` on the *unnormalised* vector: convex in the probe's weights, it pulls the
       output towards the conditional mean normal where the features are ambiguous. Without it a linear
@@ -194,7 +194,6 @@ def _train(
     desc: str,
 ) -> list[float]:
     """Adam with cosine decay on random minibatches drawn by a seeded generator; returns the loss curve."""
-    from tqdm.auto import tqdm
 
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)

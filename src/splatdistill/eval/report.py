@@ -59,15 +59,19 @@ def _best(values: list[Any], higher: bool | None) -> set[int]:
 
 
 def markdown_table(
-    labels: list[str], rows: list[dict], columns: list[tuple[str, str, str]], higher: dict[str, bool] | None = None
+    labels: list[str], rows: list[dict], columns: list[tuple[str, str, str]], higher: dict[str, bool] | None = None,
+    first: str = "backbone",
 ) -> str:
-    """A markdown table with one row per backbone and the best cell of each column in bold
-    (direction from ``higher``, default :data:`HIGHER_IS_BETTER`)."""
+    """A markdown table with one row per label (``first`` heads that column) and the best cell of each
+    column in bold (direction from ``higher``, default :data:`HIGHER_IS_BETTER`; columns without one are
+    left plain). ``columns`` are (row key, header, format)."""
     higher = HIGHER_IS_BETTER if higher is None else higher
-    head = "| backbone | " + " | ".join(h for _, h, _ in columns) + " |"
+    head = f"| {first} | " + " | ".join(h for _, h, _ in columns) + " |"
     sep = "|---|" + "---:|" * len(columns)
     cells = [[_fmt(r.get(k), f) for k, _, f in columns] for r in rows]
     for c, (key, _, fmt) in enumerate(columns):
+        if higher.get(key) is None:
+            continue
         # Compare the values as shown, so two rows that print the same are both bold.
         shown = [r.get(key) if r.get(key) is None else float(_fmt(r.get(key), fmt).replace("–", "nan")) for r in rows]
         for i in _best(shown, higher.get(key)):

@@ -41,11 +41,11 @@ from splatdistill.eval.features import (
     BackboneEntry,
     get_features,
     load_backbone_spec,
-    pca_rgb,
 )
 from splatdistill.eval.report import FigureData
 from splatdistill.eval.tasks import figure_indices, run_tasks
 from splatdistill.threads import torch_threads
+from splatdistill.viz import pca_rgb
 
 # ------------------------------------------------------------------------------------------ backbones
 

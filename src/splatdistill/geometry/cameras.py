@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -165,7 +166,7 @@ def camera_to_world_points(points_c: Tensor, viewmats: Tensor) -> Tensor:
     return (R.transpose(-1, -2) @ (points_c - t)[..., None])[..., 0]
 
 
-def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
+def look_at_viewmat(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
     """World-to-camera matrix (..., 4, 4) of an OpenCV camera at ``eye`` looking at ``target``.
 
     ``up`` is the world up direction (default -y, so image y points along +y like OpenCV).
@@ -189,3 +190,12 @@ def intrinsics(fx: float, fy: float, cx: float, cy: float, dtype=torch.float32,
     """A 3x3 pixel intrinsic matrix."""
     return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=dtype,
                         device=device)
+
+
+def rotation_angle_deg(a, b) -> float:
+    """Angle (degrees) of the relative rotation between two orientations: 3x3 rotations or 4x4 poses
+    (NumPy or torch; the rotation blocks are compared in float64)."""
+    ra = np.asarray(a, dtype=np.float64)[:3, :3]
+    rb = np.asarray(b, dtype=np.float64)[:3, :3]
+    c = np.clip((np.trace(ra.T @ rb) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.degrees(np.arccos(c)))

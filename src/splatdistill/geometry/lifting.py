@@ -1,6 +1,6 @@
 """Pixel-aligned lifting: one Gaussian per valid depth pixel, carrying that pixel's feature.
 
-This is the feed-forward stand-in for MVSplat's output (DESIGN section 1, step 3): the mean lies on
+This is the feed-forward stand-in for MVSplat's output (docs/design.md, "The method", step 3): the mean lies on
 the pixel's ray at the given z-depth and the covariance is the pixel's footprint at that depth, so a
 lifted view rendered back into its own camera reproduces itself, and any depth source (ground truth,
 a monocular/multi-view predictor) plugs in.

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splatdistill.data import ensure_rooms, load_dataset
+from splatdistill.data import load_dataset
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -148,9 +148,7 @@ class PlyLifter:
             if self.data is None:
                 raise UserError("ply:DIR with several scenes needs the dataset to tell samples' scenes apart "
                                 "(pass data=..., or use a single PLY file)", self.source)
-
-            root = ensure_rooms() if str(self.data) == "rooms" else self.data
-            self._poses = {s.name: np.stack([v.cam_to_world for v in s.views]) for s in load_dataset(root)
+            self._poses = {s.name: np.stack([v.cam_to_world for v in s.views]) for s in load_dataset(self.data)
                            if s.name in self.plys}
             if not self._poses:
                 raise UserError(f"none of the PLY scene names ({', '.join(sorted(self.plys)[:5])}) is a scene of "

@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from splatdistill.atomic import atomic_write, atomic_write_text
@@ -318,8 +319,6 @@ def read_predictor_meta(path: str | Path) -> dict[str, Any]:
 
 def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> GaussianPredictor:
     """A trained :class:`GaussianPredictor` from a folder (or its ``.safetensors`` / ``.json`` file), in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = Path(path).expanduser()
     if not path.exists():

@@ -19,7 +19,6 @@ reported AbsRel is the one the teacher's lifting actually gets.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,13 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from splatdistill.atomic import atomic_torch_save
 from splatdistill.backbones import load_backbone
 from splatdistill.data import load_dataset, resolve_root
 from splatdistill.data.sampler import SamplerConfig, ViewSampler
 from splatdistill.data.scene import Scene
-from splatdistill.data.views import resize_view
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import warp_pixels
 from splatdistill.lifters.predictor import (
@@ -46,6 +46,7 @@ from splatdistill.lifters.predictor import (
     read_predictor_meta,
     save_predictor,
 )
+from splatdistill.runs import TimeBudget, warmup_cosine
 from splatdistill.threads import torch_threads
 
 STATE_NAME = "train_state.pt"
@@ -119,11 +120,7 @@ def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: 
               progress: bool = True, desc: str = "views") -> ViewBank:
     """Load and resize every view; with ``backbone``, also its patch features (from a ``backbone_size``
     copy of the full-resolution image, as the Splat-and-Distill teacher sees it)."""
-    from tqdm.auto import tqdm
-
-
-    images, depths, normals, Ks, c2ws, index, rows, tokens = [], [], [], [], [], [], [], []
-    has_normals = True
+    views, index, rows, tokens = [], [], [], []
     total = sum(len(s) for s in scenes)
     bar = tqdm(total=total, desc=f"loading {desc}", unit="view", disable=not progress, leave=False)
     pending: list[Tensor] = []
@@ -141,16 +138,10 @@ def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: 
             if full.depth is None:
                 raise UserError(f"scene {scene.name} view {vi} has no depth: the predictor is trained and "
                                 "evaluated with depth supervision", scene.root)
-            v = resize_view(full, (size, size))
+            views.append(Views.from_view_data([full], [vi], mask_mode=None, size=size, scene=scene.name,
+                                              normals=full.normals is not None))
             rows[-1].append(len(index))
             index.append((si, vi))
-            images.append(torch.from_numpy(v.image).permute(2, 0, 1).float())
-            depths.append(torch.from_numpy(v.depth).float())
-            has_normals = has_normals and v.normals is not None
-            if has_normals:
-                normals.append(torch.from_numpy(v.normals).float())
-            Ks.append(torch.from_numpy(v.K).float())
-            c2ws.append(torch.from_numpy(v.cam_to_world))
             if backbone is not None:
                 img = torch.from_numpy(full.image).permute(2, 0, 1)[None].float()
                 pending.append(F.interpolate(img, size=(backbone_size, backbone_size), mode="bilinear",
@@ -162,10 +153,10 @@ def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: 
     bar.close()
     if not index:
         raise UserError("no views to load (empty split?)")
-    viewmats = torch.linalg.inv(torch.stack(c2ws)).float()
-    return ViewBank(torch.stack(images), torch.stack(depths), torch.stack(normals) if has_normals else None,
-                    torch.stack(Ks), viewmats, index, rows, list(scenes),
-                    torch.cat(tokens) if tokens else None)
+    normals = torch.cat([v.normals for v in views]) if all(v.normals is not None for v in views) else None
+    return ViewBank(torch.cat([v.images for v in views]), torch.cat([v.depths for v in views]), normals,
+                    torch.cat([v.Ks for v in views]), torch.cat([v.viewmats for v in views]), index, rows,
+                    list(scenes), torch.cat(tokens) if tokens else None)
 
 
 def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
@@ -289,7 +280,6 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
     """Depth errors of the predictor on both views of every pair (pooled over pixels), of its coarse
     cost-volume estimate alone, and of a constant-depth baseline (``constant_depth``, e.g. the training
     median). ``bank.tokens`` are the guide features when the predictor matches on backbone features."""
-    from tqdm.auto import tqdm
 
     if not pairs:
         raise UserError("no held-out context pairs to evaluate on")
@@ -322,12 +312,6 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 
 # ---- training ---------------------------------------------------------------------------------------
 
-def _lr_factor(progress: float, step: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _load_scenes(data: str, splits: Sequence[str]) -> tuple[Path, dict[str, list[Scene]]]:
     root = resolve_root(data)
     return root, {s: load_dataset(root, split=s) for s in splits}
@@ -338,118 +322,136 @@ def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> 
     write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
     cfg.validate()
     with torch_threads(cfg.threads):
-        return _train(cfg, resume, log)
+        run = _PredictorRun(cfg, resume, log)
+        results = run.train()
+        results.update(run.held_out())
+        results["wall_seconds"] = time.perf_counter() - run.t_start
+        (run.out / "metrics.json").write_text(json.dumps(results, indent=1))
+        return results
 
 
-def _train(cfg: LifterTrainConfig, resume: bool, log) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+class _PredictorRun:
+    """One ``train-lifter`` run: data and model set up (or resumed), the loop, the held-out evaluation."""
 
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    if resume and not (out / STATE_NAME).is_file():
-        raise UserError(f"nothing to resume (no {STATE_NAME})", out)
-    t_start = time.perf_counter()
-    root, split_scenes = _load_scenes(cfg.data, ("train", *cfg.eval_splits))
-    train_scenes = split_scenes["train"]
-    if not train_scenes:
-        raise UserError("no training scenes (split 'train' is empty)", root)
-    backbone, bdim = None, 0
-    if "backbone" in cfg.features:
+    def __init__(self, cfg: LifterTrainConfig, resume: bool, log):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.log, self.out = cfg, log, Path(cfg.out)
+        self.state_path = self.out / STATE_NAME
+        if resume and not self.state_path.is_file():
+            raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
+        self.t_start = time.perf_counter()
+        self.root, self.split_scenes = _load_scenes(cfg.data, ("train", *cfg.eval_splits))
+        train_scenes = self.split_scenes["train"]
+        if not train_scenes:
+            raise UserError("no training scenes (split 'train' is empty)", self.root)
+        self.backbone, bdim = None, 0
+        if "backbone" in cfg.features:
+            self.backbone = load_backbone(cfg.backbone).eval()
+            bdim = int(self.backbone.embed_dim)
+        self.bank = load_bank(train_scenes, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress,
+                              "train views")
+        self.pairs = training_pairs(self.bank, cfg.max_gap, cfg.min_overlap)
+        if not self.pairs:
+            raise UserError(f"no training pairs with max_gap={cfg.max_gap} and min_overlap={cfg.min_overlap}",
+                            self.root)
+        self.median_depth = float(self.bank.depths[self.bank.depths > 0].median())
+        self.pcfg = cfg.predictor_config(bdim)
+        self.model = GaussianPredictor(self.pcfg)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step, elapsed_before = 0, 0.0
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+            if state["config"]["features"] != cfg.features or state["config"]["channels"] != cfg.channels:
+                raise UserError("cannot resume: the run was trained with another features/channels setting",
+                                self.state_path)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank.index)} views, {len(self.pairs)} "
+            f"context pairs; features={cfg.features}; "
+            f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters")
+        self.setup_seconds = time.perf_counter() - self.t_start
+        self.budget = TimeBudget(cfg.minutes, elapsed_before)
 
-        backbone = load_backbone(cfg.backbone).eval()
-        bdim = int(backbone.embed_dim)
-    bank = load_bank(train_scenes, cfg.image_size, backbone, cfg.backbone_size, cfg.progress, "train views")
-    pairs = training_pairs(bank, cfg.max_gap, cfg.min_overlap)
-    if not pairs:
-        raise UserError(f"no training pairs with max_gap={cfg.max_gap} and min_overlap={cfg.min_overlap}", root)
-    median_depth = float(bank.depths[bank.depths > 0].median())
-    pcfg = cfg.predictor_config(bdim)
-    model = GaussianPredictor(pcfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed_before = 0, 0.0
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / STATE_NAME
-    if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state["config"]["features"] != cfg.features or state["config"]["channels"] != cfg.channels:
-            raise UserError("cannot resume: the run was trained with another features/channels setting", state_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed"])
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    log(f"train-lifter: {len(train_scenes)} train scenes, {len(bank.index)} views, {len(pairs)} context pairs; "
-        f"features={cfg.features}; {sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters")
-    setup_seconds = time.perf_counter() - t_start
-    t_train = time.perf_counter()
-    logf = open(out / "log.jsonl", "a")
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-lifter", unit="step", disable=not cfg.progress,
-               dynamic_ncols=True)
+    def save(self, final: bool = False) -> None:
+        meta = {"steps": self.step, "train_seconds": self.budget.elapsed, "data": str(self.root), "final": final,
+                "train_median_depth": self.median_depth}
+        save_predictor(self.model, self.out, meta)
+        atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                           "elapsed": self.budget.elapsed, "config": asdict(self.cfg)}, self.state_path)
 
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - t_train
+    def batch(self, step: int) -> dict[str, Tensor]:
+        """The seeded batch of ``step``: context pairs in random order, with a random gain per view."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        chosen = [self.pairs[int(k)] for k in rng.integers(len(self.pairs), size=cfg.batch_size)]
+        chosen = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in chosen]
+        batch = batch_from_pairs(self.bank, chosen)
+        gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=(cfg.batch_size, 2, 1, 1, 1))).float()
+        batch["images"] = (batch["images"] * gain).clamp(0, 1)
+        return batch
 
-    def save(final: bool = False) -> None:
-        meta = {"steps": step, "train_seconds": elapsed(), "data": str(root), "final": final,
-                "train_median_depth": median_depth}
-        save_predictor(model, out, meta)
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                           "elapsed": elapsed(), "config": asdict(cfg)}, state_path)
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        batch = self.batch(self.step)
+        progress = self.step / cfg.steps
+        if cfg.minutes > 0:  # the schedule follows whichever budget is tighter
+            progress = max(progress, self.budget.elapsed / 60 / cfg.minutes)
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * warmup_cosine(self.step, progress, cfg.warmup, 0.02)
+        outp = self.model(batch["images"], batch["Ks"], batch["viewmats"], batch.get("guide"))
+        losses = predictor_losses(outp, batch, self.pcfg)
+        loss = losses["total"]
+        if not torch.isfinite(loss):
+            raise UserError(f"train-lifter: loss became {float(loss)} at step {self.step + 1}; lower --lr", self.out)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        return {"step": self.step, "time": round(self.budget.elapsed, 2), "lr": self.opt.param_groups[0]["lr"],
+                **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
 
-    stopped_by_time = False
-    model.train()
-    try:
-        while step < cfg.steps:
-            if cfg.minutes > 0 and elapsed() / 60 >= cfg.minutes:
-                stopped_by_time = True
-                break
-            rng = np.random.default_rng([cfg.seed, step])
-            chosen = [pairs[int(k)] for k in rng.integers(len(pairs), size=cfg.batch_size)]
-            chosen = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in chosen]
-            batch = batch_from_pairs(bank, chosen)
-            gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=(cfg.batch_size, 2, 1, 1, 1))).float()
-            batch["images"] = (batch["images"] * gain).clamp(0, 1)
-            progress = step / cfg.steps
-            if cfg.minutes > 0:
-                progress = max(progress, elapsed() / 60 / cfg.minutes)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * _lr_factor(progress, step, cfg.warmup)
-            outp = model(batch["images"], batch["Ks"], batch["viewmats"], batch.get("guide"))
-            losses = predictor_losses(outp, batch, pcfg)
-            loss = losses["total"]
-            if not torch.isfinite(loss):
-                raise UserError(f"train-lifter: loss became {float(loss)} at step {step + 1}; lower --lr", out)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            rec = {"step": step, "time": round(elapsed(), 2), "lr": opt.param_groups[0]["lr"],
-                   **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
-            logf.write(json.dumps(rec) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['total']:.3f}", depth=f"{rec['depth']:.3f}")
-            if step % cfg.checkpoint_every == 0:
-                save()
-    finally:
-        bar.close()
-        logf.close()
-    train_seconds = elapsed()
-    save(final=True)
-    model.eval()
-    results: dict[str, Any] = {"steps": step, "train_seconds": train_seconds, "setup_seconds": setup_seconds,
-                               "stopped_by_time": stopped_by_time, "train_pairs": len(pairs),
-                               "train_median_depth": median_depth, "held_out": {}}
-    held_out = [s for split in cfg.eval_splits for s in split_scenes.get(split, [])]
-    if held_out:
-        ebank = load_bank(held_out, cfg.image_size, backbone, cfg.backbone_size, cfg.progress, "held-out views")
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        stopped_by_time = False
+        self.model.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train-lifter", unit="step", disable=not cfg.progress,
+                   dynamic_ncols=True)
+        with open(self.out / "log.jsonl", "a") as logf:
+            try:
+                while self.step < cfg.steps:
+                    if self.budget.exhausted:
+                        stopped_by_time = True
+                        break
+                    rec = self.train_step()
+                    logf.write(json.dumps(rec) + "\n")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{rec['total']:.3f}", depth=f"{rec['depth']:.3f}")
+                    if self.step % cfg.checkpoint_every == 0:
+                        self.save()
+            finally:
+                bar.close()
+        train_seconds = self.budget.elapsed
+        self.save(final=True)
+        self.model.eval()
+        return {"steps": self.step, "train_seconds": train_seconds, "setup_seconds": self.setup_seconds,
+                "stopped_by_time": stopped_by_time, "train_pairs": len(self.pairs),
+                "train_median_depth": self.median_depth, "held_out": {}}
+
+    def held_out(self) -> dict[str, Any]:
+        cfg = self.cfg
+        held_out = [s for split in cfg.eval_splits for s in self.split_scenes.get(split, [])]
+        if not held_out:
+            return {}
+        ebank = load_bank(held_out, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress, "held-out views")
         epairs = snd_context_pairs(ebank, cfg.eval_pairs, seed=cfg.seed)
-        results["held_out"] = evaluate_predictor(model, ebank, epairs, constant_depth=median_depth,
-                                                 progress=cfg.progress)
-        results["held_out"]["splits"] = list(cfg.eval_splits)
-        results["held_out"]["scenes"] = [s.name for s in held_out]
-    results["wall_seconds"] = time.perf_counter() - t_start
-    (out / "metrics.json").write_text(json.dumps(results, indent=1))
-    return results
+        result = evaluate_predictor(self.model, ebank, epairs, constant_depth=self.median_depth, progress=cfg.progress)
+        result["splits"] = list(cfg.eval_splits)
+        result["scenes"] = [s.name for s in held_out]
+        return {"held_out": result}
 
 
 def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequence[str] = ("val", "test"),
@@ -487,5 +489,4 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
 
 
 def json_meta(path: str | Path) -> dict[str, Any]:
-
     return read_predictor_meta(path).get("meta", {})

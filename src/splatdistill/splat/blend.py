@@ -1,4 +1,4 @@
-"""Semantic blending of rendered features with their per-segment mean (DESIGN section 1, step 5).
+"""Semantic blending of rendered features with their per-segment mean (docs/design.md, "The method", step 5).
 
 ``f <- a f + (1 - a) mean_segment(f)`` pulls every pixel towards its segment's average, which damps
 view-dependent noise in the splatted teacher features while keeping segment boundaries sharp. Segment
@@ -17,7 +17,6 @@ from splatdistill.memory import empty_fast
 
 def segment_index(segments: Tensor) -> tuple[Tensor, int]:
     """Map each pixel of (B, H, W) labels to a slot in [0, B*S): (index (B*H*W,), B*S).
-
     Labels are used as offsets from the smallest label when their range is small (no sort);
     otherwise they are compacted with ``unique``. Slots of different images never collide.
     """

@@ -1,4 +1,4 @@
-"""Mask-aware bilinear upsampling of patch tokens (DESIGN section 1, step 2).
+"""Mask-aware bilinear upsampling of patch tokens (docs/design.md, "The method", step 2).
 
 Plain bilinear upsampling smears a token across object boundaries, so a lifted Gaussian on a chair's
 edge would carry part of the wall's feature. Here each output pixel mixes only the bilinear

@@ -18,16 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import rotation_angle_deg
 from splatdistill.paths import data_cache_dir
 
 from .. import io, native
 from ..contact_sheet import write_contact_sheet
 from ..scene import ViewData
-from .cameras import camera_path, rotation_angle_deg
-from .layout import CLASS_NAMES, build_room_mesh, compose_room
-from .render import RoomRenderer, intrinsics
+from .camera_paths import camera_path
+from .layout import CLASS_NAMES, compose_room
+from .mesh import build_room_mesh
+from .raycast import RoomRenderer, intrinsics
 
 GENERATOR_VERSION = 4
 DATASET_NAME = "rooms"
@@ -182,7 +185,6 @@ def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int
     workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(todo) or 1))
     bar = None
     if progress and todo:
-        from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="scene", desc=f"rooms -> {out}", dynamic_ncols=True)
     try:

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import assets
-from .layout import RoomMesh
+from .mesh import RoomMesh
 
 SUPERSAMPLE_OFFSETS = np.array([[-0.25, -0.25], [0.25, -0.25], [-0.25, 0.25], [0.25, 0.25]])
 
@@ -276,7 +276,7 @@ class RoomRenderer:
         )
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+def look_at_cam_to_world(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
     """OpenCV camera-to-world pose at ``eye`` looking at ``target`` (x right, y down, z forward)."""
     z = np.asarray(target, float) - np.asarray(eye, float)
     z /= np.linalg.norm(z)

@@ -1,4 +1,5 @@
-"""Run folders and crash-safe checkpoints.
+"""What every training loop shares (the SnD trainer, the predictor's training): crash-safe checkpoints,
+RNG state, the warm-up + cosine schedule, the time budget and TensorBoard logging.
 
 Every file a run writes goes through a temporary file and an atomic rename, so a run killed at any
 moment leaves either the previous checkpoint or the new one, never a truncated file.
@@ -61,18 +62,20 @@ def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]
 
 # ---- shared by every training loop (SnD trainer, predictor training) ------------------------------------
 
+def warmup_cosine(step: int, progress: float, warmup_steps: int, floor: float) -> float:
+    """LR multiplier: linear warm-up over ``warmup_steps``, then cosine from 1 to ``floor`` as
+    ``progress`` (share of the decay done, clipped to [0, 1]) goes from 0 to 1."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    p = min(1.0, max(0.0, progress))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
 def one_cycle_cosine(total: int, warmup_pct: float, floor: float = 1e-3):
-    """LR multiplier: linear warm-up over ``warmup_pct`` of the steps, then cosine decay to ``floor``
-    (torch's OneCycleLR shape, but well defined for any number of steps)."""
+    """Per-step LR multiplier: linear warm-up over ``warmup_pct`` of the steps, then cosine decay to
+    ``floor`` (torch's OneCycleLR shape, but well defined for any number of steps)."""
     warmup = max(1, int(round(total * warmup_pct)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
+    return lambda step: warmup_cosine(step, (step - warmup) / max(1, total - warmup), warmup, floor)
 
 
 class TimeBudget:

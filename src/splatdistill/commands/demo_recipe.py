@@ -10,16 +10,20 @@ from __future__ import annotations
 import base64
 import html
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from splatdistill.config import flat_config
-from splatdistill.data import ensure_rooms
+from splatdistill.data import resolve_root
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.trainer import Trainer
 from splatdistill.errors import UserError
+from splatdistill.eval import report
 from splatdistill.eval.runner import EvalConfig, evaluate
 
 #: Stands for the evaluated dataset's name in a GOALS path (correspondence results are keyed by dataset).
@@ -87,8 +91,6 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     peak learning rate. This trains ``probe_steps`` steps on a throw-away trainer and takes the median
     time of all but the first (warm-up) step; 5% is kept in reserve for slower steps.
     """
-    import statistics
-
 
     probe = TrainConfig.from_dict({**values, "steps": 1000, "val_samples": 0, "progress": False}, source="demo")
     trainer = Trainer(probe)
@@ -138,7 +140,6 @@ def training_curves(summaries: list[dict], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for s in summaries:
@@ -184,29 +185,33 @@ def summary_rows(results: dict) -> list[dict]:
 def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: dict[str, Path]) -> tuple[Path, Path]:
     out = Path(cfg.out)
     rows = summary_rows(results)
-    lines = ["# Splat-and-Distill demo report", "",
-             f"Teacher/original: `{cfg.backbone}`; data: {results['data']['name']} "
-             f"(probes trained on `{results['data']['train_split']}`, reported on held-out `{results['data']['eval_split']}`).",
-             "", "## Training", "",
-             "| variant | blend alpha | steps | minutes | training loss (first -> last) | held-out loss (start -> end) "
-             "| held-out teacher-student agreement (start -> end) |",
-             "|---|---|---|---|---|---|---|"]
+    train_rows = []
     for s in summaries:
         c = s["curve"]
         ho = s.get("held_out") or []
-        ho_loss = f"{ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}" if len(ho) >= 2 else "n/a"
-        ho_agree = f"{ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}" if len(ho) >= 2 else "n/a"
         if c["loss"]:
             k = max(1, len(c["loss"]) // 10)
             first, last = sum(c["loss"][:k]) / k, sum(c["loss"][-k:]) / k
-            lines.append(f"| {s['name']} | {s['blend_alpha']} | {s['steps']} | {s['minutes']:.1f} | "
-                         f"{first:.4f} -> {last:.4f} | {ho_loss} | {ho_agree} |")
-    lines += ["", "![training curves](training_curves.png)", "",
-              "## Before (DINOv2) against after (SnD student), held-out scenes", "",
-              "| variant | metric | before | after | change | goal | met |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['metric']} | {r['before']:.4f} | {r['after']:.4f} | {r['change']:+.4f} | "
-                     f"{r['goal']} | {'yes' if r['met'] else '**no**'} |")
+            train_rows.append({"alpha": s["blend_alpha"], "steps": s["steps"], "minutes": s["minutes"],
+                               "loss": f"{first:.4f} -> {last:.4f}",
+                               "ho_loss": f"{ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}" if len(ho) >= 2 else "n/a",
+                               "ho_agree": (f"{ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}"
+                                            if len(ho) >= 2 else "n/a"), "name": s["name"]})
+    train_table = report.markdown_table(
+        [r["name"] for r in train_rows], train_rows,
+        [("alpha", "blend alpha", "{}"), ("steps", "steps", "{}"), ("minutes", "minutes", "{:.1f}"),
+         ("loss", "training loss (first -> last)", "{}"), ("ho_loss", "held-out loss (start -> end)", "{}"),
+         ("ho_agree", "held-out teacher-student agreement (start -> end)", "{}")], higher={}, first="variant")
+    change_table = report.markdown_table(
+        [r["variant"] for r in rows], [{**r, "met": "yes" if r["met"] else "**no**"} for r in rows],
+        [("metric", "metric", "{}"), ("before", "before", "{:.4f}"), ("after", "after", "{:.4f}"),
+         ("change", "change", "{:+.4f}"), ("goal", "goal", "{}"), ("met", "met", "{}")], higher={}, first="variant")
+    lines = ["# Splat-and-Distill demo report", "",
+             f"Teacher/original: `{cfg.backbone}`; data: {results['data']['name']} "
+             f"(probes trained on `{results['data']['train_split']}`, reported on held-out `{results['data']['eval_split']}`).",
+             "", "## Training", "", train_table,
+             "", "![training curves](training_curves.png)", "",
+             "## Before (DINOv2) against after (SnD student), held-out scenes", "", change_table]
     missed = [r for r in rows if not r["met"]]
     lines += [""]
     if missed:
@@ -254,11 +259,10 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_root = str(ensure_rooms(progress=cfg.progress)) if cfg.data == "rooms" else cfg.data
+    data_root = str(resolve_root(cfg.data, progress=cfg.progress))
     if not Path(data_root).exists():
         raise UserError("dataset not found", data_root)
     per_variant = cfg.minutes / max(1, len(cfg.variants))

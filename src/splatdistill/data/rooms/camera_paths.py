@@ -13,15 +13,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
+
+from splatdistill.geometry.cameras import rotation_angle_deg
 
 from .layout import FIRST_OBJECT_ID, RoomSpec
-from .render import RoomRenderer, intrinsics, look_at
-
-
-def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    """Angle of the relative rotation between two camera-to-world poses, degrees."""
-    r = a[:3, :3].T @ b[:3, :3]
-    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
+from .raycast import RoomRenderer, intrinsics, look_at_cam_to_world
 
 
 @dataclass
@@ -54,8 +51,6 @@ class FreeSpace:
     """Where a camera may stand: a 2 cm grid of the floor minus walls and furniture (inflated)."""
 
     def __init__(self, spec: RoomSpec, lim: PathLimits, res: float = 0.02):
-        from scipy.ndimage import distance_transform_edt
-
         self.spec, self.res = spec, res
         xs = np.arange(-spec.width / 2 + res / 2, spec.width / 2, res)
         ys = np.arange(-spec.depth / 2 + res / 2, spec.depth / 2, res)
@@ -137,7 +132,7 @@ def propose_path(rng: np.random.Generator, spec: RoomSpec, n_views: int, free: F
                         h0 + h_amp * math.sin(wobble + i * 0.7)])  # fmt: skip
         inward = centre - eye[:2]
         inward /= max(np.linalg.norm(inward), 1e-9)
-        return look_at(eye, np.array([*(centre + inward * look_dist), look_h]))
+        return look_at_cam_to_world(eye, np.array([*(centre + inward * look_dist), look_h]))
 
     poses = [pose(phi, 0)]
     for i in range(1, n_views):
