@@ -85,15 +85,13 @@ class Views:
                        size: int | Sequence[int] | None = None, normals: bool = False, scene: str = "") -> "Views":
         """Stack loaded views (resized to ``size`` first, K scaled to match; see :func:`resize_view`).
 
-        ``mask_mode`` picks the segments (:func:`~splatdistill.data.masks.segments_for_view`); ``None``
+        ``normals=True`` loads them too (zeros for a view without). ``mask_mode`` picks the segments (:func:`~splatdistill.data.masks.segments_for_view`); ``None``
         skips them (all zeros) for consumers that need none.
         """
         views = [resize_view(v, None if size is None else _size(size)) for v in views]
         h, w = views[0].height, views[0].width
         if any((v.height, v.width) != (h, w) for v in views):
             raise UserError(f"scene {scene or '?'}: views of different sizes in one sample; pass size=(H, W) to resize")
-        if normals and any(v.normals is None for v in views):
-            raise UserError(f"scene {scene or '?'}: some views have no normals")
         # Built in numpy, handed to torch without copies (small torch ops are slow in loader workers).
         return cls(
             images=torch.from_numpy(np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2),
@@ -107,7 +105,8 @@ class Views:
             semantic=torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32)
                                                 for v in views]).astype(np.int64)),
             ids=torch.as_tensor(list(range(len(views))) if ids is None else [int(i) for i in ids]),
-            normals=torch.from_numpy(np.stack([v.normals for v in views]).astype(np.float32)) if normals else None,
+            normals=torch.from_numpy(np.stack([v.normals if v.normals is not None else np.zeros((h, w, 3), np.float32)
+                                               for v in views]).astype(np.float32)) if normals else None,
         )
 
     # -- shape -------------------------------------------------------------------------------------

@@ -32,14 +32,14 @@ MaskMode = Literal["auto", "instance", "slic", "felzenszwalb"]
 @dataclass
 class DataConfig:
     root: str = "rooms"  # a dataset folder (see docs/data-format.md) or "rooms" (embedded, built on demand); key: data
-    split: str = "train"
+    split: Literal["train", "val", "test"] = "train"
     image_size: int = 224  # images are resized to image_size x image_size (a multiple of the patch size)
     render_size: int = 112  # resolution of the upsample / lift / splat / blend stage (CPU default)
     num_targets: int = 1  # target views per sample
     context_gap: int = 0  # frames between the two context views; 0 = the sampler's default
     mask: MaskMode = "auto"  # segments for upsampling/blending
     # held-out agreement (loss and teacher-student cosine on scenes not trained on)
-    val_split: str = "val"
+    val_split: Literal["train", "val", "test"] = "val"
     val_samples: int = 16  # 0 = off
     val_every: int = 0  # steps between held-out measurements; 0 = only at the start and the end
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 from splatdistill.errors import UserError
 from splatdistill.eval import correspondence as corr
@@ -25,8 +25,8 @@ class EvalConfig:
     """Every knob of an evaluation run; the defaults fit one ViT-S/14 on ``rooms`` in a few CPU minutes."""
 
     resolution: int = 224  # short image side fed to the backbone (rounded to its patch size)
-    train_split: str = "train"
-    eval_split: str = "auto"  # held-out scenes: "test" if the data has any, else "val"
+    train_split: Literal["train", "val", "test"] = "train"
+    eval_split: Literal["auto", "train", "val", "test"] = "auto"  # held-out scenes: "test" if the data has any, else "val"
     max_train_views: int = 192  # spread evenly over the train scenes
     max_eval_views: int = 64  # spread evenly over the held-out scenes
     loss_res: int = 64  # short side of the grid the probe losses are computed on

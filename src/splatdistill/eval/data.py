@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from splatdistill.data import ROOMS, load_dataset
 from splatdistill.data.middlebury import load_middlebury
 from splatdistill.data.scene import Scene, ViewData
-from splatdistill.data.views import resize_view
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.eval import correspondence as corr
 from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig
@@ -86,11 +86,6 @@ def spread_views(scenes: Sequence[Scene], max_views: int) -> list[tuple[Scene, i
     return out
 
 
-def _image_tensor(view: ViewData, size: tuple[int, int]) -> torch.Tensor:
-    """(3, H, W) float16 backbone input, resized like the training pipeline does (``resize_view``)."""
-    return torch.from_numpy(resize_view(view, size).image).permute(2, 0, 1).half()
-
-
 def _input_size(height: int, width: int, resolution: int) -> tuple[int, int]:
     """Short side = ``resolution``, aspect kept (the backbone snaps it to its patch size)."""
     s = resolution / min(height, width)
@@ -145,33 +140,27 @@ def prepare_data(
     train_set = targets = None
     if train_items:
         views = _load_views(train_items, "loading train views", cfg.progress)
-        images = torch.stack([_image_tensor(v, size) for v in views])
+        images = Views.from_view_data(views, mask_mode=None, size=size).images.half()
         lookups = {s.name: _class_lookup(s, class_names) for s in train}
+        for v, (s, _) in zip(views, train_items):
+            v.semantic = _remap_semantic(v.semantic, lookups[s.name]) if class_names else None
         # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
-        small = [resize_view(v, ls) for v in views]
-        depth = normals = semantic = None
-        if "depth" in tasks and any(v.depth is not None for v in small):
-            depth = torch.from_numpy(np.stack([
-                v.depth if v.depth is not None else np.zeros(ls, np.float32) for v in small
-            ]).astype(np.float32))  # fmt: skip
-        if "normals" in tasks and any(v.normals is not None for v in small):
-            normals = torch.from_numpy(np.stack([
-                v.normals if v.normals is not None else np.zeros(ls + (3,), np.float32) for v in small
-            ]).astype(np.float32)).permute(0, 3, 1, 2).contiguous()  # fmt: skip
-        if "segmentation" in tasks and class_names:
-            sems = [_remap_semantic(v.semantic, lookups[s.name]) for v, (s, _) in zip(small, train_items)]
-            if any(m is not None for m in sems):
-                semantic = torch.from_numpy(np.stack([m if m is not None else np.full(ls, -1, np.int64) for m in sems]))
+        gt = Views.from_view_data(views, mask_mode=None, size=ls, normals=True)
+        depth = gt.depths if "depth" in tasks and any(v.depth is not None for v in views) else None
+        normals = (gt.normals.permute(0, 3, 1, 2).contiguous()
+                   if "normals" in tasks and any(v.normals is not None for v in views) else None)
+        semantic = gt.semantic if "segmentation" in tasks and any(v.semantic is not None for v in views) else None
         train_set = ViewSet([], [s.name for s, _ in train_items], images)  # train views are not kept
         targets = TrainTargets(depth, normals, semantic)
-        del views, small
+        del views, gt
 
     held_views = _load_views(held_items, "loading held-out views", cfg.progress)
     lookups = {s.name: _class_lookup(s, class_names) for s in held}
     for v, (s, _) in zip(held_views, held_items):
         v.semantic = _remap_semantic(v.semantic, lookups[s.name])
         v.instance = None
-    held_set = ViewSet(held_views, [s.name for s, _ in held_items], torch.stack([_image_tensor(v, size) for v in held_views]))
+    held_set = ViewSet(held_views, [s.name for s, _ in held_items],
+                       Views.from_view_data(held_views, mask_mode=None, size=size).images.half())
 
     extra_sets = {}
     for key, ex_scenes in (extra or {}).items():
@@ -180,7 +169,7 @@ def prepare_data(
             # Each view keeps its own aspect ratio (these only feed correspondence/consistency).
             for j, v in enumerate(vs):
                 sz = _input_size(v.height, v.width, cfg.resolution)
-                extra_sets[f"{key}/{s.name}/{j}"] = ViewSet([v], [f"{key}/{s.name}"], _image_tensor(v, sz)[None])
+                extra_sets[f"{key}/{s.name}/{j}"] = ViewSet([v], [f"{key}/{s.name}"], Views.from_view_data([v], mask_mode=None, size=sz).images.half())
 
     counts = {
         "train_scenes": len({s.name for s, _ in train_items}),

@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ STATE_NAME = "train_state.pt"
 class LifterTrainConfig:
     data: str = "rooms"  # dataset folder or "rooms"
     out: str = "runs/lifter"
-    features: str = "cnn"  # cnn | backbone | cnn+backbone (see PredictorConfig)
+    features: Literal["cnn", "backbone", "cnn+backbone"] = "cnn"  # matching features (see PredictorConfig)
     backbone: str = "dinov2_vits14"  # used when features include "backbone"
     backbone_size: int = 224  # image side fed to the backbone (as the SnD teacher sees it)
     image_size: int = 112  # predictor resolution (the trainer's render_size default)
