@@ -246,3 +246,45 @@ def test_training_with_two_targets_and_the_consistency_term(rooms, tmp_path):
                                    "val_samples=0", *TINY_RUN])
     plain = Trainer(cfg0).train_step(batch)
     assert metrics["loss"] == pytest.approx(plain["loss"] + 0.5 * metrics["consistency"], rel=1e-4)
+
+
+# ---- no silent no-ops ----------------------------------------------------------------------------
+
+def test_depth_lifter_on_data_without_depth_stops_before_training(rooms, tmp_path, capsys):
+    from splatdistill.cli import main
+    from splatdistill.data import load_dataset
+    from splatdistill.data.nerfstudio import write_nerfstudio
+    from splatdistill.distill.trainer import Trainer
+
+    from _train_worker import TINY_RUN
+
+    scene = load_dataset(rooms, split="train")[0]
+    write_nerfstudio(scene, tmp_path / "ns", write_depth=False)
+    cfg = TrainConfig.load(None, [f"data={tmp_path / 'ns'}", f"out={tmp_path / 'run'}", "steps=8", "split=train",
+                                  "val_samples=0", "lifter=depth", *TINY_RUN])
+    with pytest.raises(UserError, match="lifter=depth lifts with depth maps, and scene .* has none"):
+        Trainer(cfg)
+    # the command line: one line naming the dataset and the fix, exit 2, nothing trained
+    status = main(["train", "--data", str(tmp_path / "ns"), "--out", str(tmp_path / "cli"), "steps=8", "split=train",
+                   "val_samples=0", *TINY_RUN])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and str(tmp_path / "ns") in err[0] and "lifter=predictor:PATH" in err[0]
+    assert not (tmp_path / "cli" / "checkpoint.pt").exists()
+
+
+def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_path):
+    from splatdistill.distill.trainer import Trainer, TrainingStalled
+    from splatdistill.geometry.lifting import lift_depth
+
+    from _train_worker import TINY_RUN
+
+    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'stall'}", "steps=40", "checkpoint_every=2",
+                                  "stall_steps=5", "val_samples=0", *TINY_RUN])
+    trainer = Trainer(cfg)
+    # a lifter whose Gaussians are all invalid: no target token is ever supervised
+    trainer.lifter = lambda feats, depth, images, cams: lift_depth(torch.zeros_like(depth), cams, feats)
+    with pytest.raises(TrainingStalled, match=r"under 5% of the target tokens were supervised for 5 steps.*"
+                                              r"no depth for the lifter, wrong poses.*checkpoint.pt\) is kept"):
+        trainer.fit()
+    assert trainer.step == 5 and TrainingStalled.exit_code == 3
+    assert torch.load(trainer.checkpoint_path, weights_only=False)["step"] == 4

@@ -91,6 +91,10 @@ class RunConfig:
     log_every: int = 10
     num_workers: int = 0
     progress: bool = True
+    # stop (exit 3) when fewer than stall_share of the target tokens are supervised for stall_steps
+    # consecutive steps: the targets cover nothing (no depth, wrong poses, views that do not overlap)
+    stall_share: float = 0.05
+    stall_steps: int = 50  # 0 = off
     extra: dict = field(default_factory=dict)  # free-form notes stored with the run
 
 

@@ -59,12 +59,27 @@ from splatdistill.runs import (
 )
 from splatdistill.splat import SplatSettings, splat_targets
 
-__all__ = ["SnDModel", "StepTimes", "Trainer", "TrainingDiverged", "build_dataset", "cross_view_consistency",
+__all__ = ["SnDModel", "StepTimes", "Trainer", "TrainingDiverged", "TrainingStalled", "require_depth", "build_dataset", "cross_view_consistency",
            "make_lifter", "sample_indices"]
 
 
 class TrainingDiverged(UserError):
     exit_code = 3
+
+
+class TrainingStalled(UserError):
+    """The targets supervise (almost) no token, step after step."""
+
+    exit_code = 3
+
+
+def require_depth(scenes, data: str) -> None:
+    """``lifter=depth`` needs depth maps: stop before training when a scene has none (its first view)."""
+    for scene in scenes:
+        if scene.load_view(0).depth is None:
+            raise UserError(f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; train a "
+                            "feed-forward lifter (splatdistill lifter train) and pass lifter=predictor:PATH, or "
+                            "use data with depth")
 
 
 class SnDModel(nn.Module):
@@ -124,10 +139,13 @@ class Trainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.splat: SplatSettings = m.splat
         self.lifter = make_lifter(cfg, self.splat)
+        if m.method == "snd" and m.lifter.strip() == "depth":
+            require_depth(self.dataset.scenes, cfg.data.root)
         self.fit3d = None  # method=fit3d: fixed per-scene feature fields replace the splatted teacher
         if m.method == "fit3d":
             self.fit3d = Fit3DTargets(cfg, self.dataset.scenes, self.device, cfg.run.progress, self.dist.is_main)
         self.step = 0
+        self._low_steps = 0  # consecutive steps with (almost) no supervised token
         self._val_dataset = None
         if resume:
             self.load_checkpoint()
@@ -323,6 +341,19 @@ class Trainer:
             samples.append(self.dataset[index])
         return collate_samples(samples)
 
+    def _check_supervision(self, metrics: dict[str, float]) -> None:
+        """Stop a run whose targets supervise (almost) nothing instead of training nothing in silence."""
+        r = self.cfg.run
+        self._low_steps = self._low_steps + 1 if metrics["supervised_tokens"] < r.stall_share else 0
+        if r.stall_steps > 0 and self._low_steps >= r.stall_steps:
+            kept = (f"the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.is_file()
+                    else "no checkpoint was written")
+            raise TrainingStalled(
+                f"under {r.stall_share:.0%} of the target tokens were supervised for {self._low_steps} steps in a "
+                f"row (last {metrics['supervised_tokens']:.1%}): the splatted targets cover almost nothing. Likely "
+                "causes: no depth for the lifter, wrong poses or camera conventions, or context and target views "
+                f"that do not overlap; {kept}")
+
     def _stop_now(self, start: float, stop_requested: dict[str, bool]) -> bool:
         """Out of the time budget or asked to stop (SIGTERM), agreed by every rank."""
         minutes = self.cfg.optim.max_minutes
@@ -373,6 +404,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", s_per_step=f"{metrics['step_time']:.2f}")
                 if on_step is not None:
                     on_step(self, metrics)
+                self._check_supervision(metrics)
                 stop = self._stop_now(start, stop_requested)
                 if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.optim.steps or stop:
                     self.save_checkpoint()
