@@ -38,6 +38,7 @@ from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import warp_pixels
+from splatdistill.lifters.photometric import photometric_loss
 from splatdistill.lifters.predictor import (
     GaussianPredictor,
     PredictorConfig,
@@ -74,6 +75,11 @@ class LifterTrainConfig:
     min_overlap: float = 0.3  # ... and seeing at least this share of each other
     eval_pairs: int = 6  # held-out context pairs per scene
     eval_splits: tuple[str, ...] = ("val", "test")
+    # depth: L1 on log depth (needs depth maps); photometric (experimental, docs/lifters.md): splat each
+    # context view into the other and compare with its photograph (posed RGB alone); both; auto = both
+    # where the data has depth, photometric where it has none
+    supervision: Literal["auto", "depth", "photometric", "both"] = "depth"
+    photometric_weight: float = 1.0
     checkpoint_every: int = 250
     seed: int = 0
     threads: int = 1  # torch threads (1 is fastest on a shared 2-core machine)
@@ -86,6 +92,8 @@ class LifterTrainConfig:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0 or self.lr <= 0:
             raise UserError("minutes must be >= 0 and lr > 0")
+        if self.photometric_weight < 0:
+            raise UserError(f"photometric_weight must be >= 0, got {self.photometric_weight}")
         return self
 
     def predictor_config(self, backbone_dim: int = 0) -> PredictorConfig:
@@ -117,7 +125,7 @@ class ViewBank:
 
 
 def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: int = 224,
-              progress: bool = True, desc: str = "views") -> ViewBank:
+              progress: bool = True, desc: str = "views", need_depth: bool = True) -> ViewBank:
     """Load and resize every view; with ``backbone``, also its patch features (from a ``backbone_size``
     copy of the full-resolution image, as the Splat-and-Distill teacher sees it)."""
     views, index, rows, tokens = [], [], [], []
@@ -135,9 +143,10 @@ def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: 
         rows.append([])
         for vi in range(len(scene)):
             full = scene.load_view(vi)
-            if full.depth is None:
+            if full.depth is None and need_depth:
                 raise UserError(f"scene {scene.name} view {vi} has no depth: the predictor is trained and "
-                                "evaluated with depth supervision", scene.root)
+                                "evaluated with depth supervision (supervision=photometric trains from posed images "
+                                "alone)", scene.root)
             views.append(Views.from_view_data([full], [vi], mask_mode=None, size=size, scene=scene.name,
                                               normals=full.normals is not None))
             rows[-1].append(len(index))
@@ -160,12 +169,15 @@ def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: 
 
 
 def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
-    """Share of view a's valid pixels (on a coarse grid) that land inside view b in front of it."""
+    """Share of view a's valid pixels (on a coarse grid) that land inside view b in front of it
+    (1 when view a has no depth: pairs are then chosen by their frame gap alone)."""
     S = bank.size
     d = bank.depths[a, step // 2::step, step // 2::step]
     ys, xs = torch.meshgrid(torch.arange(step // 2, S, step).float() + 0.5,
                             torch.arange(step // 2, S, step).float() + 0.5, indexing="ij")
     ok = d > 0
+    if not bool(ok.any()):
+        return 1.0
     uv_a = torch.stack([xs, ys], -1)[ok]
     uv, z = warp_pixels(uv_a, d[ok], bank.Ks[a], torch.linalg.inv(bank.viewmats[a]), bank.Ks[b],
                         torch.linalg.inv(bank.viewmats[b]))
@@ -228,7 +240,7 @@ def _log_l1(pred_depth: Tensor, gt: Tensor) -> Tensor:
     return (pred_depth[valid].log() - gt[valid].log()).abs().mean()
 
 
-def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig) -> dict[str, Tensor]:
+def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig) -> dict[str, Tensor]:
     """Depth (log L1 at three scales) + opacity and scale proxy losses; ``total`` is their weighted sum."""
     gt = batch["depths"]
     H, W = gt.shape[-2:]
@@ -259,6 +271,19 @@ def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: Predic
         losses["scale"] = out.scale.sum() * 0
     losses["total"] = (losses["depth"] + 0.5 * losses["depth_half"] + 0.5 * losses["depth_coarse"]
                        + 0.1 * losses["opacity"] + 0.05 * losses["scale"])
+    return losses
+
+
+def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig, depth: bool = True,
+                     photometric_weight: float = 0.0) -> dict[str, Tensor]:
+    """The training loss: :func:`depth_losses` (when ``depth``) plus ``photometric_weight`` times the
+    photometric self-supervision (:mod:`splatdistill.lifters.photometric`); ``total`` is the sum."""
+    losses = depth_losses(out, batch, cfg) if depth else {"total": out.depth.sum() * 0}
+    if photometric_weight > 0:
+        photo = photometric_loss(out.depth, out.opacity, out.scale, batch["images"], batch["Ks"], batch["viewmats"])
+        losses["photometric"] = photo["photometric"]
+        losses["photo_coverage"] = photo["coverage"]
+        losses["total"] = losses["total"] + photometric_weight * photo["photometric"]
     return losses
 
 
@@ -349,12 +374,18 @@ class _PredictorRun:
             self.backbone = load_backbone(cfg.backbone).eval()
             bdim = int(self.backbone.embed_dim)
         self.bank = load_bank(train_scenes, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress,
-                              "train views")
+                              "train views", need_depth=cfg.supervision in ("depth", "both"))
+        has_depth = bool((self.bank.depths > 0).any())
+        self.use_depth = cfg.supervision in ("depth", "both") or (cfg.supervision == "auto" and has_depth)
+        self.photometric_weight = cfg.photometric_weight if cfg.supervision != "depth" else 0.0
+        if not self.use_depth:  # trained from posed images alone: no depth reaches the model or the pairs
+            self.bank.depths.zero_()
         self.pairs = training_pairs(self.bank, cfg.max_gap, cfg.min_overlap)
         if not self.pairs:
             raise UserError(f"no training pairs with max_gap={cfg.max_gap} and min_overlap={cfg.min_overlap}",
                             self.root)
-        self.median_depth = float(self.bank.depths[self.bank.depths > 0].median())
+        valid = self.bank.depths > 0
+        self.median_depth = float(self.bank.depths[valid].median()) if bool(valid.any()) else None
         self.pcfg = cfg.predictor_config(bdim)
         self.model = GaussianPredictor(self.pcfg)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -370,7 +401,8 @@ class _PredictorRun:
             self.step, elapsed_before = int(state["step"]), float(state["elapsed"])
         (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
         log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank.index)} views, {len(self.pairs)} "
-            f"context pairs; features={cfg.features}; "
+            f"context pairs; features={cfg.features}; supervision="
+            f"{'+'.join(k for k, on in (('depth', self.use_depth), ('photometric', self.photometric_weight > 0)) if on)}; "
             f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters")
         self.setup_seconds = time.perf_counter() - self.t_start
         self.budget = TimeBudget(cfg.minutes, elapsed_before)
@@ -402,7 +434,8 @@ class _PredictorRun:
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * warmup_cosine(self.step, progress, cfg.warmup, 0.02)
         outp = self.model(batch["images"], batch["Ks"], batch["viewmats"], batch.get("guide"))
-        losses = predictor_losses(outp, batch, self.pcfg)
+        losses = predictor_losses(outp, batch, self.pcfg, depth=self.use_depth,
+                                  photometric_weight=self.photometric_weight)
         loss = losses["total"]
         if not torch.isfinite(loss):
             raise UserError(f"train-lifter: loss became {float(loss)} at step {self.step + 1}; lower --lr", self.out)
@@ -429,7 +462,8 @@ class _PredictorRun:
                     rec = self.train_step()
                     logf.write(json.dumps(rec) + "\n")
                     bar.update(1)
-                    bar.set_postfix(loss=f"{rec['total']:.3f}", depth=f"{rec['depth']:.3f}")
+                    bar.set_postfix(loss=f"{rec['total']:.3f}", **({"depth": f"{rec['depth']:.3f}"} if "depth" in rec
+                                                                   else {}))
                     if self.step % cfg.checkpoint_every == 0:
                         self.save()
             finally:
@@ -446,7 +480,12 @@ class _PredictorRun:
         held_out = [s for split in cfg.eval_splits for s in self.split_scenes.get(split, [])]
         if not held_out:
             return {}
-        ebank = load_bank(held_out, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress, "held-out views")
+        try:
+            ebank = load_bank(held_out, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress,
+                              "held-out views")
+        except UserError as exc:  # held-out scenes without depth: nothing to measure against
+            self.log(f"train-lifter: no held-out depth errors ({exc})")
+            return {}
         epairs = snd_context_pairs(ebank, cfg.eval_pairs, seed=cfg.seed)
         result = evaluate_predictor(self.model, ebank, epairs, constant_depth=self.median_depth, progress=cfg.progress)
         result["splits"] = list(cfg.eval_splits)
