@@ -249,10 +249,18 @@ class Trainer:
         mask = torch.stack([o.valid for o in outs]).flatten(0, 1).flatten(1)  # (B*T, h*w)
         return tgt_tokens, mask, torch.stack([o.coverage for o in outs])
 
-    def _loss(self, model: nn.Module, b: Sample, tgt_tokens, mask, with_consistency: bool):
+    def _loss(self, model: nn.Module, b: Sample, tgt_tokens, mask, with_consistency: bool,
+              times: "StepTimes | None" = None):
         """(total loss, consistency term, student tokens) of the student ``model`` on the batch's targets."""
+        dev = self.device
+        times = times or StepTimes()
+        with times.phase("student_forward", dev):
+            s_tokens, s_logits = model(b.target.images.flatten(0, 1))
+        with times.phase("head_loss", dev):
+            return self._head_loss(b, s_tokens, s_logits, tgt_tokens, mask, with_consistency)
+
+    def _head_loss(self, b: Sample, s_tokens, s_logits, tgt_tokens, mask, with_consistency: bool):
         m = self.cfg.method
-        s_tokens, s_logits = model(b.target.images.flatten(0, 1))
         if m.loss == "dino":
             with torch.no_grad():
                 t_logits = self.teacher.module.head(tgt_tokens.flatten(2).transpose(1, 2))
@@ -272,8 +280,7 @@ class Trainer:
         b = batch.to(dev)
         self.student_ddp.train()
         tgt_tokens, mask, cov = self.teacher_targets(b, times)
-        with times.phase("student_forward", dev):
-            loss, cons, s_tokens = self._loss(self.student_ddp, b, tgt_tokens, mask, with_consistency=True)
+        loss, cons, s_tokens = self._loss(self.student_ddp, b, tgt_tokens, mask, with_consistency=True, times=times)
         loss_value = float(loss.detach())
         if not all_finite(loss_value, self.dist):
             raise TrainingDiverged(
