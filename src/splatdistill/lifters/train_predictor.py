@@ -1,8 +1,9 @@
 """Training and evaluating the learned Gaussian predictor (``splatdistill train-lifter``).
 
-Supervision is depth only: L1 on log depth at the three output scales (full, 1/2, 1/4), which is what
-AbsRel measures. Opacity and scale cannot be learnt from a rendering loss here because the CPU
-renderer is differentiable with respect to features only, so they get geometric proxy targets instead:
+Supervision (``supervision``, default ``depth``; losses in :mod:`splatdistill.lifters.losses`): L1 on log
+depth at the three output scales (full, 1/2, 1/4), which is what AbsRel measures, and optionally
+(experimental) the photometric loss of :mod:`splatdistill.lifters.photometric`, which needs no depth.
+With depth supervision, opacity and scale get geometric proxy targets:
 
 - opacity -> ``exp(-|log d_pred - log d_gt| / 0.1)``: a confidence, so badly placed Gaussians fade
   instead of smearing wrong features over a target view;
@@ -38,11 +39,10 @@ from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import warp_pixels
-from splatdistill.lifters.photometric import photometric_loss
+from splatdistill.lifters.losses import predictor_losses
 from splatdistill.lifters.predictor import (
     GaussianPredictor,
     PredictorConfig,
-    PredictorOutput,
     load_predictor,
     read_predictor_meta,
     save_predictor,
@@ -225,66 +225,6 @@ def batch_from_pairs(bank: ViewBank, pairs: Sequence[tuple[int, int]], device=No
     if bank.tokens is not None:
         out["guide"] = bank.tokens[idx].float()
     return {k: v.to(device) for k, v in out.items()}
-
-
-# ---- losses -----------------------------------------------------------------------------------------
-
-def _down_nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
-    return F.interpolate(x.flatten(0, 1)[:, None], size=size, mode="nearest-exact")[:, 0].unflatten(0, x.shape[:2])
-
-
-def _log_l1(pred_depth: Tensor, gt: Tensor) -> Tensor:
-    valid = gt > 0
-    if not bool(valid.any()):
-        return pred_depth.sum() * 0
-    return (pred_depth[valid].log() - gt[valid].log()).abs().mean()
-
-
-def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig) -> dict[str, Tensor]:
-    """Depth (log L1 at three scales) + opacity and scale proxy losses; ``total`` is their weighted sum."""
-    gt = batch["depths"]
-    H, W = gt.shape[-2:]
-    losses = {
-        "depth": _log_l1(out.depth, gt),
-        "depth_half": _log_l1(cfg.t_to_depth(out.half_t), _down_nearest(gt, out.half_t.shape[-2:])),
-        "depth_coarse": _log_l1(cfg.t_to_depth(out.coarse_t), _down_nearest(gt, out.coarse_t.shape[-2:])),
-    }
-    valid = gt > 0
-    err = (out.depth.detach().clamp_min(1e-6).log() - gt.clamp_min(1e-6).log()).abs()
-    target_o = torch.exp(-err / 0.1)
-    o = out.opacity.clamp(1e-4, 1 - 1e-4)
-    bce = -(target_o * o.log() + (1 - target_o) * (1 - o).log())
-    losses["opacity"] = bce[valid].mean() if bool(valid.any()) else o.sum() * 0
-    if "normals" in batch:
-        n = batch["normals"]  # (B, V, H, W, 3) camera frame
-        Kinv = torch.linalg.inv(batch["Ks"])  # (B, V, 3, 3)
-        v, u = torch.meshgrid(torch.arange(H, device=gt.device) + 0.5, torch.arange(W, device=gt.device) + 0.5,
-                              indexing="ij")
-        pix = torch.stack([u, v, torch.ones_like(u)], -1).to(gt.dtype)
-        rays = F.normalize(torch.einsum("bvij,hwj->bvhwi", Kinv, pix), dim=-1)
-        cos = (rays * n).sum(-1).abs()
-        nvalid = valid & (n.norm(dim=-1) > 0.5)
-        target_s = (1.0 / cos.clamp_min(1e-3)).clamp(1.0, cfg.max_scale)
-        diff = (out.scale.log() - target_s.log()).abs()
-        losses["scale"] = diff[nvalid].mean() if bool(nvalid.any()) else out.scale.sum() * 0
-    else:
-        losses["scale"] = out.scale.sum() * 0
-    losses["total"] = (losses["depth"] + 0.5 * losses["depth_half"] + 0.5 * losses["depth_coarse"]
-                       + 0.1 * losses["opacity"] + 0.05 * losses["scale"])
-    return losses
-
-
-def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig, depth: bool = True,
-                     photometric_weight: float = 0.0) -> dict[str, Tensor]:
-    """The training loss: :func:`depth_losses` (when ``depth``) plus ``photometric_weight`` times the
-    photometric self-supervision (:mod:`splatdistill.lifters.photometric`); ``total`` is the sum."""
-    losses = depth_losses(out, batch, cfg) if depth else {"total": out.depth.sum() * 0}
-    if photometric_weight > 0:
-        photo = photometric_loss(out.depth, out.opacity, out.scale, batch["images"], batch["Ks"], batch["viewmats"])
-        losses["photometric"] = photo["photometric"]
-        losses["photo_coverage"] = photo["coverage"]
-        losses["total"] = losses["total"] + photometric_weight * photo["photometric"]
-    return losses
 
 
 # ---- evaluation -------------------------------------------------------------------------------------

@@ -25,7 +25,13 @@ from torch import Tensor
 from splatdistill.render import cpu_kernels
 from splatdistill.render.array_ops import NumpyOps
 from splatdistill.render.composite import front_to_back
-from splatdistill.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project_compiled, project_gaussians
+from splatdistill.render.projection import (
+    EPS2D,
+    FAR_PLANE,
+    NEAR_PLANE,
+    project_compiled,
+    project_gaussians,
+)
 
 
 @torch.no_grad()
