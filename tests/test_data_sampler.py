@@ -91,3 +91,22 @@ def test_masks_modes(scenes):
     assert real.instance is None and segments_for_view(real, "auto").max() >= 5  # superpixels on photos
     with pytest.raises(UserError, match="no instance map"):
         segments_for_view(real, "instance")
+
+
+def test_views_at_render_resolution_match_loading_at_that_size(scenes):
+    """``Views.at`` (what the trainer uses for its render resolution) scales K and samples the maps
+    exactly as loading the views at that size does; images agree up to the two resamplers."""
+    from splatdistill.data.views import Views
+
+    scene = scenes[0]
+    loaded = [scene.load_view(i) for i in range(3)]
+    full = Views.from_view_data(loaded, mask_mode=None)
+    small = Views.from_view_data(loaded, mask_mode=None, size=40)
+    at = full.at(40)
+    torch.testing.assert_close(at.Ks, small.Ks)
+    assert torch.equal(at.depths, small.depths) and torch.equal(at.semantic, small.semantic)
+    assert (at.images - small.images).abs().mean() < 0.02
+    cams = at.cameras
+    assert (cams.width, cams.height) == (40, 40)
+    torch.testing.assert_close(cams.viewmats @ at.cam_to_world, torch.eye(4).expand(3, 4, 4), atol=1e-5, rtol=0)
+    assert full.at(full.height) is full and len(at[1:]) == 2

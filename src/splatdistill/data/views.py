@@ -148,11 +148,6 @@ class Views:
         """Index the leading dimension (a batch item, or a subset of views)."""
         return self.map(lambda t: t[index])
 
-    def flatten(self) -> "Views":
-        """``(B, V, ...)`` -> ``(B*V, ...)``."""
-        return Views(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).flatten(0, 1))
-                        for f in fields(self)})
-
     def at(self, size: int | Sequence[int]) -> "Views":
         """The views at (h, w): images bilinear (antialiased), maps nearest, K scaled to match.
         This is how the trainer gets its render-resolution context and target views.
