@@ -185,7 +185,6 @@ def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int
     workers = max(1, min(workers or min(2, os.cpu_count() or 1), len(todo) or 1))
     bar = None
     if progress and todo:
-
         bar = tqdm(total=len(todo), unit="scene", desc=f"rooms -> {out}", dynamic_ncols=True)
     try:
         if workers == 1:
