@@ -41,6 +41,20 @@ TASK_TITLES = {
 }
 
 
+@dataclass
+class FigureData:
+    """What the qualitative figures show: a few held-out views and each backbone's outputs on them."""
+
+    views: list[ViewData] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+    depth: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    normals: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    segmentation: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    pca: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    max_depth: float = 10.0
+
+
 def _fmt(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -306,17 +320,3 @@ def write_all(doc: dict, out_dir: Path, figs: "FigureData | None") -> dict[str, 
     files["report"] = "report.md"
     files["results"] = "results.json"
     return files
-
-
-@dataclass
-class FigureData:
-    """What the qualitative figures show: a few held-out views and each backbone's outputs on them."""
-
-    views: list[ViewData] = field(default_factory=list)
-    titles: list[str] = field(default_factory=list)
-    depth: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    normals: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    segmentation: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    pca: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    class_names: list[str] = field(default_factory=list)
-    max_depth: float = 10.0

@@ -48,6 +48,15 @@ def front_to_back(op: NumpyOps, table: list, depths, visible, width: int, height
             "i0": i0, "i1": i1, "j0": j0, "nj": (j1 - j0 + 1).clip(min=0)}
 
 
+def sorted_gaussians(op: NumpyOps, p: dict, bi: int, vi: int, fdt, width: int, height: int) -> dict:
+    """:func:`front_to_back` for image (bi, vi) of a projection dict (as the projection functions give it)."""
+    # per-Gaussian rows (mx, my, a/2, b, c/2, o) of sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
+    table = [p["mx"][bi, vi], p["my"][bi, vi], 0.5 * p["ca"][bi, vi], p["cb"][bi, vi],
+             0.5 * p["cc"][bi, vi], p["o"][bi, vi]]
+    return front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi], p["visible"][bi, vi],
+                         width, height)
+
+
 def composite(op: TorchOps, gauss: tuple, width: int, r0: int, r1: int):
     """Front-to-back compositing weights of image rows [r0, r1) as a CSR (pixels x Gaussians),
     with torch ops (the CPU path uses :func:`cpu_kernels.composite_band`).

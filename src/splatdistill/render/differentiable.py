@@ -24,7 +24,7 @@ from torch import Tensor
 
 from splatdistill.render import cpu_kernels
 from splatdistill.render.array_ops import NumpyOps
-from splatdistill.render.composite import front_to_back
+from splatdistill.render.composite import sorted_gaussians
 from splatdistill.render.projection import (
     EPS2D,
     FAR_PLANE,
@@ -46,8 +46,7 @@ def composited_pairs(means: Tensor, covariances: Tensor, opacities: Tensor, view
     args = [t.detach().double().cpu() for t in (means, covariances, opacities, viewmat, K)]
     p = project_compiled(None, args[0][None], args[1][None], args[2][None], args[3][None, None], args[4][None, None],
                          width, height, near_plane, far_plane, eps2d)
-    table = [p["mx"][0, 0], p["my"][0, 0], 0.5 * p["ca"][0, 0], p["cb"][0, 0], 0.5 * p["cc"][0, 0], p["o"][0, 0]]
-    g = front_to_back(NumpyOps(torch.device("cpu")), table, p["z"][0, 0], p["visible"][0, 0], width, height)
+    g = sorted_gaussians(NumpyOps(torch.device("cpu")), p, 0, 0, np.float64, width, height)
     cover = np.empty(width * height)
     crow, col, _, _ = cpu_kernels.composite_band(g["mx"], g["my"], g["hA"], g["Bc"], g["hC"], g["o"], g["i0"],
                                                  g["i1"], g["j0"], g["nj"], g["vid"].astype(np.int32), width, 0,

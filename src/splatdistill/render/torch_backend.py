@@ -37,8 +37,8 @@ from torch import Tensor
 
 from splatdistill.memory import empty_fast, release_buffers  # noqa: F401  (re-exported)
 from splatdistill.render import cpu_kernels
-from splatdistill.render.array_ops import NumpyOps, array_ops
-from splatdistill.render.composite import composite, csr_matmul, front_to_back
+from splatdistill.render.array_ops import array_ops
+from splatdistill.render.composite import composite, csr_matmul, sorted_gaussians
 from splatdistill.render.projection import (  # noqa: F401
     EPS2D,
     FAR_PLANE,
@@ -127,17 +127,9 @@ def _project_all(op, pool, compiled: bool, means, covariances, opacities, viewma
                          near_plane, far_plane, eps2d)
 
 
-def _sorted_gaussians(op: NumpyOps, p: dict, bi: int, vi: int, fdt, width: int, height: int) -> dict:
-    # per-Gaussian rows (mx, my, a/2, b, c/2, o) of sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
-    table = [p["mx"][bi, vi], p["my"][bi, vi], 0.5 * p["ca"][bi, vi], p["cb"][bi, vi],
-             0.5 * p["cc"][bi, vi], p["o"][bi, vi]]
-    return front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi], p["visible"][bi, vi],
-                         width, height)
-
-
 def _compiled_band(op, p, bi, vi, width, height, ft, kernel_ft, img_out, kernel_img, cover_img):
     """The band function of one image on the compiled CPU path."""
-    gauss = _sorted_gaussians(op, p, bi, vi, op.float_dtype(ft), width, height)
+    gauss = sorted_gaussians(op, p, bi, vi, op.float_dtype(ft), width, height)
     g_args = [gauss[k] for k in ("mx", "my", "hA", "Bc", "hC", "o", "i0", "i1", "j0", "nj")]
     g_args.append(op.astype(gauss["vid"], np.int32))
     cover_np = cover_img.numpy()
@@ -156,7 +148,7 @@ def _compiled_band(op, p, bi, vi, width, height, ft, kernel_ft, img_out, kernel_
 
 def _torch_band(op, p, bi, vi, width, height, ft, kernel_ft, img_out, kernel_img, cover_img):
     """The band function of one image on the torch-op path."""
-    gauss = _sorted_gaussians(op, p, bi, vi, op.float_dtype(ft), width, height)
+    gauss = sorted_gaussians(op, p, bi, vi, op.float_dtype(ft), width, height)
 
     def band(r0: int, r1: int):
         """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
