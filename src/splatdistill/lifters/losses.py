@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splatdistill.lifters.photometric import photometric_loss
+from splatdistill.lifters.photometric import photometric_loss, warp_photometric_loss
 from splatdistill.lifters.predictor import PredictorConfig, PredictorOutput
 
 
@@ -56,14 +56,39 @@ def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorC
     return losses
 
 
+def self_supervised_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig,
+                           splat_weight: float = 1.0) -> dict[str, Tensor]:
+    """Losses from posed images alone: the inverse-warp photometric loss on the depth of all three
+    output scales (each upsampled to full resolution, as Monodepth2 does) with edge-aware smoothness,
+    plus ``splat_weight`` times the splat photometric loss, which also trains opacity and footprint."""
+    H, W = batch["images"].shape[-2:]
+    B, V = out.depth.shape[:2]
+
+    def full(t: Tensor) -> Tensor:
+        return cfg.t_to_depth(F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear",
+                                            align_corners=False)[:, 0].unflatten(0, (B, V)))
+
+    terms = [warp_photometric_loss(d, batch["images"], batch["Ks"], batch["viewmats"])
+             for d in (out.depth, full(out.half_t), full(out.coarse_t))]
+    losses = {"warp": sum(t["warp"] for t in terms) / len(terms), "smooth": terms[0]["smooth"],
+              "warp_kept": terms[0]["warp_kept"]}
+    total = losses["warp"] + 1e-3 * losses["smooth"]
+    if splat_weight > 0:
+        photo = photometric_loss(out.depth, out.opacity, out.scale, batch["images"], batch["Ks"], batch["viewmats"])
+        losses["photometric"], losses["photo_coverage"] = photo["photometric"], photo["coverage"]
+        total = total + splat_weight * photo["photometric"]
+    losses["total"] = total
+    return losses
+
+
 def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig, depth: bool = True,
-                     photometric_weight: float = 0.0) -> dict[str, Tensor]:
+                     photometric_weight: float = 0.0, splat_weight: float = 1.0) -> dict[str, Tensor]:
     """The training loss: :func:`depth_losses` (when ``depth``) plus ``photometric_weight`` times the
-    photometric self-supervision (:mod:`splatdistill.lifters.photometric`); ``total`` is the sum."""
+    self-supervised losses (:func:`self_supervised_losses`); ``total`` is the sum."""
     losses = depth_losses(out, batch, cfg) if depth else {"total": out.depth.sum() * 0}
     if photometric_weight > 0:
-        photo = photometric_loss(out.depth, out.opacity, out.scale, batch["images"], batch["Ks"], batch["viewmats"])
-        losses["photometric"] = photo["photometric"]
-        losses["photo_coverage"] = photo["coverage"]
-        losses["total"] = losses["total"] + photometric_weight * photo["photometric"]
+        photo = self_supervised_losses(out, batch, cfg, splat_weight)
+        total = losses["total"] + photometric_weight * photo.pop("total")
+        losses.update(photo)
+        losses["total"] = total
     return losses

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.lifting import lift_depth
+from splatdistill.geometry.warp import warp_pixels
 from splatdistill.render.differentiable import render_differentiable
 
 SSIM_WEIGHT = 0.85
@@ -39,6 +40,67 @@ def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     sx, sy, sxy = pool(x * x) - mx * mx, pool(y * y) - my * my, pool(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sx + sy + c2))
     return s.clamp(-1, 1).mean(1)
+
+
+def photo_error(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel ``0.85 (1 - SSIM) / 2 + 0.15 L1`` of images (N, 3, H, W) -> (N, H, W)."""
+    return SSIM_WEIGHT * (1 - ssim_map(pred, target)) / 2 + (1 - SSIM_WEIGHT) * (pred - target).abs().mean(1)
+
+
+def inverse_warp(depth: Tensor, K_ref: Tensor, viewmat_ref: Tensor, image_src: Tensor, K_src: Tensor,
+                 viewmat_src: Tensor) -> tuple[Tensor, Tensor]:
+    """The source photograph (N, 3, H, W) resampled at where each reference pixel lands at its depth
+    (N, H, W): (image (N, 3, H, W), in_view (N, H, W) bool). Differentiable in ``depth``."""
+    N, H, W = depth.shape
+    v, u = torch.meshgrid(torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5,
+                          torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5, indexing="ij")
+    uv = torch.stack([u, v], -1).reshape(1, H * W, 2).expand(N, -1, -1)
+    uv_s, z = warp_pixels(uv, depth.reshape(N, H * W), K_ref, torch.linalg.inv(viewmat_ref), K_src,
+                          torch.linalg.inv(viewmat_src))
+    grid = torch.stack([uv_s[..., 0] / W * 2 - 1, uv_s[..., 1] / H * 2 - 1], -1).reshape(N, H, W, 2)
+    warped = F.grid_sample(image_src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    in_view = (z.reshape(N, H, W) > 1e-3) & (grid.abs() < 1).all(-1)
+    return warped, in_view
+
+
+def warp_photometric_loss(depth: Tensor, images: Tensor, Ks: Tensor, viewmats: Tensor) -> dict[str, Tensor]:
+    """Monodepth-style self-supervision of depth (B, V, H, W): each view is rebuilt from every other
+    view of its sample by sampling that photograph where the view's pixels land at their predicted
+    depth, and compared with the photograph (:func:`photo_error`), with Monodepth2's care:
+
+    - the per-pixel minimum over source views (a pixel occluded in one source is seen in another);
+    - auto-masking: pixels whose error without any warp (the source photograph as is) is already lower
+      are left out (textureless regions and pixels no warp can explain);
+    - border padding, no out-of-view mask (a mask would reward depths that push pixels out of view);
+    - edge-aware smoothness of the mean-normalised inverse depth (weight 1e-3).
+
+    Unlike the splat loss the gradient reaches every pixel densely, so depth errors of many pixels are
+    corrected from the first step; the splat loss then trains opacity and footprint.
+    """
+    B, V, H, W = depth.shape
+    if V < 2:
+        raise ValueError("warp_photometric_loss needs at least 2 views per sample")
+    refs = [r for r in range(V) for s in range(V) if s != r]
+    srcs = [s for r in range(V) for s in range(V) if s != r]
+    d, im, K, vm = depth, images, Ks, viewmats
+    warped, in_view = inverse_warp(d[:, refs].flatten(0, 1), K[:, refs].flatten(0, 1), vm[:, refs].flatten(0, 1),
+                                   im[:, srcs].flatten(0, 1), K[:, srcs].flatten(0, 1), vm[:, srcs].flatten(0, 1))
+    target = im[:, refs].flatten(0, 1)
+    err = photo_error(warped, target).unflatten(0, (B, V, V - 1))  # (B, V, V-1, H, W)
+    identity = photo_error(im[:, srcs].flatten(0, 1), target).unflatten(0, (B, V, V - 1))
+    best, _ = err.min(2)
+    keep = (best < identity.min(2).values).float()
+    photo = (best * keep).sum() / keep.sum().clamp_min(1.0)
+    # edge-aware smoothness of mean-normalised inverse depth
+    inv = 1.0 / depth.clamp_min(1e-3).flatten(0, 1)
+    inv = inv / inv.mean((1, 2), keepdim=True).clamp_min(1e-6)
+    gray = images.flatten(0, 1).mean(1)
+    dx, dy = (inv[:, :, 1:] - inv[:, :, :-1]).abs(), (inv[:, 1:] - inv[:, :-1]).abs()
+    wx = torch.exp(-(gray[:, :, 1:] - gray[:, :, :-1]).abs() * 10)
+    wy = torch.exp(-(gray[:, 1:] - gray[:, :-1]).abs() * 10)
+    smooth = (dx * wx).mean() + (dy * wy).mean()
+    return {"warp": photo, "smooth": smooth, "warp_kept": keep.mean().detach(),
+            "warp_in_view": in_view.float().mean().detach()}
 
 
 def _scaled(K: Tensor, factor: float) -> Tensor:
