@@ -42,6 +42,8 @@ LAZY_THIRD_PARTY = {
     "huggingface_hub": "hub weights only",
     "torch": "splatdistill.atomic is imported by light commands",
     "resource": "POSIX only",
+    "omegaconf": "MVSplat's config loader: only for lifter=mvsplat, from the user's MVSplat environment",
+    "src": "MVSplat's own package (its repository is named src): only for lifter=mvsplat",
 }
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80

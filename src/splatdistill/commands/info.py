@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     from splatdistill import __version__
     from splatdistill.backbones import offline_backbones
+    from splatdistill.lifters import available_lifters
+    from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, PRETRAINED
     from splatdistill.paths import (
         CACHE_ENV,
         cache_dir,
@@ -43,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     print("backbones available offline:")
     for name, source in offline_backbones().items():
         print(f"  {name:32s} {source}")
+    print("lifters (lifter=...):")
+    for name, help_text in available_lifters().items():
+        print(f"  {name:32s} {help_text}")
+    print(f"shipped predictors (predictor:NAME; lifter=auto uses {DEFAULT_PREDICTOR}):")
+    for name, entry in PRETRAINED.items():
+        print(f"  {name:32s} {entry.description}")
     print(f"cache: {cache_dir()}  (override with ${CACHE_ENV})")
     print(f"  weights: {weights_cache_dir()}")
     print(f"  data:    {data_cache_dir()}")

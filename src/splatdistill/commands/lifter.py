@@ -26,9 +26,11 @@ from pathlib import Path
 from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
 from splatdistill.errors import UserError
 
-TRAIN_HELP = "train the learned feed-forward Gaussian predictor (depth supervision)"
-TRAIN_DESCRIPTION = ("Train the MVSplat-like predictor on the train split with depth supervision, then report "
-                     "depth errors on the held-out scenes. Writes predictor.safetensors, predictor.json, "
+TRAIN_HELP = "train the learned feed-forward Gaussian predictor (from depth, or from posed images alone)"
+TRAIN_DESCRIPTION = ("Train the MVSplat-like predictor on the train split, supervised by depth where the data has "
+                     "it and by the photometric loss (posed images alone) where it has none (--supervision), "
+                     "then report depth errors on the held-out scenes that have depth. --init shipped starts from "
+                     "the shipped weights (to adapt them to your captures). Writes predictor.safetensors, predictor.json, "
                      "metrics.json and log.jsonl to --out; use it with lifter=predictor:OUT. Every option is a "
                      "field of LifterTrainConfig: --config FILE, key=value, --print-config.")
 EVAL_HELP = "held-out depth errors of a trained predictor"
@@ -65,6 +67,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--far", type=float, default=None, help="farthest plane, metres (default: see --print-config)")
     p.add_argument("--channels", type=int, default=None, help="matching-feature channels (default: see --print-config)")
     p.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs per scene (default: see --print-config)")
+    p.add_argument("--supervision", default=None, choices=["auto", "depth", "photometric", "both"],
+                   help="what trains the predictor (default auto: depth where every view has it, else photometric)")
+    p.add_argument("--init", default=None, help="start from a saved predictor: a folder or a shipped name ('shipped')")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: see --print-config)")
@@ -74,7 +79,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("predictor", help="folder written by train-lifter")
+    p.add_argument("predictor", help="folder written by 'lifter train', or a shipped name ('shipped')")
     p.add_argument("--data", default="rooms")
     p.add_argument("--splits", default="val,test", help="comma-separated held-out splits (default %(default)s)")
     p.add_argument("--pairs", type=int, default=6, help="context pairs per scene (default %(default)s)")
@@ -87,7 +92,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_lift_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lifter", default="depth", help="lifter spec (default %(default)s)")
+    p.add_argument("--lifter", default="auto", help="lifter spec (default %(default)s: the shipped predictor)")
     p.add_argument("--data", required=True, help="dataset folder or 'rooms'")
     p.add_argument("--scene", required=True, help="scene name, or 'all' (then --out is a folder)")
     p.add_argument("--views", default=None, help="comma-separated view numbers (default: all)")
@@ -101,7 +106,8 @@ def add_lift_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--predictor", required=True, help="folder written by train-lifter")
+    p.add_argument("--predictor", default="shipped",
+                   help="folder written by 'lifter train', or a shipped name (default %(default)s)")
     p.add_argument("--data", default="rooms")
     p.add_argument("--split", default="test", help="scenes of this split (default %(default)s)")
     p.add_argument("--scenes", type=int, default=4, help="number of scenes (default %(default)s)")
@@ -163,7 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
     flags = {"data": args.data, "out": args.out, "features": args.features, "backbone": args.backbone,
              "steps": args.steps, "minutes": args.minutes, "batch_size": args.batch_size, "lr": args.lr,
              "image_size": args.image_size, "num_depths": args.depths, "near": args.near, "far": args.far,
-             "channels": args.channels, "eval_pairs": args.eval_pairs, "checkpoint_every": args.checkpoint_every,
+             "channels": args.channels, "eval_pairs": args.eval_pairs, "supervision": args.supervision, "init": args.init, "checkpoint_every": args.checkpoint_every,
              "seed": args.seed, "threads": args.threads, "progress": _progress(args)}
     cfg = config_from_args(LifterTrainConfig, args, flags)
     if args.print_config:
@@ -256,6 +262,7 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     from splatdistill.lifters import lift_scene, load_scene_views
     from splatdistill.lifters.predictor import PredictorLifter, load_predictor
+    from splatdistill.lifters.pretrained import resolve_predictor
     from splatdistill.splat.lifter import SplatSettings, depth_lifter
 
     torch.set_num_threads(args.threads)
@@ -264,7 +271,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(f"no scenes in split {args.split!r}")
     teacher = load_backbone(args.backbone).eval()
     settings = SplatSettings()
-    predictor = PredictorLifter(load_predictor(args.predictor), settings)
+    predictor = PredictorLifter(load_predictor(resolve_predictor(args.predictor)), settings)
     lifters = {"depth (GT)": depth_lifter(settings), "predictor": predictor}
     fcfg = Fit3DConfig(iterations=args.fit3d_iterations, max_views=args.fit3d_views, render_size=args.size)
     rows = []

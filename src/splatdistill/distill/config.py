@@ -53,8 +53,12 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     method: Literal["snd", "fit3d"] = "snd"  # snd (Splat-and-Distill) | fit3d (FiT3D-style fields, loss=l1)
-    lifter: str = "depth"  # depth (dataset depth) | predictor:PATH | ply:DIR | python:MODULE:FACTORY
+    lifter: str = "auto"  # auto (shipped feed-forward predictor) | depth (dataset depth: sensor/oracle) | predictor:PATH|NAME | ply:DIR | python:MODULE:FACTORY
     splat: SplatSettings = field(default_factory=SplatSettings)  # renderer, gaussian_*, blend_alpha, min_coverage
+    # iterative refinement: every this many steps, one photometric step on the learned lifter with the
+    # batch's context views (0 = off; needs lifter=auto or predictor:PATH); saved as lifter/ in the run
+    lifter_refine_every: int = 0
+    lifter_refine_lr: float = 1e-4
     loss: LossName = "dino"  # dino (prototype head, as the paper) | cosine | l1 | mse
     prototypes: int = 4096  # DINO head prototypes (CPU default; the paper uses 65536)
     head_hidden: int = 2048

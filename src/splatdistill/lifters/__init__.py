@@ -4,12 +4,17 @@ The interface (:data:`~splatdistill.splat.lifter.Lifter`, :class:`~splatdistill.
 and the registry live in :mod:`splatdistill.splat.lifter`; this package adds the learned and file-based
 lifters and is the entry point that knows them all (:func:`build_lifter`). Specs:
 
+- ``auto`` (the default): the shipped feed-forward predictor (:data:`~splatdistill.lifters.pretrained.DEFAULT_PREDICTOR`),
+  trained by this project; needs no depth;
 - ``depth``: the dataset's depth, one pixel-aligned Gaussian per pixel with a fixed footprint and
   opacity (ground truth, or a sensor's depth);
-- ``predictor:PATH``: the learned feed-forward predictor of :mod:`splatdistill.lifters.predictor`
-  (a folder written by ``splatdistill lifter train``); needs no depth;
+- ``predictor:PATH`` / ``predictor:NAME``: the learned feed-forward predictor of
+  :mod:`splatdistill.lifters.predictor` (a folder written by ``splatdistill lifter train``, or a shipped
+  name from :mod:`splatdistill.lifters.pretrained`); needs no depth;
 - ``ply:PATH``: Gaussians from standard 3DGS PLY files (a file, or a folder with one per scene), with
   features from the context views (:mod:`splatdistill.lifters.ply_lifter`);
+- ``mvsplat:CKPT[:NEAR:FAR]``: a frozen MVSplat, as the paper lifts (:mod:`splatdistill.lifters.mvsplat`;
+  MVSplat's code from the user's environment);
 - ``python:MODULE:FACTORY[:ARG]``: bring your own; ``FACTORY(settings)`` (or ``FACTORY(settings, ARG)``)
   returns a lifter, e.g. a wrapper around a user's MVSplat (docs/lifters.md);
 - any name added with :func:`register_lifter`.
@@ -20,8 +25,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from splatdistill.errors import UserError
+from splatdistill.lifters.mvsplat import build_mvsplat_lifter
 from splatdistill.lifters.ply_lifter import PlyLifter
 from splatdistill.lifters.predictor import PredictorLifter, load_predictor
+from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, PRETRAINED, resolve_predictor
 from splatdistill.splat.lifter import (
     DepthPredictor,
     available_lifters,
@@ -39,8 +46,15 @@ def build_lifter(spec: str, settings: Any = None, data: str | None = None) -> Ca
 
 def _predictor(arg: str | None, settings: Any, data: str | None = None) -> Callable:
     if not arg:
-        raise UserError("predictor lifter needs a path: predictor:PATH (a folder written by splatdistill lifter train)")
-    return PredictorLifter(load_predictor(arg), settings)
+        raise UserError("predictor lifter needs a path or a shipped name: predictor:PATH (a folder written by "
+                        f"splatdistill lifter train) or predictor:NAME ({', '.join(PRETRAINED)})")
+    return PredictorLifter(load_predictor(resolve_predictor(arg)), settings)
+
+
+def _auto(arg: str | None, settings: Any, data: str | None = None) -> Callable:
+    if arg:
+        raise UserError(f"the auto lifter takes no argument, got auto:{arg} (use predictor:{arg})")
+    return PredictorLifter(load_predictor(resolve_predictor(DEFAULT_PREDICTOR)), settings)
 
 
 def _ply(arg: str | None, settings: Any, data: str | None = None) -> Callable:
@@ -49,7 +63,9 @@ def _ply(arg: str | None, settings: Any, data: str | None = None) -> Callable:
     return PlyLifter(arg, data=data, renderer=getattr(settings, "renderer", "auto"))
 
 
-register_lifter("predictor", _predictor, "learned feed-forward predictor: predictor:PATH")
+register_lifter("auto", _auto, f"the shipped feed-forward predictor ({DEFAULT_PREDICTOR}); needs no depth")
+register_lifter("predictor", _predictor, "learned feed-forward predictor: predictor:PATH or predictor:NAME")
+register_lifter("mvsplat", build_mvsplat_lifter, "a frozen MVSplat (your checkout on PYTHONPATH): mvsplat:CKPT[:NEAR:FAR]")
 register_lifter("ply", _ply, "3DGS PLY geometry, teacher features: ply:FILE or ply:DIR")
 
 __all__ = ["DepthPredictor", "SceneViews", "available_lifters", "build_lifter", "lift_scene", "lifter_from_predictor",

@@ -40,6 +40,7 @@ from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import warp_pixels
 from splatdistill.lifters.losses import predictor_losses
+from splatdistill.lifters.pretrained import resolve_predictor
 from splatdistill.lifters.predictor import (
     GaussianPredictor,
     PredictorConfig,
@@ -75,11 +76,15 @@ class LifterTrainConfig:
     min_overlap: float = 0.3  # ... and seeing at least this share of each other
     eval_pairs: int = 6  # held-out context pairs per scene
     eval_splits: tuple[str, ...] = ("val", "test")
-    # depth: L1 on log depth (needs depth maps); photometric (experimental, docs/lifters.md): splat each
-    # context view into the other and compare with its photograph (posed RGB alone); both; auto = both
-    # where the data has depth, photometric where it has none
-    supervision: Literal["auto", "depth", "photometric", "both"] = "depth"
+    # depth: L1 on log depth (needs depth maps); photometric (docs/lifters.md): rebuild each context view
+    # from the other (inverse warp at the predicted depth, and splatting for opacity/footprint) and compare
+    # with its photograph (posed RGB alone); both; auto = depth when every view has depth, photometric when
+    # none has, both when some have
+    supervision: Literal["auto", "depth", "photometric", "both"] = "auto"
     photometric_weight: float = 1.0
+    splat_weight: float = 1.0  # weight of the splat photometric loss (trains opacity and footprint) ...
+    splat_every: int = 4  # ... taken every this many steps (it costs ~2x the rest of a step on a CPU)
+    init: str = ""  # start from a saved predictor (folder, or a shipped name such as "shipped"); its architecture is kept
     checkpoint_every: int = 250
     seed: int = 0
     threads: int = 1  # torch threads (1 is fastest on a shared 2-core machine)
@@ -87,13 +92,14 @@ class LifterTrainConfig:
 
     def validate(self) -> "LifterTrainConfig":
         self.predictor_config().validate()
-        for name in ("steps", "batch_size", "eval_pairs", "checkpoint_every", "threads", "max_gap"):
+        for name in ("steps", "batch_size", "eval_pairs", "checkpoint_every", "threads", "max_gap", "splat_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0 or self.lr <= 0:
             raise UserError("minutes must be >= 0 and lr > 0")
-        if self.photometric_weight < 0:
-            raise UserError(f"photometric_weight must be >= 0, got {self.photometric_weight}")
+        if self.photometric_weight < 0 or self.splat_weight < 0:
+            raise UserError(f"photometric_weight and splat_weight must be >= 0, got {self.photometric_weight}, "
+                            f"{self.splat_weight}")
         return self
 
     def predictor_config(self, backbone_dim: int = 0) -> PredictorConfig:
@@ -290,6 +296,8 @@ def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> 
         run = _PredictorRun(cfg, resume, log)
         results = run.train()
         results.update(run.held_out())
+        if results.get("held_out"):  # the figures travel with the weights (predictor.json "meta")
+            run.save(final=True, held_out=results["held_out"])
         results["wall_seconds"] = time.perf_counter() - run.t_start
         (run.out / "metrics.json").write_text(json.dumps(results, indent=1))
         return results
@@ -305,6 +313,13 @@ class _PredictorRun:
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
         self.t_start = time.perf_counter()
+        init = load_predictor(resolve_predictor(cfg.init)) if cfg.init else None
+        if init is not None:  # fine-tuning keeps the initial predictor's architecture
+            ic = init.config
+            for name in ("features", "num_depths", "near", "far", "channels", "image_size", "backbone_size"):
+                setattr(cfg, name, getattr(ic, name))
+            if ic.uses_backbone:
+                cfg.backbone = ic.backbone
         self.root, self.split_scenes = _load_scenes(cfg.data, ("train", *cfg.eval_splits))
         train_scenes = self.split_scenes["train"]
         if not train_scenes:
@@ -315,9 +330,11 @@ class _PredictorRun:
             bdim = int(self.backbone.embed_dim)
         self.bank = load_bank(train_scenes, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress,
                               "train views", need_depth=cfg.supervision in ("depth", "both"))
-        has_depth = bool((self.bank.depths > 0).any())
+        with_depth = (self.bank.depths > 0).flatten(1).any(1)
+        has_depth, all_depth = bool(with_depth.any()), bool(with_depth.all())
         self.use_depth = cfg.supervision in ("depth", "both") or (cfg.supervision == "auto" and has_depth)
-        self.photometric_weight = cfg.photometric_weight if cfg.supervision != "depth" else 0.0
+        photometric = cfg.supervision in ("photometric", "both") or (cfg.supervision == "auto" and not all_depth)
+        self.photometric_weight = cfg.photometric_weight if photometric else 0.0
         if not self.use_depth:  # trained from posed images alone: no depth reaches the model or the pairs
             self.bank.depths.zero_()
         self.pairs = training_pairs(self.bank, cfg.max_gap, cfg.min_overlap)
@@ -328,6 +345,11 @@ class _PredictorRun:
         self.median_depth = float(self.bank.depths[valid].median()) if bool(valid.any()) else None
         self.pcfg = cfg.predictor_config(bdim)
         self.model = GaussianPredictor(self.pcfg)
+        if init is not None:
+            if init.config.backbone_dim != self.pcfg.backbone_dim:
+                raise UserError(f"--init {cfg.init}: it matches on {init.config.backbone_dim}-channel features, "
+                                f"{cfg.backbone} gives {self.pcfg.backbone_dim}")
+            self.model.load_state_dict(init.state_dict())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, elapsed_before = 0, 0.0
         self.out.mkdir(parents=True, exist_ok=True)
@@ -340,16 +362,19 @@ class _PredictorRun:
             self.opt.load_state_dict(state["optimizer"])
             self.step, elapsed_before = int(state["step"]), float(state["elapsed"])
         (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        self.supervision_used = "+".join(k for k, on in (("depth", self.use_depth),
+                                                          ("photometric", self.photometric_weight > 0)) if on)
         log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank.index)} views, {len(self.pairs)} "
-            f"context pairs; features={cfg.features}; supervision="
-            f"{'+'.join(k for k, on in (('depth', self.use_depth), ('photometric', self.photometric_weight > 0)) if on)}; "
-            f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters")
+            f"context pairs; features={cfg.features}; supervision={self.supervision_used}; "
+            f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters"
+            + (f"; initialised from {cfg.init}" if cfg.init else ""))
         self.setup_seconds = time.perf_counter() - self.t_start
         self.budget = TimeBudget(cfg.minutes, elapsed_before)
 
-    def save(self, final: bool = False) -> None:
+    def save(self, final: bool = False, held_out: dict[str, Any] | None = None) -> None:
         meta = {"steps": self.step, "train_seconds": self.budget.elapsed, "data": str(self.root), "final": final,
-                "train_median_depth": self.median_depth}
+                "train_median_depth": self.median_depth, "supervision": self.supervision_used,
+                **({"held_out": held_out} if held_out else {})}
         save_predictor(self.model, self.out, meta)
         atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                            "elapsed": self.budget.elapsed, "config": asdict(self.cfg)}, self.state_path)
@@ -375,7 +400,8 @@ class _PredictorRun:
             g["lr"] = cfg.lr * warmup_cosine(self.step, progress, cfg.warmup, 0.02)
         outp = self.model(batch["images"], batch["Ks"], batch["viewmats"], batch.get("guide"))
         losses = predictor_losses(outp, batch, self.pcfg, depth=self.use_depth,
-                                  photometric_weight=self.photometric_weight)
+                                  photometric_weight=self.photometric_weight,
+                                  splat_weight=cfg.splat_weight if self.step % cfg.splat_every == 0 else 0.0)
         loss = losses["total"]
         if not torch.isfinite(loss):
             raise UserError(f"train-lifter: loss became {float(loss)} at step {self.step + 1}; lower --lr", self.out)
@@ -443,6 +469,7 @@ def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequ
 
 
 def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress) -> dict[str, Any]:
+    path = resolve_predictor(str(path))
     model = load_predictor(path)
     pcfg = model.config
     meta = json_meta(path)

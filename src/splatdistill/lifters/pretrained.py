@@ -1,0 +1,71 @@
+"""Predictors shipped inside the package, loadable offline by name (``predictor:NAME``, ``lifter=auto``).
+
+Why: Splat-and-Distill lifts with a *feed-forward* reconstruction, so the default lifter must work on
+any posed data without a depth sensor and without training first. Each entry is data, as timm's
+pretrained configs are: where the weights live in the package, the exact command and data build that
+trained them, and the held-out figures recorded when they were trained (``tests/test_pretrained.py``
+reproduces them). The weights are the project's own (trained on its generated rooms data), so they
+may be redistributed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from splatdistill.errors import UserError
+
+#: what ``lifter=auto`` uses
+DEFAULT_PREDICTOR = "rooms-cnn"
+
+
+@dataclass(frozen=True)
+class PretrainedPredictor:
+    """One shipped predictor: its folder under ``assets/predictors`` and how it was made."""
+
+    name: str
+    description: str
+    command: str  # the exact command that trained it
+    data: str  # the dataset build it was trained on; held-out figures are in its predictor.json
+
+
+PRETRAINED: dict[str, PretrainedPredictor] = {}
+
+
+def register_pretrained(entry: PretrainedPredictor) -> None:
+    PRETRAINED[entry.name] = entry
+
+
+register_pretrained(PretrainedPredictor(
+    name="rooms-cnn",
+    description="MVSplat-like predictor (own CNN matching features, 32 planes 0.5-12 m, 112 px), depth-supervised "
+                "on the 24 training rooms",
+    command="splatdistill lifter train --data rooms --out rooms-cnn --steps 2800 --threads 1",
+    data="rooms-s32-v16-px256-seed0-e388a45222 (splatdistill data build-rooms, default settings)",
+))
+
+
+def pretrained_folder(name: str) -> Path:
+    """The package folder holding predictor ``name`` (``predictor.safetensors`` + ``predictor.json``)."""
+    if name not in PRETRAINED:
+        raise UserError(f"no shipped predictor named {name!r} (shipped: {', '.join(PRETRAINED)}; or pass a folder "
+                        "written by 'splatdistill lifter train')")
+    folder = Path(str(resources.files("splatdistill") / "assets" / "predictors" / name))
+    if not (folder / "predictor.safetensors").is_file():
+        raise UserError(f"the shipped predictor {name!r} is missing from this installation (reinstall splatdistill)",
+                        folder)
+    return folder
+
+
+def resolve_predictor(spec: str) -> Path:
+    """A predictor folder for ``spec``: an existing path, or the name of a shipped predictor
+    (``shipped`` = the default one)."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    name = DEFAULT_PREDICTOR if spec == "shipped" else spec
+    if name in PRETRAINED:
+        return pretrained_folder(name)
+    raise UserError(f"no such predictor: not a path, and not a shipped name ({', '.join(PRETRAINED)}, shipped)",
+                    path)
