@@ -266,10 +266,28 @@ def test_depth_lifter_on_data_without_depth_stops_before_training(rooms, tmp_pat
         Trainer(cfg)
     # the command line: one line naming the dataset and the fix, exit 2, nothing trained
     status = main(["train", "--data", str(tmp_path / "ns"), "--out", str(tmp_path / "cli"), "steps=8", "split=train",
-                   "val_samples=0", *TINY_RUN])
+                   "val_samples=0", "lifter=depth", *TINY_RUN])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and str(tmp_path / "ns") in err[0] and "lifter=predictor:PATH" in err[0]
+    assert status == 2 and len(err) == 1 and str(tmp_path / "ns") in err[0] and "lifter=auto" in err[0]
     assert not (tmp_path / "cli" / "checkpoint.pt").exists()
+
+
+def test_default_lifter_trains_on_data_without_depth(rooms, tmp_path):
+    """The default (feed-forward, shipped) lifter needs no depth: every step supervises target tokens."""
+    from splatdistill.data import load_dataset
+    from splatdistill.data.nerfstudio import write_nerfstudio
+    from splatdistill.distill.trainer import Trainer
+
+    from _train_worker import TINY_RUN
+
+    scene = load_dataset(rooms, split="train")[0]
+    write_nerfstudio(scene, tmp_path / "ns", write_depth=False)
+    cfg = TrainConfig.load(None, [f"data={tmp_path / 'ns'}", f"out={tmp_path / 'run'}", "steps=4", "split=train",
+                                  "val_samples=0", "checkpoint_every=4", *TINY_RUN])
+    assert cfg.method.lifter == "auto"
+    shares = []
+    Trainer(cfg).fit(on_step=lambda tr, metrics: shares.append(metrics["supervised_tokens"]))
+    assert len(shares) == 4 and min(shares) > 0.3, shares
 
 
 def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_path):
@@ -288,3 +306,34 @@ def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_
         trainer.fit()
     assert trainer.step == 5 and TrainingStalled.exit_code == 3
     assert torch.load(trainer.checkpoint_path, weights_only=False)["step"] == 4
+
+
+def test_lifter_refinement_changes_the_lifter_and_survives_resume(rooms, tmp_path):
+    """lifter_refine_every: the learned lifter takes photometric steps on the batches' context views;
+    its state is in the checkpoint and the refined lifter is exported as a predictor folder."""
+    from splatdistill.distill.trainer import Trainer
+    from splatdistill.lifters.predictor import load_predictor
+    from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, pretrained_folder
+
+    from _train_worker import TINY_RUN
+
+    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'run'}", "steps=4", "split=train", "val_samples=0",
+                                  "checkpoint_every=2", "lifter=auto", "lifter_refine_every=2", "lifter_refine_lr=1e-3",
+                                  *TINY_RUN])
+    metrics = []
+    trainer = Trainer(cfg)
+    trainer.fit(on_step=lambda tr, m: metrics.append(m))
+    assert [("lifter_photometric" in m) for m in metrics] == [True, False, True, False]
+    assert trainer.refiner.steps == 2
+    shipped = load_predictor(pretrained_folder(DEFAULT_PREDICTOR)).state_dict()
+    refined = load_predictor(tmp_path / "run" / "lifter").state_dict()
+    assert any(not torch.equal(shipped[k], refined[k]) for k in shipped)
+    for k, v in trainer.refiner.model.state_dict().items():
+        assert torch.equal(refined[k], v.cpu())
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.refiner.steps == 2
+    for k, v in resumed.refiner.model.state_dict().items():
+        assert torch.equal(refined[k], v.cpu())
+    with pytest.raises(UserError, match="refines a learned predictor"):
+        Trainer(TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'x'}", "split=train", "val_samples=0",
+                                        "lifter=depth", "lifter_refine_every=2", *TINY_RUN]))

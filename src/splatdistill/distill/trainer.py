@@ -48,6 +48,8 @@ from splatdistill.distill.losses import (
 from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safetensors
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
+from splatdistill.lifters.online import OnlineRefiner
+from splatdistill.lifters.predictor import save_predictor
 from splatdistill.runs import (
     CHECKPOINT,
     RunLog,
@@ -77,9 +79,9 @@ def require_depth(scenes, data: str) -> None:
     """``lifter=depth`` needs depth maps: stop before training when a scene has none (its first view)."""
     for scene in scenes:
         if scene.load_view(0).depth is None:
-            raise UserError(f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; train a "
-                            "feed-forward lifter (splatdistill lifter train) and pass lifter=predictor:PATH, or "
-                            "use data with depth")
+            raise UserError(f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; use the "
+                            "feed-forward lifter (lifter=auto, the default, or lifter=predictor:PATH from "
+                            "'splatdistill lifter train'), or data with depth")
 
 
 class SnDModel(nn.Module):
@@ -141,6 +143,12 @@ class Trainer:
         self.lifter = make_lifter(cfg, self.splat)
         if m.method == "snd" and m.lifter.strip() == "depth":
             require_depth(self.dataset.scenes, cfg.data.root)
+        self.refiner = OnlineRefiner(self.lifter, m.lifter_refine_every, m.lifter_refine_lr) \
+            if m.lifter_refine_every > 0 else None
+        self.refine_metrics: dict[str, float] = {}
+        if self.refiner is not None and self.dist.world > 1:
+            raise UserError("lifter_refine_every > 0 is single-process for now (each rank would refine its own "
+                            "copy of the lifter); train without torchrun or set lifter_refine_every=0")
         self.fit3d = None  # method=fit3d: fixed per-scene feature fields replace the splatted teacher
         if m.method == "fit3d":
             self.fit3d = Fit3DTargets(cfg, self.dataset.scenes, self.device, cfg.run.progress, self.dist.is_main)
@@ -195,6 +203,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
+            **({"lifter_refiner": self.refiner.state_dict()} if self.refiner is not None else {}),
         }
 
     def save_checkpoint(self) -> None:
@@ -226,6 +235,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        if self.refiner is not None and "lifter_refiner" in state:
+            self.refiner.load_state_dict(state["lifter_refiner"])
 
     # -- one step -------------------------------------------------------------------------------------
     def teacher_targets(self, b: Sample, times: "StepTimes") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -245,6 +256,10 @@ class Trainer:
             outs = [splat_targets(ctx_tokens[i], context.segments[i], context[i].cameras, target.segments[i],
                                   target[i].cameras, grid, self.splat, self.lifter, context_depth=context.depths[i],
                                   context_images=context.images[i]) for i in range(B)]
+        if self.refiner is not None:  # iterative refinement: the lifter learns from this batch's context views
+            with times.phase("lifter_refine", dev):
+                self.refine_metrics = self.refiner.maybe_step(self.step, context.images, context.Ks, context.viewmats,
+                                                              ctx_tokens)
         tgt_tokens = torch.stack([o.tokens for o in outs]).flatten(0, 1)  # (B*T, C, h, w)
         mask = torch.stack([o.valid for o in outs]).flatten(0, 1).flatten(1)  # (B*T, h*w)
         return tgt_tokens, mask, torch.stack([o.coverage for o in outs])
@@ -301,7 +316,7 @@ class Trainer:
             agreement = token_agreement(s_tokens.detach(), tgt_tokens, mask)
         return {"loss": loss_value, "consistency": float(cons), "coverage": float(cov.mean()),
                 "supervised_tokens": float(mask.float().mean()), "agreement": agreement,
-                "lr": float(self.scheduler.get_last_lr()[0])}
+                "lr": float(self.scheduler.get_last_lr()[0]), **self.refine_metrics}
 
     # -- held-out agreement ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -442,6 +457,9 @@ class Trainer:
         if self.student.head is not None:
             atomic_torch_save({"student": self.student.head.state_dict(), "teacher": self.teacher.module.head.state_dict()},
                               self.out / "heads.pt")
+        if self.refiner is not None:  # the refined lifter, usable as lifter=predictor:<out>/lifter
+            save_predictor(self.refiner.model, self.out / "lifter", {"refined_steps": self.refiner.steps,
+                                                                     "from": self.cfg.method.lifter})
         return {"student": str(student), "teacher": str(teacher)}
 
 
