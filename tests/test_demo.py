@@ -23,7 +23,7 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
         eval={"resolution": 64, "max_train_views": 6, "max_eval_views": 4, "probe_steps": 5, "corr_pairs": 2,
               "corr_queries": 64, "corr_keep": 32, "consistency_points": 32, "middlebury": False,
               "figure_views": 1},
-        progress=False,
+        progress=False, oracle=True,
     )
     doc = run_demo(cfg)
     out = tmp_path / "demo"
@@ -32,19 +32,32 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
         assert (out / name).is_file(), name
     results = json.loads((out / "eval/results.json").read_text())
     labels = [b["label"] for b in results["backbones"]]
-    assert labels == ["DINOv2", "SnD blend (alpha 0.5)", "SnD noblend (alpha 1.0)"]
-    # the before/after table has every headline metric for both variants, with consistent arithmetic
+    assert labels == ["DINOv2", "SnD blend (alpha 0.5)", "SnD noblend (alpha 1.0)", "SnD blend-oracle (alpha 0.5)",
+                      "SnD noblend-oracle (alpha 1.0)"]
+    # the variants lift feed-forward; their oracle twins lift ground-truth depth for the same step count
+    train = {t["name"]: t for t in doc["training"]}
+    assert train["blend"]["lifter"] == "auto" and train["blend-oracle"]["lifter"] == "depth"
+    assert train["noblend-oracle"]["steps"] == train["noblend"]["steps"] == 3
+    # the before/after table has every headline metric for every variant, with consistent arithmetic
     rows = doc["summary"]
     assert {r["variant"] for r in rows} == set(labels[1:])
-    assert len(rows) == 8
-    assert sum("correspondence" in r["metric"] for r in rows) == 2
+    assert len(rows) == 16
+    assert sum("correspondence" in r["metric"] for r in rows) == 4
+    oracle = doc["oracle"]
+    assert len(oracle) == 8 and {r["variant"] for r in oracle} == {"blend", "noblend"}
+    by = {(r["variant"], r["metric"]): r for r in rows}
+    for r in oracle:
+        assert r["feed_forward"] == by[(f"SnD {r['variant']} (alpha {train[r['variant']]['blend_alpha']})", r["metric"])]["change"]
+    # the lifter's own held-out depth, against the constant baseline
+    assert 0 < doc["lifter_depth"]["predictor"]["abs_rel"] < 1 and "constant_depth" in doc["lifter_depth"]
     for r in rows:
         assert abs(r["after"] - r["before"] - r["change"]) < 1e-9
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     md = (out / "report.md").read_text()
-    assert "| blend | 0.5 | 3 |" in md
-    assert "->" in md.split("| blend | 0.5 | 3 |")[1].splitlines()[0]
+    assert "| blend | 0.5 | auto | 3 |" in md and "| blend-oracle | 0.5 | depth | 3 |" in md
+    assert "->" in md.split("| blend | 0.5 | auto | 3 |")[1].splitlines()[0]
+    assert "## The lifter's own depth (held-out)" in md and "share of the oracle's gain" in md
     # a second call reuses the finished runs (no retraining) and gives the same table
     again = run_demo(cfg)
     assert [r["after"] for r in again["summary"]] == [r["after"] for r in rows]

@@ -1,5 +1,8 @@
 """The end-to-end demo: build the embedded rooms, train Splat-and-Distill (with and without semantic
-blending) from the offline DINOv2 ViT-S/14, and evaluate DINOv2 before against the students after.
+blending) from the offline DINOv2 ViT-S/14, lifting with the shipped feed-forward predictor (never the
+dataset's depth), and evaluate DINOv2 before against the students after. ``oracle=true`` adds, for
+every variant, a twin that lifts with ground-truth depth at the same step count: the ablation that
+shows what feed-forward geometry costs.
 
 Everything is cached under ``out``: a second call reuses finished training runs and the feature cache,
 so the report can be regenerated cheaply; an interrupted training run is resumed.
@@ -25,6 +28,8 @@ from splatdistill.distill.trainer import Trainer
 from splatdistill.errors import UserError
 from splatdistill.eval import report
 from splatdistill.eval.runner import EvalConfig, evaluate
+from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, resolve_predictor
+from splatdistill.lifters.train_predictor import evaluate_saved_predictor
 
 #: Stands for the evaluated dataset's name in a GOALS path (correspondence results are keyed by dataset).
 DATA = "<data>"
@@ -48,7 +53,13 @@ class DemoConfig:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     eval: dict[str, Any] = field(default_factory=dict)  # EvalConfig overrides
     tasks: str = "depth,normals,segmentation,correspondence,consistency"
+    lifter: str = "auto"  # the variants' lifter: auto = the shipped feed-forward predictor
+    oracle: bool = False  # also train every variant with lifter=depth (ground truth) at the same step count
     progress: bool = True
+
+
+#: suffix of the oracle twins' names (lifter=depth, same step count as the variant they shadow)
+ORACLE_SUFFIX = "-oracle"
 
 
 #: Training settings of the demo (on top of TrainConfig's defaults); see the README for why they differ
@@ -103,8 +114,10 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     return max(1, int(minutes * 60 * 0.95 / per_step)), per_step
 
 
-def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minutes: float) -> dict:
-    """Train (or reuse/resume) one variant; returns its history summary."""
+def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minutes: float,
+                  lifter: str | None = None, steps: int | None = None) -> dict:
+    """Train (or reuse/resume) one variant; returns its history summary. ``steps`` fixes the step count
+    (no time cap: the oracle twins run exactly their feed-forward variant's schedule)."""
 
     run_dir = Path(cfg.out) / "runs" / name
     done = run_dir / "student.safetensors"
@@ -112,7 +125,10 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
     if done.is_file() and summary_path.is_file():
         return json.loads(summary_path.read_text())
     values = {**DEMO_TRAIN, **cfg.train, "data": data_root, "out": str(run_dir), "backbone": cfg.backbone,
-              "blend_alpha": alpha, "max_minutes": minutes, "progress": cfg.progress}
+              "blend_alpha": alpha, "max_minutes": minutes, "progress": cfg.progress,
+              "lifter": lifter or cfg.train.get("lifter", cfg.lifter)}
+    if steps is not None:
+        values.update(steps=steps, max_minutes=0.0)
     resume = (run_dir / "checkpoint.pt").is_file()
     saved = run_dir / "config.yaml"
     if "steps" not in values:
@@ -127,12 +143,59 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
     result = trainer.fit()
     hist = result["history"]
     summary = {
-        "name": name, "blend_alpha": alpha, "steps": result["steps"], "minutes": result["seconds"] / 60,
+        "name": name, "blend_alpha": alpha, "lifter": tcfg.method.lifter, "steps": result["steps"],
+        "scheduled_steps": tcfg.optim.steps, "minutes": result["seconds"] / 60,
         "student": result["student"], "config": flat_config(tcfg), "held_out": result.get("held_out", []),
         "curve": {k: [h[k] for h in hist] for k in ("step", "loss", "agreement", "coverage", "lr", "step_time")},
     }
     summary_path.write_text(json.dumps(summary))
     return summary
+
+
+def _lower_is_better(metric: str) -> bool:
+    return "RMSE" in metric or "angular" in metric
+
+
+def oracle_rows(rows: list[dict], summaries: list[dict]) -> list[dict]:
+    """Feed-forward vs oracle-depth change per headline metric: (variant, metric, changes, share of the
+    oracle's change reached by the feed-forward run; goal >= 80% where the oracle improves)."""
+    label_of = {s["name"]: variant_label(s) for s in summaries}
+    by_key = {(r["variant"], r["metric"]): r for r in rows}
+    out = []
+    for s in summaries:
+        twin = s["name"] + ORACLE_SUFFIX
+        if twin not in label_of:
+            continue
+        for name, *_ in GOALS:
+            ff, orc = by_key.get((label_of[s["name"]], name)), by_key.get((label_of[twin], name))
+            if ff is None or orc is None:
+                continue
+            sign = -1.0 if _lower_is_better(name) else 1.0
+            gain_ff, gain_or = sign * ff["change"], sign * orc["change"]
+            share = gain_ff / gain_or if gain_or > 0 else None
+            out.append({"variant": s["name"], "metric": name, "feed_forward": ff["change"], "oracle": orc["change"],
+                        "share": share, "met": share is None or share >= 0.8})
+    return out
+
+
+def variant_label(summary: dict) -> str:
+    """The evaluation label of a trained variant (no "=": LABEL=SPEC is split at the first one)."""
+    return f"SnD {summary['name']} (alpha {summary['blend_alpha']})"
+
+
+def predictor_depth(cfg: DemoConfig, data_root: str) -> dict | None:
+    """Held-out depth errors of the feed-forward lifter the variants used (None for other lifters)."""
+    spec = cfg.train.get("lifter", cfg.lifter)
+    name, _, arg = spec.partition(":")
+    if name not in ("auto", "predictor"):
+        return None
+    path = resolve_predictor(arg if name == "predictor" else DEFAULT_PREDICTOR)
+    try:
+        res = evaluate_saved_predictor(path, data_root, progress=cfg.progress)
+    except UserError as exc:  # held-out scenes without depth: nothing to measure the lifter against
+        print(f"demo: the lifter's held-out depth is not reported ({exc})", flush=True)
+        return None
+    return {"spec": spec, "path": str(path), **res}
 
 
 def training_curves(summaries: list[dict], path: Path) -> Path:
@@ -182,9 +245,7 @@ def summary_rows(results: dict) -> list[dict]:
     return out
 
 
-def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: dict[str, Path]) -> tuple[Path, Path]:
-    out = Path(cfg.out)
-    rows = summary_rows(results)
+def _training_table(summaries: list[dict]) -> str:
     train_rows = []
     for s in summaries:
         c = s["curve"]
@@ -192,16 +253,51 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
         if c["loss"]:
             k = max(1, len(c["loss"]) // 10)
             first, last = sum(c["loss"][:k]) / k, sum(c["loss"][-k:]) / k
-            train_rows.append({"alpha": s["blend_alpha"], "steps": s["steps"], "minutes": s["minutes"],
-                               "loss": f"{first:.4f} -> {last:.4f}",
+            train_rows.append({"alpha": s["blend_alpha"], "lifter": s.get("lifter", "depth"), "steps": s["steps"],
+                               "minutes": s["minutes"], "loss": f"{first:.4f} -> {last:.4f}",
                                "ho_loss": f"{ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}" if len(ho) >= 2 else "n/a",
                                "ho_agree": (f"{ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}"
                                             if len(ho) >= 2 else "n/a"), "name": s["name"]})
-    train_table = report.markdown_table(
+    return report.markdown_table(
         [r["name"] for r in train_rows], train_rows,
-        [("alpha", "blend alpha", "{}"), ("steps", "steps", "{}"), ("minutes", "minutes", "{:.1f}"),
-         ("loss", "training loss (first -> last)", "{}"), ("ho_loss", "held-out loss (start -> end)", "{}"),
+        [("alpha", "blend alpha", "{}"), ("lifter", "lifter", "{}"), ("steps", "steps", "{}"),
+         ("minutes", "minutes", "{:.1f}"), ("loss", "training loss (first -> last)", "{}"),
+         ("ho_loss", "held-out loss (start -> end)", "{}"),
          ("ho_agree", "held-out teacher-student agreement (start -> end)", "{}")], higher={}, first="variant")
+
+
+def _lifter_depth_section(depth: dict | None) -> list[str]:
+    if not depth:
+        return []
+    names = {"predictor": "feed-forward predictor", "coarse_only": "its cost volume alone",
+             "constant_depth": "constant depth (training median)"}
+    rows = [{"name": label, **depth[k]} for k, label in names.items() if k in depth]
+    table = report.markdown_table([r["name"] for r in rows], rows,
+                                  [("abs_rel", "AbsRel", "{:.3f}"), ("rmse", "RMSE (m)", "{:.3f}"),
+                                   ("delta1", "delta < 1.25", "{:.3f}")], higher={}, first="depth")
+    return ["## The lifter's own depth (held-out)", "",
+            f"`{depth['spec']}` ({depth['path']}) on {depth['views']} views of the held-out "
+            f"{'/'.join(depth['splits'])} scenes ({depth['pairs']} context pairs, as the trainer draws them), "
+            "against ground truth:", "", table, ""]
+
+
+def _oracle_section(orows: list[dict]) -> list[str]:
+    if not orows:
+        return []
+    table = report.markdown_table(
+        [r["variant"] for r in orows],
+        [{**r, "share": "n/a" if r["share"] is None else f"{100 * r['share']:.0f}%",
+          "met": "yes" if r["met"] else "**no**"} for r in orows],
+        [("metric", "metric", "{}"), ("feed_forward", "change, feed-forward lifter", "{:+.4f}"),
+         ("oracle", "change, ground-truth depth", "{:+.4f}"), ("share", "share of the oracle's gain", "{}"),
+         ("met", ">= 80%", "{}")], higher={}, first="variant")
+    return ["## Feed-forward lifting against ground-truth depth (same step count)", "",
+            "The oracle twins lift with the dataset's ray-cast depth (`lifter=depth`), everything else equal.", "",
+            table, ""]
+
+
+def _markdown_report(cfg: DemoConfig, results: dict, summaries: list[dict], rows: list[dict],
+                     depth: dict | None) -> str:
     change_table = report.markdown_table(
         [r["variant"] for r in rows], [{**r, "met": "yes" if r["met"] else "**no**"} for r in rows],
         [("metric", "metric", "{}"), ("before", "before", "{:.4f}"), ("after", "after", "{:.4f}"),
@@ -209,19 +305,21 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
     lines = ["# Splat-and-Distill demo report", "",
              f"Teacher/original: `{cfg.backbone}`; data: {results['data']['name']} "
              f"(probes trained on `{results['data']['train_split']}`, reported on held-out `{results['data']['eval_split']}`).",
-             "", "## Training", "", train_table,
-             "", "![training curves](training_curves.png)", "",
-             "## Before (DINOv2) against after (SnD student), held-out scenes", "", change_table]
+             "", "## Training", "", _training_table(summaries),
+             "", "![training curves](training_curves.png)", "", *_lifter_depth_section(depth),
+             "## Before (DINOv2) against after (SnD student), held-out scenes", "", change_table, ""]
     missed = [r for r in rows if not r["met"]]
-    lines += [""]
     if missed:
         lines += ["**Goals missed:** " + "; ".join(f"{r['variant']}: {r['metric']} ({r['change']:+.3f})" for r in missed)
                   + ". See the curves above and the notes in the README for what limits a CPU-budget run.", ""]
+    lines += _oracle_section(oracle_rows(rows, summaries))
     lines += ["Full tables (all metrics, Middlebury, rotation bins) and figures: [eval/report.md](eval/report.md).", ""]
-    md = out / "report.md"
-    md.write_text("\n".join(lines))
+    return "\n".join(lines)
 
-    # self-contained HTML: the eval report's tables plus every figure embedded as base64
+
+def _html_report(cfg: DemoConfig, results: dict, rows: list[dict], files: dict[str, Path], out: Path,
+                 depth_md: list[str], oracle_md: list[str]) -> str:
+    """Self-contained HTML: the tables plus every figure embedded as base64."""
     def img(path: Path, alt: str) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
@@ -230,6 +328,9 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
         th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
         return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    def pre(md_lines: list[str]) -> str:
+        return "<pre style='white-space:pre-wrap'>" + html.escape("\n".join(md_lines)) + "</pre>" if md_lines else ""
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Splat-and-Distill demo</title><style>",
              "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
@@ -242,19 +343,29 @@ def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: 
              table(["variant", "metric", "before", "after", "change", "goal", "met"],
                    [[html.escape(r["variant"]), html.escape(r["metric"]), f"{r['before']:.4f}", f"{r['after']:.4f}",
                      f"{r['change']:+.4f}", html.escape(r["goal"]), "yes" if r["met"] else "<span class='no'>no</span>"]
-                    for r in rows]),
-             "<h2>Training</h2>"]
+                    for r in rows]), pre(oracle_md), pre(depth_md), "<h2>Training</h2>"]
     if files.get("curves") and Path(files["curves"]).is_file():
         parts.append(img(Path(files["curves"]), "training curves"))
     parts.append("<h2>Evaluation (all metrics)</h2>")
     eval_md = out / "eval" / "report.md"
     if eval_md.is_file():
-        parts.append("<pre style='white-space:pre-wrap'>" + html.escape(eval_md.read_text()) + "</pre>")
+        parts.append(pre([eval_md.read_text()]))
     for png in sorted((out / "eval").glob("**/*.png")):
         parts.append(img(png, png.stem.replace("_", " ")))
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: dict[str, Path],
+                  depth: dict | None = None) -> tuple[Path, Path]:
+    """``report.md`` and a self-contained ``report.html`` in ``cfg.out``."""
+    out = Path(cfg.out)
+    rows = summary_rows(results)
+    md = out / "report.md"
+    md.write_text(_markdown_report(cfg, results, summaries, rows, depth))
     page = out / "report.html"
-    page.write_text("\n".join(parts))
+    page.write_text(_html_report(cfg, results, rows, files, out, _lifter_depth_section(depth),
+                                 _oracle_section(oracle_rows(rows, summaries))))
     return md, page
 
 
@@ -267,14 +378,19 @@ def run_demo(cfg: DemoConfig) -> dict:
         raise UserError("dataset not found", data_root)
     per_variant = cfg.minutes / max(1, len(cfg.variants))
     summaries = [train_variant(cfg, name, alpha, data_root, per_variant) for name, alpha in cfg.variants.items()]
+    if cfg.oracle:  # the ablation: ground-truth depth, exactly the step count of each feed-forward variant
+        summaries += [train_variant(cfg, s["name"] + ORACLE_SUFFIX, s["blend_alpha"], data_root, 0.0, lifter="depth",
+                                    steps=s.get("scheduled_steps", s["steps"])) for s in list(summaries)]
+    depth_of_lifter = predictor_depth(cfg, data_root)
     curves = training_curves(summaries, out / "training_curves.png")
     ecfg = EvalConfig(**{"progress": cfg.progress, **cfg.eval})
     # labels must not contain "=" (LABEL=SPEC is split at the first one)
-    specs = [f"DINOv2={cfg.backbone}"] + [f"SnD {s['name']} (alpha {s['blend_alpha']})={s['student']}" for s in summaries]
+    specs = [f"DINOv2={cfg.backbone}"] + [f"{variant_label(s)}={s['student']}" for s in summaries]
     results = evaluate(specs, data_root, cfg.tasks, out / "eval", ecfg)
-    md, page = write_reports(cfg, results, summaries, {"curves": curves})
+    md, page = write_reports(cfg, results, summaries, {"curves": curves}, depth_of_lifter)
     doc = {"config": asdict(cfg), "training": [{k: v for k, v in s.items() if k != "curve"} for s in summaries],
-           "summary": summary_rows(results), "report_md": str(md), "report_html": str(page),
+           "summary": summary_rows(results), "oracle": oracle_rows(summary_rows(results), summaries),
+           "lifter_depth": depth_of_lifter, "report_md": str(md), "report_html": str(page),
            "minutes": (time.perf_counter() - t0) / 60}
     (out / "demo.json").write_text(json.dumps(doc, indent=1))
     return doc
