@@ -18,13 +18,14 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     # a folder not called "rooms": correspondence results are keyed by the dataset's name
     rooms = shutil.copytree(tiny_rooms(tmp_path_factory), tmp_path / "my_scenes")
     cfg = DemoConfig(
-        out=str(tmp_path / "demo"), minutes=5.0, data=str(rooms), backbone="random:vit_tiny_patch16_224",
+        out=str(tmp_path / "demo"), minutes=1e6, data=str(rooms), backbone="random:vit_tiny_patch16_224",
         train={"steps": 3, "image_size": 64, "render_size": 32, "checkpoint_every": 2},
         eval={"resolution": 64, "max_train_views": 6, "max_eval_views": 4, "probe_steps": 5, "corr_pairs": 2,
               "corr_queries": 64, "corr_keep": 32, "consistency_points": 32, "middlebury": False,
               "figure_views": 1},
         progress=False, oracle=True,
     )
+    # steps are fixed and the time cap is out of reach: nothing here depends on the machine's speed
     doc = run_demo(cfg)
     out = tmp_path / "demo"
     for name in ("report.md", "report.html", "training_curves.png", "demo.json", "eval/results.json",

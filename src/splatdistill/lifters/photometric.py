@@ -149,8 +149,7 @@ def photometric_loss(depth: Tensor, opacity: Tensor, scale: Tensor, images: Tens
                     # what a blind guess costs, so pushing splats out of view never pays
                     background = target.detach().mean((1, 2), keepdim=True)
                     pred = img + (1 - alpha)[None] * background
-                    err = (SSIM_WEIGHT * (1 - ssim_map(pred[None], target[None])[0]) / 2
-                           + (1 - SSIM_WEIGHT) * (pred - target).abs().mean(0))
+                    err = photo_error(pred[None], target[None])[0]
                     terms.append(err.mean())
                     covered.append((alpha.detach() > MIN_COVERAGE).float().mean())
     return {"photometric": torch.stack(terms).mean(), "coverage": torch.stack(covered).mean().detach()}
