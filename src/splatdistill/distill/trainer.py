@@ -239,8 +239,10 @@ class Trainer:
             self.refiner.load_state_dict(state["lifter_refiner"])
 
     # -- one step -------------------------------------------------------------------------------------
-    def teacher_targets(self, b: Sample, times: "StepTimes") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Targets for a batch on the device: tokens (B*T, C, h, w), supervised mask (B*T, h*w), coverage (B, T, h, w)."""
+    def teacher_targets(self, b: Sample, times: "StepTimes", refine_lifter: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Targets for a batch on the device: tokens (B*T, C, h, w), supervised mask (B*T, h*w), coverage (B, T, h, w).
+        ``refine_lifter`` (training batches only, never held-out ones) lets the lifter refiner learn from the batch."""
         dev, R = self.device, self.cfg.data.render_size
         B, V = b.context.images.shape[:2]
         H = b.context.height
@@ -256,7 +258,7 @@ class Trainer:
             outs = [splat_targets(ctx_tokens[i], context.segments[i], context[i].cameras, target.segments[i],
                                   target[i].cameras, grid, self.splat, self.lifter, context_depth=context.depths[i],
                                   context_images=context.images[i]) for i in range(B)]
-        if self.refiner is not None:  # iterative refinement: the lifter learns from this batch's context views
+        if refine_lifter and self.refiner is not None:  # iterative refinement: the lifter learns from these views
             with times.phase("lifter_refine", dev):
                 self.refine_metrics = self.refiner.maybe_step(self.step, context.images, context.Ks, context.viewmats,
                                                               ctx_tokens)
@@ -294,7 +296,7 @@ class Trainer:
         times = times or StepTimes()
         b = batch.to(dev)
         self.student_ddp.train()
-        tgt_tokens, mask, cov = self.teacher_targets(b, times)
+        tgt_tokens, mask, cov = self.teacher_targets(b, times, refine_lifter=True)
         loss, cons, s_tokens = self._loss(self.student_ddp, b, tgt_tokens, mask, with_consistency=True, times=times)
         loss_value = float(loss.detach())
         if not all_finite(loss_value, self.dist):
