@@ -119,7 +119,7 @@ def _blend_reference(features, segments, alpha, valid=None):
             if use.sum() == 0:
                 continue
             mean = f[b][:, use].mean(1, keepdim=True)
-            out[b][:, sel] = alpha * f[b][:, sel] + (1 - alpha) * mean
+            out[b][:, use] = alpha * f[b][:, use] + (1 - alpha) * mean  # invalid pixels stay as they are
     return out
 
 
@@ -171,3 +171,28 @@ def test_blend_gradient_and_errors():
         semantic_blend(feats, segs, 1.5)
     with pytest.raises(ValueError, match="expected"):
         semantic_blend(feats, segs[:, :3], 0.5)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_blended_targets_keep_their_magnitude_at_partial_coverage(antialias):
+    """A token whose footprint is ~54% covered by a constant feature f comes out as f after blending and
+    the covered-fraction renormalisation: uncovered pixels must stay 0 (they used to get (1 - a) mean,
+    which made that token 1.4x too long at a = 0.5)."""
+    from splatdistill.splat.targets import tokens_from_render
+
+    R, grid = 32, (4, 4)  # 8x8 pixels per token
+    f = torch.tensor([3.0, -1.0, 2.0])
+    covered = torch.zeros(1, R, R, dtype=torch.bool)
+    covered[0, :, :12] = True  # token column 0 fully covered, column 1 about half
+    covered[0, :3, 12] = True  # token (0, 1): coverage 0.535 with the antialiased footprint, 0.5 bilinear
+    feats = torch.where(covered[:, None], f[None, :, None, None], torch.zeros(()))
+    segs = torch.zeros(1, R, R, dtype=torch.int64)  # one segment: its mean over covered pixels is f
+    alpha = covered.float()
+    for a in (0.5, 1.0):
+        blended = semantic_blend(feats, segs, a, valid=covered)
+        assert (blended[0][:, ~covered[0]] == 0).all()
+        tokens, coverage, valid = tokens_from_render(blended, alpha, covered, grid, 0.5, antialias=antialias)
+        assert (0.53 if antialias else 0.5) <= float(coverage[0, 0, 1]) <= (0.55 if antialias else 0.5)
+        ratio = tokens[0].norm(dim=0) / f.norm()
+        seen = coverage[0] > 0.05
+        torch.testing.assert_close(ratio[seen], torch.ones_like(ratio[seen]), atol=0.01, rtol=0)

@@ -47,8 +47,9 @@ def semantic_blend(features: Tensor, segments: Tensor, alpha: float, valid: Tens
         segments: integer map (B, H, W); any labels.
         alpha: blend coefficient in [0, 1] (1 = unchanged, 0 = piecewise-constant segment means).
         valid: optional (B, H, W) bool, e.g. rendered coverage > threshold. Means are taken over
-            valid pixels only; pixels of a segment without any valid pixel are left unchanged.
-            Invalid pixels are blended like the others (callers usually mask them out anyway).
+            valid pixels only, and only valid pixels are blended: invalid pixels come back unchanged
+            (a zero stays zero, so a later "divide by the covered fraction" stays exact); pixels of a
+            segment without any valid pixel are left unchanged too.
 
     Returns (B, C, H, W) in channels-last memory layout. Differentiable w.r.t. ``features``.
     """
@@ -78,9 +79,13 @@ def semantic_blend(features: Tensor, segments: Tensor, alpha: float, valid: Tens
     # (valid) pixels, (1, 0)
     offset = torch.where(has[:, None], (1.0 - alpha) * sums / counts.clamp(min=1)[:, None], 0.0)
     coef = torch.where(has, torch.full_like(counts, float(alpha)), torch.ones_like(counts))
+    pixel_coef = coef[index]
     if torch.is_grad_enabled() and features.requires_grad:
-        out = torch.index_select(offset, 0, index).addcmul_(rows, coef[index][:, None])
+        out = torch.index_select(offset, 0, index)
     else:  # write into huge-page-backed memory (first touch of 100 MB costs ~2x less)
         out = torch.index_select(offset, 0, index, out=empty_fast((B * H * W, C), dtype, device))
-        out.addcmul_(rows, coef[index][:, None])
+    if valid is not None:  # invalid pixels: coefficient 1, offset 0 (unchanged)
+        out[~v] = 0.0
+        pixel_coef = torch.where(v, pixel_coef, torch.ones_like(pixel_coef))
+    out.addcmul_(rows, pixel_coef[:, None])
     return out.reshape(B, H, W, C).permute(0, 3, 1, 2)
