@@ -282,6 +282,9 @@ class Fit3DTargets:
     def __init__(self, cfg, scenes: Sequence[Scene], device: torch.device | str = "cpu", progress: bool = True,
                  is_main: bool = True):
         f, splat = cfg.method.fit3d, cfg.method.splat
+        if not (isinstance(cfg.data.image_size, int) and isinstance(cfg.data.render_size, int)):
+            raise UserError("method=fit3d fits square fields: give image_size and render_size as one integer each "
+                            f"(got {cfg.data.image_size} / {cfg.data.render_size})")
         # the pipeline's values come from the run's own groups, so field and trainer cannot disagree
         self.fcfg = Fit3DConfig(feature_dim=f.feature_dim, iterations=f.iterations, max_views=f.views,
                                 lift_views=f.lift_views, stride=f.stride, opacity=splat.gaussian_opacity,
@@ -290,6 +293,7 @@ class Fit3DTargets:
         self.scenes = list(scenes)
         self.backbone_spec = cfg.model.backbone
         self.min_coverage = splat.min_coverage
+        self.antialias = splat.downsample == "antialias"
         self.device = torch.device(device)
         self.cache_dir = Path(f.cache) if f.cache else Path(cfg.run.out) / "fit3d"
         self.fields: dict[str, FeatureField] = {}
@@ -331,7 +335,7 @@ class Fit3DTargets:
             dec, alpha = field.render(target[i].cameras.to(self.device), self.fcfg.renderer)  # (T, R, R, C), (T, R, R)
             covered = (alpha > 1e-3)
             feats = torch.where(covered[..., None], dec, torch.zeros_like(dec)).permute(0, 3, 1, 2)
-            tok, cov, ok = tokens_from_render(feats, alpha, covered, grid, self.min_coverage)
+            tok, cov, ok = tokens_from_render(feats, alpha, covered, grid, self.min_coverage, self.antialias)
             tokens.append(tok)
             coverage.append(cov)
             valid.append(ok)

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "upsample": "splatdistill.bench.upsample",
     "features": "splatdistill.bench.features",
     "step": "splatdistill.bench.step",
+    "targets": "splatdistill.bench.targets",
 }
 
 

@@ -39,6 +39,10 @@ class SplatSettings:
     gaussian_opacity: float = 0.95
     renderer: RendererName = "auto"
     min_coverage: float = 0.5
+    # render -> token grid: "bilinear" samples the render at the token centres (the reference; rendering
+    # a view's own tokens back gives them exactly), "antialias" averages each token's footprint (a low
+    # pass: cosine 0.98 to the originals on real DINOv2 tokens; docs/rendering.md)
+    downsample: Literal["bilinear", "antialias"] = "bilinear"
 
 
 @runtime_checkable

@@ -55,22 +55,26 @@ def splat_targets(context_tokens: Tensor, context_segments: Tensor, context_came
     feats = torch.where(covered[:, None], feats, torch.zeros_like(feats))
     if settings.blend_alpha < 1.0:
         feats = semantic_blend(feats, target_segments, settings.blend_alpha, valid=covered)
-    tokens, coverage, valid = tokens_from_render(feats, alpha, covered, grid, settings.min_coverage)
+    tokens, coverage, valid = tokens_from_render(feats, alpha, covered, grid, settings.min_coverage,
+                                                 antialias=settings.downsample == "antialias")
     return SplatTargets(tokens=tokens, coverage=coverage, valid=valid, pixel_features=feats, pixel_alpha=alpha)
 
 
-def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tuple[int, int], min_coverage: float
-                       ) -> tuple[Tensor, Tensor, Tensor]:
+def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tuple[int, int], min_coverage: float,
+                       antialias: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Rendered features (T, C, R, R), zero where not ``covered`` (T, R, R), to the student's token grid.
 
     Returns (tokens (T, C, h, w), coverage (T, h, w) = the downsampled alpha, valid (T, h, w) =
     coverage >= ``min_coverage``). Tokens whose footprint is partly uncovered are re-normalised by the
-    covered fraction (the zeros would otherwise shrink them).
+    covered fraction (the zeros would otherwise shrink them). ``antialias`` averages each token's whole
+    footprint instead of sampling bilinearly at its centre (see ``SplatSettings.downsample``).
     """
-    tokens = F.interpolate(feats, size=grid, mode="bilinear", align_corners=False, antialias=True)
-    coverage = F.interpolate(alpha[:, None], size=grid, mode="bilinear", align_corners=False, antialias=True)[:, 0]
-    covered_frac = F.interpolate(covered[:, None].float(), size=grid, mode="bilinear", align_corners=False,
-                                 antialias=True)[:, 0]
+    def down(x: Tensor) -> Tensor:
+        return F.interpolate(x, size=grid, mode="bilinear", align_corners=False, antialias=antialias)
+
+    tokens = down(feats)
+    coverage = down(alpha[:, None])[:, 0]
+    covered_frac = down(covered[:, None].float())[:, 0]
     tokens = tokens / covered_frac.clamp_min(1e-6)[:, None]
     return tokens, coverage, coverage >= min_coverage
 
