@@ -31,8 +31,12 @@ def test_bad_values_name_the_option():
         TrainConfig.load(None, ["renderer=cuda"])
     with pytest.raises(UserError, match="unknown option"):
         TrainConfig.load(None, ["alpha_blend=1"])
-    with pytest.raises(UserError, match="option data.image_size expects int"):
+    with pytest.raises(UserError, match="image_size must be an integer .the short side. or HxW"):
         TrainConfig.load(None, ["image_size=true"])
+    with pytest.raises(UserError, match="render_size must be positive"):
+        TrainConfig.load(None, ["render_size=10x0"])
+    with pytest.raises(UserError, match="option run.preset must be cpu or paper, got 'gpu'"):
+        TrainConfig.load(None, ["preset=gpu"])
     with pytest.raises(UserError, match="eval_split must be auto, train, val or test"):
         load_config(EvalConfig, None, ["eval_split=dev"])
 
@@ -51,3 +55,58 @@ def test_command_line_precedence_and_print_config(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--data", "rooms"]) == 2
     assert "missing --backbone, --out" in capsys.readouterr().err
+
+
+def test_sizes_take_a_short_side_or_hxw():
+    from splatdistill.data.views import fit_size
+
+    cfg = TrainConfig.load(None, ["image_size=574x868", "render_size=576x880"])
+    assert (cfg.data.image_size, cfg.data.render_size) == ("574x868", "576x880")
+    assert TrainConfig.load(None, ["image_size=224"]).data.image_size == 224
+    assert fit_size("574x868", 1000, 1500) == (574, 868)  # exact
+    assert fit_size(224, 400, 600) == (224, 336) and fit_size(112, 600, 400) == (168, 112)  # short side
+
+
+def test_ema_horizon_sets_the_momentum_for_the_run_length():
+    from splatdistill.distill.config import ema_momentum_from_horizon
+
+    # the paper: 0.999 every 10 steps of 300k = a time constant of 10k steps = 1/30 of the run
+    assert abs(ema_momentum_from_horizon(1 / 30, 300_000, 10) - 0.999) < 1e-12
+    m = TrainConfig.load(None, []).method
+    assert m.ema_momentum is None and abs(m.ema_momentum_for(1000) - 0.7) < 1e-12  # 10 / (1 - 0.7) = 33 steps
+    assert abs(m.ema_momentum_for(300_000) - 0.999) < 1e-12
+    assert ema_momentum_from_horizon(1 / 30, 100, 10) == 0.0  # shorter than one update: copy the student
+    frozen = TrainConfig.load(None, ["ema_momentum=1"]).method
+    assert frozen.ema_momentum_for(1000) == 1.0 == frozen.ema_momentum_for(10)
+    with pytest.raises(UserError, match="ema_horizon must be > 0"):
+        TrainConfig.load(None, ["ema_horizon=0"])
+
+
+def test_paper_preset_sets_the_reference_values_and_explicit_keys_win(tmp_path, capsys):
+    from splatdistill.distill.config import PAPER_PRESET
+
+    cpu = TrainConfig.load(None, [])
+    paper = TrainConfig.load(None, ["preset=paper"])
+    from splatdistill.config import key_aliases
+
+    aliases = key_aliases(TrainConfig)
+    for key, value in PAPER_PRESET.items():
+        node = paper
+        for part in aliases[key]:
+            node = getattr(node, part)
+        assert node == value, key
+    assert (paper.data.image_size, paper.data.render_size, paper.data.sampler) == ("574x868", "576x880", "frames")
+    assert paper.method.prototypes == 65536 and paper.method.prototype_gain == "trainable"
+    assert paper.method.ema_momentum_for(paper.optim.steps) == 0.999
+    assert cpu.method.prototypes == 4096 and cpu.data.image_size == 224 and cpu.run.preset == "cpu"
+    # class defaults < preset < file < key=value
+    (tmp_path / "p.yaml").write_text("preset: paper\nsteps: 50\n")
+    mixed = TrainConfig.load(tmp_path / "p.yaml", ["lr=1e-3"])
+    assert (mixed.optim.steps, mixed.optim.lr, mixed.method.prototypes) == (50, 1e-3, 65536)
+    # the saved config (all values explicit) reloads to the same run
+    (tmp_path / "saved.yaml").write_text(dump_yaml(mixed))
+    assert TrainConfig.load(tmp_path / "saved.yaml") == mixed
+    assert main(["train", "--print-config", "preset=paper"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["lora"]["target_modules"] == PAPER_PRESET["target_modules"]
+    assert printed["optim"]["steps"] == 300_000

@@ -62,12 +62,16 @@ def test_dataset_item_shapes_and_resized_intrinsics(scenes):
         assert getattr(item.context, key).shape == (2, 56, 70) and getattr(item.target, key).shape == (1, 56, 70)
     assert item.context.segments.dtype == torch.int64
     torch.testing.assert_close(item.context.viewmats @ item.context.cam_to_world, torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
-    # K follows the resize: the same 3D point lands on the scaled pixel position.
+    # K follows the crop to the 5:4 aspect (rows, centred) and the resize; never a squash
     scene = scenes[item.scene_index]
     rec = scene.views[int(item.context.ids[0])]
     K = item.context.Ks[0].double().numpy()
+    crop_h = round(rec.width * 56 / 70)
+    y0 = (rec.height - crop_h) // 2
     np.testing.assert_allclose(K[0], rec.K[0] * 70 / rec.width, rtol=1e-6)
-    np.testing.assert_allclose(K[1], rec.K[1] * 56 / rec.height, rtol=1e-6)
+    np.testing.assert_allclose(K[1, 1], rec.K[1, 1] * 56 / crop_h, rtol=1e-6)
+    np.testing.assert_allclose(K[1, 2], (rec.K[1, 2] - y0) * 56 / crop_h, rtol=1e-6)
+    assert abs(K[0, 0] / K[1, 1] - rec.K[0, 0] / rec.K[1, 1]) < 0.01  # square pixels stay square
     import pickle
 
     again = pickle.loads(pickle.dumps(ds))  # DataLoader workers may need to pickle it
@@ -110,3 +114,32 @@ def test_views_at_render_resolution_match_loading_at_that_size(scenes):
     assert (cams.width, cams.height) == (40, 40)
     torch.testing.assert_close(cams.viewmats @ at.cam_to_world, torch.eye(4).expand(3, 4, 4), atol=1e-5, rtol=0)
     assert full.at(full.height) is full and len(at[1:]) == 2
+
+
+def test_frames_sampler_follows_the_reference_numbering():
+    """mode=frames: contexts exactly `gap` apart in the frame numbers of the names (a removed frame is a hole
+    that no pair bridges), targets between them inclusive, whatever order the views are listed in."""
+    from splatdistill.data.sampler import frame_number
+    from splatdistill.data.scene import Scene, ViewRecord
+
+    numbers = [n for n in range(30) if n not in (4, 13, 14)]  # frames 4, 13 and 14 were removed
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(numbers))
+    views = [ViewRecord(f"dslr/DSC{numbers[k]:05d}.JPG", np.eye(3), np.eye(4), 8, 8, loader=lambda: None)
+             for k in order]
+    scene = Scene("s", views)
+    sampler = ViewSampler([scene], SamplerConfig(mode="frames", gap=8, num_targets=2), seed=0)
+    num = [frame_number(v.name, k) for k, v in enumerate(views)]
+    pairs = {(num[i], num[j]) for i, j in sampler.pairs[0]}
+    expected = {(a, a + 8) for a in numbers if a + 8 in numbers}
+    assert pairs == expected and (3, 11) in pairs and all(a != 4 and b != 4 for a, b in pairs)
+    for k in range(60):
+        s = sampler.sample_at(k)
+        a, b = num[s.context[0]], num[s.context[1]]
+        assert b - a == 8
+        assert all(a <= num[t] <= b for t in s.targets) and len(set(s.targets)) == 2
+    seen = {num[t] for k in range(300) for t in sampler.sample_at(k).targets}
+    assert {0, 8}.issubset(seen)  # the contexts themselves can be targets (inclusive)
+    assert SamplerConfig().mode == "rotation"
+    with pytest.raises(UserError, match="unknown sampler"):
+        ViewSampler([scene], SamplerConfig(mode="nope"))

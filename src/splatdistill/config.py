@@ -96,11 +96,29 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
         resolved[path] = _coerce(".".join(path), value, hints[path], source)
     if unknown:
         raise UserError(f"{source}: unknown option(s) {', '.join(sorted(unknown))}")
+    _apply_preset(cls, resolved, source)
     cfg = _construct(cls, resolved, ())
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()  # raises a UserError naming the bad option
     return cfg
+
+
+def _apply_preset(cls: type, resolved: dict[tuple[str, ...], Any], source: str) -> None:
+    """Fill the options a ``preset`` leaf names (``cls.PRESETS[name]``, flat keys) unless given explicitly:
+    class defaults < preset < YAML file < ``key=value``."""
+    presets = getattr(cls, "PRESETS", None)
+    path = key_aliases(cls).get("preset")
+    if not presets or path is None or path not in resolved:
+        return
+    name = resolved[path]
+    if name not in presets:
+        raise UserError(f"{source}: unknown preset {name!r} (choose {', '.join(sorted(presets))})")
+    aliases, hints = key_aliases(cls), leaf_paths(cls)
+    for key, value in flatten_values(presets[name], group_paths(cls)).items():
+        leaf = aliases[key]
+        if leaf not in resolved:
+            resolved[leaf] = _coerce(".".join(leaf), value, hints[leaf], f"preset {name}")
 
 
 def _construct(cls: type, resolved: dict[tuple[str, ...], Any], prefix: tuple[str, ...]) -> Any:
@@ -187,7 +205,13 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
-        hint = next(a for a in args if a is not type(None))
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:  # the first member the value fits (e.g. int | str: 224 or "574x868")
+            try:
+                return _coerce(name, value, option, source)
+            except UserError:
+                continue
+        hint = options[-1]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
         if value in args:

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from splatdistill.data.views import fit_size
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.trainer import StepTimes, Trainer
 
@@ -56,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     med = statistics.median(totals)
     med_alone = statistics.median(alone)
     d, m = cfg.data, cfg.method
-    print(f"bench step: {cfg.model.backbone}, {d.image_size}x{d.image_size}, batch {cfg.optim.batch_size}, "
-          f"2 context + {d.num_targets} target, render {d.render_size}x{d.render_size}, loss {m.loss} "
+    img = batches[0].context
+    render = fit_size(d.render_size, img.height, img.width)
+    print(f"bench step: {cfg.model.backbone}, {img.height}x{img.width}, batch {cfg.optim.batch_size}, "
+          f"2 context + {d.num_targets} target, render {render[0]}x{render[1]}, loss {m.loss} "
           f"({m.prototypes} prototypes), {torch.get_num_threads()} threads, {args.steps} steps")
     print(f"  whole step: median {med:.3f} s")
     names = {"teacher_forward": "teacher forward", "splat": "upsample+lift+render+blend",

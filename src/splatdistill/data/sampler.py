@@ -1,6 +1,7 @@
 """View sampling for Splat-and-Distill: two context views and one or more target views per sample.
 
-Contexts ``(i, j)`` of one scene are picked either a fixed number of frames apart (``gap``), or —
+Contexts ``(i, j)`` of one scene are picked either a fixed number of frames apart (``gap``), by the
+reference code's frame-number rule (``mode="frames"``, see :class:`SamplerConfig`), or —
 the default — so that the rotation accumulated along the path from ``i`` to ``j`` lies in
 ``baseline_deg`` (the rooms paths turn 10-25 degrees per view, so 25-65 degrees means 2-4 views
 apart). Targets are views strictly between the contexts (``target="between"``, as in the paper:
@@ -16,6 +17,7 @@ the same (seed, epoch, index) always gives the same sample.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,7 @@ from splatdistill.geometry.cameras import rotation_angle_deg
 from splatdistill.geometry.warp import view_warp
 
 from .scene import Scene
-from .views import Sample, Views, collate_samples
+from .views import Sample, Views, collate_samples, fit_size, parse_size
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,21 @@ class SamplerConfig:
     baseline_deg: tuple[float, float] = (25.0, 65.0)  # accumulated rotation between contexts
     target: str = "between"  # "between" | "overlap"
     min_overlap: float = 0.3  # target="overlap": share of target pixels seen by a context
+    # "frames" is the reference code's ScanNet++ sampler: views sorted by the frame number in their name,
+    # contexts exactly ``gap`` (default 8) apart in that numbering (a removed frame leaves a hole: no pair
+    # spans it with fewer views), the target anywhere from the first context to the second, inclusive
+    mode: str = "rotation"  # "rotation" | "frames"
+
+
+REFERENCE_GAP = 8  # frames between the reference code's ScanNet++ context views
+
+
+def frame_number(name: str, position: int) -> int:
+    """The frame number in a view's name (the last run of digits of its file stem: DSC01234.JPG -> 1234,
+    frame_000120 -> 120); the view's position when its name has none."""
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    digits = re.findall(r"\d+", stem)
+    return int(digits[-1]) if digits else position
 
 
 @dataclass(frozen=True)
@@ -57,11 +74,17 @@ class ViewSampler:
         self.seed = seed
         if cfg.target not in ("between", "overlap"):
             raise UserError(f"unknown target mode '{cfg.target}' (choose between or overlap)")
+        if cfg.mode not in ("rotation", "frames"):
+            raise UserError(f"unknown sampler '{cfg.mode}' (choose rotation or frames)")
         if cfg.num_targets < 1:
             raise UserError("num_targets must be at least 1")
         self._overlap_cache: dict[tuple[int, int, int], float] = {}
+        # frames mode: (view index, frame number) per scene, sorted by frame number
+        self.frames = [sorted(((k, frame_number(v.name, k)) for k, v in enumerate(s.views)), key=lambda x: x[1])
+                       for s in scenes]
         # Candidate context pairs per scene (each with at least num_targets possible targets).
-        self.pairs: list[list[tuple[int, int]]] = [self._pairs(s) for s in scenes]
+        self.pairs: list[list[tuple[int, int]]] = [self._frame_pairs(k) if cfg.mode == "frames" else self._pairs(s)
+                                                   for k, s in enumerate(scenes)]
         self.usable = [k for k, p in enumerate(self.pairs) if p]
         if not self.usable:
             raise UserError(
@@ -91,6 +114,25 @@ class ViewSampler:
                 out.append((i, j))
         return out
 
+    def _frame_pairs(self, scene_idx: int) -> list[tuple[int, int]]:
+        """frames mode: context pairs exactly ``gap`` frame numbers apart, as view indices."""
+        cfg = self.config
+        gap = cfg.gap if isinstance(cfg.gap, int) else REFERENCE_GAP
+        frames = self.frames[scene_idx]
+        by_number = {f: k for k, f in frames}
+        out = []
+        for k, f in frames:
+            j = by_number.get(f + gap)
+            if j is not None and len(self._frame_targets(scene_idx, k, j)) >= cfg.num_targets:
+                out.append((k, j))
+        return out
+
+    def _frame_targets(self, scene_idx: int, i: int, j: int) -> list[int]:
+        """frames mode: views whose frame number lies between the contexts', both included."""
+        fi, fj = (frame_number(self.scenes[scene_idx].views[x].name, x) for x in (i, j))
+        lo, hi = min(fi, fj), max(fi, fj)
+        return [k for k, f in self.frames[scene_idx] if lo <= f <= hi]
+
     def _overlap(self, scene_idx: int, t: int, c: int) -> float:
         """Share of target t's pixels that context c sees (depth reprojection on a coarse grid)."""
         key = (scene_idx, t, c)
@@ -115,6 +157,9 @@ class ViewSampler:
         cfg = self.config
         k = self.usable[int(rng.integers(len(self.usable)))]
         i, j = self.pairs[k][int(rng.integers(len(self.pairs[k])))]
+        if cfg.mode == "frames":  # the reference: left and right context, target between them inclusive
+            targets = rng.choice(self._frame_targets(k, i, j), size=cfg.num_targets, replace=False)
+            return SampleIndex(k, (i, j), tuple(int(t) for t in sorted(targets)))
         if rng.random() < 0.5:  # either order along the path
             i, j = j, i
         lo, hi = min(i, j), max(i, j)
@@ -138,15 +183,17 @@ class MultiViewDataset(Dataset):
     """Samples of 2 context + T target views as dicts of tensors (see :meth:`__getitem__`).
 
     ``length`` samples per epoch (default: the number of views in all usable scenes); call
-    :meth:`set_epoch` to draw new samples. ``size=(H, W)`` resizes every view (e.g. (224, 224) for
-    ViT/14), scaling K consistently. ``mask_mode`` picks segments (see :mod:`.masks`).
+    :meth:`set_epoch` to draw new samples. ``size`` resizes every view, scaling K consistently and never
+    squashing: ``(H, W)`` or ``"HxW"`` is exact (a view of another aspect ratio is centre-cropped to it
+    first), an int is the short side (each sample keeps its views' aspect ratio; see :func:`fit_size`).
+    ``mask_mode`` picks segments (see :mod:`.masks`).
     """
 
     def __init__(self, scenes: list[Scene], config: SamplerConfig | None = None, seed: int = 0,
-                 size: tuple[int, int] | int | None = None, mask_mode: str = "auto", length: int | None = None):  # fmt: skip
+                 size: tuple[int, int] | int | str | None = None, mask_mode: str = "auto", length: int | None = None):  # fmt: skip
         self.sampler = ViewSampler(scenes, config, seed)
         self.scenes = scenes
-        self.size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+        self.size = None if size is None else parse_size(size)
         self.mask_mode = mask_mode
         self.length = length if length is not None else sum(len(scenes[k]) for k in self.sampler.usable)
         self.epoch = 0
@@ -164,9 +211,12 @@ class MultiViewDataset(Dataset):
         s = self.sampler.sample_at(index, self.epoch)
         scene = self.scenes[s.scene]
 
+        loaded = {i: scene.load_view(i) for i in (*s.context, *s.targets)}
+        first = loaded[s.context[0]]
+        size = None if self.size is None else fit_size(self.size, first.height, first.width)
+
         def views(ids: tuple[int, ...]) -> Views:
-            return Views.from_view_data([scene.load_view(i) for i in ids], ids, self.mask_mode, self.size,
-                                        scene=scene.name)
+            return Views.from_view_data([loaded[i] for i in ids], ids, self.mask_mode, size, scene=scene.name)
 
         return Sample(views(s.context), views(s.targets), scene.name, torch.tensor(s.scene))
 

@@ -30,6 +30,56 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def parse_size(value: int | str | Sequence[int], name: str = "size") -> int | tuple[int, int]:
+    """A size option: ``224`` (the short side; the aspect ratio is kept) or ``"HxW"`` / ``(H, W)`` (exact)."""
+    try:
+        if isinstance(value, (list, tuple)):
+            h, w = (int(v) for v in value)
+            out: int | tuple[int, int] = (h, w)
+        elif isinstance(value, str) and "x" in value.lower():
+            h, w = (int(v) for v in value.lower().split("x"))
+            out = (h, w)
+        else:
+            out = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be an integer (the short side) or HxW (e.g. 574x868), got {value!r}") from None
+    if min(out if isinstance(out, tuple) else (out,)) < 1:
+        raise UserError(f"{name} must be positive, got {value!r}")
+    return out
+
+
+def fit_size(spec: int | str | Sequence[int], height: int, width: int) -> tuple[int, int]:
+    """(h, w) for a view of ``height x width``: an int is the short side (aspect kept), HxW is exact."""
+    size = parse_size(spec)
+    if isinstance(size, tuple):
+        return size
+    s = size / min(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+def crop_to_aspect(view: ViewData, aspect: float, tolerance: float = 0.01) -> ViewData:
+    """Centre-crop a view to ``aspect`` = width / height (principal point shifted), so that a resize to a
+    size of that aspect does not squash it; views within ``tolerance`` of it are returned as they are."""
+    H, W = view.height, view.width
+    if abs(W / H - aspect) <= tolerance * aspect:
+        return view
+    if W / H > aspect:  # too wide: crop the sides
+        w, h = max(1, round(H * aspect)), H
+    else:
+        w, h = W, max(1, round(W / aspect))
+    x0, y0 = (W - w) // 2, (H - h) // 2
+    K = view.K.copy()
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+
+    def crop(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.ascontiguousarray(a[y0:y0 + h, x0:x0 + w])
+
+    return ViewData(image=crop(view.image), K=K, cam_to_world=view.cam_to_world, depth=crop(view.depth),
+                    normals=crop(view.normals), instance=crop(view.instance), semantic=crop(view.semantic),
+                    name=view.name)
+
+
 def resize_maps(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Integer or depth maps (..., H, W) to (..., h, w) by nearest sampling (no mixing across edges)."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -40,10 +90,14 @@ def resize_maps(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
-    """Resize a view to (height, width): bilinear (antialiased) image, nearest maps, K scaled to match."""
+    """Resize a view to (height, width): bilinear (antialiased) image, nearest maps, K scaled to match.
+    A view of another aspect ratio is centre-cropped to the target's first (:func:`crop_to_aspect`): never squashed."""
     if size is None or (view.height, view.width) == tuple(size):
         return view
     h, w = size
+    view = crop_to_aspect(view, w / h)
+    if (view.height, view.width) == (h, w):
+        return view
     sx, sy = w / view.width, h / view.height
     S = np.diag([sx, sy, 1.0])
     # PIL's bilinear filter widens its support when shrinking (antialiased); per channel in float.
@@ -192,5 +246,9 @@ class Sample:
 
 def collate_samples(batch: Sequence[Sample]) -> Sample:
     """Stack samples: tensors gain a leading batch dimension, ``scene`` becomes a list of names."""
+    sizes = {(b.context.height, b.context.width) for b in batch}
+    if len(sizes) > 1:
+        raise UserError(f"one batch holds views of different sizes {sorted(sizes)} (scenes "
+                        f"{', '.join(sorted({str(b.scene) for b in batch}))}); pass image_size=HxW or batch_size=1")
     return Sample(Views.stack([b.context for b in batch]), Views.stack([b.target for b in batch]),
                   [b.scene for b in batch], torch.stack([torch.as_tensor(b.scene_index) for b in batch]))

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Sequence
 from splatdistill.atomic import atomic_write_text
 from splatdistill.baselines.fit3d import Fit3DSettings
 from splatdistill.config import build_config, config_to_dict, dump_yaml, load_config
+from splatdistill.data.views import parse_size
 from splatdistill.distill.student import LoraSettings
 from splatdistill.errors import UserError
 from splatdistill.splat.lifter import SplatSettings
@@ -33,9 +34,15 @@ MaskMode = Literal["auto", "instance", "slic", "felzenszwalb"]
 class DataConfig:
     root: str = "rooms"  # a dataset folder (see docs/data-format.md) or "rooms" (embedded, built on demand); key: data
     split: Literal["train", "val", "test"] = "train"
-    image_size: int = 224  # images are resized to image_size x image_size (a multiple of the patch size)
-    render_size: int = 112  # resolution of the upsample / lift / splat / blend stage (CPU default)
+    # sizes: an int is the short side (aspect kept), HxW is exact (views of another aspect are
+    # centre-cropped to it, never squashed); the paper's ScanNet++ setting is 574x868 / 576x880
+    image_size: int | str = 224  # student/teacher input (the backbone snaps it to its patch size)
+    render_size: int | str = 112  # resolution of the upsample / lift / splat / blend stage (CPU default)
     num_targets: int = 1  # target views per sample
+    # rotation: contexts 25-65 degrees of camera rotation apart, target strictly between (the default, made for
+    # the rooms' paths); frames: the reference code's ScanNet++ rule, contexts exactly context_gap (default 8)
+    # apart in the frame numbers of the views' names, target between them inclusive
+    sampler: Literal["rotation", "frames"] = "rotation"
     context_gap: int = 0  # frames between the two context views; 0 = the sampler's default
     mask: MaskMode = "auto"  # segments for upsampling/blending
     # held-out agreement (loss and teacher-student cosine on scenes not trained on)
@@ -65,10 +72,29 @@ class MethodConfig:
     head_bottleneck: int = 256
     teacher_temp: float = 1.0
     student_temp: float = 1.0
+    center_momentum: float = 0.0  # DINO centering of the teacher logits (running mean; 0 = off, as the reference)
+    prototype_gain: Literal["fixed", "trainable"] = "fixed"  # weight-norm gain of the prototypes (reference: trainable)
     consistency_weight: float = 0.0  # cross-view term between target views (needs num_targets >= 2)
-    ema_momentum: float = 0.999
+    # The teacher is an EMA of the student, updated every ema_every steps. ema_horizon sets how much of
+    # the run the teacher averages over (its time constant, as a share of the steps), so that a run of
+    # any length moves its teacher as the paper's does (0.999 every 10 of 300k steps = 1/30 of the run);
+    # ema_momentum, when set, is the raw momentum per update instead (1 = a frozen teacher).
+    ema_horizon: float = 1 / 30
+    ema_momentum: float | None = None
     ema_every: int = 10
+
+    def ema_momentum_for(self, steps: int) -> float:
+        """The momentum per update for a run of ``steps`` steps (``ema_momentum`` if set)."""
+        if self.ema_momentum is not None:
+            return float(self.ema_momentum)
+        return ema_momentum_from_horizon(self.ema_horizon, steps, self.ema_every)
     fit3d: Fit3DSettings = field(default_factory=Fit3DSettings)  # keys fit3d_iterations, fit3d_views, ...
+
+
+def ema_momentum_from_horizon(horizon: float, steps: int, every: int) -> float:
+    """Momentum whose EMA time constant, ``every / (1 - m)`` steps, is ``horizon * steps`` (0 if shorter than
+    one update: the teacher copies the student)."""
+    return max(0.0, 1.0 - every / (horizon * steps))
 
 
 @dataclass
@@ -87,6 +113,9 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
+    # cpu: the defaults below (a CPU budget); paper: every value of the reference code at once (PAPER_PRESET,
+    # a multi-GPU recipe). Options given in a file or as key=value still win over the preset.
+    preset: Literal["cpu", "paper"] = "cpu"
     out: str = "runs/snd"
     seed: int = 0
     deterministic: bool = False
@@ -102,6 +131,25 @@ class RunConfig:
     extra: dict = field(default_factory=dict)  # free-form notes stored with the run
 
 
+#: ``preset=paper``: the reference code's values (docs/design.md, "The reference code's exact choices").
+#: Lifting stays the shipped predictor (lifter=auto) because the reference's MVSplat checkpoint is not
+#: shipped; pass lifter=mvsplat:CKPT:1:100 for the reference's own geometry.
+PAPER_PRESET: dict[str, Any] = {
+    "image_size": "574x868",  # 41 x 62 patches of 14 (the reference's 576x880 frames, snapped)
+    "render_size": "576x880",
+    "sampler": "frames", "context_gap": 8,  # ScanNet++ DSLR: contexts 8 frames apart, target between
+    "num_targets": 1,
+    "loss": "dino", "prototypes": 65536, "head_hidden": 2048, "head_bottleneck": 256,
+    "teacher_temp": 1.0, "student_temp": 1.0, "center_momentum": 0.0, "prototype_gain": "trainable",
+    "ema_momentum": 0.999, "ema_every": 10,
+    "blend_alpha": 0.5, "downsample": "bilinear",
+    "lora_r": 8, "lora_alpha": 8.0, "lora_dropout": 0.1,
+    "target_modules": r"(.*\.)?(qkv|proj)",  # peft's ["qkv", "proj"] suffix match: also patch_embed.proj
+    "lr": 2e-5, "warmup_pct": 0.01, "grad_clip": 0.0, "weight_decay": 0.0,
+    "steps": 300_000, "batch_size": 14,
+}
+
+
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -112,6 +160,7 @@ class TrainConfig:
 
     #: keys that are not a leaf's bare name
     ALIASES: ClassVar[dict[str, str]] = {"data": "data.root"}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}, "paper": PAPER_PRESET}
 
     def validate(self) -> "TrainConfig":
         d, m, o, s = self.data, self.method, self.optim, self.method.splat
@@ -119,10 +168,18 @@ class TrainConfig:
             raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {m.loss!r}")
         if not 0.0 <= s.blend_alpha <= 1.0:
             raise UserError(f"blend_alpha must be in [0, 1], got {s.blend_alpha}")
-        if not 0.0 <= m.ema_momentum <= 1.0:
+        if m.ema_momentum is not None and not 0.0 <= m.ema_momentum <= 1.0:
             raise UserError(f"ema_momentum must be in [0, 1], got {m.ema_momentum}")
+        if not m.ema_horizon > 0:
+            raise UserError(f"ema_horizon must be > 0 (a share of the run), got {m.ema_horizon}")
+        if not 0.0 <= m.center_momentum < 1.0:
+            raise UserError(f"center_momentum must be in [0, 1), got {m.center_momentum}")
+        if m.teacher_temp <= 0 or m.student_temp <= 0:
+            raise UserError("teacher_temp and student_temp must be > 0")
+        for name in ("image_size", "render_size"):
+            parse_size(getattr(d, name), name)
         for group, name in ((o, "steps"), (o, "batch_size"), (d, "num_targets"), (m, "ema_every"),
-                            (d, "image_size"), (d, "render_size"), (m, "prototypes")):
+                            (m, "prototypes")):
             if getattr(group, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(group, name)}")
         if m.consistency_weight > 0 and d.num_targets < 2:

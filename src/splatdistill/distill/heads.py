@@ -14,7 +14,11 @@ from torch import nn
 
 
 class DINOHead(nn.Module):
-    def __init__(self, in_dim: int, prototypes: int = 65536, hidden: int = 2048, bottleneck: int = 256):
+    """``trainable_gain`` lets the weight-norm gain of each prototype learn (the reference code); DINO
+    itself (``norm_last_layer``) keeps it at 1, which bounds the logits to cosines in [-1, 1]."""
+
+    def __init__(self, in_dim: int, prototypes: int = 65536, hidden: int = 2048, bottleneck: int = 256,
+                 trainable_gain: bool = False):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden), nn.GELU(),
@@ -27,9 +31,9 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(m.bias)
         last = nn.Linear(bottleneck, prototypes, bias=False)
         self.last = nn.utils.parametrizations.weight_norm(last)
-        # DINO's norm_last_layer: the prototype norms are fixed at 1, only directions are learned
+        # gain 1 per prototype; DINO's norm_last_layer fixes it there, so only directions are learned
         self.last.parametrizations.weight.original0.data.fill_(1.0)
-        self.last.parametrizations.weight.original0.requires_grad_(False)
+        self.last.parametrizations.weight.original0.requires_grad_(trainable_gain)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., in_dim) -> (..., prototypes) logits."""
@@ -45,9 +49,14 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
-              student_temp: float = 1.0, teacher_temp: float = 1.0) -> torch.Tensor:
-    """Masked mean over tokens of CE(softmax(teacher / tt), log_softmax(student / ts)); logits (..., K)."""
-    targets = F.softmax(teacher_logits.detach().float() / teacher_temp, dim=-1)
+              student_temp: float = 1.0, teacher_temp: float = 1.0, center: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """Masked mean over tokens of CE(softmax((teacher - center) / tt), log_softmax(student / ts)); logits (..., K).
+    ``center`` (K,) is DINO's running mean of the teacher logits (None: no centering, as the reference)."""
+    teacher_logits = teacher_logits.detach().float()
+    if center is not None:
+        teacher_logits = teacher_logits - center.float()
+    targets = F.softmax(teacher_logits / teacher_temp, dim=-1)
     log_probs = F.log_softmax(student_logits.float() / student_temp, dim=-1)
     per_token = -(targets * log_probs).sum(dim=-1)
     return masked_mean(per_token, mask)
@@ -66,3 +75,15 @@ def feature_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, mask: 
     else:
         raise ValueError(f"unknown feature loss {kind!r}")
     return masked_mean(per_token, mask)
+
+
+@torch.no_grad()
+def update_center(center: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None, momentum: float
+                  ) -> torch.Tensor:
+    """DINO's centre update, in place: ``c <- m c + (1 - m) mean(teacher logits)`` over the supervised tokens."""
+    flat = teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1])
+    if mask is not None:
+        flat = flat[mask.reshape(-1).bool()]
+    if len(flat):
+        center.mul_(momentum).add_(flat.mean(0).to(center.dtype), alpha=1.0 - momentum)
+    return center

@@ -17,7 +17,7 @@ def token_agreement(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Te
     return float((cos * m).sum() / m.sum().clamp_min(1.0))
 
 
-def cross_view_consistency(tokens: torch.Tensor, targets: Views, image_size: int) -> torch.Tensor:
+def cross_view_consistency(tokens: torch.Tensor, targets: Views) -> torch.Tensor:
     """1 - cosine between the student's tokens of target 0 and target t at the same 3D points.
 
     ``tokens`` (B, T, C, h, w), ``targets`` the (B, T) target views. Token centres of target 0 are
@@ -27,17 +27,17 @@ def cross_view_consistency(tokens: torch.Tensor, targets: Views, image_size: int
     B, T, C, h, w = tokens.shape
     depth = targets.depths  # (B, T, H, W)
     K, c2w = targets.Ks, targets.cam_to_world
-    H = depth.shape[-1]
+    H, W = depth.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, device=tokens.device), torch.arange(w, device=tokens.device), indexing="ij")
-    u = (xs + 0.5) * (H / w)
+    u = (xs + 0.5) * (W / w)
     v = (ys + 0.5) * (H / h)
-    d = depth[:, 0][:, v.long().clamp(0, H - 1), u.long().clamp(0, H - 1)]  # (B, h, w)
+    d = depth[:, 0][:, v.long().clamp(0, H - 1), u.long().clamp(0, W - 1)]  # (B, h, w)
     uv_a = torch.stack([u, v], -1).to(depth.dtype).reshape(1, h * w, 2).expand(B, -1, -1)
     losses = []
     for t in range(1, T):
         uv, z = warp_pixels(uv_a, d.reshape(B, h * w), K[:, 0], c2w[:, 0], K[:, t], c2w[:, t])
         uv, z = uv.reshape(B, h, w, 2), z.reshape(B, h, w)
-        grid = uv / image_size * 2 - 1
+        grid = uv / uv.new_tensor([W, H]) * 2 - 1
         ok = (z > 1e-3) & (d > 0) & (grid.abs() <= 1).all(-1)
         sampled = F.grid_sample(tokens[:, t], grid.to(tokens.dtype), mode="bilinear", align_corners=False)
         cos = F.cosine_similarity(tokens[:, 0], sampled, dim=1)

@@ -30,7 +30,7 @@ from splatdistill.backbones.vit import ViTBackbone
 from splatdistill.baselines.fit3d import Fit3DTargets
 from splatdistill.data import load_dataset
 from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
-from splatdistill.data.views import Sample, collate_samples
+from splatdistill.data.views import Sample, collate_samples, fit_size
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.distributed import (
     all_finite,
@@ -39,6 +39,7 @@ from splatdistill.distill.distributed import (
     sample_indices,
 )
 from splatdistill.distill.heads import DINOHead
+from splatdistill.distill.heads import update_center as update_center_
 from splatdistill.distill.losses import (
     cross_view_consistency,
     dino_loss,
@@ -133,7 +134,10 @@ class Trainer:
                             f"{cfg.data.split!r})")
         self.student = self._build_student().to(self.device)
         m = cfg.method
-        self.teacher = EMATeacher(self.student, momentum=m.ema_momentum, every=m.ema_every).to(self.device)
+        self.teacher = EMATeacher(self.student, momentum=m.ema_momentum_for(cfg.optim.steps),
+                                  every=m.ema_every).to(self.device)
+        # DINO centering: running mean of the teacher's logits (all zeros and unused when center_momentum=0)
+        self.center = torch.zeros(m.prototypes if m.loss == "dino" else 0, device=self.device)
         self.student_ddp: nn.Module = self.student
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -169,7 +173,8 @@ class Trainer:
             g = torch.Generator().manual_seed(cfg.run.seed)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-                head = DINOHead(backbone.embed_dim, m.prototypes, m.head_hidden, m.head_bottleneck)
+                head = DINOHead(backbone.embed_dim, m.prototypes, m.head_hidden, m.head_bottleneck,
+                                trainable_gain=m.prototype_gain == "trainable")
         return SnDModel(backbone, head)
 
     def _build_optimizer(self):
@@ -178,7 +183,7 @@ class Trainer:
         groups = [{"params": lora, "lr": o.lr}]
         if self.student.head is not None:
             groups.append({"params": [p for p in self.student.head.parameters() if p.requires_grad],
-                           "lr": o.head_lr or o.lr})
+                           "lr": o.lr if o.head_lr is None else o.head_lr})
         optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle_cosine(o.steps, o.warmup_pct))
 
@@ -200,6 +205,7 @@ class Trainer:
             "student": s_params,
             "teacher": t_params,
             "teacher_steps": int(self.teacher.steps),
+            "center": self.center.detach().cpu().clone(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
@@ -231,6 +237,8 @@ class Trainer:
         load_trainable_state(self.student, state["student"])
         load_trainable_state(self.teacher.module, state["teacher"])
         self.teacher.steps.fill_(state["teacher_steps"])
+        if "center" in state and state["center"].shape == self.center.shape:
+            self.center.copy_(state["center"].to(self.center.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -243,12 +251,13 @@ class Trainer:
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Targets for a batch on the device: tokens (B*T, C, h, w), supervised mask (B*T, h*w), coverage (B, T, h, w).
         ``refine_lifter`` (training batches only, never held-out ones) lets the lifter refiner learn from the batch."""
-        dev, R = self.device, self.cfg.data.render_size
+        dev = self.device
         B, V = b.context.images.shape[:2]
-        H = b.context.height
+        H, W = b.context.height, b.context.width
+        R = fit_size(self.cfg.data.render_size, H, W)  # (h, w) of the 3D stage, the images' aspect kept
         if self.fit3d is not None:  # method=fit3d (splatdistill.baselines.fit3d): renders of the fitted fields
             with times.phase("splat", dev):
-                return self.fit3d.targets(b, self.student.backbone.grid_size(H, H), R)
+                return self.fit3d.targets(b, self.student.backbone.grid_size(H, W), self.cfg.data.render_size)
         with times.phase("teacher_forward", dev), torch.no_grad():
             ctx_tokens = self.teacher.module.backbone.patch_features(b.context.images.flatten(0, 1))
             ctx_tokens = ctx_tokens.unflatten(0, (B, V))
@@ -267,27 +276,35 @@ class Trainer:
         return tgt_tokens, mask, torch.stack([o.coverage for o in outs])
 
     def _loss(self, model: nn.Module, b: Sample, tgt_tokens, mask, with_consistency: bool,
-              times: "StepTimes | None" = None):
-        """(total loss, consistency term, student tokens) of the student ``model`` on the batch's targets."""
+              times: "StepTimes | None" = None, training: bool = False):
+        """(total loss, consistency term, student tokens) of the student ``model`` on the batch's targets.
+        ``training`` (training batches only) also updates the DINO centre."""
         dev = self.device
         times = times or StepTimes()
         with times.phase("student_forward", dev):
             s_tokens, s_logits = model(b.target.images.flatten(0, 1))
         with times.phase("head_loss", dev):
-            return self._head_loss(b, s_tokens, s_logits, tgt_tokens, mask, with_consistency)
+            return self._head_loss(b, s_tokens, s_logits, tgt_tokens, mask, with_consistency, update_center=training)
 
-    def _head_loss(self, b: Sample, s_tokens, s_logits, tgt_tokens, mask, with_consistency: bool):
+    def _head_loss(self, b: Sample, s_tokens, s_logits, tgt_tokens, mask, with_consistency: bool,
+                   update_center: bool = False):
         m = self.cfg.method
         if m.loss == "dino":
             with torch.no_grad():
                 t_logits = self.teacher.module.head(tgt_tokens.flatten(2).transpose(1, 2))
-            loss = dino_loss(s_logits, t_logits, mask, m.student_temp, m.teacher_temp)
+            center = self.center if m.center_momentum > 0 else None
+            loss = dino_loss(s_logits, t_logits, mask, m.student_temp, m.teacher_temp, center)
+            if center is not None and update_center:  # after the loss, as DINO (the centre lags one step)
+                update_center_(self.center, t_logits, mask, m.center_momentum)
+                if self.dist.world > 1:  # one centre for all ranks (the update is linear in the batch mean)
+                    dist.all_reduce(self.center)
+                    self.center /= self.dist.world
         else:
             loss = feature_loss(m.loss, s_tokens.flatten(2).transpose(1, 2), tgt_tokens.flatten(2).transpose(1, 2), mask)
         cons = torch.zeros((), device=self.device)
         if with_consistency and m.consistency_weight > 0:
             B, T = b.target.images.shape[:2]
-            cons = cross_view_consistency(s_tokens.unflatten(0, (B, T)), b.target, b.target.height)
+            cons = cross_view_consistency(s_tokens.unflatten(0, (B, T)), b.target)
             loss = loss + m.consistency_weight * cons
         return loss, cons, s_tokens
 
@@ -297,7 +314,8 @@ class Trainer:
         b = batch.to(dev)
         self.student_ddp.train()
         tgt_tokens, mask, cov = self.teacher_targets(b, times, refine_lifter=True)
-        loss, cons, s_tokens = self._loss(self.student_ddp, b, tgt_tokens, mask, with_consistency=True, times=times)
+        loss, cons, s_tokens = self._loss(self.student_ddp, b, tgt_tokens, mask, with_consistency=True, times=times,
+                                          training=True)
         loss_value = float(loss.detach())
         if not all_finite(loss_value, self.dist):
             raise TrainingDiverged(
@@ -476,5 +494,5 @@ def build_dataset(cfg: TrainConfig, split: str | None = None) -> MultiViewDatase
     d = cfg.data
     split = split or d.split
     scenes = load_dataset(d.root, split=split)
-    sampler = SamplerConfig(num_targets=d.num_targets, gap=d.context_gap or None)
+    sampler = SamplerConfig(num_targets=d.num_targets, gap=d.context_gap or None, mode=d.sampler)
     return MultiViewDataset(scenes, sampler, seed=cfg.run.seed, size=d.image_size, mask_mode=d.mask)
