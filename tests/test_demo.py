@@ -6,6 +6,7 @@ import json
 import types
 
 import pytest
+import torch
 from _data_helpers import tiny_rooms
 
 
@@ -23,7 +24,7 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
         eval={"resolution": 64, "max_train_views": 6, "max_eval_views": 4, "probe_steps": 5, "corr_pairs": 2,
               "corr_queries": 64, "corr_keep": 32, "consistency_points": 32, "middlebury": False,
               "figure_views": 1},
-        progress=False, oracle=True,
+        progress=False, oracle=True, ablations=True,
     )
     # steps are fixed and the time cap is out of reach: nothing here depends on the machine's speed
     doc = run_demo(cfg)
@@ -34,16 +35,35 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     results = json.loads((out / "eval/results.json").read_text())
     labels = [b["label"] for b in results["backbones"]]
     assert labels == ["DINOv2", "SnD blend (alpha 0.5)", "SnD noblend (alpha 1.0)", "SnD blend-oracle (alpha 0.5)",
-                      "SnD noblend-oracle (alpha 1.0)"]
+                      "SnD noblend-oracle (alpha 1.0)", "SnD blend-frozen (alpha 0.5)", "SnD blend-cosine (alpha 0.5)",
+                      "SnD blend EMA teacher (alpha 0.5)", "SnD noblend EMA teacher (alpha 1.0)"]
     # the variants lift feed-forward; their oracle twins lift ground-truth depth for the same step count
     train = {t["name"]: t for t in doc["training"]}
     assert train["blend"]["lifter"] == "auto" and train["blend-oracle"]["lifter"] == "depth"
     assert train["noblend-oracle"]["steps"] == train["noblend"]["steps"] == 3
+    # the ablation twins: same steps, a frozen teacher (which stays the original) and the other objective
+    assert train["blend-frozen"]["steps"] == train["blend-cosine"]["steps"] == train["blend"]["steps"]
+    assert train["blend-frozen"]["config"]["ema_momentum"] == 1.0 and train["blend-cosine"]["config"]["loss"] == "cosine"
+    assert train["blend"]["config"]["loss"] == "dino"
+    from safetensors.torch import load_file
+
+    frozen_teacher = load_file(train["blend-frozen"]["teacher"])
+    moved_teacher = load_file(train["blend"]["teacher"])
+    student = load_file(train["blend"]["student"])
+    key = next(k for k in frozen_teacher if "qkv.weight" in k)
+    assert not torch.equal(moved_teacher[key], frozen_teacher[key])  # the EMA teacher moved
+    assert not torch.equal(student[key], moved_teacher[key])
     # the before/after table has every headline metric for every variant, with consistent arithmetic
     rows = doc["summary"]
     assert {r["variant"] for r in rows} == set(labels[1:])
-    assert len(rows) == 16
-    assert sum("correspondence" in r["metric"] for r in rows) == 4
+    assert len(rows) == 4 * 8
+    assert sum("correspondence" in r["metric"] for r in rows) == 8
+    abl = {r["metric"]: r for r in doc["ablations"]}
+    by_label = {(r["variant"], r["metric"]): r["change"] for r in rows}
+    for metric, r in abl.items():
+        assert r["frozen"] == by_label[("SnD blend-frozen (alpha 0.5)", metric)]
+        assert r["teacher"] == by_label[("SnD blend EMA teacher (alpha 0.5)", metric)]
+    assert "What the dynamic teacher and the objective buy" in (out / "report.md").read_text()
     oracle = doc["oracle"]
     assert len(oracle) == 8 and {r["variant"] for r in oracle} == {"blend", "noblend"}
     by = {(r["variant"], r["metric"]): r for r in rows}

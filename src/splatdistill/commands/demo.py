@@ -6,6 +6,8 @@ shipped feed-forward predictor (lifter=auto; never the dataset's depth), evaluat
 held-out rooms and the real Middlebury stereo pair, and writes report.md and a self-contained
 report.html. Re-running reuses finished runs and cached features. --oracle adds, per variant, a twin
 lifted with ground-truth depth at the same step count (the ablation; roughly doubles the time).
+--ablations adds the first variant with a frozen teacher and with the other objective, at its step
+count, and evaluates the variants' final EMA teachers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=None, help="teacher/original backbone spec (default dinov2_vits14)")
     p.add_argument("--oracle", action="store_true", default=None,
                    help="also train each variant with ground-truth depth (lifter=depth) at the same step count")
+    p.add_argument("--ablations", action="store_true", default=None,
+                   help="also train the first variant with a frozen teacher (ema_momentum=1) and with the other "
+                        "objective at the same step count, and evaluate the final EMA teachers")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from splatdistill.errors import UserError
 
     cfg = config_from_args(DemoConfig, args, {"out": args.out, "minutes": args.minutes, "data": args.data,
-                                              "backbone": args.backbone, "oracle": args.oracle,
+                                              "backbone": args.backbone, "oracle": args.oracle, "ablations": args.ablations,
                                               "progress": False if args.no_progress else None})
     if args.print_config:
         print(dump_yaml(cfg), end="")
@@ -63,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
             ot.add_row(r["variant"], r["metric"], f"{r['feed_forward']:+.4f}", f"{r['oracle']:+.4f}",
                        "n/a" if r["share"] is None else f"{100 * r['share']:.0f}%", "yes" if r["met"] else "[red]no[/red]")
         console.print(ot)
+    if doc.get("ablations"):
+        at = Table(title="dynamic teacher and objective (same step count): change after - before")
+        for col in ("metric", "EMA teacher", "frozen teacher", "other objective", "final EMA teacher itself"):
+            at.add_column(col, justify="left" if col == "metric" else "right")
+        for r in doc["ablations"]:
+            at.add_row(r["metric"], *("n/a" if r[k] is None else f"{r[k]:+.4f}"
+                                      for k in ("ema", "frozen", "alternative", "teacher")))
+        console.print(at)
     if doc.get("lifter_depth"):
         d = doc["lifter_depth"]
         print(f"lifter depth (held-out): AbsRel {d['predictor']['abs_rel']:.3f} vs constant "
