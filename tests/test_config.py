@@ -110,3 +110,15 @@ def test_paper_preset_sets_the_reference_values_and_explicit_keys_win(tmp_path, 
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["lora"]["target_modules"] == PAPER_PRESET["target_modules"]
     assert printed["optim"]["steps"] == 300_000
+
+
+@pytest.mark.parametrize("option, message", [
+    ("checkpoint_every=0", "checkpoint_every must be >= 1"), ("lr=.nan", "lr must be a finite number > 0"),
+    ("lr=-1", "lr must be a finite number > 0"), ("lr=.inf", "lr must be a finite number > 0"),
+    ("gaussian_opacity=5", "gaussian_opacity must be in"), ("lora_r=0", "lora_r must be >= 1"),
+    ("lora_dropout=2", "lora_dropout must be in"), ("head_lr=-1", "head_lr must be"),
+    ("teacher_temp=0", "teacher_temp and student_temp must be > 0"), ("center_momentum=1", "center_momentum"),
+])
+def test_out_of_range_training_options_fail_up_front(option, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig.load(None, [option])

@@ -20,7 +20,7 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     rooms = shutil.copytree(tiny_rooms(tmp_path_factory), tmp_path / "my_scenes")
     cfg = DemoConfig(
         out=str(tmp_path / "demo"), minutes=1e6, data=str(rooms), backbone="random:vit_tiny_patch16_224",
-        train={"steps": 3, "image_size": 64, "render_size": 32, "checkpoint_every": 2},
+        train={"steps": 3, "image_size": 64, "render_size": 32, "checkpoint_every": 2, "ema_every": 1},
         eval={"resolution": 64, "max_train_views": 6, "max_eval_views": 4, "probe_steps": 5, "corr_pairs": 2,
               "corr_queries": 64, "corr_keep": 32, "consistency_points": 32, "middlebury": False,
               "figure_views": 1},
@@ -34,17 +34,20 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
         assert (out / name).is_file(), name
     results = json.loads((out / "eval/results.json").read_text())
     labels = [b["label"] for b in results["backbones"]]
+    from splatdistill.commands.demo_recipe import ALTERNATIVE_OBJECTIVE_NAME as ALT
+    from splatdistill.commands.demo_recipe import DEMO_OBJECTIVE
+
     assert labels == ["DINOv2", "SnD blend (alpha 0.5)", "SnD noblend (alpha 1.0)", "SnD blend-oracle (alpha 0.5)",
-                      "SnD noblend-oracle (alpha 1.0)", "SnD blend-frozen (alpha 0.5)", "SnD blend-cosine (alpha 0.5)",
+                      "SnD noblend-oracle (alpha 1.0)", "SnD blend-frozen (alpha 0.5)", f"SnD blend-{ALT} (alpha 0.5)",
                       "SnD blend EMA teacher (alpha 0.5)", "SnD noblend EMA teacher (alpha 1.0)"]
     # the variants lift feed-forward; their oracle twins lift ground-truth depth for the same step count
     train = {t["name"]: t for t in doc["training"]}
     assert train["blend"]["lifter"] == "auto" and train["blend-oracle"]["lifter"] == "depth"
     assert train["noblend-oracle"]["steps"] == train["noblend"]["steps"] == 3
     # the ablation twins: same steps, a frozen teacher (which stays the original) and the other objective
-    assert train["blend-frozen"]["steps"] == train["blend-cosine"]["steps"] == train["blend"]["steps"]
-    assert train["blend-frozen"]["config"]["ema_momentum"] == 1.0 and train["blend-cosine"]["config"]["loss"] == "cosine"
-    assert train["blend"]["config"]["loss"] == "dino"
+    assert train["blend-frozen"]["steps"] == train[f"blend-{ALT}"]["steps"] == train["blend"]["steps"]
+    assert train["blend-frozen"]["config"]["ema_momentum"] == 1.0 and train[f"blend-{ALT}"]["config"]["loss"] == ALT
+    assert train["blend"]["config"]["loss"] == DEMO_OBJECTIVE != ALT
     from safetensors.torch import load_file
 
     frozen_teacher = load_file(train["blend-frozen"]["teacher"])

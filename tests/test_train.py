@@ -221,7 +221,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
 
 # ---- several targets and the cross-view consistency term ------------------------------------------
 
-def _two_target_batch(rooms, size: int = 112):
+def _two_target_batch(rooms, size: int | tuple[int, int] = 112):
     from splatdistill.data import load_dataset
     from splatdistill.data.sampler import MultiViewDataset, SamplerConfig, collate_views
 
@@ -247,7 +247,6 @@ def test_cross_view_consistency_is_zero_for_identical_views_and_low_for_a_3d_con
     from splatdistill.distill.trainer import cross_view_consistency
 
     batch = _two_target_batch(rooms)
-    H = batch.target.depths.shape[-1]
     g = torch.Generator().manual_seed(0)
     # target 1 := target 0 (same camera, same depth): the warp is the identity at token centres
     same = batch.target.map(lambda v: torch.cat([v[:, :1], v[:, :1]], 1))
@@ -260,6 +259,10 @@ def test_cross_view_consistency_is_zero_for_identical_views_and_low_for_a_3d_con
     shuffled = consistent[:, :, :, torch.randperm(8, generator=g)][..., torch.randperm(8, generator=g)]
     high = float(cross_view_consistency(torch.stack([consistent[:, 0], shuffled[:, 1]], 1), batch.target))
     assert low < 0.02 and high > 3 * low
+    # rectangular views (the grid's u and v scale differently): still consistent
+    wide = _two_target_batch(rooms, size=(56, 84))
+    assert wide.target.depths.shape[-2:] == (56, 84)
+    assert float(cross_view_consistency(_world_tokens(wide, 4, 6), wide.target)) < 0.02
 
 
 def test_training_with_two_targets_and_the_consistency_term(rooms, tmp_path):
@@ -425,3 +428,25 @@ def test_rectangular_views_train_at_hxw_without_squashing(rooms, tmp_path):
     assert square.context.images.shape[-2:] == (64, 64)
     assert abs(Ks[0, 0] / Ks[1, 1] - rec.K[0, 0] / rec.K[1, 1]) < 0.01
     np.testing.assert_allclose(Ks[0, 2], (rec.K[0, 2] - (W0 - H0) // 2) * 64 / H0, rtol=1e-5)
+
+
+def test_ema_horizon_moves_the_teacher_and_momentum_one_freezes_it(rooms, tmp_path):
+    """4 steps with an update every 2: the default horizon (1/30 of the run) is shorter than one update, so
+    the teacher is the student after the last update; ema_momentum=1 keeps the original backbone."""
+    from splatdistill.distill.trainer import Trainer
+
+    from _train_worker import TINY_RUN
+
+    base = [f"data={rooms}", "steps=4", "val_samples=0", "checkpoint_every=4", *TINY_RUN]
+    moving = Trainer(TrainConfig.load(None, [*base, f"out={tmp_path / 'a'}"]))
+    assert moving.teacher.momentum == 0.0
+    moving.fit()
+    frozen = Trainer(TrainConfig.load(None, [*base, f"out={tmp_path / 'b'}", "ema_momentum=1"]))
+    start = {n: p.detach().clone() for n, p in frozen.teacher.module.named_parameters()}
+    frozen.fit()
+    trained = [n for n, p in moving.student.named_parameters() if p.requires_grad]
+    s_params, t_params = dict(moving.student.named_parameters()), dict(moving.teacher.module.named_parameters())
+    assert all(torch.equal(s_params[n], t_params[n]) for n in trained)
+    f_student = dict(frozen.student.named_parameters())
+    assert any(not torch.equal(f_student[n], start[n]) for n in trained)  # the student learned
+    assert all(torch.equal(p, start[n]) for n, p in frozen.teacher.module.named_parameters())

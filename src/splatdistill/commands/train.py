@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         if len(ho) >= 2:
             print(f"held-out ({cfg.data.val_split}, {ho[0]['samples']} samples): loss {ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}; "
                   f"agreement {ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}")
+        m = cfg.method
+        print(f"EMA teacher: momentum {trainer.teacher.momentum:.4g} every {m.ema_every} steps, "
+              f"{cfg.optim.steps // m.ema_every} updates over the run"
+              + (" (frozen)" if trainer.teacher.momentum >= 1 else ""))
         print(f"student (timm safetensors): {result['student']}")
         print(f"teacher (timm safetensors): {result['teacher']}")
         if result["stopped_early"]:

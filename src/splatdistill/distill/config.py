@@ -13,6 +13,7 @@ difference is marked "CPU default" and the paper's value is given.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
@@ -178,10 +179,28 @@ class TrainConfig:
             raise UserError("teacher_temp and student_temp must be > 0")
         for name in ("image_size", "render_size"):
             parse_size(getattr(d, name), name)
+        r, lora = self.run, self.model.lora
         for group, name in ((o, "steps"), (o, "batch_size"), (d, "num_targets"), (m, "ema_every"),
-                            (m, "prototypes")):
+                            (m, "prototypes"), (m, "head_hidden"), (m, "head_bottleneck"), (r, "checkpoint_every"),
+                            (r, "log_every"), (lora, "r")):
             if getattr(group, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(group, name)}")
+                label = "lora_r" if group is lora else name
+                raise UserError(f"{label} must be >= 1, got {getattr(group, name)}")
+        if not (math.isfinite(o.lr) and o.lr > 0):
+            raise UserError(f"lr must be a finite number > 0, got {o.lr}")
+        if o.head_lr is not None and not (math.isfinite(o.head_lr) and o.head_lr >= 0):
+            raise UserError(f"head_lr must be a finite number >= 0 (0 fixes the head), got {o.head_lr}")
+        ranges = [("lora_dropout", lora.dropout, 0.0, 1.0, False), ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
+                  ("min_coverage", s.min_coverage, 0.0, 1.0, True),
+                  ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True)]
+        for name, value, lo, hi, closed in ranges:
+            if not (lo <= value <= hi if closed else lo <= value < hi):
+                raise UserError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, got {value}")
+        for name, value in (("weight_decay", o.weight_decay), ("grad_clip", o.grad_clip),
+                            ("max_minutes", o.max_minutes), ("gaussian_scale", s.gaussian_scale),
+                            ("consistency_weight", m.consistency_weight), ("lora_alpha", lora.alpha)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if m.consistency_weight > 0 and d.num_targets < 2:
             raise UserError("consistency_weight > 0 needs num_targets >= 2")
         if s.renderer not in ("auto", "torch", "gsplat"):
