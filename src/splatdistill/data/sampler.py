@@ -82,6 +82,7 @@ class ViewSampler:
         # frames mode: (view index, frame number) per scene, sorted by frame number
         self.frames = [sorted(((k, frame_number(v.name, k)) for k, v in enumerate(s.views)), key=lambda x: x[1])
                        for s in scenes]
+        self.frame_of = [dict(f) for f in self.frames]  # view index -> frame number
         # Candidate context pairs per scene (each with at least num_targets possible targets).
         self.pairs: list[list[tuple[int, int]]] = [self._frame_pairs(k) if cfg.mode == "frames" else self._pairs(s)
                                                    for k, s in enumerate(scenes)]
@@ -118,10 +119,9 @@ class ViewSampler:
         """frames mode: context pairs exactly ``gap`` frame numbers apart, as view indices."""
         cfg = self.config
         gap = cfg.gap if isinstance(cfg.gap, int) else REFERENCE_GAP
-        frames = self.frames[scene_idx]
-        by_number = {f: k for k, f in frames}
+        by_number = {f: k for k, f in self.frames[scene_idx]}
         out = []
-        for k, f in frames:
+        for k, f in self.frames[scene_idx]:
             j = by_number.get(f + gap)
             if j is not None and len(self._frame_targets(scene_idx, k, j)) >= cfg.num_targets:
                 out.append((k, j))
@@ -129,8 +129,8 @@ class ViewSampler:
 
     def _frame_targets(self, scene_idx: int, i: int, j: int) -> list[int]:
         """frames mode: views whose frame number lies between the contexts', both included."""
-        fi, fj = (frame_number(self.scenes[scene_idx].views[x].name, x) for x in (i, j))
-        lo, hi = min(fi, fj), max(fi, fj)
+        number = self.frame_of[scene_idx]
+        lo, hi = sorted((number[i], number[j]))
         return [k for k, f in self.frames[scene_idx] if lo <= f <= hi]
 
     def _overlap(self, scene_idx: int, t: int, c: int) -> float:

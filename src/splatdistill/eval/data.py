@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from splatdistill.data import ROOMS, load_dataset
 from splatdistill.data.middlebury import load_middlebury
 from splatdistill.data.scene import Scene, ViewData
-from splatdistill.data.views import Views
+from splatdistill.data.views import Views, fit_size
 from splatdistill.errors import UserError
 from splatdistill.eval import correspondence as corr
 from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig
@@ -86,12 +86,6 @@ def spread_views(scenes: Sequence[Scene], max_views: int) -> list[tuple[Scene, i
     return out
 
 
-def _input_size(height: int, width: int, resolution: int) -> tuple[int, int]:
-    """Short side = ``resolution``, aspect kept (the backbone snaps it to its patch size)."""
-    s = resolution / min(height, width)
-    return max(1, round(height * s)), max(1, round(width * s))
-
-
 def _class_lookup(scene: Scene, names: list[str]) -> np.ndarray:
     return np.array([names.index(n) for n in scene.class_names], dtype=np.int64)
 
@@ -134,8 +128,8 @@ def prepare_data(
     # One input size for all probe views (the most common image size), so their grids stack.
     shapes = [(s.views[i].height, s.views[i].width) for s, i in train_items + held_items]
     common = max(set(shapes), key=shapes.count)
-    size = _input_size(*common, cfg.resolution)
-    ls = _input_size(*common, cfg.loss_res)
+    size = fit_size(cfg.resolution, *common)
+    ls = fit_size(cfg.loss_res, *common)
 
     train_set = targets = None
     if train_items:
@@ -168,7 +162,7 @@ def prepare_data(
             vs = [s.load_view(i) for i in range(len(s))]
             # Each view keeps its own aspect ratio (these only feed correspondence/consistency).
             for j, v in enumerate(vs):
-                sz = _input_size(v.height, v.width, cfg.resolution)
+                sz = fit_size(cfg.resolution, v.height, v.width)
                 extra_sets[f"{key}/{s.name}/{j}"] = ViewSet([v], [f"{key}/{s.name}"], Views.from_view_data([v], mask_mode=None, size=sz).images.half())
 
     counts = {
