@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+
+from splatdistill.threads import configure_threads, prepare_openmp
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+prepare_openmp()  # before torch loads: the suite runs as the commands do (splatdistill.threads)
+configure_threads()  # the cores this process may use (affinity, cgroup quota), as the commands choose
 
 
 @pytest.fixture(scope="session")

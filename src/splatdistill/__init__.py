@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from splatdistill.threads import prepare_openmp
+
+prepare_openmp()  # short OpenMP spin-waits (splatdistill.threads); must run before torch loads
+
 __version__ = "0.1.0"
 
 #: public name -> module that defines it (docs/design.md, "The pipeline as the tree shows it")

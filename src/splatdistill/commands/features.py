@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from splatdistill.errors import UserError
 
 
@@ -23,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def feature_figure(image, backbone_spec: str, size: int = 448, device: str = "cpu"):
     """(image, PCA) side-by-side figure as float RGB; ``image`` is (H, W, 3) in [0, 1]."""
+    import torch
     import torch.nn.functional as F
 
     from splatdistill.backbones import load_backbone

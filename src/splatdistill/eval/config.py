@@ -6,10 +6,6 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from splatdistill.errors import UserError
-from splatdistill.eval import correspondence as corr
-from splatdistill.eval.probes import (
-    ProbeConfig,
-)
 
 TASKS = ("depth", "normals", "segmentation", "correspondence", "consistency")
 
@@ -58,31 +54,6 @@ class EvalConfig:
     figures: bool = True
     figure_views: int = 4
     progress: bool = True
-
-    def probe_config(self) -> ProbeConfig:
-        return ProbeConfig(
-            steps=self.probe_steps,
-            batch_size=self.probe_batch,
-            depth_lr=self.depth_lr,
-            normals_lr=self.normals_lr,
-            seg_lr=self.seg_lr,
-            depth_bins=self.depth_bins,
-            min_depth=self.min_depth,
-            max_depth=self.max_depth,
-            depth_use_cls=self.depth_use_cls,
-            seed=self.seed,
-            progress=self.progress,
-        )
-
-    def correspondence_config(self) -> corr.CorrespondenceConfig:
-        return corr.CorrespondenceConfig(
-            queries=self.corr_queries,
-            keep=self.corr_keep,
-            grid_step_ref=self.corr_grid_step,
-            occlusion_tol=self.occlusion_tol,
-            min_overlap=self.corr_min_overlap,
-            max_pairs=self.corr_pairs,
-        )
 
     def validate(self) -> None:
         positive = ["resolution", "max_train_views", "max_eval_views", "loss_res", "probe_steps", "probe_batch",

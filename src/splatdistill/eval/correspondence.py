@@ -14,6 +14,7 @@ pixels scaled by B's image diagonal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from splatdistill.eval.metrics import (
 )
 from splatdistill.geometry.cameras import rotation_angle_deg
 from splatdistill.geometry.warp import view_warp
+
+if TYPE_CHECKING:  # for annotations only (the config imports nothing heavy)
+    from splatdistill.eval.config import EvalConfig
 
 
 @dataclass
@@ -235,3 +239,10 @@ def select_pairs(
             if q and len(chosen) < cfg.max_pairs:
                 chosen.append(q.pop(0))
     return chosen
+
+
+def correspondence_settings(cfg: "EvalConfig") -> CorrespondenceConfig:
+    """The correspondence settings of an evaluation config."""
+    return CorrespondenceConfig(queries=cfg.corr_queries, keep=cfg.corr_keep, grid_step_ref=cfg.corr_grid_step,
+                                occlusion_tol=cfg.occlusion_tol, min_overlap=cfg.corr_min_overlap,
+                                max_pairs=cfg.corr_pairs)

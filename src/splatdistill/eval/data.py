@@ -197,7 +197,7 @@ class PairPlan:
 
 
 def plan_pairs(data: PreparedData, cfg: EvalConfig) -> dict[str, PairPlan]:
-    ccfg = cfg.correspondence_config()
+    ccfg = corr.correspondence_settings(cfg)
     plans = {}
     if data.held_out is not None and cfg.corr_pairs > 0:
         views = data.held_out.views

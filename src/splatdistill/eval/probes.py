@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # for annotations only (the config imports nothing heavy)
+    from splatdistill.eval.config import EvalConfig
 
 
 @dataclass
@@ -329,3 +332,11 @@ def train_seg_probe(x: ProbeInputs, gt_labels: torch.Tensor, num_classes: int, c
 
     losses = _train(head, len(x), loss_fn, cfg, cfg.seg_lr, "segmentation probe")
     return SegProbe(head, losses)  # type: ignore[arg-type]
+
+
+def probe_settings(cfg: "EvalConfig") -> ProbeConfig:
+    """The probe settings of an evaluation config."""
+    return ProbeConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch, depth_lr=cfg.depth_lr,
+                       normals_lr=cfg.normals_lr, seg_lr=cfg.seg_lr, depth_bins=cfg.depth_bins,
+                       min_depth=cfg.min_depth, max_depth=cfg.max_depth, depth_use_cls=cfg.depth_use_cls,
+                       seed=cfg.seed, progress=cfg.progress)

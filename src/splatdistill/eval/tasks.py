@@ -19,6 +19,7 @@ from splatdistill.eval.features import (
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
+    probe_settings,
     train_depth_probe,
     train_normal_probe,
     train_seg_probe,
@@ -108,7 +109,7 @@ def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fi
 
 
 def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], cfg: EvalConfig) -> dict[str, dict]:
-    ccfg = cfg.correspondence_config()
+    ccfg = corr.correspondence_settings(cfg)
     out: dict[str, dict] = {t: {} for t in PAIR_TASKS if t in tasks}
     for name, plan in plans.items():
         pair_results, samples = [], []
@@ -124,10 +125,16 @@ def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], 
             if "consistency" in tasks:
                 rng = np.random.default_rng([cfg.seed, p, 2])
                 samples.append(cons.pair_consistency(fa, fb, plan.views[i], plan.views[j], cfg.consistency_points, rng, cfg.occlusion_tol, geo))
+        reason = None
+        if not plan.pairs:
+            has_depth = any(v.depth is not None for v in plan.views)
+            reason = ("no view has depth ground truth (pairs and their ground-truth matches come from depth)"
+                      if not has_depth else "no pair of views of one scene overlaps enough (min_overlap)")
         if "correspondence" in tasks:
-            out["correspondence"][name] = corr.summarise_pairs(pair_results)
+            out["correspondence"][name] = ({"pairs": 0, "skipped": reason} if reason else
+                                           corr.summarise_pairs(pair_results))
         if "consistency" in tasks:
-            out["consistency"][name] = cons.summarise(samples)
+            out["consistency"][name] = {"pairs": 0, "skipped": reason} if reason else cons.summarise(samples)
     return out
 
 
@@ -149,7 +156,7 @@ def run_tasks(
         x_train = std(feats.patch["train"], feats.cls["train"])
         x_eval = std(feats.patch["eval"], feats.cls["eval"])
         runners = {"depth": _run_depth, "normals": _run_normals, "segmentation": _run_segmentation}
-        pcfg = cfg.probe_config()
+        pcfg = probe_settings(cfg)
         for task in PROBE_TASKS:
             if task in tasks:
                 t0 = time.perf_counter()
