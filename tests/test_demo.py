@@ -76,8 +76,11 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     assert 0 < doc["lifter_depth"]["predictor"]["abs_rel"] < 1 and "constant_depth" in doc["lifter_depth"]
     for r in rows:
         assert abs(r["after"] - r["before"] - r["change"]) < 1e-9
-    html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "<table>" in html
+    from test_reliability import assert_rendered, parse_report
+
+    page = parse_report(out / "report.html")  # markdown rendered: tables, bold, inline figures; no raw syntax
+    assert_rendered(page, min_tables=6)
+    assert page.tags.get("h1", 0) >= 2  # the demo's report and the evaluation report below it
     md = (out / "report.md").read_text()
     assert "| blend | 0.5 | auto | 3 |" in md and "| blend-oracle | 0.5 | depth | 3 |" in md
     assert "->" in md.split("| blend | 0.5 | auto | 3 |")[1].splitlines()[0]
@@ -118,5 +121,39 @@ def test_time_budget_runs_the_whole_schedule(tmp_path_factory, tmp_path, monkeyp
     peak = summary["config"]["lr"]
     # the schedule was run to its end: 0.95 of the budget was fitted, so the time cap never cuts it
     assert summary["config"]["steps"] >= 20 and summary["steps"] >= 0.9 * summary["config"]["steps"]
+    assert max(lr) == pytest.approx(peak, rel=0.05)
+    assert lr[-1] < 0.05 * peak
+
+
+def test_a_machine_slower_than_measured_still_runs_the_whole_schedule(tmp_path_factory, tmp_path, monkeypatch):
+    """The fit measured 0.2 s per step, then every step takes 0.8 s (another job started): the schedule
+    follows the clock (schedule=budget), so the run ends in its budget at the LR floor, not mid-decay."""
+    from splatdistill.commands.demo_recipe import DemoConfig, train_variant
+
+    import splatdistill.commands.demo_recipe as recipe
+    import splatdistill.distill.trainer as trainer_module
+
+    clock = [0.0]
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(recipe, "time", fake_time)
+    monkeypatch.setattr(trainer_module, "time", fake_time)
+    real_step = trainer_module.Trainer.train_step
+
+    def timed_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        clock[0] += 0.2 if self.cfg.optim.steps == 1000 else 0.8  # the fit's probe trainer runs 1000 steps
+        return out
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", timed_step)
+    rooms = tiny_rooms(tmp_path_factory)
+    cfg = DemoConfig(out=str(tmp_path / "demo"), data=str(rooms), backbone="random:vit_tiny_patch16_224",
+                     train={"image_size": 64, "render_size": 32, "val_samples": 0, "checkpoint_every": 1000},
+                     progress=False)
+    summary = train_variant(cfg, "blend", 0.5, str(rooms), minutes=0.2)
+    lr, peak = summary["curve"]["lr"], summary["config"]["lr"]
+    scheduled = summary["config"]["steps"]
+    assert summary["config"]["schedule"] == "budget"
+    # 12 s of budget at 0.8 s per step: 15 steps of the ~57 fitted, and the schedule still completed
+    assert summary["steps"] == 15 and scheduled >= 50
     assert max(lr) == pytest.approx(peak, rel=0.05)
     assert lr[-1] < 0.05 * peak

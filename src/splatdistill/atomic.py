@@ -8,11 +8,24 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from splatdistill.errors import OutputWriteError
+
 TMP_SUFFIX = ".tmp"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: what ``open()`` would give a new file (mkstemp makes its file 0600, private to the user)
+DEFAULT_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], mode: int | None = None) -> Path:
-    """Call ``write(tmp_path)`` to produce the file, then move it onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` to produce the file, then move it onto ``path`` atomically.
+    ``mode`` defaults to what a plain ``open()`` would create (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
@@ -21,9 +34,16 @@ def atomic_write(path: str | Path, write: Callable[[str], None], mode: int | Non
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, DEFAULT_MODE if mode is None else mode)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        # a full disk, a lost mount, a folder made read-only: one line naming the file (torch.save reports
+        # a failed write as a RuntimeError "... failed writing ..."; other RuntimeErrors are bugs, re-raised)
+        if isinstance(exc, RuntimeError) and "writ" not in str(exc).lower():
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise OutputWriteError(f"could not write the file ({reason}); the previous version, if any, is intact",
+                               path) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -2,7 +2,9 @@
 
 Anything a user can cause (a missing file, a corrupt checkpoint, a bad config value) is raised as a
 :class:`UserError` whose message names the file or value and the problem. The CLI prints it on one line
-and exits with status 2 instead of showing a traceback.
+and exits with its ``exit_code`` instead of showing a traceback: 2 for bad input, 3 for a training run
+that stopped itself (diverged, stalled), 4 for an output that could not be written. docs/errors.md
+lists the cases.
 """
 
 from __future__ import annotations
@@ -20,3 +22,9 @@ class UserError(Exception):
         if path is not None and str(path) not in message:
             message = f"{path}: {message}"
         super().__init__(" ".join(message.split()))
+
+
+class OutputWriteError(UserError):
+    """Writing an output file failed (full disk, read-only folder): exit 4, the previous file intact."""
+
+    exit_code = 4

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -44,17 +43,39 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
 
         try:
-            return load_file(str(path))
+            return require_finite(load_file(str(path)), path)
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"corrupt safetensors file ({str(exc).splitlines()[0]})", path) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
-        raise UserError(f"cannot read as a PyTorch checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:120]})", path) from None
     except Exception as exc:  # unpickling errors of many types
-        raise UserError(f"cannot read as a PyTorch checkpoint ({type(exc).__name__})", path) from None
-    return unwrap_state_dict(obj, path)
+        hint = _run_file_hint(path)
+        if hint:
+            raise UserError(hint, path) from None
+        detail = f": {str(exc).splitlines()[0][:120]}" if isinstance(exc, (RuntimeError, OSError, ValueError)) else ""
+        raise UserError(f"cannot read as a PyTorch checkpoint ({type(exc).__name__}{detail})", path) from None
+    return require_finite(unwrap_state_dict(obj, path), path)
+
+
+def _run_file_hint(path: Path) -> str | None:
+    """What to load instead when ``path`` is a run's resume state rather than weights."""
+    if path.name == "checkpoint.pt" or (path.parent / "student.safetensors").exists():
+        student = path.parent / "student.safetensors"
+        where = str(student) if student.exists() else "student.safetensors (written when the run finishes)"
+        return (f"this is a training run's resume state (optimizer, adapters, RNG), not a backbone; load the "
+                f"exported student instead: {where}")
+    if path.name == "train_state.pt":
+        return f"this is a predictor run's resume state; use the folder itself as lifter=predictor:{path.parent}"
+    return None
+
+
+def require_finite(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+    """Refuse weights with NaN/inf entries (a diverged run's export must not evaluate as a model)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"the weights hold non-finite values (NaN/inf) in {len(bad)} tensor(s), e.g. {bad[0]}; "
+                        "the run that wrote them diverged", path)
+    return state
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

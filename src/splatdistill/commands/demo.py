@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if cfg.minutes <= 0:
         raise UserError(f"--minutes must be positive, got {cfg.minutes}")
-    doc = run_demo(cfg)
+    from splatdistill.run_folder import owned_run_folder
+
+    with owned_run_folder(cfg.out, "splatdistill demo", "demo folder"):
+        doc = run_demo(cfg)
     from rich.console import Console
     from rich.table import Table
 

@@ -10,8 +10,6 @@ so the report can be regenerated cheaply; an interrupted training run is resumed
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import statistics
 import time
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from splatdistill.atomic import atomic_write_text
 from splatdistill.config import flat_config
 from splatdistill.data import resolve_root
 from splatdistill.distill.config import TrainConfig
@@ -30,6 +29,7 @@ from splatdistill.eval import report
 from splatdistill.eval.runner import EvalConfig, evaluate
 from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, resolve_predictor
 from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+from splatdistill.report_html import write_html_report
 
 #: Stands for the evaluated dataset's name in a GOALS path (correspondence results are keyed by dataset).
 DATA = "<data>"
@@ -146,6 +146,12 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     return max(1, int(minutes * 60 * 0.95 / per_step)), per_step
 
 
+class DemoInterrupted(UserError):
+    """SIGTERM stopped a variant: its checkpoint is saved and the demo resumes from it when run again."""
+
+    exit_code = 143
+
+
 def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minutes: float,
                   lifter: str | None = None, steps: int | None = None, overrides: dict | None = None) -> dict:
     """Train (or reuse/resume) one variant; returns its history summary. ``steps`` fixes the step count
@@ -162,6 +168,8 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
               "lifter": lifter or cfg.train.get("lifter", cfg.lifter), **(overrides or {})}
     if steps is not None:
         values.update(steps=steps, max_minutes=0.0)
+    else:  # warm-up and decay follow the clock when the machine turns slower than measured (OptimConfig.schedule)
+        values.setdefault("schedule", "budget")
     resume = (run_dir / "checkpoint.pt").is_file()
     saved = run_dir / "config.yaml"
     if "steps" not in values:
@@ -174,6 +182,9 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
     tcfg = TrainConfig.from_dict(values, source="demo")
     trainer = Trainer(tcfg, resume=resume)
     result = trainer.fit()
+    if result.get("stopped_by") == "signal":  # SIGTERM: the checkpoint is saved; stop the demo, not just this run
+        raise DemoInterrupted(f"stopped by SIGTERM during variant {name} (checkpoint saved); run the same demo "
+                              "command again to continue where it stopped", run_dir)
     hist = result["history"]
     summary = {
         "name": name, "blend_alpha": alpha, "lifter": tcfg.method.lifter, "steps": result["steps"],
@@ -183,7 +194,7 @@ def train_variant(cfg: DemoConfig, name: str, alpha: float, data_root: str, minu
         "teacher_updates": tcfg.optim.steps // tcfg.method.ema_every, "held_out": result.get("held_out", []),
         "curve": {k: [h[k] for h in hist] for k in ("step", "loss", "agreement", "coverage", "lr", "step_time")},
     }
-    summary_path.write_text(json.dumps(summary))
+    atomic_write_text(summary_path, json.dumps(summary))
     return summary
 
 
@@ -396,56 +407,18 @@ def _markdown_report(cfg: DemoConfig, results: dict, summaries: list[dict], rows
     return "\n".join(lines)
 
 
-def _html_report(cfg: DemoConfig, results: dict, rows: list[dict], files: dict[str, Path], out: Path,
-                 depth_md: list[str], oracle_md: list[str]) -> str:
-    """Self-contained HTML: the tables plus every figure embedded as base64."""
-    def img(path: Path, alt: str) -> str:
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
-
-    def table(headers: list[str], body: list[list[str]]) -> str:
-        th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-    def pre(md_lines: list[str]) -> str:
-        return "<pre style='white-space:pre-wrap'>" + html.escape("\n".join(md_lines)) + "</pre>" if md_lines else ""
-
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Splat-and-Distill demo</title><style>",
-             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}.no{color:#b00;font-weight:bold}</style></head><body>",
-             "<h1>Splat-and-Distill demo</h1>",
-             f"<p>Original: <code>{html.escape(cfg.backbone)}</code>. Data: {html.escape(results['data']['name'])}; "
-             f"held-out split <code>{html.escape(str(results['data']['eval_split']))}</code>.</p>",
-             "<h2>Before / after</h2>",
-             table(["variant", "metric", "before", "after", "change", "goal", "met"],
-                   [[html.escape(r["variant"]), html.escape(r["metric"]), f"{r['before']:.4f}", f"{r['after']:.4f}",
-                     f"{r['change']:+.4f}", html.escape(r["goal"]), "yes" if r["met"] else "<span class='no'>no</span>"]
-                    for r in rows]), pre(oracle_md), pre(depth_md), "<h2>Training</h2>"]
-    if files.get("curves") and Path(files["curves"]).is_file():
-        parts.append(img(Path(files["curves"]), "training curves"))
-    parts.append("<h2>Evaluation (all metrics)</h2>")
-    eval_md = out / "eval" / "report.md"
-    if eval_md.is_file():
-        parts.append(pre([eval_md.read_text()]))
-    for png in sorted((out / "eval").glob("**/*.png")):
-        parts.append(img(png, png.stem.replace("_", " ")))
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def write_reports(cfg: DemoConfig, results: dict, summaries: list[dict], files: dict[str, Path],
                   depth: dict | None = None) -> tuple[Path, Path]:
     """``report.md`` and a self-contained ``report.html`` in ``cfg.out``."""
     out = Path(cfg.out)
     rows = summary_rows(results)
-    md = out / "report.md"
-    md.write_text(_markdown_report(cfg, results, summaries, rows, depth))
-    page = out / "report.html"
-    page.write_text(_html_report(cfg, results, rows, files, out, _lifter_depth_section(depth),
-                                 _oracle_section(oracle_rows(rows, summaries))
-                                 + _ablation_section(ablation_rows(rows, summaries), summaries)))
+    text = _markdown_report(cfg, results, summaries, rows, depth)
+    md = atomic_write_text(out / "report.md", text)
+    sections = [(text, out)]
+    eval_md = out / "eval" / "report.md"
+    if eval_md.is_file():  # the full evaluation report, its figures relative to eval/
+        sections.append((eval_md.read_text(), eval_md.parent))
+    page = write_html_report(out / "report.html", "Splat-and-Distill demo", sections)
     return md, page
 
 

@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
                if not value]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (see splatdistill eval --help)")
-    doc = evaluate(args.backbone, args.data, tasks, args.out, cfg)
+    from splatdistill.run_folder import owned_run_folder
+
+    with owned_run_folder(args.out, "splatdistill eval", "output folder"):
+        doc = evaluate(args.backbone, args.data, tasks, args.out, cfg)
     # A compact summary on stdout: the headline metric of each task per backbone.
     headline = {"depth": "abs_rel", "normals": "mean_deg", "segmentation": "miou", "correspondence": "recall_10", "consistency": "auc"}
     data_name = doc["data"]["name"]

@@ -175,10 +175,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    from splatdistill.run_folder import owned_run_folder
+
     out = Path(cfg.out)
-    if not args.resume and (out / "train_state.pt").exists():
-        raise UserError("the output folder already holds a predictor run: pass --resume or choose another --out", out)
-    res = train_predictor(cfg, resume=args.resume)
+    with owned_run_folder(out, "splatdistill lifter train", "output folder"):
+        if not args.resume and (out / "train_state.pt").exists():
+            raise UserError("the output folder already holds a predictor run: pass --resume or choose another --out",
+                            out)
+        res = train_predictor(cfg, resume=args.resume)
     print(f"trained {res['steps']} steps in {res['train_seconds'] / 60:.1f} min "
           f"(+{res['setup_seconds']:.0f} s setup; wall {res['wall_seconds'] / 60:.1f} min)"
           + (" - stopped by --minutes" if res["stopped_by_time"] else ""))

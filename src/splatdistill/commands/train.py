@@ -27,22 +27,77 @@ def run(args: argparse.Namespace) -> int:
 
     from splatdistill.distill.config import RunConfig, TrainConfig
     from splatdistill.errors import UserError
+    from splatdistill.run_folder import owned_run_folder
 
     flags = {"out": args.out, "data": args.data}
-    config_path = args.config
-    if args.resume and config_path is None:
-        out = args.out or next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out=")), None)
-        saved = Path(out or RunConfig.out) / "config.yaml"
-        if saved.is_file():
-            config_path = str(saved)  # resume with the run's own settings unless overridden
-    cfg = config_from_args(TrainConfig, args, flags, config_path)
+    out = Path(args.out or next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out=")), None)
+               or RunConfig.out)
+    saved = None
+    if args.resume and args.config is None:
+        saved = resumed_config(out)  # the checkpoint's own settings, unless overridden
+    cfg = config_from_args(TrainConfig, args, flags, args.config, defaults=saved)
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
     out = Path(cfg.run.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
-        raise UserError("the run folder already holds a checkpoint: pass --resume to continue it, "
-                        "or choose another out=", out)
+    with owned_run_folder(out, "splatdistill train"):
+        if not args.resume and (out / "checkpoint.pt").exists():
+            raise UserError("the run folder already holds a checkpoint: pass --resume to continue it, "
+                            "or choose another out=", out)
+        if saved is not None:
+            report_config_yaml(out, saved)
+        return _train(cfg, args)
+
+
+def resumed_config(out) -> dict:
+    """The config stored in ``<out>/checkpoint.pt``: authoritative on ``--resume`` (config.yaml is a copy
+    for people; a truncated or edited one must not change the run)."""
+    import torch
+
+    from splatdistill.errors import UserError
+
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        raise UserError("no checkpoint to resume from (expected checkpoint.pt in the run folder)", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:
+        raise UserError(f"unreadable checkpoint ({type(exc).__name__}); delete it to start over", path) from None
+    config = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(config, dict):
+        raise UserError("the checkpoint holds no training config; is it a splatdistill train checkpoint?", path)
+    return config
+
+
+def report_config_yaml(out, saved: dict) -> None:
+    """Say when ``config.yaml`` differs from the checkpoint's config (the checkpoint's is used)."""
+    import sys
+
+    from splatdistill.config import flatten_values, group_paths, read_yaml_mapping
+    from splatdistill.distill.config import TrainConfig
+    from splatdistill.errors import UserError
+
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        mine = TrainConfig.from_dict(read_yaml_mapping(path), source=str(path)).to_dict()
+    except UserError as exc:
+        print(f"splatdistill train: note: {path} is unreadable ({exc}); resuming with the checkpoint's config",
+              file=sys.stderr)
+        return
+    groups = group_paths(TrainConfig)
+    a = flatten_values(TrainConfig.from_dict(saved, source="checkpoint").to_dict(), groups)
+    b = flatten_values(mine, groups)
+    differ = sorted(k for k in a if a.get(k) != b.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {b.get(k)!r} in config.yaml, {a[k]!r} in the checkpoint" for k in differ[:4])
+        more = f" (+{len(differ) - 4} more)" if len(differ) > 4 else ""
+        print(f"splatdistill train: note: {path} differs from the checkpoint's config ({shown}{more}); resuming "
+              "with the checkpoint's (pass key=value to change an option)", file=sys.stderr)
+
+
+def _train(cfg, args) -> int:
     from splatdistill.distill.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args.resume)
@@ -63,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
               + (" (frozen)" if trainer.teacher.momentum >= 1 else ""))
         print(f"student (timm safetensors): {result['student']}")
         print(f"teacher (timm safetensors): {result['teacher']}")
-        if result["stopped_early"]:
-            print(f"stopped early (time budget or SIGTERM); continue with: splatdistill train --resume --out {cfg.run.out}")
+        resume = f"splatdistill train --resume --out {cfg.run.out}"
+        if result.get("stopped_by") == "signal":
+            print(f"stopped by SIGTERM after step {result['steps']} (checkpoint saved); continue with: {resume}")
+        elif result["stopped_early"] and cfg.optim.schedule == "budget":
+            print(f"time budget of {cfg.optim.max_minutes:g} min used after {result['steps']} steps (schedule=budget: "
+                  "the learning rate completed its schedule on the clock)")
+        elif result["stopped_early"]:
+            print(f"stopped by max_minutes={cfg.optim.max_minutes:g} after {result['steps']} steps, before the end of "
+                  f"the schedule; continue with: {resume}")
     return 0

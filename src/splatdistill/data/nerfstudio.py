@@ -24,6 +24,7 @@ from splatdistill.errors import UserError
 from . import io
 from .scene import Scene, ViewData, ViewRecord
 from .validate import (
+    depth_problems,
     Problem,
     intrinsics_problem,
     matrix_problem,
@@ -98,8 +99,8 @@ def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str, depth: Pa
     view = ViewData(img, K, c2w, name=name)
     if depth is not None:
         view.depth = io.read_depth(depth, scale=1.0 / depth_scale) if depth.suffix == ".png" else io.read_depth(depth)
-        if view.depth.shape != (h, w):
-            raise UserError(f"depth is {view.depth.shape[1]}x{view.depth.shape[0]}, the image is {w}x{h}", depth)
+        if probs := depth_problems(view.depth, h, w):  # the checks of the native format (shape, NaN/inf, < 0)
+            raise UserError("; ".join(probs), depth)
     if "instance" in extra:
         view.instance = io.read_ids(extra["instance"])
         if view.instance.shape != (h, w):

@@ -107,9 +107,13 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_pct: float = 0.01
     grad_clip: float = 0.0  # 0 = off
-    # stop early (cleanly, with a checkpoint; --resume continues) after this wall time; 0 = off. The LR
-    # schedule runs over `steps`, not over time: a run cut short by max_minutes ends before its decay.
+    # stop early (cleanly, with a checkpoint; --resume continues) after this wall time; 0 = off.
     max_minutes: float = 0.0
+    # steps: the warm-up + cosine schedule runs over `steps` (reproducible; a run cut short by max_minutes
+    # ends before its decay). budget: its progress is the larger of the share of `steps` done and the share
+    # of max_minutes used (counted across resumes), so the schedule completes inside the time budget
+    # however slow the machine turns out to be (the demo's choice; the step count then depends on speed).
+    schedule: Literal["steps", "budget"] = "steps"
 
 
 @dataclass
@@ -124,6 +128,9 @@ class RunConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     num_workers: int = 0
+    # torch CPU threads; 0 = the cores this process may use (affinity, cgroup quota; SPLATDISTILL_THREADS
+    # overrides), split between the ranks of a CPU torchrun (splatdistill.threads)
+    threads: int = 0
     progress: bool = True
     # stop (exit 3) when fewer than stall_share of the target tokens are supervised for stall_steps
     # consecutive steps: the targets cover nothing (no depth, wrong poses, views that do not overlap)
@@ -201,6 +208,10 @@ class TrainConfig:
                             ("consistency_weight", m.consistency_weight), ("lora_alpha", lora.alpha)):
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
+        if r.threads < 0:
+            raise UserError(f"threads must be >= 0 (0: the cores this process may use), got {r.threads}")
+        if o.schedule == "budget" and o.max_minutes <= 0:
+            raise UserError("schedule=budget runs the schedule over the time budget: set max_minutes > 0")
         if m.consistency_weight > 0 and d.num_targets < 2:
             raise UserError("consistency_weight > 0 needs num_targets >= 2")
         if s.renderer not in ("auto", "torch", "gsplat"):

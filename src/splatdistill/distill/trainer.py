@@ -10,11 +10,10 @@ RNG state is saved in every checkpoint, so a resumed run follows the uninterrupt
 
 from __future__ import annotations
 
-import contextlib
+import math
+import os
 import signal
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,6 @@ from tqdm.auto import tqdm
 from splatdistill.backbones import load_backbone
 from splatdistill.backbones.vit import ViTBackbone
 from splatdistill.baselines.fit3d import Fit3DTargets
-from splatdistill.data import load_dataset
-from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
 from splatdistill.data.views import Sample, collate_samples, fit_size
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.distributed import (
@@ -40,6 +37,15 @@ from splatdistill.distill.distributed import (
 )
 from splatdistill.distill.heads import DINOHead
 from splatdistill.distill.heads import update_center as update_center_
+from splatdistill.distill.parts import (
+    SnDModel,
+    StepTimes,
+    TrainingDiverged,
+    TrainingStalled,
+    build_dataset,
+    make_lifter,
+    require_depth,
+)
 from splatdistill.distill.losses import (
     cross_view_consistency,
     dino_loss,
@@ -48,12 +54,12 @@ from splatdistill.distill.losses import (
 )
 from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safetensors
 from splatdistill.errors import UserError
-from splatdistill.lifters import build_lifter
 from splatdistill.lifters.online import OnlineRefiner
 from splatdistill.lifters.predictor import save_predictor
 from splatdistill.runs import (
     CHECKPOINT,
     RunLog,
+    TimeBudget,
     atomic_torch_save,
     load_trainable_state,
     one_cycle_cosine,
@@ -61,68 +67,22 @@ from splatdistill.runs import (
     set_rng_state,
 )
 from splatdistill.splat import SplatSettings, splat_targets
+from splatdistill.threads import configure_threads, default_threads
 
 __all__ = ["SnDModel", "StepTimes", "Trainer", "TrainingDiverged", "TrainingStalled", "require_depth", "build_dataset", "cross_view_consistency",
            "make_lifter", "sample_indices"]
 
 
-class TrainingDiverged(UserError):
-    exit_code = 3
-
-
-class TrainingStalled(UserError):
-    """The targets supervise (almost) no token, step after step."""
-
-    exit_code = 3
-
-
-def require_depth(scenes, data: str) -> None:
-    """``lifter=depth`` needs depth maps: stop before training when a scene has none (its first view)."""
-    for scene in scenes:
-        if scene.load_view(0).depth is None:
-            raise UserError(f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; use the "
-                            "feed-forward lifter (lifter=auto, the default, or lifter=predictor:PATH from "
-                            "'splatdistill lifter train'), or data with depth")
-
-
-class SnDModel(nn.Module):
-    """Backbone + optional projection head; ``forward`` returns (tokens (N,C,h,w), logits (N,h*w,K) | None)."""
-
-    def __init__(self, backbone: ViTBackbone, head: DINOHead | None):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        tokens = self.backbone.patch_features(images)
-        logits = self.head(tokens.flatten(2).transpose(1, 2)) if self.head is not None else None
-        return tokens, logits  # type: ignore[return-value]
-
-
 # ---- trainer ------------------------------------------------------------------------------------
-
-@dataclass
-class StepTimes:
-    """Seconds spent per phase in one step (for ``bench step`` and the logs)."""
-
-    values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    @contextlib.contextmanager
-    def phase(self, name: str, device: torch.device):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        yield
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        self.values[name] += time.perf_counter() - t
-
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, dataset=None, resume: bool = False):
         self.cfg = cfg.validate()
         self.device = resolve_device(cfg.run.device)
         self.dist = init_distributed(self.device)
+        if self.device.type == "cpu":  # the cores this process may use, shared by the ranks on this machine
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
+            self.threads = configure_threads(cfg.run.threads or max(1, default_threads() // max(1, local_world)))
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.run.seed)
@@ -157,6 +117,9 @@ class Trainer:
         if m.method == "fit3d":
             self.fit3d = Fit3DTargets(cfg, self.dataset.scenes, self.device, cfg.run.progress, self.dist.is_main)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk (None: none written yet)
+        self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (schedule=budget)
+        self.budget: TimeBudget | None = None  # this session's clock (set by fit)
         self._low_steps = 0  # consecutive steps with (almost) no supervised token
         self._val_dataset = None
         if resume:
@@ -185,7 +148,45 @@ class Trainer:
             groups.append({"params": [p for p in self.student.head.parameters() if p.requires_grad],
                            "lr": o.lr if o.head_lr is None else o.head_lr})
         optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle_cosine(o.steps, o.warmup_pct))
+        per_step = one_cycle_cosine(o.steps, o.warmup_pct)
+        if o.schedule == "steps":
+            return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, per_step)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: per_step(self._schedule_step(step)))
+
+    def _schedule_step(self, step: int) -> int:
+        """schedule=budget: the step whose share of ``steps`` equals the larger of the steps done and the
+        time used (a machine slower than planned moves through warm-up and decay by the clock)."""
+        o, budget = self.cfg.optim, getattr(self, "budget", None)  # None while the scheduler is being built
+        if budget is None or o.max_minutes <= 0:
+            return step
+        used = budget.elapsed / (o.max_minutes * 60)
+        return max(step, min(o.steps, int(used * o.steps)))
+
+    def _elapsed(self) -> float:
+        return self.budget.elapsed if self.budget is not None else self.elapsed_before
+
+    # -- finite weights -----------------------------------------------------------------------------
+    def _last_good(self) -> str:
+        if self.saved_step is not None and self.checkpoint_path.is_file():
+            return f"the last good checkpoint ({self.checkpoint_path}, step {self.saved_step}) is untouched"
+        return "no checkpoint had been written yet"
+
+    def weights_finite(self, collective: bool = True) -> bool:
+        """Every trained parameter of student and teacher is finite (``collective``: on every rank; a call
+        that only the main rank makes must pass False)."""
+        names = set(self._trained_names())
+        tensors = [p for n, p in self.student.named_parameters() if n in names]
+        tensors += [p for n, p in self.teacher.module.named_parameters() if n in names]
+        if not tensors:
+            return True
+        total = float(torch.stack([t.detach().float().sum() for t in tensors]).sum())  # NaN/inf if any entry is
+        return all_finite(total, self.dist) if collective else math.isfinite(total)
+
+    def _require_finite_weights(self, when: str, collective: bool = True) -> None:
+        if not self.weights_finite(collective):
+            raise TrainingDiverged(f"the weights became non-finite ({when}, step {self.step}) though the loss was "
+                                   f"finite; nothing was saved and {self._last_good()}. Lower lr (or set grad_clip) "
+                                   "and resume or restart")
 
     # -- checkpoints --------------------------------------------------------------------------------
     @property
@@ -209,12 +210,15 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
+            "elapsed": self._elapsed(),
             **({"lifter_refiner": self.refiner.state_dict()} if self.refiner is not None else {}),
         }
 
     def save_checkpoint(self) -> None:
+        self._require_finite_weights("before writing the checkpoint")
         if self.dist.is_main:
             atomic_torch_save(self.state(), self.checkpoint_path)
+        self.saved_step = self.step
 
     def load_checkpoint(self) -> None:
         path = self.checkpoint_path
@@ -243,6 +247,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.saved_step = self.step
+        self.elapsed_before = float(state.get("elapsed", 0.0))
         if self.refiner is not None and "lifter_refiner" in state:
             self.refiner.load_state_dict(state["lifter_refiner"])
 
@@ -319,8 +325,8 @@ class Trainer:
         loss_value = float(loss.detach())
         if not all_finite(loss_value, self.dist):
             raise TrainingDiverged(
-                f"loss became {loss_value} at step {self.step + 1}; the run stopped and the last good checkpoint "
-                f"({self.checkpoint_path}) is untouched. Lower lr or check the data")
+                f"loss became {loss_value} at step {self.step + 1}; the run stopped and {self._last_good()}. "
+                "Lower lr or check the data")
         with times.phase("student_backward", dev):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -332,6 +338,7 @@ class Trainer:
         with times.phase("ema", dev):
             self.teacher.step(self.student)
         self.step += 1
+        self._require_finite_weights("after the update")
         with torch.no_grad():
             agreement = token_agreement(s_tokens.detach(), tgt_tokens, mask)
         return {"loss": loss_value, "consistency": float(cons), "coverage": float(cov.mean()),
@@ -397,9 +404,11 @@ class Trainer:
                 f"that do not overlap; {kept}")
 
     def _stop_now(self, start: float, stop_requested: dict[str, bool]) -> bool:
-        """Out of the time budget or asked to stop (SIGTERM), agreed by every rank."""
-        minutes = self.cfg.optim.max_minutes
-        stop = (minutes > 0 and (time.perf_counter() - start) / 60 >= minutes) or stop_requested["flag"]
+        """Out of the time budget or asked to stop (SIGTERM), agreed by every rank. schedule=steps counts this
+        session's time; schedule=budget the whole run's (its learning rate follows that clock)."""
+        o = self.cfg.optim
+        used = self._elapsed() if o.schedule == "budget" else time.perf_counter() - start
+        stop = (o.max_minutes > 0 and used / 60 >= o.max_minutes) or stop_requested["flag"]
         if self.dist.world > 1:
             flag = torch.tensor([float(stop)])
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -424,6 +433,7 @@ class Trainer:
 
         _held_out()
         start = time.perf_counter()
+        self.budget = TimeBudget(cfg.optim.max_minutes, self.elapsed_before, clock=lambda: time.perf_counter())
         history: list[dict[str, float]] = []
         stopped_early = False
         stop_requested = {"flag": False}
@@ -462,7 +472,8 @@ class Trainer:
             log.flush()
         seconds = time.perf_counter() - start
         _held_out()
-        result = {"steps": self.step, "stopped_early": stopped_early, "history": history,
+        stopped_by = "signal" if stop_requested["flag"] else "time" if stopped_early else None
+        result = {"steps": self.step, "stopped_early": stopped_early, "stopped_by": stopped_by, "history": history,
                   "seconds": seconds, "held_out": held_out}
         if main:
             result.update(self.export())
@@ -470,6 +481,7 @@ class Trainer:
 
     def export(self) -> dict[str, str]:
         """Merged student and teacher as timm safetensors, plus the heads (for continuing SnD)."""
+        self._require_finite_weights("before the export", collective=False)
         method = "fit3d" if self.cfg.method.method == "fit3d" else "splat-and-distill"
         meta = {"steps": self.step, "method": method, "loss": self.cfg.method.loss}
         student = export_timm_safetensors(self.student.backbone, self.out / "student.safetensors", meta)
@@ -481,18 +493,3 @@ class Trainer:
             save_predictor(self.refiner.model, self.out / "lifter", {"refined_steps": self.refiner.steps,
                                                                      "from": self.cfg.method.lifter})
         return {"student": str(student), "teacher": str(teacher)}
-
-
-def make_lifter(cfg: TrainConfig, settings: SplatSettings):
-    """The lifter named by ``cfg.method.lifter``: depth | predictor:PATH | ply:PATH | python:MODULE:FACTORY
-    (see :mod:`splatdistill.lifters`)."""
-    return build_lifter(cfg.method.lifter, settings, data=cfg.data.root)
-
-
-def build_dataset(cfg: TrainConfig, split: str | None = None) -> MultiViewDataset:
-    """A split (default ``cfg.data.split``) of ``cfg.data.root`` as a :class:`MultiViewDataset` at ``image_size``."""
-    d = cfg.data
-    split = split or d.split
-    scenes = load_dataset(d.root, split=split)
-    sampler = SamplerConfig(num_targets=d.num_targets, gap=d.context_gap or None, mode=d.sampler)
-    return MultiViewDataset(scenes, sampler, seed=cfg.run.seed, size=d.image_size, mask_mode=d.mask)

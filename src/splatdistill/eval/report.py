@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from splatdistill.atomic import atomic_write_text
 from splatdistill.data.scene import ViewData
 from splatdistill.eval.metrics import HIGHER_IS_BETTER, rotation_bin_labels
+from splatdistill.report_html import write_html_report
 
 #: Columns of each task's table: (results key, header, format).
 TASK_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
@@ -131,6 +133,10 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
                 lines += ["No view pairs with enough overlap were found.", ""]
             for d in datasets:
                 sub = [r.get(d, {}) for r in rows]
+                reason = next((x["skipped"] for x in sub if x.get("skipped")), None)
+                if reason:
+                    lines += [f"**{d}**: skipped — {reason}.", ""]
+                    continue
                 n_pairs = max((s.get("pairs", 0) for s in sub), default=0)
                 lines += [f"**{d}** ({n_pairs} pairs)", "", markdown_table(labels, sub, TASK_COLUMNS[task]), ""]
                 if task == "correspondence" and n_pairs:
@@ -316,7 +322,10 @@ def write_all(doc: dict, out_dir: Path, figs: "FigureData | None") -> dict[str, 
             if bar_chart(doc, task, out_dir / name):
                 files[f"bars_{task}"] = name
         files.update(qualitative_figures(figs, out_dir))
-    (out_dir / "report.md").write_text(render_markdown(doc, files))
+    text = render_markdown(doc, files)
+    atomic_write_text(out_dir / "report.md", text)
+    write_html_report(out_dir / "report.html", "splatdistill evaluation", [(text, out_dir)])
     files["report"] = "report.md"
+    files["report_html"] = "report.html"
     files["results"] = "results.json"
     return files

@@ -10,6 +10,7 @@ so the rows of a table differ only by the features.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -44,7 +45,7 @@ from splatdistill.eval.features import (
 )
 from splatdistill.eval.report import FigureData
 from splatdistill.eval.tasks import figure_indices, run_tasks
-from splatdistill.threads import torch_threads
+from splatdistill.threads import resolve_threads, torch_threads
 from splatdistill.viz import pca_rgb
 
 # ------------------------------------------------------------------------------------------ backbones
@@ -105,7 +106,7 @@ def evaluate(
     """
     cfg = config or EvalConfig()
     cfg.validate()
-    with torch_threads(cfg.threads):
+    with torch_threads(resolve_threads(cfg.threads)):
         return _evaluate(backbones, data, tasks, Path(out_dir), cfg)
 
 
@@ -142,11 +143,28 @@ def _evaluate(
     )
     rows = [_backbone_row(entry, images, cache_dir, prepared, plans, task_list, cfg, fig_idx, figs)
             for entry in entries]
+    for line in skipped_tasks(rows):
+        print(f"eval: {line}", file=sys.stderr)
     results_doc = _jsonable(_results_doc(data, prepared, task_list, plans, cfg, rows, extra_note, t_start))
     results_doc["files"] = report.write_all(results_doc, out, figs if cfg.figures else None)
     results_doc["wall_time_s"] = time.perf_counter() - t_start
     (out / "results.json").write_text(json.dumps(results_doc, indent=2))
     return results_doc
+
+
+def skipped_tasks(rows: list[dict]) -> list[str]:
+    """'skipped TASK (on DATA): REASON' for every task (or pair dataset) a result marks as skipped."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for task, result in row["results"].items():
+            if not isinstance(result, dict):
+                continue
+            if "skipped" in result:
+                seen[f"skipped {task}: {result['skipped']}"] = None
+            for dataset, sub in result.items():
+                if isinstance(sub, dict) and "skipped" in sub:
+                    seen[f"skipped {task} on {dataset}: {sub['skipped']}"] = None
+    return list(seen)
 
 
 def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedData, plans, task_list, cfg: EvalConfig,

@@ -41,9 +41,9 @@ def render_gsplat(means: Tensor, covariances: Tensor, opacities: Tensor, feature
         from gsplat import rasterization
     except Exception as exc:  # pragma: no cover - depends on the machine
         raise UserError(f"the gsplat backend needs gsplat with CUDA ({exc}); install it with "
-                        "`pip install gsplat` or use backend='torch'") from exc
+                        "`pip install gsplat` or pass renderer=torch") from exc
     if means.device.type != "cuda":
-        raise UserError("the gsplat backend needs CUDA tensors; use backend='torch' on CPU")
+        raise UserError("the gsplat backend needs CUDA tensors; pass renderer=torch (or renderer=auto) on CPU")
     dtype = features.dtype  # gsplat's kernels are float32-only
     f32 = torch.float32
     colors, alphas, _meta = rasterization(

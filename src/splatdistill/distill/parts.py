@@ -1,0 +1,86 @@
+"""The parts of a Splat-and-Distill run that are not the loop: the model, the dataset and lifter of a config,
+the stop conditions (diverged, stalled) and the per-phase step timer. :mod:`.trainer` runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from splatdistill.backbones.vit import ViTBackbone
+from splatdistill.data import load_dataset
+from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
+from splatdistill.distill.config import TrainConfig
+from splatdistill.distill.heads import DINOHead
+from splatdistill.errors import UserError
+from splatdistill.lifters import build_lifter
+from splatdistill.splat import SplatSettings
+
+
+class TrainingDiverged(UserError):
+    exit_code = 3
+
+
+class TrainingStalled(UserError):
+    """The targets supervise (almost) no token, step after step."""
+
+    exit_code = 3
+
+
+def require_depth(scenes, data: str) -> None:
+    """``lifter=depth`` needs depth maps: stop before training when a scene has none (its first view)."""
+    for scene in scenes:
+        if scene.load_view(0).depth is None:
+            raise UserError(f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; use the "
+                            "feed-forward lifter (lifter=auto, the default, or lifter=predictor:PATH from "
+                            "'splatdistill lifter train'), or data with depth")
+
+
+class SnDModel(nn.Module):
+    """Backbone + optional projection head; ``forward`` returns (tokens (N,C,h,w), logits (N,h*w,K) | None)."""
+
+    def __init__(self, backbone: ViTBackbone, head: DINOHead | None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens = self.backbone.patch_features(images)
+        logits = self.head(tokens.flatten(2).transpose(1, 2)) if self.head is not None else None
+        return tokens, logits  # type: ignore[return-value]
+
+
+@dataclass
+class StepTimes:
+    """Seconds spent per phase in one step (for ``bench step`` and the logs)."""
+
+    values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextlib.contextmanager
+    def phase(self, name: str, device: torch.device):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.values[name] += time.perf_counter() - t
+
+
+def make_lifter(cfg: TrainConfig, settings: SplatSettings):
+    """The lifter named by ``cfg.method.lifter``: depth | predictor:PATH | ply:PATH | python:MODULE:FACTORY
+    (see :mod:`splatdistill.lifters`)."""
+    return build_lifter(cfg.method.lifter, settings, data=cfg.data.root)
+
+
+def build_dataset(cfg: TrainConfig, split: str | None = None) -> MultiViewDataset:
+    """A split (default ``cfg.data.split``) of ``cfg.data.root`` as a :class:`MultiViewDataset` at ``image_size``."""
+    d = cfg.data
+    split = split or d.split
+    scenes = load_dataset(d.root, split=split)
+    sampler = SamplerConfig(num_targets=d.num_targets, gap=d.context_gap or None, mode=d.sampler)
+    return MultiViewDataset(scenes, sampler, seed=cfg.run.seed, size=d.image_size, mask_mode=d.mask)
