@@ -84,12 +84,13 @@ def test_resume_removes_stale_temporary_files_and_outputs_are_world_readable(roo
     out = tmp_path / "run"
     base = [f"data={rooms}", f"out={out}", "val_samples=0", "checkpoint_every=1", *tiny_run()]
     assert main(["train", *base, "steps=2"]) == 0
-    stale = out / ".checkpoint.pt.x1y2z3.tmp"  # what a write killed before its rename leaves
+    stale = out / ".checkpoint.pt.x1y2z3ab.tmp"  # what a write killed before its rename leaves
+    (out / "notes.tmp").write_text("a user's file")  # not ours: kept
     stale.write_bytes(b"\0" * 1000)
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "steps=3"]) == 0
     assert "removed 1 temporary file(s)" in capsys.readouterr().err
-    assert not stale.exists()
+    assert not stale.exists() and (out / "notes.tmp").exists()
     umask = os.umask(0)
     os.umask(umask)
     for name in ("student.safetensors", "teacher.safetensors", "checkpoint.pt", "config.yaml", "heads.pt"):

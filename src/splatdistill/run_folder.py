@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -119,9 +120,26 @@ class RunFolderLock:
         self.release()
 
 
-def stale_temp_files(folder: Path) -> list[Path]:
-    """Temporary files of :func:`splatdistill.atomic.atomic_write` (``.<name>.<random>.tmp``) under ``folder``."""
-    return sorted(p for p in folder.rglob(f".*{TMP_SUFFIX}") if p.is_file())
+#: ``.<name>.<8 random characters>.tmp``: what :func:`splatdistill.atomic.atomic_write`'s mkstemp creates
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}" + re.escape(TMP_SUFFIX) + "$")
+
+
+def stale_temp_files(folder: Path, depth: int = 3) -> list[Path]:
+    """Temporary files of :func:`splatdistill.atomic.atomic_write` in ``folder`` and its subfolders down to
+    ``depth`` levels (a run's own tree: runs/NAME, eval/cache, ...; never a whole home folder)."""
+    out: list[Path] = []
+    level = [folder]
+    for _ in range(depth + 1):
+        below = []
+        for d in level:
+            try:
+                entries = list(d.iterdir())
+            except OSError:
+                continue
+            out += [e for e in entries if _TEMP_NAME.match(e.name) and e.is_file()]
+            below += [e for e in entries if e.is_dir() and not e.is_symlink()]
+        level = below
+    return sorted(out)
 
 
 def open_run_folder(path: str | Path, command: str, what: str = "run folder", quiet: bool = False) -> RunFolderLock:

@@ -40,8 +40,15 @@ def run(args: argparse.Namespace) -> int:
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} device(s))"
     else:
-        device = f"cpu ({torch.get_num_threads()} threads; no CUDA device)"
+        device = "cpu (no CUDA device)"
     print(f"device: {device}")
+    import os
+
+    from splatdistill.threads import available_cores, default_threads
+
+    spin = os.environ.get("GOMP_SPINCOUNT", "libgomp's default")
+    print(f"cpu threads: {default_threads()} used by default, {available_cores()} cores available to this process "
+          f"(SPLATDISTILL_THREADS overrides); GOMP_SPINCOUNT={spin}")
     print("backbones available offline:")
     for name, source in offline_backbones().items():
         print(f"  {name:32s} {source}")
