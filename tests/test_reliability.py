@@ -229,3 +229,14 @@ def test_eval_says_which_tasks_it_skipped_and_writes_a_rendered_report(tmp_path,
     page = parse_report(tmp_path / "out" / "report.html")
     assert_rendered(page, min_tables=2)
     assert "skipped" in "".join(page.text)
+
+
+def test_report_tables_align_words_left_and_numbers_right(tmp_path):
+    from splatdistill.eval.report import markdown_table
+    from splatdistill.report_html import markdown_to_html_body
+
+    table = markdown_table(["blend", "noblend"], [{"lifter": "auto", "steps": 713}, {"lifter": "depth", "steps": None}],
+                           [("lifter", "lifter", "{}"), ("steps", "steps", "{}")], higher={}, first="variant")
+    assert table.splitlines()[1] == "|---|---|---:|"
+    body = markdown_to_html_body(table, tmp_path)
+    assert '<th style="text-align:right">steps</th>' in body and '<th style="text-align:right">lifter' not in body

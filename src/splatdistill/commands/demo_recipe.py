@@ -454,5 +454,5 @@ def run_demo(cfg: DemoConfig) -> dict:
            "ablations": ablation_rows(summary_rows(results), summaries),
            "lifter_depth": depth_of_lifter, "report_md": str(md), "report_html": str(page),
            "minutes": (time.perf_counter() - t0) / 60}
-    (out / "demo.json").write_text(json.dumps(doc, indent=1))
+    atomic_write_text(out / "demo.json", json.dumps(doc, indent=1))
     return doc

@@ -80,10 +80,13 @@ def markdown_table(
 ) -> str:
     """A markdown table with one row per label (``first`` heads that column) and the best cell of each
     column in bold (direction from ``higher``, default :data:`HIGHER_IS_BETTER`; columns without one are
-    left plain). ``columns`` are (row key, header, format)."""
+    left plain). ``columns`` are (row key, header, format); columns of strings align left, numbers right."""
     higher = HIGHER_IS_BETTER if higher is None else higher
     head = f"| {first} | " + " | ".join(h for _, h, _ in columns) + " |"
-    sep = "|---|" + "---:|" * len(columns)
+    # numbers align right, words (a lifter's name, a metric, a goal) align left
+    text = [all(isinstance(r.get(k), str) for r in rows if r.get(k) is not None) and any(r.get(k) is not None for r in rows)
+            for k, _, _ in columns]
+    sep = "|---|" + "".join("---|" if t else "---:|" for t in text)
     cells = [[_fmt(r.get(k), f) for k, _, f in columns] for r in rows]
     for c, (key, _, fmt) in enumerate(columns):
         if higher.get(key) is None:
