@@ -7,7 +7,9 @@ Spec strings:
   Splat-and-Distill release, Hugging Face Dinov2Model, our own exports); ``ARCH`` forces a timm arch;
 - ``timm:NAME``: timm's pretrained weights (needs the network or a local hub cache);
 - ``random:ARCH``: a randomly initialised timm ViT (seeded), a baseline for probes;
-- ``mobilenetv2``: torchvision MobileNetV2 (ImageNet), a convolutional teacher.
+- ``mobilenetv2``: torchvision MobileNetV2 (ImageNet), a convolutional teacher or student;
+- a ``student.safetensors`` of a run with ``student=SPEC``: that architecture plus its learned projection to
+  the teacher's features (:mod:`.projected`).
 
 ``LABEL=SPEC`` is accepted everywhere a spec is, to name the backbone in reports.
 """
@@ -38,6 +40,7 @@ from splatdistill.backbones.dinov2_onnx import (
     ensure_converted,
 )
 from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
+from splatdistill.backbones.projected import load_projected, projected_metadata
 from splatdistill.backbones.vit import PosInterp, ViTBackbone, create_vit
 from splatdistill.errors import UserError
 
@@ -197,7 +200,8 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
             raise UserError(
                 f"unknown backbone {spec!r}: not a file, and not one of dinov2_vits14, mobilenetv2, "
                 "timm:NAME, random:ARCH")
-        bb = load_vit_weights(p, arch=arch or None)
+        meta = None if arch else projected_metadata(p)
+        bb = load_projected(p, meta, load_backbone) if meta is not None else load_vit_weights(p, arch=arch or None)
     return bb.to(device).eval()
 
 

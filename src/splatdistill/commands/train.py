@@ -113,10 +113,14 @@ def _train(cfg, args) -> int:
             print(f"held-out ({cfg.data.val_split}, {ho[0]['samples']} samples): loss {ho[0]['loss']:.4f} -> {ho[-1]['loss']:.4f}; "
                   f"agreement {ho[0]['agreement']:.3f} -> {ho[-1]['agreement']:.3f}")
         m = cfg.method
-        print(f"EMA teacher: momentum {trainer.teacher.momentum:.4g} every {m.ema_every} steps, "
-              f"{cfg.optim.steps // m.ema_every} updates over the run"
-              + (" (frozen)" if trainer.teacher.momentum >= 1 else ""))
-        print(f"student (timm safetensors): {result['student']}")
+        if cfg.model.student:
+            print(f"teacher: {cfg.model.backbone}, fixed (the student {cfg.model.student} has its own architecture)")
+            print(f"student ({cfg.model.student} + projection, safetensors; loads with load_backbone): {result['student']}")
+        else:
+            print(f"EMA teacher: momentum {trainer.teacher.momentum:.4g} every {m.ema_every} steps, "
+                  f"{cfg.optim.steps // m.ema_every} updates over the run"
+                  + (" (frozen)" if trainer.teacher.momentum >= 1 else ""))
+            print(f"student (timm safetensors): {result['student']}")
         print(f"teacher (timm safetensors): {result['teacher']}")
         resume = f"splatdistill train --resume --out {cfg.run.out}"
         if result.get("stopped_by") == "signal":

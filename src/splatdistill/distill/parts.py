@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from splatdistill.backbones import load_backbone
+from splatdistill.backbones.projected import ProjectedBackbone
 from splatdistill.backbones.vit import ViTBackbone
 from splatdistill.data import load_dataset
 from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.heads import DINOHead
+from splatdistill.distill.student import add_lora
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
 from splatdistill.splat import SplatSettings
@@ -52,6 +55,38 @@ class SnDModel(nn.Module):
         tokens = self.backbone.patch_features(images)
         logits = self.head(tokens.flatten(2).transpose(1, 2)) if self.head is not None else None
         return tokens, logits  # type: ignore[return-value]
+
+
+def build_student(cfg: TrainConfig) -> tuple[SnDModel, SnDModel | None]:
+    """(student, fixed teacher). By default the student is the teacher's backbone with LoRA adapters and the
+    teacher will be its EMA (None here). With ``student=SPEC`` it is that network with a projection to the
+    teacher's features (:mod:`splatdistill.backbones.projected`), and the teacher is the original backbone."""
+    m = cfg.method
+    backbone = load_backbone(cfg.model.backbone, device="cpu")
+    teacher_backbone = None
+    if cfg.model.student:
+        teacher_backbone = backbone
+        for p in teacher_backbone.parameters():
+            p.requires_grad_(False)
+        inner = load_backbone(cfg.model.student, device="cpu")
+        backbone = ProjectedBackbone(inner, cfg.model.student, teacher_backbone.embed_dim,
+                                     teacher_backbone.patch_size, teacher_backbone.resize_mode)
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+    else:
+        if not isinstance(backbone, ViTBackbone):
+            raise UserError(f"backbone {cfg.model.backbone!r} is not a ViT; the LoRA student needs attention "
+                            "layers (or give the student its own architecture: student=SPEC)")
+        add_lora(backbone, cfg.model.lora)
+    head = None
+    if m.loss == "dino":
+        g = torch.Generator().manual_seed(cfg.run.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            head = DINOHead(backbone.embed_dim, m.prototypes, m.head_hidden, m.head_bottleneck,
+                            trainable_gain=m.prototype_gain == "trainable")
+    # the fixed teacher shares the initial head object; EMATeacher deep-copies it
+    return SnDModel(backbone, head), (SnDModel(teacher_backbone, head) if teacher_backbone is not None else None)
 
 
 @dataclass

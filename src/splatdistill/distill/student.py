@@ -97,13 +97,16 @@ class EMATeacher(nn.Module):
     because it stays in eval mode.
     """
 
-    def __init__(self, student: nn.Module, momentum: float = 0.999, every: int = 10):
+    def __init__(self, student: nn.Module, momentum: float = 0.999, every: int = 10, source: nn.Module | None = None):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
         if every < 1:
             raise ValueError(f"EMA interval must be >= 1, got {every}")
-        self.module = copy.deepcopy(student).eval()
+        # ``source``: a teacher of another architecture than the student (kept fixed: momentum 1)
+        if source is not None and momentum != 1.0:
+            raise ValueError("a teacher of another architecture than the student can only stay fixed (momentum 1)")
+        self.module = copy.deepcopy(student if source is None else source).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.momentum = momentum
@@ -118,6 +121,8 @@ class EMATeacher(nn.Module):
     def update(self, student: nn.Module) -> None:
         """Apply one EMA update now."""
         m = self.momentum
+        if m == 1.0:  # a frozen teacher (and the only kind a student of another architecture can have)
+            return
         s_params = dict(student.named_parameters())
         for name, t in self.module.named_parameters():
             src = s_params[name]

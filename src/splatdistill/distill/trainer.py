@@ -24,8 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from splatdistill.backbones import load_backbone
-from splatdistill.backbones.vit import ViTBackbone
+from splatdistill.backbones.projected import ProjectedBackbone, save_projected
 from splatdistill.baselines.fit3d import Fit3DTargets
 from splatdistill.data.views import Sample, collate_samples, fit_size
 from splatdistill.distill.config import TrainConfig
@@ -35,7 +34,6 @@ from splatdistill.distill.distributed import (
     resolve_device,
     sample_indices,
 )
-from splatdistill.distill.heads import DINOHead
 from splatdistill.distill.heads import update_center as update_center_
 from splatdistill.distill.parts import (
     SnDModel,
@@ -43,6 +41,7 @@ from splatdistill.distill.parts import (
     TrainingDiverged,
     TrainingStalled,
     build_dataset,
+    build_student,
     make_lifter,
     require_depth,
 )
@@ -52,7 +51,7 @@ from splatdistill.distill.losses import (
     feature_loss,
     token_agreement,
 )
-from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safetensors
+from splatdistill.distill.student import EMATeacher, export_timm_safetensors
 from splatdistill.errors import UserError
 from splatdistill.lifters.online import OnlineRefiner
 from splatdistill.lifters.predictor import save_predictor
@@ -92,10 +91,15 @@ class Trainer:
         if len(self.dataset) == 0:
             raise UserError(f"{cfg.data.root}: no training samples (need scenes with >= 3 views in split "
                             f"{cfg.data.split!r})")
-        self.student = self._build_student().to(self.device)
+        student, self._fixed_teacher = build_student(cfg)
+        self.student = student.to(self.device)
         m = cfg.method
-        self.teacher = EMATeacher(self.student, momentum=m.ema_momentum_for(cfg.optim.steps),
-                                  every=m.ema_every).to(self.device)
+        if self._fixed_teacher is not None:  # student of another architecture: the original teacher, fixed
+            self.teacher = EMATeacher(self.student, momentum=1.0, every=m.ema_every,
+                                      source=self._fixed_teacher).to(self.device)
+        else:
+            self.teacher = EMATeacher(self.student, momentum=m.ema_momentum_for(cfg.optim.steps),
+                                      every=m.ema_every).to(self.device)
         # DINO centering: running mean of the teacher's logits (all zeros and unused when center_momentum=0)
         self.center = torch.zeros(m.prototypes if m.loss == "dino" else 0, device=self.device)
         self.student_ddp: nn.Module = self.student
@@ -124,21 +128,6 @@ class Trainer:
         self._val_dataset = None
         if resume:
             self.load_checkpoint()
-
-    def _build_student(self) -> "SnDModel":
-        cfg, m = self.cfg, self.cfg.method
-        backbone = load_backbone(cfg.model.backbone, device="cpu")
-        if not isinstance(backbone, ViTBackbone):
-            raise UserError(f"backbone {cfg.model.backbone!r} is not a ViT; the LoRA student needs attention layers")
-        add_lora(backbone, cfg.model.lora)
-        head = None
-        if m.loss == "dino":
-            g = torch.Generator().manual_seed(cfg.run.seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-                head = DINOHead(backbone.embed_dim, m.prototypes, m.head_hidden, m.head_bottleneck,
-                                trainable_gain=m.prototype_gain == "trainable")
-        return SnDModel(backbone, head)
 
     def _build_optimizer(self):
         o = self.cfg.optim
@@ -230,7 +219,7 @@ class Trainer:
             raise UserError(f"unreadable checkpoint ({type(exc).__name__})", path) from None
         saved = TrainConfig.from_dict(state.get("config", {}), source=str(path)).to_dict()
         mine = self.cfg.to_dict()
-        for group, key in (("model", "backbone"), ("method", "loss"), ("method", "prototypes"), ("method", "head_hidden"),
+        for group, key in (("model", "backbone"), ("model", "student"), ("method", "targets"), ("method", "loss"), ("method", "prototypes"), ("method", "head_hidden"),
                            ("method", "head_bottleneck")):
             if saved[group][key] != mine[group][key]:
                 raise UserError(f"cannot resume: the checkpoint was trained with {key}={saved[group][key]!r}, "
@@ -264,6 +253,12 @@ class Trainer:
         if self.fit3d is not None:  # method=fit3d (splatdistill.baselines.fit3d): renders of the fitted fields
             with times.phase("splat", dev):
                 return self.fit3d.targets(b, self.student.backbone.grid_size(H, W), self.cfg.data.render_size)
+        if self.cfg.method.targets == "2d":  # the 2D baseline: the teacher's own features of the target view
+            with times.phase("teacher_forward", dev), torch.no_grad():
+                tgt_tokens = self.teacher.module.backbone.patch_features(b.target.images.flatten(0, 1))
+            T = b.target.images.shape[1]
+            mask = torch.ones(tgt_tokens.shape[0], tgt_tokens.shape[-2] * tgt_tokens.shape[-1], dtype=torch.bool, device=dev)
+            return tgt_tokens, mask, torch.ones(B, T, *tgt_tokens.shape[-2:], device=dev)
         with times.phase("teacher_forward", dev), torch.no_grad():
             ctx_tokens = self.teacher.module.backbone.patch_features(b.context.images.flatten(0, 1))
             ctx_tokens = ctx_tokens.unflatten(0, (B, V))
@@ -484,7 +479,11 @@ class Trainer:
         self._require_finite_weights("before the export", collective=False)
         method = "fit3d" if self.cfg.method.method == "fit3d" else "splat-and-distill"
         meta = {"steps": self.step, "method": method, "loss": self.cfg.method.loss}
-        student = export_timm_safetensors(self.student.backbone, self.out / "student.safetensors", meta)
+        if isinstance(self.student.backbone, ProjectedBackbone):  # its own architecture + the projection
+            student = save_projected(self.student.backbone, self.out / "student.safetensors",
+                                     {**meta, "teacher": self.cfg.model.backbone, "targets": self.cfg.method.targets})
+        else:
+            student = export_timm_safetensors(self.student.backbone, self.out / "student.safetensors", meta)
         teacher = export_timm_safetensors(self.teacher.module.backbone, self.out / "teacher.safetensors", meta)
         if self.student.head is not None:
             atomic_torch_save({"student": self.student.head.state_dict(), "teacher": self.teacher.module.head.state_dict()},
