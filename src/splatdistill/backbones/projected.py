@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from splatdistill.atomic import atomic_write
-from splatdistill.backbones.base import Backbone, ResizeMode, snap_size
+from splatdistill.backbones.base import Backbone, ResizeMode
 from splatdistill.backbones.checkpoints import read_metadata, require_finite
 from splatdistill.errors import UserError
 
@@ -43,9 +43,7 @@ class ProjectedBackbone(Backbone):
         self.name = f"{inner.name}->{out_dim}x/{out_patch}"
 
     def patch_features(self, images: torch.Tensor, return_cls: bool = False):
-        H, W = images.shape[-2:]
-        h, w = snap_size(H, W, self.patch_size, self.resize_mode)
-        grid = (h // self.patch_size, w // self.patch_size)
+        grid = self.grid_size(*images.shape[-2:])  # the teacher's token grid for this image
         fmap = self.proj(self.inner.patch_features(images))
         if tuple(fmap.shape[-2:]) != grid:
             fmap = F.interpolate(fmap, size=grid, mode="bilinear", align_corners=False)

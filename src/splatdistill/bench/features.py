@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import statistics
-import sys
 import time
 
 import torch
 
 from splatdistill.backbones import load_backbone
+from splatdistill.bench.render import PeakRSS
 from splatdistill.errors import UserError
 from splatdistill.threads import configure_threads, default_threads
 
@@ -30,31 +29,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores this process may use)")
 
 
-def _peak_rss_mb() -> float:
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20  # Linux reports KiB, macOS bytes
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
 def measure(spec: str, size: int, batch: int, repeats: int, threads: int) -> dict:
     """Median seconds per batch of ``patch_features``, images/s, parameters and peak memory of one backbone
     (``peak_mb``: the process's peak resident memory, torch included; ``peak_over_start_mb``: what loading
     and running the model added to the peak reached by the imports)."""
     configure_threads(threads or default_threads())
-    before = _peak_rss_mb()
-    bb = load_backbone(spec)
-    x = torch.rand(batch, 3, size, size)
-    times = []
-    with torch.inference_mode():
+    with PeakRSS() as mem, torch.inference_mode():
+        bb = load_backbone(spec)
+        x = torch.rand(batch, 3, size, size)
+        times = []
         feats = bb.patch_features(x)  # warm-up
         for _ in range(repeats):
             t = time.perf_counter()
             bb.patch_features(x)
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
+    mb = 2.0 ** -20
     return {"spec": spec, "name": bb.name, "seconds_per_batch": med, "images_per_s": batch / med,
             "min_s": min(times), "grid": list(feats.shape[-2:]), "channels": int(feats.shape[1]),
-            "parameters": sum(p.numel() for p in bb.parameters()), "peak_mb": _peak_rss_mb(),
-            "peak_over_start_mb": _peak_rss_mb() - before, "threads": torch.get_num_threads()}
+            "parameters": sum(p.numel() for p in bb.parameters()), "peak_mb": mem.peak * mb,
+            "peak_over_start_mb": (mem.peak - mem.start_rss) * mb, "threads": torch.get_num_threads()}
 
 
 def _child(queue, *args) -> None:
