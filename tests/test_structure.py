@@ -34,7 +34,8 @@ LAYERS = {
 LAZY_THIRD_PARTY = {
     "gsplat": "CUDA only",
     "onnx": "only to convert the shipped DINOv2 graph once",
-    "pycolmap": "only for COLMAP datasets",
+    "pycolmap": "only for COLMAP datasets and from-images",
+    "open3d": "optional ([rgbd] extra): only for from-rgbd's odometry",
     "trimesh": "only to build the rooms dataset", "embreex": "only to build the rooms dataset",
     "skimage": "superpixels and Middlebury only; ~0.5 s to import",
     "matplotlib": "figures only; ~0.3 s to import",

@@ -12,7 +12,7 @@ from splatdistill.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("data", help="datasets: check, build-rooms, contact-sheet, info, export")
+    parser = sub.add_parser("data", help="datasets: check, build-rooms, contact-sheet, info, export, from-images, from-rgbd")
     dsub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     p = dsub.add_parser("check", help="validate a dataset; report every problem with its file (exit 1 if any)")
@@ -53,6 +53,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, choices=["splatdistill", "nerfstudio", "colmap", "scannetpp"])
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_plain_warnings(cmd_export))
+
+    p = dsub.add_parser("from-images", help="photos of a scene -> a posed dataset (structure from motion with pycolmap, CPU)")
+    p.add_argument("photos", type=Path, help="folder of photos (jpg/png/tif) of one static scene")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write (COLMAP layout: images/, sparse/)")
+    p.add_argument("--matcher", choices=["auto", "exhaustive", "sequential"], default="auto",
+                   help="auto: exhaustive up to 60 photos, else sequential (frames of a video, in name order)")  # fmt: skip
+    p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model before undistortion")
+    p.add_argument("--per-image-camera", action="store_true", help="a camera per photo (different devices or zoom)")
+    p.add_argument("--max-image-size", type=int, default=1600, help="SIFT on photos scaled to this longest side")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores this process may use)")
+    p.set_defaults(func=_plain_warnings(cmd_from_images))
+
+    p = dsub.add_parser("from-rgbd", help="an RGB-D sequence without poses -> a posed dataset (RGB-D odometry, Open3D)")
+    p.add_argument("sequence", type=Path, help="TUM sequence, 7-Scenes seq-NN folder, or a folder of colour + depth files")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write (OUT/<sequence>/scene.json)")
+    p.add_argument("--color-intrinsics", help="fx,fy,cx,cy (OpenCV convention) or a file (ViSP XML, 3x3 matrix)")
+    p.add_argument("--depth-intrinsics", help="the depth camera's, when it is not the colour camera")
+    p.add_argument("--color-to-depth", help="4x4 transform file taking colour-camera points to the depth camera "
+                   "(ViSP's depth_M_color); depth is registered to the colour camera with it")  # fmt: skip
+    p.add_argument("--depth-scale", type=float, help="metres per stored depth unit (default: the layout's, else 0.001)")
+    p.add_argument("--every", type=int, default=1, help="keep one frame in N (default 1)")
+    p.add_argument("--depth-max", type=float, default=4.0, help="odometry ignores depth beyond this (metres)")
+    p.set_defaults(func=_plain_warnings(cmd_from_rgbd))
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -185,3 +208,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(args.out)
     return 0
 
+
+
+def cmd_from_images(args: argparse.Namespace) -> int:
+    from splatdistill.data.sfm import SfMOptions, from_images
+    from splatdistill.run_folder import check_output_dir
+    from splatdistill.threads import resolve_threads
+
+    if args.max_image_size < 64:
+        raise UserError(f"--max-image-size must be >= 64, got {args.max_image_size}")
+    check_output_dir(args.out)
+    opts = SfMOptions(matcher=args.matcher, camera_model=args.camera_model, single_camera=not args.per_image_camera,
+                      max_image_size=args.max_image_size, threads=resolve_threads(args.threads))  # fmt: skip
+    t0 = time.perf_counter()
+    s = from_images(args.photos, args.out, opts)
+    lost = f"; not registered: {', '.join(s['not_registered'])}" if s["not_registered"] else ""
+    print(f"{args.out}: {s['registered']} of {s['photos']} photos registered, {s['points']} points, mean reprojection "
+          f"error {s['mean_reprojection_error_px']:.2f} px, focal length from EXIF: {'yes' if s['focal_from_exif'] else 'no'}, "
+          f"{time.perf_counter() - t0:.0f} s{lost}")  # fmt: skip
+    print(f"next: splatdistill data check {args.out}")
+    return 0 if not s["not_registered"] else 1
+
+
+def cmd_from_rgbd(args: argparse.Namespace) -> int:
+    from splatdistill.data.from_rgbd import Calibration, from_rgbd, read_sequence
+    from splatdistill.data.odometry import OdometryOptions
+    from splatdistill.run_folder import check_output_dir
+
+    if args.every < 1:
+        raise UserError(f"--every must be >= 1, got {args.every}")
+    if not args.depth_max > 0:
+        raise UserError(f"--depth-max must be > 0, got {args.depth_max}")
+    check_output_dir(args.out)
+    cal = Calibration(args.color_intrinsics, args.depth_intrinsics, args.color_to_depth, args.depth_scale)
+    seq = read_sequence(args.sequence, cal, every=args.every)
+    t0 = time.perf_counter()
+    s = from_rgbd(seq, args.out, OdometryOptions(depth_max=args.depth_max))
+    scene_dir = args.out / seq.name
+    checks = "; ".join(f"frame {k} in frame 0: median |depth difference| {c['median_abs_mm']:.2f} mm "
+                       f"(no motion: {c['zero_motion_median_abs_mm']:.2f} mm)" for k, c in s["self_check"].items())  # fmt: skip
+    print(f"{scene_dir}: {s['frames']} frames posed in {time.perf_counter() - t0:.0f} s, path {s['path_length_m']:.3f} m, "
+          f"{len(s['keyframes'])} keyframes, {len(s['failed_alignments'])} failed alignments"
+          f"{', depth registered to the colour camera' if s['depth_registered_to_color'] else ''}")  # fmt: skip
+    if checks:
+        print(checks)
+    print(f"figure: {scene_dir / 'registration.png'}; next: splatdistill data check {args.out}")
+    return 0

@@ -7,6 +7,9 @@
   optional ``instance_segmentation/``)
 - ``nerfstudio``: a folder with ``transforms.json``
 - ``colmap``: a COLMAP sparse model (``sparse/0`` or a folder with ``cameras.bin``/``.txt``) plus images
+  (what ``splatdistill data from-images`` writes)
+- ``tum``: a TUM RGB-D sequence (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``)
+- ``7scenes``: Microsoft 7-Scenes (``seq-NN/frame-NNNNNN.color.png/.depth.png/.pose.txt``)
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ from pathlib import Path
 
 from splatdistill.errors import UserError
 
-from . import colmap, scannetpp
+from . import colmap, scannetpp, sevenscenes, tum
 from .colmap import load_colmap
 from .native import load_native
 from .nerfstudio import load_nerfstudio
 from .rooms.build import ensure_rooms as _ensure
 from .scannetpp import load_scannetpp
+from .rgbd import sequence_scene
 from .scene import Scene, ViewData, ViewRecord
 
-FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap")
+FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "7scenes")
 #: the name of the embedded dataset, accepted wherever a dataset path is
 ROOMS = "rooms"
 
@@ -57,9 +61,17 @@ def detect_format(path: Path) -> str:
         return "nerfstudio"
     if colmap.find_model_dir(path) is not None:
         return "colmap"
+    if tum.is_tum(path):
+        return "tum"
+    if sevenscenes.is_sevenscenes(path):
+        return "7scenes"
+    hint = ""
+    if any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in path.iterdir() if p.is_file()):
+        hint = f"; for a folder of photos run 'splatdistill data from-images {path} --out DATASET' first"
     raise UserError(
         "no dataset found: expected scene.json folders (splatdistill), scenes/*/transforms_train.json "
-        "(ScanNet++/FiT3D), transforms.json (nerfstudio) or a COLMAP sparse model",
+        "(ScanNet++/FiT3D), transforms.json (nerfstudio), a COLMAP sparse model, a TUM RGB-D sequence "
+        f"(rgb.txt, depth.txt) or 7-Scenes sequences (seq-*/frame-*.color.png){hint}",
         path,
     )
 
@@ -84,6 +96,10 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
         scenes = load_scannetpp(path, split=split, skip_bad=skip_bad)
     elif fmt == "nerfstudio":
         scenes = [load_nerfstudio(path, skip_bad=skip_bad)]
+    elif fmt == "tum":
+        scenes = [sequence_scene(tum.load_tum_sequence(path))]
+    elif fmt == "7scenes":
+        scenes = sevenscenes.load_sevenscenes(path)
     else:
         scenes = [load_colmap(path, skip_bad=skip_bad)]
     if split is not None:

@@ -1,0 +1,137 @@
+"""``data from-images``: a folder of photos becomes a posed dataset by structure from motion (pycolmap, CPU).
+
+COLMAP's pipeline, run through its Python bindings: SIFT features, matching (exhaustive for small
+sets, sequential for video frames), incremental mapping, undistortion to a pinhole model. The
+focal length starts from the photos' EXIF data when it is there (COLMAP reads it itself). Output,
+which the COLMAP loader reads::
+
+    OUT/images/          undistorted photos
+    OUT/sparse/          the pinhole reconstruction (cameras, images, points3D)
+    OUT/from_images.json what was registered, the reprojection error, the options
+    OUT/colmap/          the feature database and the raw (distorted) model, kept for inspection
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from splatdistill.errors import UserError
+
+from . import io
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+EXHAUSTIVE_MAX = 60  # above this many photos, matching="auto" matches each to its neighbours in name order
+
+
+@dataclass
+class SfMOptions:
+    matcher: str = "auto"  # auto | exhaustive | sequential
+    camera_model: str = "SIMPLE_RADIAL"
+    single_camera: bool = True  # one camera for all photos (same device, same zoom)
+    max_image_size: int = 1600  # SIFT runs on photos scaled to this longest side
+    max_features: int = 8192
+    sequential_overlap: int = 10
+    threads: int = 2
+    seed: int = 0
+
+
+def list_photos(folder: Path) -> list[Path]:
+    """The photos of a folder (sorted by name); broken files are named."""
+    if not folder.is_dir():
+        raise UserError("no such folder (expected a folder of photos)", folder)
+    photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    if len(photos) < 2:
+        raise UserError(f"structure from motion needs at least 2 photos of the scene, found {len(photos)} "
+                        f"({', '.join(PHOTO_SUFFIXES)})", folder)  # fmt: skip
+    for p in photos:
+        io.image_size(p)  # raises naming a broken file
+    return photos
+
+
+def _matcher(opts: SfMOptions, n: int) -> str:
+    if opts.matcher not in ("auto", "exhaustive", "sequential"):
+        raise UserError(f"unknown matcher '{opts.matcher}' (choose from auto, exhaustive, sequential)")
+    return ("exhaustive" if n <= EXHAUSTIVE_MAX else "sequential") if opts.matcher == "auto" else opts.matcher
+
+
+def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, progress: bool = True) -> dict:
+    """Run the pipeline; returns the summary written to ``OUT/from_images.json``."""
+    import pycolmap
+
+    opts = opts or SfMOptions()
+    photos = list_photos(Path(photos_dir))
+    matcher = _matcher(opts, len(photos))
+    out = Path(out)
+    work = out / "colmap"
+    if work.exists():
+        shutil.rmtree(work)  # a previous, possibly interrupted run: start over
+    (work / "raw").mkdir(parents=True)
+    db = work / "database.db"
+    names = [p.name for p in photos]
+    pycolmap.logging.minloglevel = 2  # COLMAP's per-image log lines would bury the progress bar
+    bar = tqdm(total=4, desc="structure from motion", unit="stage", disable=not progress, dynamic_ncols=True)
+
+    bar.set_postfix_str(f"SIFT features of {len(photos)} photos")
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = opts.camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = opts.max_image_size
+    extraction.num_threads = opts.threads
+    extraction.sift.max_num_features = opts.max_features
+    pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
+                              camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera else pycolmap.CameraMode.AUTO,
+                              device=pycolmap.Device.cpu)  # fmt: skip
+    bar.update(1)
+
+    bar.set_postfix_str(f"{matcher} matching")
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = opts.threads
+    if matcher == "exhaustive":
+        pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
+    else:
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = opts.sequential_overlap
+        pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
+    bar.update(1)
+
+    bar.set_postfix_str("incremental mapping")
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.num_threads = opts.threads
+    mapping.random_seed = opts.seed
+    models = pycolmap.incremental_mapping(db, photos_dir, work / "raw", options=mapping)
+    if not models:
+        raise UserError(f"structure from motion registered no photos: the {len(photos)} photos share too few "
+                        "features (overlapping views of a textured, static scene are needed)", photos_dir)  # fmt: skip
+    best_id, rec = max(models.items(), key=lambda kv: kv[1].num_reg_images())
+    bar.update(1)
+
+    bar.set_postfix_str("undistorting")
+    model_dir = work / "raw" / str(best_id)
+    for sub in ("images", "sparse", "stereo"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    pycolmap.undistort_images(out, model_dir, photos_dir)
+    bar.update(1)
+    bar.close()
+    for script in out.glob("run-colmap-*.sh"):  # the undistorter's inputs for COLMAP's dense stereo
+        script.unlink()
+    shutil.rmtree(out / "stereo", ignore_errors=True)
+
+    registered = sorted(im.name for im in rec.images.values() if (im.has_pose() if callable(im.has_pose) else im.has_pose))
+    missing = sorted(set(names) - set(registered))
+    cams = list(rec.cameras.values())
+    summary = {
+        "photos": len(photos), "registered": len(registered), "not_registered": missing,
+        "models": len(models), "points": rec.num_points3D(),
+        "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
+        "matcher": matcher, "focal_from_exif": all(bool(c.has_prior_focal_length) for c in cams),
+        "cameras": [{"model": str(c.model).split(".")[-1], "width": c.width, "height": c.height,
+                     "params": [float(x) for x in c.params]} for c in cams],
+        "options": asdict(opts),
+    }  # fmt: skip
+    io.atomic_write_json(out / "from_images.json", summary)
+    return summary

@@ -1,0 +1,110 @@
+"""Real captures for the tests, fetched from the package registries at test time and cached.
+
+Neither set is committed: ViSP's images are GPL-2 (Debian package ``visp-images-data``), and the
+openMVG Maupertuis photos (BSD-3) ship inside the ``kapture`` source distribution. A test that
+needs one is skipped, with the reason, when the registry or the tool to fetch it is unreachable.
+
+- ``castel()``: ``ViSP-images/mbt-depth/castel/``: 30 SR300 frames (8-bit gray PGM, raw depth
+  ``.bin``), colour/depth intrinsics ``chateau.xml``/``chateau_depth.xml``, ``depth_M_color.txt``.
+- ``maupertuis()``: ``samples/maupertuis_openMVG/``: 4 photos 1600x1200 and openMVG's global
+  reconstruction (``ChateauMaupertuisTest/reconstruction_global/sfm_data.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CACHE = Path(os.environ.get("SPLATDISTILL_TEST_DATA", Path.home() / ".cache" / "splatdistill-test-data"))
+CASTEL_DEPTH_SCALE = 0.000124986647  # metres per raw unit of the SR300 depth in this set (ViSP's tutorial)
+VISP_PACKAGE = "visp-images-data"
+KAPTURE = "kapture==1.1.12"
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> None:
+    try:
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot fetch test data with {cmd[0]}: {exc}")
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
+        pytest.skip(f"cannot fetch test data ({' '.join(cmd[:3])} ...): {tail[0][:200]}")
+
+
+def castel() -> Path:
+    """The castel folder (cached); skips the test when the Debian package cannot be fetched."""
+    dest = CACHE / "visp-castel"
+    if (dest / "castel" / "depth_image_0029.bin").is_file():
+        return dest
+    for tool in ("apt-get", "dpkg-deb", "tar"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the ViSP castel frames come as a Debian package; {tool} is not available here")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        _run(["apt-get", "download", VISP_PACKAGE], cwd=t)
+        deb = next(t.glob("*.deb"), None)
+        if deb is None:
+            pytest.skip(f"apt-get download {VISP_PACKAGE} wrote no package")
+        member = "./usr/share/visp-images-data/ViSP-images/mbt-depth/castel"
+        fs = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(t), member], stdin=fs.stdout, check=True)
+        fs.wait()
+        staging = CACHE / ".visp-castel.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(t / member, staging)
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+    return dest
+
+
+def maupertuis() -> Path:
+    """The maupertuis_openMVG folder (cached); skips when the source distribution cannot be fetched."""
+    dest = CACHE / "maupertuis_openMVG"
+    if (dest / "images" / "MaupertuisTest_04.jpg").is_file():
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
+              "-q", KAPTURE, "-d", str(t)], cwd=t)  # fmt: skip
+        sdist = next(t.glob("kapture-*.tar.gz"), None)
+        if sdist is None:
+            pytest.skip(f"pip download {KAPTURE} wrote no source distribution")
+        prefix = f"{sdist.name.removesuffix('.tar.gz')}/samples/maupertuis_openMVG/"
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix) and
+                       ("/images/" in m.name or m.name.endswith("reconstruction_global/sfm_data.json"))]  # fmt: skip
+            tar.extractall(t, members=members, filter="data")
+        staging = CACHE / ".maupertuis.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(t / prefix, staging)
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+    return dest
+
+
+def openmvg_rotations(sfm_data: Path) -> dict[str, np.ndarray]:
+    """World-to-camera rotations by image stem from an openMVG ``sfm_data.json`` (x_cam = R (X - C))."""
+    import json
+
+    doc = json.loads(sfm_data.read_text())
+    rot = {e["key"]: np.array(e["value"]["rotation"], dtype=np.float64) for e in doc["extrinsics"]}
+    out = {}
+    for v in doc["views"]:
+        d = v["value"]["ptr_wrapper"]["data"]
+        if d["id_pose"] in rot:
+            out[Path(d["filename"]).stem] = rot[d["id_pose"]]
+    return out
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
