@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model before undistortion")
     p.add_argument("--per-image-camera", action="store_true", help="a camera per photo (different devices or zoom)")
     p.add_argument("--max-image-size", type=int, default=1600, help="SIFT on photos scaled to this longest side")
+    p.add_argument("--median-depth", type=float, default=2.0,
+                   help="scale the model so the median depth is this many units (SfM has no metric scale; 0 keeps COLMAP's)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores this process may use)")
     p.set_defaults(func=_plain_warnings(cmd_from_images))
 
@@ -211,6 +213,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_from_images(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from splatdistill.data.sfm import SfMOptions, from_images
     from splatdistill.run_folder import check_output_dir
     from splatdistill.threads import resolve_threads
@@ -219,7 +223,10 @@ def cmd_from_images(args: argparse.Namespace) -> int:
         raise UserError(f"--max-image-size must be >= 64, got {args.max_image_size}")
     check_output_dir(args.out)
     opts = SfMOptions(matcher=args.matcher, camera_model=args.camera_model, single_camera=not args.per_image_camera,
-                      max_image_size=args.max_image_size, threads=resolve_threads(args.threads))  # fmt: skip
+                      max_image_size=args.max_image_size, threads=resolve_threads(args.threads),
+                      median_depth=args.median_depth)  # fmt: skip
+    if not (args.median_depth >= 0 and np.isfinite(args.median_depth)):
+        raise UserError(f"--median-depth must be >= 0, got {args.median_depth}")
     t0 = time.perf_counter()
     s = from_images(args.photos, args.out, opts)
     lost = f"; not registered: {', '.join(s['not_registered'])}" if s["not_registered"] else ""

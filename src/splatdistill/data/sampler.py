@@ -88,9 +88,14 @@ class ViewSampler:
                                                    for k, s in enumerate(scenes)]
         self.usable = [k for k, p in enumerate(self.pairs) if p]
         if not self.usable:
+            turn = max((sum(rotation_angle_deg(s.views[k].cam_to_world, s.views[k + 1].cam_to_world)
+                            for k in range(len(s) - 1)) for s in scenes), default=0.0)  # fmt: skip
+            hint = ("; for a capture that turns less, set sampler=frames context_gap=N (contexts N views apart "
+                    "in name order, the target between)") if cfg.mode == "rotation" else ""  # fmt: skip
             raise UserError(
                 f"no scene has a context pair for gap={cfg.gap} / baseline {cfg.baseline_deg} deg with "
-                f"{cfg.num_targets} target(s) {cfg.target}; scenes have {sorted({len(s) for s in scenes})} views"
+                f"{cfg.num_targets} target(s) {cfg.target}; scenes have {sorted({len(s) for s in scenes})} views, "
+                f"turning at most {turn:.1f} deg from first to last view{hint}"
             )
 
     def _pairs(self, scene: Scene) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from splatdistill.errors import UserError
@@ -37,6 +38,9 @@ class SfMOptions:
     sequential_overlap: int = 10
     threads: int = 2
     seed: int = 0
+    #: structure from motion has no metric scale; the model is scaled so the median depth of its points
+    #: in the cameras is this many units (inside the shipped predictor's 0.5-12 planes); 0 keeps COLMAP's
+    median_depth: float = 2.0
 
 
 def list_photos(folder: Path) -> list[Path]:
@@ -50,6 +54,27 @@ def list_photos(folder: Path) -> list[Path]:
     for p in photos:
         io.image_size(p)  # raises naming a broken file
     return photos
+
+
+def rescale(rec, median_depth: float) -> float:
+    """Scale a pycolmap reconstruction in place so its points' median camera depth is ``median_depth``."""
+    import pycolmap
+
+    if median_depth <= 0:
+        return 1.0
+    pts = np.array([p.xyz for p in rec.points3D.values()])
+    depths = []
+    for im in rec.images.values():
+        if im.has_pose() if callable(im.has_pose) else im.has_pose:
+            M = np.asarray(im.cam_from_world().matrix() if callable(im.cam_from_world) else im.cam_from_world.matrix())
+            z = pts @ M[:3, :3].T[:, 2] + M[2, 3]
+            depths.append(z[z > 0])
+    z = np.concatenate(depths) if depths else np.zeros(0)
+    if z.size == 0:
+        return 1.0
+    scale = float(median_depth / np.median(z))
+    rec.transform(pycolmap.Sim3d(scale, pycolmap.Rotation3d(), np.zeros(3)))
+    return scale
 
 
 def _matcher(opts: SfMOptions, n: int) -> str:
@@ -111,6 +136,8 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
 
     bar.set_postfix_str("undistorting")
     model_dir = work / "raw" / str(best_id)
+    scale = rescale(rec, opts.median_depth)
+    rec.write(str(model_dir))
     for sub in ("images", "sparse", "stereo"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
@@ -126,7 +153,7 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
     cams = list(rec.cameras.values())
     summary = {
         "photos": len(photos), "registered": len(registered), "not_registered": missing,
-        "models": len(models), "points": rec.num_points3D(),
+        "models": len(models), "points": rec.num_points3D(), "scale_applied": scale,
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
         "matcher": matcher, "focal_from_exif": all(bool(c.has_prior_focal_length) for c in cams),
         "cameras": [{"model": str(c.model).split(".")[-1], "width": c.width, "height": c.height,

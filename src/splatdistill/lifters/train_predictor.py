@@ -284,8 +284,13 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 # ---- training ---------------------------------------------------------------------------------------
 
 def _load_scenes(data: str, splits: Sequence[str]) -> tuple[Path, dict[str, list[Scene]]]:
+    """Scenes by split; a split the dataset does not have is empty (one capture has no held-out scenes)."""
     root = resolve_root(data)
-    return root, {s: load_dataset(root, split=s) for s in splits}
+    scenes = load_dataset(root)
+    by_split = {s: [sc for sc in scenes if sc.split == s] for s in splits}
+    if "train" in by_split and not by_split["train"]:
+        raise UserError(f"no scenes in split train (the dataset's splits: {', '.join(sorted({sc.split for sc in scenes}))})", root)
+    return root, by_split
 
 
 def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
@@ -445,6 +450,7 @@ class _PredictorRun:
         cfg = self.cfg
         held_out = [s for split in cfg.eval_splits for s in self.split_scenes.get(split, [])]
         if not held_out:
+            self.log(f"train-lifter: no held-out depth errors (no scenes in split {' or '.join(cfg.eval_splits)})")
             return {}
         try:
             ebank = load_bank(held_out, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress,
