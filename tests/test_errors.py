@@ -108,6 +108,22 @@ def _no_depth(data, tmp, mp):
         save_scene(Scene(scene.name, records, split="train", class_names=scene.class_names), tmp / "nodepth" / scene.name)
 
 
+def _one_photo(data, tmp, mp):
+    from PIL import Image
+
+    (tmp / "photos").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp / "photos" / "only.jpg")
+
+
+def _frames(data, tmp, mp):
+    from PIL import Image
+
+    (tmp / "frames").mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp / "frames" / f"image_{i:04d}.png")
+        Image.fromarray(np.full((6, 8), 1000, np.uint16)).save(tmp / "frames" / f"depth_{i:04d}.png")
+
+
 CASES = [
     Case("output folder is an existing file", _train("out={tmp}/afile"), 2, r"afile: the run folder is an existing file",
          _make_file),
@@ -148,6 +164,13 @@ CASES = [
     Case("nerfstudio depth with NaN (train)", lambda d, t: ["train", f"data={t / 'ns'}", f"out={t / 'r'}",
          *FAST_TRAIN, *tiny_run()], 2, r"depth_\d.npy: depth contains NaN or infinity",
          lambda d, t, mp: _nerfstudio_nan_depth(d, t, mp, frames=())),
+    Case("from-images with one photo", lambda d, t: ["data", "from-images", str(t / "photos"), "--out", str(t / "ds")], 2,
+         r"photos: structure from motion needs at least 2 photos", _one_photo),
+    Case("from-rgbd on a plain folder without intrinsics", lambda d, t: ["data", "from-rgbd", str(t / "frames"),
+         "--out", str(t / "ds")], 2, r"frames: a plain folder of frames needs --color-intrinsics", _frames),  # fmt: skip
+    Case("from-rgbd with a negative depth scale", lambda d, t: ["data", "from-rgbd", str(t / "frames"), "--out",
+         str(t / "ds"), "--color-intrinsics", "8,8,3.5,2.5", "--depth-scale", "-1"], 2,
+         r"--depth-scale must be a number > 0", _frames),  # fmt: skip
     Case("environment SPLATDISTILL_THREADS=abc", _train("out={tmp}/r"), 2, r"SPLATDISTILL_THREADS='abc': expected a positive number",
          lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "abc")),
 ]

@@ -114,9 +114,12 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
         "# splatdistill evaluation report",
         "",
         f"splatdistill {doc['splatdistill_version']}, {doc['created']}. Data: **{data['name']}** "
-        f"(probes trained on {data.get('train_views', 0)} views of {data.get('train_scenes', 0)} '{data['train_split']}' "
-        f"scenes, evaluated on {data.get('eval_views', 0)} views of {data.get('eval_scenes', 0)} held-out "
-        f"'{data['eval_split']}' scenes); backbone input {data['input_size'][0]}x{data['input_size'][1]} px. "
+        + (f"(probes trained on {data.get('train_views', 0)} views of {data.get('train_scenes', 0)} '{data['train_split']}' "
+           f"scenes, evaluated on {data.get('eval_views', 0)} views of {data.get('eval_scenes', 0)} held-out "
+           f"'{data['eval_split']}' scenes)" if data["eval_split"] != "train" else
+           f"(no held-out scenes: no probes; the multi-view tasks on {data.get('eval_views', 0)} views of "
+           f"{data.get('eval_scenes', 0)} 'train' scenes, not held out)")
+        + f"; backbone input {data['input_size'][0]}x{data['input_size'][1]} px. "
         "Protocol: docs/evaluation.md.",
         "",
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,6 +118,18 @@ def _evaluate(
     if not backbones:
         raise UserError("no backbone given (use --backbone SPEC)")
     name, scenes = resolve_data(data)
+    if cfg.eval_split == "auto" and not any(s.split in ("val", "test") for s in scenes):
+        # One capture, nothing held out: the multi-view tasks still run on its views, the probes cannot.
+        probes = [t for t in task_list if t in PROBE_TASKS]
+        task_list = [t for t in task_list if t not in PROBE_TASKS]
+        if probes:
+            print(f"eval: skipped {', '.join(probes)}: the data has no held-out (val or test) scenes to "
+                  "evaluate probes on", file=sys.stderr)  # fmt: skip
+        if not task_list:
+            raise UserError("the data has no held-out (val or test) scenes; the probes need them (put a scene in "
+                            "split val, or ask for --tasks correspondence,consistency)", name)  # fmt: skip
+        print("eval: correspondence and consistency on the train scenes (the data has no held-out ones)", file=sys.stderr)
+        cfg = replace(cfg, eval_split="train")
     entries = resolve_backbones(backbones, cfg.device)  # before the slow data loading: fail fast
     extra, extra_note = load_extra_datasets(cfg, task_list)
     prepared = prepare_data(name, scenes, task_list, cfg, extra)
