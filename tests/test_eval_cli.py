@@ -70,3 +70,25 @@ def test_exit_status_from_a_real_process(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "data directory not found" in proc.stderr
+
+
+def test_one_capture_without_held_out_scenes_gets_the_multi_view_tasks(tmp_path, capsys):
+    """A user's single capture (train split only): probes are skipped with the reason, correspondence
+    and consistency run on its views, and the report says they are not held out."""
+    root = tmp_path / "capture"
+    scene = make_dataset(train_scenes=1, test_scenes=0, views_per_scene=4, size=(56, 56), seed=3)[0]
+    assert scene.split == "train"
+    save_scene(scene, root / scene.name)
+    out = tmp_path / "out"
+    rc = main(["eval", "-b", "random:vit_small_patch14_dinov2", "--data", str(root), "--out", str(out), *FAST])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "skipped depth, normals, segmentation: the data has no held-out (val or test) scenes" in err
+    doc = json.loads((out / "results.json").read_text())
+    res = doc["backbones"][0]["results"]
+    assert "correspondence" in res and "depth" not in res
+    corr = res["correspondence"][root.name]
+    assert corr["pairs"] > 0 and 0.0 <= corr["recall_10"] <= 1.0
+    assert "no held-out scenes: no probes" in (out / "report.md").read_text()
+    rc = main(["eval", "-b", "random:vit_small_patch14_dinov2", "--data", str(root), "--out", str(out), "--tasks", "depth", *FAST])
+    assert rc == 2 and "the probes need them" in capsys.readouterr().err
