@@ -307,3 +307,13 @@ def test_castel_poses_from_odometry_make_depth_agree_across_frames(tmp_path):
     assert len(scenes[0]) == 30 and scenes[0].load_view(5).depth.max() < 1.0  # a table-top scene, metres
     r = _cli("data", "check", tmp_path / "ds")
     assert r.returncode == 0 and "0 problems" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_tum_sequence_without_ground_truth_is_read_for_from_rgbd(tmp_path):
+    root, rgb_t = make_tum(tmp_path / "rgbd_dataset_freiburg3_office", with_gt=False)
+    seq = read_sequence(root, Calibration())
+    assert len(seq.frames) == 3 and all(f.cam_to_world is None for f in seq.frames)
+    assert seq.registered and np.isclose(seq.depth_scale, 1 / 5000)
+    np.testing.assert_allclose(seq.K_color[0, 0], 535.4)  # freiburg3 from the folder name
+    seq = read_sequence(root, Calibration(color_intrinsics="500,500,3.5,2.5"), every=2)
+    assert len(seq.frames) == 2 and seq.K_color[0, 2] == 4.0

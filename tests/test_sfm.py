@@ -71,3 +71,18 @@ def test_maupertuis_registers_and_agrees_with_openmvg(tmp_path):
             assert rotation_angle_deg(rel_ours @ rel_theirs.T) < 2.0, (a, b)
     r = _cli("data", "check", tmp_path / "ds")
     assert r.returncode == 0 and "4 usable views; 0 problems" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_a_photo_that_does_not_register_is_named_and_the_exit_status_says_so(tmp_path):
+    src = maupertuis()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((src / "images").glob("*.jpg"))[:3]:
+        shutil.copy(p, photos / p.name)
+    rng = np.random.default_rng(1)  # a photo of nothing in the scene
+    Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(photos / "zz_unrelated.jpg")
+    r = _cli("data", "from-images", photos, "--out", tmp_path / "ds", "--max-image-size", "800")
+    assert r.returncode == 1, r.stdout + r.stderr[-1000:]
+    assert "3 of 4 photos registered" in r.stdout and "not registered: zz_unrelated.jpg" in r.stdout
+    assert len(load_dataset(tmp_path / "ds")[0]) == 3
