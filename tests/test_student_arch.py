@@ -86,10 +86,40 @@ def test_the_2d_baseline_and_snd_share_everything_but_the_targets(rooms, tmp_pat
     assert float(l1) == float(l2)
 
 
+def test_splat_plus_2d_keeps_the_splatted_tokens_and_fills_the_rest_with_2d(rooms, tmp_path, monkeypatch):
+    import dataclasses
+
+    import splatdistill.distill.trainer as trainer_module
+    from splatdistill.distill.parts import StepTimes
+
+    snd = _trainer(rooms, tmp_path / "snd", "student=mobilenetv2", "steps=2")
+    mixed = _trainer(rooms, tmp_path / "mix", "student=mobilenetv2", "steps=2", "targets=splat+2d")
+    # The tiny views are covered everywhere; leave every other token unsupervised so both branches are checked.
+    real = trainer_module.splat_targets
+
+    def half_covered(*args, **kwargs):
+        out = real(*args, **kwargs)
+        valid = out.valid.clone()
+        valid.view(-1)[::2] = False
+        return dataclasses.replace(out, valid=valid)
+
+    monkeypatch.setattr(trainer_module, "splat_targets", half_covered)
+    batch, b2 = snd.batch_for_step(0), mixed.batch_for_step(0)
+    t_snd, m_snd, cov = snd.teacher_targets(batch, StepTimes())
+    t_mix, m_mix, cov_mix = mixed.teacher_targets(b2, StepTimes())
+    with torch.no_grad():
+        own = load_backbone(TEACHER).patch_features(batch.target.images.flatten(0, 1))
+    assert bool(m_mix.all()) and torch.equal(cov, cov_mix)
+    assert 0 < int(m_snd.sum()) < m_snd.numel()
+    covered = m_snd.view(m_snd.shape[0], 1, *t_snd.shape[-2:]).expand_as(t_snd)
+    assert torch.allclose(t_mix[covered], t_snd[covered], atol=1e-6)
+    assert torch.allclose(t_mix[~covered], own[~covered], atol=1e-5)
+
+
 def test_a_student_spec_that_cannot_be_built_is_named(rooms, tmp_path):
     with pytest.raises(UserError, match="unknown backbone 'nope'"):
         _trainer(rooms, tmp_path / "r", "student=nope", "steps=1")
-    with pytest.raises(UserError, match="targets must be splat or 2d"):
+    with pytest.raises(UserError, match="targets must be splat, 2d or splat\+2d"):
         _trainer(rooms, tmp_path / "r", "targets=3d", "steps=1")
 
 

@@ -73,8 +73,10 @@ class MethodConfig:
     lifter_refine_lr: float = 1e-4
     loss: LossName = "dino"  # dino (prototype head, as the paper) | cosine | l1 | mse
     # splat: the teacher's context features lifted and splatted into the target view (the method);
-    # 2d: the teacher's own features of the target view (plain feature distillation, the 2D baseline)
-    targets: Literal["splat", "2d"] = "splat"
+    # 2d: the teacher's own features of the target view (plain feature distillation, the 2D baseline);
+    # splat+2d: splatted where the context views cover the token, the 2D target elsewhere (every token
+    # supervised: a student of another architecture has no copy of the teacher to keep there)
+    targets: Literal["splat", "2d", "splat+2d"] = "splat"
     prototypes: int = 4096  # DINO head prototypes (CPU default; the paper uses 65536)
     head_hidden: int = 2048
     head_bottleneck: int = 256
@@ -221,10 +223,10 @@ class TrainConfig:
             raise UserError("schedule=budget runs the schedule over the time budget: set max_minutes > 0")
         if m.consistency_weight > 0 and d.num_targets < 2:
             raise UserError("consistency_weight > 0 needs num_targets >= 2")
-        if m.targets not in ("splat", "2d"):
-            raise UserError(f"targets must be splat or 2d, got {m.targets!r}")
-        if m.targets == "2d" and m.method != "snd":
-            raise UserError("targets=2d replaces the splatted targets of method=snd; it does not apply to method=fit3d")
+        if m.targets not in ("splat", "2d", "splat+2d"):
+            raise UserError(f"targets must be splat, 2d or splat+2d, got {m.targets!r}")
+        if m.targets != "splat" and m.method != "snd":
+            raise UserError(f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d")
         if s.renderer not in ("auto", "torch", "gsplat"):
             raise UserError(f"renderer must be auto, torch or gsplat, got {s.renderer!r}")
         if m.method == "fit3d" and m.loss == "dino":

@@ -89,6 +89,23 @@ def build_student(cfg: TrainConfig) -> tuple[SnDModel, SnDModel | None]:
     return SnDModel(backbone, head), (SnDModel(teacher_backbone, head) if teacher_backbone is not None else None)
 
 
+def plain_targets(teacher_backbone: nn.Module, target_images: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The teacher's own tokens of the (B, T) target views, every token supervised: tokens (B*T, C, h, w),
+    mask (B*T, h*w), coverage (B, T, h, w) of ones (the 2D baseline's targets)."""
+    B, T = target_images.shape[:2]
+    tokens = teacher_backbone.patch_features(target_images.flatten(0, 1))
+    h, w = tokens.shape[-2:]
+    mask = torch.ones(tokens.shape[0], h * w, dtype=torch.bool, device=tokens.device)
+    return tokens, mask, torch.ones(B, T, h, w, device=tokens.device)
+
+
+def fill_uncovered(splat_tokens: torch.Tensor, mask: torch.Tensor, plain_tokens: torch.Tensor) -> torch.Tensor:
+    """Splatted tokens (B*T, C, h, w) where ``mask`` (B*T, h*w) says they are supervised, ``plain_tokens`` elsewhere."""
+    keep = mask.view(mask.shape[0], 1, *splat_tokens.shape[-2:])
+    return torch.where(keep, splat_tokens, plain_tokens)
+
+
 @dataclass
 class StepTimes:
     """Seconds spent per phase in one step (for ``bench step`` and the logs)."""

@@ -42,7 +42,9 @@ from splatdistill.distill.parts import (
     TrainingStalled,
     build_dataset,
     build_student,
+    fill_uncovered,
     make_lifter,
+    plain_targets,
     require_depth,
 )
 from splatdistill.distill.losses import (
@@ -253,12 +255,11 @@ class Trainer:
         if self.fit3d is not None:  # method=fit3d (splatdistill.baselines.fit3d): renders of the fitted fields
             with times.phase("splat", dev):
                 return self.fit3d.targets(b, self.student.backbone.grid_size(H, W), self.cfg.data.render_size)
-        if self.cfg.method.targets == "2d":  # the 2D baseline: the teacher's own features of the target view
+        if self.cfg.method.targets != "splat":  # the teacher's own features of the target view (parts.plain_targets)
             with times.phase("teacher_forward", dev), torch.no_grad():
-                tgt_tokens = self.teacher.module.backbone.patch_features(b.target.images.flatten(0, 1))
-            T = b.target.images.shape[1]
-            mask = torch.ones(tgt_tokens.shape[0], tgt_tokens.shape[-2] * tgt_tokens.shape[-1], dtype=torch.bool, device=dev)
-            return tgt_tokens, mask, torch.ones(B, T, *tgt_tokens.shape[-2:], device=dev)
+                plain = plain_targets(self.teacher.module.backbone, b.target.images)
+            if self.cfg.method.targets == "2d":  # the 2D baseline
+                return plain
         with times.phase("teacher_forward", dev), torch.no_grad():
             ctx_tokens = self.teacher.module.backbone.patch_features(b.context.images.flatten(0, 1))
             ctx_tokens = ctx_tokens.unflatten(0, (B, V))
@@ -274,6 +275,8 @@ class Trainer:
                                                               ctx_tokens)
         tgt_tokens = torch.stack([o.tokens for o in outs]).flatten(0, 1)  # (B*T, C, h, w)
         mask = torch.stack([o.valid for o in outs]).flatten(0, 1).flatten(1)  # (B*T, h*w)
+        if self.cfg.method.targets == "splat+2d":  # uncovered tokens take the 2D targets
+            return fill_uncovered(tgt_tokens, mask, plain[0]), torch.ones_like(mask), torch.stack([o.coverage for o in outs])
         return tgt_tokens, mask, torch.stack([o.coverage for o in outs])
 
     def _loss(self, model: nn.Module, b: Sample, tgt_tokens, mask, with_consistency: bool,
