@@ -96,49 +96,60 @@ def registration_figure(path: Path, image: np.ndarray, raw: np.ndarray, register
     io.atomic_write_bytes(path, buf.getvalue())
 
 
-def self_check(views: list[ViewData], ks: tuple[int, ...] = (10, 20)) -> dict[str, dict[str, float]]:
+def self_check(first: ViewData, others: dict[int, ViewData]) -> dict[str, dict[str, float]]:
     """Median |depth difference| (mm) of frame k reprojected into frame 0, with the estimated poses and
     with all poses at the origin (what no motion estimate at all would give)."""
     out = {}
-    for k in ks:
-        if k >= len(views):
-            continue
-        est = reprojection_error(views[k], views[0])
-        still = [ViewData(v.image, v.K, np.eye(4), depth=v.depth) for v in (views[k], views[0])]
-        zero = reprojection_error(*still)
+    for k, v in others.items():
+        est = reprojection_error(v, first)
+        zero = reprojection_error(*(ViewData(x.image, x.K, np.eye(4), depth=x.depth) for x in (v, first)))
         out[str(k)] = {"median_abs_mm": est.median_abs_error * 1000, "zero_motion_median_abs_mm": zero.median_abs_error * 1000,
                        "visible_fraction": est.visible_fraction}  # fmt: skip
     return out
 
 
 def from_rgbd(seq: RGBDSequence, out: Path, opts: OdometryOptions | None = None, progress: bool = True) -> dict:
-    """Register, estimate poses, write the scene; returns the summary also written to ``from_rgbd.json``."""
+    """Register, estimate poses, write the scene; returns the summary also written to ``from_rgbd.json``.
+
+    Frames stream through: each is read, registered, written and handed to the odometry, so a long
+    sequence never sits in memory (only the previous frame and the keyframe do).
+    """
     opts = opts or OdometryOptions()
     w, h = io.image_size(seq.frames[0].color)
-    images, depths = [], []
-    for f in tqdm(seq.frames, desc="reading + registering depth", unit="frame", disable=not progress, dynamic_ncols=True):
-        img = io.read_rgb(f.color)
-        if img.shape[:2] != (h, w):
-            raise UserError(f"image is {img.shape[1]}x{img.shape[0]} but the first frame is {w}x{h}", f.color)
-        d = color_depth(seq, f, w, h)
-        if not np.any(d > 0):
-            raise UserError("depth has no valid pixel in the colour camera (wrong --depth-scale or calibration?)", f.depth)
-        images.append(img)
-        depths.append(d)
-    bar = tqdm(total=len(images), desc="RGB-D odometry", unit="frame", disable=not progress, dynamic_ncols=True)
-    res = estimate_poses(((_gray(i), d) for i, d in zip(images, depths)), seq.K_color, w, h, opts, lambda i: bar.update(1))
-    bar.close()
     scene_dir = Path(out) / seq.name
-    views = [ViewData(i, seq.K_color, p, depth=d, name=f.name) for i, d, p, f in zip(images, depths, res.poses, seq.frames)]
-    entries = [write_view_files(scene_dir, v, v.name) for v in views]
+    entries: list[dict] = []
+
+    def frames():
+        for f in seq.frames:
+            img = io.read_rgb(f.color)
+            if img.shape[:2] != (h, w):
+                raise UserError(f"image is {img.shape[1]}x{img.shape[0]} but the first frame is {w}x{h}", f.color)
+            d = color_depth(seq, f, w, h)
+            if not np.any(d > 0):
+                raise UserError("depth has no valid pixel in the colour camera (wrong --depth-scale or calibration?)", f.depth)
+            entries.append(write_view_files(scene_dir, ViewData(img, seq.K_color, np.eye(4), depth=d), f.name))
+            yield _gray(img), d
+
+    bar = tqdm(total=len(seq.frames), desc="registering depth + RGB-D odometry", unit="frame", disable=not progress,
+               dynamic_ncols=True)  # fmt: skip
+    res = estimate_poses(frames(), seq.K_color, w, h, opts, lambda i: bar.update(1))
+    bar.close()
+    for e, pose in zip(entries, res.poses):
+        e["cam_to_world"] = pose
     write_scene(scene_dir, seq.name, "train", [], entries, meta={"source": str(seq.root), "poses": "RGB-D odometry"})
-    registration_figure(scene_dir / "registration.png", images[0], read_metric_depth(seq, seq.frames[0]), depths[0])
+
+    def view(k: int) -> ViewData:
+        return ViewData(io.read_rgb(scene_dir / entries[k]["image"]), seq.K_color, res.poses[k],
+                        depth=io.read_depth(scene_dir / entries[k]["depth"]))  # fmt: skip
+
+    first = view(0)
+    registration_figure(scene_dir / "registration.png", first.image, read_metric_depth(seq, seq.frames[0]), first.depth)
     summary = {
-        "source": str(seq.root), "frames": len(views), "width": w, "height": h,
+        "source": str(seq.root), "frames": len(entries), "width": w, "height": h,
         "depth_registered_to_color": not seq.registered, "keyframes": res.keyframes,
         "failed_alignments": res.failed, "overlap": [round(x, 4) for x in res.overlap],
         "path_length_m": float(sum(np.linalg.norm(b[:3, 3] - a[:3, 3]) for a, b in zip(res.poses, res.poses[1:]))),
-        "self_check": self_check(views), "options": asdict(opts),
+        "self_check": self_check(first, {k: view(k) for k in (10, 20) if k < len(entries)}), "options": asdict(opts),
     }  # fmt: skip
     io.atomic_write_json(scene_dir / "from_rgbd.json", summary)
     return summary

@@ -56,6 +56,11 @@ def list_photos(folder: Path) -> list[Path]:
     return photos
 
 
+def one_size(photos: list[Path]) -> bool:
+    """True when every photo has the same pixel size (one camera can then describe them all)."""
+    return len({io.image_size(p) for p in photos}) == 1
+
+
 def rescale(rec, median_depth: float) -> float:
     """Scale a pycolmap reconstruction in place so its points' median camera depth is ``median_depth``."""
     import pycolmap
@@ -108,7 +113,8 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
     extraction.num_threads = opts.threads
     extraction.sift.max_num_features = opts.max_features
     pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
-                              camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera else pycolmap.CameraMode.AUTO,
+                              camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera and one_size(photos)
+                              else pycolmap.CameraMode.AUTO,
                               device=pycolmap.Device.cpu)  # fmt: skip
     bar.update(1)
 
