@@ -317,3 +317,13 @@ def test_a_tum_sequence_without_ground_truth_is_read_for_from_rgbd(tmp_path):
     np.testing.assert_allclose(seq.K_color[0, 0], 535.4)  # freiburg3 from the folder name
     seq = read_sequence(root, Calibration(color_intrinsics="500,500,3.5,2.5"), every=2)
     assert len(seq.frames) == 2 and seq.K_color[0, 2] == 4.0
+
+
+def test_load_splits_gives_a_single_capture_no_held_out_scenes_and_refuses_no_train(tmp_path):
+    from splatdistill.data import load_splits
+
+    seq = make_sevenscenes(tmp_path / "7s")  # its TestSplit.txt puts sequence 1 in test
+    root, by = load_splits(seq, ("test", "val"))
+    assert [s.name for s in by["test"]] == ["chess-seq-01"] and by["val"] == []
+    with pytest.raises(UserError, match=r"no scenes in split train \(the dataset's splits: test\)"):
+        load_splits(seq, ("train", "val"))

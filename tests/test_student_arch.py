@@ -119,7 +119,7 @@ def test_splat_plus_2d_keeps_the_splatted_tokens_and_fills_the_rest_with_2d(room
 def test_a_student_spec_that_cannot_be_built_is_named(rooms, tmp_path):
     with pytest.raises(UserError, match="unknown backbone 'nope'"):
         _trainer(rooms, tmp_path / "r", "student=nope", "steps=1")
-    with pytest.raises(UserError, match="targets must be splat, 2d or splat\+2d"):
+    with pytest.raises(UserError, match=r"targets must be splat, 2d or splat\+2d"):
         _trainer(rooms, tmp_path / "r", "targets=3d", "steps=1")
 
 

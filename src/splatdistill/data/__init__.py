@@ -32,7 +32,7 @@ FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "
 ROOMS = "rooms"
 
 __all__ = ["FORMATS", "ROOMS", "Scene", "ViewData", "ViewRecord", "detect_format", "ensure_rooms", "load_dataset",
-           "resolve_root"]
+           "load_splits", "resolve_root"]
 
 
 def resolve_root(data: str | Path, progress: bool = False) -> Path:
@@ -107,6 +107,17 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
     if not scenes:
         raise UserError(f"no scenes{f' in split {split}' if split else ''}", path)
     return scenes
+
+
+def load_splits(data: str | Path, splits: tuple[str, ...] | list[str]) -> tuple[Path, dict[str, list[Scene]]]:
+    """(root, scenes by split) of a dataset; a split it does not have is empty (one capture has no
+    held-out scenes), but a dataset without train scenes is refused."""
+    root = resolve_root(data)
+    scenes = load_dataset(root)
+    by_split = {s: [sc for sc in scenes if sc.split == s] for s in splits}
+    if "train" in by_split and not by_split["train"]:
+        raise UserError(f"no scenes in split train (the dataset's splits: {', '.join(sorted({sc.split for sc in scenes}))})", root)
+    return root, by_split
 
 
 def ensure_rooms(root: str | Path | None = None, **params) -> Path:

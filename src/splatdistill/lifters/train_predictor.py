@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from splatdistill.atomic import atomic_torch_save
 from splatdistill.backbones import load_backbone
-from splatdistill.data import load_dataset, resolve_root
+from splatdistill.data import load_splits
 from splatdistill.data.sampler import SamplerConfig, ViewSampler
 from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
@@ -283,16 +283,6 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 
 # ---- training ---------------------------------------------------------------------------------------
 
-def _load_scenes(data: str, splits: Sequence[str]) -> tuple[Path, dict[str, list[Scene]]]:
-    """Scenes by split; a split the dataset does not have is empty (one capture has no held-out scenes)."""
-    root = resolve_root(data)
-    scenes = load_dataset(root)
-    by_split = {s: [sc for sc in scenes if sc.split == s] for s in splits}
-    if "train" in by_split and not by_split["train"]:
-        raise UserError(f"no scenes in split train (the dataset's splits: {', '.join(sorted({sc.split for sc in scenes}))})", root)
-    return root, by_split
-
-
 def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Train a predictor on the train split of ``cfg.data``, evaluate it on the held-out splits and
     write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
@@ -325,7 +315,7 @@ class _PredictorRun:
                 setattr(cfg, name, getattr(ic, name))
             if ic.uses_backbone:
                 cfg.backbone = ic.backbone
-        self.root, self.split_scenes = _load_scenes(cfg.data, ("train", *cfg.eval_splits))
+        self.root, self.split_scenes = load_splits(cfg.data, ("train", *cfg.eval_splits))
         train_scenes = self.split_scenes["train"]
         if not train_scenes:
             raise UserError("no training scenes (split 'train' is empty)", self.root)
@@ -479,7 +469,7 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     model = load_predictor(path)
     pcfg = model.config
     meta = json_meta(path)
-    root, split_scenes = _load_scenes(data, splits)
+    root, split_scenes = load_splits(data, splits)
     scenes = [s for sp in splits for s in split_scenes[sp]]
     if not scenes:
         raise UserError(f"no scenes in split(s) {', '.join(splits)}", root)
