@@ -249,6 +249,11 @@ def test_sevenscenes_reads_depth_poses_and_the_test_split(tmp_path):
     (seq / "frame-000001.pose.txt").unlink()
     with pytest.raises(UserError, match="frame-000001.color.png has no frame-000001.pose.txt; estimate poses"):
         load_sevenscenes(seq, every=1)
+    assert len(read_sequence(seq, Calibration()).frames) == 3  # from-rgbd reads it without the poses
+    (seq.parent / "seq-02").mkdir()
+    Image.open(seq / "frame-000000.color.png").save(seq.parent / "seq-02" / "frame-000000.color.png")
+    with pytest.raises(UserError, match="holds 2 7-Scenes sequences; run from-rgbd on one of them"):
+        read_sequence(seq.parent, Calibration())
 
 
 # -- from-rgbd: input errors ---------------------------------------------------------------------

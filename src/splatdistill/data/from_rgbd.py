@@ -45,8 +45,11 @@ def read_sequence(path: Path, cal: Calibration, every: int = 1) -> RGBDSequence:
         raise UserError("no such folder (expected an RGB-D sequence)", path)
     if tum.is_tum(path):
         seq = tum.load_tum_sequence(path, require_poses=False)
-    elif sevenscenes.is_sevenscenes(path) and len(sevenscenes._seq_dirs(path)) == 1:
-        seq = sevenscenes.load_sevenscenes_sequence(sevenscenes._seq_dirs(path)[0], every=1, require_poses=False)
+    elif sevenscenes.is_sevenscenes(path):
+        dirs = sevenscenes.sequence_dirs(path)
+        if len(dirs) > 1:
+            raise UserError(f"holds {len(dirs)} 7-Scenes sequences; run from-rgbd on one of them (e.g. {dirs[0]})", path)
+        seq = sevenscenes.load_sevenscenes_sequence(dirs[0], every=1, require_poses=False)
     else:
         if cal.color_intrinsics is None:
             raise UserError("a plain folder of frames needs --color-intrinsics (fx,fy,cx,cy or a file)", path)

@@ -28,7 +28,7 @@ K_NOMINAL = np.array([[585.0, 0, 320.0], [0, 585.0, 240.0], [0, 0, 1.0]])  # pri
 DEPTH_INVALID = 65535
 
 
-def _seq_dirs(root: Path) -> list[Path]:
+def sequence_dirs(root: Path) -> list[Path]:
     if any(root.glob("frame-*.color.png")):
         return [root]
     dirs = sorted(p for p in root.glob("seq-*") if p.is_dir())
@@ -38,7 +38,7 @@ def _seq_dirs(root: Path) -> list[Path]:
 
 
 def is_sevenscenes(root: Path) -> bool:
-    return bool(_seq_dirs(root))
+    return bool(sequence_dirs(root))
 
 
 def _test_sequences(scene_dir: Path) -> set[int]:
@@ -73,7 +73,7 @@ def load_sevenscenes_sequence(seq_dir: Path, every: int = 10, require_poses: boo
 
 def load_sevenscenes(root: str | Path, every: int = 10) -> list[Scene]:
     root = Path(root)
-    dirs = _seq_dirs(root)
+    dirs = sequence_dirs(root)
     if not dirs:
         raise UserError("no 7-Scenes sequences (seq-*/frame-*.color.png) found", root)
     return [sequence_scene(load_sevenscenes_sequence(d, every)) for d in dirs]
