@@ -39,6 +39,16 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> None:
         pytest.skip(f"cannot fetch test data ({' '.join(cmd[:3])} ...): {tail[0][:200]}")
 
 
+def _install(staged: Path, dest: Path) -> None:
+    """Copy a fetched folder into the cache through a partial folder, so an interrupted fetch leaves no half set."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(staged, partial)
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+
+
 def castel() -> Path:
     """The castel folder (cached); skips the test when the Debian package cannot be fetched."""
     dest = CACHE / "visp-castel"
@@ -57,12 +67,7 @@ def castel() -> Path:
         fs = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
         subprocess.run(["tar", "-x", "-C", str(t), member], stdin=fs.stdout, check=True)
         fs.wait()
-        staging = CACHE / ".visp-castel.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(t / member, staging)
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
+        _install(t / member, dest)
     return dest
 
 
@@ -83,12 +88,7 @@ def maupertuis() -> Path:
             members = [m for m in tar.getmembers() if m.name.startswith(prefix) and
                        ("/images/" in m.name or m.name.endswith("reconstruction_global/sfm_data.json"))]  # fmt: skip
             tar.extractall(t, members=members, filter="data")
-        staging = CACHE / ".maupertuis.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(t / prefix, staging)
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
+        _install(t / prefix, dest)
     return dest
 
 

@@ -57,7 +57,14 @@ def camera_matrix(camera) -> tuple[np.ndarray | None, str | None]:
     return K, intrinsics_problem(K)
 
 
-def _cam_from_world(image) -> np.ndarray:
+def image_has_pose(image) -> bool:
+    """Whether a pycolmap image is registered (a property or a method, by pycolmap version)."""
+    has_pose = getattr(image, "has_pose", False)
+    return bool(has_pose() if callable(has_pose) else has_pose)
+
+
+def cam_from_world_matrix(image) -> np.ndarray:
+    """The 4x4 world-to-camera matrix of a registered pycolmap image."""
     cfw = image.cam_from_world() if callable(image.cam_from_world) else image.cam_from_world
     m = np.eye(4)
     m[:3] = np.asarray(cfw.matrix(), dtype=np.float64)
@@ -86,15 +93,14 @@ def load_colmap(path: str | Path, skip_bad: bool = False, image_dir: str | Path 
     problems: list[Problem] = []
     views: list[ViewRecord] = []
     for img in sorted(rec.images.values(), key=lambda im: im.name):
-        has_pose = img.has_pose if not callable(getattr(img, "has_pose", None)) else img.has_pose()
-        if not has_pose:
+        if not image_has_pose(img):
             continue
         cam = rec.cameras[img.camera_id]
         msgs: list[tuple[Path, str]] = []
         K, err = camera_matrix(cam)
         if err:
             msgs.append((model_dir, f"image {img.name}: {err}"))
-        cfw = _cam_from_world(img)
+        cfw = cam_from_world_matrix(img)
         err = pose_problem(cfw)
         c2w = np.linalg.inv(cfw) if err is None else cfw
         if err:

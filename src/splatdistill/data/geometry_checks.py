@@ -149,33 +149,3 @@ def boundary_contrast(image: np.ndarray, labels: np.ndarray) -> float:
     off = np.concatenate([gx[~bx], gy[~by]])
     return float(on.mean() / max(off.mean(), 1e-9)) if on.size and off.size else float("nan")
 
-
-def depth_edges(depth: np.ndarray, rel_jump: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """(horizontal, vertical) boolean maps of neighbour pairs whose depths jump by > ``rel_jump`` (both valid)."""
-    d = depth.astype(np.float64)
-    bx = np.zeros(d.shape, bool)
-    by = np.zeros(d.shape, bool)
-    a, b = d[:, :-1], d[:, 1:]
-    bx[:, :-1] = (a > 0) & (b > 0) & (np.abs(a - b) > rel_jump * np.minimum(a, b))
-    a, b = d[:-1], d[1:]
-    by[:-1] = (a > 0) & (b > 0) & (np.abs(a - b) > rel_jump * np.minimum(a, b))
-    return bx, by
-
-
-def depth_edge_contrast(image: np.ndarray, depth: np.ndarray, rel_jump: float = 0.05) -> float:
-    """Mean image gradient across depth discontinuities / mean gradient elsewhere.
-
-    Depth that lines up with the image puts its jumps on object outlines, where the image has
-    edges too; depth shifted against the image (unregistered, wrong calibration) drops toward 1.
-    """
-    g = image.astype(np.float64)
-    if g.ndim == 2:
-        g = g[..., None]
-    gx = np.zeros(g.shape[:2])
-    gy = np.zeros(g.shape[:2])
-    gx[:, :-1] = np.abs(g[:, 1:] - g[:, :-1]).sum(-1)
-    gy[:-1] = np.abs(g[1:] - g[:-1]).sum(-1)
-    bx, by = depth_edges(depth, rel_jump)
-    on = np.concatenate([gx[bx], gy[by]])
-    off = np.concatenate([gx[~bx], gy[~by]])
-    return float(on.mean() / max(off.mean(), 1e-9)) if on.size and off.size else float("nan")

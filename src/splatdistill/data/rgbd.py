@@ -25,6 +25,7 @@ from splatdistill.errors import UserError
 from splatdistill.geometry.warp import pixel_centres, warp_pixels_np
 
 from . import io
+from .sampler import frame_number
 from .scene import Scene, ViewData, ViewRecord
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm")
@@ -206,21 +207,17 @@ def color_depth(seq: RGBDSequence, frame: RGBDFrame, width: int, height: int) ->
 # -- pairing files by frame number ---------------------------------------------------------------
 
 
-def _frame_number(path: Path) -> int | None:
-    nums = re.findall(r"\d+", path.stem)
-    return int(nums[-1]) if nums else None
-
-
 def pair_files(folder: Path) -> list[RGBDFrame]:
     """Colour and depth files of a plain folder, paired by the last number in their names.
 
     Depth files are the ones with ``depth`` in the name; colour files are the other images.
     """
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    depth = {_frame_number(p): p for p in files if "depth" in p.name.lower() and p.suffix.lower() in DEPTH_SUFFIXES}
-    color = {_frame_number(p): p for p in files if "depth" not in p.name.lower() and p.suffix.lower() in IMAGE_SUFFIXES}
-    depth.pop(None, None)
-    color.pop(None, None)
+    # frame_number gives -1 (the "position" passed) to a name without digits: those are left out
+    depth = {frame_number(p.name, -1): p for p in files if "depth" in p.name.lower() and p.suffix.lower() in DEPTH_SUFFIXES}
+    color = {frame_number(p.name, -1): p for p in files if "depth" not in p.name.lower() and p.suffix.lower() in IMAGE_SUFFIXES}
+    depth.pop(-1, None)
+    color.pop(-1, None)
     if not color or not depth:
         raise UserError(f"no RGB-D frames: found {len(color)} colour images and {len(depth)} depth files "
                         "(depth files need 'depth' in their name; both need a frame number)", folder)  # fmt: skip

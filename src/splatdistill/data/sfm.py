@@ -23,6 +23,7 @@ from tqdm import tqdm
 from splatdistill.errors import UserError
 
 from . import io
+from .colmap import cam_from_world_matrix, image_has_pose
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 EXHAUSTIVE_MAX = 60  # above this many photos, matching="auto" matches each to its neighbours in name order
@@ -70,8 +71,8 @@ def rescale(rec, median_depth: float) -> float:
     pts = np.array([p.xyz for p in rec.points3D.values()])
     depths = []
     for im in rec.images.values():
-        if im.has_pose() if callable(im.has_pose) else im.has_pose:
-            M = np.asarray(im.cam_from_world().matrix() if callable(im.cam_from_world) else im.cam_from_world.matrix())
+        if image_has_pose(im):
+            M = cam_from_world_matrix(im)
             z = pts @ M[:3, :3].T[:, 2] + M[2, 3]
             depths.append(z[z > 0])
     z = np.concatenate(depths) if depths else np.zeros(0)
@@ -154,7 +155,7 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
         script.unlink()
     shutil.rmtree(out / "stereo", ignore_errors=True)
 
-    registered = sorted(im.name for im in rec.images.values() if (im.has_pose() if callable(im.has_pose) else im.has_pose))
+    registered = sorted(im.name for im in rec.images.values() if image_has_pose(im))
     missing = sorted(set(names) - set(registered))
     cams = list(rec.cameras.values())
     summary = {
