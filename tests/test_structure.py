@@ -35,6 +35,7 @@ LAZY_THIRD_PARTY = {
     "gsplat": "CUDA only",
     "onnx": "only to convert the shipped DINOv2 graph once",
     "pycolmap": "only for COLMAP datasets and from-images",
+    "h5py": "only for the NYUv2 labelled set",
     "open3d": "optional ([rgbd] extra): only for from-rgbd's odometry",
     "trimesh": "only to build the rooms dataset", "embreex": "only to build the rooms dataset",
     "skimage": "superpixels and Middlebury only; ~0.5 s to import",

@@ -8,6 +8,8 @@ Spec strings:
 - ``timm:NAME``: timm's pretrained weights (needs the network or a local hub cache);
 - ``random:ARCH``: a randomly initialised timm ViT (seeded), a baseline for probes;
 - ``mobilenetv2``: torchvision MobileNetV2 (ImageNet), a convolutional teacher or student;
+- ``snd_vits14[:PATH]``, ``snd_vitb14``, ``snd_vits14_noblend``, ``snd_vitb14_noblend``, ``fit3d_vits14``,
+  ``fit3d_vitb14``: released fine-tuned weights from a local file, checked by key layout (:mod:`.released`);
 - a ``student.safetensors`` of a run with ``student=SPEC``: that architecture plus its learned projection to
   the teacher's features (:mod:`.projected`).
 
@@ -41,6 +43,7 @@ from splatdistill.backbones.dinov2_onnx import (
 )
 from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
 from splatdistill.backbones.projected import load_projected, projected_metadata
+from splatdistill.backbones.released import RELEASED, check_released, is_released_spec, resolve_file
 from splatdistill.backbones.vit import PosInterp, ViTBackbone, create_vit
 from splatdistill.errors import UserError
 
@@ -55,6 +58,8 @@ def split_label(spec: str) -> tuple[str, str]:
         label, _, rest = spec.partition("=")
         if label and rest:
             return label, rest
+    if is_released_spec(spec):
+        return spec.split(":", 1)[0], spec
     if os.path.sep in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin")):
         return Path(spec.split("@")[-1]).stem, spec
     return spec, spec
@@ -191,6 +196,11 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         bb = _load_random(spec[7:] or "vit_small_patch14_dinov2")
     elif spec in ("mobilenetv2", "mobilenet_v2"):
         bb = MobileNetV2Backbone(find_mobilenet_weights())
+    elif is_released_spec(spec):
+        rel, path = resolve_file(spec)
+        check_released(rel, path)
+        bb = load_vit_weights(path, arch=rel.arch, pos_interp="dinov2")
+        bb.name = rel.name
     else:
         arch, _, path = spec.rpartition("@") if "@" in spec else ("", "", spec)
         p = Path(path).expanduser()
@@ -199,7 +209,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
         if not p.exists():
             raise UserError(
                 f"unknown backbone {spec!r}: not a file, and not one of dinov2_vits14, mobilenetv2, "
-                "timm:NAME, random:ARCH")
+                f"timm:NAME, random:ARCH, {', '.join(RELEASED)}")
         meta = None if arch else projected_metadata(p)
         bb = load_projected(p, meta, load_backbone) if meta is not None else load_vit_weights(p, arch=arch or None)
     return bb.to(device).eval()

@@ -29,9 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", "-b", action="append", metavar="[LABEL=]SPEC",
                    help="backbone spec (repeatable): dinov2_vits14, a .pth/.safetensors file, timm:NAME, "
                    "random:ARCH, mobilenetv2; LABEL= names its row in the report")
-    p.add_argument("--data", metavar="DIR", help="dataset folder, or 'rooms' (built on first use)")
+    p.add_argument("--data", action="append", metavar="[NAME=]DIR",
+                   help="dataset folder, or 'rooms' (built on first use); with --suite paper repeatable as NAME=PATH, "
+                   "NAME one of nyu, scannet1500, ade20k, kitti, scannetpp (each with its protocol) or any other")
+    p.add_argument("--suite", choices=["fast", "paper"], default=None,
+                   help="fast: the CPU protocol (default); paper: the heads, losses, metrics and per-dataset protocols "
+                   "of the paper's evaluation code, one table over all --data (docs/evaluation.md)")
     add_config_arguments(p, "evaluation config (EvalConfig)")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of: {','.join(TASKS)} (default: all)")
+    p.add_argument("--tasks", default=None,
+                   help=f"comma-separated subset of: {','.join(TASKS)} (default: all; suite paper: each dataset's own)")
     p.add_argument("--out", metavar="DIR", help="output folder")
     g = p.add_argument_group("budget")
     g.add_argument("--resolution", type=int, default=None, help="short image side fed to the backbone (default: see --print-config)")
@@ -54,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--max-depth", type=float, default=None, help="depth cap in metres for bins and metrics (default: see --print-config)")
     o.add_argument("--no-middlebury", action="store_true", help="skip the real Middlebury stereo pair")
     o.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+    o.add_argument("--save-predictions", action="store_true",
+                   help="write OUT/predictions/LABEL.npz: every held-out depth, normal and segmentation prediction")
     o.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
     o.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     o.add_argument("--seed", type=int, default=None)
@@ -63,8 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def eval_config(args: argparse.Namespace):
-    """The :class:`EvalConfig` of a command line: defaults < ``--config`` < option flags < ``key=value``."""
+def eval_config(args: argparse.Namespace, preset: dict | None = None):
+    """The :class:`EvalConfig` of a command line: defaults < ``preset`` (a benchmark's protocol) < ``--config``
+    < option flags < ``key=value``."""
     from splatdistill.eval.config import EvalConfig
 
     probe_lr = {} if args.probe_lr is None else {"depth_lr": args.probe_lr, "normals_lr": args.probe_lr,
@@ -76,16 +85,17 @@ def eval_config(args: argparse.Namespace):
              "corr_pairs": args.pairs, "corr_keep": args.keep, "consistency_points": args.points,
              "middlebury": False if args.no_middlebury else None, "seed": args.seed, "device": args.device,
              "threads": args.threads, "cache_dir": '""' if args.no_cache else args.cache,
-             "figures": False if args.no_figures else None,
+             "figures": False if args.no_figures else None, "suite": args.suite,
+             "save_predictions": True if args.save_predictions else None,
              "progress": not args.quiet and sys.stderr.isatty()}
-    return config_from_args(EvalConfig, args, flags)
+    return config_from_args(EvalConfig, args, flags, defaults=preset)
 
 
 def run(args: argparse.Namespace) -> int:
     from splatdistill.eval.report import TASK_COLUMNS
     from splatdistill.eval.runner import evaluate, parse_tasks
 
-    tasks = parse_tasks(args.tasks)  # fail on a bad task name before loading anything
+    tasks = parse_tasks(args.tasks)  # fail on a bad task name before loading anything (None: all)
     if args.cache and args.no_cache:
         raise UserError("--cache and --no-cache are mutually exclusive")
     cfg = eval_config(args)
@@ -98,8 +108,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"missing {', '.join(missing)} (see splatdistill eval --help)")
     from splatdistill.run_folder import owned_run_folder
 
+    if cfg.suite == "paper":
+        return _run_paper(args, owned_run_folder)
+    if len(args.data) > 1:
+        raise UserError("several --data need --suite paper (the fast suite evaluates one dataset)")
     with owned_run_folder(args.out, "splatdistill eval", "output folder"):
-        doc = evaluate(args.backbone, args.data, tasks, args.out, cfg)
+        doc = evaluate(args.backbone, args.data[0], tasks, args.out, cfg)
     # A compact summary on stdout: the headline metric of each task per backbone.
     headline = {"depth": "abs_rel", "normals": "mean_deg", "segmentation": "miou", "correspondence": "recall_10", "consistency": "auc"}
     data_name = doc["data"]["name"]
@@ -114,5 +128,29 @@ def run(args: argparse.Namespace) -> int:
             if r.get(key) is not None:
                 parts.append(f"{task} {header.split(' ')[0]}={r[key]:.4g}")
         print(f"{b['label']}: " + ", ".join(parts) + f" ({b['timings'].get('total_s', 0):.0f} s)")
+    print(f"wrote {args.out}/report.md and results.json in {doc['wall_time_s']:.0f} s")
+    return 0
+
+
+def _run_paper(args: argparse.Namespace, owned_run_folder) -> int:
+    """``--suite paper``: every --data under its benchmark's protocol, then the combined table."""
+    from splatdistill.eval.paper import evaluate_paper, parse_data_args
+
+    datasets = parse_data_args(args.data)
+    with owned_run_folder(args.out, "splatdistill eval", "output folder"):
+        doc = evaluate_paper(args.backbone, datasets, args.out, lambda preset: eval_config(args, preset), args.tasks)
+    headline = {"depth": "abs_rel", "normals": "rmse_deg", "segmentation": "miou", "correspondence": "recall_10",
+                "consistency": "auc"}
+    for name, entry in doc["datasets"].items():
+        res = entry["results"]
+        for b in res["backbones"]:
+            parts = []
+            for task in res["tasks"]:
+                r = b["results"].get(task, {})
+                r = r.get(name, {}) if task in ("correspondence", "consistency") else r
+                if r.get(headline[task]) is not None:
+                    parts.append(f"{task} {headline[task]}={r[headline[task]]:.4g}")
+            print(f"{entry['title']} / {b['label']}: " + (", ".join(parts) or "see report") +
+                  f" ({b['timings'].get('total_s', 0):.0f} s)")  # fmt: skip
     print(f"wrote {args.out}/report.md and results.json in {doc['wall_time_s']:.0f} s")
     return 0

@@ -10,6 +10,13 @@
   (what ``splatdistill data from-images`` writes)
 - ``tum``: a TUM RGB-D sequence (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``)
 - ``7scenes``: Microsoft 7-Scenes (``seq-NN/frame-NNNNNN.color.png/.depth.png/.pose.txt``)
+
+and the paper's benchmarks in their published layouts (for ``splatdistill eval``; docs/evaluation.md):
+
+- ``nyuv2``: the NYU Depth v2 labelled set (``nyu_depth_v2_labeled.mat`` + ``splits.mat``)
+- ``scannet1500``: the ScanNet-1500 test pairs (``scannet_test_pairs_with_gt.txt`` + ``scans_test/``)
+- ``ade20k``: ``ADEChallengeData2016`` (150 classes)
+- ``kitti``: KITTI depth on the Eigen split (split files + raw images + projected ground truth)
 """
 
 from __future__ import annotations
@@ -18,16 +25,17 @@ from pathlib import Path
 
 from splatdistill.errors import UserError
 
-from . import colmap, scannetpp, sevenscenes, tum
+from . import ade20k, colmap, kitti, nyuv2, scannet1500, scannetpp, sevenscenes, tum
 from .colmap import load_colmap
 from .native import load_native
 from .nerfstudio import load_nerfstudio
+from .rgbd import sequence_scene
 from .rooms.build import ensure_rooms as _ensure
 from .scannetpp import load_scannetpp
-from .rgbd import sequence_scene
 from .scene import Scene, ViewData, ViewRecord
 
-FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "7scenes")
+FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "7scenes", "nyuv2", "scannet1500",
+           "ade20k", "kitti")
 #: the name of the embedded dataset, accepted wherever a dataset path is
 ROOMS = "rooms"
 
@@ -52,7 +60,12 @@ def detect_format(path: Path) -> str:
             return "splatdistill"
         if path.suffix == ".json":
             return "nerfstudio"
-        raise UserError("expected a dataset folder (or a scene.json / transforms.json file)", path)
+        if path.suffix == ".mat":
+            return "nyuv2"
+        if path.suffix == ".txt":
+            return "scannet1500"
+        raise UserError("expected a dataset folder (or a scene.json / transforms.json / NYUv2 .mat / ScanNet-1500 "
+                        "pairs file)", path)
     if (path / "scene.json").is_file() or (path / "dataset.json").is_file() or any(path.glob("*/scene.json")):
         return "splatdistill"
     if scannetpp.is_scannetpp(path):
@@ -65,13 +78,17 @@ def detect_format(path: Path) -> str:
         return "tum"
     if sevenscenes.is_sevenscenes(path):
         return "7scenes"
+    for name, module in (("nyuv2", nyuv2), ("scannet1500", scannet1500), ("ade20k", ade20k), ("kitti", kitti)):
+        if getattr(module, f"is_{name}")(path):
+            return name
     hint = ""
     if any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in path.iterdir() if p.is_file()):
         hint = f"; for a folder of photos run 'splatdistill data from-images {path} --out DATASET' first"
     raise UserError(
         "no dataset found: expected scene.json folders (splatdistill), scenes/*/transforms_train.json "
         "(ScanNet++/FiT3D), transforms.json (nerfstudio), a COLMAP sparse model, a TUM RGB-D sequence "
-        f"(rgb.txt, depth.txt) or 7-Scenes sequences (seq-*/frame-*.color.png){hint}",
+        "(rgb.txt, depth.txt), 7-Scenes sequences (seq-*/frame-*.color.png), or a benchmark: "
+        f"nyu_depth_v2_labeled.mat, scannet_test_pairs_with_gt.txt, ADEChallengeData2016, KITTI Eigen split files{hint}",
         path,
     )
 
@@ -100,6 +117,14 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
         scenes = [sequence_scene(tum.load_tum_sequence(path))]
     elif fmt == "7scenes":
         scenes = sevenscenes.load_sevenscenes(path)
+    elif fmt == "nyuv2":
+        scenes = nyuv2.load_nyuv2(path)
+    elif fmt == "scannet1500":
+        scenes = scannet1500.load_scannet1500(path)
+    elif fmt == "ade20k":
+        scenes = ade20k.load_ade20k(path)
+    elif fmt == "kitti":
+        scenes = kitti.load_kitti(path)
     else:
         scenes = [load_colmap(path, skip_bad=skip_bad)]
     if split is not None:

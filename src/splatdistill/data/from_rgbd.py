@@ -24,7 +24,14 @@ from . import io, sevenscenes, tum
 from .geometry_checks import reprojection_error
 from .native import write_scene, write_view_files
 from .odometry import OdometryOptions, estimate_poses
-from .rgbd import RGBDSequence, color_depth, pair_files, parse_intrinsics, parse_transform, read_metric_depth
+from .rgbd import (
+    RGBDSequence,
+    color_depth,
+    pair_files,
+    parse_intrinsics,
+    parse_transform,
+    read_metric_depth,
+)
 from .scene import ViewData
 
 

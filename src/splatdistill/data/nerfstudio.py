@@ -24,8 +24,8 @@ from splatdistill.errors import UserError
 from . import io
 from .scene import Scene, ViewData, ViewRecord
 from .validate import (
-    depth_problems,
     Problem,
+    depth_problems,
     intrinsics_problem,
     matrix_problem,
     pose_problem,

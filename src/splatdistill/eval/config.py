@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from splatdistill.errors import UserError
+from splatdistill.eval.metrics import DEPTH_CROPS
 
 TASKS = ("depth", "normals", "segmentation", "correspondence", "consistency")
 
@@ -20,6 +21,9 @@ PAIR_TASKS = ("correspondence", "consistency")
 class EvalConfig:
     """Every knob of an evaluation run; the defaults fit one ViT-S/14 on ``rooms`` in a few CPU minutes."""
 
+    # "fast": the CPU protocol of docs/evaluation.md; "paper": the heads, losses and metrics of the paper's
+    # evaluation code (eval/paper_probes.py), on whatever data is given
+    suite: Literal["fast", "paper"] = "fast"
     resolution: int = 224  # short image side fed to the backbone (rounded to its patch size)
     train_split: Literal["train", "val", "test"] = "train"
     eval_split: Literal["auto", "train", "val", "test"] = "auto"  # held-out scenes: "test" if the data has any, else "val"
@@ -34,7 +38,10 @@ class EvalConfig:
     depth_bins: int = 256
     min_depth: float = 0.01
     max_depth: float = 10.0  # metres; indoor protocol cap for bins and metrics
-    depth_use_cls: bool = False  # the protocol concatenates CLS; off by default (docs/evaluation.md)
+    depth_use_cls: bool = False  # the protocol concatenates CLS; off by default (docs/evaluation.md); suite=paper: on
+    depth_crop: str = "none"  # evaluation crop of the depth metrics: none, nyu_eigen, kitti_garg, kitti_eigen
+    nyu_classes: int = 40  # NYUv2 segmentation classes: 40 (classMapping40.mat), 13 (class13Mapping.mat) or 894
+    save_predictions: bool = False  # write predictions/<label>.npz (every held-out prediction of the probes)
     corr_pairs: int = 48  # view pairs per dataset
     corr_queries: int = 8192  # cap on query pixels per pair (A's visible pixels on the matching grid)
     corr_keep: int = 1000
@@ -67,6 +74,12 @@ class EvalConfig:
             raise UserError(f"corr-pairs must be >= 0, got {self.corr_pairs}")
         if not 0 < self.min_depth < self.max_depth:
             raise UserError(f"need 0 < min-depth < max-depth, got {self.min_depth} and {self.max_depth}")
+        if self.suite not in ("fast", "paper"):
+            raise UserError(f"unknown suite '{self.suite}' (choose from fast, paper)")
+        if self.depth_crop not in DEPTH_CROPS:
+            raise UserError(f"unknown depth crop '{self.depth_crop}' (choose from {', '.join(DEPTH_CROPS)})")
+        if self.nyu_classes not in (13, 40, 894):
+            raise UserError(f"nyu-classes must be 13, 40 or 894, got {self.nyu_classes}")
         if self.eval_split not in ("auto", "train", "val", "test"):
             raise UserError(f"unknown eval split '{self.eval_split}' (choose from auto, train, val, test)")
         if self.train_split not in ("train", "val", "test"):

@@ -41,7 +41,13 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "positive_cos": True,
     "gap": True,
     "auc": True,
+    "sq_rel": False,
+    "rmse_log": False,
+    "log10": False,
+    "silog": False,
 }
+#: Evaluation crops of the depth benchmarks (``EvalConfig.depth_crop``), see :func:`crop_mask`.
+DEPTH_CROPS: tuple[str, ...] = ("none", "nyu_eigen", "kitti_garg", "kitti_eigen")
 
 
 def _threshold_key(prefix: str, value: float) -> str:
@@ -203,3 +209,81 @@ def rotation_bin_label(angle_deg: float, edges: Sequence[float] = ROTATION_BIN_E
 
 def rotation_bin_labels(edges: Sequence[float] = ROTATION_BIN_EDGES_DEG) -> list[str]:
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+# ------------------------------------------------------------ the paper's protocol (suite=paper)
+
+
+def crop_mask(shape: tuple[int, int], crop: str) -> np.ndarray:
+    """The evaluation crop of a dataset as a boolean mask of a ``shape`` ground-truth map.
+
+    ``nyu_eigen`` is rows 45:471 and columns 41:601 of a 480x640 map (scaled to other sizes);
+    ``kitti_garg`` / ``kitti_eigen`` are the fractions of the KB-cropped frame the reference uses.
+    """
+    h, w = shape
+    mask = np.zeros((h, w), dtype=bool)
+    if crop == "none":
+        mask[:] = True
+    elif crop == "nyu_eigen":
+        mask[int(round(45 * h / 480)):int(round(471 * h / 480)), int(round(41 * w / 640)):int(round(601 * w / 640))] = True
+    elif crop == "kitti_garg":
+        mask[int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
+    elif crop == "kitti_eigen":
+        mask[int(0.3324324 * h):int(0.91351351 * h), int(0.0359477 * w):int(0.96405229 * w)] = True
+    else:
+        raise ValueError(f"unknown depth crop {crop!r} (choose from {', '.join(DEPTH_CROPS)})")
+    return mask
+
+
+def image_depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """The reference's nine depth metrics of one image's valid pixels (float64 here)."""
+    p = np.maximum(np.asarray(pred, np.float64), 1e-6)
+    g = np.asarray(gt, np.float64)
+    thresh = np.maximum(g / p, p / g)
+    err = np.log(p) - np.log(g)
+    return {
+        "abs_rel": float(np.mean(np.abs(g - p) / g)),
+        "sq_rel": float(np.mean((g - p) ** 2 / g)),
+        "rmse": float(np.sqrt(np.mean((g - p) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean(err**2))),
+        "log10": float(np.mean(np.abs(np.log10(g) - np.log10(p)))),
+        "silog": float(np.sqrt(max(np.mean(err**2) - np.mean(err) ** 2, 0.0)) * 100),
+        "delta1": float(np.mean(thresh < 1.25)),
+        "delta2": float(np.mean(thresh < 1.25**2)),
+        "delta3": float(np.mean(thresh < 1.25**3)),
+    }
+
+
+def paper_depth_metrics(preds: list[np.ndarray], gts: list[np.ndarray], min_depth: float, max_depth: float,
+                        crop: str) -> dict[str, float]:
+    """Per-image metrics on ``min_depth < gt < max_depth`` inside ``crop``, averaged over images (images
+    without a valid pixel are left out, as the reference's nanmean does)."""
+    rows = []
+    pixels = 0
+    for pred, gt in zip(preds, gts):
+        valid = (gt > min_depth) & (gt < max_depth) & crop_mask(gt.shape, crop)
+        if valid.any():
+            rows.append(image_depth_metrics(pred[valid], gt[valid]))
+            pixels += int(valid.sum())
+    if not rows:
+        raise ValueError("no valid ground-truth depth pixels")
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out["n_images"] = len(rows)
+    out["n_pixels"] = pixels
+    return out
+
+
+def miou_mmseg(conf: np.ndarray, class_names: list[str]) -> dict:
+    """mIoU over the classes whose union (prediction or ground truth) is non-empty, and pixel accuracy."""
+    conf = np.asarray(conf, dtype=np.float64)
+    inter = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, np.nan)
+    scored = np.flatnonzero(union > 0)
+    return {
+        "miou": float(np.nanmean(iou)) if scored.size else float("nan"),
+        "pixel_acc": float(inter.sum() / max(conf.sum(), 1)),
+        "classes_scored": int(scored.size),
+        "per_class_iou": {class_names[i] if i < len(class_names) else str(i): float(iou[i]) for i in scored},
+    }

@@ -42,6 +42,8 @@ class ProbeConfig:
     silog_lambda: float = 0.85
     grad_weight: float = 0.5
     depth_use_cls: bool = False  # protocol: True; off by default on small datasets (see docs/evaluation.md)
+    suite: str = "fast"  # "paper": the heads and losses of eval/paper_probes.py
+    depth_crop: str = "none"
     seed: int = 0
     progress: bool = True
 
@@ -188,6 +190,19 @@ def normal_loss(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tor
     return (theta + l2 + nll)[valid].mean() if valid.any() else out.sum() * 0
 
 
+def angmf_nll(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Bae et al.'s AngMF negative log-likelihood, the normal probe's only loss in Probe3D
+    (``suite=paper``).
+
+    ``out`` (B, 4, H, W): unnormalised normal + raw concentration, kappa = elu(raw) + 1 + 0.01.
+    """
+    n = F.normalize(out[:, :3], dim=1)
+    kappa = F.elu(out[:, 3]) + 1.0 + 0.01
+    cos = (n * gt).sum(1).clamp(-1 + 1e-6, 1 - 1e-6)
+    nll = -torch.log(kappa**2 + 1) + kappa * torch.acos(cos) + torch.log1p(torch.exp(-kappa * math.pi))
+    return nll[valid].mean() if valid.any() else out.sum() * 0
+
+
 def _train(
     head: nn.Module,
     n: int,
@@ -295,9 +310,11 @@ def train_normal_probe(x: ProbeInputs, gt_normals: torch.Tensor, cfg: ProbeConfi
     size = tuple(gt_normals.shape[-2:])
     valid_all = gt_normals.norm(dim=1) > 0.5
 
+    loss = angmf_nll if cfg.suite == "paper" else normal_loss
+
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         out = _up(_to_grid(head(x.subset(idx)), x.grid), size)
-        return normal_loss(out, gt_normals[idx], valid_all[idx])
+        return loss(out, gt_normals[idx], valid_all[idx])
 
     losses = _train(head, len(x), loss_fn, cfg, cfg.normals_lr, "normal probe")
     return NormalProbe(head, losses)  # type: ignore[arg-type]
@@ -339,4 +356,4 @@ def probe_settings(cfg: "EvalConfig") -> ProbeConfig:
     return ProbeConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch, depth_lr=cfg.depth_lr,
                        normals_lr=cfg.normals_lr, seg_lr=cfg.seg_lr, depth_bins=cfg.depth_bins,
                        min_depth=cfg.min_depth, max_depth=cfg.max_depth, depth_use_cls=cfg.depth_use_cls,
-                       seed=cfg.seed, progress=cfg.progress)
+                       suite=cfg.suite, depth_crop=cfg.depth_crop, seed=cfg.seed, progress=cfg.progress)

@@ -10,6 +10,7 @@ so the rows of a table differ only by the features.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import asdict, replace
@@ -96,28 +97,31 @@ def evaluate(
     tasks: str | Sequence[str] | None = None,
     out_dir: str | Path = "eval_out",
     config: EvalConfig | None = None,
+    name: str | None = None,
 ) -> dict:
     """Evaluate each backbone on ``data`` and write ``results.json``, ``report.md`` and figures to ``out_dir``.
 
     ``backbones``: spec strings (``dinov2_vits14``, a checkpoint path, ``random:ARCH``, ...; ``LABEL=SPEC``
     names the row) or :class:`BackboneEntry` objects. ``data``: a dataset path, ``"rooms"``, or a list
     of :class:`Scene`. ``tasks``: names from :data:`TASKS` (default all). Returns the results dict that
-    is also written to ``results.json``.
+    is also written to ``results.json``. ``name`` names the data in the report (default: the folder's name).
     """
     cfg = config or EvalConfig()
     cfg.validate()
     with torch_threads(resolve_threads(cfg.threads)):
-        return _evaluate(backbones, data, tasks, Path(out_dir), cfg)
+        return _evaluate(backbones, data, tasks, Path(out_dir), cfg, name)
 
 
 def _evaluate(
-    backbones: Sequence[str | BackboneEntry], data: str | Path | Sequence[Scene], tasks, out: Path, cfg: EvalConfig
+    backbones: Sequence[str | BackboneEntry], data: str | Path | Sequence[Scene], tasks, out: Path, cfg: EvalConfig,
+    data_name: str | None = None,
 ) -> dict:
     t_start = time.perf_counter()
     task_list = parse_tasks(tasks)
     if not backbones:
         raise UserError("no backbone given (use --backbone SPEC)")
     name, scenes = resolve_data(data)
+    name = data_name or name
     if cfg.eval_split == "auto" and not any(s.split in ("val", "test") for s in scenes):
         # One capture, nothing held out: the multi-view tasks still run on its views, the probes cannot.
         probes = [t for t in task_list if t in PROBE_TASKS]
@@ -153,7 +157,7 @@ def _evaluate(
         class_names=prepared.class_names,
         max_depth=cfg.max_depth,
     )
-    rows = [_backbone_row(entry, images, cache_dir, prepared, plans, task_list, cfg, fig_idx, figs)
+    rows = [_backbone_row(entry, images, cache_dir, prepared, plans, task_list, cfg, fig_idx, figs, out)
             for entry in entries]
     for line in skipped_tasks(rows):
         print(f"eval: {line}", file=sys.stderr)
@@ -180,14 +184,21 @@ def skipped_tasks(rows: list[dict]) -> list[str]:
 
 
 def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedData, plans, task_list, cfg: EvalConfig,
-                  fig_idx, figs: FigureData) -> dict:
+                  fig_idx, figs: FigureData, out: Path) -> dict:
     """Features of one backbone (cached), every task on them, and its row of the results."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     feats = get_features(entry, images, cache_dir, cfg.batch_size, cfg.device, cfg.progress)
     timings["features_s"] = time.perf_counter() - t0
+    saved: dict | None = {} if cfg.save_predictions else None
     with torch_threads(cfg.task_threads):
-        results = run_tasks(entry, feats, prepared, plans, task_list, cfg, fig_idx, figs, timings)
+        results = run_tasks(entry, feats, prepared, plans, task_list, cfg, fig_idx, figs, timings, saved)
+    if saved:
+        assert prepared.held_out is not None
+        saved["view_names"] = np.array([f"{g}/{v.name}" for g, v in zip(prepared.held_out.groups, prepared.held_out.views)])
+        folder = out / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz", **saved)
     if fig_idx:
         figs.pca[entry.label] = pca_rgb([feats.patch["eval"][i] for i in fig_idx], seed=cfg.seed)
     timings["total_s"] = sum(timings.values())

@@ -16,6 +16,7 @@ from splatdistill.eval.features import (
     BackboneEntry,
     FeatureSet,
 )
+from splatdistill.eval.paper_probes import train_paper_depth_probe
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
@@ -42,29 +43,44 @@ def figure_indices(groups: list[str], n: int) -> list[int]:
     return order
 
 
-def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str) -> dict:
+def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
+               saved: dict | None = None) -> dict:
     assert data.targets is not None and data.held_out is not None
     if data.targets.depth is None or not (data.targets.depth > 0).any():
         return {"skipped": "no depth ground truth in the train split"}
-    probe = train_depth_probe(x_train, data.targets.depth, pcfg)
+    paper = pcfg.suite == "paper"
+    probe = train_paper_depth_probe(x_train, data.targets.depth, pcfg) if paper else train_depth_probe(x_train, data.targets.depth, pcfg)
     preds, gts = [], []
     for i, v in enumerate(data.held_out.views):
         if v.depth is None:
             continue
         pred = probe.predict(x_eval.subset(slice(i, i + 1)), v.depth.shape)[0].numpy()
-        valid = (v.depth > 0) & (v.depth <= pcfg.max_depth)
-        preds.append(pred[valid])
-        gts.append(v.depth[valid])
+        if saved is not None:
+            saved[f"depth/{i}"] = pred
+        if paper:  # per image: the crop and the open depth range are applied by the metric
+            preds.append(pred)
+            gts.append(v.depth)
+        else:
+            valid = (v.depth > 0) & (v.depth <= pcfg.max_depth)
+            preds.append(pred[valid])
+            gts.append(v.depth[valid])
         if i in fig_idx:
             figs.depth.setdefault(label, []).append(pred)
-    if not gts or sum(g.size for g in gts) == 0:
+    try:
+        if paper:
+            out = metrics.paper_depth_metrics(preds, gts, pcfg.min_depth, pcfg.max_depth, pcfg.depth_crop)
+        elif not gts or sum(g.size for g in gts) == 0:
+            raise ValueError("no valid pixels")
+        else:
+            out = metrics.depth_metrics(np.concatenate(preds), np.concatenate(gts))
+    except ValueError:
         return {"skipped": "no valid depth ground truth in the held-out split"}
-    out = metrics.depth_metrics(np.concatenate(preds), np.concatenate(gts))
     out["final_train_loss"] = float(np.mean(probe.losses[-10:]))
     return out
 
 
-def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str) -> dict:
+def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
+                 saved: dict | None = None) -> dict:
     assert data.targets is not None and data.held_out is not None
     if data.targets.normals is None or not (data.targets.normals.norm(dim=1) > 0.5).any():
         return {"skipped": "no normal ground truth in the train split"}
@@ -75,6 +91,8 @@ def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx
             continue
         n, _ = probe.predict(x_eval.subset(slice(i, i + 1)), v.normals.shape[:2])
         pred = n[0].permute(1, 2, 0).numpy()
+        if saved is not None:
+            saved[f"normals/{i}"] = pred
         valid = np.linalg.norm(v.normals, axis=-1) > 0.5
         if valid.any():
             errors.append(metrics.angular_errors_deg(pred[valid], v.normals[valid]))
@@ -87,7 +105,8 @@ def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx
     return out
 
 
-def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str) -> dict:
+def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
+                      saved: dict | None = None) -> dict:
     assert data.targets is not None and data.held_out is not None
     if data.targets.semantic is None or not (data.targets.semantic >= 0).any():
         return {"skipped": "no semantic labels in the train split"}
@@ -98,12 +117,17 @@ def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fi
         if v.semantic is None:
             continue
         pred = probe.predict(x_eval.subset(slice(i, i + 1)), v.semantic.shape)[0].numpy()
+        if saved is not None:
+            saved[f"segmentation/{i}"] = pred.astype(np.int16)
         conf += metrics.confusion_matrix(pred, v.semantic, k)
         if i in fig_idx:
             figs.segmentation.setdefault(label, []).append(pred)
     if conf.sum() == 0:
         return {"skipped": "no semantic labels in the held-out split"}
-    out = metrics.segmentation_metrics(conf, data.class_names)
+    if pcfg.suite == "paper":
+        out = metrics.miou_mmseg(conf, data.class_names)
+    else:
+        out = metrics.segmentation_metrics(conf, data.class_names)
     out["final_train_loss"] = float(np.mean(probe.losses[-10:]))
     return out
 
@@ -148,8 +172,10 @@ def run_tasks(
     fig_idx: list[int],
     figs: FigureData,
     timings: dict[str, float],
+    saved: dict | None = None,
 ) -> dict[str, Any]:
-    """All tasks of one backbone on its features; fills ``timings`` with seconds per task."""
+    """All tasks of one backbone on its features; fills ``timings`` with seconds per task and ``saved``
+    (when given) with every held-out probe prediction, keyed ``TASK/VIEW``."""
     results: dict[str, Any] = {}
     if any(t in PROBE_TASKS for t in tasks):
         std = Standardiser(feats.patch["train"], feats.cls["train"])
@@ -160,7 +186,7 @@ def run_tasks(
         for task in PROBE_TASKS:
             if task in tasks:
                 t0 = time.perf_counter()
-                results[task] = runners[task](x_train, x_eval, data, pcfg, fig_idx, figs, entry.label)
+                results[task] = runners[task](x_train, x_eval, data, pcfg, fig_idx, figs, entry.label, saved)
                 timings[f"{task}_s"] = time.perf_counter() - t0
     if any(t in PAIR_TASKS for t in tasks):
         t0 = time.perf_counter()

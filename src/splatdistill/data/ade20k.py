@@ -1,0 +1,102 @@
+"""ADE20K scene parsing, the 150-class benchmark release (``ADEChallengeData2016``)::
+
+    ROOT/images/training/ADE_train_00000001.jpg       20210 training images
+    ROOT/images/validation/ADE_val_00000001.jpg       2000 validation images
+    ROOT/annotations/training/ADE_train_00000001.png  8-bit labels: 0 = other (ignored), 1..150 classes
+    ROOT/annotations/validation/ADE_val_00000001.png
+    ROOT/objectInfo150.csv                            optional: Idx, Ratio, Train, Val, Name
+
+``ROOT`` may also be the folder that holds ``ADEChallengeData2016``. Training images form the train
+scene, validation images the test scene (the benchmark's test labels are not public). Labels are
+shifted to 0..149 with 0 ("other") ignored, as mmsegmentation's ``reduce_zero_label`` does. There are
+no cameras: each view gets an identity pose and a nominal pinhole K (segmentation needs neither).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from splatdistill.errors import UserError
+
+from .io import read_ids, read_rgb
+from .scene import Scene, ViewData, ViewRecord
+
+FOLDER = "ADEChallengeData2016"
+NUM_CLASSES = 150
+SPLITS = (("training", "train"), ("validation", "test"))
+
+
+def find_root(path: Path) -> Path | None:
+    for cand in (path, path / FOLDER):
+        if (cand / "images").is_dir() and (cand / "annotations").is_dir() and (cand / "images" / "validation").is_dir():
+            return cand
+    return None
+
+
+def is_ade20k(path: Path) -> bool:
+    return Path(path).is_dir() and find_root(Path(path)) is not None
+
+
+def class_names(root: Path) -> list[str]:
+    """The 150 names of objectInfo150.csv (first name of each ';'-list), else class1..class150."""
+    f = root / "objectInfo150.csv"
+    names = [f"class{i}" for i in range(1, NUM_CLASSES + 1)]
+    if f.is_file():
+        with f.open(newline="", errors="replace") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    idx = int(row["Idx"])
+                except (KeyError, ValueError, TypeError):
+                    raise UserError("expected columns Idx, Ratio, Train, Val, Name", f) from None
+                if 1 <= idx <= NUM_CLASSES:
+                    names[idx - 1] = (row.get("Name") or names[idx - 1]).split(";")[0].strip()
+    return names
+
+
+def nominal_K(width: int, height: int) -> np.ndarray:
+    f = float(max(width, height))
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
+def _loader(image: Path, label: Path, K: np.ndarray, name: str):
+    def load() -> ViewData:
+        rgb = read_rgb(image)
+        raw = read_ids(label)
+        if raw.shape != rgb.shape[:2]:
+            raise UserError(f"label is {raw.shape[1]}x{raw.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}", label)
+        if raw.max(initial=0) > NUM_CLASSES:
+            raise UserError(f"label value {int(raw.max())} is outside 0..{NUM_CLASSES}", label)
+        return ViewData(rgb, K, np.eye(4), semantic=(raw - 1).astype(np.int32), name=name)
+    return load
+
+
+def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
+    path = Path(path)
+    root = find_root(path)
+    if root is None:
+        raise UserError(f"no {FOLDER} layout here (images/{{training,validation}}, annotations/{{training,validation}}; "
+                        "see docs/evaluation.md)", path)  # fmt: skip
+    names = class_names(root)
+    scenes = []
+    for folder, sp in SPLITS:
+        if split is not None and sp != split:
+            continue
+        images = sorted((root / "images" / folder).glob("*.jpg"))
+        views = []
+        for im in images:
+            label = root / "annotations" / folder / f"{im.stem}.png"
+            if not label.is_file():
+                raise UserError(f"{im.name} has no annotations/{folder}/{label.name}", root)
+            with Image.open(im) as fh:
+                w, h = fh.size
+            K = nominal_K(w, h)
+            views.append(ViewRecord(im.stem, K, np.eye(4), w, h, _loader(im, label, K, im.stem)))
+        if views:
+            scenes.append(Scene(f"ade20k-{folder}", views, split=sp, class_names=list(names), root=root))
+    if not scenes:
+        raise UserError("no images in images/training or images/validation", root)
+    return scenes

@@ -1,0 +1,111 @@
+"""KITTI depth on the Eigen split, in the layout of the depth-estimation literature (BTS / Monodepth)::
+
+    ROOT/kitti_eigen_train.txt, ROOT/kitti_eigen_test.txt     (or eigen_{train,test}_files_with_gt.txt)
+        one line per frame: <image path> <depth path or None> <focal>
+        e.g. 2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png
+             2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377
+    images under ROOT, ROOT/input or ROOT/raw; depth under ROOT, ROOT/gt_depth or
+    ROOT/data_depth_annotated (with or without its train/ or val/ level)
+    depth PNGs: 16-bit, metres x 256, 0 = no measurement (sparse, projected LiDAR)
+
+Frames with depth ``None`` are skipped (as the reference does). Every frame is cropped to the KB crop,
+the bottom 352 rows and the central 1216 columns (the region with LiDAR), and the intrinsics follow.
+The garg/eigen evaluation crops are applied by the evaluation (``depth_crop``), not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from splatdistill.errors import UserError
+
+from .io import read_depth, read_rgb
+from .scene import Scene, ViewData, ViewRecord
+
+SPLIT_FILES = {"train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt"),
+               "test": ("kitti_eigen_test.txt", "eigen_test_files_with_gt.txt")}
+KB_CROP = (352, 1216)
+DEPTH_SCALE = 256.0
+#: rectified left colour camera (P_rect_02) per recording day
+P_RECT_02 = {"2011_09_26": (721.5377, 609.5593, 172.8540), "2011_09_28": (707.0493, 604.0814, 180.5066),
+             "2011_09_29": (718.3351, 600.3891, 181.5122), "2011_09_30": (707.0912, 601.8873, 183.1104),
+             "2011_10_03": (718.8560, 607.1928, 185.2157)}  # fmt: skip
+
+
+def split_file(root: Path, split: str) -> Path | None:
+    return next((root / n for n in SPLIT_FILES[split] if (root / n).is_file()), None)
+
+
+def is_kitti(path: Path) -> bool:
+    return Path(path).is_dir() and split_file(Path(path), "test") is not None
+
+
+def _find(root: Path, rel: str, bases: tuple[str, ...]) -> Path | None:
+    for base in bases:
+        for sub in ("", "train", "val"):
+            p = root / base / sub / rel
+            if p.is_file():
+                return p
+    return None
+
+
+def kb_crop_box(height: int, width: int) -> tuple[int, int]:
+    """(top, left) of the KB crop of a ``height x width`` frame."""
+    return max(height - KB_CROP[0], 0), max((width - KB_CROP[1]) // 2, 0)
+
+
+def _loader(image: Path, depth: Path, K: np.ndarray, name: str):
+    def load() -> ViewData:
+        rgb = read_rgb(image)
+        d = read_depth(depth, scale=DEPTH_SCALE)
+        if d.shape != rgb.shape[:2]:
+            raise UserError(f"depth is {d.shape[1]}x{d.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}", depth)
+        top, left = kb_crop_box(*d.shape)
+        h, w = min(KB_CROP[0], d.shape[0]), min(KB_CROP[1], d.shape[1])
+        return ViewData(np.ascontiguousarray(rgb[top:top + h, left:left + w]), K, np.eye(4),
+                        np.ascontiguousarray(d[top:top + h, left:left + w]), name=name)  # fmt: skip
+    return load
+
+
+def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
+    root = Path(path)
+    if not is_kitti(root):
+        raise UserError(f"no Eigen split file here ({' or '.join(SPLIT_FILES['test'])}; see docs/evaluation.md)", root)
+    scenes = []
+    for sp in ("train", "test"):
+        f = split_file(root, sp)
+        if f is None or (split is not None and sp != split):
+            continue
+        views = []
+        for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise UserError(f"line {n}: expected '<image> <depth or None> [focal]'", f)
+            if parts[1] == "None":
+                continue
+            image = _find(root, parts[0], ("", "input", "raw"))
+            depth = _find(root, parts[1], ("", "gt_depth", "data_depth_annotated"))
+            for what, p, rel in (("image", image, parts[0]), ("depth", depth, parts[1])):
+                if p is None:
+                    raise UserError(f"line {n}: {what} {rel} not found under ROOT, ROOT/input|raw or "
+                                    "ROOT/gt_depth|data_depth_annotated", f)  # fmt: skip
+            with Image.open(image) as fh:
+                w, h = fh.size
+            top, left = kb_crop_box(h, w)
+            day = parts[0].split("/")[0]
+            focal = float(parts[2]) if len(parts) > 2 else 721.5377
+            fx, cx, cy = P_RECT_02.get(day, (focal, w / 2 - 0.5, h / 2 - 0.5))
+            K = np.array([[fx, 0, cx + 0.5 - left], [0, fx, cy + 0.5 - top], [0, 0, 1.0]])
+            name = f"{Path(parts[0]).parts[1] if len(Path(parts[0]).parts) > 1 else ''}/{Path(parts[0]).stem}"
+            views.append(ViewRecord(name, K, np.eye(4), min(w, KB_CROP[1]), min(h, KB_CROP[0]),
+                                    _loader(image, depth, K, name)))  # fmt: skip
+        if views:
+            scenes.append(Scene(f"kitti-eigen-{sp}", views, split=sp, root=root))
+    if not scenes:
+        raise UserError("the Eigen split files list no frame with depth", root)
+    return scenes
