@@ -178,3 +178,33 @@ def write_kitti(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
     (root / "kitti_eigen_train.txt").write_text("\n".join(lines["train"]) + "\n")
     (root / "kitti_eigen_test.txt").write_text("\n".join(lines["test"]) + "\n")
     return root
+
+
+# --------------------------------------------------------------------------------- ScanNet++ probe set
+
+SNPP_DEPTH_MM = (1500, 2500, 1800, 3000)  # constant per frame: the 584x876 resize keeps it exact
+
+
+def write_scannetpp_probe(root: Path) -> Path:
+    """FiT3D's probe layout: depth split files (3 train, 1 val) and a 2 + 1 image segmentation part."""
+    (root / "rgb").mkdir(parents=True, exist_ok=True)
+    (root / "depth").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k, mm in enumerate(SNPP_DEPTH_MM):
+        rgb = np.random.default_rng(k).integers(0, 255, (96, 144, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(root / "rgb" / f"{k}.jpg")
+        Image.fromarray(np.full((96, 144), mm, np.uint16)).save(root / "depth" / f"{k}.png")
+        lines.append(f"/rgb/{k}.jpg /depth/{k}.png")
+    (root / "scannetpp_train.txt").write_text("\n".join(lines[:3]) + "\n")
+    (root / "scannetpp_val.txt").write_text(lines[3] + "\n")
+    for folder, n in (("training", 2), ("validation", 1)):
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            lab = np.full((48, 64), 5, np.uint8)
+            lab[:, 32:] = 100
+            lab[:4] = 0
+            Image.fromarray(np.random.default_rng(10 + i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+                root / "images" / folder / f"f{i}.jpg")
+            Image.fromarray(lab).save(root / "annotations" / folder / f"f{i}.png")
+    return root

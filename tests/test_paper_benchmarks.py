@@ -18,11 +18,13 @@ from _benchmark_fixtures import (
     PLANE_Z,
     SCANNET_K,
     SHIFT_M,
+    SNPP_DEPTH_MM,
     kitti_depth,
     write_ade20k,
     write_kitti,
     write_nyu,
     write_scannet1500,
+    write_scannetpp_probe,
 )
 from PIL import Image
 
@@ -243,14 +245,37 @@ def test_nyu_end_to_end_metrics_match_a_hand_computation(tmp_path, nyu):
 
 def test_scannet1500_end_to_end_recall_of_a_frame_with_itself_is_one(tmp_path):
     root = write_scannet1500(tmp_path / "sn")
-    doc = _eval_paper(tmp_path, f"scannet1500={root}", "--resolution", "112")
+    pairs = root / "scannet_test_pairs_with_gt.txt"
+    both = pairs.read_text()
+    pairs.write_text(both.splitlines()[0] + "\n")  # the frame paired with itself, T = I
+    doc = _eval_paper(tmp_path / "same", f"scannet1500={root}", "--resolution", "112")
     corr = doc["datasets"]["scannet1500"]["results"]["backbones"][0]["results"]["correspondence"]["scannet1500"]
-    assert corr["pairs"] == 2
-    bins = corr["recall_10_by_rotation"]
-    assert bins["0-15"]["pairs"] == 2  # T = I and a pure translation: no rotation
-    # Per pair: the same frame matches itself exactly (recall 1 at every threshold) -> the mean over the
-    # two pairs is at least 0.5, and the moved pair's recall is what brings it below 1.
-    assert corr["recall_5"] >= 0.5 and corr["recall_20"] >= corr["recall_10"] >= corr["recall_5"]
+    # By hand: every query's ground truth is its own pixel, B's grid is A's grid and the descriptors are
+    # identical there, so each nearest neighbour is the query itself: error 0, recall 1 at 5, 10 and 20 px.
+    assert corr["pairs"] == 1 and corr["recall_5"] == 1.0 and corr["recall_20"] == 1.0
+    pairs.write_text(both)
+    doc = _eval_paper(tmp_path / "both", f"scannet1500={root}", "--resolution", "112")
+    corr = doc["datasets"]["scannet1500"]["results"]["backbones"][0]["results"]["correspondence"]["scannet1500"]
+    assert corr["pairs"] == 2 and corr["recall_10_by_rotation"]["0-15"]["pairs"] == 2  # no rotation in either pair
+    assert 0.5 <= corr["recall_5"] <= corr["recall_10"] <= corr["recall_20"] <= 1.0
+
+
+def test_scannetpp_probe_set_end_to_end(tmp_path):
+    root = write_scannetpp_probe(tmp_path / "snpp")
+    assert detect_format(root) == "scannetpp_probe"
+    doc = _eval_paper(tmp_path, f"scannetpp={root}", "--resolution", "42")
+    res = doc["datasets"]["scannetpp"]["results"]
+    assert res["config"]["max_depth"] == 20.0
+    saved = np.load(tmp_path / "out" / "scannetpp" / "predictions" / "rnd.npz")
+    names = list(saved["view_names"])
+    k = next(i for i, n in enumerate(names) if n.startswith("scannetpp-depth"))
+    pred = saved[f"depth/{k}"].astype(np.float64)
+    assert pred.shape == (584, 876)
+    gt = SNPP_DEPTH_MM[3] / 1000  # the held-out frame: constant 3 m, so the resized ground truth is too
+    depth = res["backbones"][0]["results"]["depth"]
+    assert depth["abs_rel"] == pytest.approx(np.mean(np.abs(pred - gt) / gt), rel=1e-5)
+    assert depth["n_images"] == 1
+    assert res["backbones"][0]["results"]["segmentation"]["classes_scored"] >= 2
 
 
 def test_ade20k_and_kitti_end_to_end(tmp_path):

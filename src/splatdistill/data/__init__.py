@@ -17,6 +17,7 @@ and the paper's benchmarks in their published layouts (for ``splatdistill eval``
 - ``scannet1500``: the ScanNet-1500 test pairs (``scannet_test_pairs_with_gt.txt`` + ``scans_test/``)
 - ``ade20k``: ``ADEChallengeData2016`` (150 classes)
 - ``kitti``: KITTI depth on the Eigen split (split files + raw images + projected ground truth)
+- ``scannetpp_probe``: FiT3D's ScanNet++ probe set (``scannetpp_{train,val}.txt`` depth, images/annotations)
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from pathlib import Path
 
 from splatdistill.errors import UserError
 
-from . import ade20k, colmap, kitti, nyuv2, scannet1500, scannetpp, sevenscenes, tum
+from . import (
+    ade20k,
+    colmap,
+    kitti,
+    nyuv2,
+    scannet1500,
+    scannetpp,
+    scannetpp_probe,
+    sevenscenes,
+    tum,
+)
 from .colmap import load_colmap
 from .native import load_native
 from .nerfstudio import load_nerfstudio
@@ -35,7 +46,7 @@ from .scannetpp import load_scannetpp
 from .scene import Scene, ViewData, ViewRecord
 
 FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "7scenes", "nyuv2", "scannet1500",
-           "ade20k", "kitti")
+           "ade20k", "kitti", "scannetpp_probe")
 #: the name of the embedded dataset, accepted wherever a dataset path is
 ROOMS = "rooms"
 
@@ -78,7 +89,8 @@ def detect_format(path: Path) -> str:
         return "tum"
     if sevenscenes.is_sevenscenes(path):
         return "7scenes"
-    for name, module in (("nyuv2", nyuv2), ("scannet1500", scannet1500), ("ade20k", ade20k), ("kitti", kitti)):
+    for name, module in (("nyuv2", nyuv2), ("scannet1500", scannet1500), ("scannetpp_probe", scannetpp_probe),
+                         ("ade20k", ade20k), ("kitti", kitti)):
         if getattr(module, f"is_{name}")(path):
             return name
     hint = ""
@@ -125,6 +137,8 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
         scenes = ade20k.load_ade20k(path)
     elif fmt == "kitti":
         scenes = kitti.load_kitti(path)
+    elif fmt == "scannetpp_probe":
+        scenes = scannetpp_probe.load_scannetpp_probe(path)
     else:
         scenes = [load_colmap(path, skip_bad=skip_bad)]
     if split is not None:

@@ -41,10 +41,10 @@ def is_ade20k(path: Path) -> bool:
     return Path(path).is_dir() and find_root(Path(path)) is not None
 
 
-def class_names(root: Path) -> list[str]:
-    """The 150 names of objectInfo150.csv (first name of each ';'-list), else class1..class150."""
-    f = root / "objectInfo150.csv"
-    names = [f"class{i}" for i in range(1, NUM_CLASSES + 1)]
+def class_names(root: Path, num_classes: int = NUM_CLASSES) -> list[str]:
+    """The names of objectInfo150.csv (first name of each ';'-list), else class1..classK."""
+    f = root / f"objectInfo{num_classes}.csv"
+    names = [f"class{i}" for i in range(1, num_classes + 1)]
     if f.is_file():
         with f.open(newline="", errors="replace") as fh:
             for row in csv.DictReader(fh):
@@ -52,7 +52,7 @@ def class_names(root: Path) -> list[str]:
                     idx = int(row["Idx"])
                 except (KeyError, ValueError, TypeError):
                     raise UserError("expected columns Idx, Ratio, Train, Val, Name", f) from None
-                if 1 <= idx <= NUM_CLASSES:
+                if 1 <= idx <= num_classes:
                     names[idx - 1] = (row.get("Name") or names[idx - 1]).split(";")[0].strip()
     return names
 
@@ -62,30 +62,27 @@ def nominal_K(width: int, height: int) -> np.ndarray:
     return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
 
 
-def _loader(image: Path, label: Path, K: np.ndarray, name: str):
+def _loader(image: Path, label: Path, K: np.ndarray, name: str, num_classes: int):
     def load() -> ViewData:
         rgb = read_rgb(image)
         raw = read_ids(label)
         if raw.shape != rgb.shape[:2]:
             raise UserError(f"label is {raw.shape[1]}x{raw.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}", label)
-        if raw.max(initial=0) > NUM_CLASSES:
-            raise UserError(f"label value {int(raw.max())} is outside 0..{NUM_CLASSES}", label)
+        if raw.max(initial=0) > num_classes:
+            raise UserError(f"label value {int(raw.max())} is outside 0..{num_classes}", label)
         return ViewData(rgb, K, np.eye(4), semantic=(raw - 1).astype(np.int32), name=name)
     return load
 
 
-def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
-    path = Path(path)
-    root = find_root(path)
-    if root is None:
-        raise UserError(f"no {FOLDER} layout here (images/{{training,validation}}, annotations/{{training,validation}}; "
-                        "see docs/evaluation.md)", path)  # fmt: skip
-    names = class_names(root)
+def load_label_folders(root: Path, num_classes: int, prefix: str, split: str | None = None) -> list[Scene]:
+    """images/{training,validation}/*.jpg|png + annotations/.../*.png (0 = ignore, 1..K) as a train and a
+    test scene: the mmsegmentation layout ADE20K and FiT3D's ScanNet++ probe set share."""
+    names = class_names(root, num_classes)
     scenes = []
     for folder, sp in SPLITS:
         if split is not None and sp != split:
             continue
-        images = sorted((root / "images" / folder).glob("*.jpg"))
+        images = sorted(p for p in (root / "images" / folder).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         views = []
         for im in images:
             label = root / "annotations" / folder / f"{im.stem}.png"
@@ -94,9 +91,19 @@ def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
             with Image.open(im) as fh:
                 w, h = fh.size
             K = nominal_K(w, h)
-            views.append(ViewRecord(im.stem, K, np.eye(4), w, h, _loader(im, label, K, im.stem)))
+            views.append(ViewRecord(im.stem, K, np.eye(4), w, h, _loader(im, label, K, im.stem, num_classes)))
         if views:
-            scenes.append(Scene(f"ade20k-{folder}", views, split=sp, class_names=list(names), root=root))
+            scenes.append(Scene(f"{prefix}-{folder}", views, split=sp, class_names=list(names), root=root))
+    return scenes
+
+
+def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
+    path = Path(path)
+    root = find_root(path)
+    if root is None:
+        raise UserError(f"no {FOLDER} layout here (images/{{training,validation}}, annotations/{{training,validation}}; "
+                        "see docs/evaluation.md)", path)  # fmt: skip
+    scenes = load_label_folders(root, NUM_CLASSES, "ade20k", split)
     if not scenes:
         raise UserError("no images in images/training or images/validation", root)
     return scenes

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from splatdistill.atomic import atomic_write_text
-from splatdistill.data import ade20k, kitti, load_dataset, nyuv2, resolve_root, scannet1500
+from splatdistill.data import (
+    ade20k,
+    kitti,
+    load_dataset,
+    nyuv2,
+    resolve_root,
+    scannet1500,
+    scannetpp_probe,
+)
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 from splatdistill.eval.config import EvalConfig, parse_tasks
@@ -66,9 +74,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         dict(resolution=480, corr_min_overlap=0.0, corr_pairs=1500, max_eval_views=ALL_VIEWS, middlebury=False),
         "the 1500 test pairs at 640x480; recall at 5/10/20 px (160x120 reference), by relative rotation"),
     "scannetpp": Benchmark(
-        "ScanNet++", _generic, ("depth", "segmentation"),
-        dict(min_depth=1e-3, max_depth=10.0, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-        "FiT3D's ScanNet++ layout (val scenes held out); depth 0.001 < d < 10 m, metrics per image"),
+        "ScanNet++", lambda p, c: scannetpp_probe.load_scannetpp_probe(p), ("depth", "segmentation"),
+        dict(min_depth=1e-3, max_depth=20.0, resolution=584, loss_res=146, max_train_views=ALL_VIEWS,
+             max_eval_views=ALL_VIEWS, middlebury=False),
+        "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, metrics per image; 100 classes, 0 ignored"),
 }
 
 #: The headline metric of each benchmark in the paper's table: (dataset, task, key, header).

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from splatdistill.eval.probes import DepthProbe, LinearHead, ProbeInputs, _seeded, _to_grid, _train, _up
+from splatdistill.eval.probes import (
+    DepthProbe,
+    LinearHead,
+    ProbeInputs,
+    _seeded,
+    _to_grid,
+    _train,
+    _up,
+)
 
 if TYPE_CHECKING:
     from splatdistill.eval.probes import ProbeConfig
