@@ -3,6 +3,8 @@ orientation, column layout, units), with ground truth simple enough to check met
 
 from __future__ import annotations
 
+import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,7 @@ def write_nyu(root: Path, n: int = 6) -> Path:
             refs[f"n{k}"] = np.array([[ord(c)] for c in name], dtype=np.uint16)
             ref_list.append(refs[f"n{k}"].ref)
         f.create_dataset("names", data=np.array([ref_list], dtype=h5py.ref_dtype))
-        f["rawDepths"] = f["depths"][()]
+        f["rawDepths"] = np.stack([nyu_raw_depth(i).T for i in range(n)])
     savemat(root / "splits.mat", {"trainNdxs": np.array(NYU_TRAIN, float)[:, None],
                                   "testNdxs": np.array(NYU_TEST, float)[:, None]})
     mapping = np.zeros((1, 894))
@@ -69,7 +71,36 @@ def write_nyu(root: Path, n: int = 6) -> Path:
     for k in range(40):
         names40[0, k] = f"c40_{k + 1}"
     savemat(root / "classMapping40.mat", {"mapClass": mapping, "className": names40})
+    labels13 = np.zeros((1, 40))
+    labels13[0, 2], labels13[0, 0] = NYU_40_TO_13[3], NYU_40_TO_13[1]
+    names13 = np.empty((1, 13), dtype=object)
+    for k in range(13):
+        names13[0, k] = f"c13_{k + 1}"
+    savemat(root / "class13Mapping.mat", {"classMapping13": {"labels13": labels13, "className": names13}})
+    with gzip.open(root / "all_normals.pklz", "wb") as fh:  # FAIR's file: a gzipped pickle of (N, H, W, 3)
+        pickle.dump({"all_normals": np.stack([nyu_normals(i) for i in range(n)])}, fh, protocol=2)
     return root
+
+
+NYU_40_TO_13 = {3: 5, 1: 12}  # the two 40-classes the fixture uses -> 13-classes (1-based)
+
+
+def nyu_normals(i: int, h: int = 480, w: int = 640) -> np.ndarray:
+    """Ladicky-style normals: a different unit vector per quadrant, 0 (unknown) in a corner block."""
+    n = np.zeros((h, w, 3), np.float32)
+    dirs = [(0, 0, -1), (0.6, 0, -0.8), (0, -0.6, -0.8), (0.48, 0.6, -0.64)]
+    for q, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        n[r * h // 2:(r + 1) * h // 2, c * w // 2:(c + 1) * w // 2] = dirs[(q + i) % 4]
+    n[:30, :30] = 0
+    return n
+
+
+def nyu_raw_depth(i: int, h: int = 480, w: int = 640) -> np.ndarray:
+    """The sensor's depth: the filled depth with holes (0) and a far patch (11 m), where Probe3D scores no normal."""
+    d = nyu_depth(i, h, w)
+    d[300:340, 400:480] = 0.0
+    d[50:60, 50:90] = 11.0
+    return d
 
 
 # ------------------------------------------------------------------------------------------ ScanNet-1500
@@ -114,6 +145,28 @@ def write_scannet1500(root: Path) -> Path:
     lines = [f"scans_test/scene0707_00/color/15.jpg scans_test/scene0707_00/color/15.jpg 0 0 {k} {k} {same}",
              f"scans_test/scene0707_00/color/15.jpg scans_test/scene0707_00/color/30.jpg 0 0 {k} {k} {moved}"]
     (root / "scannet_test_pairs_with_gt.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+LOFTR_K = np.array([[577.6, 0, 318.9], [0, 577.6, 238.9], [0, 0, 1.0]])  # a colour camera at 640x480
+
+
+def write_scannet1500_loftr(root: Path) -> Path:
+    """The same two pairs in LoFTR's scannet_test_1500 layout (test.npz, intrinsics.npz, pose files)."""
+    scene = root / "scene0707_00"
+    for sub in ("color", "depth", "pose"):
+        (scene / sub).mkdir(parents=True, exist_ok=True)
+    for frame, tx in ((15, 0.0), (30, SHIFT_M)):
+        u, v = np.meshgrid(np.arange(640) + 0.5, np.arange(480) + 0.5)
+        X = ((u - 0.5) - LOFTR_K[0, 2]) / LOFTR_K[0, 0] * PLANE_Z + tx
+        Y = ((v - 0.5) - LOFTR_K[1, 2]) / LOFTR_K[1, 1] * PLANE_Z
+        Image.fromarray(_texture(X, Y)).save(scene / "color" / f"{frame}.jpg", quality=98)
+        Image.fromarray(np.full((480, 640), int(PLANE_Z * 1000), np.uint16)).save(scene / "depth" / f"{frame}.png")
+        pose = np.eye(4)
+        pose[0, 3] = tx  # camera-to-world: camera 30 sits 10 cm to the right of camera 15
+        np.savetxt(scene / "pose" / f"{frame}.txt", pose)
+    np.savez(root / "test.npz", name=np.array([[707, 0, 15, 15], [707, 0, 15, 30]]))
+    np.savez(root / "intrinsics.npz", scene0707_00=LOFTR_K)
     return root
 
 
@@ -207,4 +260,45 @@ def write_scannetpp_probe(root: Path) -> Path:
             Image.fromarray(np.random.default_rng(10 + i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
                 root / "images" / folder / f"f{i}.jpg")
             Image.fromarray(lab).save(root / "annotations" / folder / f"f{i}.png")
+    return root
+
+
+# ----------------------------------------------------------------------------------- ScanNet probe set
+
+
+def scannet_depth(k: int, h: int = 480, w: int = 640) -> np.ndarray:
+    """Millimetres: a ramp inside the Eigen crop (rows 45:471, cols 41:601), 9 m outside it, a few holes."""
+    d = np.full((h, w), 9000, np.uint16)
+    d[45:471, 41:601] = (1000 + 4 * np.arange(45, 471)[:, None] + 300 * k).astype(np.uint16)
+    d[200:210, 300:320] = 0
+    return d
+
+
+def scannet_label(i: int, h: int = 60, w: int = 80) -> np.ndarray:
+    lab = np.full((h, w), 3, np.uint8)  # class 3 -> index 2
+    lab[:, w // 2:] = 40  # class 40 -> index 39
+    lab[:5] = 0  # ignored
+    lab[-3:] = 255  # mmsegmentation's ignore value, ignored too
+    return lab
+
+
+def write_scannet_probe(root: Path) -> Path:
+    """FiT3D's scannet_probe: depth lists (3 train, 2 test frames, 640x480) and {train,test}/color|label."""
+    for sub in ("scene0000_00/color", "scene0000_00/depth"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k in range(5):
+        rgb = np.random.default_rng(20 + k).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(root / "scene0000_00" / "color" / f"{k}.jpg")
+        Image.fromarray(scannet_depth(k)).save(root / "scene0000_00" / "depth" / f"{k}.png")
+        lines.append(f"/scene0000_00/color/{k}.jpg /scene0000_00/depth/{k}.png")
+    (root / "train_index.txt").write_text("\n".join(lines[:3] + ["/scene0000_00/color/9.jpg None"]) + "\n")
+    (root / "test_index.txt").write_text("\n".join(lines[3:]) + "\n")
+    for split, n in (("train", 2), ("test", 2)):
+        (root / split / "color").mkdir(parents=True, exist_ok=True)
+        (root / split / "label").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.random.default_rng(40 + i).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(
+                root / split / "color" / f"{i}.jpg")
+            Image.fromarray(scannet_label(i)).save(root / split / "label" / f"{i}.png")
     return root

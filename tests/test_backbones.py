@@ -320,3 +320,27 @@ def test_mobilenet_backbone_matches_torchvision():
     with torch.no_grad():
         probs = ref(bb.prepare(cat)).softmax(-1)[0]
     assert int(probs.argmax()) in range(281, 286)  # ImageNet cat classes
+
+
+def test_raw_tokens_are_timms_last_block_before_the_norm():
+    """The tokens the paper's depth/normal probes read (before the final LayerNorm) against timm's own
+    ``forward_intermediates(norm=False)``; the final tokens against ``forward_features``."""
+    torch.manual_seed(3)
+    model = create_vit("vit_small_patch14_dinov2", img_size=56)
+    for p in model.parameters():  # non-trivial layer scales and norms
+        if p.ndim == 1:
+            p.data.normal_(0, 0.1)
+    bb = ViTBackbone(model, "ref").eval()
+    x = _images(56, 56, n=2)
+    with torch.no_grad():
+        raw, raw_cls = bb.patch_features(x, return_cls=True, final_norm=False)
+        final, final_cls = bb.patch_features(x, return_cls=True)
+        ref_raw = model.forward_intermediates(bb.prepare(x), indices=1, norm=False, output_fmt="NCHW",
+                                              intermediates_only=True)[0]
+        ref_final = model.forward_features(bb.prepare(x))
+        normed = bb.apply_final_norm(raw, raw_cls)
+    torch.testing.assert_close(raw, ref_raw, rtol=0, atol=1e-6)
+    torch.testing.assert_close(final, ref_final[:, 1:].transpose(1, 2).reshape(2, -1, 4, 4), rtol=0, atol=1e-6)
+    torch.testing.assert_close(final_cls, ref_final[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(normed[0], final, rtol=0, atol=0)
+    assert (raw - final).abs().max() > 0.1  # the two kinds really differ

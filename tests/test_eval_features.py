@@ -44,7 +44,8 @@ def test_cache_hit_is_identical_and_keyed_by_data_and_weights(tmp_path, images):
         assert torch.equal(first.cls[g], second.cls[g])
     # the cached values are the float16 round trip of a fresh extraction
     fresh, _ = extract_features(entry.model, images["eval"].float(), progress=False)
-    torch.testing.assert_close(second.patch["eval"], fresh.half().float(), rtol=0, atol=0)
+    torch.testing.assert_close(second.patch["eval"], fresh.half(), rtol=0, atol=0)
+    assert first.patch["eval"].dtype == torch.float16  # held as stored: half the memory
     # other pixels -> other key
     changed = {k: v.clone() for k, v in images.items()}
     changed["eval"][0, 0, 0, 0] = 0
@@ -86,3 +87,31 @@ def test_pca_is_joint_deterministic_and_in_range():
     assert np.all(np.diff(column) >= 0) or np.all(np.diff(column) <= 0)
     assert column.max() - column.min() > 0.9  # percentile-stretched to nearly the full range
     np.testing.assert_allclose(red, np.repeat(column[:, None], 3, axis=1), atol=1e-12)
+
+
+def test_raw_tokens_come_from_the_same_pass_and_have_their_own_cache_key(tmp_path):
+    from splatdistill.backbones.vit import ViTBackbone, create_vit
+
+    torch.manual_seed(0)
+    model = create_vit("vit_small_patch14_dinov2", img_size=28)
+    for p in model.parameters():
+        if p.ndim == 1:
+            p.data.normal_(0, 0.1)
+    entry = BackboneEntry("vit", "toy:vit", ViTBackbone(model, "vit").eval())
+    images = {"eval": torch.rand(3, 3, 28, 42, generator=torch.Generator().manual_seed(1)).half()}
+    plain = get_features(entry, images, tmp_path, progress=False)
+    both = get_features(entry, images, tmp_path, progress=False, raw=True)
+    assert both.cache_path != plain.cache_path and not both.cache_hit
+    with torch.no_grad():
+        ref_raw, ref_cls = entry.model.patch_features(images["eval"].float(), return_cls=True, final_norm=False)
+    torch.testing.assert_close(both.raw_patch["eval"], ref_raw.half(), rtol=0, atol=0)
+    torch.testing.assert_close(both.raw_cls["eval"], ref_cls.half(), rtol=0, atol=0)
+    torch.testing.assert_close(both.patch["eval"], plain.patch["eval"], rtol=0, atol=0)  # final tokens unchanged
+    again = get_features(entry, images, tmp_path, progress=False, raw=True)
+    assert again.cache_hit and torch.equal(again.tokens("raw")[0]["eval"], both.raw_patch["eval"])
+    with pytest.raises(ValueError, match="raw tokens were not extracted"):
+        plain.tokens("raw")
+    # a backbone without the interface gives its tokens for both kinds
+    colour = BackboneEntry("colour", "colour", ColourBackbone(patch_size=8, embed_dim=6))
+    c = get_features(colour, {"eval": images["eval"]}, None, progress=False, raw=True)
+    assert torch.equal(c.raw_patch["eval"], c.patch["eval"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from splatdistill.errors import UserError
 from splatdistill.eval.features import BackboneEntry
@@ -141,3 +142,70 @@ def test_spread_views_is_even_and_capped(scenes):
     assert sorted(per_scene) == [1, 2, 2, 2]
     assert len(spread_views(scenes, 1000)) == sum(len(s) for s in scenes)
     assert [i for s, i in spread_views(scenes[:1], 3)] == [0, 2, 4]
+
+
+class _RawInformative(ColourBackbone):
+    """Informative tokens before its 'final norm', image-independent noise after it: which kind a task
+    reads decides whether its probe can learn."""
+
+    def patch_features(self, images, return_cls=False, final_norm=True):
+        tokens = super().patch_features(images, return_cls=True)
+        out = self.apply_final_norm(*tokens) if final_norm else tokens
+        return out if return_cls else out[0]
+
+    def apply_final_norm(self, patch, cls):
+        g = torch.Generator().manual_seed(int(patch.shape[0]))
+        noise = torch.randn(patch.shape, generator=g)
+        return noise, noise.mean(dim=(2, 3))
+
+
+def test_paper_suite_feeds_each_probe_the_tokens_the_reference_does(scenes, tmp_path):
+    """Depth and normals read the raw (pre-norm) tokens under suite=paper, segmentation the final ones."""
+    entry = [BackboneEntry("split", "toy:split", _RawInformative(patch_size=8, embed_dim=24))]
+    tasks = "depth,normals,segmentation"
+    fast = evaluate(entry, scenes, tasks, tmp_path / "fast", small_config(cache_dir=""))["backbones"][0]["results"]
+    paper = evaluate(entry, scenes, tasks, tmp_path / "paper", small_config(cache_dir="", suite="paper"))
+    res = paper["backbones"][0]["results"]
+    off = evaluate(entry, scenes, tasks, tmp_path / "off", small_config(cache_dir="", suite="paper", paper_tokens=False))
+    res_off = off["backbones"][0]["results"]
+    # raw tokens carry the scene: the paper suite's depth and normal probes beat noise-fed probes clearly
+    assert res["depth"]["abs_rel"] < 0.7 * res_off["depth"]["abs_rel"]
+    assert res["normals"]["mean_deg"] < res_off["normals"]["mean_deg"] - 5
+    assert res["depth"]["abs_rel"] < 0.7 * fast["depth"]["abs_rel"]
+    # segmentation reads the final (noise) tokens in both suites: no better than with paper_tokens off
+    assert res["segmentation"]["miou"] == pytest.approx(res_off["segmentation"]["miou"], abs=1e-9)
+
+
+def test_depth_flip_averages_with_the_mirrored_prediction_of_the_mirrored_image(scenes, tmp_path):
+    """depth_flip's prediction = (prediction + mirror(prediction of the mirrored image)) / 2, checked
+    against a run on held-out views mirrored by hand (same train views, so the same probe)."""
+    import dataclasses
+
+    import numpy as np
+
+    from splatdistill.data.scene import Scene, ViewRecord
+
+    def mirrored(record):
+        def load():
+            v = record.load()
+            return dataclasses.replace(v, image=v.image[:, ::-1].copy(), depth=v.depth[:, ::-1].copy(),
+                                       normals=None, semantic=None, instance=None)
+        return ViewRecord(record.name, record.K, record.cam_to_world, record.width, record.height, load)
+
+    flipped_scenes = [s if s.split == "train" else Scene(s.name, [mirrored(r) for r in s.views], s.split, s.class_names)
+                      for s in scenes]
+    entry = [BackboneEntry("colour", "toy:colour", ColourBackbone(patch_size=8, embed_dim=24))]
+
+    def depth_preds(data, **kw):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        doc = evaluate(entry, data, "depth", out, small_config(cache_dir="", save_predictions=True, **kw))
+        saved = np.load(out / "predictions" / "colour.npz")
+        return doc, [saved[f"depth/{i}"] for i in range(doc["data"]["eval_views"])]
+
+    _, plain = depth_preds(scenes)
+    _, of_mirrored = depth_preds(flipped_scenes)
+    doc, averaged = depth_preds(scenes, depth_flip=True)
+    for p, m, a in zip(plain, of_mirrored, averaged):
+        np.testing.assert_allclose(a, 0.5 * (p + m[:, ::-1]), rtol=1e-5, atol=1e-6)
+    assert max(np.abs(p - m[:, ::-1]).max() for p, m in zip(plain, of_mirrored)) > 1e-3  # the flip changes something
+    assert doc["config"]["depth_flip"]

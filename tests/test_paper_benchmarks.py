@@ -14,23 +14,29 @@ import numpy as np
 import pytest
 import torch
 from _benchmark_fixtures import (
+    LOFTR_K,
     NYU_TEST,
     PLANE_Z,
     SCANNET_K,
     SHIFT_M,
     SNPP_DEPTH_MM,
     kitti_depth,
+    nyu_normals,
+    scannet_depth,
+    scannet_label,
     write_ade20k,
     write_kitti,
     write_nyu,
     write_scannet1500,
+    write_scannet1500_loftr,
+    write_scannet_probe,
     write_scannetpp_probe,
 )
 from PIL import Image
 
 from splatdistill.data import detect_format, load_dataset
 from splatdistill.data.kitti import load_kitti
-from splatdistill.data.nyuv2 import load_nyuv2
+from splatdistill.data.nyuv2 import load_nyuv2, normals_source
 from splatdistill.data.scannet1500 import load_scannet1500
 from splatdistill.errors import UserError
 from splatdistill.eval import metrics
@@ -67,6 +73,16 @@ def test_nyu_reads_the_labelled_mat_in_matlab_orientation(nyu):
     expect = np.select([raw_lab.T == 1, raw_lab.T == 7], [2, 0], -1)
     np.testing.assert_array_equal(view.semantic, expect)
     assert scenes[0].class_names[:3] == ["c40_1", "c40_2", "c40_3"]
+    # 13 classes: 40-class 3 -> 5 (index 4), 1 -> 12 (index 11)
+    v13 = load_nyuv2(nyu, classes=13)[1].load_view(0)
+    np.testing.assert_array_equal(v13.semantic, np.select([raw_lab.T == 1, raw_lab.T == 7], [4, 11], -1))
+    # Ladicky's normals from all_normals.pklz, kept where the raw sensor depth is in (0, 10] m
+    with h5py.File(nyu / "nyu_depth_v2_labeled.mat", "r") as f:
+        raw_depth = f["rawDepths"][1].T
+    keep = (raw_depth > 0) & (raw_depth <= 10) & (np.linalg.norm(nyu_normals(1), axis=-1) > 0)
+    # (held as float16: the file is ~5 GB of float32 for the 1449 frames)
+    np.testing.assert_array_equal(view.normals, np.where(keep[..., None], nyu_normals(1).astype(np.float16), 0))
+    assert 0 < (~keep).sum() < keep.size and "Ladicky" in normals_source(nyu)
 
 
 def test_nyu_errors_name_what_is_missing(tmp_path, nyu):
@@ -85,8 +101,13 @@ def test_nyu_errors_name_what_is_missing(tmp_path, nyu):
     (partial / "splits.mat").symlink_to(nyu / "splits.mat")
     with pytest.raises(UserError, match="classMapping40.mat not found"):
         load_nyuv2(partial)
+    (partial / "classMapping40.mat").symlink_to(nyu / "classMapping40.mat")
     with pytest.raises(UserError, match="class13Mapping.mat not found"):
-        load_nyuv2(nyu, classes=13)
+        load_nyuv2(partial, classes=13)
+    assert "computed from depth" in normals_source(partial)  # no all_normals.pklz there
+    (partial / "all_normals.pklz").write_bytes(b"not a gzip file")
+    with pytest.raises(UserError, match="all_normals.pklz: cannot read as a gzipped pickle"):
+        load_nyuv2(partial)[0].load_view(0)
 
 
 def test_scannet1500_pairs_give_the_hand_computed_correspondences(tmp_path):
@@ -103,6 +124,28 @@ def test_scannet1500_pairs_give_the_hand_computed_correspondences(tmp_path):
     np.testing.assert_allclose(geo.xy_b[vis] - geo.xy_a[vis], np.tile([shift, 0.0], (vis.sum(), 1)), atol=1e-6)
     same = gt_correspondences(s_same.load_view(0), s_same.load_view(1), step=8)
     np.testing.assert_allclose(same.xy_b, same.xy_a, atol=1e-9)
+
+
+def test_scannet1500_loftr_layout_gives_the_same_geometry(tmp_path):
+    """LoFTR's scannet_test_1500 (what Probe3D reads): test.npz, intrinsics.npz, camera-to-world pose files."""
+    root = write_scannet1500_loftr(tmp_path / "loftr")
+    assert detect_format(root) == "scannet1500"
+    s_same, s_moved = load_scannet1500(root)
+    a, b = s_moved.load_view(0), s_moved.load_view(1)
+    np.testing.assert_allclose(a.K, LOFTR_K + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]))  # pixel centres at +0.5
+    geo = gt_correspondences(a, b, step=8)
+    vis = geo.visible
+    assert vis.mean() > 0.9
+    shift = -LOFTR_K[0, 0] * SHIFT_M / PLANE_Z
+    np.testing.assert_allclose(geo.xy_b[vis] - geo.xy_a[vis], np.tile([shift, 0.0], (vis.sum(), 1)), atol=1e-6)
+    same = gt_correspondences(s_same.load_view(0), s_same.load_view(1), step=8)
+    np.testing.assert_allclose(same.xy_b, same.xy_a, atol=1e-9)
+    (root / "scene0707_00" / "pose" / "30.txt").write_text("-inf " * 16)
+    with pytest.raises(UserError, match="pose is not finite"):
+        load_scannet1500(root)
+    (root / "scene0707_00" / "pose" / "30.txt").unlink()
+    with pytest.raises(UserError, match="pair 2: scene0707_00/pose/30.txt not found"):
+        load_scannet1500(root)
 
 
 def test_scannet1500_bad_lines_are_named(tmp_path):
@@ -135,6 +178,26 @@ def test_kitti_applies_the_kb_crop_and_reads_depth_over_256(tmp_path):
     top, left = 375 - 352, (1242 - 1216) // 2  # 23, 13
     np.testing.assert_allclose(v.depth, kitti_depth(3)[top:top + 352, left:left + 1216], atol=1 / 256)
     assert v.K[0, 2] == pytest.approx(609.5593 + 0.5 - left) and v.K[1, 2] == pytest.approx(172.8540 + 0.5 - top)
+
+
+def test_kitti_reads_fit3ds_flat_layout(tmp_path):
+    """FiT3D's eval_data/kitti: kitti_train.txt / kitti_val.txt, images/ and depth/ looked up by file name."""
+    write_kitti(tmp_path / "src")
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "depth").mkdir()
+    for sp, new_name in (("train", "kitti_train.txt"), ("test", "kitti_val.txt")):
+        text = (tmp_path / "src" / f"kitti_eigen_{sp}.txt").read_text()
+        (flat / new_name).write_text(text)
+        for line in text.splitlines():
+            img, dep = line.split()[:2]
+            if dep != "None":
+                (flat / "images" / Path(img).name).symlink_to(tmp_path / "src" / "input" / img)
+                (flat / "depth" / Path(dep).name).symlink_to(tmp_path / "src" / "gt_depth" / dep)
+    assert detect_format(flat) == "kitti"
+    a, b = load_kitti(tmp_path / "src")[1].load_view(0), load_kitti(flat)[1].load_view(0)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.image, b.image)
 
 
 # ------------------------------------------------------------------------------ protocol, by hand
@@ -196,6 +259,32 @@ def test_paper_losses_match_a_float64_hand_computation():
     assert float(paper_gradient_loss(pred, gt, valid)) == pytest.approx(total / 2, rel=1e-9)
 
 
+def test_paper_depth_head_is_the_reference_formula():
+    """Linear head, logits upsampled 4x, p = (relu + 0.1) / sum, depth = sum p * linspace(min, max, 256),
+    then bilinear to the target: written out in float64 against the probe's memory-saving form."""
+    import torch.nn.functional as F
+
+    from splatdistill.eval.paper_probes import PaperDepthProbe, paper_bins
+    from splatdistill.eval.probes import LinearHead, ProbeConfig, ProbeInputs
+
+    torch.manual_seed(0)
+    cfg = ProbeConfig(min_depth=1e-3, max_depth=10.0)
+    head = LinearHead(8, 256, 8)
+    x = ProbeInputs(torch.randn(2, 3 * 5, 8), torch.randn(2, 8), (3, 5))
+    got = PaperDepthProbe(head, paper_bins(cfg), []).predict(x, (17, 23))
+    with torch.no_grad():
+        logits = (x.tokens @ head.proj.weight.T + head.proj.bias + (x.cls @ head.cls_proj.weight.T)[:, None]).double()
+        logits = logits.transpose(1, 2).reshape(2, 256, 3, 5)
+        up = F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+        p = torch.relu(up) + 0.1
+        p = p / p.sum(1, keepdim=True)
+        bins = torch.linspace(1e-3, 10.0, 256, dtype=torch.float64)
+        want = F.interpolate((p * bins[:, None, None]).sum(1, keepdim=True), size=(17, 23), mode="bilinear",
+                             align_corners=False)[:, 0]
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    assert bins[0] == 1e-3 and bins[-1] == 10.0
+
+
 # ----------------------------------------------------------------------------------- end to end
 
 
@@ -230,17 +319,37 @@ def test_nyu_end_to_end_metrics_match_a_hand_computation(tmp_path, nyu):
     uncropped = np.mean([np.mean(np.abs(saved[f"depth/{k}"][(g > 1e-3) & (g < 10)] - g[(g > 1e-3) & (g < 10)]) /
                                  g[(g > 1e-3) & (g < 10)]) for k, g in enumerate(gts)])  # fmt: skip
     assert abs(uncropped - want[0]) > 1e-3  # the crop matters on this fixture: a missing crop would fail above
-    # segmentation: 40-class mapping by hand (raw 1 -> 2, raw 7 -> 0, void ignored), mmseg mIoU
-    conf = np.zeros((40, 40), np.int64)
+    # segmentation: the paper's 13 classes by hand (raw 1 -> 40-class 3 -> index 4, raw 7 -> 1 -> index 11,
+    # void ignored), mmseg mIoU
+    conf = np.zeros((13, 13), np.int64)
     for k, lab in enumerate(labs):
-        gt40 = np.select([lab == 1, lab == 7], [2, 0], -1)
+        gt13 = np.select([lab == 1, lab == 7], [4, 11], -1)
         pred = saved[f"segmentation/{k}"].astype(np.int64)
-        keep = gt40 >= 0
-        np.add.at(conf, (gt40[keep], pred[keep]), 1)
+        keep = gt13 >= 0
+        np.add.at(conf, (gt13[keep], pred[keep]), 1)
     inter = np.diag(conf).astype(float)
     union = conf.sum(0) + conf.sum(1) - inter
     assert res["segmentation"]["miou"] == pytest.approx(np.mean(inter[union > 0] / union[union > 0]), rel=1e-9)
-    assert np.isfinite(res["normals"]["rmse_deg"]) and doc["datasets"]["nyu"]["results"]["config"]["depth_crop"] == "nyu_eigen"
+    # normals, Probe3D's way by hand: Ladicky's normals where the raw depth is in (0, 10] m, the central
+    # 480x480 crop, each image's RMSE / shares, then the mean over images
+    rmse, share = [], []
+    for k, i in enumerate(NYU_TEST):
+        with h5py.File(nyu / "nyu_depth_v2_labeled.mat", "r") as f:
+            raw = np.asarray(f["rawDepths"][i - 1]).T
+        gt_n = nyu_normals(i - 1).astype(np.float16).astype(np.float64)  # as the loader holds them
+        m = (raw > 0) & (raw <= 10) & (np.linalg.norm(gt_n, axis=-1) > 0.5)
+        m[:, :80] = m[:, 560:] = False
+        p = saved[f"normals/{k}"].astype(np.float64)
+        cos = np.sum(p[m] * gt_n[m], -1) / np.linalg.norm(p[m], axis=-1) / np.linalg.norm(gt_n[m], axis=-1)
+        err = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        rmse.append(np.sqrt(np.mean(err**2)))
+        share.append(100 * np.mean(err < 11.25))
+    assert res["normals"]["rmse_deg"] == pytest.approx(np.mean(rmse), rel=1e-4)
+    assert res["normals"]["pct_11_25"] == pytest.approx(np.mean(share), abs=1e-3)
+    assert res["normals"]["n_images"] == len(NYU_TEST)
+    cfg = doc["datasets"]["nyu"]["results"]["config"]
+    assert cfg["depth_crop"] == "nyu_eigen" and cfg["normals_crop"] == "center_square" and cfg["depth_flip"]
+    assert "Ladicky" in doc["datasets"]["nyu"]["protocol"]
 
 
 def test_scannet1500_end_to_end_recall_of_a_frame_with_itself_is_one(tmp_path):
@@ -275,7 +384,47 @@ def test_scannetpp_probe_set_end_to_end(tmp_path):
     depth = res["backbones"][0]["results"]["depth"]
     assert depth["abs_rel"] == pytest.approx(np.mean(np.abs(pred - gt) / gt), rel=1e-5)
     assert depth["n_images"] == 1
-    assert res["backbones"][0]["results"]["segmentation"]["classes_scored"] >= 2
+    # segmentation by hand: labels 5 -> index 4, 100 -> 99, 0 ignored; mmseg mIoU over 100 classes
+    k = next(i for i, n in enumerate(names) if n.startswith("scannetpp-seg"))
+    lab = np.asarray(Image.open(root / "annotations" / "validation" / "f0.png")).astype(np.int64) - 1
+    assert res["backbones"][0]["results"]["segmentation"]["miou"] == pytest.approx(
+        _mmseg_miou(saved[f"segmentation/{k}"], lab, 100), rel=1e-9)
+
+
+def _mmseg_miou(pred: np.ndarray, gt: np.ndarray, k: int) -> float:
+    conf = np.zeros((k, k), np.int64)
+    keep = gt >= 0
+    np.add.at(conf, (gt[keep], pred.astype(np.int64)[keep]), 1)
+    inter = np.diag(conf).astype(float)
+    union = conf.sum(0) + conf.sum(1) - inter
+    return float(np.mean(inter[union > 0] / union[union > 0]))
+
+
+def test_scannet_probe_set_end_to_end(tmp_path):
+    """FiT3D's scannet_probe: depth in the Eigen crop below 10 m, per image; 40 classes with 0 and 255 ignored."""
+    root = write_scannet_probe(tmp_path / "sn")
+    assert detect_format(root) == "scannet_probe"
+    doc = _eval_paper(tmp_path, f"scannet={root}", "--resolution", "42")
+    res = doc["datasets"]["scannet"]["results"]
+    assert res["config"]["depth_crop"] == "nyu_eigen" and res["config"]["depth_flip"]
+    saved = np.load(tmp_path / "out" / "scannet" / "predictions" / "rnd.npz")
+    names = list(saved["view_names"])
+    rows = []
+    for k, frame in ((i, n) for i, n in enumerate(names) if n.startswith("scannet-depth")):
+        gt = scannet_depth(int(frame[-1])).astype(np.float64) / 1000
+        m = (gt > 1e-3) & (gt < 10)
+        m[:45] = m[471:] = False
+        m[:, :41] = m[:, 601:] = False
+        p = saved[f"depth/{k}"].astype(np.float64)[m]
+        rows.append(np.mean(np.abs(p - gt[m]) / gt[m]))
+    assert len(rows) == 2
+    got = res["backbones"][0]["results"]
+    assert got["depth"]["abs_rel"] == pytest.approx(np.mean(rows), rel=1e-5)
+    conf_views = [(i, n) for i, n in enumerate(names) if n.startswith("scannet-seg")]
+    preds = np.concatenate([saved[f"segmentation/{i}"].ravel() for i, _ in conf_views])
+    labs = np.concatenate([scannet_label(int(n[-1])).astype(np.int64).ravel() for _, n in conf_views])
+    labs = np.where((labs == 0) | (labs == 255), -1, labs - 1)
+    assert got["segmentation"]["miou"] == pytest.approx(_mmseg_miou(preds, labs, 40), rel=1e-9)
 
 
 def test_ade20k_and_kitti_end_to_end(tmp_path):
@@ -345,3 +494,97 @@ def test_released_weights_load_by_name_and_refuse_another_model(tmp_path, dinov2
         load_backbone(f"snd_vits14_noblend:{tmp_path / 'cnn.pth'}")
     with pytest.raises(UserError, match="snd_vitb14 .* is not on this machine.*dinov2_base_snd.pth"):
         load_backbone("snd_vitb14")
+
+
+# ------------------------------------------------------------------- Probe3D's matcher, independently
+
+
+def _probe3d_by_the_letter(feat0, feat1, depth0, depth1, K, Rt_01, num_corr):
+    """Probe3D's ScanNet matching written out from its description, in float64 torch: depth to a quarter
+    (nearest), K scaled, every pixel with depth back-projected, features at the projections, cosine kNN
+    (k = 2), weight 1 - d1/d2, top num_corr, error of A's point moved into B against B's match."""
+    import torch.nn.functional as F
+
+    deps = F.interpolate(torch.stack([depth0, depth1])[:, None].float(), scale_factor=0.25)[:, 0].double()
+    K = K.clone().double()
+    K[:2, :] *= 0.25
+    H, W = deps.shape[-2:]
+    xs, ys = torch.linspace(0.5, W - 0.5, W, dtype=torch.float64), torch.linspace(0.5, H - 0.5, H, dtype=torch.float64)
+    grid = torch.stack([xs[None].repeat(H, 1), ys[:, None].repeat(1, W), torch.ones(H, W, dtype=torch.float64)])
+
+    def cloud(d):
+        pts = (torch.linalg.inv(K) @ (d[None] * grid).reshape(3, -1)).T
+        return pts[pts[:, 2] > 0]
+
+    def project(pts):
+        uvd = pts @ K.T
+        return uvd[:, :2] / uvd[:, 2:3].clamp(min=1e-9)
+
+    def sample(feat, pts):
+        uv = project(pts)
+        g = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], -1).float()
+        return F.grid_sample(feat[None].float(), g[None, None], align_corners=False)[0, :, 0].T.double()
+
+    xyz0, xyz1 = cloud(deps[0]), cloud(deps[1])
+    f0 = F.normalize(sample(feat0, xyz0), dim=1)
+    f1 = F.normalize(sample(feat1, xyz1), dim=1)
+    top, idx = (f0 @ f1.T).topk(2, dim=1)
+    dist = (1 - top).clamp(min=1e-9)
+    weight = 1 - dist[:, 0] / dist[:, 1]
+    keep = weight.topk(num_corr).indices
+    moved = xyz0[keep] @ Rt_01[:3, :3].T + Rt_01[:3, 3]
+    return (project(moved) - project(xyz1[idx[keep, 0]])).norm(dim=1).numpy()
+
+
+def test_probe3d_matcher_matches_an_independent_implementation():
+    from splatdistill.data.scene import ViewData
+    from splatdistill.eval.correspondence import probe3d_pair
+
+    g = torch.Generator().manual_seed(0)
+    H, W = 480, 640
+    K = torch.tensor([[580.0, 0, 320.0], [0, 580.0, 240.0], [0, 0, 1]], dtype=torch.float64)
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    depth0 = (2.0 + 0.5 * torch.sin(xx / 70.0) + 0.3 * torch.cos(yy / 50.0)).float()
+    depth1 = (2.2 + 0.4 * torch.cos(xx / 60.0) + 0.2 * torch.sin(yy / 40.0)).float()
+    depth0[100:140, 200:260] = 0  # holes: no point there
+    ang = np.deg2rad(12.0)
+    R = torch.tensor([[np.cos(ang), 0, np.sin(ang)], [0, 1, 0], [-np.sin(ang), 0, np.cos(ang)]], dtype=torch.float64)
+    Rt_01 = torch.eye(4, dtype=torch.float64)
+    Rt_01[:3, :3], Rt_01[:3, 3] = R, torch.tensor([0.15, -0.02, 0.05], dtype=torch.float64)
+    # Descriptors that follow the surface: a random smooth function of the world point under each token
+    # centre (camera 0 = world), so matches are often right and sometimes not.
+    proj, phase = torch.randn(16, 3, generator=g, dtype=torch.float64) * 6, torch.rand(16, 1, dtype=torch.float64) * 6
+
+    def token_features(depth, cam_to_world):
+        rows = (torch.arange(35, dtype=torch.float64) + 0.5) * H / 35
+        cols = (torch.arange(46, dtype=torch.float64) + 0.5) * W / 46
+        d = depth[rows.long()][:, cols.long()].double()
+        pix = torch.stack([cols[None].repeat(35, 1), rows[:, None].repeat(1, 46), torch.ones(35, 46, dtype=torch.float64)])
+        cam = (torch.linalg.inv(K) @ pix.reshape(3, -1)) * d.reshape(1, -1)
+        world = cam_to_world[:3, :3] @ cam + cam_to_world[:3, 3:]
+        return torch.sin(proj @ world + phase).reshape(16, 35, 46).float()
+
+    feat0 = token_features(depth0, torch.eye(4, dtype=torch.float64))
+    feat1 = token_features(depth1, torch.linalg.inv(Rt_01))
+    want = _probe3d_by_the_letter(feat0, feat1, depth0, depth1, K, Rt_01, 1000)
+    # Ours: view A at the origin, view B at inv(Rt_01) (camera-0 points map into camera 1 by Rt_01)
+    img = np.zeros((H, W, 3), np.float32)
+    a = ViewData(img, K.numpy(), np.eye(4), depth0.numpy())
+    b = ViewData(img, K.numpy(), np.linalg.inv(Rt_01.numpy()), depth1.numpy())
+    got = probe3d_pair(feat0, feat1, a, b, keep=1000)
+    assert got is not None and got.errors.shape == (1000,)
+    assert got.rotation_deg == pytest.approx(12.0, abs=1e-6)
+    np.testing.assert_allclose(np.sort(got.errors), np.sort(want), rtol=1e-4, atol=1e-4)
+    for t in (5, 10, 20):
+        assert got.recall[f"recall_{t}"] == pytest.approx(np.mean(want < t), abs=1e-12)
+    assert 0.0 < got.recall["recall_10"] < 1.0  # neither trivial nor hopeless on this pair
+
+
+def test_eval_help_names_every_benchmark():
+    from splatdistill.eval.paper import BENCHMARKS
+
+    r = _cli("eval", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    for name in BENCHMARKS:
+        assert name in text, name

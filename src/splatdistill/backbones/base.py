@@ -69,11 +69,26 @@ class Backbone(nn.Module):
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def forward_block_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last block's tokens *before* the final normalisation. The paper's depth probe and Probe3D's
+        normal probe and matcher read these raw tokens of a ViT, not the normalised ones the trainer uses.
+        A backbone without a final normalisation returns its tokens."""
+        return self.forward_tokens(x)
+
+    def apply_final_norm(
+        self, patch: torch.Tensor, cls: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The final normalisation, applied to :meth:`forward_block_tokens`' output (identity here), so one
+        forward pass gives both kinds of tokens."""
+        return patch, cls
+
     def patch_features(
-        self, images: torch.Tensor, return_cls: bool = False
+        self, images: torch.Tensor, return_cls: bool = False, final_norm: bool = True
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """Dense features (B, C, H/p, W/p) of RGB images in [0, 1]; with ``return_cls``, also (B, C)."""
-        patch, cls = self.forward_tokens(self.prepare(images))
+        """Dense features (B, C, H/p, W/p) of RGB images in [0, 1]; with ``return_cls``, also (B, C).
+        ``final_norm=False`` gives the tokens before the final normalisation (:meth:`forward_block_tokens`)."""
+        x = self.prepare(images)
+        patch, cls = self.forward_tokens(x) if final_norm else self.forward_block_tokens(x)
         return (patch, cls) if return_cls else patch
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,9 @@ class ProjectedBackbone(Backbone):
         self.resize_mode = out_resize
         self.name = f"{inner.name}->{out_dim}x/{out_patch}"
 
-    def patch_features(self, images: torch.Tensor, return_cls: bool = False):
+    def patch_features(self, images: torch.Tensor, return_cls: bool = False, final_norm: bool = True):
+        """The projected features; there is no final normalisation after the projection, so ``final_norm``
+        changes nothing."""
         grid = self.grid_size(*images.shape[-2:])  # the teacher's token grid for this image
         fmap = self.proj(self.inner.patch_features(images))
         if tuple(fmap.shape[-2:]) != grid:

@@ -95,14 +95,25 @@ class ViTBackbone(Backbone):
         full_pos = torch.cat([pos[:, :n_prefix_in_pos], patch_pos], dim=1)
         return torch.cat(prefix + [tokens], dim=1) + full_pos
 
-    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_block_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.model
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self._embed(x)
         tokens = m.norm_pre(tokens)
         tokens = m.blocks(tokens)
-        tokens = m.norm(tokens)
         n_prefix = m.num_prefix_tokens
         patch = tokens[:, n_prefix:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
         cls = tokens[:, 0] if m.cls_token is not None else None
         return patch, cls
+
+    def apply_final_norm(
+        self, patch: torch.Tensor, cls: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # The final norm acts on each token alone (LayerNorm over channels), so patch and CLS tokens can be
+        # normalised apart: the same numbers as normalising the whole sequence.
+        norm = self.model.norm
+        patch = norm(patch.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return patch, (None if cls is None else norm(cls))
+
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.apply_final_norm(*self.forward_block_tokens(x))

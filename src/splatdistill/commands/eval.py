@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "random:ARCH, mobilenetv2; LABEL= names its row in the report")
     p.add_argument("--data", action="append", metavar="[NAME=]DIR",
                    help="dataset folder, or 'rooms' (built on first use); with --suite paper repeatable as NAME=PATH, "
-                   "NAME one of nyu, scannet1500, ade20k, kitti, scannetpp (each with its protocol) or any other")
+                   "NAME one of nyu, scannet1500, ade20k, kitti, scannet, scannetpp (each with its protocol) or any other")
     p.add_argument("--suite", choices=["fast", "paper"], default=None,
                    help="fast: the CPU protocol (default); paper: the heads, losses, metrics and per-dataset protocols "
                    "of the paper's evaluation code, one table over all --data (docs/evaluation.md)")

@@ -17,7 +17,7 @@ and the paper's benchmarks in their published layouts (for ``splatdistill eval``
 - ``scannet1500``: the ScanNet-1500 test pairs (``scannet_test_pairs_with_gt.txt`` + ``scans_test/``)
 - ``ade20k``: ``ADEChallengeData2016`` (150 classes)
 - ``kitti``: KITTI depth on the Eigen split (split files + raw images + projected ground truth)
-- ``scannetpp_probe``: FiT3D's ScanNet++ probe set (``scannetpp_{train,val}.txt`` depth, images/annotations)
+- ``scannetpp_probe``, ``scannet_probe``: FiT3D's ScanNet++ / ScanNet probe sets (depth lists, label folders)
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from splatdistill.errors import UserError
 from . import (
     ade20k,
     colmap,
+    fit3d_probes,
     kitti,
     nyuv2,
     scannet1500,
     scannetpp,
-    scannetpp_probe,
     sevenscenes,
     tum,
 )
@@ -46,7 +46,7 @@ from .scannetpp import load_scannetpp
 from .scene import Scene, ViewData, ViewRecord
 
 FORMATS = ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "7scenes", "nyuv2", "scannet1500",
-           "ade20k", "kitti", "scannetpp_probe")
+           "ade20k", "kitti", *fit3d_probes.LAYOUTS)
 #: the name of the embedded dataset, accepted wherever a dataset path is
 ROOMS = "rooms"
 
@@ -89,8 +89,13 @@ def detect_format(path: Path) -> str:
         return "tum"
     if sevenscenes.is_sevenscenes(path):
         return "7scenes"
-    for name, module in (("nyuv2", nyuv2), ("scannet1500", scannet1500), ("scannetpp_probe", scannetpp_probe),
-                         ("ade20k", ade20k), ("kitti", kitti)):
+    for name, module in (("nyuv2", nyuv2), ("scannet1500", scannet1500)):
+        if getattr(module, f"is_{name}")(path):
+            return name
+    probe_set = fit3d_probes.detect(path)
+    if probe_set is not None:
+        return probe_set
+    for name, module in (("ade20k", ade20k), ("kitti", kitti)):
         if getattr(module, f"is_{name}")(path):
             return name
     hint = ""
@@ -100,7 +105,8 @@ def detect_format(path: Path) -> str:
         "no dataset found: expected scene.json folders (splatdistill), scenes/*/transforms_train.json "
         "(ScanNet++/FiT3D), transforms.json (nerfstudio), a COLMAP sparse model, a TUM RGB-D sequence "
         "(rgb.txt, depth.txt), 7-Scenes sequences (seq-*/frame-*.color.png), or a benchmark: "
-        f"nyu_depth_v2_labeled.mat, scannet_test_pairs_with_gt.txt, ADEChallengeData2016, KITTI Eigen split files{hint}",
+        f"nyu_depth_v2_labeled.mat, scannet_test_pairs_with_gt.txt, ADEChallengeData2016, KITTI Eigen split files, "
+        f"FiT3D's scannetpp_probe / scannet_probe{hint}",
         path,
     )
 
@@ -137,8 +143,8 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
         scenes = ade20k.load_ade20k(path)
     elif fmt == "kitti":
         scenes = kitti.load_kitti(path)
-    elif fmt == "scannetpp_probe":
-        scenes = scannetpp_probe.load_scannetpp_probe(path)
+    elif fmt in fit3d_probes.LAYOUTS:
+        scenes = fit3d_probes.load_probe_set(path, fmt)
     else:
         scenes = [load_colmap(path, skip_bad=skip_bad)]
     if split is not None:

@@ -28,6 +28,7 @@ from .scene import Scene, ViewData, ViewRecord
 FOLDER = "ADEChallengeData2016"
 NUM_CLASSES = 150
 SPLITS = (("training", "train"), ("validation", "test"))
+IGNORE_RAW = 255  # mmsegmentation's ignore index: a raw 255 stays ignored after reduce_zero_label
 
 
 def find_root(path: Path) -> Path | None:
@@ -65,36 +66,35 @@ def nominal_K(width: int, height: int) -> np.ndarray:
 def _loader(image: Path, label: Path, K: np.ndarray, name: str, num_classes: int):
     def load() -> ViewData:
         rgb = read_rgb(image)
-        raw = read_ids(label)
+        raw = read_ids(label).astype(np.int64)
         if raw.shape != rgb.shape[:2]:
             raise UserError(f"label is {raw.shape[1]}x{raw.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}", label)
+        raw[raw == IGNORE_RAW] = 0
         if raw.max(initial=0) > num_classes:
-            raise UserError(f"label value {int(raw.max())} is outside 0..{num_classes}", label)
+            raise UserError(f"label value {int(raw.max())} is outside 0..{num_classes} (or {IGNORE_RAW})", label)
         return ViewData(rgb, K, np.eye(4), semantic=(raw - 1).astype(np.int32), name=name)
     return load
 
 
-def load_label_folders(root: Path, num_classes: int, prefix: str, split: str | None = None) -> list[Scene]:
-    """images/{training,validation}/*.jpg|png + annotations/.../*.png (0 = ignore, 1..K) as a train and a
-    test scene: the mmsegmentation layout ADE20K and FiT3D's ScanNet++ probe set share."""
-    names = class_names(root, num_classes)
-    scenes = []
-    for folder, sp in SPLITS:
-        if split is not None and sp != split:
-            continue
-        images = sorted(p for p in (root / "images" / folder).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        views = []
-        for im in images:
-            label = root / "annotations" / folder / f"{im.stem}.png"
-            if not label.is_file():
-                raise UserError(f"{im.name} has no annotations/{folder}/{label.name}", root)
-            with Image.open(im) as fh:
-                w, h = fh.size
-            K = nominal_K(w, h)
-            views.append(ViewRecord(im.stem, K, np.eye(4), w, h, _loader(im, label, K, im.stem, num_classes)))
-        if views:
-            scenes.append(Scene(f"{prefix}-{folder}", views, split=sp, class_names=list(names), root=root))
-    return scenes
+def label_folder_scene(root: Path, image_dir: str, label_dir: str, split: str, num_classes: int,
+                       name: str) -> Scene | None:
+    """``root/image_dir/*.jpg|png`` with ``root/label_dir/<stem>.png`` (0 and 255 = ignore, 1..K) as one
+    scene, labels shifted to 0..K-1 (mmsegmentation's ``reduce_zero_label``); None when the folder has no
+    images. The layout of ADE20K and of FiT3D's probe sets; class names from ``objectInfo<K>.csv``."""
+    folder = root / image_dir
+    images = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if folder.is_dir() else []
+    views = []
+    for im in images:
+        label = root / label_dir / f"{im.stem}.png"
+        if not label.is_file():
+            raise UserError(f"{im.name} has no {label_dir}/{label.name}", root)
+        with Image.open(im) as fh:
+            w, h = fh.size
+        K = nominal_K(w, h)
+        views.append(ViewRecord(im.stem, K, np.eye(4), w, h, _loader(im, label, K, im.stem, num_classes)))
+    if not views:
+        return None
+    return Scene(name, views, split=split, class_names=class_names(root, num_classes), root=root)
 
 
 def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
@@ -103,7 +103,13 @@ def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
     if root is None:
         raise UserError(f"no {FOLDER} layout here (images/{{training,validation}}, annotations/{{training,validation}}; "
                         "see docs/evaluation.md)", path)  # fmt: skip
-    scenes = load_label_folders(root, NUM_CLASSES, "ade20k", split)
+    scenes = []
+    for folder, sp in SPLITS:
+        if split is None or sp == split:
+            scene = label_folder_scene(root, f"images/{folder}", f"annotations/{folder}", sp, NUM_CLASSES,
+                                       f"ade20k-{folder}")
+            if scene is not None:
+                scenes.append(scene)
     if not scenes:
         raise UserError("no images in images/training or images/validation", root)
     return scenes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
@@ -177,3 +177,17 @@ def map_size(path: Path) -> tuple[int, int] | None:
             return im.size
     except Exception:
         return None
+
+
+def depth_list_lines(list_file: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, columns) of a depth split list (``<image> <depth or None> [focal]`` per line, the
+    layout of the depth-estimation literature's NYUv2/KITTI/ScanNet lists): blank lines and frames with
+    depth ``None`` skipped, as the reference loaders do; a line with fewer than two columns is named."""
+    for n, line in enumerate(list_file.read_text(errors="replace").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise UserError(f"line {n}: expected '<image> <depth or None> [focal]'", list_file)
+        if parts[1] != "None":
+            yield n, parts

@@ -1,11 +1,13 @@
 """KITTI depth on the Eigen split, in the layout of the depth-estimation literature (BTS / Monodepth)::
 
-    ROOT/kitti_eigen_train.txt, ROOT/kitti_eigen_test.txt     (or eigen_{train,test}_files_with_gt.txt)
+    ROOT/kitti_eigen_train.txt, ROOT/kitti_eigen_test.txt     (or eigen_{train,test}_files_with_gt.txt,
+                                                              or FiT3D's kitti_train.txt / kitti_val.txt)
         one line per frame: <image path> <depth path or None> <focal>
         e.g. 2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png
              2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png 721.5377
     images under ROOT, ROOT/input or ROOT/raw; depth under ROOT, ROOT/gt_depth or
-    ROOT/data_depth_annotated (with or without its train/ or val/ level)
+    ROOT/data_depth_annotated (with or without its train/ or val/ level); else by file name in the flat
+    ROOT/images and ROOT/depth of FiT3D's eval_data/kitti
     depth PNGs: 16-bit, metres x 256, 0 = no measurement (sparse, projected LiDAR)
 
 Frames with depth ``None`` are skipped (as the reference does). Every frame is cropped to the KB crop,
@@ -22,11 +24,11 @@ from PIL import Image
 
 from splatdistill.errors import UserError
 
-from .io import read_depth, read_rgb
+from .io import depth_list_lines, read_depth, read_rgb
 from .scene import Scene, ViewData, ViewRecord
 
-SPLIT_FILES = {"train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt"),
-               "test": ("kitti_eigen_test.txt", "eigen_test_files_with_gt.txt")}
+SPLIT_FILES = {"train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt", "kitti_train.txt"),
+               "test": ("kitti_eigen_test.txt", "eigen_test_files_with_gt.txt", "kitti_val.txt")}
 KB_CROP = (352, 1216)
 DEPTH_SCALE = 256.0
 #: rectified left colour camera (P_rect_02) per recording day
@@ -43,13 +45,16 @@ def is_kitti(path: Path) -> bool:
     return Path(path).is_dir() and split_file(Path(path), "test") is not None
 
 
-def _find(root: Path, rel: str, bases: tuple[str, ...]) -> Path | None:
+def _find(root: Path, rel: str, bases: tuple[str, ...], flat: str) -> Path | None:
+    """``rel`` under one of ``bases`` (with or without a train/ or val/ level), else its file name in the
+    flat folder ``flat`` (FiT3D's ``eval_data/kitti/{images,depth}``, looked up by file name as it does)."""
     for base in bases:
         for sub in ("", "train", "val"):
             p = root / base / sub / rel
             if p.is_file():
                 return p
-    return None
+    p = root / flat / Path(rel).name
+    return p if p.is_file() else None
 
 
 def kb_crop_box(height: int, width: int) -> tuple[int, int]:
@@ -80,20 +85,13 @@ def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
         if f is None or (split is not None and sp != split):
             continue
         views = []
-        for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise UserError(f"line {n}: expected '<image> <depth or None> [focal]'", f)
-            if parts[1] == "None":
-                continue
-            image = _find(root, parts[0], ("", "input", "raw"))
-            depth = _find(root, parts[1], ("", "gt_depth", "data_depth_annotated"))
+        for n, parts in depth_list_lines(f):
+            image = _find(root, parts[0], ("", "input", "raw"), "images")
+            depth = _find(root, parts[1], ("", "gt_depth", "data_depth_annotated"), "depth")
             for what, p, rel in (("image", image, parts[0]), ("depth", depth, parts[1])):
                 if p is None:
-                    raise UserError(f"line {n}: {what} {rel} not found under ROOT, ROOT/input|raw or "
-                                    "ROOT/gt_depth|data_depth_annotated", f)  # fmt: skip
+                    raise UserError(f"line {n}: {what} {rel} not found under ROOT, ROOT/input|raw|images or "
+                                    "ROOT/gt_depth|data_depth_annotated|depth", f)  # fmt: skip
             with Image.open(image) as fh:
                 w, h = fh.size
             top, left = kb_crop_box(h, w)

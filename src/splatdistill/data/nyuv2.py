@@ -6,16 +6,24 @@
     ROOT/classMapping40.mat         mapClass (1, 894) -> 1..40, className (1, 40)   for classes=40
     ROOT/class13Mapping.mat         classMapping13.labels13 (40 -> 1..13) + names    for classes=13
 
+    ROOT/all_normals.pklz           optional: Ladicky et al.'s surface normals of the 1449 frames, as FAIR's
+                                    self-supervision benchmark ships them (nyuv2_surfacenormal_metadata.zip;
+                                    also read from ROOT/surfacenormal_metadata/): a gzipped pickle holding
+                                    ``all_normals`` (1449, 480, 640, 3)
+
 MATLAB stores arrays column-major, so h5py sees every image transposed: (3, W, H) is read as (H, W, 3)
 by reversing the axes. ``ROOT`` may also be the ``.mat`` file itself (the other files beside it).
 The split becomes two scenes, ``nyu-train`` and ``nyu-test``; poses are identity (the labelled frames are
-single views of 464 different scenes, used here for the probes only). Normals are not in the labelled
-set: they are computed from the depth (central differences of the back-projected points), which is not
-the normal ground truth Probe3D evaluates on (docs/evaluation.md).
+single views of 464 different scenes, used here for the probes only). Normals: Ladicky's when
+``all_normals.pklz`` is there (the ground truth Probe3D and the paper evaluate on; valid where the raw
+sensor depth is in (0, 10] m, as Probe3D masks them), else computed from the depth (central differences
+of the back-projected points), which is not comparable with the paper (:func:`normals_source` says which).
 """
 
 from __future__ import annotations
 
+import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,8 @@ from .geometry_checks import normals_from_depth
 from .scene import Scene, ViewData, ViewRecord
 
 LABELLED = "nyu_depth_v2_labeled.mat"
+NORMALS = "all_normals.pklz"
+NORMALS_MAX_DEPTH = 10.0  # Probe3D zeroes raw depth above 10 m and scores normals where raw depth > 0
 SPLITS = "splits.mat"
 MAPPING_40 = "classMapping40.mat"
 MAPPING_13 = "class13Mapping.mat"
@@ -63,6 +73,58 @@ def official_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"has no {missing[0]} (expected trainNdxs and testNdxs)", root / SPLITS)
     return (np.asarray(m["trainNdxs"]).reshape(-1).astype(np.int64) - 1,
             np.asarray(m["testNdxs"]).reshape(-1).astype(np.int64) - 1)
+
+
+def find_normals(root: Path) -> Path | None:
+    """Ladicky's normals beside the .mat (or in the ``surfacenormal_metadata`` folder of their zip)."""
+    for f in (root / NORMALS, root / "surfacenormal_metadata" / NORMALS):
+        if f.is_file():
+            return f
+    return None
+
+
+def normals_source(path: str | Path) -> str:
+    """Which normals :func:`load_nyuv2` gives for ``path``: Ladicky's file or normals from depth."""
+    mat = find_labelled(Path(path))
+    hit = None if mat is None else find_normals(mat.parent)
+    return f"Ladicky et al.'s ({hit.name})" if hit else f"computed from depth (no {NORMALS}: not the paper's ground truth)"
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only: a pickle can run code, this one cannot."""
+
+    # what NumPy's arrays pickle to under protocols 2-5 (_codecs.encode is how protocol 2 stores bytes)
+    ALLOWED = {(m, name) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")}
+    ALLOWED |= {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"),
+                ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+_NORMALS_CACHE: dict[Path, np.ndarray] = {}
+
+
+def read_normals(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """``all_normals`` as float16 (N, H, W, 3), read once per process (the file is one pickle of ~5 GB
+    of float32; float16 halves what stays in memory)."""
+    key = path.resolve()
+    if key not in _NORMALS_CACHE:
+        try:
+            with gzip.open(path, "rb") as fh:
+                data = _ArrayUnpickler(fh, encoding="latin1").load()
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+            raise UserError(f"cannot read as a gzipped pickle of arrays ({type(exc).__name__}: {str(exc)[:100]})", path) from None
+        arr = data.get("all_normals") if isinstance(data, dict) else None
+        if not isinstance(arr, np.ndarray):
+            raise UserError("has no 'all_normals' array (expected FAIR's NYUv2 surface-normal metadata)", path)
+        n, h, w = shape
+        if arr.ndim != 4 or arr.shape[0] < n or arr.shape[1:] != (h, w, 3):
+            raise UserError(f"all_normals is {arr.shape}, expected ({n}, {h}, {w}, 3) for the labelled set", path)
+        _NORMALS_CACHE[key] = arr.astype(np.float16)
+    return _NORMALS_CACHE[key]
 
 
 def _names(cell) -> list[str]:
@@ -128,15 +190,24 @@ def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) ->
         raise UserError(f"index {bad[0] + 1} is outside the {n} images of {LABELLED}", root / SPLITS)
     lookup, names = class_mapping(root, classes, raw_names)
 
+    normals_file = find_normals(root)
+
     def loader(i: int):
         def load() -> ViewData:
             with h5py.File(mat, "r") as f:
                 image = np.transpose(np.asarray(f["images"][i]), (2, 1, 0)).astype(np.float32) / 255.0
                 depth = np.asarray(f["depths"][i]).T.astype(np.float32)
                 raw = np.asarray(f["labels"][i]).T.astype(np.int64)
+                sensor = np.asarray(f["rawDepths"][i]).T.astype(np.float32) if "rawDepths" in f else depth
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
             sem = np.where((raw >= 0) & (raw < lookup.size), lookup[np.clip(raw, 0, lookup.size - 1)], -1)
-            return ViewData(image, K_NYU.copy(), np.eye(4), depth, normals_from_depth(depth, K_NYU),
+            if normals_file is not None:
+                normals = read_normals(normals_file, (n, height, width))[i].astype(np.float32)
+                measured = np.isfinite(sensor) & (sensor > 0) & (sensor <= NORMALS_MAX_DEPTH)
+                normals = np.where((measured & (np.linalg.norm(normals, axis=-1) > 0.5))[..., None], normals, 0)
+            else:
+                normals = normals_from_depth(depth, K_NYU)
+            return ViewData(image, K_NYU.copy(), np.eye(4), depth, normals.astype(np.float32),
                             None, sem.astype(np.int32), name=f"{i + 1:04d}")  # fmt: skip
         return load
 

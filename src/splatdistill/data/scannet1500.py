@@ -1,17 +1,26 @@
-"""ScanNet-1500: the test pairs of the matching literature, read from the pairs file and ScanNet's export::
+"""ScanNet-1500: the test pairs of the matching literature, in either of its two published layouts.
+
+SuperGlue's pairs file with ScanNet's export::
 
     ROOT/scannet_test_pairs_with_gt.txt          one pair per line, 38 columns:
         path0 path1 rot0 rot1 K0 (9 values) K1 (9 values) T_0to1 (16 values, row-major 4x4)
     ROOT/scans_test/<scene>/color/<frame>.jpg      (as written by ScanNet's SensReader, 1296x968)
     ROOT/scans_test/<scene>/depth/<frame>.png      16-bit millimetres, 0 = none (640x480)
 
+LoFTR's ``scannet_test_1500`` folder, the one Probe3D (the paper's correspondence code) reads::
+
+    ROOT/test.npz                                 'name': (1500, 4) rows of scene number, sequence, frame 0, frame 1
+    ROOT/intrinsics.npz                           'scene0707_00' -> 3x3 colour intrinsics, one per scene
+    ROOT/scene0707_00/color/<frame>.jpg, depth/<frame>.png (mm), pose/<frame>.txt (4x4 camera-to-world)
+
 ``path0``/``path1`` are relative to ``ROOT`` (the folder holding the pairs file; ``ROOT`` may also be
-the pairs file). ``K0``/``K1`` are the colour intrinsics at the colour image's own size, ``T_0to1`` maps
-camera-0 coordinates to camera-1 coordinates. ``rot0``/``rot1`` (EXIF rotations, 0 in this file) are
-checked to be 0. Every pair becomes a two-view scene in the test split: view A at the origin, view B at
-``inv(T_0to1)``, both resized to the standard 640x480 (intrinsics scaled to match). Depth is taken as
-aligned with the resized colour image, as the matching literature does (ScanNet registers depth to
-the colour camera's viewpoint, at its own intrinsics).
+the pairs file). ``K0``/``K1`` (and LoFTR's per-scene K) are the colour intrinsics at the colour image's
+own size, ``T_0to1`` maps camera-0 coordinates to camera-1 coordinates (LoFTR's layout gives the two
+poses instead; Probe3D takes ``inv(pose1) @ pose0``, the same transform). ``rot0``/``rot1`` (EXIF
+rotations, 0 in this file) are checked to be 0. Every pair becomes a two-view scene in the test split:
+view A at the origin, view B at ``inv(T_0to1)``, both resized to the standard 640x480 (intrinsics
+scaled to match). Depth is taken as aligned with the resized colour
+image, as the matching literature does (ScanNet registers depth to the colour camera's viewpoint).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ STANDARD_SIZE = (640, 480)  # (width, height) of the protocol
 COLUMNS = 38
 
 
+LOFTR_FILES = ("test.npz", "intrinsics.npz")
+
+
 def find_pairs_file(path: Path) -> Path | None:
     if path.is_file() and path.suffix == ".txt":
         return path
@@ -38,8 +50,12 @@ def find_pairs_file(path: Path) -> Path | None:
     return hit if path.is_dir() and hit.is_file() else None
 
 
+def is_loftr_layout(path: Path) -> bool:
+    return Path(path).is_dir() and all((Path(path) / f).is_file() for f in LOFTR_FILES)
+
+
 def is_scannet1500(path: Path) -> bool:
-    return find_pairs_file(Path(path)) is not None
+    return find_pairs_file(Path(path)) is not None or is_loftr_layout(Path(path))
 
 
 def parse_pairs(pairs_file: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -98,14 +114,62 @@ def scaled_K(K: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read as .npz ({type(exc).__name__}: {str(exc)[:100]})", path) from None
+
+
+def _read_pose(path: Path) -> np.ndarray:
+    try:
+        pose = np.loadtxt(path, dtype=np.float64).reshape(4, 4)
+    except (OSError, ValueError):
+        raise UserError("expected a 4x4 camera-to-world matrix (16 numbers)", path) from None
+    if not np.all(np.isfinite(pose)):  # ScanNet marks frames without tracking with -inf poses
+        raise UserError("pose is not finite (a frame ScanNet could not track)", path)
+    return pose
+
+
+def parse_loftr(root: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(path0, path1, K0, K1, T_0to1) of LoFTR's test.npz + intrinsics.npz, poses read from pose/*.txt."""
+    names = _read_npz(root / "test.npz")
+    if "name" not in names or names["name"].ndim != 2 or names["name"].shape[1] != 4:
+        raise UserError("expected an array 'name' of (pairs, 4) rows: scene, sequence, frame 0, frame 1",
+                        root / "test.npz")  # fmt: skip
+    intr = _read_npz(root / "intrinsics.npz")
+    out = []
+    for k, (room, seq, f0, f1) in enumerate(names["name"].astype(np.int64)):
+        scene = f"scene{room:04d}_{seq:02d}"
+        if scene not in intr:
+            raise UserError(f"pair {k + 1}: no intrinsics for {scene}", root / "intrinsics.npz")
+        K = np.asarray(intr[scene], dtype=np.float64).reshape(3, 3)
+        poses = []
+        for f in (f0, f1):
+            pose_file = root / scene / "pose" / f"{f}.txt"
+            if not pose_file.is_file():
+                raise UserError(f"pair {k + 1}: {pose_file.relative_to(root)} not found", root)
+            poses.append(_read_pose(pose_file))
+        out.append((f"{scene}/color/{f0}.jpg", f"{scene}/color/{f1}.jpg", K, K, np.linalg.inv(poses[1]) @ poses[0]))
+    if not out:
+        raise UserError("no pairs in the file", root / "test.npz")
+    return out
+
+
 def load_scannet1500(path: str | Path, max_pairs: int | None = None) -> list[Scene]:
-    """One two-view test scene per pair of the pairs file (the first ``max_pairs`` when given)."""
+    """One two-view test scene per pair (the first ``max_pairs`` when given), from either layout."""
     path = Path(path)
     pairs_file = find_pairs_file(path)
-    if pairs_file is None:
-        raise UserError(f"no {PAIRS_FILE} here (ScanNet-1500; see docs/evaluation.md for the layout)", path)
-    root = pairs_file.parent
-    pairs = parse_pairs(pairs_file)[:max_pairs]
+    if pairs_file is not None:
+        root, pairs = pairs_file.parent, parse_pairs(pairs_file)[:max_pairs]
+        layout = "ScanNet export: scans_test/<scene>/color/<frame>.jpg and depth/<frame>.png"
+    elif is_loftr_layout(path):
+        root, pairs = path, parse_loftr(path)[:max_pairs]
+        layout = "LoFTR's scannet_test_1500: <scene>/color/<frame>.jpg and depth/<frame>.png"
+    else:
+        raise UserError(f"no {PAIRS_FILE} or {' + '.join(LOFTR_FILES)} here (ScanNet-1500; see docs/evaluation.md "
+                        "for the layouts)", path)  # fmt: skip
     scenes = []
     for k, (p0, p1, K0, K1, T) in enumerate(pairs):
         views = []
@@ -113,8 +177,7 @@ def load_scannet1500(path: str | Path, max_pairs: int | None = None) -> list[Sce
             color = root / rel
             for need in (color, depth_path(color)):
                 if not need.is_file():
-                    raise UserError(f"pair {k + 1}: {need.relative_to(root)} not found (ScanNet export: "
-                                    "scans_test/<scene>/color/<frame>.jpg and depth/<frame>.png)", root)  # fmt: skip
+                    raise UserError(f"pair {k + 1}: {need.relative_to(root)} not found ({layout})", root)
             with Image.open(color) as im:
                 w, h = im.size
             Ks = scaled_K(K, w, h)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from splatdistill.errors import UserError
-from splatdistill.eval.metrics import DEPTH_CROPS
+from splatdistill.eval.metrics import DEPTH_CROPS, NORMAL_CROPS
 
 TASKS = ("depth", "normals", "segmentation", "correspondence", "consistency")
 
@@ -39,7 +39,14 @@ class EvalConfig:
     min_depth: float = 0.01
     max_depth: float = 10.0  # metres; indoor protocol cap for bins and metrics
     depth_use_cls: bool = False  # the protocol concatenates CLS; off by default (docs/evaluation.md); suite=paper: on
+    # average each held-out depth prediction with the mirrored prediction of the mirrored image (the
+    # reference's test-time flip); suite=paper turns it on for the depth benchmarks that use it
+    depth_flip: bool = False
     depth_crop: str = "none"  # evaluation crop of the depth metrics: none, nyu_eigen, kitti_garg, kitti_eigen
+    normals_crop: str = "none"  # evaluation crop of the normal metrics: none, center_square (Probe3D's NYUv2)
+    # suite=paper: the depth/normal probes and matching read the last block before the final LayerNorm, as
+    # the paper's evaluation code does (eval/paper_probes.PAPER_TOKENS); false: the final tokens everywhere
+    paper_tokens: bool = True
     nyu_classes: int = 40  # NYUv2 segmentation classes: 40 (classMapping40.mat), 13 (class13Mapping.mat) or 894
     save_predictions: bool = False  # write predictions/<label>.npz (every held-out prediction of the probes)
     corr_pairs: int = 48  # view pairs per dataset
@@ -78,6 +85,8 @@ class EvalConfig:
             raise UserError(f"unknown suite '{self.suite}' (choose from fast, paper)")
         if self.depth_crop not in DEPTH_CROPS:
             raise UserError(f"unknown depth crop '{self.depth_crop}' (choose from {', '.join(DEPTH_CROPS)})")
+        if self.normals_crop not in NORMAL_CROPS:
+            raise UserError(f"unknown normals crop '{self.normals_crop}' (choose from {', '.join(NORMAL_CROPS)})")
         if self.nyu_classes not in (13, 40, 894):
             raise UserError(f"nyu-classes must be 13, 40 or 894, got {self.nyu_classes}")
         if self.eval_split not in ("auto", "train", "val", "test"):

@@ -186,6 +186,67 @@ def evaluate_pair(
     )
 
 
+# ------------------------------------------------------------------ Probe3D's matcher (suite=paper)
+
+
+def reference_scale(width: int, height: int) -> float:
+    """The factor taking a ``width x height`` view to the 160x120 reference (0.25 for 640x480; other sizes
+    by the ratio of diagonals)."""
+    return 1.0 / correspondence_threshold_scale(width, height)
+
+
+def downsample_view(view: ViewData, scale: float) -> ViewData:
+    """Depth resampled with torch's nearest rule at ``scale`` (as Probe3D's ``interpolate(depth,
+    scale_factor=0.25)``) and K scaled with it; the image is a placeholder of the new size."""
+    d = torch.from_numpy(np.ascontiguousarray(view.depth, dtype=np.float32))[None, None]
+    small = F.interpolate(d, scale_factor=scale)[0, 0].numpy()
+    K = np.array(view.K, dtype=np.float64)
+    K[0] *= small.shape[1] / view.depth.shape[1]
+    K[1] *= small.shape[0] / view.depth.shape[0]
+    return ViewData(np.zeros((*small.shape, 3), np.float32), K, view.cam_to_world, small, name=view.name)
+
+
+def probe3d_pair(feat_a: torch.Tensor, feat_b: torch.Tensor, view_a: ViewData, view_b: ViewData, keep: int = 1000,
+                 chunk: int = 4096) -> PairResult | None:
+    """One pair matched as Probe3D's ScanNet evaluation does it (``estimate_correspondence_depth``).
+
+    Both depth maps go to the 160x120 reference (nearest); every pixel with depth, in either view, is a
+    point with the feature sampled at its centre. Each point of A takes its cosine nearest neighbour among
+    all points of B and the weight ``1 - d1/d2`` of the cosine distances to the two nearest; the ``keep``
+    best-weighted matches are scored by the distance, in reference pixels, between A's point projected
+    into B and its match's pixel. Nothing is filtered for visibility: a match of a point B does not see
+    counts with its error. Returns None when either view has no depth.
+    """
+    if view_a.depth is None or view_b.depth is None:
+        return None
+    a = downsample_view(view_a, reference_scale(view_a.depth.shape[1], view_a.depth.shape[0]))
+    b = downsample_view(view_b, reference_scale(view_b.depth.shape[1], view_b.depth.shape[0]))
+    _, uv_a, uv_a_in_b, z_in_b = view_warp(a, b)
+    valid_b = b.depth > 0
+    rows, cols = np.nonzero(valid_b)
+    uv_b = np.stack([cols + 0.5, rows + 0.5], 1).astype(np.float64)  # B's points project to their own pixels
+    if uv_a.shape[0] == 0 or uv_b.shape[0] == 0:
+        return None
+    hb, wb = b.depth.shape
+    ha, wa = a.depth.shape
+    desc_a = F.normalize(sample_features(feat_a, uv_a, wa, ha), dim=1)
+    desc_b = F.normalize(sample_features(feat_b, uv_b, wb, hb), dim=1)
+    k = min(2, desc_b.shape[0])
+    nn_idx = torch.empty(desc_a.shape[0], dtype=torch.long)
+    weight = torch.empty(desc_a.shape[0], dtype=torch.float64)
+    for start in range(0, desc_a.shape[0], chunk):  # the full similarity matrix is ~1.5 GB at 160x120
+        top, idx = (desc_a[start:start + chunk] @ desc_b.T).topk(k, dim=1)
+        dist = (1 - top.double()).clamp_min(1e-9)  # cosine distance, clamped as the reference does
+        nn_idx[start:start + chunk] = idx[:, 0]
+        weight[start:start + chunk] = 1 - dist[:, 0] / dist[:, -1] if k == 2 else 0.0
+    kept = torch.topk(weight, min(keep, weight.numel())).indices.numpy()
+    matched = uv_b[nn_idx.numpy()[kept]]
+    errors = match_errors(matched, uv_a_in_b[kept])
+    errors[~(z_in_b[kept] > 0)] = np.inf  # behind B: the reference's clamped division gives a huge error
+    return PairResult(errors=errors, scale=1.0, rotation_deg=relative_rotation_deg(view_a, view_b),
+                      overlap=float("nan"), recall=recall_at_thresholds(errors, CORRESPONDENCE_THRESHOLDS_PX, 1.0))
+
+
 def summarise_pairs(results: list[PairResult]) -> dict:
     """Mean over pairs of recall@5/10/20, and recall@10 per relative-rotation bin (with pair counts)."""
     out: dict = {"pairs": len(results)}

@@ -48,6 +48,29 @@ class PreparedData:
     class_names: list[str]
     extra: dict[str, ViewSet] = field(default_factory=dict)
     scenes: dict[str, int] = field(default_factory=dict)
+    figure_views: list[int] = field(default_factory=list)  # held-out views shown in the figures (pixels kept)
+
+
+#: Views decoded at a time while the backbone-ready tensors and the loss-grid targets are built: a dataset
+#: of any length never sits in memory at full resolution.
+LOAD_CHUNK = 32
+
+
+def figure_indices(groups: list[str], n: int) -> list[int]:
+    """First view of each scene, then second views, ... up to ``n``: varied scenes in the figures."""
+    order: list[int] = []
+    by_scene: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_scene.setdefault(g, []).append(i)
+    depth = 0
+    while len(order) < n and any(depth < len(v) for v in by_scene.values()):
+        for v in by_scene.values():
+            if depth < len(v) and len(order) < n:
+                order.append(v[depth])
+        depth += 1
+    return order
+
+
 
 
 def resolve_data(data: str | Path | Sequence[Scene]) -> tuple[str, list[Scene]]:
@@ -98,10 +121,6 @@ def _remap_semantic(sem: np.ndarray | None, lookup: np.ndarray) -> np.ndarray | 
     return np.where(ok, lookup[np.clip(sem, 0, lookup.size - 1)], -1)
 
 
-def _load_views(items: list[tuple[Scene, int]], desc: str, progress: bool) -> list[ViewData]:
-    return [scene.load_view(i) for scene, i in tqdm(items, desc=desc, unit="view", disable=not progress, leave=False)]
-
-
 def prepare_data(
     name: str, scenes: list[Scene], tasks: list[str], cfg: EvalConfig, extra: dict[str, list[Scene]] | None = None
 ) -> PreparedData:
@@ -133,28 +152,59 @@ def prepare_data(
 
     train_set = targets = None
     if train_items:
-        views = _load_views(train_items, "loading train views", cfg.progress)
-        images = Views.from_view_data(views, mask_mode=None, size=size).images.half()
         lookups = {s.name: _class_lookup(s, class_names) for s in train}
-        for v, (s, _) in zip(views, train_items):
-            v.semantic = _remap_semantic(v.semantic, lookups[s.name]) if class_names else None
-        # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
-        gt = Views.from_view_data(views, mask_mode=None, size=ls, normals=True)
-        depth = gt.depths if "depth" in tasks and any(v.depth is not None for v in views) else None
-        normals = (gt.normals.permute(0, 3, 1, 2).contiguous()
-                   if "normals" in tasks and any(v.normals is not None for v in views) else None)
-        semantic = gt.semantic if "segmentation" in tasks and any(v.semantic is not None for v in views) else None
-        train_set = ViewSet([], [s.name for s, _ in train_items], images)  # train views are not kept
+        parts: dict[str, list[torch.Tensor]] = {"images": [], "depth": [], "normals": [], "semantic": []}
+        has = {"depth": False, "normals": False, "semantic": False}
+        bar = tqdm(total=len(train_items), desc="loading train views", unit="view", disable=not cfg.progress, leave=False)
+        for start in range(0, len(train_items), LOAD_CHUNK):
+            chunk = train_items[start:start + LOAD_CHUNK]
+            views = [scene.load_view(i) for scene, i in chunk]
+            for v, (s, _) in zip(views, chunk):
+                v.semantic = _remap_semantic(v.semantic, lookups[s.name]) if class_names else None
+                has["depth"] |= v.depth is not None
+                has["normals"] |= v.normals is not None
+                has["semantic"] |= v.semantic is not None
+            parts["images"].append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
+            # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
+            gt = Views.from_view_data(views, mask_mode=None, size=ls, normals="normals" in tasks)
+            parts["depth"].append(gt.depths)
+            parts["semantic"].append(gt.semantic)
+            if gt.normals is not None:
+                parts["normals"].append(gt.normals.permute(0, 3, 1, 2).contiguous())
+            bar.update(len(chunk))
+            del views, gt
+        bar.close()
+        depth = torch.cat(parts["depth"]) if "depth" in tasks and has["depth"] else None
+        normals = torch.cat(parts["normals"]) if "normals" in tasks and has["normals"] else None
+        semantic = torch.cat(parts["semantic"]) if "segmentation" in tasks and has["semantic"] else None
+        train_set = ViewSet([], [s.name for s, _ in train_items], torch.cat(parts["images"]))  # train views are not kept
         targets = TrainTargets(depth, normals, semantic)
-        del views, gt
+        del parts
 
-    held_views = _load_views(held_items, "loading held-out views", cfg.progress)
+    # Held-out views keep their full-resolution ground truth for the metrics; their pixels live in the
+    # backbone-ready tensor, so only the figures' views keep an image (the others a zero-stride stand-in
+    # of the same shape: the pair tasks read only the shape).
+    held_groups = [s.name for s, _ in held_items]
+    figure_views = figure_indices(held_groups, cfg.figure_views) if cfg.figures else []
     lookups = {s.name: _class_lookup(s, class_names) for s in held}
-    for v, (s, _) in zip(held_views, held_items):
-        v.semantic = _remap_semantic(v.semantic, lookups[s.name])
-        v.instance = None
-    held_set = ViewSet(held_views, [s.name for s, _ in held_items],
-                       Views.from_view_data(held_views, mask_mode=None, size=size).images.half())
+    label_dtype = np.int16 if len(class_names) < np.iinfo(np.int16).max else np.int32  # full-size label maps
+    held_views: list[ViewData] = []
+    held_images: list[torch.Tensor] = []
+    bar = tqdm(total=len(held_items), desc="loading held-out views", unit="view", disable=not cfg.progress, leave=False)
+    for start in range(0, len(held_items), LOAD_CHUNK):
+        chunk = held_items[start:start + LOAD_CHUNK]
+        views = [scene.load_view(i) for scene, i in chunk]
+        held_images.append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
+        for k, (v, (s, _)) in enumerate(zip(views, chunk)):
+            sem = _remap_semantic(v.semantic, lookups[s.name])
+            v.semantic = None if sem is None else sem.astype(label_dtype)
+            v.instance = None
+            if start + k not in figure_views:
+                v.image = np.broadcast_to(np.zeros(3, np.float32), v.image.shape)
+        held_views += views
+        bar.update(len(chunk))
+    bar.close()
+    held_set = ViewSet(held_views, held_groups, torch.cat(held_images))
 
     extra_sets = {}
     for key, ex_scenes in (extra or {}).items():
@@ -171,7 +221,8 @@ def prepare_data(
         "eval_scenes": len({s.name for s, _ in held_items}),
         "eval_views": len(held_items),
     }
-    return PreparedData(name, size, train_set, targets, held_set, eval_split, class_names, extra_sets, counts)
+    return PreparedData(name, size, train_set, targets, held_set, eval_split, class_names, extra_sets, counts,
+                        figure_views)
 
 
 def load_extra_datasets(cfg: EvalConfig, tasks: list[str]) -> tuple[dict[str, list[Scene]], str | None]:

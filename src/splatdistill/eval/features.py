@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -80,32 +80,52 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
+def _checked(out, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(out, (tuple, list)):
+        patch, cls = out[0], out[1]
+    else:
+        patch, cls = out, None
+    if patch.ndim != 4 or patch.shape[0] != n:
+        raise RuntimeError(f"backbone returned patch features of shape {tuple(patch.shape)}, expected (B, C, h, w)")
+    if cls is not None and (cls.ndim != 2 or cls.shape[0] != n):
+        cls = None
+    return patch, cls
+
+
 def _call_backbone(model: BackboneLike, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     try:
         out = model.patch_features(x, return_cls=True)
     except TypeError:
         out = model.patch_features(x)
-    if isinstance(out, (tuple, list)):
-        patch, cls = out[0], out[1]
-    else:
-        patch, cls = out, None
-    if patch.ndim != 4 or patch.shape[0] != x.shape[0]:
-        raise RuntimeError(f"backbone returned patch features of shape {tuple(patch.shape)}, expected (B, C, h, w)")
-    if cls is not None and (cls.ndim != 2 or cls.shape[0] != x.shape[0]):
-        cls = None
-    return patch, cls
+    return _checked(out, x.shape[0])
+
+
+def _call_backbone_raw(model: BackboneLike, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+    """(final tokens, raw tokens) of one forward pass: the last block's output and its final normalisation
+    (:meth:`splatdistill.backbones.base.Backbone.forward_block_tokens`). A backbone without that interface,
+    or without a final normalisation, gives the same tokens twice."""
+    norm = getattr(model, "apply_final_norm", None)
+    try:
+        raw = _checked(model.patch_features(x, return_cls=True, final_norm=False), x.shape[0])  # type: ignore[call-arg]
+    except TypeError:
+        final = _call_backbone(model, x)
+        return final, final
+    return (_checked(norm(*raw), x.shape[0]) if norm is not None else raw), raw
 
 
 @torch.inference_mode()
 def extract_features(
     model: BackboneLike,
-    images: torch.Tensor,
+    images: torch.Tensor | Mirrored,
     batch_size: int = 16,
     device: str = "cpu",
     desc: str = "features",
     progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Patch features (N, C, h, w) and CLS tokens (N, C) or None for (N, 3, H, W) images in [0, 1].
+    raw: bool = False,
+) -> tuple[torch.Tensor | None, ...]:
+    """Patch features (N, C, h, w) and CLS tokens (N, C) or None for (N, 3, H, W) images in [0, 1]; with
+    ``raw``, also the tokens before the final normalisation: ``(patch, cls, raw_patch, raw_cls)``. They
+    come in their storage precision (:func:`_storage`: float16 unless that would overflow).
 
     Images are resized to a multiple of the backbone's patch size first (a no-op for the sizes the
     runner prepares), so the patch grid covers the whole image.
@@ -116,24 +136,60 @@ def extract_features(
     size = (max(p, int(round(H / p)) * p), max(p, int(round(W / p)) * p))
     if hasattr(model, "eval"):
         model.eval()
-    patches, classes = [], []
-    starts = range(0, images.shape[0], batch_size)
+    kinds = 2 if raw else 1
+    n = images.shape[0]
+    # Filled batch by batch in the precision they are stored in (float16 unless a value would overflow it):
+    # a dataset's features never exist as a float32 copy or as a list of batches beside the result.
+    out: list[list[torch.Tensor | None]] = [[None, None] for _ in range(kinds)]
+    has_cls = [True] * kinds
+    starts = range(0, n, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        x = resize_images(images[start : start + batch_size].to(device=device, dtype=torch.float32), size)
-        patch, cls = _call_backbone(model, x)
-        patches.append(patch.float().cpu())
-        classes.append(None if cls is None else cls.float().cpu())
-    patch = torch.cat(patches) if patches else torch.zeros(0)
-    cls = None if any(c is None for c in classes) or not classes else torch.cat(classes)
-    return patch, cls
+        if isinstance(images, Mirrored):
+            batch = images.images[start : start + batch_size].flip(-1)
+        else:
+            batch = images[start : start + batch_size]
+        x = resize_images(batch.to(device=device, dtype=torch.float32), size)
+        outs = _call_backbone_raw(model, x) if raw else (_call_backbone(model, x),)
+        for k, (patch, cls) in enumerate(outs):
+            has_cls[k] &= cls is not None
+            for slot, t in enumerate((patch, cls)):
+                if t is None or (slot == 1 and not has_cls[k]):
+                    continue
+                t = _storage(t.detach().float().cpu())
+                dest = out[k][slot]
+                if dest is None:
+                    dest = out[k][slot] = torch.empty((n, *t.shape[1:]), dtype=t.dtype)
+                elif dest.dtype != t.dtype:  # a batch that float16 cannot hold: keep the group in float32
+                    dest = out[k][slot] = dest.float()
+                dest[start : start + t.shape[0]] = t
+    result: list[torch.Tensor | None] = []
+    for k in range(kinds):
+        result.append(out[k][0] if out[k][0] is not None else torch.zeros(0))
+        result.append(out[k][1] if has_cls[k] else None)
+    return tuple(result)
 
 
-def images_digest(images: dict[str, torch.Tensor]) -> str:
+@dataclass(frozen=True)
+class Mirrored:
+    """A group of images read mirrored left-right, batch by batch: the mirrored copy of a whole held-out
+    set (the depth probe's test-time flip) is never held in memory."""
+
+    images: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.images.shape
+
+
+
+def images_digest(images: dict[str, torch.Tensor | Mirrored]) -> str:
     """Hash of named image batches (their exact bytes and shapes): the data part of a cache key."""
     h = hashlib.sha256()
     for name in sorted(images):
-        t = images[name].contiguous().cpu()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        group = images[name]
+        mirrored = isinstance(group, Mirrored)
+        t = (group.images if mirrored else group).contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}{'|mirrored' if mirrored else ''}".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
 
@@ -147,15 +203,32 @@ def _storage(t: torch.Tensor) -> torch.Tensor:
     return t.half() if _fits_half(t) else t.float()
 
 
+#: Which tokens a task reads: "final" (after the backbone's final normalisation, what the trainer uses)
+#: or "raw" (the last block's output before it, what the paper's depth/normal probes and matcher read).
+TokenKind = Literal["final", "raw"]
+
+
 @dataclass
 class FeatureSet:
-    """Features of named image groups: ``patch[g]`` is (N, C, h, w), ``cls[g]`` (N, C) or None."""
+    """Features of named image groups: ``patch[g]`` is (N, C, h, w), ``cls[g]`` (N, C) or None; ``raw_patch``
+    and ``raw_cls`` the same before the final normalisation (None unless asked for). Held in their stored
+    precision (float16, or float32 where float16 would overflow)."""
 
     patch: dict[str, torch.Tensor]
     cls: dict[str, torch.Tensor | None]
     cache_path: Path | None = None
     cache_hit: bool = False
     seconds: float = 0.0
+    raw_patch: dict[str, torch.Tensor] | None = None
+    raw_cls: dict[str, torch.Tensor | None] | None = None
+
+    def tokens(self, kind: TokenKind) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+        """(patch, cls) dictionaries of one kind of tokens."""
+        if kind == "final":
+            return self.patch, self.cls
+        if self.raw_patch is None or self.raw_cls is None:
+            raise ValueError("raw tokens were not extracted (get_features(..., raw=True))")
+        return self.raw_patch, self.raw_cls
 
 
 def safe_label(label: str) -> str:
@@ -169,8 +242,10 @@ def get_features(
     batch_size: int = 16,
     device: str = "cpu",
     progress: bool = True,
+    raw: bool = False,
 ) -> FeatureSet:
-    """Features for every group of ``images``, from the cache when the key matches, else extracted and stored."""
+    """Features for every group of ``images``, from the cache when the key matches, else extracted and stored.
+    ``raw`` also extracts the tokens before the final normalisation (same forward pass, own cache file)."""
 
     t0 = time.perf_counter()
     key_src = {
@@ -179,28 +254,38 @@ def get_features(
         "model": model_fingerprint(entry.model),  # type: ignore[arg-type]
         "images": images_digest(images),
     }
+    if raw:  # only then, so the caches of runs without raw tokens keep their keys
+        key_src["raw"] = True
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
     # Named by spec, not label: two rows with the same weights share one file.
     path = None if cache_dir is None else Path(cache_dir) / f"{safe_label(entry.spec)}-{key}.safetensors"
     if path is not None and path.is_file():
         try:
             stored = load_file(str(path))
-            patch = {g: stored[f"{g}.patch"].float() for g in images}
-            cls = {g: (stored[f"{g}.cls"].float() if f"{g}.cls" in stored else None) for g in images}
-            return FeatureSet(patch, cls, path, True, time.perf_counter() - t0)
+            kinds = {prefix: ({g: stored[f"{g}.{prefix}patch"] for g in images},
+                              {g: stored.get(f"{g}.{prefix}cls") for g in images})
+                     for prefix in (("", "raw_") if raw else ("",))}  # fmt: skip
+            return FeatureSet(*kinds[""], path, True, time.perf_counter() - t0, *kinds.get("raw_", (None, None)))
         except Exception:  # a truncated or foreign file: re-extract and overwrite it
             pass
-    patch, cls = {}, {}
+    got: dict[str, tuple[dict, dict]] = {"": ({}, {}), "raw_": ({}, {})}
     for g, imgs in images.items():
-        p, c = extract_features(entry.model, imgs, batch_size, device, f"{entry.label}: {g}", progress)
-        patch[g] = _storage(p).float()  # the stored precision, so cache hits give identical numbers
-        cls[g] = None if c is None else _storage(c).float()
+        out = extract_features(entry.model, imgs, batch_size, device, f"{entry.label}: {g}", progress, raw)
+        for k, prefix in enumerate(("", "raw_") if raw else ("",)):
+            p, c = out[2 * k], out[2 * k + 1]
+            # held as stored (float16 unless that overflows): cache hits give identical numbers, and a
+            # dataset's features take half the memory; consumers compute in float32 or float64
+            got[prefix][0][g] = _storage(p)
+            got[prefix][1][g] = None if c is None else _storage(c)
     if path is not None:
-        tensors = {f"{g}.patch": _storage(patch[g]) for g in images}
-        tensors.update({f"{g}.cls": _storage(c) for g, c in cls.items() if c is not None})
+        tensors = {}
+        for prefix, (patches, classes) in got.items():
+            tensors.update({f"{g}.{prefix}patch": _storage(t) for g, t in patches.items()})
+            tensors.update({f"{g}.{prefix}cls": _storage(c) for g, c in classes.items() if c is not None})
         atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
                                                  metadata={"key": json.dumps(key_src)}))
-    return FeatureSet(patch, cls, path, False, time.perf_counter() - t0)
+    raw_set = got["raw_"] if raw else (None, None)
+    return FeatureSet(*got[""], path, False, time.perf_counter() - t0, *raw_set)
 
 
 def sample_features(feat: torch.Tensor, xy: np.ndarray | torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -48,6 +48,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 #: Evaluation crops of the depth benchmarks (``EvalConfig.depth_crop``), see :func:`crop_mask`.
 DEPTH_CROPS: tuple[str, ...] = ("none", "nyu_eigen", "kitti_garg", "kitti_eigen")
+#: Evaluation crops of the normal benchmarks (``EvalConfig.normals_crop``): ``center_square`` is Probe3D's
+#: NYUv2 centre crop (columns 80:560 of 640), the central H x H square of any view.
+NORMAL_CROPS: tuple[str, ...] = ("none", "center_square")
 
 
 def _threshold_key(prefix: str, value: float) -> str:
@@ -230,8 +233,12 @@ def crop_mask(shape: tuple[int, int], crop: str) -> np.ndarray:
         mask[int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
     elif crop == "kitti_eigen":
         mask[int(0.3324324 * h):int(0.91351351 * h), int(0.0359477 * w):int(0.96405229 * w)] = True
+    elif crop == "center_square":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        mask[top:top + side, left:left + side] = True
     else:
-        raise ValueError(f"unknown depth crop {crop!r} (choose from {', '.join(DEPTH_CROPS)})")
+        raise ValueError(f"unknown crop {crop!r} (choose from {', '.join(DEPTH_CROPS + NORMAL_CROPS[1:])})")
     return mask
 
 
@@ -270,6 +277,18 @@ def paper_depth_metrics(preds: list[np.ndarray], gts: list[np.ndarray], min_dept
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["n_images"] = len(rows)
     out["n_pixels"] = pixels
+    return out
+
+
+def paper_normal_metrics(errors_per_image: list[np.ndarray]) -> dict[str, float]:
+    """Probe3D's aggregation: every metric of each image's valid pixels (RMSE = sqrt of the image's mean
+    squared angle), then the mean over images; images without a valid pixel are left out."""
+    rows = [normal_metrics_from_errors(e) for e in errors_per_image if np.asarray(e).size]
+    if not rows:
+        raise ValueError("no valid ground-truth normal pixels")
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "n_pixels"}
+    out["n_images"] = len(rows)
+    out["n_pixels"] = int(sum(r["n_pixels"] for r in rows))
     return out
 
 

@@ -20,12 +20,12 @@ from typing import Any, Callable, Sequence
 from splatdistill.atomic import atomic_write_text
 from splatdistill.data import (
     ade20k,
+    fit3d_probes,
     kitti,
     load_dataset,
     nyuv2,
     resolve_root,
     scannet1500,
-    scannetpp_probe,
 )
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
@@ -46,6 +46,7 @@ class Benchmark:
     tasks: tuple[str, ...]
     preset: dict[str, Any] = field(default_factory=dict)
     protocol: str = ""
+    note: Callable[[Path], str] | None = None  # what the files found decide (e.g. which normals NYUv2 has)
 
 
 def _generic(path: Path, cfg: EvalConfig) -> list[Scene]:
@@ -55,16 +56,18 @@ def _generic(path: Path, cfg: EvalConfig) -> list[Scene]:
 BENCHMARKS: dict[str, Benchmark] = {
     "nyu": Benchmark(
         "NYUv2", lambda p, c: nyuv2.load_nyuv2(p, classes=c.nyu_classes), ("depth", "normals", "segmentation"),
-        dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", resolution=480, loss_res=120,
-             max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-        "official 795/654 split; depth 0.001 < d < 10 m inside the Eigen crop, metrics per image; normals from "
-        "depth; segmentation on the 40-class (or 13) mapping"),
+        dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, normals_crop="center_square",
+             nyu_classes=13, resolution=480, loss_res=120, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS,
+             middlebury=False),
+        "official 795/654 split of the labelled set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, "
+        "metrics per image; normals in the central 480x480 crop, metrics per image; segmentation on 13 classes",
+        lambda p: f"normals: {nyuv2.normals_source(p)}"),
     "kitti": Benchmark(
         "KITTI", lambda p, c: kitti.load_kitti(p), ("depth",),
-        dict(min_depth=1e-3, max_depth=80.0, depth_crop="kitti_garg", resolution=352, loss_res=352,
+        dict(min_depth=1e-3, max_depth=80.0, depth_crop="kitti_garg", depth_flip=True, resolution=352, loss_res=352,
              max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-        "Eigen split, KB crop 352x1216; depth 0.001 < d < 80 m inside the Garg crop, metrics per image; the "
-        "probe loss at full resolution (the LiDAR ground truth is sparse)"),
+        "Eigen split, KB crop 352x1216; depth 0.001 < d < 80 m inside the Garg crop, flip-averaged, metrics per "
+        "image; the probe loss at full resolution (the LiDAR ground truth is sparse)"),
     "ade20k": Benchmark(
         "ADE20K", lambda p, c: ade20k.load_ade20k(p), ("segmentation",),
         dict(resolution=512, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
@@ -72,17 +75,26 @@ BENCHMARKS: dict[str, Benchmark] = {
     "scannet1500": Benchmark(
         "ScanNet-1500", lambda p, c: scannet1500.load_scannet1500(p), ("correspondence",),
         dict(resolution=480, corr_min_overlap=0.0, corr_pairs=1500, max_eval_views=ALL_VIEWS, middlebury=False),
-        "the 1500 test pairs at 640x480; recall at 5/10/20 px (160x120 reference), by relative rotation"),
+        "the 1500 test pairs at 640x480, matched as Probe3D does (every pixel with depth at 160x120, cosine "
+        "nearest neighbour, best 1000 by ratio); recall at 5/10/20 px, by relative rotation"),
+    "scannet": Benchmark(
+        "ScanNet", lambda p, c: fit3d_probes.load_probe_set(p, "scannet_probe"), ("depth", "segmentation"),
+        dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, resolution=480, loss_res=120,
+             max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
+        "FiT3D's probe set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, metrics per image; "
+        "40 classes, 0 ignored"),
     "scannetpp": Benchmark(
-        "ScanNet++", lambda p, c: scannetpp_probe.load_scannetpp_probe(p), ("depth", "segmentation"),
-        dict(min_depth=1e-3, max_depth=20.0, resolution=584, loss_res=146, max_train_views=ALL_VIEWS,
+        "ScanNet++", lambda p, c: fit3d_probes.load_probe_set(p, "scannetpp_probe"), ("depth", "segmentation"),
+        dict(min_depth=1e-3, max_depth=20.0, depth_flip=True, resolution=584, loss_res=146, max_train_views=ALL_VIEWS,
              max_eval_views=ALL_VIEWS, middlebury=False),
-        "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, metrics per image; 100 classes, 0 ignored"),
+        "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, flip-averaged, metrics per image; "
+        "100 classes, 0 ignored"),
 }
 
 #: The headline metric of each benchmark in the paper's table: (dataset, task, key, header).
 HEADLINES = [("ade20k", "segmentation", "miou", "ADE20K mIoU ↑"), ("kitti", "depth", "abs_rel", "KITTI AbsRel ↓"),
-             ("nyu", "depth", "abs_rel", "NYUv2 AbsRel ↓"), ("scannetpp", "depth", "abs_rel", "ScanNet++ Rel ↓"),
+             ("nyu", "depth", "abs_rel", "NYUv2 AbsRel ↓"), ("scannet", "depth", "abs_rel", "ScanNet AbsRel ↓"),
+             ("scannetpp", "depth", "abs_rel", "ScanNet++ Rel ↓"),
              ("nyu", "normals", "rmse_deg", "NYUv2 normals RMSE ↓"), ("nyu", "segmentation", "miou", "NYUv2 mIoU ↑"),
              ("scannet1500", "correspondence", "recall_10", "ScanNet-1500 R@10 ↑")]  # fmt: skip
 COLUMNS = {
@@ -110,8 +122,13 @@ def parse_data_args(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+#: The paper's protocol on any other dataset: its depth range floor and test-time flip; the data's own splits.
+GENERIC_PRESET: dict[str, Any] = dict(min_depth=1e-3, depth_flip=True)
+
+
 def protocol_of(name: str) -> Benchmark:
-    return BENCHMARKS.get(name) or Benchmark(name, _generic, (), {}, "the dataset's own splits; the paper's heads and losses")
+    return BENCHMARKS.get(name) or Benchmark(name, _generic, (), dict(GENERIC_PRESET),
+                                             "the dataset's own splits; the paper's heads, losses, tokens and metrics")
 
 
 def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str, str | Path], out_dir: str | Path,
@@ -131,6 +148,7 @@ def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str,
     t0 = time.perf_counter()
     entries: list[BackboneEntry] | None = None
     docs: dict[str, dict] = {}
+    notes: dict[str, str] = {}
     for name, path in datasets.items():
         bench = protocol_of(name)
         cfg = make({**bench.preset, "suite": "paper"})
@@ -147,11 +165,15 @@ def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str,
         if not task_list:
             raise UserError(f"--data {name}: none of the requested tasks is scored on {bench.title} "
                             f"(its tasks: {', '.join(bench.tasks)})")  # fmt: skip
-        print(f"eval: {bench.title} ({name}): {', '.join(task_list)} on {sum(len(s) for s in scenes)} views", flush=True)
+        note = bench.note(root) if bench.note else ""
+        print(f"eval: {bench.title} ({name}): {', '.join(task_list)} on {sum(len(s) for s in scenes)} views"
+              + (f"; {note}" if note else ""), flush=True)  # fmt: skip
         doc = evaluate(entries, scenes, task_list, out / name, cfg, name=name)
         doc["data"]["source"] = str(path)
         docs[name] = doc
-    combined = _jsonable({"suite": "paper", "datasets": {k: {"title": protocol_of(k).title, "protocol": protocol_of(k).protocol,
+        notes[name] = note
+    combined = _jsonable({"suite": "paper", "datasets": {k: {"title": protocol_of(k).title,
+                                                             "protocol": protocol_of(k).protocol + (f"; {notes[k]}" if notes[k] else ""),
                                                              "path": str(datasets[k]), "results": d} for k, d in docs.items()},
                           "wall_time_s": time.perf_counter() - t0})  # fmt: skip
     atomic_write_text(out / "results.json", json.dumps(combined, indent=2))

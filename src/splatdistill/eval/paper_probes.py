@@ -19,6 +19,7 @@ numpy and live in :mod:`splatdistill.eval.metrics`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,19 +28,30 @@ import torch.nn.functional as F
 from splatdistill.eval.probes import (
     DepthProbe,
     LinearHead,
+    NormalProbe,
+    ProbeData,
     ProbeInputs,
     _seeded,
     _to_grid,
     _train,
     _up,
+    train_normal_probe,
 )
 
 if TYPE_CHECKING:
+    from splatdistill.eval.features import TokenKind
     from splatdistill.eval.probes import ProbeConfig
 
+#: The tokens each task reads in the paper's evaluation code. Its depth probe (FiT3D's copy of DINOv2's,
+#: ``get_intermediate_layers(..., norm=False)`` with the CLS token) and Probe3D's normal probe and matcher
+#: (the raw output of the last block) read the tokens *before* the final LayerNorm; its segmentation probe
+#: reads the normalised ones. Consistency is not in the paper and keeps the trainer's (final) tokens.
+PAPER_TOKENS: dict[str, "TokenKind"] = {"depth": "raw", "normals": "raw", "segmentation": "final",
+                                        "correspondence": "raw", "consistency": "final"}
 EPS_LOG = 1e-3
 WARM_UP_STEPS = 100
 UPSAMPLE = 4
+LINEAR_EPS = 0.1  # norm_strategy="linear": p = (relu(logit) + 0.1) / sum
 SCALE_INVARIANCE = 0.15  # the 1 - lambda of the fast protocol's lambda = 0.85
 
 
@@ -54,9 +66,11 @@ class PaperDepthProbe(DepthProbe):
     def __call__(self, x: ProbeInputs, size: tuple[int, int]) -> torch.Tensor:
         logits = _to_grid(self.head(x), x.grid)  # (B, bins, h, w)
         logits = F.interpolate(logits, scale_factor=UPSAMPLE, mode="bilinear", align_corners=False)
-        p = torch.relu(logits) + 0.1
-        p = p / p.sum(dim=1, keepdim=True)
-        depth = torch.einsum("bkhw,k->bhw", p, self.centres)
+        # sum_k c_k (r_k + 0.1) / sum_k (r_k + 0.1) with r = relu(logits), written so that the normalised
+        # (B, bins, 4h, 4w) probabilities are never materialised: the same value, a third of the memory.
+        r = torch.relu(logits)
+        num = torch.einsum("bkhw,k->bhw", r, self.centres) + LINEAR_EPS * self.centres.sum()
+        depth = num / (r.sum(dim=1) + LINEAR_EPS * r.shape[1])
         return _up(depth[:, None], size)[:, 0]
 
 
@@ -88,11 +102,10 @@ def paper_gradient_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tenso
     return total.sum() / pred.shape[0]
 
 
-def train_paper_depth_probe(x: ProbeInputs, gt_depth: torch.Tensor, cfg: "ProbeConfig") -> PaperDepthProbe:
+def train_paper_depth_probe(x: ProbeData, gt_depth: torch.Tensor, cfg: "ProbeConfig") -> PaperDepthProbe:
     """Fit the paper's depth probe; ``gt_depth`` (N, Hl, Wl) on the loss grid, 0 = invalid. CLS is used
     when the features have one (the reference concatenates it)."""
-    cls_ch = None if x.cls is None else x.cls.shape[1]
-    head = _seeded(cfg.seed, lambda: LinearHead(x.tokens.shape[2], cfg.depth_bins, cls_ch))
+    head = _seeded(cfg.seed, lambda: LinearHead(x.channels, cfg.depth_bins, x.cls_channels))
     probe = PaperDepthProbe(head, paper_bins(cfg), [])  # type: ignore[arg-type]
     size = tuple(gt_depth.shape[-2:])
     valid_all = gt_depth > 0
@@ -107,3 +120,30 @@ def train_paper_depth_probe(x: ProbeInputs, gt_depth: torch.Tensor, cfg: "ProbeC
 
     probe.losses = _train(head, len(x), loss_fn, cfg, cfg.depth_lr, "depth probe (paper)")
     return probe
+
+
+# -------------------------------------------------------------------------------------------- normals
+
+
+def angmf_nll(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Bae et al.'s AngMF negative log-likelihood, the normal probe's only loss in Probe3D.
+
+    ``out`` (B, 4, H, W): unnormalised normal + raw concentration, kappa = elu(raw) + 1 + 0.01.
+    """
+    n = F.normalize(out[:, :3], dim=1)
+    kappa = F.elu(out[:, 3]) + 1.0 + 0.01
+    cos = (n * gt).sum(1).clamp(-1 + 1e-4, 1 - 1e-4)  # Probe3D clamps the cosine at 1e-4
+    nll = -torch.log(kappa**2 + 1) + kappa * torch.acos(cos) + torch.log1p(torch.exp(-kappa * math.pi))
+    return nll[valid].mean() if valid.any() else out.sum() * 0
+
+
+def paper_normal_upsample(grid_out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Probe3D's path from tokens to pixels: the head's input upsampled 4x (bilinear; it commutes with the
+    1x1 conv, so the outputs are upsampled here), then bicubic with ``align_corners=True`` to the target."""
+    x = F.interpolate(grid_out, scale_factor=UPSAMPLE, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=True)
+
+
+def train_paper_normal_probe(x: ProbeData, gt_normals: torch.Tensor, cfg: "ProbeConfig") -> NormalProbe:
+    """Probe3D's linear normal probe: 4 outputs, the AngMF loss alone, its upsampling."""
+    return train_normal_probe(x, gt_normals, cfg, loss=angmf_nll, upsample=paper_normal_upsample)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ class ProbeConfig:
     depth_use_cls: bool = False  # protocol: True; off by default on small datasets (see docs/evaluation.md)
     suite: str = "fast"  # "paper": the heads and losses of eval/paper_probes.py
     depth_crop: str = "none"
+    normals_crop: str = "none"
     seed: int = 0
     progress: bool = True
 
@@ -59,8 +60,36 @@ class ProbeInputs:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    @property
+    def channels(self) -> int:
+        return int(self.tokens.shape[2])
+
     def subset(self, idx: torch.Tensor | slice) -> "ProbeInputs":
         return ProbeInputs(self.tokens[idx], None if self.cls is None else self.cls[idx], self.grid)
+
+    def without_cls(self) -> "ProbeInputs":
+        return ProbeInputs(self.tokens, None, self.grid)
+
+    @property
+    def cls_channels(self) -> int | None:
+        return None if self.cls is None else int(self.cls.shape[1])
+
+
+def _channel_stats(x: torch.Tensor, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of (N, C, ...) in float64, a chunk of N at a time: a dataset's
+    features never get a float64 copy."""
+    dims = [0] + list(range(2, x.ndim))
+    count = x.numel() // x.shape[1]
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, x.shape[0], chunk):
+        total += x[start:start + chunk].double().sum(dim=dims)
+    mean = total / count
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    sq = torch.zeros_like(total)
+    for start in range(0, x.shape[0], chunk):
+        sq += ((x[start:start + chunk].double() - mean.view(shape)) ** 2).sum(dim=dims)
+    std = torch.sqrt(sq / max(count - 1, 1)) if count > 1 else torch.ones_like(total)
+    return mean, std
 
 
 class Standardiser:
@@ -72,20 +101,68 @@ class Standardiser:
     """
 
     def __init__(self, patch: torch.Tensor, cls: torch.Tensor | None = None):
-        self.mean = patch.mean(dim=(0, 2, 3), dtype=torch.float64).float()
-        self.std = patch.double().std(dim=(0, 2, 3)).float().clamp_min(1e-6)
+        mean, std = _channel_stats(patch)
+        self.mean, self.std = mean.float(), std.float().clamp_min(1e-6)
         self.cls_mean = self.cls_std = None
         if cls is not None:
-            self.cls_mean = cls.mean(0, dtype=torch.float64).float()
-            self.cls_std = cls.double().std(0).float().clamp_min(1e-6) if cls.shape[0] > 1 else torch.ones_like(self.cls_mean)
+            cls_mean, cls_std = _channel_stats(cls)
+            self.cls_mean = cls_mean.float()
+            self.cls_std = cls_std.float().clamp_min(1e-6) if cls.shape[0] > 1 else torch.ones_like(self.cls_mean)
 
-    def __call__(self, patch: torch.Tensor, cls: torch.Tensor | None = None) -> ProbeInputs:
-        n, c, h, w = patch.shape
-        tokens = (patch.flatten(2).transpose(1, 2) - self.mean) / self.std
-        out_cls = None
-        if cls is not None and self.cls_mean is not None:
-            out_cls = (cls - self.cls_mean) / self.cls_std
-        return ProbeInputs(tokens.contiguous(), out_cls, (h, w))
+    def tokens(self, patch: torch.Tensor) -> torch.Tensor:
+        """(n, C, h, w) -> standardised token-major (n, h*w, C) float32."""
+        return ((patch.flatten(2).transpose(1, 2) - self.mean) / self.std).contiguous()
+
+    def class_token(self, cls: torch.Tensor | None) -> torch.Tensor | None:
+        if cls is None or self.cls_mean is None:
+            return None
+        return (cls - self.cls_mean) / self.cls_std
+
+    def __call__(self, patch: torch.Tensor, cls: torch.Tensor | None = None) -> "StandardisedFeatures":
+        return StandardisedFeatures(patch, cls, self)
+
+
+@dataclass
+class StandardisedFeatures:
+    """A feature set read through a :class:`Standardiser`: ``subset`` gives standardised
+    :class:`ProbeInputs` of a minibatch, so a dataset's features are held once, in their stored precision,
+    never as a standardised float32 copy."""
+
+    patch: torch.Tensor  # (N, C, h, w) as extracted (float16)
+    cls: torch.Tensor | None
+    std: Standardiser
+    with_cls: bool = True
+
+    def __len__(self) -> int:
+        return int(self.patch.shape[0])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return int(self.patch.shape[2]), int(self.patch.shape[3])
+
+    @property
+    def channels(self) -> int:
+        return int(self.patch.shape[1])
+
+    def subset(self, idx: torch.Tensor | slice) -> ProbeInputs:
+        cls = self.std.class_token(self.cls[idx]) if self.with_cls and self.cls is not None else None
+        return ProbeInputs(self.std.tokens(self.patch[idx]), cls, self.grid)
+
+    def without_cls(self) -> "StandardisedFeatures":
+        return StandardisedFeatures(self.patch, self.cls, self.std, with_cls=False)
+
+    @property
+    def cls_channels(self) -> int | None:
+        return int(self.cls.shape[1]) if self.with_cls and self.cls is not None and self.std.cls_mean is not None else None
+
+
+#: What the probes train and predict on: standardised features of a dataset, or a ready minibatch.
+ProbeData = Union[ProbeInputs, StandardisedFeatures]
+
+
+def as_batch(x: ProbeData) -> ProbeInputs:
+    """Standardised token-major inputs of every view of ``x``."""
+    return x.subset(slice(None)) if isinstance(x, StandardisedFeatures) else x
 
 
 def _to_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -102,8 +179,9 @@ class LinearHead(nn.Module):
         self.proj = nn.Linear(in_ch, out_ch)
         self.cls_proj = None if cls_ch is None else nn.Linear(cls_ch, out_ch, bias=False)
 
-    def forward(self, x: ProbeInputs) -> torch.Tensor:
+    def forward(self, x: ProbeData) -> torch.Tensor:
         """Token-major outputs (B, h*w, out_ch)."""
+        x = as_batch(x)
         out = self.proj(x.tokens)
         if self.cls_proj is not None:
             if x.cls is None:
@@ -120,7 +198,8 @@ class SegHead(nn.Module):
         self.bn = nn.BatchNorm1d(in_ch)
         self.proj = nn.Linear(in_ch, num_classes)
 
-    def forward(self, x: ProbeInputs) -> torch.Tensor:
+    def forward(self, x: ProbeData) -> torch.Tensor:
+        x = as_batch(x)
         b, t, c = x.tokens.shape
         y = self.proj(self.bn(x.tokens.reshape(b * t, c))).reshape(b, t, -1)
         return _to_grid(y, x.grid)
@@ -190,19 +269,6 @@ def normal_loss(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tor
     return (theta + l2 + nll)[valid].mean() if valid.any() else out.sum() * 0
 
 
-def angmf_nll(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Bae et al.'s AngMF negative log-likelihood, the normal probe's only loss in Probe3D
-    (``suite=paper``).
-
-    ``out`` (B, 4, H, W): unnormalised normal + raw concentration, kappa = elu(raw) + 1 + 0.01.
-    """
-    n = F.normalize(out[:, :3], dim=1)
-    kappa = F.elu(out[:, 3]) + 1.0 + 0.01
-    cos = (n * gt).sum(1).clamp(-1 + 1e-6, 1 - 1e-6)
-    nll = -torch.log(kappa**2 + 1) + kappa * torch.acos(cos) + torch.log1p(torch.exp(-kappa * math.pi))
-    return nll[valid].mean() if valid.any() else out.sum() * 0
-
-
 def _train(
     head: nn.Module,
     n: int,
@@ -269,12 +335,11 @@ class DepthProbe:
         return self(x, size)
 
 
-def train_depth_probe(x: ProbeInputs, gt_depth: torch.Tensor, cfg: ProbeConfig) -> DepthProbe:
+def train_depth_probe(x: ProbeData, gt_depth: torch.Tensor, cfg: ProbeConfig) -> DepthProbe:
     """Fit the depth probe. ``gt_depth`` is (N, Hl, Wl) on the loss grid, 0 = invalid."""
     if not cfg.depth_use_cls:
-        x = ProbeInputs(x.tokens, None, x.grid)
-    cls_ch = None if x.cls is None else x.cls.shape[1]
-    head = _seeded(cfg.seed, lambda: LinearHead(x.tokens.shape[2], cfg.depth_bins, cls_ch))
+        x = x.without_cls()
+    head = _seeded(cfg.seed, lambda: LinearHead(x.channels, cfg.depth_bins, x.cls_channels))
     probe = DepthProbe(head, bin_centres(cfg), [])  # type: ignore[arg-type]
     size = tuple(gt_depth.shape[-2:])
     valid_all = (gt_depth > 0) & (gt_depth <= cfg.max_depth)
@@ -295,29 +360,31 @@ def train_depth_probe(x: ProbeInputs, gt_depth: torch.Tensor, cfg: ProbeConfig) 
 class NormalProbe:
     head: LinearHead
     losses: list[float]
+    upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = _up  # token grid -> pixels
 
     @torch.no_grad()
     def predict(self, x: ProbeInputs, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit normals (B, 3, H, W) in the camera frame and the concentration kappa (B, H, W)."""
         self.head.eval()
-        out = _up(_to_grid(self.head(x), x.grid), size)
+        out = self.upsample(_to_grid(self.head(x), x.grid), size)
         return F.normalize(out[:, :3], dim=1), F.elu(out[:, 3]) + 1.01
 
 
-def train_normal_probe(x: ProbeInputs, gt_normals: torch.Tensor, cfg: ProbeConfig) -> NormalProbe:
-    """Fit the normal probe. ``gt_normals`` is (N, 3, Hl, Wl) unit vectors on the loss grid, 0 = invalid."""
-    head = _seeded(cfg.seed, lambda: LinearHead(x.tokens.shape[2], 4))
+def train_normal_probe(x: ProbeData, gt_normals: torch.Tensor, cfg: ProbeConfig,
+                       loss: Callable[..., torch.Tensor] = normal_loss,
+                       upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = _up) -> NormalProbe:
+    """Fit the normal probe. ``gt_normals`` is (N, 3, Hl, Wl) unit vectors on the loss grid, 0 = invalid.
+    ``loss`` and ``upsample`` default to the fast protocol's (the paper's: eval/paper_probes.py)."""
+    head = _seeded(cfg.seed, lambda: LinearHead(x.channels, 4))
     size = tuple(gt_normals.shape[-2:])
     valid_all = gt_normals.norm(dim=1) > 0.5
 
-    loss = angmf_nll if cfg.suite == "paper" else normal_loss
-
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-        out = _up(_to_grid(head(x.subset(idx)), x.grid), size)
+        out = upsample(_to_grid(head(x.subset(idx)), x.grid), size)
         return loss(out, gt_normals[idx], valid_all[idx])
 
     losses = _train(head, len(x), loss_fn, cfg, cfg.normals_lr, "normal probe")
-    return NormalProbe(head, losses)  # type: ignore[arg-type]
+    return NormalProbe(head, losses, upsample)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------- segmentation
@@ -335,9 +402,9 @@ class SegProbe:
         return _up(self.head(x), size).argmax(1)
 
 
-def train_seg_probe(x: ProbeInputs, gt_labels: torch.Tensor, num_classes: int, cfg: ProbeConfig) -> SegProbe:
+def train_seg_probe(x: ProbeData, gt_labels: torch.Tensor, num_classes: int, cfg: ProbeConfig) -> SegProbe:
     """Fit the segmentation probe. ``gt_labels`` is (N, Hl, Wl) int64 on the loss grid, -1 = ignore."""
-    head = _seeded(cfg.seed, lambda: SegHead(x.tokens.shape[2], num_classes))
+    head = _seeded(cfg.seed, lambda: SegHead(x.channels, num_classes))
     size = tuple(gt_labels.shape[-2:])
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
@@ -356,4 +423,5 @@ def probe_settings(cfg: "EvalConfig") -> ProbeConfig:
     return ProbeConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch, depth_lr=cfg.depth_lr,
                        normals_lr=cfg.normals_lr, seg_lr=cfg.seg_lr, depth_bins=cfg.depth_bins,
                        min_depth=cfg.min_depth, max_depth=cfg.max_depth, depth_use_cls=cfg.depth_use_cls,
-                       suite=cfg.suite, depth_crop=cfg.depth_crop, seed=cfg.seed, progress=cfg.progress)
+                       suite=cfg.suite, depth_crop=cfg.depth_crop, normals_crop=cfg.normals_crop, seed=cfg.seed,
+                       progress=cfg.progress)

@@ -41,11 +41,12 @@ from splatdistill.eval.data import (  # noqa: F401
 )
 from splatdistill.eval.features import (
     BackboneEntry,
+    Mirrored,
     get_features,
     load_backbone_spec,
 )
 from splatdistill.eval.report import FigureData
-from splatdistill.eval.tasks import figure_indices, run_tasks
+from splatdistill.eval.tasks import FLIPPED_EVAL, run_tasks, token_kind
 from splatdistill.threads import resolve_threads, torch_threads
 from splatdistill.viz import pca_rgb
 
@@ -144,13 +145,15 @@ def _evaluate(
     cache_dir = None if cfg.cache_dir == "" else Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
 
     images = {"eval": prepared.held_out.images}  # type: ignore[union-attr]
+    if cfg.depth_flip and "depth" in task_list:  # test-time flip averaging of the depth probe
+        images[FLIPPED_EVAL] = Mirrored(prepared.held_out.images)  # type: ignore[union-attr]
     if prepared.train is not None:
         images["train"] = prepared.train.images
     for key, vs in prepared.extra.items():
         images[key] = vs.images
     plans = plan_pairs(prepared, cfg) if any(t in PAIR_TASKS for t in task_list) else {}
     assert prepared.held_out is not None
-    fig_idx = figure_indices(prepared.held_out.groups, cfg.figure_views) if cfg.figures else []
+    fig_idx = prepared.figure_views
     figs = FigureData(
         views=[prepared.held_out.views[i] for i in fig_idx],
         titles=[f"{prepared.held_out.groups[i]} / {prepared.held_out.views[i].name}" for i in fig_idx],
@@ -188,7 +191,8 @@ def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedDat
     """Features of one backbone (cached), every task on them, and its row of the results."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    feats = get_features(entry, images, cache_dir, cfg.batch_size, cfg.device, cfg.progress)
+    raw = any(token_kind(t, cfg) == "raw" for t in task_list)  # raw tokens only when a task reads them
+    feats = get_features(entry, images, cache_dir, cfg.batch_size, cfg.device, cfg.progress, raw=raw)
     timings["features_s"] = time.perf_counter() - t0
     saved: dict | None = {} if cfg.save_predictions else None
     with torch_threads(cfg.task_threads):

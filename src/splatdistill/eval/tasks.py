@@ -15,8 +15,13 @@ from splatdistill.eval.data import PairPlan, PreparedData
 from splatdistill.eval.features import (
     BackboneEntry,
     FeatureSet,
+    TokenKind,
 )
-from splatdistill.eval.paper_probes import train_paper_depth_probe
+from splatdistill.eval.paper_probes import (
+    PAPER_TOKENS,
+    train_paper_depth_probe,
+    train_paper_normal_probe,
+)
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
@@ -28,23 +33,14 @@ from splatdistill.eval.probes import (
 from splatdistill.eval.report import FigureData
 
 
-def figure_indices(groups: list[str], n: int) -> list[int]:
-    """First view of each scene, then second views, ... up to ``n``: varied scenes in the figures."""
-    order: list[int] = []
-    by_scene: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        by_scene.setdefault(g, []).append(i)
-    depth = 0
-    while len(order) < n and any(depth < len(v) for v in by_scene.values()):
-        for v in by_scene.values():
-            if depth < len(v) and len(order) < n:
-                order.append(v[depth])
-        depth += 1
-    return order
+#: Feature group of the mirrored held-out images (``EvalConfig.depth_flip``).
+FLIPPED_EVAL = "eval_flipped"
 
 
 def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
-               saved: dict | None = None) -> dict:
+               saved: dict | None = None, x_flipped=None) -> dict:
+    """``x_flipped``: probe inputs of the mirrored held-out images; when given, each prediction is the mean
+    of the prediction and the mirrored prediction of the mirrored image."""
     assert data.targets is not None and data.held_out is not None
     if data.targets.depth is None or not (data.targets.depth > 0).any():
         return {"skipped": "no depth ground truth in the train split"}
@@ -54,7 +50,10 @@ def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, 
     for i, v in enumerate(data.held_out.views):
         if v.depth is None:
             continue
-        pred = probe.predict(x_eval.subset(slice(i, i + 1)), v.depth.shape)[0].numpy()
+        pred = probe.predict(x_eval.subset(slice(i, i + 1)), v.depth.shape)[0]
+        if x_flipped is not None:
+            pred = 0.5 * (pred + probe.predict(x_flipped.subset(slice(i, i + 1)), v.depth.shape)[0].flip(-1))
+        pred = pred.numpy()
         if saved is not None:
             saved[f"depth/{i}"] = pred
         if paper:  # per image: the crop and the open depth range are applied by the metric
@@ -84,7 +83,9 @@ def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx
     assert data.targets is not None and data.held_out is not None
     if data.targets.normals is None or not (data.targets.normals.norm(dim=1) > 0.5).any():
         return {"skipped": "no normal ground truth in the train split"}
-    probe = train_normal_probe(x_train, data.targets.normals, pcfg)
+    paper = pcfg.suite == "paper"
+    train = train_paper_normal_probe if paper else train_normal_probe
+    probe = train(x_train, data.targets.normals, pcfg)
     errors = []
     for i, v in enumerate(data.held_out.views):
         if v.normals is None:
@@ -93,14 +94,15 @@ def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx
         pred = n[0].permute(1, 2, 0).numpy()
         if saved is not None:
             saved[f"normals/{i}"] = pred
-        valid = np.linalg.norm(v.normals, axis=-1) > 0.5
+        valid = (np.linalg.norm(v.normals, axis=-1) > 0.5) & metrics.crop_mask(v.normals.shape[:2], pcfg.normals_crop)
         if valid.any():
             errors.append(metrics.angular_errors_deg(pred[valid], v.normals[valid]))
         if i in fig_idx:
             figs.normals.setdefault(label, []).append(pred)
     if not errors:
         return {"skipped": "no normal ground truth in the held-out split"}
-    out = metrics.normal_metrics_from_errors(np.concatenate(errors))
+    # the paper (Probe3D) averages each image's metrics; the fast protocol pools the pixels
+    out = metrics.paper_normal_metrics(errors) if paper else metrics.normal_metrics_from_errors(np.concatenate(errors))
     out["final_train_loss"] = float(np.mean(probe.losses[-10:]))
     return out
 
@@ -132,23 +134,33 @@ def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fi
     return out
 
 
+def token_kind(task: str, cfg: EvalConfig) -> TokenKind:
+    """The tokens ``task`` reads: the final ones, except under ``suite=paper`` (with ``paper_tokens``) where
+    each task reads what the paper's evaluation code feeds it (:data:`PAPER_TOKENS`)."""
+    return PAPER_TOKENS[task] if cfg.suite == "paper" and cfg.paper_tokens else "final"
+
+
 def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], cfg: EvalConfig) -> dict[str, dict]:
     ccfg = corr.correspondence_settings(cfg)
     out: dict[str, dict] = {t: {} for t in PAIR_TASKS if t in tasks}
+    corr_patch = feats.tokens(token_kind("correspondence", cfg))[0]
+    cons_patch = feats.tokens(token_kind("consistency", cfg))[0]
     for name, plan in plans.items():
         pair_results, samples = [], []
         for p, ((i, j), geo) in enumerate(zip(plan.pairs, plan.geometry)):
             ga, ia = plan.feature_keys[i]
             gb, ib = plan.feature_keys[j]
-            fa, fb = feats.patch[ga][ia], feats.patch[gb][ib]
             if "correspondence" in tasks:
                 rng = np.random.default_rng([cfg.seed, p, 1])
-                r = corr.evaluate_pair(fa, fb, plan.views[i], plan.views[j], ccfg, rng, geo)
+                fa, fb = corr_patch[ga][ia], corr_patch[gb][ib]
+                r = (corr.probe3d_pair(fa, fb, plan.views[i], plan.views[j], cfg.corr_keep) if cfg.suite == "paper"
+                     else corr.evaluate_pair(fa, fb, plan.views[i], plan.views[j], ccfg, rng, geo))
                 if r is not None:
                     pair_results.append(r)
             if "consistency" in tasks:
                 rng = np.random.default_rng([cfg.seed, p, 2])
-                samples.append(cons.pair_consistency(fa, fb, plan.views[i], plan.views[j], cfg.consistency_points, rng, cfg.occlusion_tol, geo))
+                samples.append(cons.pair_consistency(cons_patch[ga][ia], cons_patch[gb][ib], plan.views[i], plan.views[j],
+                                                     cfg.consistency_points, rng, cfg.occlusion_tol, geo))
         reason = None
         if not plan.pairs:
             has_depth = any(v.depth is not None for v in plan.views)
@@ -177,17 +189,27 @@ def run_tasks(
     """All tasks of one backbone on its features; fills ``timings`` with seconds per task and ``saved``
     (when given) with every held-out probe prediction, keyed ``TASK/VIEW``."""
     results: dict[str, Any] = {}
-    if any(t in PROBE_TASKS for t in tasks):
-        std = Standardiser(feats.patch["train"], feats.cls["train"])
-        x_train = std(feats.patch["train"], feats.cls["train"])
-        x_eval = std(feats.patch["eval"], feats.cls["eval"])
-        runners = {"depth": _run_depth, "normals": _run_normals, "segmentation": _run_segmentation}
-        pcfg = probe_settings(cfg)
-        for task in PROBE_TASKS:
-            if task in tasks:
-                t0 = time.perf_counter()
-                results[task] = runners[task](x_train, x_eval, data, pcfg, fig_idx, figs, entry.label, saved)
-                timings[f"{task}_s"] = time.perf_counter() - t0
+    inputs: dict[str, tuple] = {}  # token kind -> standardised (train, held-out) probe inputs
+
+    def probe_inputs(kind: TokenKind) -> tuple:
+        if kind not in inputs:
+            patch, cls = feats.tokens(kind)
+            std = Standardiser(patch["train"], cls["train"])
+            inputs.clear()  # one kind in memory at a time (the probes run in PROBE_TASKS order)
+            flipped = std(patch[FLIPPED_EVAL], cls[FLIPPED_EVAL]) if FLIPPED_EVAL in patch else None
+            inputs[kind] = (std(patch["train"], cls["train"]), std(patch["eval"], cls["eval"]), flipped)
+        return inputs[kind]
+
+    runners = {"depth": _run_depth, "normals": _run_normals, "segmentation": _run_segmentation}
+    pcfg = probe_settings(cfg)
+    for task in PROBE_TASKS:
+        if task in tasks:
+            t0 = time.perf_counter()
+            x_train, x_eval, x_flipped = probe_inputs(token_kind(task, cfg))
+            extra = {"x_flipped": x_flipped} if task == "depth" else {}
+            results[task] = runners[task](x_train, x_eval, data, pcfg, fig_idx, figs, entry.label, saved, **extra)
+            timings[f"{task}_s"] = time.perf_counter() - t0
+    inputs.clear()
     if any(t in PAIR_TASKS for t in tasks):
         t0 = time.perf_counter()
         results.update(_run_pairs(feats, plans, tasks, cfg))
