@@ -121,6 +121,63 @@ def _remap_semantic(sem: np.ndarray | None, lookup: np.ndarray) -> np.ndarray | 
     return np.where(ok, lookup[np.clip(sem, 0, lookup.size - 1)], -1)
 
 
+def _load_train(items: list[tuple[Scene, int]], scenes: list[Scene], class_names: list[str], tasks: list[str],
+                size: tuple[int, int], ls: tuple[int, int], progress: bool) -> tuple[ViewSet, TrainTargets]:
+    """Backbone-ready images and loss-grid targets of the train views, decoded ``LOAD_CHUNK`` at a time
+    (the train views themselves are not kept)."""
+    lookups = {s.name: _class_lookup(s, class_names) for s in scenes}
+    parts: dict[str, list[torch.Tensor]] = {"images": [], "depth": [], "normals": [], "semantic": []}
+    has = {"depth": False, "normals": False, "semantic": False}
+    bar = tqdm(total=len(items), desc="loading train views", unit="view", disable=not progress, leave=False)
+    for start in range(0, len(items), LOAD_CHUNK):
+        chunk = items[start:start + LOAD_CHUNK]
+        views = [scene.load_view(i) for scene, i in chunk]
+        for v, (s, _) in zip(views, chunk):
+            v.semantic = _remap_semantic(v.semantic, lookups[s.name]) if class_names else None
+            has["depth"] |= v.depth is not None
+            has["normals"] |= v.normals is not None
+            has["semantic"] |= v.semantic is not None
+        parts["images"].append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
+        # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
+        gt = Views.from_view_data(views, mask_mode=None, size=ls, normals="normals" in tasks)
+        parts["depth"].append(gt.depths)
+        parts["semantic"].append(gt.semantic)
+        if gt.normals is not None:
+            parts["normals"].append(gt.normals.permute(0, 3, 1, 2).contiguous())
+        bar.update(len(chunk))
+    bar.close()
+    depth = torch.cat(parts["depth"]) if "depth" in tasks and has["depth"] else None
+    normals = torch.cat(parts["normals"]) if "normals" in tasks and has["normals"] else None
+    semantic = torch.cat(parts["semantic"]) if "segmentation" in tasks and has["semantic"] else None
+    return ViewSet([], [s.name for s, _ in items], torch.cat(parts["images"])), TrainTargets(depth, normals, semantic)
+
+
+def _load_held_out(items: list[tuple[Scene, int]], scenes: list[Scene], class_names: list[str], size: tuple[int, int],
+                   figure_views: list[int], progress: bool) -> ViewSet:
+    """The held-out views with their full-resolution ground truth for the metrics. Their pixels live in the
+    backbone-ready tensor, so only the figures' views keep an image (the others a zero-stride stand-in of
+    the same shape: the pair tasks read only the shape)."""
+    lookups = {s.name: _class_lookup(s, class_names) for s in scenes}
+    label_dtype = np.int16 if len(class_names) < np.iinfo(np.int16).max else np.int32  # full-size label maps
+    views_out: list[ViewData] = []
+    images: list[torch.Tensor] = []
+    bar = tqdm(total=len(items), desc="loading held-out views", unit="view", disable=not progress, leave=False)
+    for start in range(0, len(items), LOAD_CHUNK):
+        chunk = items[start:start + LOAD_CHUNK]
+        views = [scene.load_view(i) for scene, i in chunk]
+        images.append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
+        for k, (v, (s, _)) in enumerate(zip(views, chunk)):
+            sem = _remap_semantic(v.semantic, lookups[s.name])
+            v.semantic = None if sem is None else sem.astype(label_dtype)
+            v.instance = None
+            if start + k not in figure_views:
+                v.image = np.broadcast_to(np.zeros(3, np.float32), v.image.shape)
+        views_out += views
+        bar.update(len(chunk))
+    bar.close()
+    return ViewSet(views_out, [s.name for s, _ in items], torch.cat(images))
+
+
 def prepare_data(
     name: str, scenes: list[Scene], tasks: list[str], cfg: EvalConfig, extra: dict[str, list[Scene]] | None = None
 ) -> PreparedData:
@@ -152,59 +209,10 @@ def prepare_data(
 
     train_set = targets = None
     if train_items:
-        lookups = {s.name: _class_lookup(s, class_names) for s in train}
-        parts: dict[str, list[torch.Tensor]] = {"images": [], "depth": [], "normals": [], "semantic": []}
-        has = {"depth": False, "normals": False, "semantic": False}
-        bar = tqdm(total=len(train_items), desc="loading train views", unit="view", disable=not cfg.progress, leave=False)
-        for start in range(0, len(train_items), LOAD_CHUNK):
-            chunk = train_items[start:start + LOAD_CHUNK]
-            views = [scene.load_view(i) for scene, i in chunk]
-            for v, (s, _) in zip(views, chunk):
-                v.semantic = _remap_semantic(v.semantic, lookups[s.name]) if class_names else None
-                has["depth"] |= v.depth is not None
-                has["normals"] |= v.normals is not None
-                has["semantic"] |= v.semantic is not None
-            parts["images"].append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
-            # Ground truth on the loss grid: nearest pixel under each grid cell centre (keeps 0 / -1 labels).
-            gt = Views.from_view_data(views, mask_mode=None, size=ls, normals="normals" in tasks)
-            parts["depth"].append(gt.depths)
-            parts["semantic"].append(gt.semantic)
-            if gt.normals is not None:
-                parts["normals"].append(gt.normals.permute(0, 3, 1, 2).contiguous())
-            bar.update(len(chunk))
-            del views, gt
-        bar.close()
-        depth = torch.cat(parts["depth"]) if "depth" in tasks and has["depth"] else None
-        normals = torch.cat(parts["normals"]) if "normals" in tasks and has["normals"] else None
-        semantic = torch.cat(parts["semantic"]) if "segmentation" in tasks and has["semantic"] else None
-        train_set = ViewSet([], [s.name for s, _ in train_items], torch.cat(parts["images"]))  # train views are not kept
-        targets = TrainTargets(depth, normals, semantic)
-        del parts
-
-    # Held-out views keep their full-resolution ground truth for the metrics; their pixels live in the
-    # backbone-ready tensor, so only the figures' views keep an image (the others a zero-stride stand-in
-    # of the same shape: the pair tasks read only the shape).
+        train_set, targets = _load_train(train_items, train, class_names, tasks, size, ls, cfg.progress)
     held_groups = [s.name for s, _ in held_items]
     figure_views = figure_indices(held_groups, cfg.figure_views) if cfg.figures else []
-    lookups = {s.name: _class_lookup(s, class_names) for s in held}
-    label_dtype = np.int16 if len(class_names) < np.iinfo(np.int16).max else np.int32  # full-size label maps
-    held_views: list[ViewData] = []
-    held_images: list[torch.Tensor] = []
-    bar = tqdm(total=len(held_items), desc="loading held-out views", unit="view", disable=not cfg.progress, leave=False)
-    for start in range(0, len(held_items), LOAD_CHUNK):
-        chunk = held_items[start:start + LOAD_CHUNK]
-        views = [scene.load_view(i) for scene, i in chunk]
-        held_images.append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
-        for k, (v, (s, _)) in enumerate(zip(views, chunk)):
-            sem = _remap_semantic(v.semantic, lookups[s.name])
-            v.semantic = None if sem is None else sem.astype(label_dtype)
-            v.instance = None
-            if start + k not in figure_views:
-                v.image = np.broadcast_to(np.zeros(3, np.float32), v.image.shape)
-        held_views += views
-        bar.update(len(chunk))
-    bar.close()
-    held_set = ViewSet(held_views, held_groups, torch.cat(held_images))
+    held_set = _load_held_out(held_items, held, class_names, size, figure_views, cfg.progress)
 
     extra_sets = {}
     for key, ex_scenes in (extra or {}).items():
