@@ -152,8 +152,8 @@ def extract_features(
         outs = _call_backbone_raw(model, x) if raw else (_call_backbone(model, x),)
         for k, (patch, cls) in enumerate(outs):
             has_cls[k] &= cls is not None
-            for slot, t in enumerate((patch, cls)):
-                if t is None or (slot == 1 and not has_cls[k]):
+            for slot, t in enumerate((patch, cls if has_cls[k] else None)):
+                if t is None:
                     continue
                 t = _storage(t.detach().float().cpu())
                 dest = out[k][slot]
@@ -179,7 +179,6 @@ class Mirrored:
     @property
     def shape(self) -> torch.Size:
         return self.images.shape
-
 
 
 def images_digest(images: dict[str, torch.Tensor | Mirrored]) -> str:
@@ -271,17 +270,15 @@ def get_features(
     got: dict[str, tuple[dict, dict]] = {"": ({}, {}), "raw_": ({}, {})}
     for g, imgs in images.items():
         out = extract_features(entry.model, imgs, batch_size, device, f"{entry.label}: {g}", progress, raw)
+        # extract_features returns the stored precision (float16 unless that overflows): cache hits give
+        # identical numbers, and a dataset's features take half the memory; consumers compute in float32+
         for k, prefix in enumerate(("", "raw_") if raw else ("",)):
-            p, c = out[2 * k], out[2 * k + 1]
-            # held as stored (float16 unless that overflows): cache hits give identical numbers, and a
-            # dataset's features take half the memory; consumers compute in float32 or float64
-            got[prefix][0][g] = _storage(p)
-            got[prefix][1][g] = None if c is None else _storage(c)
+            got[prefix][0][g], got[prefix][1][g] = out[2 * k], out[2 * k + 1]
     if path is not None:
         tensors = {}
         for prefix, (patches, classes) in got.items():
-            tensors.update({f"{g}.{prefix}patch": _storage(t) for g, t in patches.items()})
-            tensors.update({f"{g}.{prefix}cls": _storage(c) for g, c in classes.items() if c is not None})
+            tensors.update({f"{g}.{prefix}patch": t for g, t in patches.items()})
+            tensors.update({f"{g}.{prefix}cls": c for g, c in classes.items() if c is not None})
         atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
                                                  metadata={"key": json.dumps(key_src)}))
     raw_set = got["raw_"] if raw else (None, None)
