@@ -41,6 +41,7 @@ class CheckReport:
     coverage: float  # share of target pixels with alpha > COVERED_ALPHA
     touched: float  # share of target pixels with alpha > 1e-3
     depth_abs_rel: list[float] | None = None  # per context view, against the data's depth (where > 0)
+    alignment: list[list] | None = None  # monocular lifters: per view (source, s, t) of 1/z = s r + t
     warnings: list[str] = field(default_factory=list)
 
 
@@ -102,6 +103,8 @@ def check_lifter(lifter: Any, scene: Scene, spec: str, context: list[int] | None
         gt = pair.depths.double().numpy().reshape(len(context), -1)
         report.depth_abs_rel = [float(np.mean(np.abs(d[m] - t[m]) / t[m])) if (m := t > 0).any() else float("nan")
                                 for d, t in zip(depths, gt)]
+    if getattr(lifter, "last_fit", None):
+        report.alignment = [list(f) for f in lifter.last_fit]
     report.warnings = _warnings(report)
     return report
 
@@ -128,6 +131,9 @@ def format_report(r: CheckReport) -> str:
     if r.depth_abs_rel is not None:
         lines.append("  depth vs the data's depth: AbsRel " + ", ".join(f"view {v} {a:.3f}"
                                                                       for v, a in zip(r.context, r.depth_abs_rel)))
+    if r.alignment:
+        lines.append("  scale alignment (1/z = s r + t): " + ", ".join(
+            f"view {v} from {src} (s {s:.4g}, t {t:.4g})" for v, (src, s, t) in zip(r.context, r.alignment)))
     o = r.opacity
     lines.append(f"  opacity: mean {o['mean']:.3f}  min {o['min']:.3f}  median {o['median']:.3f}  max {o['max']:.3f}  "
                  f"share >= 0.5: {o['share_ge_0.5']:.1%}")
