@@ -291,7 +291,9 @@ def run_check(args: argparse.Namespace) -> int:
 
         backbone = load_backbone(args.backbone).eval()
     context = [int(v) for v in args.views.split(",")] if args.views else None
-    report = check_lifter(lifter, scenes[0], args.spec, context, args.target, args.size, backbone, settings)
+    scene_ctx = lifter.use_scene(scenes[0].name) if hasattr(lifter, "use_scene") and not lifter.single else nullcontext()
+    with scene_ctx:
+        report = check_lifter(lifter, scenes[0], args.spec, context, args.target, args.size, backbone, settings)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=1))
