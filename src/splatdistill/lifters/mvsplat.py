@@ -155,7 +155,11 @@ def build_mvsplat_encoder(cfg: Any) -> nn.Module:
     """MVSplat's encoder built by its own code from a composed config: the global config is set first (the
     encoder reads ``mode`` and the number of context views from it while it is built), then the encoder
     config is typed as MVSplat's ``load_typed_config`` does (dacite) and given to ``get_encoder``."""
-    from dacite import Config, from_dict
+    try:
+        from dacite import Config, from_dict  # MVSplat's typed configs
+    except ImportError as exc:
+        raise UserError(f"mvsplat lifter: dacite is not importable ({exc}); install MVSplat's requirements "
+                        "(pip install 'splatdistill[mvsplat]')") from None
     from omegaconf import OmegaConf
     from src.global_cfg import set_cfg
     from src.model.encoder import EncoderCostVolumeCfg, get_encoder
