@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from splatdistill import __version__
+from splatdistill.atomic import atomic_write_text
 from splatdistill.backbones import split_label
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
@@ -167,7 +168,7 @@ def _evaluate(
     results_doc = _jsonable(_results_doc(data, prepared, task_list, plans, cfg, rows, extra_note, t_start))
     results_doc["files"] = report.write_all(results_doc, out, figs if cfg.figures else None)
     results_doc["wall_time_s"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results_doc, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(results_doc, indent=2))
     return results_doc
 
 
