@@ -86,6 +86,17 @@ def atomic_write(path: str | Path, write: Callable[[str], None], mode: int | Non
     return path
 
 
+def atomic_write_stream(path: str | Path, write: Callable[[Any], None]) -> Path:
+    """:func:`atomic_write` for writers that take an open binary file (``np.save`` and ``np.savez`` add a
+    suffix to a path that lacks theirs)."""
+
+    def to_file(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+
+    return atomic_write(path, to_file)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -34,7 +34,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from splatdistill.atomic import TMP_SUFFIX, atomic_write_text
+from splatdistill.atomic import TMP_SUFFIX, atomic_write_text, write_error, write_failure
 from splatdistill.errors import UserError
 
 LOCK_NAME = ".splatdistill.lock"
@@ -134,8 +134,12 @@ class RunFolderLock:
                 self.took_over = previous
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError as exc:  # a full disk before the run even starts: exit 4 like every other write
+            os.close(fd)
+            raise write_error(self.path, write_failure(exc)) from None
         self.fd = fd
         return self
 
@@ -150,14 +154,16 @@ class RunFolderLock:
             return None
 
     def release(self) -> None:
-        """Unlock (closing the fd). The file stays: removing it would let two processes own the folder."""
+        """Clear the owner record and unlock. The file stays: removing it let two processes own the folder (one
+        holding the removed file, one a new one); a record left behind means its owner died."""
         if self.fd is None:
             return
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
         os.close(self.fd)
         self.fd = None
-
-    def __del__(self) -> None:
-        self.release()
 
     def __enter__(self) -> "RunFolderLock":
         return self

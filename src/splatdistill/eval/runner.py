@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from splatdistill import __version__
-from splatdistill.atomic import atomic_write_text
+from splatdistill.atomic import atomic_write_stream, atomic_write_text
 from splatdistill.backbones import split_label
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
@@ -201,9 +201,8 @@ def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedDat
     if saved:
         assert prepared.held_out is not None
         saved["view_names"] = np.array([f"{g}/{v.name}" for g, v in zip(prepared.held_out.groups, prepared.held_out.views)])
-        folder = out / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz", **saved)
+        name = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz"
+        atomic_write_stream(out / "predictions" / name, lambda fh: np.savez_compressed(fh, **saved))
     if fig_idx:
         figs.pca[entry.label] = pca_rgb([feats.patch["eval"][i] for i in fig_idx], seed=cfg.seed)
     timings["total_s"] = sum(timings.values())

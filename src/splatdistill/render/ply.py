@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splatdistill.atomic import atomic_write, atomic_write_bytes
+from splatdistill.atomic import atomic_write_bytes, atomic_write_stream
 from splatdistill.errors import UserError
 from splatdistill.geometry.gaussians import (
     Gaussians,
@@ -104,12 +104,7 @@ def save_ply(path: str | Path, gaussians: Gaussians, colors: Tensor | None = Non
     atomic_write_bytes(path, header.encode("ascii") + data.tobytes())
     if save_features:
         features = gaussians.features.detach().cpu().float().numpy()
-
-        def write_npy(tmp: str) -> None:
-            with open(tmp, "wb") as fh:  # a path would get ".npy" appended
-                np.save(fh, features)
-
-        atomic_write(_features_path(path), write_npy)
+        atomic_write_stream(_features_path(path), lambda fh: np.save(fh, features))
     return path
 
 
