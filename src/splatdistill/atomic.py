@@ -61,6 +61,24 @@ def write_error(path: str | Path, reason: str) -> OutputWriteError:
     return OutputWriteError(f"could not write the file ({reason}); the previous version, if any, is intact", path)
 
 
+def write_probe(folder: str | Path, size: int = 1 << 20) -> str | None:
+    """Why ``folder`` cannot take a ``size``-byte file now (full, over the file-size limit, read-only), or
+    None: for writers that lose the errno (COLMAP's C++ reports "No registered database factory succeeded")."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=TMP_SUFFIX)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return None
+    except OSError as exc:
+        return write_failure(exc)
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], mode: int | None = None) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it onto ``path`` atomically.
     ``mode`` defaults to what a plain ``open()`` would create (0666 less the umask)."""

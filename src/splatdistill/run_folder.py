@@ -290,7 +290,10 @@ def replace_output(folder: Path, name: str, staged: Path) -> Path:
 def staging_folder(folder: Path, name: str):
     """A fresh folder inside ``folder`` (same file system: the results move into place by rename), removed
     afterwards; its name marks it as this tool's temporary, so a killed run's is cleaned up next time."""
-    stage = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=TMP_SUFFIX))
+    try:
+        stage = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=TMP_SUFFIX))
+    except OSError as exc:
+        raise write_error(folder, write_failure(exc)) from None
     try:
         yield stage
     finally:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from splatdistill.errors import UserError
+from splatdistill.atomic import write_failure, write_probe
+from splatdistill.errors import OutputWriteError, UserError
 from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
 
 from . import io
@@ -104,7 +105,14 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
     out.mkdir(parents=True, exist_ok=True)
     check_replaceable(out, OUTPUTS, inputs=(photos_dir,))
     with staging_folder(out, "from_images") as stage:
-        rec, n_models, scale = _reconstruct(photos_dir, photos, stage, opts, matcher, progress)
+        try:
+            rec, n_models, scale = _reconstruct(photos_dir, photos, stage, opts, matcher, progress)
+        except (RuntimeError, ValueError, OSError) as exc:  # COLMAP's C++ writes lose the errno: probe the disk
+            reason = write_failure(exc) if isinstance(exc, OSError) else write_probe(stage)
+            if reason is None:
+                raise
+            raise OutputWriteError(f"structure from motion could not write its files ({reason}); nothing in the "
+                                   "output folder was replaced", out) from None
         for sub in OUTPUTS:
             replace_output(out, sub, stage / sub)
     return _summary(out, photos, rec, n_models, scale, matcher, opts)
