@@ -194,6 +194,10 @@ CASES = [
     Case("full disk (1 kB) while writing a features PNG", lambda d, t: ["features", str(t / "img.png"), "--backbone",
          "random:vit_tiny_patch16_224", "--size", "32", "--out", str(t / "f.png")], 4,
          r"f.png: could not write the file \(File too large\)", _an_image, fsize=1000),  # fmt: skip
+    Case("full disk (100 kB) in data from-images", lambda d, t: ["data", "from-images", str(t / "photos"), "--out",
+         str(t / "ds")], 4, r"ds: structure from motion could not write its files \(File too large\); nothing in the "
+         r"output folder was replaced", lambda d, t, mp: _photos(t / "photos"), check=_photos_intact(Path("photos")),
+         fsize=100_000),  # fmt: skip
     Case("from-images with the photos in OUT/images (COLMAP's layout)", lambda d, t: ["data", "from-images",
          str(t / "d" / "images"), "--out", str(t / "d")], 2, r"the input .*d/images is the output's images/ folder, "
          r"which this command replaces; choose another --out", lambda d, t, mp: _photos(t / "d" / "images"),

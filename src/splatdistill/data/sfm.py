@@ -128,50 +128,50 @@ def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOpt
     names = [p.name for p in photos]
     pycolmap.logging.minloglevel = 2  # COLMAP's per-image log lines would bury the progress bar
     bar = tqdm(total=4, desc="structure from motion", unit="stage", disable=not progress, dynamic_ncols=True)
+    try:  # closed on any error too, so the error starts its own line
+        bar.set_postfix_str(f"SIFT features of {len(photos)} photos")
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = opts.camera_model
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.max_image_size = opts.max_image_size
+        extraction.num_threads = opts.threads
+        extraction.sift.max_num_features = opts.max_features
+        pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
+                                  camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera and one_size(photos)
+                                  else pycolmap.CameraMode.AUTO,
+                                  device=pycolmap.Device.cpu)  # fmt: skip
+        bar.update(1)
 
-    bar.set_postfix_str(f"SIFT features of {len(photos)} photos")
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = opts.camera_model
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.max_image_size = opts.max_image_size
-    extraction.num_threads = opts.threads
-    extraction.sift.max_num_features = opts.max_features
-    pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
-                              camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera and one_size(photos)
-                              else pycolmap.CameraMode.AUTO,
-                              device=pycolmap.Device.cpu)  # fmt: skip
-    bar.update(1)
+        bar.set_postfix_str(f"{matcher} matching")
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = opts.threads
+        if matcher == "exhaustive":
+            pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
+        else:
+            pairing = pycolmap.SequentialPairingOptions()
+            pairing.overlap = opts.sequential_overlap
+            pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
+        bar.update(1)
 
-    bar.set_postfix_str(f"{matcher} matching")
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = opts.threads
-    if matcher == "exhaustive":
-        pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
-    else:
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = opts.sequential_overlap
-        pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
-    bar.update(1)
+        bar.set_postfix_str("incremental mapping")
+        mapping = pycolmap.IncrementalPipelineOptions()
+        mapping.num_threads = opts.threads
+        mapping.random_seed = opts.seed
+        models = pycolmap.incremental_mapping(db, photos_dir, work / "raw", options=mapping)
+        if not models:
+            raise UserError(f"structure from motion registered no photos: the {len(photos)} photos share too few "
+                            "features (overlapping views of a textured, static scene are needed)", photos_dir)  # fmt: skip
+        best_id, rec = max(models.items(), key=lambda kv: kv[1].num_reg_images())
+        bar.update(1)
 
-    bar.set_postfix_str("incremental mapping")
-    mapping = pycolmap.IncrementalPipelineOptions()
-    mapping.num_threads = opts.threads
-    mapping.random_seed = opts.seed
-    models = pycolmap.incremental_mapping(db, photos_dir, work / "raw", options=mapping)
-    if not models:
+        bar.set_postfix_str("undistorting")
+        model_dir = work / "raw" / str(best_id)
+        scale = rescale(rec, opts.median_depth)
+        rec.write(str(model_dir))
+        pycolmap.undistort_images(stage, model_dir, photos_dir)  # also stereo/ and run-colmap-*.sh: left in the stage
+        bar.update(1)
+    finally:
         bar.close()
-        raise UserError(f"structure from motion registered no photos: the {len(photos)} photos share too few "
-                        "features (overlapping views of a textured, static scene are needed)", photos_dir)  # fmt: skip
-    best_id, rec = max(models.items(), key=lambda kv: kv[1].num_reg_images())
-    bar.update(1)
-
-    bar.set_postfix_str("undistorting")
-    model_dir = work / "raw" / str(best_id)
-    scale = rescale(rec, opts.median_depth)
-    rec.write(str(model_dir))
-    pycolmap.undistort_images(stage, model_dir, photos_dir)  # also stereo/ and run-colmap-*.sh: left in the stage
-    bar.update(1)
-    bar.close()
     return rec, len(models), scale
 
 
