@@ -382,3 +382,24 @@ def test_the_python_api_trainer_has_the_commands_guards(rooms, tmp_path):
             Trainer(cfg, resume=True)
     finally:
         held.release()
+
+
+def test_a_subfolder_is_replaced_only_when_this_tool_made_it(tmp_path):
+    from splatdistill.errors import UserError
+    from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    for round_ in ("first", "second"):  # a second run replaces what the first made
+        check_replaceable(out, ("images",), inputs=(tmp_path / "photos",))
+        with staging_folder(out, "test") as stage:
+            (stage / "images").mkdir()
+            (stage / "images" / "a.jpg").write_text(round_)
+            replace_output(out, "images", stage / "images")
+        assert (out / "images" / "a.jpg").read_text() == round_
+    assert sorted(p.name for p in out.iterdir()) == [".splatdistill-made.json", "images"]  # no staging left
+    (out / "sparse").mkdir()  # the user's
+    with pytest.raises(UserError, match="sparse exists and was not made by splatdistill"):
+        check_replaceable(out, ("images", "sparse"))
+    with pytest.raises(UserError, match="is inside .*images, which this command replaces"):
+        check_replaceable(out, ("images",), inputs=(out / "images" / "sub",))
