@@ -1,14 +1,16 @@
-"""Commands and writers under a real file-size limit: ``python _fsize_worker.py cli|writers JSON``.
+"""Commands and writers under a real file-size limit: ``python _fsize_worker.py JSON`` (one process, so
+torch is imported once).
 
 ``RLIMIT_FSIZE`` is set with SIGXFSZ ignored, so a write past the limit fails in the kernel with EFBIG,
 exactly where a full disk fails with ENOSPC (the same code paths: torch's zip writer, safetensors' Rust
 writer, PIL, Python's files). Nothing is faked.
 
-- ``cli``: JSON is a list of ``[limit, argv]``; each runs through ``splatdistill.cli.main`` under its limit,
-  and one JSON line per case says ``[status, stderr]`` (an escaped exception: status 1 and its traceback).
-- ``writers``: JSON is ``[limit, folder]``; every writer of :mod:`splatdistill.atomic` writes a file over
-  the limit on top of an existing one; one JSON line per writer: ``[name, error line or None, old file
-  intact, temporary files left]``.
+- ``JSON["writers"] = [limit, folder]``: every writer of :mod:`splatdistill.atomic` writes a file over the
+  limit on top of an existing one; one JSON line per writer: ``["writer", name, error line or None, old
+  file intact, temporary files left]``.
+- ``JSON["cli"]`` is a list of ``[limit, argv]``; each runs through ``splatdistill.cli.main`` under its
+  limit; one JSON line per case: ``["cli", status, stderr, seconds]`` (an escaped exception: status 1 and
+  its traceback).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import resource
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -39,14 +42,14 @@ def run_cli(cases: list) -> None:
     from splatdistill.cli import main
 
     for limit, argv in cases:
-        err, out = io.StringIO(), io.StringIO()
+        err, out, t0 = io.StringIO(), io.StringIO(), time.perf_counter()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), file_size_limit(limit):
             try:
                 status = main(argv)
             except BaseException:  # what the user would see: a traceback
                 status = 1
                 err.write(traceback.format_exc())
-        print(json.dumps([status, err.getvalue()]), flush=True)
+        print(json.dumps(["cli", status, err.getvalue(), round(time.perf_counter() - t0, 2)]), flush=True)
 
 
 def run_writers(limit: int, folder: Path) -> None:
@@ -82,9 +85,11 @@ def run_writers(limit: int, folder: Path) -> None:
             except OutputWriteError as exc:
                 line = str(exc)
         temps = [p.name for p in folder.iterdir() if p.name.endswith(atomic.TMP_SUFFIX)]
-        print(json.dumps([name, line, path.read_text(errors="replace")[:3] == "old", temps]), flush=True)
+        print(json.dumps(["writer", name, line, path.read_text(errors="replace")[:3] == "old", temps]), flush=True)
 
 
 if __name__ == "__main__":
-    mode, arg = sys.argv[1], json.loads(sys.argv[2])
-    run_cli(arg) if mode == "cli" else run_writers(arg[0], Path(arg[1]))
+    spec = json.loads(sys.argv[1])
+    if "writers" in spec:
+        run_writers(spec["writers"][0], Path(spec["writers"][1]))
+    run_cli(spec.get("cli", []))

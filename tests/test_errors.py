@@ -239,19 +239,23 @@ _SEEN: dict[str, tuple[str, int, str]] = {}
 
 
 @pytest.fixture(scope="module")
-def full_disk(rooms, tmp_path_factory) -> dict[str, tuple[Path, int, str]]:
-    """The ``fsize`` cases, run in one subprocess (torch imported once) by tests/_fsize_worker.py under a
-    real RLIMIT_FSIZE: case name -> (its scratch folder, exit status, stderr)."""
+def full_disk(rooms, tmp_path_factory) -> dict:
+    """The ``fsize`` cases and every writer of splatdistill.atomic, run in one subprocess (torch imported once)
+    by tests/_fsize_worker.py under a real RLIMIT_FSIZE: case name -> (its scratch folder, exit status,
+    stderr), and "writers" -> one row per writer."""
     cases = [c for c in CASES if c.fsize]
     tmps = [tmp_path_factory.mktemp("full_disk") for _ in cases]
     for case, tmp in zip(cases, tmps):
         case.setup(rooms, tmp, None)
-    spec = json.dumps([[c.fsize, c.argv(rooms, t)] for c, t in zip(cases, tmps)])
+    spec = {"writers": [20_000, str(tmp_path_factory.mktemp("writers"))],
+            "cli": [[c.fsize, c.argv(rooms, t)] for c, t in zip(cases, tmps)]}
     worker = Path(__file__).with_name("_fsize_worker.py")
-    r = subprocess.run([sys.executable, str(worker), "cli", spec], capture_output=True, text=True)
-    lines = r.stdout.strip().splitlines()
-    assert r.returncode == 0 and len(lines) == len(cases), r.stderr[-3000:]
-    return {c.name: (t, *json.loads(line)) for c, t, line in zip(cases, tmps, lines)}
+    r = subprocess.run([sys.executable, str(worker), json.dumps(spec)], capture_output=True, text=True)
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    runs = [row[1:3] for row in rows if row[0] == "cli"]
+    assert r.returncode == 0 and len(runs) == len(cases), r.stderr[-3000:]
+    return {"writers": [row[1:] for row in rows if row[0] == "writer"],
+            **{c.name: (t, *run) for c, t, run in zip(cases, tmps, runs)}}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -310,13 +314,9 @@ def test_errors_doc_table_is_generated_from_these_cases():
 
 # ---- the output-folder policy and the write path, below the command line --------------------------------
 
-def test_every_writer_turns_a_real_full_disk_into_exit_4_and_keeps_the_old_file(tmp_path):
+def test_every_writer_turns_a_real_full_disk_into_exit_4_and_keeps_the_old_file(full_disk):
     """RLIMIT_FSIZE in a subprocess (tests/_fsize_worker.py): the kernel's EFBIG, as from a full disk."""
-    worker = Path(__file__).with_name("_fsize_worker.py")
-    r = subprocess.run([sys.executable, str(worker), "writers", json.dumps([20_000, str(tmp_path)])],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    rows = full_disk["writers"]
     assert [row[0] for row in rows] == ["text", "bytes", "torch.save", "safetensors", "PIL PNG", "matplotlib", "log line"]
     for name, line, intact, temps in rows:
         assert line is not None and "(File too large)" in line, (name, line)
