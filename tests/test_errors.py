@@ -6,10 +6,11 @@ Regenerate the table after changing a message: ``SPLATDISTILL_WRITE_ERRORS_DOC=1
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,6 +38,8 @@ class Case:
     status: int
     message: str  # a regular expression the one-line message must match
     setup: Callable[[Path, Path, pytest.MonkeyPatch], None] = field(default=lambda data, tmp, mp: None)
+    check: Callable[[Path], None] = field(default=lambda tmp: None)  # after the command: nothing lost
+    fsize: int = 0  # > 0: run in a subprocess whose files may not grow past this many bytes (a full disk)
 
 
 def _train(*extra: str) -> Callable[[Path, Path], list[str]]:
@@ -62,13 +65,43 @@ def _checkpoint(data, tmp, mp):
     assert main(["train", f"data={data}", f"out={tmp / 'run'}", *FAST_TRAIN, *tiny_run()]) == 0
 
 
-def _disk_full(data, tmp, mp):
-    import torch
+def _photos(folder: Path, n: int = 2) -> None:
+    from PIL import Image
 
-    def full(obj, f, *a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"p{i}.jpg")
 
-    mp.setattr(torch, "save", full)
+
+def _photos_intact(folder: Path, n: int = 2) -> Callable[[Path], None]:
+    def check(tmp: Path) -> None:
+        assert sorted(p.name for p in (tmp / folder).iterdir()) == [f"p{i}.jpg" for i in range(n)]
+    return check
+
+
+def _user_images_folder(data, tmp, mp):
+    _photos(tmp / "photos")
+    (tmp / "ds" / "images").mkdir(parents=True)
+    (tmp / "ds" / "images" / "mine.txt").write_text("the user's")
+
+
+def _lock_link(data, tmp, mp):
+    (tmp / "run").mkdir()
+    (tmp / "victim.txt").write_text("precious")
+    (tmp / "run" / ".splatdistill.lock").symlink_to(tmp / "victim.txt")
+
+
+def _an_image(data, tmp, mp):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp / "img.png")
+
+
+FAST_EVAL = ["--resolution", "28", "--probe-steps", "10", "--pairs", "3", "--keep", "50", "--points", "50",
+             "--no-middlebury", "-q"]  # fmt: skip
+FAST_LIFTER = ["--steps", "2", "--checkpoint-every", "1", "--image-size", "32", "--eval-pairs", "1",
+               "--backbone", "random:vit_tiny_patch16_224", "--seed", "3", "-q"]  # fmt: skip
+LONG_NAME = "x" * 300
 
 
 def _nan_weights(data, tmp, mp):
@@ -149,9 +182,36 @@ CASES = [
          r"schedule=budget .* set max_minutes > 0"),
     Case("lifter=depth on data without depth", lambda d, t: ["train", f"data={t / 'nodepth'}", "split=train",
          f"out={t / 'r'}", "lifter=depth", *FAST_TRAIN, *tiny_run()], 2, r"lifter=depth lifts with depth maps", _no_depth),
-    Case("disk full while writing the checkpoint", _train("out={tmp}/r"), 4,
-         r"checkpoint.pt: could not write the file \(No space left on device\); the previous version, if any, is intact",
-         _disk_full),
+    Case("full disk (file size limit 1 MB) while writing the checkpoint", _train("out={tmp}/r"), 4,
+         r"checkpoint.pt: could not write the file \(File too large\); the previous version, if any, is intact",
+         fsize=1_000_000),
+    Case("full disk (10 kB) while caching eval features", lambda d, t: ["eval", "-b", "random:vit_tiny_patch16_224",
+         "--data", str(d), "--out", str(t / "ev"), *FAST_EVAL], 4,
+         r"cache/.*\.safetensors: could not write the file \(File too large\)", fsize=10_000),  # fmt: skip
+    Case("full disk (100 kB) in lifter train", lambda d, t: ["lifter", "train", "--data", str(d), "--out", str(t / "lt"),
+         *FAST_LIFTER], 4, r"lt/predictor.safetensors: could not write the file \(File too large\)",
+         fsize=100_000),  # fmt: skip
+    Case("full disk (1 kB) while writing a features PNG", lambda d, t: ["features", str(t / "img.png"), "--backbone",
+         "random:vit_tiny_patch16_224", "--size", "32", "--out", str(t / "f.png")], 4,
+         r"f.png: could not write the file \(File too large\)", _an_image, fsize=1000),  # fmt: skip
+    Case("full disk (100 kB) in data from-images", lambda d, t: ["data", "from-images", str(t / "photos"), "--out",
+         str(t / "ds")], 4, r"ds: structure from motion could not write its files \(File too large\); nothing in the "
+         r"output folder was replaced", lambda d, t, mp: _photos(t / "photos"), check=_photos_intact(Path("photos")),
+         fsize=100_000),  # fmt: skip
+    Case("from-images with the photos in OUT/images (COLMAP's layout)", lambda d, t: ["data", "from-images",
+         str(t / "d" / "images"), "--out", str(t / "d")], 2, r"the input .*d/images is the output's images/ folder, "
+         r"which this command replaces; choose another --out", lambda d, t, mp: _photos(t / "d" / "images"),
+         check=_photos_intact(Path("d/images"))),  # fmt: skip
+    Case("from-images into a folder whose images/ the user made", lambda d, t: ["data", "from-images", str(t / "photos"),
+         "--out", str(t / "ds")], 2, r"ds/images exists and was not made by splatdistill; it is never replaced",
+         _user_images_folder, check=lambda t: (t / "ds" / "images" / "mine.txt").read_text() == "the user's"),  # fmt: skip
+    Case("run folder's lock is a symbolic link", _train("out={tmp}/run"), 2,
+         r"\.splatdistill\.lock: the run folder's lock is a symbolic link", _lock_link,
+         check=lambda t: (t / "victim.txt").read_text() == "precious"),  # fmt: skip
+    Case("run folder's lock is a folder", _train("out={tmp}/run"), 2, r"the run folder's lock is a folder",
+         lambda d, t, mp: (t / "run" / ".splatdistill.lock").mkdir(parents=True)),
+    Case("--out name over 255 characters", _train("out={tmp}/" + LONG_NAME), 2,
+         r"cannot use the run folder: File name too long"),
     Case("training diverges (lr=1e30)", _train("out={tmp}/r", "lr=1e30", "steps=6"), 3,
          r"(loss became nan|weights became non-finite).*(last good checkpoint \(.*checkpoint.pt, step \d\)|no checkpoint)"),
     Case("eval of a training checkpoint.pt as a backbone",
@@ -178,25 +238,55 @@ CASES = [
 _SEEN: dict[str, tuple[str, int, str]] = {}
 
 
+@pytest.fixture(scope="module")
+def full_disk(rooms, tmp_path_factory) -> dict:
+    """The ``fsize`` cases and every writer of splatdistill.atomic, run in one subprocess (torch imported once)
+    by tests/_fsize_worker.py under a real RLIMIT_FSIZE: case name -> (its scratch folder, exit status,
+    stderr), and "writers" -> one row per writer."""
+    cases = [c for c in CASES if c.fsize]
+    tmps = [tmp_path_factory.mktemp("full_disk") for _ in cases]
+    for case, tmp in zip(cases, tmps):
+        case.setup(rooms, tmp, None)
+    spec = {"writers": [20_000, str(tmp_path_factory.mktemp("writers"))],
+            "cli": [[c.fsize, c.argv(rooms, t)] for c, t in zip(cases, tmps)]}
+    worker = Path(__file__).with_name("_fsize_worker.py")
+    r = subprocess.run([sys.executable, str(worker), json.dumps(spec)], capture_output=True, text=True)
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    runs = [row[1:3] for row in rows if row[0] == "cli"]
+    assert r.returncode == 0 and len(runs) == len(cases), r.stderr[-3000:]
+    return {"writers": [row[1:] for row in rows if row[0] == "writer"],
+            **{c.name: (t, *run) for c, t, run in zip(cases, tmps, runs)}}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gives_one_line_and_its_exit_status(case, rooms, tmp_path, monkeypatch, capsys):
-    case.setup(rooms, tmp_path, monkeypatch)
-    capsys.readouterr()
-    argv = case.argv(rooms, tmp_path)
-    try:
-        status = main(argv)
-    finally:
-        while _LOCKS:
-            _LOCKS.pop().release()
-    err = capsys.readouterr().err.strip().splitlines()
+def test_bad_input_gives_one_line_and_its_exit_status(case, rooms, tmp_path, monkeypatch, capsys, request):
+    if case.fsize:
+        tmp_path, status, stderr = request.getfixturevalue("full_disk")[case.name]
+        argv = case.argv(rooms, tmp_path)
+        err = stderr.strip().splitlines()
+    else:
+        case.setup(rooms, tmp_path, monkeypatch)
+        capsys.readouterr()
+        argv = case.argv(rooms, tmp_path)
+        try:
+            status = main(argv)
+        finally:
+            while _LOCKS:
+                _LOCKS.pop().release()
+        err = capsys.readouterr().err.strip().splitlines()
+    assert case.check(tmp_path) is not False, "the command lost a file of the user's"
     errors = [line for line in err if re.match(r"(splatdistill [a-z ]+: )?error: ", line)]
     assert status == case.status, err
     assert len(errors) == 1, err
     assert re.search(case.message, errors[0]), errors[0]
+    for fast in (FAST_EVAL, FAST_LIFTER):  # left out where they appear as a whole
+        argv = next((argv[:i] + argv[i + len(fast):] for i in range(len(argv)) if argv[i:i + len(fast)] == fast), argv)
     shown = " ".join(a.replace(str(tmp_path), "<dir>").replace(str(rooms), "<data>") for a in argv
                      if not any(a == t for t in tiny_run() + FAST_TRAIN))
+    shown = shown.replace(LONG_NAME, "xxx...(300 x)")
     message = errors[0].replace(str(tmp_path), "<dir>").replace(str(rooms), "<data>")
     message = re.sub(r"started [\d-]+ [\d:]+", "started <time>", re.sub(r"pid \d+", "pid <pid>", message))
+    message = message.replace(LONG_NAME, "xxx...(300 x)")
     _SEEN[case.name] = (shown, status, message)
 
 
@@ -220,3 +310,96 @@ def test_errors_doc_table_is_generated_from_these_cases():
         text = DOC.read_text()
         start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     assert text[start:end].strip() == table, "docs/errors.md is stale: SPLATDISTILL_WRITE_ERRORS_DOC=1 regenerates it"
+
+
+# ---- the output-folder policy and the write path, below the command line --------------------------------
+
+def test_every_writer_turns_a_real_full_disk_into_exit_4_and_keeps_the_old_file(full_disk):
+    """RLIMIT_FSIZE in a subprocess (tests/_fsize_worker.py): the kernel's EFBIG, as from a full disk."""
+    rows = full_disk["writers"]
+    assert [row[0] for row in rows] == ["text", "bytes", "torch.save", "safetensors", "PIL PNG", "matplotlib", "log line"]
+    for name, line, intact, temps in rows:
+        assert line is not None and "(File too large)" in line, (name, line)
+        assert intact and temps == [], (name, intact, temps)
+
+
+def test_the_run_folder_lock_has_one_owner_under_contention(tmp_path):
+    """3 processes lock and unlock one folder 1,500 times each; an O_EXCL marker file counts overlaps."""
+    worker = Path(__file__).with_name("_lock_stress.py")
+    procs = [subprocess.Popen([sys.executable, str(worker), str(tmp_path), "1500"], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    counts = [tuple(map(int, p.communicate()[0].split())) for p in procs]
+    acquired, doubles = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    assert acquired > 0 and doubles == 0, counts
+    assert (tmp_path / ".splatdistill.lock").is_file()  # kept: removing it is what let two processes own it
+
+
+def test_only_this_tools_temporary_files_are_cleaned_up(tmp_path):
+    from splatdistill.atomic import atomic_write_text
+    from splatdistill.run_folder import open_run_folder
+
+    theirs = tmp_path / "sub" / ".notes.txt.a1B2c3D4.tmp"  # another program's temporary file
+    ours = tmp_path / "sub" / ".checkpoint.pt.a1B2c3D4.splatdistill.tmp"
+    theirs.parent.mkdir()
+    theirs.write_text("theirs")
+    ours.write_text("ours")
+    atomic_write_text(tmp_path / ("y" * 250), "a long name still gets a temporary file")
+    open_run_folder(tmp_path, "test", quiet=True).release()
+    assert theirs.read_text() == "theirs" and not ours.exists()
+
+
+def test_outputs_never_write_through_a_planted_symbolic_link(tmp_path):
+    from splatdistill.atomic import LineLog, atomic_write_text
+    from splatdistill.errors import UserError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "results.json").symlink_to(victim)
+    atomic_write_text(tmp_path / "results.json", "{}")
+    assert victim.read_text() == "precious" and not (tmp_path / "results.json").is_symlink()
+    (tmp_path / "log.jsonl").symlink_to(victim)
+    with pytest.raises(UserError, match="log.jsonl: is a symbolic link"):
+        LineLog(tmp_path / "log.jsonl")
+    assert victim.read_text() == "precious"
+
+
+def test_the_python_api_trainer_has_the_commands_guards(rooms, tmp_path):
+    """Trainer(cfg).fit() refuses to train over a checkpoint and respects a live run's lock, before any work."""
+    from splatdistill import TrainConfig, Trainer
+    from splatdistill.errors import UserError
+    from splatdistill.run_folder import RunFolderLock
+
+    run = tmp_path / "run"
+    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={run}", *FAST_TRAIN, *tiny_run()])
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"a run's state")
+    with pytest.raises(UserError, match="already holds a checkpoint: pass --resume"):
+        Trainer(cfg)
+    assert (run / "checkpoint.pt").read_bytes() == b"a run's state"
+    held = RunFolderLock(run, "splatdistill train").acquire()
+    try:
+        with pytest.raises(UserError, match=r"in use by pid \d+"):
+            Trainer(cfg, resume=True)
+    finally:
+        held.release()
+
+
+def test_a_subfolder_is_replaced_only_when_this_tool_made_it(tmp_path):
+    from splatdistill.errors import UserError
+    from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    for round_ in ("first", "second"):  # a second run replaces what the first made
+        check_replaceable(out, ("images",), inputs=(tmp_path / "photos",))
+        with staging_folder(out, "test") as stage:
+            (stage / "images").mkdir()
+            (stage / "images" / "a.jpg").write_text(round_)
+            replace_output(out, "images", stage / "images")
+        assert (out / "images" / "a.jpg").read_text() == round_
+    assert sorted(p.name for p in out.iterdir()) == [".splatdistill-made.json", "images"]  # no staging left
+    (out / "sparse").mkdir()  # the user's
+    with pytest.raises(UserError, match="sparse exists and was not made by splatdistill"):
+        check_replaceable(out, ("images", "sparse"))
+    with pytest.raises(UserError, match="is inside .*images, which this command replaces"):
+        check_replaceable(out, ("images",), inputs=(out / "images" / "sub",))

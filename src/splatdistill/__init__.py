@@ -11,10 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from splatdistill.threads import prepare_openmp
-
-prepare_openmp()  # short OpenMP spin-waits (splatdistill.threads); must run before torch loads
-
 __version__ = "0.1.0"
 
 #: public name -> module that defines it (docs/design.md, "The pipeline as the tree shows it")

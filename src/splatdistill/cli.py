@@ -10,6 +10,7 @@ from typing import Sequence
 from splatdistill import __version__
 from splatdistill.commands import COMMAND_MODULES
 from splatdistill.errors import UserError
+from splatdistill.threads import prepare_openmp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prepare_openmp()  # the command line's short OpenMP spin-waits, before torch loads (never on a plain import)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -6,7 +6,8 @@ Two things make a busy machine catastrophically slow rather than just slower (me
 - **Spinning OpenMP workers.** GNU OpenMP (torch's CPU backend) spins ~300,000 times before a worker
   sleeps; with a core taken by another process, the spinning worker holds the core the others need.
   A step went 1.0 s -> 3.3 s beside one hog at the default, 1.1 s -> 1.7 s with ``GOMP_SPINCOUNT=1000``.
-  :func:`prepare_openmp` sets that before torch loads (libgomp reads it once, at load time); a user's own
+  :func:`prepare_openmp` sets that before torch loads (libgomp reads it once, at load time), called by the
+  command line's entry point only (``import splatdistill`` leaves a user's process alone); a user's own
   ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` wins.
 - **More threads than cores.** torch counts the machine's cores, not the ones a container or
   ``taskset`` leaves the process: :func:`available_cores` reads the affinity mask and the cgroup CPU quota.

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from splatdistill.atomic import atomic_write
 from splatdistill.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -82,7 +83,6 @@ def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
 
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(img)).save(path)
-    return path
+    """Write ``img`` as a PNG (atomically, a failed write is exit 4: :mod:`splatdistill.atomic`)."""
+    image = Image.fromarray(to_uint8(img))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

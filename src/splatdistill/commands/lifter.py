@@ -25,6 +25,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from splatdistill.atomic import atomic_write_text
 from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
 from splatdistill.errors import UserError
 
@@ -195,14 +196,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    from splatdistill.run_folder import owned_run_folder
-
     out = Path(cfg.out)
-    with owned_run_folder(out, "splatdistill lifter train", "output folder"):
-        if not args.resume and (out / "train_state.pt").exists():
-            raise UserError("the output folder already holds a predictor run: pass --resume or choose another --out",
-                            out)
-        res = train_predictor(cfg, resume=args.resume)
+    res = train_predictor(cfg, resume=args.resume)  # locks the folder before any work
     print(f"trained {res['steps']} steps in {res['train_seconds'] / 60:.1f} min "
           f"(+{res['setup_seconds']:.0f} s setup; wall {res['wall_seconds'] / 60:.1f} min)"
           + (" - stopped by --minutes" if res["stopped_by_time"] else ""))
@@ -222,7 +217,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"guide features: {res['guide_backbone']}")
     _print_held_out(res)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        atomic_write_text(args.json, json.dumps(res, indent=1))
     return 0
 
 
@@ -366,5 +361,5 @@ def run_bench(args: argparse.Namespace) -> int:
           f"faster than per-scene optimisation ({summary['speedup_predictor_network_vs_fit3d']:.0f}x for its network "
           "alone; the rest is copying C-channel features onto the Gaussians, as for any pixel-aligned lifter)")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        atomic_write_text(args.json, json.dumps(summary, indent=1))
     return 0

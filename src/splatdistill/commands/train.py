@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from splatdistill.distill.config import RunConfig, TrainConfig
-    from splatdistill.errors import UserError
-    from splatdistill.run_folder import owned_run_folder
+    from splatdistill.distill.trainer import CHECKPOINT, FRESH_HINT
+    from splatdistill.run_folder import owned_training_folder
 
     flags = {"out": args.out, "data": args.data}
     out = Path(args.out or next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out=")), None)
@@ -40,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     out = Path(cfg.run.out)
-    with owned_run_folder(out, "splatdistill train"):
-        if not args.resume and (out / "checkpoint.pt").exists():
-            raise UserError("the run folder already holds a checkpoint: pass --resume to continue it, "
-                            "or choose another out=", out)
+    with owned_training_folder(out, "splatdistill train", args.resume, CHECKPOINT, FRESH_HINT):  # before any work
         if saved is not None:
             report_config_yaml(out, saved)
         return _train(cfg, args)
@@ -100,7 +97,7 @@ def report_config_yaml(out, saved: dict) -> None:
 def _train(cfg, args) -> int:
     from splatdistill.distill.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume)
+    trainer = Trainer(cfg, resume=args.resume, lock=False)  # run() holds the run folder's lock
     result = trainer.fit()
     if trainer.dist.is_main:
         hist = result["history"]

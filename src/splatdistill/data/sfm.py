@@ -9,23 +9,30 @@ which the COLMAP loader reads::
     OUT/sparse/          the pinhole reconstruction (cameras, images, points3D)
     OUT/from_images.json what was registered, the reprojection error, the options
     OUT/colmap/          the feature database and the raw (distorted) model, kept for inspection
+
+Everything is built in a staging folder inside OUT and moved into place at the end; an existing
+``images``/``sparse``/``colmap`` is replaced only when an earlier run made it, and the photos may not
+lie inside one of them (:func:`splatdistill.run_folder.check_replaceable`): nothing of the user's is deleted.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from splatdistill.errors import UserError
+from splatdistill.atomic import write_failure, write_probe
+from splatdistill.errors import OutputWriteError, UserError
+from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
 
 from . import io
 from .colmap import cam_from_world_matrix, image_has_pose
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: what from-images writes in OUT (besides from_images.json), each replaced only when an earlier run made it
+OUTPUTS = ("images", "sparse", "colmap")
 EXHAUSTIVE_MAX = 60  # above this many photos, matching="auto" matches each to its neighbours in name order
 
 
@@ -91,76 +98,91 @@ def _matcher(opts: SfMOptions, n: int) -> str:
 
 def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, progress: bool = True) -> dict:
     """Run the pipeline; returns the summary written to ``OUT/from_images.json``."""
+    opts = opts or SfMOptions()
+    photos_dir, out = Path(photos_dir), Path(out)
+    photos = list_photos(photos_dir)
+    matcher = _matcher(opts, len(photos))
+    out.mkdir(parents=True, exist_ok=True)
+    check_replaceable(out, OUTPUTS, inputs=(photos_dir,))
+    with staging_folder(out, "from_images") as stage:
+        try:
+            rec, n_models, scale = _reconstruct(photos_dir, photos, stage, opts, matcher, progress)
+        except (RuntimeError, ValueError, OSError) as exc:  # COLMAP's C++ writes lose the errno: probe the disk
+            reason = write_failure(exc) if isinstance(exc, OSError) else write_probe(stage)
+            if reason is None:
+                raise
+            raise OutputWriteError(f"structure from motion could not write its files ({reason}); nothing in the "
+                                   "output folder was replaced", out) from None
+        for sub in OUTPUTS:
+            replace_output(out, sub, stage / sub)
+    return _summary(out, photos, rec, n_models, scale, matcher, opts)
+
+
+def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOptions, matcher: str, progress: bool):
+    """SfM into ``stage``: ``colmap/`` (database, raw model), ``images/`` + ``sparse/`` (undistorted)."""
     import pycolmap
 
-    opts = opts or SfMOptions()
-    photos = list_photos(Path(photos_dir))
-    matcher = _matcher(opts, len(photos))
-    out = Path(out)
-    work = out / "colmap"
-    if work.exists():
-        shutil.rmtree(work)  # a previous, possibly interrupted run: start over
+    work = stage / "colmap"
     (work / "raw").mkdir(parents=True)
     db = work / "database.db"
     names = [p.name for p in photos]
     pycolmap.logging.minloglevel = 2  # COLMAP's per-image log lines would bury the progress bar
     bar = tqdm(total=4, desc="structure from motion", unit="stage", disable=not progress, dynamic_ncols=True)
+    try:  # closed on any error too, so the error starts its own line
+        bar.set_postfix_str(f"SIFT features of {len(photos)} photos")
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = opts.camera_model
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.max_image_size = opts.max_image_size
+        extraction.num_threads = opts.threads
+        extraction.sift.max_num_features = opts.max_features
+        pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
+                                  camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera and one_size(photos)
+                                  else pycolmap.CameraMode.AUTO,
+                                  device=pycolmap.Device.cpu)  # fmt: skip
+        bar.update(1)
 
-    bar.set_postfix_str(f"SIFT features of {len(photos)} photos")
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = opts.camera_model
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.max_image_size = opts.max_image_size
-    extraction.num_threads = opts.threads
-    extraction.sift.max_num_features = opts.max_features
-    pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
-                              camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera and one_size(photos)
-                              else pycolmap.CameraMode.AUTO,
-                              device=pycolmap.Device.cpu)  # fmt: skip
-    bar.update(1)
+        bar.set_postfix_str(f"{matcher} matching")
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = opts.threads
+        if matcher == "exhaustive":
+            pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
+        else:
+            pairing = pycolmap.SequentialPairingOptions()
+            pairing.overlap = opts.sequential_overlap
+            pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
+        bar.update(1)
 
-    bar.set_postfix_str(f"{matcher} matching")
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = opts.threads
-    if matcher == "exhaustive":
-        pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
-    else:
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = opts.sequential_overlap
-        pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
-    bar.update(1)
+        bar.set_postfix_str("incremental mapping")
+        mapping = pycolmap.IncrementalPipelineOptions()
+        mapping.num_threads = opts.threads
+        mapping.random_seed = opts.seed
+        models = pycolmap.incremental_mapping(db, photos_dir, work / "raw", options=mapping)
+        if not models:
+            raise UserError(f"structure from motion registered no photos: the {len(photos)} photos share too few "
+                            "features (overlapping views of a textured, static scene are needed)", photos_dir)  # fmt: skip
+        best_id, rec = max(models.items(), key=lambda kv: kv[1].num_reg_images())
+        bar.update(1)
 
-    bar.set_postfix_str("incremental mapping")
-    mapping = pycolmap.IncrementalPipelineOptions()
-    mapping.num_threads = opts.threads
-    mapping.random_seed = opts.seed
-    models = pycolmap.incremental_mapping(db, photos_dir, work / "raw", options=mapping)
-    if not models:
-        raise UserError(f"structure from motion registered no photos: the {len(photos)} photos share too few "
-                        "features (overlapping views of a textured, static scene are needed)", photos_dir)  # fmt: skip
-    best_id, rec = max(models.items(), key=lambda kv: kv[1].num_reg_images())
-    bar.update(1)
+        bar.set_postfix_str("undistorting")
+        model_dir = work / "raw" / str(best_id)
+        scale = rescale(rec, opts.median_depth)
+        rec.write(str(model_dir))
+        pycolmap.undistort_images(stage, model_dir, photos_dir)  # also stereo/ and run-colmap-*.sh: left in the stage
+        bar.update(1)
+    finally:
+        bar.close()
+    return rec, len(models), scale
 
-    bar.set_postfix_str("undistorting")
-    model_dir = work / "raw" / str(best_id)
-    scale = rescale(rec, opts.median_depth)
-    rec.write(str(model_dir))
-    for sub in ("images", "sparse", "stereo"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-    pycolmap.undistort_images(out, model_dir, photos_dir)
-    bar.update(1)
-    bar.close()
-    for script in out.glob("run-colmap-*.sh"):  # the undistorter's inputs for COLMAP's dense stereo
-        script.unlink()
-    shutil.rmtree(out / "stereo", ignore_errors=True)
 
+def _summary(out: Path, photos: list[Path], rec, n_models: int, scale: float, matcher: str, opts: SfMOptions) -> dict:
+    names = [p.name for p in photos]
     registered = sorted(im.name for im in rec.images.values() if image_has_pose(im))
     missing = sorted(set(names) - set(registered))
     cams = list(rec.cameras.values())
     summary = {
         "photos": len(photos), "registered": len(registered), "not_registered": missing,
-        "models": len(models), "points": rec.num_points3D(), "scale_applied": scale,
+        "models": n_models, "points": rec.num_points3D(), "scale_applied": scale,
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
         "matcher": matcher, "focal_from_exif": all(bool(c.has_prior_focal_length) for c in cams),
         "cameras": [{"model": str(c.model).split(".")[-1], "width": c.width, "height": c.height,

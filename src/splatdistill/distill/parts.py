@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,8 +17,10 @@ from splatdistill.backbones.projected import ProjectedBackbone
 from splatdistill.backbones.vit import ViTBackbone
 from splatdistill.data import load_dataset
 from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
+from splatdistill.data.views import collate_samples
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.heads import DINOHead
+from splatdistill.distill.losses import token_agreement
 from splatdistill.distill.student import add_lora
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
@@ -136,3 +139,37 @@ def build_dataset(cfg: TrainConfig, split: str | None = None) -> MultiViewDatase
     scenes = load_dataset(d.root, split=split)
     sampler = SamplerConfig(num_targets=d.num_targets, gap=d.context_gap or None, mode=d.sampler)
     return MultiViewDataset(scenes, sampler, seed=cfg.run.seed, size=d.image_size, mask_mode=d.mask)
+
+
+def held_out_metrics(self) -> dict[str, float] | None:
+    """A :class:`~.trainer.Trainer`'s loss and teacher-student agreement on fixed samples of the held-out
+    split (student in eval mode).
+
+    The same splatted targets as in training, on scenes the student never trains on; ``None`` when the
+    data has no such split (or for method=fit3d, whose fields exist only for training scenes).
+    """
+    d = self.cfg.data
+    if d.val_samples <= 0 or self.fit3d is not None:
+        return None
+    if self._val_dataset is None:
+        try:
+            self._val_dataset = build_dataset(self.cfg, split=d.val_split)
+        except UserError:
+            self._val_dataset = False
+    if not self._val_dataset or len(self._val_dataset) == 0:
+        return None
+    ds = self._val_dataset
+    was_training = self.student.training
+    self.student.eval()
+    losses, agreements = [], []
+    try:
+        for i in range(min(d.val_samples, len(ds))):
+            ds.set_epoch(0)
+            b = collate_samples([ds[i]]).to(self.device)
+            tgt_tokens, mask, _ = self.teacher_targets(b, StepTimes())
+            loss, _, s_tokens = self._loss(self.student, b, tgt_tokens, mask, with_consistency=False)
+            losses.append(float(loss))
+            agreements.append(token_agreement(s_tokens, tgt_tokens, mask))
+    finally:
+        self.student.train(was_training)
+    return {"loss": float(np.mean(losses)), "agreement": float(np.mean(agreements)), "samples": len(losses)}

@@ -43,6 +43,7 @@ from splatdistill.distill.parts import (
     build_dataset,
     build_student,
     fill_uncovered,
+    held_out_metrics,
     make_lifter,
     plain_targets,
     require_depth,
@@ -57,6 +58,7 @@ from splatdistill.distill.student import EMATeacher, export_timm_safetensors
 from splatdistill.errors import UserError
 from splatdistill.lifters.online import OnlineRefiner
 from splatdistill.lifters.predictor import save_predictor
+from splatdistill.run_folder import open_training_folder
 from splatdistill.runs import (
     CHECKPOINT,
     RunLog,
@@ -74,11 +76,29 @@ __all__ = ["SnDModel", "StepTimes", "Trainer", "TrainingDiverged", "TrainingStal
            "make_lifter", "sample_indices"]
 
 
+#: the end of the message refusing a fresh run over a checkpoint
+FRESH_HINT = "pass --resume (resume=True) to continue it, or choose another out="
+
 # ---- trainer ------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, dataset=None, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, dataset=None, resume: bool = False, lock: bool = True):
+        """``lock``: take the run folder's lock until :meth:`fit` ends (or :meth:`close`), and refuse a fresh run
+        over a checkpoint, before any work (False: the caller holds the lock; the check is made anyway)."""
         self.cfg = cfg.validate()
+        self._lock = open_training_folder(cfg.run.out, "splatdistill train", resume, CHECKPOINT, FRESH_HINT, lock)
+        try:
+            self._setup(cfg, dataset, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (a trainer that is not fit to the end, e.g. a step-time probe)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _setup(self, cfg: TrainConfig, dataset, resume: bool) -> None:
         self.device = resolve_device(cfg.run.device)
         self.dist = init_distributed(self.device)
         if self.device.type == "cpu":  # the cores this process may use, shared by the ranks on this machine
@@ -346,36 +366,8 @@ class Trainer:
     # -- held-out agreement ---------------------------------------------------------------------------
     @torch.no_grad()
     def held_out(self) -> dict[str, float] | None:
-        """Loss and teacher-student agreement on fixed samples of the held-out split (student in eval mode).
-
-        The same splatted targets as in training, on scenes the student never trains on; ``None`` when the
-        data has no such split (or for method=fit3d, whose fields exist only for training scenes).
-        """
-        d = self.cfg.data
-        if d.val_samples <= 0 or self.fit3d is not None:
-            return None
-        if self._val_dataset is None:
-            try:
-                self._val_dataset = build_dataset(self.cfg, split=d.val_split)
-            except UserError:
-                self._val_dataset = False
-        if not self._val_dataset or len(self._val_dataset) == 0:
-            return None
-        ds = self._val_dataset
-        was_training = self.student.training
-        self.student.eval()
-        losses, agreements = [], []
-        try:
-            for i in range(min(d.val_samples, len(ds))):
-                ds.set_epoch(0)
-                b = collate_samples([ds[i]]).to(self.device)
-                tgt_tokens, mask, _ = self.teacher_targets(b, StepTimes())
-                loss, _, s_tokens = self._loss(self.student, b, tgt_tokens, mask, with_consistency=False)
-                losses.append(float(loss))
-                agreements.append(token_agreement(s_tokens, tgt_tokens, mask))
-        finally:
-            self.student.train(was_training)
-        return {"loss": float(np.mean(losses)), "agreement": float(np.mean(agreements)), "samples": len(losses)}
+        """Loss and teacher-student agreement on fixed held-out samples (:func:`~.parts.held_out_metrics`)."""
+        return held_out_metrics(self)
 
     # -- the loop ---------------------------------------------------------------------------------------
     def batch_for_step(self, step: int) -> Sample:
@@ -414,6 +406,12 @@ class Trainer:
         return stop
 
     def fit(self, on_step=None) -> dict[str, Any]:
+        try:
+            return self._fit(on_step)
+        finally:
+            self.close()
+
+    def _fit(self, on_step) -> dict[str, Any]:
         cfg, main = self.cfg, self.dist.is_main
         log = RunLog(self.out, self.step, enabled=main)
         if main:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from splatdistill.atomic import atomic_write_text
+from splatdistill.atomic import atomic_savefig, atomic_write_text
 from splatdistill.data.scene import ViewData
 from splatdistill.eval.metrics import HIGHER_IS_BETTER, rotation_bin_labels
 from splatdistill.report_html import write_html_report
@@ -202,7 +202,7 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(str(path), bbox_inches="tight")
+    atomic_savefig(fig, path, bbox_inches="tight")
 
 
 def bar_chart(doc: dict, task: str, path: Path) -> bool:

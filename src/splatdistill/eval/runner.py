@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from splatdistill import __version__
+from splatdistill.atomic import atomic_write_stream, atomic_write_text
 from splatdistill.backbones import split_label
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
@@ -167,7 +168,7 @@ def _evaluate(
     results_doc = _jsonable(_results_doc(data, prepared, task_list, plans, cfg, rows, extra_note, t_start))
     results_doc["files"] = report.write_all(results_doc, out, figs if cfg.figures else None)
     results_doc["wall_time_s"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results_doc, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(results_doc, indent=2))
     return results_doc
 
 
@@ -200,9 +201,8 @@ def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedDat
     if saved:
         assert prepared.held_out is not None
         saved["view_names"] = np.array([f"{g}/{v.name}" for g, v in zip(prepared.held_out.groups, prepared.held_out.views)])
-        folder = out / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz", **saved)
+        name = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz"
+        atomic_write_stream(out / "predictions" / name, lambda fh: np.savez_compressed(fh, **saved))
     if fig_idx:
         figs.pca[entry.label] = pca_rgb([feats.patch["eval"][i] for i in fig_idx], seed=cfg.seed)
     timings["total_s"] = sum(timings.values())

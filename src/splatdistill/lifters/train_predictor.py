@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from splatdistill.atomic import atomic_torch_save
+from splatdistill.atomic import LineLog, atomic_torch_save, atomic_write_text
 from splatdistill.backbones import load_backbone
 from splatdistill.data import load_splits
 from splatdistill.data.sampler import SamplerConfig, ViewSampler
@@ -48,10 +48,12 @@ from splatdistill.lifters.predictor import (
     read_predictor_meta,
     save_predictor,
 )
+from splatdistill.run_folder import owned_training_folder
 from splatdistill.runs import TimeBudget, warmup_cosine
 from splatdistill.threads import torch_threads
 
 STATE_NAME = "train_state.pt"
+FRESH_HINT = "pass --resume to continue it, or choose another --out"
 
 
 @dataclass
@@ -283,18 +285,20 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 
 # ---- training ---------------------------------------------------------------------------------------
 
-def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
+def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print, lock: bool = True) -> dict[str, Any]:
     """Train a predictor on the train split of ``cfg.data``, evaluate it on the held-out splits and
-    write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
+    write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``,
+    locked first (``lock=False``: the caller holds the lock); a fresh run over a train_state.pt is refused."""
     cfg.validate()
-    with torch_threads(cfg.threads):
+    with owned_training_folder(cfg.out, "splatdistill lifter train", resume, STATE_NAME, FRESH_HINT, lock), \
+            torch_threads(cfg.threads):
         run = _PredictorRun(cfg, resume, log)
         results = run.train()
         results.update(run.held_out())
         if results.get("held_out"):  # the figures travel with the weights (predictor.json "meta")
             run.save(final=True, held_out=results["held_out"])
         results["wall_seconds"] = time.perf_counter() - run.t_start
-        (run.out / "metrics.json").write_text(json.dumps(results, indent=1))
+        atomic_write_text(run.out / "metrics.json", json.dumps(results, indent=1))
         return results
 
 
@@ -356,7 +360,7 @@ class _PredictorRun:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.step, elapsed_before = int(state["step"]), float(state["elapsed"])
-        (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        atomic_write_text(self.out / "train_config.json", json.dumps(asdict(cfg), indent=1))
         self.supervision_used = "+".join(k for k, on in (("depth", self.use_depth),
                                                           ("photometric", self.photometric_weight > 0)) if on)
         log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank.index)} views, {len(self.pairs)} "
@@ -414,14 +418,14 @@ class _PredictorRun:
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train-lifter", unit="step", disable=not cfg.progress,
                    dynamic_ncols=True)
-        with open(self.out / "log.jsonl", "a") as logf:
+        with LineLog(self.out / "log.jsonl") as logf:  # each step's line on disk before the next step
             try:
                 while self.step < cfg.steps:
                     if self.budget.exhausted:
                         stopped_by_time = True
                         break
                     rec = self.train_step()
-                    logf.write(json.dumps(rec) + "\n")
+                    logf.write_line(json.dumps(rec))
                     bar.update(1)
                     bar.set_postfix(loss=f"{rec['total']:.3f}", **({"depth": f"{rec['depth']:.3f}"} if "depth" in rec
                                                                    else {}))

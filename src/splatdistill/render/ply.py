@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from splatdistill.atomic import atomic_write_bytes, atomic_write_stream
 from splatdistill.errors import UserError
 from splatdistill.geometry.gaussians import (
     Gaussians,
@@ -100,12 +101,10 @@ def save_ply(path: str | Path, gaussians: Gaussians, colors: Tensor | None = Non
     header += "comment splatdistill feature Gaussians; colour = PCA of features\n"
     header += f"element vertex {N}\n" + "".join(f"property float {p}\n" for p in _PROPS)
     header += "end_header\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(header.encode("ascii"))
-        fh.write(data.tobytes())
+    atomic_write_bytes(path, header.encode("ascii") + data.tobytes())
     if save_features:
-        np.save(_features_path(path), gaussians.features.detach().cpu().float().numpy())
+        features = gaussians.features.detach().cpu().float().numpy()
+        atomic_write_stream(_features_path(path), lambda fh: np.save(fh, features))
     return path
 
 
