@@ -94,12 +94,12 @@ def split_label(spec: str) -> tuple[str, str]:
     return spec, spec
 
 
-def _file_preprocessing(meta: dict[str, str], arch_known: bool) -> Preprocessing | None:
+def _file_preprocessing(meta: dict[str, str], arch_known: bool, path: Path) -> Preprocessing | None:
     """What a weights file says about its inputs: recorded, legacy export, or None (ask timm's config)."""
     try:
         recorded = from_metadata(meta)
     except UserError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), path) from None
     if recorded is not None:
         return recorded
     if meta.get("producer") == "splatdistill":
@@ -140,7 +140,7 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
         kwargs = {"img_size": kwargs["img_size"]} if "img_size" in kwargs else {}
         kwargs["depth"] = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
     if preprocessing is None:
-        preprocessing = _file_preprocessing(meta, arch_known)
+        preprocessing = _file_preprocessing(meta, arch_known, path)
     try:
         model = create_vit(arch, **kwargs)
     except Exception as exc:
