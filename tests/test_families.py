@@ -112,3 +112,16 @@ def test_preprocessing_override_and_legacy_exports(tmp_path):
             load_backbone("random:vit_tiny_patch16_224,depth=1" + bad)
     with pytest.raises(UserError, match="depth"):
         load_backbone("random:vit_tiny_patch16_224,depth=x")
+
+
+@pytest.mark.parametrize("family", ["clip_openai", "dinov3"])
+def test_family_loads_from_a_local_file_by_name(family, tmp_path):
+    """``NAME@FILE``: a timm state dict on disk (no metadata) gets the named model's layout and preprocessing."""
+    name = TEACHER_FAMILIES[family].small
+    ref = load_backbone(f"random:{name},depth=1")
+    torch.save(ref.model.state_dict(), tmp_path / "w.pth")
+    bb = load_backbone(f"{name}@{tmp_path / 'w.pth'}")
+    assert bb.preprocessing.key() == ref.preprocessing.key() and bb.num_prefix_tokens == ref.num_prefix_tokens
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(bb.patch_features(x), ref.patch_features(x), atol=1e-6, rtol=1e-6)

@@ -113,18 +113,19 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
                      preprocessing: Preprocessing | None = None) -> ViTBackbone:
     """A timm ViT with weights from a local file; refuses files missing any backbone weight.
 
-    Position embeddings are interpolated the way the file's metadata says (our exports record it),
-    else the official DINOv2 way. Preprocessing: ``preprocessing``, else the file's metadata, else timm's
+    Position embeddings are interpolated the way the file's metadata says (our exports record it), else
+    the official DINOv2 way for DINOv2 and unnamed checkpoints, timm's for other named architectures. Preprocessing: ``preprocessing``, else the file's metadata, else timm's
     ``pretrained_cfg`` of ``arch`` (which may carry a tag).
     """
 
     path = Path(path)
     raw = read_state_dict(path)
     meta = read_metadata(path)
-    if pos_interp is None:
-        pos_interp = meta.get("pos_interp", "dinov2")  # type: ignore[assignment]
     if arch is None and meta.get("arch", "").startswith(("vit", "deit", "eva")):
         arch = meta["arch"]
+    if pos_interp is None:  # a named timm model (CLIP, SigLIP, ...) runs with timm's own resampling
+        named = "timm" if arch is not None and "dinov2" not in arch else "dinov2"
+        pos_interp = meta.get("pos_interp", named)  # type: ignore[assignment]
     state = to_timm_vit_state_dict(raw)
     try:
         guessed, kwargs = infer_vit_arch(state)
