@@ -90,6 +90,17 @@ def test_export_of_a_dinov2_style_student_matches_at_its_native_size(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(_timm_tokens(model, x), student.patch_features(x), atol=1e-5, rtol=1e-5)
     assert "license: apache-2.0" in (tmp_path / "hub" / "README.md").read_text()
+    # at 224 px timm's own resampling of the 37 x 37 table differs; --img-size stores the table resampled the
+    # student's way at 224, where timm then matches exactly
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (_timm_tokens(model, x) - student.patch_features(x)).abs().max() > 1e-3
+    assert main(["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "hub224"),
+                 "--img-size", "224"]) == 0
+    model224 = timm.create_model(f"local-dir:{tmp_path / 'hub224'}", pretrained=True).eval()
+    assert resolve_data_config({}, model=model224)["input_size"] == (3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(_timm_tokens(model224, x), student.patch_features(x), atol=1e-5, rtol=1e-5)
 
 
 def test_export_errors_are_one_line(clip_run, tmp_path, capsys):
@@ -97,6 +108,8 @@ def test_export_errors_are_one_line(clip_run, tmp_path, capsys):
         ([str(tmp_path / "nope"), "--out", str(tmp_path / "o1")], "no such run folder"),
         ([str(tmp_path), "--out", str(tmp_path / "o2")], "no student.safetensors"),
         ([str(clip_run), "--out", str(tmp_path / "o3"), "--eval", str(tmp_path / "missing.md")], "no eval report"),
+        ([str(clip_run), "--out", str(tmp_path / "o5"), "--img-size", "100"], "not a multiple of the patch size 16"),
+        ([str(clip_run), "--out", str(tmp_path / "o6"), "--img-size", "big"], "--img-size takes N or HxW"),
         ([str(clip_run), "--out", str(tmp_path / "o4"), "--push-to-hub", "me/model"], "unreachable"),
     ]
     for args, msg in cases:

@@ -15,6 +15,7 @@ no absolute table to resample. Prefix tokens (CLS, registers) are dropped by ``n
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -137,3 +138,24 @@ class ViTBackbone(Backbone):
 
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.apply_final_norm(*self.forward_block_tokens(x))
+
+
+def rebased_copy(backbone: ViTBackbone, size: tuple[int, int]) -> VisionTransformer:
+    """A copy of the backbone's timm model with its position table resampled, the backbone's own way, to the
+    token grid of ``size`` (H, W) and stored at that size, so that plain timm reproduces the backbone's
+    features exactly at that input size (timm's own resampling differs from the ``hf``/``dinov2`` ways)."""
+    m = backbone.model
+    if isinstance(m, Eva) or m.pos_embed is None:
+        raise ValueError("this model has no absolute position table (RoPE): it needs no rebasing")
+    p = backbone.patch_size
+    if size[0] % p or size[1] % p:
+        raise ValueError(f"{size[0]}x{size[1]} is not a multiple of the patch size {p}")
+    n_prefix = 0 if m.no_embed_class else m.num_prefix_tokens
+    with torch.no_grad():
+        pos = m.pos_embed.detach()
+        patch_pos = resample_patch_pos_embed(pos[:, n_prefix:], (size[0] // p, size[1] // p), backbone.pos_interp)
+        table = torch.cat([pos[:, :n_prefix], patch_pos], dim=1)
+        out = copy.deepcopy(m)
+        out.set_input_size(img_size=size)  # timm's bookkeeping (grid, recorded img_size); the values follow
+        out.pos_embed.copy_(table)
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from dataclasses import replace
 from pathlib import Path
 
 from splatdistill.errors import UserError
@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an eval report.md to include (default: RUN/eval/report.md, RUN/report.md, or a demo's eval)")
     p.add_argument("--push-to-hub", dest="push", metavar="REPO", default=None,
                    help="also upload the folder to this hub repository (needs huggingface_hub and the network)")
+    p.add_argument("--img-size", default=None, metavar="N|HxW",
+                   help="store the position table at this input size, resampled the student's own way, so timm "
+                        "reproduces the student exactly there (default: the table as trained, exact at its native size)")
     p.add_argument("--force", action="store_true", help="replace model files already in --out")
     p.set_defaults(func=run)
 
@@ -100,6 +103,11 @@ def _get(settings: dict, key: str, default: str = "?") -> str:
 def _size_note(info: dict) -> str:
     if info["pos_interp"] == "timm" or info["rope"]:
         return "These are the splatdistill features at any input size (timm resamples positions as training did)."
+    if info["rebased"]:
+        size = info["preprocessing"]["input_size"]
+        return (f"The position table was resampled the `{info['pos_interp']}` way (training's) to {size[0]}x{size[1]} "
+                "and stored at that size: there these are the splatdistill features exactly; at other sizes timm "
+                "resamples it its own way, which differs slightly.")
     return (f"At the native size these are the splatdistill features exactly; at other sizes timm resamples the "
             f"position table its own way, which differs slightly from the `{info['pos_interp']}` convention of "
             "training (splatdistill's `load_backbone` keeps that convention).")
@@ -140,8 +148,20 @@ def model_card(info: dict, settings: dict, eval_text: str | None) -> str:
     return "\n".join(front + lines)
 
 
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        hw = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        hw = []
+    if len(hw) not in (1, 2) or min(hw) < 1:
+        raise UserError(f"--img-size takes N or HxW, got {text!r}")
+    return hw[0], hw[-1]
+
+
 def write_folder(weights: Path, out: Path, settings: dict, licence: str | None, eval_path: Path | None,
-                 force: bool = False) -> dict:
+                 force: bool = False, img_size: tuple[int, int] | None = None) -> dict:
     """Write the three files into ``out``; returns what the card describes."""
     from safetensors.torch import save_file
     from timm.models._hub import save_config_for_hf
@@ -150,13 +170,21 @@ def write_folder(weights: Path, out: Path, settings: dict, licence: str | None, 
     from splatdistill.backbones import load_backbone
     from splatdistill.backbones.checkpoints import read_metadata
     from splatdistill.backbones.families import weights_licence
-    from splatdistill.backbones.vit import ViTBackbone
+    from splatdistill.backbones.vit import ViTBackbone, rebased_copy
     from splatdistill.run_folder import check_output_dir
 
     bb = load_backbone(str(weights))
     if not isinstance(bb, ViTBackbone):
         raise UserError("this student has its own architecture plus a projection (student=SPEC): it is not a "
                         "timm model; share student.safetensors, which splatdistill loads", weights)
+    pre = bb.preprocessing
+    model = bb.model
+    if img_size is not None:
+        try:
+            model = rebased_copy(bb, img_size)
+        except ValueError as exc:
+            raise UserError(f"--img-size: {exc}", weights) from None
+        pre = replace(pre, input_size=img_size)
     check_output_dir(out, "export folder")
     existing = [f for f in FILES if (out / f).exists()]
     if existing and not force:
@@ -165,19 +193,18 @@ def write_folder(weights: Path, out: Path, settings: dict, licence: str | None, 
     meta = read_metadata(weights)
     teacher = _get(settings, "backbone", meta.get("teacher", "unknown"))
     lic = (licence, f"set by the exporter (--license {licence})") if licence else weights_licence(teacher)
-    pre = bb.preprocessing
-    state = {k: v.detach().cpu().contiguous() for k, v in bb.model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     card_cfg = {"pretrained_cfg": {"license": lic[0]},
                 "splatdistill": {"teacher": teacher, "pos_interp": bb.pos_interp, "steps": meta.get("steps", "?"),
                                  "preprocessing_source": pre.source}}
-    atomic_write(out / "config.json", lambda tmp: save_config_for_hf(bb.model, tmp, model_config=card_cfg,
+    atomic_write(out / "config.json", lambda tmp: save_config_for_hf(model, tmp, model_config=card_cfg,
                                                                        data_config=pre.timm_data_config()))
     info = {"name": out.resolve().name, "arch": bb.arch, "depth": len(bb.model.blocks), "teacher": teacher,
             "method": meta.get("method", "splat-and-distill"), "steps": meta.get("steps", "?"),
             "loss": meta.get("loss", "?"), "pos_interp": bb.pos_interp, "patch": bb.patch_size,
             "preprocessing": pre.to_dict(), "licence": lic,
-            "rope": getattr(bb.model, "pos_embed", None) is None}
+            "rope": getattr(bb.model, "pos_embed", None) is None, "rebased": img_size is not None}
     eval_text = eval_path.read_text() if eval_path is not None else None
     atomic_write_text(out / "README.md", model_card(info, settings, eval_text))
     return info
@@ -210,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     settings = run_settings(run_dir)
     eval_path = find_eval_report(run_dir, args.eval_report)
     out = Path(args.out).expanduser()
-    info = write_folder(weights, out, settings, args.licence, eval_path, args.force)
+    info = write_folder(weights, out, settings, args.licence, eval_path, args.force, parse_size(args.img_size))
     print(f"wrote {out}/{{{', '.join(FILES)}}}: {info['arch']}, mean {list(info['preprocessing']['mean'])}, "
           f"std {list(info['preprocessing']['std'])}; load with timm.create_model(\"local-dir:{out}\", pretrained=True)")
     if eval_path is None:
