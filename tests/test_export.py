@@ -117,3 +117,19 @@ def test_export_errors_are_one_line(clip_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1, err
     assert (tmp_path / "o4" / "model.safetensors").is_file()  # the folder is written before the push is refused
+
+
+def test_a_projected_student_records_its_preprocessing_and_is_not_exported_as_timm(tmp_path, capsys):
+    from splatdistill.backbones.preprocess import Preprocessing
+    from splatdistill.backbones.projected import ProjectedBackbone, save_projected
+
+    spec = "random:vit_base_patch16_siglip_224,depth=1"
+    student = ProjectedBackbone(load_backbone(spec), spec, 384, 14)
+    assert student.preprocessing.mean == (0.5, 0.5, 0.5)  # SigLIP's
+    student.set_preprocessing(Preprocessing((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bilinear", source="test"))
+    save_projected(student, tmp_path / "student.safetensors")
+    back = load_backbone(str(tmp_path / "student.safetensors"))  # the file's record wins over the inner spec's
+    assert back.preprocessing.key() == back.inner.preprocessing.key() == student.preprocessing.key()
+    assert back.inner.preprocessing.mean == (0.1, 0.2, 0.3)
+    assert main(["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "hub")]) == 2
+    assert "not a timm model" in capsys.readouterr().err
