@@ -2,7 +2,9 @@
 
 A backbone maps RGB images in [0, 1] to a dense grid of features. Everything downstream (upsampling,
 lifting, splatting, probes) only sees ``patch_features``, so any model with a stride-``patch_size``
-feature map can be a Splat-and-Distill teacher.
+feature map can be a Splat-and-Distill teacher. Each backbone carries its own :class:`Preprocessing`
+(mean, std, resize kernel; :mod:`.preprocess`), so the trainer, ``eval`` and ``features`` feed every
+model the pixels it was trained on.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from splatdistill.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+__all__ = ["Backbone", "snap_size", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing", "ResizeMode"]
 
 ResizeMode = Literal["resize", "crop"]
 
@@ -28,8 +31,15 @@ def snap_size(height: int, width: int, patch: int, mode: ResizeMode = "resize") 
     return max(h, patch), max(w, patch)
 
 
+def resize(images: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
+    """Antialiased resize with the model's kernel (nearest has no antialiasing)."""
+    if interpolation == "nearest":
+        return F.interpolate(images, size=size, mode="nearest")
+    return F.interpolate(images, size=size, mode=interpolation, align_corners=False, antialias=True)
+
+
 class Backbone(nn.Module):
-    """Base class: ImageNet normalisation + snapping to the patch grid, then ``forward_tokens``.
+    """Base class: resizing to the patch grid and normalising by :attr:`preprocessing`, then ``forward_tokens``.
 
     Subclasses set ``patch_size``, ``embed_dim``, ``name`` and implement ``forward_tokens`` on a
     normalised, patch-aligned batch, returning ``(patch (B, C, h, w), cls (B, C) or None)``.
@@ -40,10 +50,17 @@ class Backbone(nn.Module):
     name: str = "backbone"
     resize_mode: ResizeMode = "resize"
 
-    def __init__(self) -> None:
+    def __init__(self, preprocessing: Preprocessing | None = None) -> None:
         super().__init__()
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.zeros(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.ones(1, 3, 1, 1), persistent=False)
+        self.set_preprocessing(preprocessing or Preprocessing(source="ImageNet default"))
+
+    def set_preprocessing(self, pre: Preprocessing) -> None:
+        """Use ``pre`` from now on (the buffers keep their device)."""
+        self.preprocessing = pre
+        self.pixel_mean.copy_(torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.pixel_std.copy_(torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         return snap_size(height, width, self.patch_size, self.resize_mode)
@@ -63,7 +80,7 @@ class Backbone(nn.Module):
                 top, left = (H - h) // 2, (W - w) // 2
                 images = images[..., top : top + h, left : left + w]
             else:
-                images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                images = resize(images, (h, w), self.preprocessing.interpolation)
         return (images - self.pixel_mean.to(images)) / self.pixel_std.to(images)
 
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

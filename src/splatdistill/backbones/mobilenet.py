@@ -14,9 +14,13 @@ from torch import nn
 
 from splatdistill.backbones.base import Backbone
 from splatdistill.backbones.checkpoints import read_state_dict
+from splatdistill.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from splatdistill.errors import UserError
 
 STRIDE16_BLOCKS = 14  # features[:14] ends at stride 16 with 96 channels
+#: torchvision's ImageNet recipe for these weights (the project always fed them bilinear-resized pixels)
+MOBILENET_PREPROCESSING = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "bilinear", (224, 224),
+                                        "torchvision MobileNetV2 ImageNet weights")
 
 
 def find_mobilenet_weights() -> Path:
@@ -35,7 +39,7 @@ def find_mobilenet_weights() -> Path:
 
 class MobileNetV2Backbone(Backbone):
     def __init__(self, weights: Path | None = None):
-        super().__init__()
+        super().__init__(MOBILENET_PREPROCESSING)
         from torchvision.models import mobilenet_v2
 
         net = mobilenet_v2(weights=None)

@@ -22,6 +22,7 @@ from torch import nn
 from splatdistill.atomic import atomic_write
 from splatdistill.backbones.base import Backbone, ResizeMode
 from splatdistill.backbones.checkpoints import read_metadata, require_finite
+from splatdistill.backbones.preprocess import METADATA_KEY, Preprocessing, from_metadata
 from splatdistill.errors import UserError
 
 PROJECTED_FORMAT = "splatdistill-projected"
@@ -33,7 +34,7 @@ class ProjectedBackbone(Backbone):
 
     def __init__(self, inner: Backbone, inner_spec: str, out_dim: int, out_patch: int,
                  out_resize: ResizeMode = "resize"):
-        super().__init__()
+        super().__init__(inner.preprocessing)  # the inner backbone prepares the pixels: report its numbers
         self.inner = inner
         self.inner_spec = inner_spec
         self.proj = nn.Conv2d(inner.embed_dim, out_dim, kernel_size=1)
@@ -41,6 +42,11 @@ class ProjectedBackbone(Backbone):
         self.patch_size = out_patch
         self.resize_mode = out_resize
         self.name = f"{inner.name}->{out_dim}x/{out_patch}"
+
+    def set_preprocessing(self, pre: Preprocessing) -> None:
+        super().set_preprocessing(pre)
+        if "inner" in self._modules:
+            self.inner.set_preprocessing(pre)
 
     def patch_features(self, images: torch.Tensor, return_cls: bool = False, final_norm: bool = True):
         """The projected features; there is no final normalisation after the projection, so ``final_norm``
@@ -56,7 +62,7 @@ class ProjectedBackbone(Backbone):
     def metadata(self) -> dict[str, str]:
         return {"format": PROJECTED_FORMAT, "inner": self.inner_spec, "out_dim": str(self.embed_dim),
                 "out_patch": str(self.patch_size), "out_resize": self.resize_mode,
-                "inner_dim": str(self.inner.embed_dim)}
+                "inner_dim": str(self.inner.embed_dim), METADATA_KEY: self.preprocessing.to_json()}
 
 
 def save_projected(model: ProjectedBackbone, path: str | Path, extra_metadata: dict | None = None) -> Path:
@@ -80,6 +86,9 @@ def load_projected(path: Path, meta: dict[str, str], build: Callable[[str], Back
         inner = build(meta["inner"])
     except UserError as exc:
         raise UserError(f"the student's own architecture {meta['inner']!r} could not be built: {exc}", path) from None
+    recorded = from_metadata(meta)
+    if recorded is not None:  # the pixels the student was trained on, whatever the inner spec now resolves to
+        inner.set_preprocessing(recorded)
     model = ProjectedBackbone(inner, meta["inner"], int(meta["out_dim"]), int(meta["out_patch"]),
                               meta.get("out_resize", "resize"))  # type: ignore[arg-type]
     state = load_file(str(path))

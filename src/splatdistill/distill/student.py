@@ -78,12 +78,14 @@ def export_timm_safetensors(backbone: ViTBackbone, path: str | Path, extra_metad
     """Write the (LoRA-merged) backbone as a timm ``VisionTransformer`` state dict in safetensors.
 
     The file loads with ``strict=True`` into ``timm.create_model(arch)``; its metadata records the
-    arch and the position-interpolation convention the features were trained with.
+    arch, the position-interpolation convention and the preprocessing (mean, std, resize kernel) the features
+    were trained with.
     """
 
     merged = merged_copy(backbone) if lora_module_names(backbone) else backbone
     state = {k: v.detach().cpu().contiguous() for k, v in merged.model.state_dict().items()}
-    meta = {"format": "timm", "arch": backbone.arch, "pos_interp": backbone.pos_interp, "producer": "splatdistill"}
+    meta = {"format": "timm", "arch": backbone.arch, "pos_interp": backbone.pos_interp, "producer": "splatdistill",
+            "preprocess": backbone.preprocessing.to_json()}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 

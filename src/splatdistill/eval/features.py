@@ -61,9 +61,12 @@ def load_backbone_spec(spec: str, device: str = "cpu") -> BackboneLike:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of a module's class, patch size and every tensor in its state dict (weights and buffers)."""
+    """Hash of a module's class, patch size, preprocessing and every tensor in its state dict (weights and buffers)."""
     h = hashlib.sha256()
     h.update(f"{type(model).__module__}.{type(model).__qualname__}|{getattr(model, 'patch_size', '')}".encode())
+    pre = getattr(model, "preprocessing", None)  # not in the state dict, but it changes every feature
+    if pre is not None:
+        h.update(f"|pre={pre.key()}".encode())
     for key, value in sorted(model.state_dict().items()):
         t = value.detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())

@@ -286,7 +286,8 @@ def save_predictor(model: GaussianPredictor, folder: str | Path, meta: dict[str,
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_NAME,
                  lambda tmp: save_file(state, tmp, metadata={"format": FORMAT, "version": str(FORMAT_VERSION)}))
-    doc = {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(model.config), "meta": meta or {}}
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(model.config), "meta": meta or {},
+           "preprocess": {"mean": [_IMAGE_MEAN] * 3, "std": [_IMAGE_STD] * 3, "note": "the predictor's own CNN input"}}
     atomic_write_text(folder / CONFIG_NAME, json.dumps(doc, indent=1, default=str))
     return folder
 

@@ -374,6 +374,8 @@ class _PredictorRun:
         meta = {"steps": self.step, "train_seconds": self.budget.elapsed, "data": str(self.root), "final": final,
                 "train_median_depth": self.median_depth, "supervision": self.supervision_used,
                 **({"held_out": held_out} if held_out else {})}
+        if self.backbone is not None:  # how the guide backbone was fed (its features are what the predictor matches)
+            meta["backbone_preprocess"] = self.backbone.preprocessing.to_dict()
         save_predictor(self.model, self.out, meta)
         atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                            "elapsed": self.budget.elapsed, "config": asdict(self.cfg)}, self.state_path)
