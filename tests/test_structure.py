@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "splatdistill"
 LAYERS = {
     **dict.fromkeys(["errors", "paths"], 0),
     **dict.fromkeys(["memory", "atomic", "threads", "config", "viz"], 1),
-    **dict.fromkeys(["__init__", "runs", "run_folder", "report_html"], 2),  # __init__: prepares threads
+    **dict.fromkeys(["__init__", "runs", "run_folder", "report_html", "devices"], 2),  # __init__: prepares threads
     "geometry": 3,
     "render": 4,
     "data": 5,
