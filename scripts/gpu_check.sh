@@ -13,12 +13,8 @@ PY=${PYTHON:-python3}
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .gpu_check/wheels
-    # 8 rooms x 16 views at 256 px (~16 MB; splits val/test get one room each), built with the project's generator
-    "$PY" - <<'PY'
-from pathlib import Path
-from splatdistill.data.rooms.build import RoomsParams, build_rooms
-print(build_rooms(Path(".gpu_check/rooms"), RoomsParams(scenes=8, views=16, size=256), workers=2, progress=False))
-PY
+    # 8 rooms x 16 views at 256 px (~16 MB; one val and one test room), made by the project's generator
+    "$PY" -m splatdistill.cli data build-rooms --out .gpu_check/rooms --scenes 8
     ls .gpu_check/wheels/gsplat-*.whl >/dev/null 2>&1 || "$PY" -m pip download --no-deps gsplat==1.5.3 -d .gpu_check/wheels/
     du -sh .gpu_check
     exit 0

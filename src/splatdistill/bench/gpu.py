@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+from splatdistill.bench.render import make_workload
 from splatdistill.errors import UserError
+from splatdistill.render import render_features
 
 VIT_S, VIT_B = "random:vit_small_patch14_dinov2", "random:vit_base_patch14_dinov2"
 #: (image_size, render_size) of the step rows; the last is the paper's (its render size: lift+splat at 576x880)
@@ -160,9 +162,6 @@ def write_report(path: Path, sections: list[Section], cpu: bool, seconds: float)
 
 def gsplat_agreement() -> int:
     """gsplat on the GPU against the torch splatter on the CPU, one workload per channel count."""
-    from splatdistill.bench.render import make_workload
-    from splatdistill.render import render_features
-
     for channels in (3, 64, 384):
         gauss, cam = make_workload(128, channels, 1.0, 0.95, "cpu")
         args = (gauss.means, gauss.covariances, gauss.opacities, gauss.features, cam.viewmats, cam.Ks)

@@ -57,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     tr = runs["fp32"][0]
     print(f"bench precision: {tr.cfg.model.backbone}, {args.steps} steps on {args.data}, {tr.device}, "
           f"{tr.num_workers} data workers")
-    print(f"  {'precision':10s} {'loss first 10':>14s} {'loss last 10':>13s} {'agreement last 10':>18s} "
-          f"{'s/step':>8s} {'total s':>8s}")
+    print(f"  {'precision':10s} {'loss first 10':>14s} {'loss last 10':>13s} {'agreement first 10':>19s} "
+          f"{'last 10':>8s} {'s/step':>8s} {'total s':>8s}")
     for p, (trainer, result, seconds, _) in runs.items():
         h = result["history"]
         first, last = h[:10], h[-10:]
         print(f"  {trainer.precision:10s} {statistics.mean(x['loss'] for x in first):14.4f} "
-              f"{statistics.mean(x['loss'] for x in last):13.4f} {statistics.mean(x['agreement'] for x in last):18.4f} "
+              f"{statistics.mean(x['loss'] for x in last):13.4f} {statistics.mean(x['agreement'] for x in first):19.4f} "
+              f"{statistics.mean(x['agreement'] for x in last):8.4f} "
               f"{statistics.median(x['step_time'] for x in h):8.3f} {seconds:8.1f}")
     moved = 1 - _cosine(runs["fp32"][3], final["fp32"])
     apart = 1 - _cosine(final["fp32"], final[args.precision])
