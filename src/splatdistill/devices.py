@@ -34,6 +34,8 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"unknown device {name!r} (auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is None:  # plain "cuda": this rank's GPU, as auto would pick
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev
 
 
