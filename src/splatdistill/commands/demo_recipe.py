@@ -138,9 +138,10 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     probe = TrainConfig.from_dict({**values, "steps": 1000, "val_samples": 0, "progress": False}, source="demo")
     trainer = Trainer(probe)
     times = []
-    for step in range(probe_steps):
+    batches = trainer.batches(0, probe_steps)  # through the data loader, as the real run draws them
+    for _ in range(probe_steps):
         t0 = time.perf_counter()
-        trainer.train_step(trainer.batch_for_step(step))
+        trainer.train_step(next(batches))
         times.append(time.perf_counter() - t0)
     per_step = statistics.median(times[1:]) if len(times) > 1 else times[0]
     return max(1, int(minutes * 60 * 0.95 / per_step)), per_step
