@@ -186,6 +186,7 @@ def gsplat_agreement() -> int:
     for channels in (3, 64, 384):
         gauss, cam = make_workload(128, channels, 1.0, 0.95, "cpu")
         args = (gauss.means, gauss.covariances, gauss.opacities, gauss.features, cam.viewmats, cam.Ks)
+        render_features(*args, cam.width, cam.height, backend="torch")  # warm-up (numba compiles once)
         t = time.perf_counter()
         ref, ref_alpha = render_features(*args, cam.width, cam.height, backend="torch")
         cpu_s = time.perf_counter() - t
