@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "splatdistill"
 LAYERS = {
     **dict.fromkeys(["errors", "paths"], 0),
     **dict.fromkeys(["memory", "atomic", "threads", "config"], 1),
-    **dict.fromkeys(["__init__", "runs", "run_folder", "report_html", "viz"], 2),  # viz writes through atomic
+    **dict.fromkeys(["__init__", "runs", "run_folder", "report_html", "viz", "devices"], 2),  # viz writes through atomic
     "geometry": 3,
     "render": 4,
     "data": 5,

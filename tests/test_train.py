@@ -161,14 +161,16 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(rooms, tmp_path):
-    n = 6
-    full = _run(str(rooms), str(tmp_path / "full"), f"steps={n}", "checkpoint_every=2", "--dump")
+    # two data-loader workers build the batches ahead (the DDP test below runs with none, kill-fuzz with one)
+    n, workers = 6, "num_workers=2"
+    full = _run(str(rooms), str(tmp_path / "full"), f"steps={n}", "checkpoint_every=2", "--dump", workers)
     assert full.returncode == 0, full.stderr
-    crash = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--kill-at", "3")
+    crash = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--kill-at", "3", workers)
     assert crash.returncode == -9  # really killed, mid-run (step 3 done, last checkpoint at step 2)
     state = torch.load(tmp_path / "crash" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2
-    resumed = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--resume", "--dump")
+    resumed = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--resume", "--dump",
+                   workers)
     assert resumed.returncode == 0, resumed.stderr
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crash")
     assert a.keys() == b.keys() and len(a) > 10
@@ -203,15 +205,15 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
     cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'nan'}", "steps=5", "checkpoint_every=1",
                                   *TINY_RUN])
     trainer = Trainer(cfg)
-    real = trainer.batch_for_step
+    real = trainer.batches
 
-    def poisoned(step):
-        batch = real(step)
-        if step == 2:
-            batch.target.images = torch.full_like(batch.target.images, float("nan"))
-        return batch
+    def poisoned(first, last):
+        for step, batch in enumerate(real(first, last), start=first):
+            if step == 2:
+                batch.target.images = torch.full_like(batch.target.images, float("nan"))
+            yield batch
 
-    trainer.batch_for_step = poisoned
+    trainer.batches = poisoned
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3.*checkpoint"):
         trainer.fit()
     state = torch.load(trainer.checkpoint_path, weights_only=False)

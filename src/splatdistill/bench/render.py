@@ -24,6 +24,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
+from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
 from splatdistill.geometry import (
     Cameras,
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Gaussian footprint multiplier (lift_depth scale_factor)")
     parser.add_argument("--opacity", type=float, default=0.95, help="Gaussian opacity")
     parser.add_argument("--backend", default="torch", choices=("torch", "gsplat", "auto"))
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu or cuda")
 
 
 def room_depth(cams: Cameras) -> torch.Tensor:
@@ -146,8 +147,7 @@ def _sync(device: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.size < 16 or args.channels < 1 or args.repeats < 1 or args.threads < 1:
         raise UserError("--size >= 16, --channels >= 1, --repeats >= 1 and --threads >= 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but CUDA is not available")
+    args.device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     base_rss = psutil.Process().memory_info().rss
     gauss, cam = make_workload(args.size, args.channels, args.scale_factor, args.opacity,

@@ -19,6 +19,8 @@ BENCHMARKS = {
     "features": ("splatdistill.bench.features", "patch-feature time per image for a backbone"),
     "step": ("splatdistill.bench.step", "seconds per Splat-and-Distill training step, split by phase"),
     "targets": ("splatdistill.bench.targets", "self-render identity of the teacher targets"),
+    "precision": ("splatdistill.bench.precision", "the same training in fp32 and bf16: losses, agreement, time"),
+    "gpu": ("splatdistill.bench.gpu", "the prepared GPU check: every GPU figure into one markdown file (--cpu: dry run)"),
 }
 
 

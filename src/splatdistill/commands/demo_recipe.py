@@ -139,9 +139,10 @@ def steps_for_budget(values: dict[str, Any], minutes: float, probe_steps: int = 
     trainer = Trainer(probe)
     times = []
     try:
-        for step in range(probe_steps):
+        batches = trainer.batches(0, probe_steps)  # through the data loader, as the real run draws them
+        for _ in range(probe_steps):
             t0 = time.perf_counter()
-            trainer.train_step(trainer.batch_for_step(step))
+            trainer.train_step(next(batches))
             times.append(time.perf_counter() - t0)
     finally:
         trainer.close()  # the variant's own trainer locks the same run folder next

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
     o.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     o.add_argument("--seed", type=int, default=None)
-    o.add_argument("--device", default=None)
+    o.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -42,6 +42,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         device = "cpu (no CUDA device)"
     print(f"device: {device}")
+    from splatdistill.devices import describe, resolve_device, resolve_precision
+
+    best = resolve_device("auto")
+    print("device and precision per command (defaults: device=auto, precision=auto; docs/gpu.md):")
+    for command, precision in (("train, bench step", resolve_precision("auto", best)), ("eval, bench render", "fp32")):
+        print(f"  {command:32s} {describe(best, precision)}")
+    print(f"  {'lifter train, lifter eval':32s} cpu, fp32 (no device option yet)")
     import os
 
     from splatdistill.threads import available_cores, default_threads

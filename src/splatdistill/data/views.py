@@ -239,6 +239,11 @@ class Sample:
     def to(self, device: torch.device | str) -> "Sample":
         return Sample(self.context.to(device), self.target.to(device), self.scene, self.scene_index.to(device))
 
+    def pin_memory(self) -> "Sample":
+        """A copy in page-locked memory (a torch DataLoader with ``pin_memory=True`` calls this)."""
+        pin = Tensor.pin_memory
+        return Sample(self.context.map(pin), self.target.map(pin), self.scene, self.scene_index.pin_memory())
+
     def __getitem__(self, i: int) -> "Sample":
         """Batch item ``i`` of a collated sample."""
         scene = self.scene[i] if isinstance(self.scene, list) else self.scene

@@ -134,9 +134,14 @@ class RunConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: bf16 autocast on a CUDA device that has it, else fp32; fp16 (CUDA, with a gradient scaler) | bf16 | fp32.
+    # Autocast covers backbones and heads; loss, EMA and the splatter's compositing stay fp32 (docs/gpu.md)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     checkpoint_every: int = 100
     log_every: int = 10
-    num_workers: int = 0
+    # data-loader worker processes per rank building the next batches while the step runs; -1 = from the
+    # cores (splatdistill.devices.default_workers), 0 = in the training process. The batches are the same.
+    num_workers: int = -1
     # torch CPU threads; 0 = the cores this process may use (affinity, cgroup quota; SPLATDISTILL_THREADS
     # overrides), split between the ranks of a CPU torchrun (splatdistill.threads)
     threads: int = 0
@@ -221,6 +226,10 @@ class TrainConfig:
                             ("consistency_weight", m.consistency_weight), ("lora_alpha", lora.alpha)):
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
+        if r.num_workers < -1:
+            raise UserError(f"num_workers must be >= 0, or -1 for the default from the cores, got {r.num_workers}")
+        if r.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise UserError(f"precision must be auto, bf16, fp16 or fp32, got {r.precision!r}")
         if r.threads < 0:
             raise UserError(f"threads must be >= 0 (0: the cores this process may use), got {r.threads}")
         if o.schedule == "budget" and o.max_minutes <= 0:

@@ -1,4 +1,9 @@
-"""Data-parallel helpers: process group under ``torchrun``, device choice, the sharded sample stream."""
+"""Data-parallel helpers: process group under ``torchrun``, device choice, the sharded sample stream.
+
+The process group serves CPU and CUDA tensors alike (``cpu:gloo,cuda:nccl`` on a GPU): the per-step flags
+(a finite loss on every rank, a stop agreed by all) are small CPU tensors, while DDP's gradients and the
+DINO centre live on the GPU. Every collective here goes through :func:`all_reduce_max`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from splatdistill.errors import UserError
+from splatdistill.devices import resolve_device
+
+__all__ = ["DistInfo", "all_finite", "all_reduce_max", "any_rank", "backend_for", "init_distributed",
+           "resolve_device", "sample_indices"]
 
 
 @dataclass
@@ -17,31 +25,34 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    joined: bool = False  # a process group exists (torchrun, even with one process): DDP and collectives run
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
+def backend_for(device: torch.device) -> str:
+    """The process group's backends: gloo for CPU tensors everywhere, NCCL for CUDA tensors on a GPU."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def launched_by_torchrun(environ: dict | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return "RANK" in env and "WORLD_SIZE" in env
+
+
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (env RANK/WORLD_SIZE set)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group when launched by ``torchrun`` (env RANK/WORLD_SIZE set; one process too, so
+    that ``torchrun --nproc_per_node=1`` runs the data-parallel code path)."""
+    if not launched_by_torchrun():
         return DistInfo()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name} requested but CUDA is not available")
-    return dev
+        dist.init_process_group(backend=backend_for(device))
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(),
+                    local_rank=int(os.environ.get("LOCAL_RANK", 0)), joined=True)
 
 
 def sample_indices(num_samples: int, seed: int, step: int, batch: int, rank: int, world: int) -> list[tuple[int, int]]:
@@ -57,11 +68,20 @@ def sample_indices(num_samples: int, seed: int, step: int, batch: int, rank: int
     return out
 
 
+def all_reduce_max(value: float, info: DistInfo) -> float:
+    """The largest ``value`` over the ranks (a CPU tensor: the group's gloo part carries it)."""
+    if not info.joined:
+        return value
+    t = torch.tensor([float(value)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def all_finite(value: float, info: DistInfo) -> bool:
     """Whether ``value`` is finite on every rank."""
-    ok = math.isfinite(value)
-    if info.world > 1:
-        t = torch.tensor([0.0 if ok else 1.0])
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        ok = t.item() == 0.0
-    return ok
+    return all_reduce_max(0.0 if math.isfinite(value) else 1.0, info) == 0.0
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """Whether ``flag`` is set on any rank (a stop that every rank agrees to)."""
+    return all_reduce_max(1.0 if flag else 0.0, info) > 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from splatdistill.backbones import load_backbone
-from splatdistill.backbones.projected import ProjectedBackbone
+from splatdistill.backbones.projected import ProjectedBackbone, save_projected
 from splatdistill.backbones.vit import ViTBackbone
 from splatdistill.data import load_dataset
 from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
@@ -21,9 +22,11 @@ from splatdistill.data.views import collate_samples
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.heads import DINOHead
 from splatdistill.distill.losses import token_agreement
-from splatdistill.distill.student import add_lora
+from splatdistill.distill.student import add_lora, export_timm_safetensors
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
+from splatdistill.lifters.predictor import save_predictor
+from splatdistill.runs import atomic_torch_save
 from splatdistill.splat import SplatSettings
 
 
@@ -173,3 +176,22 @@ def held_out_metrics(self) -> dict[str, float] | None:
     finally:
         self.student.train(was_training)
     return {"loss": float(np.mean(losses)), "agreement": float(np.mean(agreements)), "samples": len(losses)}
+
+
+def export_run(cfg: TrainConfig, out: Path, step: int, student: SnDModel, teacher: SnDModel, refiner=None
+               ) -> dict[str, str]:  # fmt: skip
+    """Merged student and teacher as timm safetensors, the heads (for continuing SnD) and a refined lifter."""
+    method = "fit3d" if cfg.method.method == "fit3d" else "splat-and-distill"
+    meta = {"steps": step, "method": method, "loss": cfg.method.loss}
+    if isinstance(student.backbone, ProjectedBackbone):  # its own architecture + the projection
+        path = save_projected(student.backbone, out / "student.safetensors",
+                              {**meta, "teacher": cfg.model.backbone, "targets": cfg.method.targets})
+    else:
+        path = export_timm_safetensors(student.backbone, out / "student.safetensors", meta)
+    teacher_path = export_timm_safetensors(teacher.backbone, out / "teacher.safetensors", meta)
+    if student.head is not None:
+        atomic_torch_save({"student": student.head.state_dict(), "teacher": teacher.head.state_dict()},
+                          out / "heads.pt")
+    if refiner is not None:  # the refined lifter, usable as lifter=predictor:<out>/lifter
+        save_predictor(refiner.model, out / "lifter", {"refined_steps": refiner.steps, "from": cfg.method.lifter})
+    return {"student": str(path), "teacher": str(teacher_path)}

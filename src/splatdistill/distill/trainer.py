@@ -24,14 +24,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from splatdistill.backbones.projected import ProjectedBackbone, save_projected
 from splatdistill.baselines.fit3d import Fit3DTargets
 from splatdistill.data.views import Sample, collate_samples, fit_size
 from splatdistill.distill.config import TrainConfig
+from splatdistill.devices import autocast, default_workers, resolve_device, resolve_precision
 from splatdistill.distill.distributed import (
     all_finite,
+    any_rank,
     init_distributed,
-    resolve_device,
     sample_indices,
 )
 from splatdistill.distill.heads import update_center as update_center_
@@ -42,22 +42,23 @@ from splatdistill.distill.parts import (
     TrainingStalled,
     build_dataset,
     build_student,
+    export_run,
     fill_uncovered,
     held_out_metrics,
     make_lifter,
     plain_targets,
     require_depth,
 )
+from splatdistill.distill.loader import StepBatches, step_loader
 from splatdistill.distill.losses import (
     cross_view_consistency,
     dino_loss,
     feature_loss,
     token_agreement,
 )
-from splatdistill.distill.student import EMATeacher, export_timm_safetensors
+from splatdistill.distill.student import EMATeacher
 from splatdistill.errors import UserError
 from splatdistill.lifters.online import OnlineRefiner
-from splatdistill.lifters.predictor import save_predictor
 from splatdistill.run_folder import open_training_folder
 from splatdistill.runs import (
     CHECKPOINT,
@@ -101,8 +102,11 @@ class Trainer:
     def _setup(self, cfg: TrainConfig, dataset, resume: bool) -> None:
         self.device = resolve_device(cfg.run.device)
         self.dist = init_distributed(self.device)
+        self.precision = resolve_precision(cfg.run.precision, self.device)  # autocast of backbones and heads
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
+        self.num_workers = cfg.run.num_workers if cfg.run.num_workers >= 0 else default_workers(self.device, local_world)
         if self.device.type == "cpu":  # the cores this process may use, shared by the ranks on this machine
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
             self.threads = configure_threads(cfg.run.threads or max(1, default_threads() // max(1, local_world)))
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -125,7 +129,7 @@ class Trainer:
         # DINO centering: running mean of the teacher's logits (all zeros and unused when center_momentum=0)
         self.center = torch.zeros(m.prototypes if m.loss == "dino" else 0, device=self.device)
         self.student_ddp: nn.Module = self.student
-        if self.dist.world > 1:
+        if self.dist.joined:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.student_ddp = DistributedDataParallel(self.student, device_ids=ids)
         self.optimizer, self.scheduler = self._build_optimizer()
@@ -221,6 +225,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
+            **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
             "elapsed": self._elapsed(),
             **({"lifter_refiner": self.refiner.state_dict()} if self.refiner is not None else {}),
         }
@@ -257,6 +262,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if self.scaler.is_enabled() and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step = int(state["step"])
         self.saved_step = self.step
         self.elapsed_before = float(state.get("elapsed", 0.0))
@@ -276,13 +283,14 @@ class Trainer:
             with times.phase("splat", dev):
                 return self.fit3d.targets(b, self.student.backbone.grid_size(H, W), self.cfg.data.render_size)
         if self.cfg.method.targets != "splat":  # the teacher's own features of the target view (parts.plain_targets)
-            with times.phase("teacher_forward", dev), torch.no_grad():
+            with times.phase("teacher_forward", dev), torch.no_grad(), autocast(dev, self.precision):
                 plain = plain_targets(self.teacher.module.backbone, b.target.images)
+            plain = (plain[0].float(), *plain[1:])
             if self.cfg.method.targets == "2d":  # the 2D baseline
                 return plain
-        with times.phase("teacher_forward", dev), torch.no_grad():
+        with times.phase("teacher_forward", dev), torch.no_grad(), autocast(dev, self.precision):
             ctx_tokens = self.teacher.module.backbone.patch_features(b.context.images.flatten(0, 1))
-            ctx_tokens = ctx_tokens.unflatten(0, (B, V))
+        ctx_tokens = ctx_tokens.float().unflatten(0, (B, V))  # lifting and splatting run in fp32
         grid = tuple(ctx_tokens.shape[-2:])
         with times.phase("splat", dev):
             context, target = b.context.at(R), b.target.at(R)
@@ -305,8 +313,9 @@ class Trainer:
         ``training`` (training batches only) also updates the DINO centre."""
         dev = self.device
         times = times or StepTimes()
-        with times.phase("student_forward", dev):
+        with times.phase("student_forward", dev), autocast(dev, self.precision):
             s_tokens, s_logits = model(b.target.images.flatten(0, 1))
+        s_tokens, s_logits = s_tokens.float(), None if s_logits is None else s_logits.float()  # the loss in fp32
         with times.phase("head_loss", dev):
             return self._head_loss(b, s_tokens, s_logits, tgt_tokens, mask, with_consistency, update_center=training)
 
@@ -314,13 +323,14 @@ class Trainer:
                    update_center: bool = False):
         m = self.cfg.method
         if m.loss == "dino":
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.device, self.precision):
                 t_logits = self.teacher.module.head(tgt_tokens.flatten(2).transpose(1, 2))
+            t_logits = t_logits.float()
             center = self.center if m.center_momentum > 0 else None
             loss = dino_loss(s_logits, t_logits, mask, m.student_temp, m.teacher_temp, center)
             if center is not None and update_center:  # after the loss, as DINO (the centre lags one step)
                 update_center_(self.center, t_logits, mask, m.center_momentum)
-                if self.dist.world > 1:  # one centre for all ranks (the update is linear in the batch mean)
+                if self.dist.joined:  # one centre for all ranks (the update is linear in the batch mean)
                     dist.all_reduce(self.center)
                     self.center /= self.dist.world
         else:
@@ -347,11 +357,13 @@ class Trainer:
                 "Lower lr or check the data")
         with times.phase("student_backward", dev):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()  # fp16: scaled against underflow (a no-op otherwise)
             if cfg.optim.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.requires_grad],
                                                cfg.optim.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
         with times.phase("ema", dev):
             self.teacher.step(self.student)
@@ -370,15 +382,17 @@ class Trainer:
         return held_out_metrics(self)
 
     # -- the loop ---------------------------------------------------------------------------------------
+    @property
+    def step_batches(self) -> StepBatches:
+        """This rank's batch of each step (:mod:`.loader`)."""
+        return StepBatches(self.dataset, self.cfg.run.seed, self.cfg.optim.batch_size, self.dist.rank, self.dist.world)
+
     def batch_for_step(self, step: int) -> Sample:
-        o, r = self.cfg.optim, self.cfg.run
-        samples = []
-        for epoch, index in sample_indices(len(self.dataset), r.seed, step, o.batch_size, self.dist.rank,
-                                           self.dist.world):
-            if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(epoch)
-            samples.append(self.dataset[index])
-        return collate_samples(samples)
+        return self.step_batches[step]
+
+    def batches(self, first: int, last: int):
+        """Batches of steps ``first .. last - 1``, built ahead by the data-loader workers."""
+        return step_loader(self.step_batches, first, last, self.num_workers, pin=self.device.type == "cuda")
 
     def _check_supervision(self, metrics: dict[str, float]) -> None:
         """Stop a run whose targets supervise (almost) nothing instead of training nothing in silence."""
@@ -398,12 +412,7 @@ class Trainer:
         session's time; schedule=budget the whole run's (its learning rate follows that clock)."""
         o = self.cfg.optim
         used = self._elapsed() if o.schedule == "budget" else time.perf_counter() - start
-        stop = (o.max_minutes > 0 and used / 60 >= o.max_minutes) or stop_requested["flag"]
-        if self.dist.world > 1:
-            flag = torch.tensor([float(stop)])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        return stop
+        return any_rank((o.max_minutes > 0 and used / 60 >= o.max_minutes) or stop_requested["flag"], self.dist)
 
     def fit(self, on_step=None) -> dict[str, Any]:
         try:
@@ -438,10 +447,11 @@ class Trainer:
             stop_requested["flag"] = True
 
         old = signal.signal(signal.SIGTERM, _on_term) if main else None
+        batches = self.batches(self.step, cfg.optim.steps)
         try:
             while self.step < cfg.optim.steps:
                 t0 = time.perf_counter()
-                metrics = self.train_step(self.batch_for_step(self.step))
+                metrics = self.train_step(next(batches))
                 metrics["step_time"] = time.perf_counter() - t0
                 metrics["step"] = self.step
                 history.append(metrics)
@@ -478,18 +488,4 @@ class Trainer:
     def export(self) -> dict[str, str]:
         """Merged student and teacher as timm safetensors, plus the heads (for continuing SnD)."""
         self._require_finite_weights("before the export", collective=False)
-        method = "fit3d" if self.cfg.method.method == "fit3d" else "splat-and-distill"
-        meta = {"steps": self.step, "method": method, "loss": self.cfg.method.loss}
-        if isinstance(self.student.backbone, ProjectedBackbone):  # its own architecture + the projection
-            student = save_projected(self.student.backbone, self.out / "student.safetensors",
-                                     {**meta, "teacher": self.cfg.model.backbone, "targets": self.cfg.method.targets})
-        else:
-            student = export_timm_safetensors(self.student.backbone, self.out / "student.safetensors", meta)
-        teacher = export_timm_safetensors(self.teacher.module.backbone, self.out / "teacher.safetensors", meta)
-        if self.student.head is not None:
-            atomic_torch_save({"student": self.student.head.state_dict(), "teacher": self.teacher.module.head.state_dict()},
-                              self.out / "heads.pt")
-        if self.refiner is not None:  # the refined lifter, usable as lifter=predictor:<out>/lifter
-            save_predictor(self.refiner.model, self.out / "lifter", {"refined_steps": self.refiner.steps,
-                                                                     "from": self.cfg.method.lifter})
-        return {"student": str(student), "teacher": str(teacher)}
+        return export_run(self.cfg, self.out, self.step, self.student, self.teacher.module, self.refiner)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
 from splatdistill.eval.metrics import DEPTH_CROPS, NORMAL_CROPS
 
@@ -58,7 +59,7 @@ class EvalConfig:
     consistency_points: int = 1000  # points per pair
     middlebury: bool = True  # add the real Middlebury stereo pair to correspondence/consistency
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when present, else cpu (splatdistill.devices); cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads for feature extraction (None: torch's setting)
     # Threads for probe training and matching: their ops are small, and on a shared 2-core machine two
     # threads measured ~15x slower per probe step than one (spinning on a busy core); see the docs.
@@ -70,6 +71,7 @@ class EvalConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        self.device = str(resolve_device(self.device))  # "auto" -> the device it stands for on this machine
         positive = ["resolution", "max_train_views", "max_eval_views", "loss_res", "probe_steps", "probe_batch",
                     "depth_bins", "corr_queries", "corr_keep", "consistency_points", "batch_size"]  # fmt: skip
         for name in positive:
