@@ -279,6 +279,7 @@ def test_bad_input_gives_one_line_and_its_exit_status(case, rooms, tmp_path, mon
     assert status == case.status, err
     assert len(errors) == 1, err
     assert re.search(case.message, errors[0]), errors[0]
+    assert "Traceback" not in errors[0], errors[0]  # e.g. a data-loader worker folding its traceback into the message
     for fast in (FAST_EVAL, FAST_LIFTER):  # left out where they appear as a whole
         argv = next((argv[:i] + argv[i + len(fast):] for i in range(len(argv)) if argv[i:i + len(fast)] == fast), argv)
     shown = " ".join(a.replace(str(tmp_path), "<dir>").replace(str(rooms), "<data>") for a in argv

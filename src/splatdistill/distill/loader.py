@@ -16,6 +16,21 @@ from torch.utils.data import DataLoader, Dataset
 
 from splatdistill.data.views import Sample, collate_samples
 from splatdistill.distill.distributed import sample_indices
+from splatdistill.errors import UserError
+
+
+class _WorkerUserError:
+    """A :class:`UserError` raised in a loader worker, carried back as a value: torch re-raises worker
+    exceptions with the worker's traceback folded into the message, which would break the one-line error."""
+
+    def __init__(self, error: UserError):
+        self.type, self.message = type(error), str(error)
+
+    def reraise(self):
+        error = self.type.__new__(self.type)
+        Exception.__init__(error, self.message)
+        error.path = None
+        raise error
 
 
 class StepBatches(Dataset):
@@ -28,6 +43,14 @@ class StepBatches(Dataset):
         return 2**62
 
     def __getitem__(self, step: int) -> Sample:
+        if torch.utils.data.get_worker_info() is not None:
+            try:
+                return self.batch(step)
+            except UserError as e:
+                return _WorkerUserError(e)
+        return self.batch(step)
+
+    def batch(self, step: int) -> Sample:
         samples = []
         for epoch, index in sample_indices(len(self.dataset), self.seed, step, self.batch_size, self.rank,
                                            self.world):
@@ -49,4 +72,7 @@ def step_loader(batches: StepBatches, first: int, last: int, workers: int, pin: 
                         collate_fn=_as_is, pin_memory=pin, persistent_workers=workers > 0,
                         prefetch_factor=prefetch if workers > 0 else None,
                         generator=torch.Generator().manual_seed(batches.seed))
-    return iter(loader)
+    for item in loader:
+        if isinstance(item, _WorkerUserError):
+            item.reraise()
+        yield item
