@@ -87,3 +87,34 @@ def test_lifter_eval_without_any_depth_is_one_line(tmp_path, capsys):
     sj.write_text(json.dumps(doc))
     assert main(["lifter", "eval", "shipped", "--data", str(data), "-q"]) == 2
     assert "no depth to evaluate against" in capsys.readouterr().err
+
+
+def test_oakd_pairs_without_ground_truth_are_lifted_at_their_rigs_scale(tmp_path, capsys):
+    """OAK-D pairs (real, 7.5 cm baseline, no ground truth): eval refuses them in one line, and the
+    default lifter puts an indoor scene at indoor depths (the old fixed-plane predictor said ~2 m for
+    everything). Qualitative: the bounds are the calibration file's own depth range, widened 2x."""
+    from _real_data import oakd_dataset
+
+    data = oakd_dataset(tmp_path / "oak", ["desk"])
+    assert main(["lifter", "eval", "shipped", "--data", str(data), "-q"]) == 2
+    assert "no depth to evaluate against" in capsys.readouterr().err
+    scene = load_dataset(data)[0]
+    views = Views.from_view_data([scene.load_view(i) for i in range(2)], mask_mode=None, size=(112, 148))
+    depth = PredictorLifter(load_predictor(resolve_predictor("shipped"))).predict(views.images, views.cameras)[0]
+    assert 0.5 < float(depth.median()) < 10.0
+
+
+@pytest.mark.slow
+def test_lifter_eval_on_sfm_points_of_real_photos(tmp_path):
+    """Maupertuis (4 real photos): structure from motion, then eval against its points (sparse depth,
+    no metric scale), every overlapping pair of a capture too small for the sampler."""
+    import shutil
+
+    from _real_data import maupertuis
+
+    photos = tmp_path / "photos"
+    shutil.copytree(maupertuis() / "images", photos)
+    assert main(["data", "from-images", str(photos), "--out", str(tmp_path / "ds")]) == 0
+    res = evaluate_saved_predictor("shipped", str(tmp_path / "ds"), progress=False)
+    assert res["sparse_depth_views"] == 4 and res["pairs"] == 6 and res["splits"] == ["all"]
+    assert res["predictor"]["abs_rel_si"] < res["constant_depth"]["abs_rel_si"]
