@@ -2,8 +2,9 @@
 
 - ``splatdistill lifter train [--data rooms] [--out DIR] [--features cnn|backbone|cnn+backbone] [--minutes M]
   [key=value ...]``
-- ``splatdistill lifter eval PREDICTOR [--data rooms] [--backbone SPEC]``: held-out depth errors
-  (``--backbone`` swaps the guide features, e.g. for a Splat-and-Distill teacher)
+- ``splatdistill lifter eval PREDICTOR [--data rooms] [--backbone SPEC] [--planes fixed|baseline]``: depth
+  errors on the held-out scenes, or on a whole capture with dense or SfM-point depth (``--backbone`` swaps
+  the guide features, e.g. for a Splat-and-Distill teacher)
 - ``splatdistill lifter lift --lifter SPEC --data DIR --scene NAME --out FILE.ply``: a scene's Gaussians as
   a standard 3DGS PLY (``--scene all --out DIR`` writes one per scene, ready for ``--lifter ply:DIR``)
 - ``splatdistill bench lifting --predictor PATH --data DIR``: lifting time per scene, feed-forward
