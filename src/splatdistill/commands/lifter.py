@@ -2,8 +2,9 @@
 
 - ``splatdistill lifter train [--data rooms] [--out DIR] [--features cnn|backbone|cnn+backbone] [--minutes M]
   [key=value ...]``
-- ``splatdistill lifter eval PREDICTOR [--data rooms] [--backbone SPEC]``: held-out depth errors
-  (``--backbone`` swaps the guide features, e.g. for a Splat-and-Distill teacher)
+- ``splatdistill lifter eval PREDICTOR [--data rooms] [--backbone SPEC] [--planes fixed|baseline]``: depth
+  errors on the held-out scenes, or on a whole capture with dense or SfM-point depth (``--backbone`` swaps
+  the guide features, e.g. for a Splat-and-Distill teacher)
 - ``splatdistill lifter lift --lifter SPEC --data DIR --scene NAME --out FILE.ply``: a scene's Gaussians as
   a standard 3DGS PLY (``--scene all --out DIR`` writes one per scene, ready for ``--lifter ply:DIR``)
 - ``splatdistill lifter check SPEC [--data DATASET]``: lift one context pair and print the Gaussians' depth
@@ -36,9 +37,13 @@ TRAIN_DESCRIPTION = ("Train the MVSplat-like predictor on the train split, super
                      "the shipped weights (to adapt them to your captures). Writes predictor.safetensors, predictor.json, "
                      "metrics.json and log.jsonl to --out; use it with lifter=predictor:OUT. Every option is a "
                      "field of LifterTrainConfig: --config FILE, key=value, --print-config.")
-EVAL_HELP = "held-out depth errors of a trained predictor"
-EVAL_DESCRIPTION = ("AbsRel / RMSE / delta1 of a predictor on the held-out scenes, on the context pairs the "
-                    "Splat-and-Distill trainer draws, against its coarse estimate and a constant depth.")
+EVAL_HELP = "depth errors of a trained predictor on any posed dataset with depth"
+EVAL_DESCRIPTION = ("AbsRel / RMSE / delta1 and scale-invariant AbsRel (median-aligned per view) of a predictor on "
+                    "the held-out scenes (or, for a capture without held-out scenes, all of it), on the context pairs "
+                    "the Splat-and-Distill trainer draws or, for a scene too small for its sampler (a stereo pair), "
+                    "on every overlapping view pair; against its coarse estimate and a constant depth. Depth comes "
+                    "from the dataset (sensor, stereo ground truth) or, for a COLMAP model, from its 3D points "
+                    "(sparse).")
 LIFT_HELP = "lift a scene's views into Gaussians with a lifter and write a 3DGS PLY"
 LIFT_DESCRIPTION = ("Lift views of a scene with any lifter (depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY) "
                     "and write standard 3DGS PLY files any splat viewer opens.")
@@ -89,10 +94,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("predictor", help="folder written by 'lifter train', or a shipped name ('shipped')")
     p.add_argument("--data", default="rooms")
-    p.add_argument("--splits", default="val,test", help="comma-separated held-out splits (default %(default)s)")
+    p.add_argument("--splits", default="val,test",
+                   help="comma-separated held-out splits, or 'all' (default %(default)s; a dataset with none of "
+                   "them is evaluated whole)")
     p.add_argument("--pairs", type=int, default=6, help="context pairs per scene (default %(default)s)")
     p.add_argument("--backbone", default=None,
                    help="guide features from this backbone instead of the one it was trained on (e.g. an SnD teacher)")
+    p.add_argument("--planes", default=None, choices=["fixed", "baseline"],
+                   help="override where the predictor's depth planes go: fixed near..far, or scaled per pair by "
+                   "focal x camera baseline (default: the predictor's own setting)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -171,17 +181,24 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _fmt_errors(name: str, m: dict) -> str:
-    return f"  {name:<16} AbsRel {m['abs_rel']:.4f}  RMSE {m['rmse']:.3f} m  delta1 {m['delta1']:.3f}"
+    si = f"  scale-inv AbsRel {m['abs_rel_si']:.4f}" if "abs_rel_si" in m else ""
+    return f"  {name:<24} AbsRel {m['abs_rel']:.4f}  RMSE {m['rmse']:.3f}  delta1 {m['delta1']:.3f}{si}"
 
 
 def _print_held_out(res: dict) -> None:
-    print(f"held-out ({', '.join(res.get('splits', []))}: {len(res.get('scenes', []))} scenes, {res['pairs']} context "
-          f"pairs, {res['views']} views):")
+    if res.get("note"):
+        print(res["note"])
+    sparse = f", sparse depth from COLMAP points in {res['sparse_depth_views']} views" if res.get("sparse_depth_views") else ""
+    print(f"evaluated ({', '.join(res.get('splits', []))}: {len(res.get('scenes', []))} scenes, {res['pairs']} view "
+          f"pairs, {res['views']} views{sparse}):")
     print(_fmt_errors("predictor", res["predictor"]))
     print(_fmt_errors("coarse only", res["coarse_only"]))
     if "constant_depth" in res:
-        print(_fmt_errors(f"constant {res['constant_depth']['value']:.2f} m", res["constant_depth"]))
-    print(f"  predictor time: {res['seconds_per_pair'] * 1000:.0f} ms per context pair")
+        print(_fmt_errors(f"constant {res['constant_depth']['value']:.3g} (GT median)", res["constant_depth"]))
+    if "constant_train_median" in res:
+        print(_fmt_errors(f"constant {res['constant_train_median']['value']:.3g} (train median)",
+                          res["constant_train_median"]))
+    print(f"  predictor time: {res['seconds_per_pair'] * 1000:.0f} ms per view pair")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -208,11 +225,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+    from splatdistill.lifters.evaluate import evaluate_saved_predictor
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     res = evaluate_saved_predictor(args.predictor, args.data, splits, args.pairs, args.backbone, args.seed,
-                                   _progress(args), args.threads)
+                                   _progress(args), args.threads, args.planes)
+    if res.get("planes"):
+        print(f"depth planes: {res['planes']}")
     if res.get("guide_backbone"):
         print(f"guide features: {res['guide_backbone']}")
     _print_held_out(res)

@@ -153,3 +153,20 @@ def write_colmap(scene: Scene, out: str | Path, binary: bool = True) -> Path:
         rec.add_image_with_trivial_frame(pycolmap.Image(name=fname, camera_id=cams[key], image_id=i), pose)
     (rec.write_binary if binary else rec.write_text)(str(model_dir))
     return out
+
+
+def observed_points(path: str | Path) -> dict[str, np.ndarray]:
+    """World points (N, 3) that each registered image of a COLMAP model observes, by image stem: the
+    sparse depth structure from motion gives (a point triangulated from a view is visible in it)."""
+    import pycolmap
+
+    model_dir = find_model_dir(Path(path))
+    if model_dir is None:
+        raise UserError("no COLMAP model (cameras.bin/.txt) in it, sparse/0 or sparse", path)
+    rec = pycolmap.Reconstruction(str(model_dir))
+    out = {}
+    for img in rec.images.values():
+        if image_has_pose(img):
+            ids = [p.point3D_id for p in img.points2D if p.has_point3D()]
+            out[Path(img.name).stem] = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float64).reshape(-1, 3)
+    return out

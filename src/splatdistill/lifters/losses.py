@@ -28,8 +28,8 @@ def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorC
     H, W = gt.shape[-2:]
     losses = {
         "depth": _log_l1(out.depth, gt),
-        "depth_half": _log_l1(cfg.t_to_depth(out.half_t), _down_nearest(gt, out.half_t.shape[-2:])),
-        "depth_coarse": _log_l1(cfg.t_to_depth(out.coarse_t), _down_nearest(gt, out.coarse_t.shape[-2:])),
+        "depth_half": _log_l1(out.depth_of(out.half_t, cfg), _down_nearest(gt, out.half_t.shape[-2:])),
+        "depth_coarse": _log_l1(out.depth_of(out.coarse_t, cfg), _down_nearest(gt, out.coarse_t.shape[-2:])),
     }
     valid = gt > 0
     err = (out.depth.detach().clamp_min(1e-6).log() - gt.clamp_min(1e-6).log()).abs()
@@ -65,8 +65,8 @@ def self_supervised_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: 
     B, V = out.depth.shape[:2]
 
     def full(t: Tensor) -> Tensor:
-        return cfg.t_to_depth(F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear",
-                                            align_corners=False)[:, 0].unflatten(0, (B, V)))
+        return out.depth_of(F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear",
+                                          align_corners=False)[:, 0].unflatten(0, (B, V)), cfg)
 
     terms = [warp_photometric_loss(d, batch["images"], batch["Ks"], batch["viewmats"])
              for d in (out.depth, full(out.half_t), full(out.coarse_t))]

@@ -47,6 +47,7 @@ from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 
 FEATURE_SOURCES = ("cnn", "backbone", "cnn+backbone")
+PLANE_MODES = ("fixed", "baseline")
 FORMAT = "splatdistill.predictor"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "predictor.safetensors"
@@ -69,6 +70,15 @@ class PredictorConfig:
     image_size: int = 112  # training resolution; lifters resize their inputs to it (multiple of 4)
     min_scale: float = 0.5  # footprint scale factor range (MVSplat: 0.5 - 15)
     max_scale: float = 15.0
+    # where the planes go: "fixed" = near..far in the scene's units; "baseline" = each sample's world is
+    # first scaled so that focal (px at image_size) x mean camera baseline equals ref_focal_baseline, so the
+    # planes cover the disparities its cameras can see whatever the scene's units (a castle at 0.3 m, a
+    # street at 30 m, an SfM model of arbitrary scale), and depth is scaled back afterwards
+    planes: str = "fixed"
+    ref_focal_baseline: float = 45.0  # px x units: the rooms' median training pair (88 px x 0.51 m)
+    # a domain-free matching cost beside the learned one: ZNCC of grayscale 5x5 windows at 1/2 resolution,
+    # pooled to the cost volume's 1/4 (no learned features: it means the same on a photo as on a render)
+    zncc: bool = False
 
     def validate(self) -> "PredictorConfig":
         if self.features not in FEATURE_SOURCES:
@@ -83,6 +93,10 @@ class PredictorConfig:
             raise UserError(f"channels must be a positive multiple of 8, got {self.channels}")
         if self.image_size < 16 or self.image_size % 4:
             raise UserError(f"image_size must be a multiple of 4 and >= 16, got {self.image_size}")
+        if self.planes not in PLANE_MODES:
+            raise UserError(f"predictor planes must be one of {', '.join(PLANE_MODES)}, got {self.planes!r}")
+        if self.ref_focal_baseline <= 0:
+            raise UserError(f"ref_focal_baseline must be > 0, got {self.ref_focal_baseline}")
         if not 0 < self.min_scale < self.max_scale:
             raise UserError(f"need 0 < min_scale < max_scale, got {self.min_scale}, {self.max_scale}")
         return self
@@ -109,6 +123,22 @@ class PredictorConfig:
     def plane_t(self, device=None, dtype=torch.float32) -> Tensor:
         return torch.linspace(0.0, 1.0, self.num_depths, device=device, dtype=dtype)
 
+    def world_scale(self, Ks: Tensor, viewmats: Tensor) -> Tensor:
+        """(B,) factor the predictor multiplies each sample's world by before the plane sweep
+        (Ks (B, V, 3, 3) at the predictor's input size, viewmats (B, V, 4, 4)); 1 with fixed planes.
+        With ``planes="baseline"`` it is ``ref_focal_baseline / (mean focal x mean camera distance)``:
+        a rig with a 7.5 cm baseline and one with 50 cm then see the same plane disparities."""
+        B, V = viewmats.shape[:2]
+        if self.planes == "fixed":
+            return torch.ones(B, dtype=viewmats.dtype, device=viewmats.device)
+        centres = torch.linalg.inv(viewmats)[..., :3, 3]  # (B, V, 3)
+        i, j = torch.triu_indices(V, V, 1, device=viewmats.device)
+        baseline = (centres[:, i] - centres[:, j]).norm(dim=-1).mean(1)
+        focal = 0.5 * (Ks[..., 0, 0] + Ks[..., 1, 1]).mean(1)
+        # a pair without baseline has no parallax: keep its units rather than divide by ~0
+        return torch.where(baseline * focal > 1e-9, self.ref_focal_baseline / (baseline * focal).clamp_min(1e-9),
+                           torch.ones_like(baseline))
+
 
 @dataclass
 class PredictorOutput:
@@ -121,6 +151,11 @@ class PredictorOutput:
     coarse_t: Tensor  # (B, V, H/4, W/4) softmax expectation over the planes
     half_t: Tensor  # (B, V, H/2, W/2) after the first refinement
     confidence: Tensor  # (B, V, H/4, W/4) max plane probability
+    unit: Tensor  # (B,) depth = t_to_depth(t) * unit: 1 / world_scale (1 with fixed planes)
+
+    def depth_of(self, t: Tensor, cfg: PredictorConfig) -> Tensor:
+        """Depth in the scene's units of normalised inverse depth ``t`` (B, V, ...) of this output."""
+        return cfg.t_to_depth(t) * self.unit.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype)
 
 
 # ---- plane sweep ------------------------------------------------------------------------------------
@@ -162,6 +197,24 @@ def cost_volume(f_ref: Tensor, f_src: Tensor, grid: Tensor, z_src: Tensor) -> Te
     return torch.where(z_src > 1e-3, cost, torch.zeros_like(cost))
 
 
+def zncc_volume(g_ref: Tensor, g_src: Tensor, grid: Tensor, z_src: Tensor, window: int = 5) -> Tensor:
+    """Zero-normalised cross-correlation (N, D, h, w) in [-1, 1] of grayscale (N, 1, h, w) windows of the
+    reference with the source sampled at ``grid`` (N, D, h, w, 2); invisible points get 0."""
+    N, _, h, w = g_ref.shape
+    D = grid.shape[1]
+    src = F.grid_sample(g_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False).reshape(N, D, h, w)
+
+    def box(x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
+
+    mr, ms = box(g_ref), box(src)
+    cov = box(src * g_ref) - ms * mr
+    var = (box(g_ref * g_ref) - mr * mr).clamp_min(0) * (box(src * src) - ms * ms).clamp_min(0)
+    zc = cov / (var.sqrt() + 1e-4)
+    return torch.where(z_src > 1e-3, zc, torch.zeros_like(zc))
+
+
 # ---- the network ------------------------------------------------------------------------------------
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: bool = True) -> nn.Sequential:
@@ -189,9 +242,10 @@ class GaussianPredictor(nn.Module):
         self.match_backbone = (nn.Sequential(nn.Conv2d(cfg.backbone_dim, c, 1), nn.GroupNorm(c // 8, c))
                                if cfg.uses_backbone else None)
         self.fuse = nn.Conv2d(2 * c, c, 1) if cfg.features == "cnn+backbone" else None
-        self.cost_net = nn.Sequential(_conv(D + c, 48), _conv(48, 48, dilation=2), _conv(48, 48, dilation=4),
+        self.cost_net = nn.Sequential(_conv(D * (2 if cfg.zncc else 1) + c, 48), _conv(48, 48, dilation=2), _conv(48, 48, dilation=4),
                                       nn.Conv2d(48, D, 3, padding=1))
         self.cost_gain = nn.Parameter(torch.tensor(4.0))  # raw-cost skip: starts as soft winner-take-all
+        self.zncc_gain = nn.Parameter(torch.tensor(4.0)) if cfg.zncc else None
         self.refine_half = nn.Sequential(_conv(32 + 3, 32, norm=False), _conv(32, 32, norm=False))
         self.refine_half_out = nn.Conv2d(32, 1, 3, padding=1)
         self.refine_full = nn.Sequential(nn.Conv2d(32, 13, 1), nn.ReLU(inplace=True))  # 1/2 context, 13 channels
@@ -235,6 +289,10 @@ class GaussianPredictor(nn.Module):
         if H % 4 or W % 4:
             raise ValueError(f"image size must be a multiple of 4, got {H}x{W}")
         dt = images.dtype
+        world = cfg.world_scale(Ks, viewmats)  # scene units -> the planes' units
+        viewmats = torch.cat([viewmats[..., :3, :3], viewmats[..., :3, 3:] * world[:, None, None, None]], -1)
+        viewmats = torch.cat([viewmats, torch.zeros_like(viewmats[..., :1, :])], -2)
+        viewmats[..., 3, 3] = 1.0
         x = ((images - _IMAGE_MEAN) / _IMAGE_STD).flatten(0, 1)
         half = self.enc_half(x)
         quarter = self.enc_quarter(half)
@@ -253,7 +311,19 @@ class GaussianPredictor(nn.Module):
                            grid.flatten(0, 1).to(dt), z.flatten(0, 1))
         cost = cost.unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)  # (B*V, D, h, w)
         f_ref = feats.flatten(0, 1)
-        logits = self.cost_net(torch.cat([cost, f_ref], 1)) + self.cost_gain * cost
+        if self.zncc_gain is not None:
+            hh, ww = half.shape[-2:]
+            Kh = Ks * torch.tensor([ww / W, hh / H, 1.0], dtype=Ks.dtype, device=Ks.device)[:, None]
+            gh, zh = plane_sweep_grid(Kh[:, refs], viewmats[:, refs], Kh[:, srcs], viewmats[:, srcs], depths, hh, ww)
+            gray = F.avg_pool2d((images * images.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(2, keepdim=True)
+                                .flatten(0, 1), 2)  # (B*V, 1, H/2, W/2)
+            gray = gray.unflatten(0, (B, V))
+            zc = zncc_volume(gray[:, refs].flatten(0, 1), gray[:, srcs].flatten(0, 1), gh.flatten(0, 1).to(dt),
+                             zh.flatten(0, 1))
+            zc = F.avg_pool2d(zc, 2).unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)  # (B*V, D, h, w)
+            logits = self.cost_net(torch.cat([cost, zc, f_ref], 1)) + self.cost_gain * cost + self.zncc_gain * zc
+        else:
+            logits = self.cost_net(torch.cat([cost, f_ref], 1)) + self.cost_gain * cost
         prob = logits.softmax(1)
         coarse_t = (prob * planes_t[None, :, None, None]).sum(1, keepdim=True)
         conf = prob.max(1, keepdim=True).values
@@ -274,8 +344,10 @@ class GaussianPredictor(nn.Module):
         def bv(a: Tensor) -> Tensor:
             return a[:, 0].unflatten(0, (B, V))
 
-        return PredictorOutput(depth=bv(cfg.t_to_depth(t)), opacity=bv(opacity), scale=bv(sf), t=bv(t),
-                               coarse_t=bv(coarse_t), half_t=bv(half_t), confidence=bv(conf))
+        unit = 1.0 / world
+        return PredictorOutput(depth=bv(cfg.t_to_depth(t)) * unit[:, None, None, None].to(dt), opacity=bv(opacity),
+                               scale=bv(sf), t=bv(t), coarse_t=bv(coarse_t), half_t=bv(half_t),
+                               confidence=bv(conf), unit=unit)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from splatdistill.errors import UserError
 
 #: what ``lifter=auto`` uses
-DEFAULT_PREDICTOR = "rooms-cnn"
+DEFAULT_PREDICTOR = "rooms-zncc"
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,16 @@ register_pretrained(PretrainedPredictor(
     description="MVSplat-like predictor (own CNN matching features, 32 planes 0.5-12 m, 112 px), depth-supervised "
                 "on the 24 training rooms",
     command="splatdistill lifter train --data rooms --out rooms-cnn --steps 2800 --threads 1",
+    data="rooms-s32-v16-px256-seed0-e388a45222 (splatdistill data build-rooms, default settings)",
+))
+
+register_pretrained(PretrainedPredictor(
+    name="rooms-zncc",
+    description="the same network with its depth planes placed per pair by focal x camera baseline (any scene "
+                "units: castles at 0.3 m, stereo rigs, SfM models) and a ZNCC grayscale matching cost beside the "
+                "learned one (holds on real photos); depth-supervised on the 24 training rooms; no teacher "
+                "features, so it works with any backbone",
+    command="splatdistill lifter train --data rooms --out rooms-zncc --steps 1000 --far 100 --threads 1 planes=baseline zncc=true",
     data="rooms-s32-v16-px256-seed0-e388a45222 (splatdistill data build-rooms, default settings)",
 ))
 

@@ -23,29 +23,32 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from splatdistill.atomic import LineLog, atomic_torch_save, atomic_write_text
 from splatdistill.backbones import load_backbone
 from splatdistill.data import load_splits
-from splatdistill.data.sampler import SamplerConfig, ViewSampler
-from splatdistill.data.scene import Scene
-from splatdistill.data.views import Views
 from splatdistill.errors import UserError
-from splatdistill.geometry.warp import warp_pixels
+from splatdistill.lifters.bank import (  # noqa: F401  (re-exported: the names the trainer's users import)
+    ViewBank,
+    batch_from_pairs,
+    load_bank,
+    overlap,
+    snd_context_pairs,
+    training_pairs,
+)
+from splatdistill.lifters.evaluate import depth_errors, evaluate_predictor, evaluate_saved_predictor, json_meta  # noqa: F401
 from splatdistill.lifters.losses import predictor_losses
 from splatdistill.lifters.pretrained import resolve_predictor
 from splatdistill.lifters.predictor import (
     GaussianPredictor,
     PredictorConfig,
     load_predictor,
-    read_predictor_meta,
     save_predictor,
 )
 from splatdistill.run_folder import owned_training_folder
@@ -68,6 +71,8 @@ class LifterTrainConfig:
     near: float = 0.5
     far: float = 12.0
     channels: int = 48
+    planes: Literal["fixed", "baseline"] = "fixed"  # where the depth planes go (PredictorConfig.planes)
+    zncc: bool = False  # a ZNCC grayscale matching cost beside the learned one (PredictorConfig.zncc)
     steps: int = 3000
     minutes: float = 0.0  # wall-time budget (0 = none); the LR schedule follows whichever budget is tighter
     batch_size: int = 4  # context pairs per step
@@ -108,179 +113,8 @@ class LifterTrainConfig:
         return PredictorConfig(features=self.features, backbone=self.backbone if "backbone" in self.features else "",
                                backbone_dim=backbone_dim or (1 if "backbone" in self.features else 0),
                                backbone_size=self.backbone_size, num_depths=self.num_depths, near=self.near,
-                               far=self.far, channels=self.channels, image_size=self.image_size)
-
-
-# ---- data -------------------------------------------------------------------------------------------
-
-@dataclass
-class ViewBank:
-    """Every view of some scenes, resized to the predictor's resolution, held in memory."""
-
-    images: Tensor  # (N, 3, S, S) float
-    depths: Tensor  # (N, S, S), 0 = unknown
-    normals: Tensor | None  # (N, S, S, 3) camera frame, or None when the data has none
-    Ks: Tensor  # (N, 3, 3) at S
-    viewmats: Tensor  # (N, 4, 4) world-to-camera
-    index: list[tuple[int, int]]  # bank row -> (scene number, view number)
-    scene_rows: list[list[int]]  # scene number -> bank rows
-    scenes: list[Scene]
-    tokens: Tensor | None = None  # (N, C, h, w) backbone patch features (float16), if computed
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[-1])
-
-
-def load_bank(scenes: Sequence[Scene], size: int, backbone=None, backbone_size: int = 224,
-              progress: bool = True, desc: str = "views", need_depth: bool = True) -> ViewBank:
-    """Load and resize every view; with ``backbone``, also its patch features (from a ``backbone_size``
-    copy of the full-resolution image, as the Splat-and-Distill teacher sees it)."""
-    views, index, rows, tokens = [], [], [], []
-    total = sum(len(s) for s in scenes)
-    bar = tqdm(total=total, desc=f"loading {desc}", unit="view", disable=not progress, leave=False)
-    pending: list[Tensor] = []
-
-    def flush() -> None:
-        if pending:
-            with torch.no_grad():
-                tokens.append(backbone.patch_features(torch.stack(pending)).half())
-            pending.clear()
-
-    for si, scene in enumerate(scenes):
-        rows.append([])
-        for vi in range(len(scene)):
-            full = scene.load_view(vi)
-            if full.depth is None and need_depth:
-                raise UserError(f"scene {scene.name} view {vi} has no depth: the predictor is trained and "
-                                "evaluated with depth supervision (supervision=photometric trains from posed images "
-                                "alone)", scene.root)
-            views.append(Views.from_view_data([full], [vi], mask_mode=None, size=size, scene=scene.name,
-                                              normals=full.normals is not None))
-            rows[-1].append(len(index))
-            index.append((si, vi))
-            if backbone is not None:
-                img = torch.from_numpy(full.image).permute(2, 0, 1)[None].float()
-                pending.append(F.interpolate(img, size=(backbone_size, backbone_size), mode="bilinear",
-                                             align_corners=False, antialias=True)[0])
-                if len(pending) == 8:
-                    flush()
-            bar.update(1)
-    flush()
-    bar.close()
-    if not index:
-        raise UserError("no views to load (empty split?)")
-    normals = torch.cat([v.normals for v in views]) if all(v.normals is not None for v in views) else None
-    return ViewBank(torch.cat([v.images for v in views]), torch.cat([v.depths for v in views]), normals,
-                    torch.cat([v.Ks for v in views]), torch.cat([v.viewmats for v in views]), index, rows,
-                    list(scenes), torch.cat(tokens) if tokens else None)
-
-
-def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
-    """Share of view a's valid pixels (on a coarse grid) that land inside view b in front of it
-    (1 when view a has no depth: pairs are then chosen by their frame gap alone)."""
-    S = bank.size
-    d = bank.depths[a, step // 2::step, step // 2::step]
-    ys, xs = torch.meshgrid(torch.arange(step // 2, S, step).float() + 0.5,
-                            torch.arange(step // 2, S, step).float() + 0.5, indexing="ij")
-    ok = d > 0
-    if not bool(ok.any()):
-        return 1.0
-    uv_a = torch.stack([xs, ys], -1)[ok]
-    uv, z = warp_pixels(uv_a, d[ok], bank.Ks[a], torch.linalg.inv(bank.viewmats[a]), bank.Ks[b],
-                        torch.linalg.inv(bank.viewmats[b]))
-    inside = (z > 1e-3) & (uv >= 0).all(1) & (uv < S).all(1)
-    return float(inside.float().sum() / max(1, int(ok.numel())))
-
-
-def training_pairs(bank: ViewBank, max_gap: int, min_overlap: float) -> list[tuple[int, int]]:
-    """Bank-row pairs (a, b), a < b, of one scene, at most ``max_gap`` frames apart, mutually overlapping."""
-    pairs = []
-    for rows in bank.scene_rows:
-        for i, a in enumerate(rows):
-            for b in rows[i + 1: i + 1 + max_gap]:
-                if min(overlap(bank, a, b), overlap(bank, b, a)) >= min_overlap:
-                    pairs.append((a, b))
-    return pairs
-
-
-def snd_context_pairs(bank: ViewBank, per_scene: int, seed: int = 0) -> list[tuple[int, int]]:
-    """The context pairs the Splat-and-Distill trainer would draw from each scene (sampler defaults)."""
-
-    out = []
-    for si, scene in enumerate(bank.scenes):
-        try:
-            sampler = ViewSampler([scene], SamplerConfig(), seed=seed)
-        except UserError:
-            continue  # too few views for a context pair with a target between
-        seen: set[tuple[int, int]] = set()
-        for k in range(per_scene * 4):
-            i, j = sampler.sample_at(k).context
-            key = (min(i, j), max(i, j))
-            if key not in seen:
-                seen.add(key)
-                out.append((bank.scene_rows[si][i], bank.scene_rows[si][j]))
-            if len(seen) >= per_scene:
-                break
-    return out
-
-
-def batch_from_pairs(bank: ViewBank, pairs: Sequence[tuple[int, int]], device=None) -> dict[str, Tensor]:
-    idx = torch.tensor([list(p) for p in pairs])  # (B, 2)
-    out = {"images": bank.images[idx], "depths": bank.depths[idx], "Ks": bank.Ks[idx], "viewmats": bank.viewmats[idx]}
-    if bank.normals is not None:
-        out["normals"] = bank.normals[idx]
-    if bank.tokens is not None:
-        out["guide"] = bank.tokens[idx].float()
-    return {k: v.to(device) for k, v in out.items()}
-
-
-# ---- evaluation -------------------------------------------------------------------------------------
-
-def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """AbsRel, RMSE and delta < 1.25 over pixels with gt > 0 (pooled)."""
-    m = gt > 0
-    p, g = np.maximum(pred[m].astype(np.float64), 1e-6), gt[m].astype(np.float64)
-    ratio = np.maximum(p / g, g / p)
-    return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
-            "delta1": float(np.mean(ratio < 1.25)), "pixels": int(m.sum())}
-
-
-@torch.no_grad()
-def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence[tuple[int, int]],
-                       constant_depth: float | None = None, batch_size: int = 4, progress: bool = False
-                       ) -> dict[str, Any]:
-    """Depth errors of the predictor on both views of every pair (pooled over pixels), of its coarse
-    cost-volume estimate alone, and of a constant-depth baseline (``constant_depth``, e.g. the training
-    median). ``bank.tokens`` are the guide features when the predictor matches on backbone features."""
-
-    if not pairs:
-        raise UserError("no held-out context pairs to evaluate on")
-    cfg = model.config
-    model.eval()
-    preds, coarse, gts, scene_of = [], [], [], []
-    t0 = time.perf_counter()
-    for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
-        chunk = pairs[s: s + batch_size]
-        scene_of += [bank.scenes[bank.index[r][0]].name for pair in chunk for r in pair]
-        b = batch_from_pairs(bank, chunk)
-        out = model(b["images"], b["Ks"], b["viewmats"], b.get("guide"))
-        preds.append(out.depth.flatten(0, 1).numpy())
-        up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b["depths"].shape[-2:], mode="bilinear",
-                           align_corners=False)[:, 0]
-        coarse.append(cfg.t_to_depth(up).numpy())
-        gts.append(b["depths"].flatten(0, 1).numpy())
-    seconds = time.perf_counter() - t0
-    pred, gt = np.concatenate(preds), np.concatenate(gts)
-    result = {"predictor": depth_errors(pred, gt), "coarse_only": depth_errors(np.concatenate(coarse), gt),
-              "pairs": len(pairs), "views": int(pred.shape[0]), "seconds_per_pair": seconds / len(pairs)}
-    names = np.array(scene_of)
-    result["per_scene_abs_rel"] = {n: depth_errors(pred[names == n], gt[names == n])["abs_rel"]
-                                   for n in dict.fromkeys(scene_of)}
-    if constant_depth is not None:
-        result["constant_depth"] = depth_errors(np.full_like(gt, constant_depth), gt)
-        result["constant_depth"]["value"] = float(constant_depth)
-    return result
+                               far=self.far, channels=self.channels, image_size=self.image_size,
+                               planes=self.planes, zncc=self.zncc)
 
 
 # ---- training ---------------------------------------------------------------------------------------
@@ -315,7 +149,8 @@ class _PredictorRun:
         init = load_predictor(resolve_predictor(cfg.init)) if cfg.init else None
         if init is not None:  # fine-tuning keeps the initial predictor's architecture
             ic = init.config
-            for name in ("features", "num_depths", "near", "far", "channels", "image_size", "backbone_size"):
+            for name in ("features", "num_depths", "near", "far", "channels", "image_size", "backbone_size",
+                         "planes", "zncc"):
                 setattr(cfg, name, getattr(ic, name))
             if ic.uses_backbone:
                 cfg.backbone = ic.backbone
@@ -455,46 +290,7 @@ class _PredictorRun:
             self.log(f"train-lifter: no held-out depth errors ({exc})")
             return {}
         epairs = snd_context_pairs(ebank, cfg.eval_pairs, seed=cfg.seed)
-        result = evaluate_predictor(self.model, ebank, epairs, constant_depth=self.median_depth, progress=cfg.progress)
+        result = evaluate_predictor(self.model, ebank, epairs, train_median=self.median_depth, progress=cfg.progress)
         result["splits"] = list(cfg.eval_splits)
         result["scenes"] = [s.name for s in held_out]
         return {"held_out": result}
-
-
-def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequence[str] = ("val", "test"),
-                             pairs_per_scene: int = 6, backbone: str | None = None, seed: int = 0,
-                             progress: bool = True, threads: int = 1) -> dict[str, Any]:
-    """Held-out depth errors of a saved predictor. ``backbone`` swaps the guide features' backbone (e.g. a
-    Splat-and-Distill teacher) to measure whether the depth follows the teacher's features."""
-    with torch_threads(threads):
-        return _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress)
-
-
-def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress) -> dict[str, Any]:
-    path = resolve_predictor(str(path))
-    model = load_predictor(path)
-    pcfg = model.config
-    meta = json_meta(path)
-    root, split_scenes = load_splits(data, splits)
-    scenes = [s for sp in splits for s in split_scenes[sp]]
-    if not scenes:
-        raise UserError(f"no scenes in split(s) {', '.join(splits)}", root)
-    bb = None
-    spec = backbone or pcfg.backbone
-    if pcfg.uses_backbone:
-
-        bb = load_backbone(spec).eval()
-        if bb.embed_dim != pcfg.backbone_dim:
-            raise UserError(f"backbone {spec} gives {bb.embed_dim}-channel features; the predictor expects "
-                            f"{pcfg.backbone_dim}")
-    elif backbone:
-        raise UserError("this predictor matches on its own CNN features; --backbone does not apply")
-    bank = load_bank(scenes, pcfg.image_size, bb, pcfg.backbone_size, progress, "held-out views")
-    pairs = snd_context_pairs(bank, pairs_per_scene, seed=seed)
-    res = evaluate_predictor(model, bank, pairs, constant_depth=meta.get("train_median_depth"), progress=progress)
-    res.update({"splits": list(splits), "scenes": [s.name for s in scenes], "guide_backbone": spec if bb else None})
-    return res
-
-
-def json_meta(path: str | Path) -> dict[str, Any]:
-    return read_predictor_meta(path).get("meta", {})
