@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from splatdistill.backbones.dinov2_onnx import fuse_qkv, hf_to_timm_key
 from splatdistill.errors import UserError
+from splatdistill.safe_load import load_torch_file
 
 WRAPPER_KEYS = ("state_dict", "model", "student", "teacher", "module", "backbone", "model_state_dict")
 PREFIXES = ("module.", "_orig_mod.", "base_model.model.", "backbone.", "model.", "encoder.", "student.", "teacher.")
@@ -46,14 +47,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return require_finite(load_file(str(path)), path)
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"corrupt safetensors file ({str(exc).splitlines()[0]})", path) from None
+    hint = _run_file_hint(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors of many types
-        hint = _run_file_hint(path)
+        obj = load_torch_file(path, "weights file")
+    except UserError:
         if hint:
             raise UserError(hint, path) from None
-        detail = f": {str(exc).splitlines()[0][:120]}" if isinstance(exc, (RuntimeError, OSError, ValueError)) else ""
-        raise UserError(f"cannot read as a PyTorch checkpoint ({type(exc).__name__}{detail})", path) from None
+        raise
+    if hint and isinstance(obj, Mapping) and {"optimizer", "step"} <= obj.keys():
+        raise UserError(hint, path)
     return require_finite(unwrap_state_dict(obj, path), path)
 
 

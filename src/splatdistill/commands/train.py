@@ -52,17 +52,13 @@ def run(args: argparse.Namespace) -> int:
 def resumed_config(out) -> dict:
     """The config stored in ``<out>/checkpoint.pt``: authoritative on ``--resume`` (config.yaml is a copy
     for people; a truncated or edited one must not change the run)."""
-    import torch
-
     from splatdistill.errors import UserError
+    from splatdistill.safe_load import NUMPY_ARRAYS, load_torch_file
 
     path = out / "checkpoint.pt"
     if not path.is_file():
         raise UserError("no checkpoint to resume from (expected checkpoint.pt in the run folder)", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:
-        raise UserError(f"unreadable checkpoint ({type(exc).__name__}); delete it to start over", path) from None
+    state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS, mmap=True)  # numpy: the RNG state
     config = state.get("config") if isinstance(state, dict) else None
     if not isinstance(config, dict):
         raise UserError("the checkpoint holds no training config; is it a splatdistill train checkpoint?", path)

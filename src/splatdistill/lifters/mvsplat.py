@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from splatdistill.errors import UserError
+from splatdistill.safe_load import load_torch_file
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 
@@ -108,7 +109,7 @@ def load_mvsplat_encoder(checkpoint: str | Path, config: str | Path | None = Non
     raw = OmegaConf.load(cfg_path)
     raw.unimatch_weights_path = None  # the checkpoint holds the backbone's weights
     encoder, _ = get_encoder(load_typed_config(raw, EncoderCostVolumeCfg))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_torch_file(ckpt, "MVSplat checkpoint", foreign=True)  # a Lightning file: only its tensors are used
     state = state.get("state_dict", state)
     enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     if not enc:

@@ -38,6 +38,7 @@ from splatdistill.data.sampler import SamplerConfig, ViewSampler
 from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
+from splatdistill.safe_load import load_torch_file
 from splatdistill.geometry.warp import warp_pixels
 from splatdistill.lifters.losses import predictor_losses
 from splatdistill.lifters.pretrained import resolve_predictor
@@ -283,6 +284,14 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 
 # ---- training ---------------------------------------------------------------------------------------
 
+def read_train_state(path: Path) -> dict[str, Any]:
+    """A run's ``train_state.pt``, read without running code from it (splatdistill.safe_load)."""
+    state = load_torch_file(path, "predictor training state")
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "elapsed", "config"} <= state.keys():
+        raise UserError("not a predictor training state (no model/optimizer/step/elapsed/config)", path)
+    return state
+
+
 def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Train a predictor on the train split of ``cfg.data``, evaluate it on the held-out splits and
     write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
@@ -307,6 +316,7 @@ class _PredictorRun:
         self.state_path = self.out / STATE_NAME
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
+        state = read_train_state(self.state_path) if resume else None  # a damaged one stops before any work
         self.t_start = time.perf_counter()
         init = load_predictor(resolve_predictor(cfg.init)) if cfg.init else None
         if init is not None:  # fine-tuning keeps the initial predictor's architecture
@@ -348,8 +358,7 @@ class _PredictorRun:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, elapsed_before = 0, 0.0
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        if state is not None:
             if state["config"]["features"] != cfg.features or state["config"]["channels"] != cfg.channels:
                 raise UserError("cannot resume: the run was trained with another features/channels setting",
                                 self.state_path)
