@@ -21,8 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "splatdistill"
 
 #: every place src/ may turn bytes into Python objects, as (file, the line's code) -> why it is safe
 SITES = {
-    ("safe_load.py", 'return torch.load(str(path), map_location="cpu", weights_only=True, '
-                     'mmap=mmap and zipfile.is_zipfile(path))'):
+    ("safe_load.py", 'obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)'):
         "the one torch.load: torch's restricted unpickler (tensors, plain containers) plus the caller's exact "
         "allow-list; foreign files get inert stand-ins for every other global",
     ("data/nyuv2.py", "class _ArrayUnpickler(pickle.Unpickler):"):

@@ -98,13 +98,14 @@ def _refused(message: str) -> str:
 
 
 def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), foreign: bool = False,
-                    mmap: bool = False) -> Any:
+                    mmap: bool = False, require: Sequence[str] = ()) -> Any:
     """Read ``path`` (a ``what``: "training checkpoint", ...) without running code from it.
 
     ``allow``: globals the file may name (classes, functions, or (object, "module.name")).
     ``foreign``: any other object becomes an inert placeholder instead of an error (files of other
     programs, of which only the tensors are used). ``mmap``: map the tensors instead of reading them (a
-    caller that wants a small part). Damage or a refused object is a one-line UserError."""
+    caller that wants a small part). ``require``: keys the loaded dict must have (else it is another kind
+    of file). Damage, a refused object or a missing key is a one-line UserError."""
     path = Path(path)
     _check_container(path)
     extra = _unlisted_globals(path, allow)
@@ -115,7 +116,8 @@ def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), fore
     stubs = [(_as_dict if n == "collections.defaultdict" else Inert, n) for n in extra] if foreign else []
     try:
         with torch.serialization.safe_globals([*allow, *stubs]):
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+            mapped = mmap and zipfile.is_zipfile(path)  # torch maps the zip format only
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as exc:
         culprit = _refused(str(exc))
         raise UserError(f"refusing to load this {what}: besides tensors and plain data it holds a Python object "
@@ -124,3 +126,7 @@ def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), fore
         detail = str(exc).splitlines()[0][:100] if str(exc) else ""
         raise UserError(f"cannot read this {what}: truncated, damaged or not a PyTorch file "
                         f"({type(exc).__name__}{': ' + detail if detail else ''})", path) from None
+    lacks = [k for k in require if not isinstance(obj, dict) or k not in obj]
+    if lacks:
+        raise UserError(f"not a {what}: it lacks {', '.join(lacks)}", path)
+    return obj

@@ -41,11 +41,11 @@ from splatdistill.backbones import load_backbone
 from splatdistill.data.scene import Scene
 from splatdistill.data.views import Sample, Views
 from splatdistill.errors import UserError
-from splatdistill.safe_load import load_torch_file
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
+from splatdistill.safe_load import load_torch_file
 from splatdistill.splat.targets import teacher_pixel_features, tokens_from_render
 
 FIELD_VERSION = 1

@@ -55,7 +55,6 @@ from splatdistill.distill.losses import (
 )
 from splatdistill.distill.student import EMATeacher, export_timm_safetensors
 from splatdistill.errors import UserError
-from splatdistill.safe_load import NUMPY_ARRAYS, load_torch_file
 from splatdistill.lifters.online import OnlineRefiner
 from splatdistill.lifters.predictor import save_predictor
 from splatdistill.runs import (
@@ -68,6 +67,7 @@ from splatdistill.runs import (
     rng_state,
     set_rng_state,
 )
+from splatdistill.safe_load import NUMPY_ARRAYS, load_torch_file
 from splatdistill.splat import SplatSettings, splat_targets
 from splatdistill.threads import configure_threads, default_threads
 
@@ -216,9 +216,8 @@ class Trainer:
         path = self.checkpoint_path
         if not path.is_file():
             raise UserError("no checkpoint to resume from (expected checkpoint.pt in the run folder)", path)
-        state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS)  # numpy: the saved RNG state
-        if not isinstance(state, dict) or not {"config", "student", "optimizer", "rng"} <= state.keys():
-            raise UserError("not a training checkpoint of splatdistill (no config/student/optimizer/rng)", path)
+        state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS,  # numpy: the saved RNG state
+                                require=("config", "student", "teacher", "optimizer", "scheduler", "rng", "step"))
         saved = TrainConfig.from_dict(state.get("config", {}), source=str(path)).to_dict()
         mine = self.cfg.to_dict()
         for group, key in (("model", "backbone"), ("model", "student"), ("method", "targets"), ("method", "loss"), ("method", "prototypes"), ("method", "head_hidden"),

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from splatdistill.errors import UserError
-from splatdistill.safe_load import load_torch_file
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
+from splatdistill.safe_load import load_torch_file
 
 DEFAULT_NEAR, DEFAULT_FAR = 1.0, 100.0
 POST_WARMUP_STEP = 10 ** 9

@@ -38,7 +38,6 @@ from splatdistill.data.sampler import SamplerConfig, ViewSampler
 from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
-from splatdistill.safe_load import load_torch_file
 from splatdistill.geometry.warp import warp_pixels
 from splatdistill.lifters.losses import predictor_losses
 from splatdistill.lifters.pretrained import resolve_predictor
@@ -50,6 +49,7 @@ from splatdistill.lifters.predictor import (
     save_predictor,
 )
 from splatdistill.runs import TimeBudget, warmup_cosine
+from splatdistill.safe_load import load_torch_file
 from splatdistill.threads import torch_threads
 
 STATE_NAME = "train_state.pt"
@@ -284,14 +284,6 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 
 # ---- training ---------------------------------------------------------------------------------------
 
-def read_train_state(path: Path) -> dict[str, Any]:
-    """A run's ``train_state.pt``, read without running code from it (splatdistill.safe_load)."""
-    state = load_torch_file(path, "predictor training state")
-    if not isinstance(state, dict) or not {"model", "optimizer", "step", "elapsed", "config"} <= state.keys():
-        raise UserError("not a predictor training state (no model/optimizer/step/elapsed/config)", path)
-    return state
-
-
 def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Train a predictor on the train split of ``cfg.data``, evaluate it on the held-out splits and
     write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.out``."""
@@ -316,7 +308,8 @@ class _PredictorRun:
         self.state_path = self.out / STATE_NAME
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
-        state = read_train_state(self.state_path) if resume else None  # a damaged one stops before any work
+        state = load_torch_file(self.state_path, "predictor training state", require=("model", "optimizer", "step",
+                                "elapsed", "config")) if resume else None  # a damaged one stops before any work
         self.t_start = time.perf_counter()
         init = load_predictor(resolve_predictor(cfg.init)) if cfg.init else None
         if init is not None:  # fine-tuning keeps the initial predictor's architecture
