@@ -7,6 +7,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from tqdm import tqdm
+
 from splatdistill import __version__
 from splatdistill.commands import COMMAND_MODULES
 from splatdistill.errors import UserError
@@ -25,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """End every live progress bar, so an error starts on a line of its own instead of after a bar."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -36,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, while it can still be handled
         return status
     except UserError as exc:
+        _close_progress_bars()
         print(f"splatdistill {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
+import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
@@ -185,4 +186,18 @@ def infer_vit_arch(state: Mapping[str, torch.Tensor]) -> tuple[str, dict]:
         init_values=1e-5 if any(".ls1." in k for k in state) else None, reg_tokens=n_reg,
         no_embed_class=no_embed_class, class_token="cls_token" in state,
     )
-    return "vit_base_patch16_224", kwargs
+    return vit_name(dim, depth, patch, grid * patch), kwargs
+
+
+#: timm's ViT sizes by (width, depth)
+VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large", (1280, 32): "huge"}
+
+
+def vit_name(dim: int, depth: int, patch: int, img_size: int) -> str:
+    """The timm name of a ViT of these shapes, so messages name what the file holds (the kwargs set every
+    shape anyway); an unnamed size builds on vit_base_patch16_224 and is described by its shapes."""
+    size = VIT_SIZES.get((dim, depth))
+    for name in (f"vit_{size}_patch{patch}_{img_size}", f"vit_{size}_patch{patch}_224"):
+        if size and timm.is_model(name):
+            return name
+    return "vit_base_patch16_224"

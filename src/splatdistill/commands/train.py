@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.config is None:
         saved = resumed_config(out)  # the checkpoint's own settings, unless overridden
     cfg = config_from_args(TrainConfig, args, flags, args.config, defaults=saved)
+    python_lifter_from_command_line(cfg.method.lifter, args.overrides, args.config or out / "checkpoint.pt")
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
@@ -47,6 +48,17 @@ def run(args: argparse.Namespace) -> int:
         if saved is not None:
             report_config_yaml(out, saved)
         return _train(cfg, args)
+
+
+def python_lifter_from_command_line(lifter: str, overrides, source) -> None:
+    """A ``python:`` lifter imports and runs a module, so it is taken from the command line only: a config
+    file or a shared run folder's checkpoint that names one must not run code unasked."""
+    from splatdistill.errors import UserError
+
+    if lifter.startswith("python:") and not any(o.split("=", 1)[0].endswith("lifter") and o.split("=", 1)[-1] == lifter
+                                               for o in overrides):
+        raise UserError(f"lifter={lifter} comes from {source}: a python: lifter imports and runs code, so it is taken "
+                        f"only from the command line; add lifter={lifter} to the command to run it")
 
 
 def resumed_config(out) -> dict:

@@ -26,6 +26,8 @@ from .native import write_scene, write_view_files
 from .odometry import OdometryOptions, estimate_poses
 from .rgbd import (
     RGBDSequence,
+    check_depth_scale,
+    check_principal_point,
     color_depth,
     pair_files,
     parse_intrinsics,
@@ -77,7 +79,17 @@ def read_sequence(path: Path, cal: Calibration, every: int = 1) -> RGBDSequence:
         f.cam_to_world = None
     if len(seq.frames) < 2:
         raise UserError(f"an RGB-D sequence needs at least 2 frames, found {len(seq.frames)}", path)
+    check_calibration(seq)
     return seq
+
+
+def check_calibration(seq: RGBDSequence) -> None:
+    """The intrinsics fit the first frame's images, and the depth scale gives depths a camera can see."""
+    first = seq.frames[0]
+    check_principal_point(seq.K_color, *io.image_size(first.color), "colour intrinsics", first.color)
+    depth = read_metric_depth(seq, first)
+    check_principal_point(seq.K_depth, depth.shape[1], depth.shape[0], "depth intrinsics", first.depth)
+    check_depth_scale(depth, seq.depth_scale, first.depth)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from splatdistill.data.views import parse_size
 from splatdistill.distill.student import LoraSettings
 from splatdistill.errors import UserError
 from splatdistill.splat.lifter import SplatSettings
+from splatdistill.threads import check_threads
 
 LossName = Literal["dino", "cosine", "l1", "mse"]
 LOSSES = ("dino", "cosine", "l1", "mse")
@@ -219,6 +220,7 @@ class TrainConfig:
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if r.threads < 0:
             raise UserError(f"threads must be >= 0 (0: the cores this process may use), got {r.threads}")
+        check_threads(r.threads, "threads")
         if o.schedule == "budget" and o.max_minutes <= 0:
             raise UserError("schedule=budget runs the schedule over the time budget: set max_minutes > 0")
         if m.consistency_weight > 0 and d.num_targets < 2:

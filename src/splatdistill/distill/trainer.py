@@ -128,6 +128,7 @@ class Trainer:
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (schedule=budget)
         self.budget: TimeBudget | None = None  # this session's clock (set by fit)
         self._low_steps = 0  # consecutive steps with (almost) no supervised token
+        self._session_steps = 0  # steps run by this process (a resumed run counts from its resume)
         self._val_dataset = None
         if resume:
             self.load_checkpoint()
@@ -391,12 +392,15 @@ class Trainer:
         """Stop a run whose targets supervise (almost) nothing instead of training nothing in silence."""
         r = self.cfg.run
         self._low_steps = self._low_steps + 1 if metrics["supervised_tokens"] < r.stall_share else 0
-        if r.stall_steps > 0 and self._low_steps >= r.stall_steps:
+        self._session_steps += 1
+        # a run shorter than stall_steps that never supervised anything stalled too: it must not export
+        whole_run = self.step >= self.cfg.optim.steps and self._low_steps == self._session_steps
+        if r.stall_steps > 0 and (self._low_steps >= r.stall_steps or whole_run):
             kept = (f"the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.is_file()
                     else "no checkpoint was written")
             raise TrainingStalled(
                 f"under {r.stall_share:.0%} of the target tokens were supervised for {self._low_steps} steps in a "
-                f"row (last {metrics['supervised_tokens']:.1%}): the splatted targets cover almost nothing. Likely "
+                f"row{', every step of the run' if whole_run else ''} (last {metrics['supervised_tokens']:.1%}): the splatted targets cover almost nothing. Likely "
                 "causes: no depth for the lifter, wrong poses or camera conventions, or context and target views "
                 f"that do not overlap; {kept}")
 
