@@ -35,6 +35,7 @@ from splatdistill.distill.distributed import (
     sample_indices,
 )
 from splatdistill.distill.heads import update_center as update_center_
+from splatdistill.distill.memory_check import check_step_memory
 from splatdistill.distill.parts import (
     SnDModel,
     StepTimes,
@@ -96,6 +97,7 @@ class Trainer:
                             f"{cfg.data.split!r})")
         student, self._fixed_teacher = build_student(cfg)
         self.student = student.to(self.device)
+        check_step_memory(cfg, self.student, self.dataset, self.device)  # before any big buffer
         m = cfg.method
         if self._fixed_teacher is not None:  # student of another architecture: the original teacher, fixed
             self.teacher = EMATeacher(self.student, momentum=1.0, every=m.ema_every,
