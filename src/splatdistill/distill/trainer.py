@@ -219,8 +219,7 @@ class Trainer:
         path = self.checkpoint_path
         if not path.is_file():
             raise UserError("no checkpoint to resume from (expected checkpoint.pt in the run folder)", path)
-        state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS,  # numpy: the saved RNG state
-                                require=("config", "student", "teacher", "optimizer", "scheduler", "rng", "step"))
+        state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS, require=("config", "student", "rng"))
         saved = TrainConfig.from_dict(state.get("config", {}), source=str(path)).to_dict()
         mine = self.cfg.to_dict()
         for group, key in (("model", "backbone"), ("model", "student"), ("method", "targets"), ("method", "loss"), ("method", "prototypes"), ("method", "head_hidden"),
@@ -394,8 +393,7 @@ class Trainer:
         """Stop a run whose targets supervise (almost) nothing instead of training nothing in silence."""
         r = self.cfg.run
         self._low_steps = self._low_steps + 1 if metrics["supervised_tokens"] < r.stall_share else 0
-        self._session_steps += 1
-        # a run shorter than stall_steps that never supervised anything stalled too: it must not export
+        self._session_steps += 1  # a run shorter than stall_steps that never supervised anything stalled too
         whole_run = self.step >= self.cfg.optim.steps and self._low_steps == self._session_steps
         if r.stall_steps > 0 and (self._low_steps >= r.stall_steps or whole_run):
             kept = (f"the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.is_file()
