@@ -86,7 +86,7 @@ def test_paper_preset_sets_the_reference_values_and_explicit_keys_win(tmp_path, 
     from splatdistill.distill.config import PAPER_PRESET
 
     cpu = TrainConfig.load(None, [])
-    paper = TrainConfig.load(None, ["preset=paper"])
+    paper = TrainConfig.load(None, ["preset=paper", "lifter=auto"])
     from splatdistill.config import key_aliases
 
     aliases = key_aliases(TrainConfig)
@@ -100,16 +100,32 @@ def test_paper_preset_sets_the_reference_values_and_explicit_keys_win(tmp_path, 
     assert paper.method.ema_momentum_for(paper.optim.steps) == 0.999
     assert cpu.method.prototypes == 4096 and cpu.data.image_size == 224 and cpu.run.preset == "cpu"
     # class defaults < preset < file < key=value
-    (tmp_path / "p.yaml").write_text("preset: paper\nsteps: 50\n")
+    (tmp_path / "p.yaml").write_text("preset: paper\nsteps: 50\nlifter: mvsplat:re10k.ckpt:1:100\n")
     mixed = TrainConfig.load(tmp_path / "p.yaml", ["lr=1e-3"])
     assert (mixed.optim.steps, mixed.optim.lr, mixed.method.prototypes) == (50, 1e-3, 65536)
     # the saved config (all values explicit) reloads to the same run
     (tmp_path / "saved.yaml").write_text(dump_yaml(mixed))
     assert TrainConfig.load(tmp_path / "saved.yaml") == mixed
-    assert main(["train", "--print-config", "preset=paper"]) == 0
+    assert main(["train", "--print-config", "preset=paper", "lifter=auto"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["lora"]["target_modules"] == PAPER_PRESET["target_modules"]
     assert printed["optim"]["steps"] == 300_000
+
+
+def test_paper_preset_refuses_the_default_lifter(tmp_path, capsys):
+    """preset=paper names its lifter: without an explicit lifter= it stops with one line naming MVSplat; an
+    explicit lifter (even auto) is the user's choice."""
+    with pytest.raises(UserError, match=r"preset=paper needs lifter=\.\.\. set explicitly: .*lifter=mvsplat:CKPT"):
+        TrainConfig.load(None, ["preset=paper"])
+    (tmp_path / "p.yaml").write_text("preset: paper\n")
+    with pytest.raises(UserError, match="preset=paper needs lifter="):
+        TrainConfig.load(tmp_path / "p.yaml")
+    assert main(["train", "--print-config", "preset=paper"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lifter=mvsplat:CKPT" in err[0] and "depth-anything-v2" in err[0]
+    assert TrainConfig.load(None, ["preset=paper", "lifter=auto"]).method.lifter == "auto"
+    assert TrainConfig.load(tmp_path / "p.yaml", ["lifter=depth"]).method.lifter == "depth"
+    assert TrainConfig.load(None, []).method.lifter == "auto"  # the cpu preset keeps the default
 
 
 @pytest.mark.parametrize("option, message", [

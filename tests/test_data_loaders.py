@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +129,53 @@ def test_middlebury_pair_is_metric_and_consistent():
     flipped[0, 3] *= -1
     good = photo_err(right.cam_to_world)
     assert good < 0.06 and photo_err(flipped) > 2 * good
+
+
+def test_scannetpp_official_mask_names_are_found_and_every_fallback_is_said_once(scenes, tmp_path):
+    """ScanNet++'s official instance masks are named after the whole image file (DSC00001.JPG.png); a view
+    that still falls back to superpixels is announced once per reason, with the reason."""
+    import warnings
+
+    from splatdistill.data import io as dio
+    from splatdistill.data.masks import MaskFallbackWarning, _consecutive, reset_fallback_notes, segments_for_view
+    from splatdistill.data.views import Views
+
+    root = tmp_path / "scannetpp"
+    write_scannetpp(scenes[:2], root)
+    for scene in scenes[:2]:  # rename to the official layout: DSC0000k.JPG and DSC0000k.JPG.png
+        sd = root / "scenes" / scene.name
+        doc = json.loads((sd / "transforms_train.json").read_text())
+        for fr in doc["frames"]:
+            old = Path(fr["file_path"])
+            new = f"DSC{int(old.stem):05d}.JPG"
+            (sd / "images" / old.name).rename(sd / "images" / new)
+            (sd / "instance_segmentation" / f"{old.stem}.png").rename(sd / "instance_segmentation" / f"{new}.png")
+            fr["file_path"] = new
+        (sd / "transforms_train.json").write_text(json.dumps(doc))
+    s0 = root / "scenes" / scenes[0].name / "instance_segmentation"
+    (s0 / "DSC00002.JPG.png").unlink()  # no mask for this image
+    (s0 / "DSC00003.JPG.png").write_bytes(b"not a png")  # unreadable mask
+    shutil.rmtree(root / "scenes" / scenes[1].name / "instance_segmentation")  # no masks folder
+
+    back = {s.name: s for s in load_dataset(root)}
+    a, b = back[scenes[0].name], back[scenes[1].name]
+    official = a.load_view(1)
+    assert official.name == "DSC00001" and np.array_equal(official.instance, scenes[0].load_view(1).instance)
+    assert np.array_equal(dio.read_ids(s0 / "DSC00001.JPG.png"), official.instance)
+    reset_fallback_notes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # every view of both scenes, twice: each reason is said once
+            for scene in (a, b):
+                views = [scene.load_view(i) for i in range(len(scene))]
+                Views.from_view_data(views, list(range(len(views))), "auto", size=32, scene=scene.name)
+    said = [str(w.message) for w in caught if issubclass(w.category, MaskFallbackWarning)]
+    assert len(said) == 3, said
+    assert "no mask for this image" in said[0] and "DSC00002.JPG.png" in said[0] and "view DSC00002" in said[0]
+    assert "unreadable mask" in said[1] and "DSC00003.JPG.png" in said[1]
+    assert "no masks folder" in said[2] and "instance_segmentation" in said[2]
+    assert all("using SLIC superpixels instead" in m for m in said)
+    # views with their official mask use it, not superpixels
+    assert np.array_equal(segments_for_view(official, "auto"), _consecutive(official.instance))
+    with pytest.raises(UserError, match="has no instance map \\(unreadable mask: .*DSC00003.JPG.png"):
+        segments_for_view(a.load_view(3), "instance")

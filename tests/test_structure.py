@@ -45,6 +45,9 @@ LAZY_THIRD_PARTY = {
     "torch": "splatdistill.atomic is imported by light commands",
     "resource": "POSIX only",
     "omegaconf": "MVSplat's config loader: only for lifter=mvsplat, from the user's MVSplat environment",
+    "hydra": "MVSplat's config composition: only for lifter=mvsplat ([mvsplat] extra)",
+    "dacite": "MVSplat's typed configs: only for lifter=mvsplat ([mvsplat] extra)",
+    "transformers": "Depth Anything V2: only for lifter=depth-anything-v2 ([depth-anything] extra); slow to import",
     "src": "MVSplat's own package (its repository is named src): only for lifter=mvsplat",
 }
 MAX_FILE_LINES = 500

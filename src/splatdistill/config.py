@@ -106,7 +106,8 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
 
 def _apply_preset(cls: type, resolved: dict[tuple[str, ...], Any], source: str) -> None:
     """Fill the options a ``preset`` leaf names (``cls.PRESETS[name]``, flat keys) unless given explicitly:
-    class defaults < preset < YAML file < ``key=value``."""
+    class defaults < preset < YAML file < ``key=value``. ``cls.PRESET_REQUIRES[name]`` names keys the user must
+    set explicitly with that preset (key -> why)."""
     presets = getattr(cls, "PRESETS", None)
     path = key_aliases(cls).get("preset")
     if not presets or path is None or path not in resolved:
@@ -115,6 +116,9 @@ def _apply_preset(cls: type, resolved: dict[tuple[str, ...], Any], source: str) 
     if name not in presets:
         raise UserError(f"{source}: unknown preset {name!r} (choose {', '.join(sorted(presets))})")
     aliases, hints = key_aliases(cls), leaf_paths(cls)
+    for key, why in getattr(cls, "PRESET_REQUIRES", {}).get(name, {}).items():
+        if aliases[key] not in resolved:  # a choice the preset cannot make for the user
+            raise UserError(f"{source}: preset={name} needs {key}=... set explicitly: {why}")
     for key, value in flatten_values(presets[name], group_paths(cls)).items():
         leaf = aliases[key]
         if leaf not in resolved:

@@ -6,6 +6,8 @@
   (``--backbone`` swaps the guide features, e.g. for a Splat-and-Distill teacher)
 - ``splatdistill lifter lift --lifter SPEC --data DIR --scene NAME --out FILE.ply``: a scene's Gaussians as
   a standard 3DGS PLY (``--scene all --out DIR`` writes one per scene, ready for ``--lifter ply:DIR``)
+- ``splatdistill lifter check SPEC [--data DATASET]``: lift one context pair and print the Gaussians' depth
+  range, opacities and the coverage of a third view (a broken lifter shows before a day of training)
 - ``splatdistill bench lifting --predictor PATH --data DIR``: lifting time per scene, feed-forward
   against FiT3D-style per-scene optimisation, in one run
 
@@ -39,6 +41,11 @@ EVAL_DESCRIPTION = ("AbsRel / RMSE / delta1 of a predictor on the held-out scene
 LIFT_HELP = "lift a scene's views into Gaussians with a lifter and write a 3DGS PLY"
 LIFT_DESCRIPTION = ("Lift views of a scene with any lifter (depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY) "
                     "and write standard 3DGS PLY files any splat viewer opens.")
+CHECK_HELP = "lift one pair of your data and print depth range, opacity and target coverage"
+CHECK_DESCRIPTION = ("Build the lifter SPEC (auto, depth, predictor:PATH, mvsplat:CKPT, depth-anything-v2:WEIGHTS, ...), "
+                     "lift one context pair of a scene of --data (default: the embedded rooms) and print the depth of "
+                     "its Gaussians in their cameras (and against the data's depth where there is some), their "
+                     "opacities, and the share of a third view they cover when splatted into it.")
 BENCH_HELP = "lifting time per scene: feed-forward vs per-scene optimisation"
 BENCH_DESCRIPTION = ("For each scene: teacher features, then the depth lifter, the learned predictor and a "
                      "FiT3D-style per-scene optimised feature field, timed in one run.")
@@ -105,6 +112,18 @@ def add_lift_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output .ply (one scene) or folder (--scene all)")
 
 
+def add_check_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="lifter spec, as lifter=SPEC in training (e.g. auto, mvsplat:CKPT:1:100)")
+    p.add_argument("--data", default="rooms", help="dataset folder or 'rooms' (default %(default)s)")
+    p.add_argument("--scene", default=None, help="scene name (default: the first)")
+    p.add_argument("--views", default=None, help="context views A,B (default 0,2 with target 1)")
+    p.add_argument("--target", type=int, default=None, help="view to splat into (default 1)")
+    p.add_argument("--size", type=int, default=112, help="lifting resolution (default %(default)s)")
+    p.add_argument("--backbone", default="dinov2_vits14",
+                   help="teacher, for predictors that match on its features (default %(default)s)")
+    p.add_argument("--json", default=None, help="also write the report to this JSON file")
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictor", default="shipped",
                    help="folder written by 'lifter train', or a shipped name (default %(default)s)")
@@ -124,6 +143,7 @@ ACTIONS = {  # action -> (help, description, add arguments, run)
     "train": (TRAIN_HELP, TRAIN_DESCRIPTION, add_train_arguments, "run_train"),
     "eval": (EVAL_HELP, EVAL_DESCRIPTION, add_eval_arguments, "run_eval"),
     "lift": (LIFT_HELP, LIFT_DESCRIPTION, add_lift_arguments, "run_lift"),
+    "check": (CHECK_HELP, CHECK_DESCRIPTION, add_check_arguments, "run_check"),
 }
 
 
@@ -250,6 +270,33 @@ def run_lift(args: argparse.Namespace) -> int:
         else:
             save_ply(path, g, save_features=True)
         print(f"{scene.name}: {len(g)} Gaussians from {len(sv.view_ids)} views -> {path}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from splatdistill.lifters import build_lifter
+    from splatdistill.lifters.check import check_lifter, format_report
+    from splatdistill.splat import SplatSettings
+
+    scenes = _scenes(args.data, [args.scene] if args.scene else None)
+    if not scenes:
+        raise UserError("no scenes", args.data)
+    settings = SplatSettings()
+    lifter = build_lifter(args.spec, settings, data=args.data)
+    backbone = None
+    if getattr(getattr(lifter, "config", None), "uses_backbone", False):
+        from splatdistill.backbones import load_backbone
+
+        backbone = load_backbone(args.backbone).eval()
+    context = [int(v) for v in args.views.split(",")] if args.views else None
+    scene_ctx = lifter.use_scene(scenes[0].name) if hasattr(lifter, "use_scene") and not lifter.single else nullcontext()
+    with scene_ctx:
+        report = check_lifter(lifter, scenes[0], args.spec, context, args.target, args.size, backbone, settings)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(report), indent=1))
     return 0
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from splatdistill.errors import UserError
 
 from . import io
+from .masks import NO_MASK_FOR_IMAGE, NO_MASKS_FOLDER, UNREADABLE_MASK
 from .scene import Scene, ViewData, ViewRecord
 from .validate import (
     Problem,
@@ -102,9 +103,16 @@ def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str, depth: Pa
         if probs := depth_problems(view.depth, h, w):  # the checks of the native format (shape, NaN/inf, < 0)
             raise UserError("; ".join(probs), depth)
     if "instance" in extra:
-        view.instance = io.read_ids(extra["instance"])
-        if view.instance.shape != (h, w):
+        try:
+            view.instance = io.read_ids(extra["instance"])
+        except UserError as exc:  # the run falls back to superpixels for this view, and says why (data.masks)
+            view.instance_missing = (UNREADABLE_MASK, str(exc))
+        if view.instance is not None and view.instance.shape != (h, w):
             raise UserError(f"instance map is {view.instance.shape[1]}x{view.instance.shape[0]}, the image is {w}x{h}", extra["instance"])
+    elif "no_instance" in extra:
+        view.instance_missing = (NO_MASK_FOR_IMAGE, str(extra["no_instance"]))
+    elif "no_instance_dir" in extra:
+        view.instance_missing = (NO_MASKS_FOLDER, str(extra["no_instance_dir"]))
     return view
 
 
@@ -114,6 +122,16 @@ def load_nerfstudio(path: str | Path, skip_bad: bool = False, name: str | None =
     path = Path(path)
     tf = path if path.is_file() else path / "transforms.json"
     return scene_from_transforms(read_json(tf), tf, name, split, skip_bad, frames_key, instance_dir)
+
+
+def _instance_file(instance_dir: Path, stem: str, file_name: str) -> dict[str, Path]:
+    """The instance map of an image: ``<stem>.png`` (FiT3D's layout) or ``<file name>.png`` (ScanNet++'s official
+    ``DSC01234.JPG.png``), or .npy; else why there is none (``no_instance``/``no_instance_dir``)."""
+    if not instance_dir.is_dir():
+        return {"no_instance_dir": instance_dir}
+    cands = [instance_dir / f"{base}{s}" for s in (".png", ".npy") for base in dict.fromkeys((stem, file_name))]
+    found = next((c for c in cands if c.is_file()), None)
+    return {"instance": found} if found is not None else {"no_instance": cands[0].parent / f"{file_name}.png"}
 
 
 def scene_from_transforms(doc: dict[str, Any], tf: Path, name: str | None = None, split: str = "train",
@@ -159,10 +177,7 @@ def scene_from_transforms(doc: dict[str, Any], tf: Path, name: str | None = None
             msgs.append((depth, "file not found"))
         extra: dict[str, Path] = {}
         if instance_dir is not None:
-            cands = [instance_dir / f"{vname}{s}" for s in (".png", ".npy")]
-            found = next((c for c in cands if c.is_file()), None)
-            if found is not None:
-                extra["instance"] = found
+            extra.update(_instance_file(instance_dir, vname, Path(str(fr["file_path"])).name))
         if msgs:
             for p, m in msgs:
                 problems.append(Problem(p, m, scene_name, vname))

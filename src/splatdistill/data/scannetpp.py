@@ -4,7 +4,8 @@
     ROOT/metadata/nvs_sem_val.txt       optional: scene ids of the val split
     ROOT/scenes/<scene_id>/images/*.JPG                undistorted, downscaled DSLR images
     ROOT/scenes/<scene_id>/transforms_train.json       nerfstudio-style poses + PINHOLE intrinsics
-    ROOT/scenes/<scene_id>/instance_segmentation/<image stem>.png   optional 16-bit instance ids (0 = none)
+    ROOT/scenes/<scene_id>/instance_segmentation/<image name>.png   optional 16-bit instance ids (0 = none):
+                                                       DSC01234.JPG.png (official) or DSC01234.png
     ROOT/scenes/<scene_id>/masks/*.png                 anonymisation masks (not used here)
 
 ``ROOT`` may also be the ``scenes`` folder or a single scene folder. ``file_path`` entries in
@@ -58,7 +59,7 @@ def load_scannetpp_scene(scene_dir: Path, split: str = "train", skip_bad: bool =
         fixed.append(fr)
     doc["frames"] = fixed
     inst = scene_dir / "instance_segmentation"
-    return scene_from_transforms(doc, tf, scene_dir.name, split, skip_bad, instance_dir=inst if inst.is_dir() else None)
+    return scene_from_transforms(doc, tf, scene_dir.name, split, skip_bad, instance_dir=inst)
 
 
 def load_scannetpp(root: str | Path, split: str | None = None, skip_bad: bool = False) -> list[Scene]:

@@ -34,6 +34,8 @@ class ViewData:
     instance: np.ndarray | None = None  # (H, W) int32, 0 = none
     semantic: np.ndarray | None = None  # (H, W) int32, -1 = ignore
     name: str = ""
+    # why ``instance`` is None, when the dataset has masks elsewhere: (kind, detail); kinds in data.masks
+    instance_missing: tuple[str, str] | None = None
 
     @property
     def height(self) -> int:

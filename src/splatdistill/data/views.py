@@ -77,7 +77,7 @@ def crop_to_aspect(view: ViewData, aspect: float, tolerance: float = 0.01) -> Vi
 
     return ViewData(image=crop(view.image), K=K, cam_to_world=view.cam_to_world, depth=crop(view.depth),
                     normals=crop(view.normals), instance=crop(view.instance), semantic=crop(view.semantic),
-                    name=view.name)
+                    name=view.name, instance_missing=view.instance_missing)
 
 
 def resize_maps(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -118,6 +118,7 @@ def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
         instance=nearest(view.instance),
         semantic=nearest(view.semantic),
         name=view.name,
+        instance_missing=view.instance_missing,
     )
 
 

@@ -69,7 +69,7 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     method: Literal["snd", "fit3d"] = "snd"  # snd (Splat-and-Distill) | fit3d (FiT3D-style fields, loss=l1)
-    lifter: str = "auto"  # auto (shipped feed-forward predictor) | depth (dataset depth: sensor/oracle) | predictor:PATH|NAME | ply:DIR | python:MODULE:FACTORY
+    lifter: str = "auto"  # auto (shipped feed-forward predictor) | depth (dataset depth: sensor/oracle) | predictor:PATH|NAME | ply:DIR | mvsplat:CKPT | depth-anything-v2:WEIGHTS | python:MODULE:FACTORY
     splat: SplatSettings = field(default_factory=SplatSettings)  # renderer, gaussian_*, blend_alpha, min_coverage
     # iterative refinement: every this many steps, one photometric step on the learned lifter with the
     # batch's context views (0 = off; needs lifter=auto or predictor:PATH); saved as lifter/ in the run
@@ -155,8 +155,11 @@ class RunConfig:
 
 
 #: ``preset=paper``: the reference code's values (docs/design.md, "The reference code's exact choices").
-#: Lifting stays the shipped predictor (lifter=auto) because the reference's MVSplat checkpoint is not
-#: shipped; pass lifter=mvsplat:CKPT:1:100 for the reference's own geometry.
+#: The lifter is not part of it: the reference lifts with MVSplat, whose checkpoint is not shipped, so
+#: ``preset=paper`` refuses to run without an explicit ``lifter=`` (PAPER_LIFTER_REQUIRED).
+PAPER_LIFTER_REQUIRED = ("the paper lifts with MVSplat: pass lifter=mvsplat:CKPT:1:100 (its re10k checkpoint) or "
+                         "lifter=depth-anything-v2:WEIGHTS (docs/lifters.md); lifter=auto, the default, is the small "
+                         "rooms predictor")
 PAPER_PRESET: dict[str, Any] = {
     "image_size": "574x868",  # 41 x 62 patches of 14 (the reference's 576x880 frames, snapped)
     "render_size": "576x880",
@@ -184,6 +187,7 @@ class TrainConfig:
     #: keys that are not a leaf's bare name
     ALIASES: ClassVar[dict[str, str]] = {"data": "data.root"}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}, "paper": PAPER_PRESET}
+    PRESET_REQUIRES: ClassVar[dict[str, dict[str, str]]] = {"paper": {"lifter": PAPER_LIFTER_REQUIRED}}
 
     def validate(self) -> "TrainConfig":
         d, m, o, s = self.data, self.method, self.optim, self.method.splat

@@ -15,6 +15,8 @@ lifters and is the entry point that knows them all (:func:`build_lifter`). Specs
   features from the context views (:mod:`splatdistill.lifters.ply_lifter`);
 - ``mvsplat:CKPT[:NEAR:FAR]``: a frozen MVSplat, as the paper lifts (:mod:`splatdistill.lifters.mvsplat`;
   MVSplat's code from the user's environment);
+- ``depth-anything-v2:WEIGHTS[:INPUT_SIZE]``: Depth Anything V2 through transformers (a hub id or a folder),
+  its monocular depth aligned to the views' metric scale (:mod:`splatdistill.lifters.depth_anything`);
 - ``python:MODULE:FACTORY[:ARG]``: bring your own; ``FACTORY(settings)`` (or ``FACTORY(settings, ARG)``)
   returns a lifter, e.g. a wrapper around a user's MVSplat (docs/lifters.md);
 - any name added with :func:`register_lifter`.
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from splatdistill.errors import UserError
+from splatdistill.lifters.depth_anything import build_depth_anything_lifter
 from splatdistill.lifters.mvsplat import build_mvsplat_lifter
 from splatdistill.lifters.ply_lifter import PlyLifter
 from splatdistill.lifters.predictor import PredictorLifter, load_predictor
@@ -66,6 +69,8 @@ def _ply(arg: str | None, settings: Any, data: str | None = None) -> Callable:
 register_lifter("auto", _auto, f"the shipped feed-forward predictor ({DEFAULT_PREDICTOR}); needs no depth")
 register_lifter("predictor", _predictor, "learned feed-forward predictor: predictor:PATH or predictor:NAME")
 register_lifter("mvsplat", build_mvsplat_lifter, "a frozen MVSplat (your checkout on PYTHONPATH): mvsplat:CKPT[:NEAR:FAR]")
+register_lifter("depth-anything-v2", build_depth_anything_lifter,
+                "Depth Anything V2 (transformers), aligned to the views' scale: depth-anything-v2:WEIGHTS[:INPUT_SIZE]")
 register_lifter("ply", _ply, "3DGS PLY geometry, teacher features: ply:FILE or ply:DIR")
 
 __all__ = ["DepthPredictor", "SceneViews", "available_lifters", "build_lifter", "lift_scene", "lifter_from_predictor",

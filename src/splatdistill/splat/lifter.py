@@ -92,8 +92,8 @@ _REGISTRY: dict[str, tuple[LifterFactory, str]] = {}
 
 def register_lifter(name: str, factory: LifterFactory, help: str = "") -> None:
     """Make ``name`` (or ``name:ARG``) a lifter spec; ``factory(arg, settings, data=...)`` builds it."""
-    if not name.isidentifier():
-        raise ValueError(f"lifter names must be identifiers, got {name!r}")
+    if not name.replace("-", "_").isidentifier():
+        raise ValueError(f"lifter names must be identifiers (hyphens allowed), got {name!r}")
     _REGISTRY[name] = (factory, help)
 
 
