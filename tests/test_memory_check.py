@@ -64,7 +64,7 @@ def test_the_paper_preset_is_refused_on_a_small_machine_and_can_be_forced(monkey
     cfg = TrainConfig.load(None, ["data=rooms", "preset=paper", "lifter=depth", "backbone=random:vit_small_patch14_dinov2"]).validate()
     student, _ = build_student(cfg)
     monkeypatch.setattr("splatdistill.distill.memory_check.available_memory", lambda device: 16 << 30)
-    with pytest.raises(UserError, match=r"a training step needs about \d+\.\d GB \(ViT activations .*\) but 16.0 GB "
+    with pytest.raises(UserError, match=r"a training step needs about \d+\.\d GiB \(ViT activations .*\) but 16.0 GiB "
                                         r"is available on cpu; lower image_size \(now 574x868\), batch_size \(now 14\)"):
         check_step_memory(cfg, student, _Data(), torch.device("cpu"))
     cfg.run.memory_check = False

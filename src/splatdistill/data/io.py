@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,8 +47,10 @@ def image_header(path: Path) -> tuple[int, int, str]:
     if not path.is_file():
         raise UserError("file not found", path)
     try:
-        with Image.open(path) as im:
-            w, h, mode = im.size[0], im.size[1], im.mode
+        with warnings.catch_warnings():  # PIL's bomb warning: the cap below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h, mode = im.size[0], im.size[1], im.mode
     except Image.DecompressionBombError:
         w, h, mode = _declared_size(path)
     except UnidentifiedImageError:

@@ -112,7 +112,7 @@ def check_step_memory(cfg, student: torch.nn.Module, dataset, device: torch.devi
     gb = 1 << 30
     parts = (f"ViT activations {est.activations / gb:.1f}, head logits {est.head / gb:.1f}, "
              f"render buffers {est.render / gb:.1f}, optimizer {est.optimizer / gb:.1f}")
-    raise UserError(f"a training step needs about {est.total / gb:.1f} GB ({parts}) but {free / gb:.1f} GB is "
+    raise UserError(f"a training step needs about {est.total / gb:.1f} GiB ({parts}) but {free / gb:.1f} GiB is "
                     f"available on {device.type}; lower image_size (now {cfg.data.image_size}), batch_size (now "
                     f"{cfg.optim.batch_size}), prototypes (now {cfg.method.prototypes}) or render_size (now "
                     f"{cfg.data.render_size}), or pass memory_check=false to try anyway")
