@@ -303,15 +303,15 @@ CASES = [
     Case("--resume: checkpoint.pt with a pickle payload", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
          r"checkpoint.pt: refusing to load this training checkpoint: .* names builtins.exec", _payload("run/checkpoint.pt")),
     Case("--resume: empty checkpoint.pt", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
-         r"checkpoint.pt: the file is empty \(0 bytes\)", _bytes("run/checkpoint.pt")),
+         r"checkpoint.pt: cannot read this training checkpoint: the file is empty \(0 bytes\)", _bytes("run/checkpoint.pt")),
     Case("--resume: truncated checkpoint.pt", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
-         r"checkpoint.pt: the file is truncated or damaged \(1000 bytes", _bytes("run/checkpoint.pt", truncate_of={
+         r"checkpoint.pt: cannot read this training checkpoint: the file is truncated or damaged \(1000 bytes", _bytes("run/checkpoint.pt", truncate_of={
              "w": np.zeros(1000, np.float32)})),
     Case("lifter train --resume: train_state.pt with a pickle payload", _lifter_resume, 2,
          r"train_state.pt: refusing to load this predictor training state: .* names builtins.exec",
          _payload("lrun/train_state.pt")),
     Case("lifter train --resume: truncated train_state.pt", _lifter_resume, 2,
-         r"train_state.pt: the file is truncated or damaged", _bytes("lrun/train_state.pt", truncate_of={"w": np.zeros(1000)})),
+         r"train_state.pt: cannot read this predictor training state: the file is truncated or damaged", _bytes("lrun/train_state.pt", truncate_of={"w": np.zeros(1000)})),
     Case("eval -b weights with a pickle payload", lambda d, t: ["eval", "-b", str(t / "w.pth"), "--data", str(d), "--out",
          str(t / "ev")], 2, r"w.pth: refusing to load this weights file", _payload("w.pth")),  # fmt: skip
     Case("eval -b a ViT-Tiny file that lacks a weight", lambda d, t: ["eval", "-b", str(t / "tiny.pth"), "--data", str(d),

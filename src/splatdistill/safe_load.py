@@ -56,7 +56,7 @@ def _global_name(obj: Any) -> str:
     return obj[1] if isinstance(obj, tuple) else f"{obj.__module__}.{obj.__qualname__}"
 
 
-def _check_container(path: Path) -> None:
+def _check_container(path: Path, what: str) -> None:
     """Empty, truncated or not a torch file at all: said in words before unpickling anything."""
     if not path.exists():
         raise UserError("no such file", path)
@@ -64,15 +64,16 @@ def _check_container(path: Path) -> None:
         raise UserError("expected a file, got a directory" if path.is_dir() else "not a regular file", path)
     size = path.stat().st_size
     if size == 0:
-        raise UserError("the file is empty (0 bytes): an interrupted copy or write?", path)
+        raise UserError(f"cannot read this {what}: the file is empty (0 bytes): an interrupted copy or write?", path)
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head.startswith(b"PK"):
         if not zipfile.is_zipfile(path):
-            raise UserError(f"the file is truncated or damaged ({size} bytes; its zip directory is missing): "
-                            "an interrupted copy or write?", path)
+            raise UserError(f"cannot read this {what}: the file is truncated or damaged ({size} bytes; its zip "
+                            "directory is missing): an interrupted copy or write?", path)
     elif not head.startswith(b"\x80"):
-        raise UserError("not a PyTorch file (neither torch.save's zip nor its legacy pickle format)", path)
+        raise UserError(f"cannot read this {what}: not a PyTorch file (neither torch.save's zip nor its legacy "
+                        "pickle format)", path)
 
 
 def _unlisted_globals(path: Path, allow: Sequence[Any]) -> list[str]:
@@ -107,7 +108,7 @@ def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), fore
     caller that wants a small part). ``require``: keys the loaded dict must have (else it is another kind
     of file). Damage, a refused object or a missing key is a one-line UserError."""
     path = Path(path)
-    _check_container(path)
+    _check_container(path, what)
     extra = _unlisted_globals(path, allow)
     if extra and not foreign:
         raise UserError(f"refusing to load this {what}: besides tensors and plain data it names "

@@ -56,7 +56,7 @@ def image_header(path: Path) -> tuple[int, int, str]:
     except UnidentifiedImageError:
         raise UserError("not an image (PIL does not recognise its format)", path) from None
     except Exception as exc:  # PIL raises many types for a file that is not an image
-        raise UserError(f"cannot read as an image, truncated or damaged ({type(exc).__name__}: {str(exc)[:80]})",
+        raise UserError(f"broken image file, truncated or damaged ({type(exc).__name__}: {str(exc)[:80]})",
                         path) from None
     if w * h > MAX_IMAGE_PIXELS:
         raise UserError(f"image declares {w}x{h} pixels ({w * h / 1e6:.0f} MP), over splatdistill's limit of "
