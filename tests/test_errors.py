@@ -154,7 +154,133 @@ def _frames(data, tmp, mp):
     (tmp / "frames").mkdir()
     for i in range(2):
         Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp / "frames" / f"image_{i:04d}.png")
-        Image.fromarray(np.full((6, 8), 1000, np.uint16)).save(tmp / "frames" / f"depth_{i:04d}.png")
+        Image.fromarray(np.full((6, 8), 2000, np.uint16)).save(tmp / "frames" / f"depth_{i:04d}.png")
+
+
+# ---- issue 33: files that must not run code, damaged files, implausible calibration and sizes ---------------
+
+def _payload(name: str, base: dict | None = None):
+    """``name`` under the scratch folder: a torch file whose unpickling would create <dir>/MARKER."""
+    def setup(data, tmp, mp):
+        from test_safe_load import payload_file
+
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        payload_file(tmp / name, tmp / "MARKER", base)
+    return setup
+
+
+def _bytes(name: str, content: bytes = b"", truncate_of: dict | None = None):
+    """``name`` holding ``content``, or the first 1,000 bytes of a torch file of ``truncate_of``."""
+    def setup(data, tmp, mp):
+        import io
+
+        import torch
+
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        if truncate_of is not None:
+            buf = io.BytesIO()
+            torch.save(truncate_of, buf)
+            (tmp / name).write_bytes(buf.getvalue()[:1000])
+        else:
+            (tmp / name).write_bytes(content)
+    return setup
+
+
+def _png_header(path: Path, w: int, h: int) -> None:
+    """A PNG that declares ``w`` x ``h`` (8-bit grey) with one row of data: header checks see its size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * (w + 1))) + chunk(b"IEND", b""))
+
+
+def _frames8(data, tmp, mp):
+    from PIL import Image
+
+    _frames(data, tmp, mp)
+    for i in range(2):
+        Image.fromarray(np.full((6, 8), 40, np.uint8)).save(tmp / "frames" / f"depth_{i:04d}.png")
+
+
+def _frames_sizes(data, tmp, mp):
+    from PIL import Image
+
+    _frames(data, tmp, mp)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp / "frames" / "image_0001.png")
+
+
+def _scannet1500_truncated(data, tmp, mp):
+    (tmp / "sn").mkdir()
+    np.savez(tmp / "sn" / "test.npz", name=np.zeros((300, 4), np.int64))
+    np.savez(tmp / "sn" / "intrinsics.npz", scene0707_00=np.eye(3))
+    raw = (tmp / "sn" / "test.npz").read_bytes()
+    (tmp / "sn" / "test.npz").write_bytes(raw[: len(raw) // 2])
+
+
+def _ade_oversized(data, tmp, mp):
+    from _benchmark_fixtures import write_ade20k
+
+    write_ade20k(tmp, n_train=1, n_val=1)
+    big = tmp / "ADEChallengeData2016" / "images" / "validation" / "ADE_val_00000001.jpg"
+    big.unlink()
+    _png_header(big.with_suffix(".png"), 20000, 20000)
+
+
+def _kitti(damage: str):
+    def setup(data, tmp, mp):
+        from _benchmark_fixtures import write_kitti
+
+        write_kitti(tmp / "kitti", n_train=1, n_test=1)
+        lst = tmp / "kitti" / "kitti_eigen_test.txt"
+        if damage == "focal":
+            lst.write_text(lst.read_text().replace("721.5377", "abc", 1))
+        else:
+            (tmp / "kitti" / "input" / lst.read_text().split()[0]).write_text("not an image\n")
+    return setup
+
+
+def _rooms_huge_png(data, tmp, mp):
+    import shutil
+
+    shutil.copytree(data, tmp / "big")
+    _png_header(sorted((tmp / "big").glob("*/rgb/*"))[0], 12000, 12000)
+
+
+def _tiny_vit_missing_key(data, tmp, mp):
+    import timm
+    import torch
+
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).state_dict()
+    state.pop("blocks.11.mlp.fc2.bias")
+    torch.save(state, tmp / "tiny.pth")
+
+
+def _python_lifter_config(data, tmp, mp):
+    (tmp / "cfg.yaml").write_text('method:\n  lifter: "python:os:getcwd"\n')
+
+
+def _truncated_jpeg(data, tmp, mp):
+    from PIL import Image
+
+    (tmp / "photos").mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (128, 128, 3), np.uint8)).save(tmp / "photos" / f"p{i}.jpg")
+    raw = (tmp / "photos" / "p1.jpg").read_bytes()
+    (tmp / "photos" / "p1.jpg").write_bytes(raw[: len(raw) // 2])
+
+
+def _rgbd(*extra: str) -> Callable[[Path, Path], list[str]]:
+    return lambda d, t: ["data", "from-rgbd", str(t / "frames"), "--out", str(t / "ds"), *extra]
+
+
+LIFTER_RESUME = ["lifter", "train", "--data", "{data}", "--out", "{tmp}/lrun", "--resume", "--steps", "2", "--quiet"]
+
+
+def _lifter_resume(d, t):
+    return [a.format(data=d, tmp=t) for a in LIFTER_RESUME]
 
 
 CASES = [
@@ -233,6 +359,60 @@ CASES = [
          r"--depth-scale must be a number > 0", _frames),  # fmt: skip
     Case("environment SPLATDISTILL_THREADS=abc", _train("out={tmp}/r"), 2, r"SPLATDISTILL_THREADS='abc': expected a positive number",
          lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "abc")),
+    # issue 33: no file runs code when read; damaged files are said in words
+    Case("--resume: checkpoint.pt with a pickle payload", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
+         r"checkpoint.pt: refusing to load this training checkpoint: .* names builtins.exec", _payload("run/checkpoint.pt")),
+    Case("--resume: empty checkpoint.pt", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
+         r"checkpoint.pt: cannot read this training checkpoint: the file is empty \(0 bytes\)", _bytes("run/checkpoint.pt")),
+    Case("--resume: truncated checkpoint.pt", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
+         r"checkpoint.pt: cannot read this training checkpoint: the file is truncated or damaged \(1000 bytes", _bytes("run/checkpoint.pt", truncate_of={
+             "w": np.zeros(1000, np.float32)})),
+    Case("lifter train --resume: train_state.pt with a pickle payload", _lifter_resume, 2,
+         r"train_state.pt: refusing to load this predictor training state: .* names builtins.exec",
+         _payload("lrun/train_state.pt")),
+    Case("lifter train --resume: truncated train_state.pt", _lifter_resume, 2,
+         r"train_state.pt: cannot read this predictor training state: the file is truncated or damaged", _bytes("lrun/train_state.pt", truncate_of={"w": np.zeros(1000)})),
+    Case("eval -b weights with a pickle payload", lambda d, t: ["eval", "-b", str(t / "w.pth"), "--data", str(d), "--out",
+         str(t / "ev")], 2, r"w.pth: refusing to load this weights file", _payload("w.pth")),  # fmt: skip
+    Case("eval -b a ViT-Tiny file that lacks a weight", lambda d, t: ["eval", "-b", str(t / "tiny.pth"), "--data", str(d),
+         "--out", str(t / "ev")], 2, r"missing backbone weights for vit_tiny_patch16_224 \(width 192, depth 12",
+         _tiny_vit_missing_key),  # fmt: skip
+    # from-rgbd calibration
+    Case("from-rgbd with intrinsics 0,0,0,0", _rgbd("--color-intrinsics", "0,0,0,0"), 2,
+         r"the focal lengths fx, fy must be > 0 pixels", _frames),
+    Case("from-rgbd with a NaN focal", _rgbd("--color-intrinsics", "nan,8,3.5,2.5"), 2, r"every number must be finite",
+         _frames),
+    Case("from-rgbd with a principal point far outside", _rgbd("--color-intrinsics", "8,8,400,2.5"), 2,
+         r"image_0000.png: colour intrinsics: principal point \(400, 2.5\) is far outside the 8x6 image", _frames),
+    Case("from-rgbd with --depth-scale 1 on millimetres", _rgbd("--color-intrinsics", "8,8,3.5,2.5", "--depth-scale", "1"),
+         2, r"depth_0000.png: with a depth scale of 1 metres per stored unit the median depth is 2000 m", _frames),
+    Case("from-rgbd with an 8-bit depth PNG", _rgbd("--color-intrinsics", "8,8,3.5,2.5"), 2,
+         r"depth_0000.png: depth PNG is 8-bit \(mode L\)", _frames8),
+    Case("from-rgbd fails during its progress bar", _rgbd("--color-intrinsics", "8,8,3.5,2.5"), 2,
+         r"image_0001.png: image is 8x8 but the first frame is 8x6", _frames_sizes),
+    # paper-suite loaders and image sizes (data check lists problems: exit 1)
+    Case("ScanNet-1500 with a truncated test.npz", lambda d, t: ["data", "check", str(t / "sn")], 1,
+         r"test.npz: cannot read as .npz, truncated or damaged", _scannet1500_truncated),
+    Case("ADE20K image declaring 20000x20000", lambda d, t: ["data", "check", str(t / "ADEChallengeData2016")], 1,
+         r"ADE_val_00000001.png: image declares 20000x20000 pixels \(400 MP\), over splatdistill's limit", _ade_oversized),
+    Case("KITTI focal that is not a number", lambda d, t: ["data", "check", str(t / "kitti")], 1,
+         r"kitti_eigen_test.txt: line 1: the focal length 'abc' is not a number", _kitti("focal")),
+    Case("KITTI entry that is not an image", lambda d, t: ["data", "check", str(t / "kitti")], 1,
+         r"0000000006.png: not an image \(PIL does not recognise its format\)", _kitti("image")),
+    Case("data check of a PNG declaring 12000x12000", lambda d, t: ["data", "check", str(t / "big")], 1,
+         r"0000.png: image declares 12000x12000 pixels \(144 MP\)", _rooms_huge_png),
+    Case("from-images with a truncated JPEG", lambda d, t: ["data", "from-images", str(t / "photos"), "--out",
+         str(t / "ds")], 2, r"p1.jpg: cannot decode image \(image file is truncated", _truncated_jpeg),  # fmt: skip
+    # options
+    Case("threads=4096", _train("out={tmp}/r", "threads=4096"), 2, r"threads=4096: more than \d+ threads"),
+    Case("environment SPLATDISTILL_THREADS=99999", _train("out={tmp}/r"), 2, r"SPLATDISTILL_THREADS=99999: more than \d+",
+         lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "99999")),
+    Case("lr=1e38", _train("out={tmp}/r", "lr=1e38"), 2, r"lr=1e\+38 is over 1e\+30, where AdamW's step overflows float32"),
+    Case("lifter=python: from a config file", lambda d, t: ["train", "--config", str(t / "cfg.yaml"), *_train(
+         "out={tmp}/r")(d, t)[1:]], 2, r"lifter=python:os:getcwd comes from .*cfg.yaml: a python: lifter imports and runs "
+         r"code, so it is taken only from the command line", _python_lifter_config),  # fmt: skip
+    Case("a run shorter than stall_steps that supervises nothing", _train("out={tmp}/r", "min_coverage=1"), 3,
+         r"supervised for 2 steps in a row, every step of the run .*no checkpoint was written|the last checkpoint"),
 ]
 
 _SEEN: dict[str, tuple[str, int, str]] = {}
@@ -273,6 +453,7 @@ def test_bad_input_gives_one_line_and_its_exit_status(case, rooms, tmp_path, mon
         finally:
             while _LOCKS:
                 _LOCKS.pop().release()
+        assert not (tmp_path / "MARKER").exists(), "a pickle payload ran"
         err = capsys.readouterr().err.strip().splitlines()
     assert case.check(tmp_path) is not False, "the command lost a file of the user's"
     errors = [line for line in err if re.match(r"(splatdistill [a-z ]+: )?error: ", line)]

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "splatdistill"
 #: package (or top-level module) -> layer; a module may import only from a lower layer or its own package
 LAYERS = {
     **dict.fromkeys(["errors", "paths"], 0),
-    **dict.fromkeys(["memory", "atomic", "threads", "config"], 1),
+    **dict.fromkeys(["memory", "atomic", "threads", "config", "safe_load"], 1),
     **dict.fromkeys(["__init__", "runs", "run_folder", "report_html", "viz", "devices"], 2),  # viz writes through atomic
     "geometry": 3,
     "render": 4,

@@ -7,6 +7,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from tqdm import tqdm
+
 from splatdistill import __version__
 from splatdistill.commands import COMMAND_MODULES
 from splatdistill.errors import UserError
@@ -26,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """End every live progress bar, so an error starts on a line of its own instead of after a bar."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prepare_openmp()  # the command line's short OpenMP spin-waits, before torch loads (never on a plain import)
     parser = build_parser()
@@ -38,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, while it can still be handled
         return status
     except UserError as exc:
+        _close_progress_bars()
         print(f"splatdistill {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

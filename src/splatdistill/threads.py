@@ -63,6 +63,20 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+#: threads per core beyond which a count is refused: far past any speed-up, and thousands of OpenMP
+#: threads crash torch (threads=4096 segfaulted) or fail every worker of a pool
+MAX_THREADS_PER_CORE = 4
+
+
+def check_threads(n: int, source: str) -> int:
+    """``n`` when it is a usable thread count, else a one-line error naming ``source``."""
+    limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if n > limit:
+        raise UserError(f"{source}={n}: more than {limit} threads ({MAX_THREADS_PER_CORE} per core of this "
+                        f"machine's {os.cpu_count() or 1}); use 0 or leave it unset for the cores this process may use")
+    return n
+
+
 def default_threads() -> int:
     """``SPLATDISTILL_THREADS`` when set (a positive integer), else :func:`available_cores`."""
     value = os.environ.get(THREADS_ENV, "").strip()
@@ -73,13 +87,13 @@ def default_threads() -> int:
             n = 0
         if n < 1:
             raise UserError(f"{THREADS_ENV}={value!r}: expected a positive number of threads")
-        return n
+        return check_threads(n, THREADS_ENV)
     return available_cores()
 
 
 def resolve_threads(n: int | None) -> int:
     """A command's ``threads`` option: a positive count as given, 0/None for :func:`default_threads`."""
-    return int(n) if n else default_threads()
+    return check_threads(int(n), "threads") if n else default_threads()
 
 
 def configure_threads(n: int | None = None) -> int:
@@ -99,7 +113,7 @@ def torch_threads(n: int | None):
 
     previous = torch.get_num_threads()
     if n:
-        torch.set_num_threads(n)
+        torch.set_num_threads(check_threads(n, "threads"))
     try:
         yield
     finally:

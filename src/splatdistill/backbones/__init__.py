@@ -147,6 +147,8 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
     except Exception as exc:
         raise UserError(f"cannot build timm architecture {arch!r}: {exc}", path) from None
     expected = model.state_dict()
+    if "embed_dim" in kwargs:  # what the file's shapes say, whatever timm name it is built on
+        arch = f"{arch} (width {kwargs['embed_dim']}, depth {kwargs['depth']}, patch {kwargs['patch_size']})"
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected and not k.startswith(("head.", "fc_norm."))]
     if missing:

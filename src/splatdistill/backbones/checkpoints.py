@@ -13,12 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
+import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from splatdistill.backbones.dinov2_onnx import fuse_qkv, hf_to_timm_key
 from splatdistill.errors import UserError
+from splatdistill.safe_load import load_torch_file
 
 WRAPPER_KEYS = ("state_dict", "model", "student", "teacher", "module", "backbone", "model_state_dict")
 PREFIXES = ("module.", "_orig_mod.", "base_model.model.", "backbone.", "model.", "encoder.", "student.", "teacher.")
@@ -46,14 +48,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return require_finite(load_file(str(path)), path)
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"corrupt safetensors file ({str(exc).splitlines()[0]})", path) from None
+    hint = _run_file_hint(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors of many types
-        hint = _run_file_hint(path)
+        obj = load_torch_file(path, "weights file")
+    except UserError:
         if hint:
             raise UserError(hint, path) from None
-        detail = f": {str(exc).splitlines()[0][:120]}" if isinstance(exc, (RuntimeError, OSError, ValueError)) else ""
-        raise UserError(f"cannot read as a PyTorch checkpoint ({type(exc).__name__}{detail})", path) from None
+        raise
+    if hint and isinstance(obj, Mapping) and {"optimizer", "step"} <= obj.keys():
+        raise UserError(hint, path)
     return require_finite(unwrap_state_dict(obj, path), path)
 
 
@@ -183,4 +186,18 @@ def infer_vit_arch(state: Mapping[str, torch.Tensor]) -> tuple[str, dict]:
         init_values=1e-5 if any(".ls1." in k for k in state) else None, reg_tokens=n_reg,
         no_embed_class=no_embed_class, class_token="cls_token" in state,
     )
-    return "vit_base_patch16_224", kwargs
+    return vit_name(dim, depth, patch, grid * patch), kwargs
+
+
+#: timm's ViT sizes by (width, depth)
+VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large", (1280, 32): "huge"}
+
+
+def vit_name(dim: int, depth: int, patch: int, img_size: int) -> str:
+    """The timm name of a ViT of these shapes, so messages name what the file holds (the kwargs set every
+    shape anyway); an unnamed size builds on vit_base_patch16_224 and is described by its shapes."""
+    size = VIT_SIZES.get((dim, depth))
+    for name in (f"vit_{size}_patch{patch}_{img_size}", f"vit_{size}_patch{patch}_224"):
+        if size and timm.is_model(name):
+            return name
+    return "vit_base_patch16_224"

@@ -45,6 +45,7 @@ from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
+from splatdistill.safe_load import load_torch_file
 from splatdistill.splat.targets import teacher_pixel_features, tokens_from_render
 
 FIELD_VERSION = 1
@@ -135,11 +136,8 @@ class FeatureField(nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> tuple["FeatureField", dict[str, Any]]:
-        try:
-            doc = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"unreadable fit3d field ({type(exc).__name__})", path) from None
-        if doc.get("version") != FIELD_VERSION:
+        doc = load_torch_file(path, "fit3d field cache")
+        if not isinstance(doc, dict) or doc.get("version") != FIELD_VERSION:
             raise UserError("fit3d field from another version; delete it to refit", path)
         st = doc["state"]
         geo = Gaussians(st["means"], st["covariances"], st["opacities"], st["means"][:, :0])

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.config is None:
         saved = resumed_config(out)  # the checkpoint's own settings, unless overridden
     cfg = config_from_args(TrainConfig, args, flags, args.config, defaults=saved)
+    python_lifter_from_command_line(cfg.method.lifter, args.overrides, args.config or out / "checkpoint.pt")
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
@@ -46,20 +47,27 @@ def run(args: argparse.Namespace) -> int:
         return _train(cfg, args)
 
 
+def python_lifter_from_command_line(lifter: str, overrides, source) -> None:
+    """A ``python:`` lifter imports and runs a module, so it is taken from the command line only: a config
+    file or a shared run folder's checkpoint that names one must not run code unasked."""
+    from splatdistill.errors import UserError
+
+    if lifter.startswith("python:") and not any(o.split("=", 1)[0].endswith("lifter") and o.split("=", 1)[-1] == lifter
+                                               for o in overrides):
+        raise UserError(f"lifter={lifter} comes from {source}: a python: lifter imports and runs code, so it is taken "
+                        f"only from the command line; add lifter={lifter} to the command to run it")
+
+
 def resumed_config(out) -> dict:
     """The config stored in ``<out>/checkpoint.pt``: authoritative on ``--resume`` (config.yaml is a copy
     for people; a truncated or edited one must not change the run)."""
-    import torch
-
     from splatdistill.errors import UserError
+    from splatdistill.safe_load import NUMPY_ARRAYS, load_torch_file
 
     path = out / "checkpoint.pt"
     if not path.is_file():
         raise UserError("no checkpoint to resume from (expected checkpoint.pt in the run folder)", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:
-        raise UserError(f"unreadable checkpoint ({type(exc).__name__}); delete it to start over", path) from None
+    state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS, mmap=True)  # numpy: the RNG state
     config = state.get("config") if isinstance(state, dict) else None
     if not isinstance(config, dict):
         raise UserError("the checkpoint holds no training config; is it a splatdistill train checkpoint?", path)

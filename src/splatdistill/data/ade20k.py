@@ -18,11 +18,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from splatdistill.errors import UserError
 
-from .io import read_ids, read_rgb
+from .io import image_header, read_ids, read_rgb
 from .scene import Scene, ViewData, ViewRecord
 
 FOLDER = "ADEChallengeData2016"
@@ -88,8 +87,7 @@ def label_folder_scene(root: Path, image_dir: str, label_dir: str, split: str, n
         label = root / label_dir / f"{im.stem}.png"
         if not label.is_file():
             raise UserError(f"{im.name} has no {label_dir}/{label.name}", root)
-        with Image.open(im) as fh:
-            w, h = fh.size
+        w, h, _ = image_header(im)
         K = nominal_K(w, h)
         views.append(ViewRecord(im.stem, K, np.eye(4), w, h, _loader(im, label, K, im.stem, num_classes)))
     if not views:

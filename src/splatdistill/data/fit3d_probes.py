@@ -29,7 +29,7 @@ from PIL import Image
 from splatdistill.errors import UserError
 
 from .ade20k import label_folder_scene, nominal_K
-from .io import depth_list_lines, read_depth, read_rgb
+from .io import depth_list_lines, image_header, read_depth, read_rgb
 from .scene import Scene, ViewData, ViewRecord
 
 
@@ -113,8 +113,7 @@ def load_probe_set(path: str | Path, layout_name: str) -> list[Scene]:
             continue
         views = []
         for image, depth in read_depth_list(f, root):
-            with Image.open(image) as im:
-                w, h = im.size
+            w, h, _ = image_header(image)
             if layout.depth_size is not None:
                 h, w = layout.depth_size
             name = str(image.relative_to(root).with_suffix(""))

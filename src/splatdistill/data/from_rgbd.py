@@ -26,6 +26,8 @@ from .native import write_scene, write_view_files
 from .odometry import OdometryOptions, estimate_poses
 from .rgbd import (
     RGBDSequence,
+    check_depth_scale,
+    check_principal_point,
     color_depth,
     pair_files,
     parse_intrinsics,
@@ -77,7 +79,23 @@ def read_sequence(path: Path, cal: Calibration, every: int = 1) -> RGBDSequence:
         f.cam_to_world = None
     if len(seq.frames) < 2:
         raise UserError(f"an RGB-D sequence needs at least 2 frames, found {len(seq.frames)}", path)
+    check_calibration(seq, cal, plain=not (tum.is_tum(path) or sevenscenes.is_sevenscenes(path)))
     return seq
+
+
+def check_calibration(seq: RGBDSequence, cal: Calibration, plain: bool) -> None:
+    """The user's intrinsics fit the first frame's images, and the depth scale (the user's, or a plain
+    folder's default) gives depths a camera can see. A layout's own calibration is its authors'."""
+    first = seq.frames[0]
+    if cal.color_intrinsics is not None:
+        check_principal_point(seq.K_color, *io.image_size(first.color), "colour intrinsics", first.color)
+    if cal.depth_scale is None and not plain and cal.depth_intrinsics is None:
+        return
+    depth = read_metric_depth(seq, first)
+    if cal.depth_intrinsics is not None or cal.color_intrinsics is not None:
+        check_principal_point(seq.K_depth, depth.shape[1], depth.shape[0], "depth intrinsics", first.depth)
+    if cal.depth_scale is not None or plain:
+        check_depth_scale(depth, seq.depth_scale, first.depth)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

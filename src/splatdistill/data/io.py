@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from splatdistill.atomic import atomic_write_bytes
 from splatdistill.errors import UserError
 
 DEPTH_SCALE = 4000.0  # 16-bit depth PNG units per metre (0.25 mm steps, up to 16.38 m)
+#: the largest image splatdistill decodes (a 61 MP photo fits); a header declaring more is refused before
+#: decoding, since one 12000x12000 PNG alone needs ~4.5 GB to check (PIL's own bomb limit is 179 MP)
+MAX_IMAGE_PIXELS = 1 << 26
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -37,9 +41,52 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _open(path: Path) -> Image.Image:
+def image_header(path: Path) -> tuple[int, int, str]:
+    """(width, height, PIL mode) from the header alone; refuses non-images and images over
+    :data:`MAX_IMAGE_PIXELS` before any pixel is decoded."""
     if not path.is_file():
         raise UserError("file not found", path)
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning: the cap below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h, mode = im.size[0], im.size[1], im.mode
+    except Image.DecompressionBombError:
+        w, h, mode = _declared_size(path)
+    except UnidentifiedImageError:
+        raise UserError("not an image (PIL does not recognise its format)", path) from None
+    except Exception as exc:  # PIL raises many types for a file that is not an image
+        raise UserError(f"broken image file, truncated or damaged ({type(exc).__name__}: {str(exc)[:80]})",
+                        path) from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise UserError(f"image declares {w}x{h} pixels ({w * h / 1e6:.0f} MP), over splatdistill's limit of "
+                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP; downscale it", path)
+    return w, h, mode
+
+
+def _declared_size(path: Path) -> tuple[int, int, str]:
+    """The size of an image PIL refuses to open (its bomb limit), read with that limit lifted for the header."""
+    old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as im:
+            return im.size[0], im.size[1], im.mode
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def decoded_size(path: Path) -> tuple[int, int]:
+    """(width, height) after decoding every pixel once: a truncated JPEG passes header checks and
+    ``verify()``, and only fails here (or, later, deep inside another library)."""
+    with _open(path) as im:
+        return im.size
+
+
+def image_mode(path: Path) -> str:
+    return image_header(path)[2]
+
+
+def _open(path: Path) -> Image.Image:
+    image_header(path)
     try:
         im = Image.open(path)
         im.load()
@@ -152,8 +199,7 @@ def read_ids(path: Path, offset: int = 0) -> np.ndarray:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header, after checking the whole file decodes structurally."""
-    if not path.is_file():
-        raise UserError("file not found", path)
+    image_header(path)
     try:
         with Image.open(path) as im:
             size = im.size

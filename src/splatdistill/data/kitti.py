@@ -20,11 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from splatdistill.errors import UserError
 
-from .io import depth_list_lines, read_depth, read_rgb
+from .io import depth_list_lines, image_header, read_depth, read_rgb
 from .scene import Scene, ViewData, ViewRecord
 
 SPLIT_FILES = {"train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt", "kitti_train.txt"),
@@ -75,6 +74,16 @@ def _loader(image: Path, depth: Path, K: np.ndarray, name: str):
     return load
 
 
+def _focal(text: str, line: int, list_file: Path) -> float:
+    try:
+        focal = float(text)
+    except ValueError:
+        raise UserError(f"line {line}: the focal length {text!r} is not a number", list_file) from None
+    if not (np.isfinite(focal) and focal > 0):
+        raise UserError(f"line {line}: the focal length must be a number > 0, got {text!r}", list_file)
+    return focal
+
+
 def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
     root = Path(path)
     if not is_kitti(root):
@@ -92,11 +101,10 @@ def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
                 if p is None:
                     raise UserError(f"line {n}: {what} {rel} not found under ROOT, ROOT/input|raw|images or "
                                     "ROOT/gt_depth|data_depth_annotated|depth", f)  # fmt: skip
-            with Image.open(image) as fh:
-                w, h = fh.size
+            w, h, _ = image_header(image)
             top, left = kb_crop_box(h, w)
             day = parts[0].split("/")[0]
-            focal = float(parts[2]) if len(parts) > 2 else 721.5377
+            focal = _focal(parts[2], n, f) if len(parts) > 2 else 721.5377
             fx, cx, cy = P_RECT_02.get(day, (focal, w / 2 - 0.5, h / 2 - 0.5))
             K = np.array([[fx, 0, cx + 0.5 - left], [0, fx, cy + 0.5 - top], [0, 0, 1.0]])
             name = f"{Path(parts[0]).parts[1] if len(Path(parts[0]).parts) > 1 else ''}/{Path(parts[0]).stem}"

@@ -74,8 +74,47 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx + 0.5], [0.0, fy, cy + 0.5], [0.0, 0.0, 1.0]])
 
 
+#: how far the principal point may lie outside the image, as a share of its width/height (a crop of a
+#: larger sensor moves it; farther out, the numbers are not this camera's)
+PRINCIPAL_POINT_MARGIN = 0.5
+#: the median depth (metres) of a first frame that a depth scale can give; outside it the scale is wrong
+PLAUSIBLE_DEPTH_M = (0.01, 1000.0)
+
+
 def parse_intrinsics(spec: str) -> np.ndarray:
-    """``fx,fy,cx,cy`` (OpenCV convention), or a file: ViSP XML (``<camera><px>...``), a 3x3 matrix, or 4 numbers."""
+    """``fx,fy,cx,cy`` (OpenCV convention), or a file: ViSP XML (``<camera><px>...``), a 3x3 matrix, or 4 numbers.
+    Refuses non-finite numbers and focal lengths that are not > 0."""
+    K = _parse_intrinsics(spec)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2] - 0.5, K[1, 2] - 0.5
+    shown = f"fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g}"
+    if not np.all(np.isfinite(K)):
+        raise UserError(f"intrinsics {spec!r}: every number must be finite, got {shown}")
+    if fx <= 0 or fy <= 0:
+        raise UserError(f"intrinsics {spec!r}: the focal lengths fx, fy must be > 0 pixels, got {shown}")
+    return K
+
+
+def check_principal_point(K: np.ndarray, width: int, height: int, what: str, path: Path) -> None:
+    """The principal point must lie in the ``width`` x ``height`` image or within the stated margin of it."""
+    m = PRINCIPAL_POINT_MARGIN
+    cx, cy = K[0, 2], K[1, 2]
+    if not (-m * width <= cx <= (1 + m) * width and -m * height <= cy <= (1 + m) * height):
+        raise UserError(f"{what}: principal point ({cx - 0.5:g}, {cy - 0.5:g}) is far outside the {width}x{height} "
+                        f"image (allowed: within {m:.0%} of its size beyond the edges); are fx,fy,cx,cy in pixels "
+                        "of this image, in that order?", path)
+
+
+def check_depth_scale(depth_m: np.ndarray, scale: float, path: Path) -> None:
+    """A first frame's median depth far outside :data:`PLAUSIBLE_DEPTH_M` means the scale is wrong."""
+    valid = depth_m[depth_m > 0]
+    lo, hi = PLAUSIBLE_DEPTH_M
+    if valid.size and not lo <= float(np.median(valid)) <= hi:
+        raise UserError(f"with a depth scale of {scale:g} metres per stored unit the median depth is "
+                        f"{float(np.median(valid)):.4g} m, outside {lo:g}-{hi:g} m; give --depth-scale "
+                        "(0.001 for millimetres, 0.0002 for 5000 units per metre, 1 for float metres)", path)
+
+
+def _parse_intrinsics(spec: str) -> np.ndarray:
     nums = re.split(r"[,\s]+", spec.strip())
     if len(nums) == 4 and not Path(spec).exists():
         try:
@@ -146,6 +185,10 @@ def read_raw_depth(path: Path) -> np.ndarray:
         return read_visp_depth(path)
     if path.suffix == ".npy":
         return io.read_depth(path)
+    mode = io.image_mode(path)
+    if mode in ("1", "L", "P", "LA", "RGB", "RGBA"):
+        raise UserError(f"depth PNG is 8-bit (mode {mode}): at most 255 depth steps, which is how depth "
+                        "visualisations are saved; use the sensor's 16-bit depth PNGs (or float .npy in metres)", path)
     return io.read_depth(path, scale=1.0)
 
 

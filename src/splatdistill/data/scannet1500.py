@@ -25,6 +25,8 @@ image, as the matching literature does (ScanNet registers depth to the colour ca
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from PIL import Image
 
 from splatdistill.errors import UserError
 
-from .io import read_depth, read_rgb
+from .io import image_header, read_depth, read_rgb
 from .scene import Scene, ViewData, ViewRecord
 
 PAIRS_FILE = "scannet_test_pairs_with_gt.txt"
@@ -118,8 +120,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read as .npz ({type(exc).__name__}: {str(exc)[:100]})", path) from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise UserError(f"cannot read as .npz, truncated or damaged ({type(exc).__name__}: {str(exc)[:100]})", path) from None
 
 
 def _read_pose(path: Path) -> np.ndarray:
@@ -178,8 +180,7 @@ def load_scannet1500(path: str | Path, max_pairs: int | None = None) -> list[Sce
             for need in (color, depth_path(color)):
                 if not need.is_file():
                     raise UserError(f"pair {k + 1}: {need.relative_to(root)} not found ({layout})", root)
-            with Image.open(color) as im:
-                w, h = im.size
+            w, h, _ = image_header(color)
             Ks = scaled_K(K, w, h)
             name = f"{Path(rel).parts[-3] if len(Path(rel).parts) >= 3 else ''}/{color.stem}"
             views.append(ViewRecord(name, Ks, pose, *STANDARD_SIZE, _view_loader(color, K, pose, name)))

@@ -60,7 +60,7 @@ def list_photos(folder: Path) -> list[Path]:
         raise UserError(f"structure from motion needs at least 2 photos of the scene, found {len(photos)} "
                         f"({', '.join(PHOTO_SUFFIXES)})", folder)  # fmt: skip
     for p in photos:
-        io.image_size(p)  # raises naming a broken file
+        io.decoded_size(p)  # raises naming a broken or truncated file, before COLMAP reads it
     return photos
 
 

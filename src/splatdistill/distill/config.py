@@ -25,6 +25,10 @@ from splatdistill.data.views import parse_size
 from splatdistill.distill.student import LoraSettings
 from splatdistill.errors import UserError
 from splatdistill.splat.lifter import SplatSettings
+from splatdistill.threads import check_threads
+
+#: the largest learning rate AdamW's float32 step takes (lr / (1 - beta1) must stay under 3.4e38)
+MAX_LR = 1e30
 
 LossName = Literal["dino", "cosine", "l1", "mse"]
 LOSSES = ("dino", "cosine", "l1", "mse")
@@ -150,6 +154,8 @@ class RunConfig:
     # consecutive steps: the targets cover nothing (no depth, wrong poses, views that do not overlap)
     stall_share: float = 0.05
     stall_steps: int = 50  # 0 = off
+    # estimate a step's memory before training and refuse when it cannot fit (distill.memory_check)
+    memory_check: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes stored with the run
 
 
@@ -215,6 +221,9 @@ class TrainConfig:
             raise UserError(f"lr must be a finite number > 0, got {o.lr}")
         if o.head_lr is not None and not (math.isfinite(o.head_lr) and o.head_lr >= 0):
             raise UserError(f"head_lr must be a finite number >= 0 (0 fixes the head), got {o.head_lr}")
+        for name, lr in (("lr", o.lr), ("head_lr", o.head_lr or 0.0)):
+            if lr > MAX_LR:  # AdamW's first step is lr / (1 - 0.9): a float32 overflow, not a divergence
+                raise UserError(f"{name}={lr:g} is over {MAX_LR:g}, where AdamW's step overflows float32")
         ranges = [("lora_dropout", lora.dropout, 0.0, 1.0, False), ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
                   ("min_coverage", s.min_coverage, 0.0, 1.0, True),
                   ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True)]
@@ -232,6 +241,7 @@ class TrainConfig:
             raise UserError(f"precision must be auto, bf16, fp16 or fp32, got {r.precision!r}")
         if r.threads < 0:
             raise UserError(f"threads must be >= 0 (0: the cores this process may use), got {r.threads}")
+        check_threads(r.threads, "threads")
         if o.schedule == "budget" and o.max_minutes <= 0:
             raise UserError("schedule=budget runs the schedule over the time budget: set max_minutes > 0")
         if m.consistency_weight > 0 and d.num_targets < 2:

@@ -35,6 +35,7 @@ from splatdistill.distill.distributed import (
     sample_indices,
 )
 from splatdistill.distill.heads import update_center as update_center_
+from splatdistill.distill.memory_check import check_step_memory
 from splatdistill.distill.parts import (
     SnDModel,
     StepTimes,
@@ -70,6 +71,7 @@ from splatdistill.runs import (
     rng_state,
     set_rng_state,
 )
+from splatdistill.safe_load import NUMPY_ARRAYS, load_torch_file
 from splatdistill.splat import SplatSettings, splat_targets
 from splatdistill.threads import configure_threads, default_threads
 
@@ -119,6 +121,7 @@ class Trainer:
                             f"{cfg.data.split!r})")
         student, self._fixed_teacher = build_student(cfg)
         self.student = student.to(self.device)
+        check_step_memory(cfg, self.student, self.dataset, self.device)  # before any big buffer
         m = cfg.method
         if self._fixed_teacher is not None:  # student of another architecture: the original teacher, fixed
             self.teacher = EMATeacher(self.student, momentum=1.0, every=m.ema_every,
@@ -151,6 +154,7 @@ class Trainer:
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run (schedule=budget)
         self.budget: TimeBudget | None = None  # this session's clock (set by fit)
         self._low_steps = 0  # consecutive steps with (almost) no supervised token
+        self._session_steps = 0  # steps run by this process (a resumed run counts from its resume)
         self._val_dataset = None
         if resume:
             self.load_checkpoint()
@@ -240,10 +244,7 @@ class Trainer:
         path = self.checkpoint_path
         if not path.is_file():
             raise UserError("no checkpoint to resume from (expected checkpoint.pt in the run folder)", path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"unreadable checkpoint ({type(exc).__name__})", path) from None
+        state = load_torch_file(path, "training checkpoint", allow=NUMPY_ARRAYS, require=("config", "student", "rng"))
         saved = TrainConfig.from_dict(state.get("config", {}), source=str(path)).to_dict()
         mine = self.cfg.to_dict()
         for group, key in (("model", "backbone"), ("model", "student"), ("method", "targets"), ("method", "loss"), ("method", "prototypes"), ("method", "head_hidden"),
@@ -398,12 +399,14 @@ class Trainer:
         """Stop a run whose targets supervise (almost) nothing instead of training nothing in silence."""
         r = self.cfg.run
         self._low_steps = self._low_steps + 1 if metrics["supervised_tokens"] < r.stall_share else 0
-        if r.stall_steps > 0 and self._low_steps >= r.stall_steps:
+        self._session_steps += 1  # a run shorter than stall_steps that never supervised anything stalled too
+        whole_run = self.step >= self.cfg.optim.steps and self._low_steps == self._session_steps
+        if r.stall_steps > 0 and (self._low_steps >= r.stall_steps or whole_run):
             kept = (f"the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.is_file()
                     else "no checkpoint was written")
             raise TrainingStalled(
                 f"under {r.stall_share:.0%} of the target tokens were supervised for {self._low_steps} steps in a "
-                f"row (last {metrics['supervised_tokens']:.1%}): the splatted targets cover almost nothing. Likely "
+                f"row{', every step of the run' if whole_run else ''} (last {metrics['supervised_tokens']:.1%}): the splatted targets cover almost nothing. Likely "
                 "causes: no depth for the lifter, wrong poses or camera conventions, or context and target views "
                 f"that do not overlap; {kept}")
 

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
+from splatdistill.safe_load import load_torch_file
 
 DEFAULT_NEAR, DEFAULT_FAR = 1.0, 100.0
 EXPERIMENT = "re10k"  # the released checkpoints' experiment (acid's encoder is the same)
@@ -108,7 +109,7 @@ class MVSplatLifter:
 def read_checkpoint_state(checkpoint: Path) -> dict[str, Tensor]:
     """The checkpoint's state dict: a Lightning checkpoint's ``state_dict`` (or a bare state dict).
     One small function, so that the checkpoint's loading stays in one place."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_torch_file(checkpoint, "MVSplat checkpoint", foreign=True)  # a Lightning file: only its tensors
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 

@@ -53,6 +53,7 @@ from splatdistill.lifters.predictor import (
 )
 from splatdistill.run_folder import owned_training_folder
 from splatdistill.runs import TimeBudget, warmup_cosine
+from splatdistill.safe_load import load_torch_file
 from splatdistill.threads import torch_threads
 
 STATE_NAME = "train_state.pt"
@@ -145,6 +146,8 @@ class _PredictorRun:
         self.state_path = self.out / STATE_NAME
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
+        state = load_torch_file(self.state_path, "predictor training state", require=("model", "optimizer", "step",
+                                "elapsed", "config")) if resume else None  # a damaged one stops before any work
         self.t_start = time.perf_counter()
         init = load_predictor(resolve_predictor(cfg.init)) if cfg.init else None
         if init is not None:  # fine-tuning keeps the initial predictor's architecture
@@ -187,8 +190,7 @@ class _PredictorRun:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, elapsed_before = 0, 0.0
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        if state is not None:
             if state["config"]["features"] != cfg.features or state["config"]["channels"] != cfg.channels:
                 raise UserError("cannot resume: the run was trained with another features/channels setting",
                                 self.state_path)
