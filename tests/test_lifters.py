@@ -102,8 +102,11 @@ def test_short_training_beats_constant_depth_on_held_out_rooms(trained):
     out, res = trained
     ho = res["held_out"]
     assert ho["views"] > 0 and set(ho["splits"]) == {"val", "test"}
-    assert ho["predictor"]["abs_rel"] < ho["constant_depth"]["abs_rel"] - 0.01, ho
-    assert ho["predictor"]["delta1"] > ho["constant_depth"]["delta1"], ho
+    # the constant a depth-blind model could learn from the training views (lifter eval's constant_depth is
+    # now the held-out views' own median, an oracle that a 120-step predictor on one tiny scene need not beat)
+    constant = ho["constant_train_median"]
+    assert ho["predictor"]["abs_rel"] < constant["abs_rel"] - 0.01, ho
+    assert ho["predictor"]["delta1"] > constant["delta1"], ho
     log = [line for line in (out / "log.jsonl").read_text().splitlines() if line]
     assert len(log) == 120
     first = np.mean([json.loads(x)["depth"] for x in log[:5]])
