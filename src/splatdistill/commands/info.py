@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     best = resolve_device("auto")
     print("device and precision per command (defaults: device=auto, precision=auto; docs/gpu.md):")
-    for command, precision in (("train, bench step", resolve_precision("auto", best)), ("eval, bench render", "fp32")):
+    for command, precision in (("train, bench step", resolve_precision("auto", best)), ("eval, bench render", "fp32"),
+                               ("lifter train, eval, check", "fp32")):
         print(f"  {command:32s} {describe(best, precision)}")
-    print(f"  {'lifter train, lifter eval':32s} cpu, fp32 (no device option yet)")
     import os
 
     from splatdistill.threads import available_cores, default_threads

@@ -86,6 +86,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: see --print-config)")
+    p.add_argument("--device", default=None, help="where the predictor trains: auto (default: CUDA when present), "
+                   "cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -106,6 +108,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", help="where the predictor (and its guide backbone) runs: auto "
+                   "(default: CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--quiet", "-q", action="store_true")
 
 
@@ -132,6 +136,9 @@ def add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=112, help="lifting resolution (default %(default)s)")
     p.add_argument("--backbone", default="dinov2_vits14",
                    help="teacher, for predictors that match on its features (default %(default)s)")
+    p.add_argument("--device", default="auto", help="where the pair is lifted and splatted: auto (default: CUDA "
+                   "when present), cpu, cuda or cuda:N (predictor and mvsplat lifters run there; a Depth Anything "
+                   "model stays on the CPU)")
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
 
 
@@ -208,7 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
              "steps": args.steps, "minutes": args.minutes, "batch_size": args.batch_size, "lr": args.lr,
              "image_size": args.image_size, "num_depths": args.depths, "near": args.near, "far": args.far,
              "channels": args.channels, "eval_pairs": args.eval_pairs, "supervision": args.supervision, "init": args.init, "checkpoint_every": args.checkpoint_every,
-             "seed": args.seed, "threads": args.threads, "progress": _progress(args)}
+             "seed": args.seed, "threads": args.threads, "device": args.device, "progress": _progress(args)}
     cfg = config_from_args(LifterTrainConfig, args, flags)
     if args.print_config:
         print(dump_yaml(cfg), end="")
@@ -229,7 +236,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     res = evaluate_saved_predictor(args.predictor, args.data, splits, args.pairs, args.backbone, args.seed,
-                                   _progress(args), args.threads, args.planes)
+                                   _progress(args), args.threads, args.planes, args.device)
+    print(f"device: {res['device']}")
     if res.get("planes"):
         print(f"depth planes: {res['planes']}")
     if res.get("guide_backbone"):
@@ -290,10 +298,12 @@ def run_lift(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from splatdistill.devices import resolve_device
     from splatdistill.lifters import build_lifter
     from splatdistill.lifters.check import check_lifter, format_report
     from splatdistill.splat import SplatSettings
 
+    device = resolve_device(args.device)  # a device this machine lacks stops here, before any loading
     scenes = _scenes(args.data, [args.scene] if args.scene else None)
     if not scenes:
         raise UserError("no scenes", args.data)
@@ -303,11 +313,12 @@ def run_check(args: argparse.Namespace) -> int:
     if getattr(getattr(lifter, "config", None), "uses_backbone", False):
         from splatdistill.backbones import load_backbone
 
-        backbone = load_backbone(args.backbone).eval()
+        backbone = load_backbone(args.backbone, device=device).eval()
     context = [int(v) for v in args.views.split(",")] if args.views else None
     scene_ctx = lifter.use_scene(scenes[0].name) if hasattr(lifter, "use_scene") and not lifter.single else nullcontext()
     with scene_ctx:
-        report = check_lifter(lifter, scenes[0], args.spec, context, args.target, args.size, backbone, settings)
+        report = check_lifter(lifter, scenes[0], args.spec, context, args.target, args.size, backbone, settings,
+                              device)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=1))

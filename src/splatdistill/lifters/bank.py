@@ -41,8 +41,11 @@ class ViewBank:
 def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=None, backbone_size: int = 224,
               progress: bool = True, desc: str = "views", need_depth: bool = True) -> ViewBank:
     """Load and resize every view; with ``backbone``, also its patch features (from a ``backbone_size``
-    copy of the full-resolution image, as the Splat-and-Distill teacher sees it)."""
+    copy of the full-resolution image, as the Splat-and-Distill teacher sees it), computed on the
+    backbone's device and kept on the CPU with the rest of the bank (batches go to the device per step)."""
     views, index, rows, tokens = [], [], [], []
+    param = next(backbone.parameters(), None) if backbone is not None else None
+    device = param.device if param is not None else torch.device("cpu")
     total = sum(len(s) for s in scenes)
     bar = tqdm(total=total, desc=f"loading {desc}", unit="view", disable=not progress, leave=False)
     pending: list[Tensor] = []
@@ -50,7 +53,7 @@ def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=Non
     def flush() -> None:
         if pending:
             with torch.no_grad():
-                tokens.append(backbone.patch_features(torch.stack(pending)).half())
+                tokens.append(backbone.patch_features(torch.stack(pending).to(device)).half().cpu())
             pending.clear()
 
     for si, scene in enumerate(scenes):
@@ -132,6 +135,7 @@ def snd_context_pairs(bank: ViewBank, per_scene: int, seed: int = 0) -> list[tup
 
 
 def batch_from_pairs(bank: ViewBank, pairs: Sequence[tuple[int, int]], device=None) -> dict[str, Tensor]:
+    """The bank rows of ``pairs`` as (B, 2, ...) tensors on ``device`` (None: where the bank is)."""
     idx = torch.tensor([list(p) for p in pairs])  # (B, 2)
     out = {"images": bank.images[idx], "depths": bank.depths[idx], "Ks": bank.Ks[idx], "viewmats": bank.viewmats[idx]}
     if bank.normals is not None:

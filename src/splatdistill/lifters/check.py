@@ -54,8 +54,8 @@ def gaussian_depths(g: Gaussians, cameras: Cameras, pixels: int) -> list[np.ndar
     """z of each Gaussian in its context camera: pixel-aligned lifters (``len(g) == V * pixels``) give view ``v``
     Gaussians ``v*pixels .. (v+1)*pixels``; other lifters (PLY) are measured in every context camera."""
     V = cameras.viewmats.shape[0]
-    means = g.means.detach().double()
-    vm = cameras.viewmats.double()
+    means = g.means.detach().double().cpu()
+    vm = cameras.viewmats.double().cpu()
     out = []
     for v in range(V):
         pts = means[v * pixels:(v + 1) * pixels] if len(g) == V * pixels else means
@@ -64,8 +64,8 @@ def gaussian_depths(g: Gaussians, cameras: Cameras, pixels: int) -> list[np.ndar
 
 
 def target_alpha(g: Gaussians, camera: Cameras, renderer: str = "auto") -> Tensor:
-    """Alpha of the Gaussians splatted into one camera (H, W)."""
-    ones = torch.ones(len(g), 1, dtype=g.means.dtype)
+    """Alpha of the Gaussians splatted into one camera (H, W), on the Gaussians' device."""
+    ones = torch.ones(len(g), 1, dtype=g.means.dtype, device=g.means.device)
     _, alpha = render_features(g.means, g.covariances, g.opacities, ones, camera.viewmats, camera.Ks,
                                camera.width, camera.height, backend=renderer)
     return alpha[0]
@@ -81,26 +81,30 @@ def default_views(scene: Scene) -> tuple[list[int], int]:
 
 
 def check_lifter(lifter: Any, scene: Scene, spec: str, context: list[int] | None = None, target: int | None = None,
-                 size: int = 112, backbone: Any = None, settings: SplatSettings | None = None) -> CheckReport:
-    """Lift ``context`` views of ``scene`` with ``lifter`` at ``size`` and measure the result (docstring above)."""
+                 size: int = 112, backbone: Any = None, settings: SplatSettings | None = None,
+                 device: torch.device | str = "cpu") -> CheckReport:
+    """Lift ``context`` views of ``scene`` with ``lifter`` at ``size`` and measure the result (docstring above).
+    The views (images, cameras, teacher features) go to ``device`` before lifting; a learned predictor
+    runs where its inputs are, and the target view is splatted there too."""
     settings = settings or SplatSettings()
     d_ctx, d_tgt = default_views(scene)
     context = list(context) if context is not None else d_ctx
     target = d_tgt if target is None else int(target)
     sv: SceneViews = load_scene_views(scene, context + [target], size, backbone)
+    sv = SceneViews(sv.views.to(device), None if sv.features is None else sv.features.to(device), sv.teacher_seconds)
     pair = SceneViews(sv.views[:len(context)], None if sv.features is None else sv.features[:len(context)])
     with torch.no_grad():
         g = lift_scene(pair, lifter, carry="auto", chunk=len(context))
     H, W = pair.images.shape[-2:]
     depths = gaussian_depths(g, pair.cameras, H * W)
-    op = g.opacities.detach().double().numpy()
+    op = g.opacities.detach().double().cpu().numpy()
     opacity = _stats(op) | {"mean": float(op.mean()) if op.size else float("nan"),
                             "share_ge_0.5": float((op >= 0.5).mean()) if op.size else 0.0}
     alpha = target_alpha(g, sv.views[len(context):].cameras, settings.renderer)
     report = CheckReport(spec, scene.name, context, target, (int(H), int(W)), len(g), [_stats(d) for d in depths],
                          opacity, float((alpha > COVERED_ALPHA).double().mean()), float((alpha > 1e-3).double().mean()))
     if pair.views.has_depth and len(g) == len(context) * H * W:
-        gt = pair.depths.double().numpy().reshape(len(context), -1)
+        gt = pair.depths.double().cpu().numpy().reshape(len(context), -1)
         report.depth_abs_rel = [float(np.mean(np.abs(d[m] - t[m]) / t[m])) if (m := t > 0).any() else float("nan")
                                 for d, t in zip(depths, gt)]
     if getattr(lifter, "last_fit", None):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from splatdistill.backbones import load_backbone
 from splatdistill.data import colmap, load_dataset, load_splits
 from splatdistill.data.sampler import SamplerConfig, ViewSampler
+from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
 from splatdistill.lifters.predictor import (
     PLANE_MODES,
@@ -134,22 +135,23 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
     cost-volume estimate alone, and of a constant depth (``constant_depth``, default the median ground
     truth of the evaluated views; with ``train_median`` also that constant, the training data's median).
     ``bank.tokens`` are the guide features when the predictor matches on
-    backbone features."""
+    backbone features. The pairs run on the model's device; the errors are computed on the CPU in float64."""
     if not pairs:
         raise UserError("no view pairs to evaluate on (the scenes' views do not overlap)")
     model.eval()
+    device = next(model.parameters()).device
     preds, coarse, gts, scene_of = [], [], [], []
     t0 = time.perf_counter()
     for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
         chunk = pairs[s: s + batch_size]
         scene_of += [bank.scenes[bank.index[r][0]].name for pair in chunk for r in pair]
-        b = batch_from_pairs(bank, chunk)
+        b = batch_from_pairs(bank, chunk, device)
         out = model(b["images"], b["Ks"], b["viewmats"], b.get("guide"))
-        preds.append(out.depth.flatten(0, 1).numpy())
+        preds.append(out.depth.flatten(0, 1).cpu().numpy())
         up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b["depths"].shape[-2:], mode="bilinear",
                            align_corners=False)[:, 0].unflatten(0, out.coarse_t.shape[:2])
-        coarse.append(out.depth_of(up, model.config).flatten(0, 1).numpy())
-        gts.append(b["depths"].flatten(0, 1).numpy())
+        coarse.append(out.depth_of(up, model.config).flatten(0, 1).cpu().numpy())
+        gts.append(b["depths"].flatten(0, 1).cpu().numpy())
     seconds = time.perf_counter() - t0
     pred, gt = np.concatenate(preds), np.concatenate(gts)
     if not (gt > 0).any():
@@ -168,17 +170,20 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
 
 def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequence[str] = ("val", "test"),
                              pairs_per_scene: int = 6, backbone: str | None = None, seed: int = 0,
-                             progress: bool = True, threads: int = 1, planes: str | None = None) -> dict[str, Any]:
+                             progress: bool = True, threads: int = 1, planes: str | None = None,
+                             device: str = "auto") -> dict[str, Any]:
     """Depth errors of a saved predictor on ``data`` (see the module docstring). ``backbone`` swaps the
     guide features' backbone (e.g. a Splat-and-Distill teacher); ``planes`` overrides where its planes
-    go ("fixed" / "baseline", :class:`~splatdistill.lifters.predictor.PredictorConfig`)."""
+    go ("fixed" / "baseline", :class:`~splatdistill.lifters.predictor.PredictorConfig`); ``device``
+    (auto: CUDA when present) is where the predictor and the guide backbone run."""
+    dev = resolve_device(device)  # a device this machine lacks stops here, before any loading
     with torch_threads(threads):
-        return _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress, planes)
+        return _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress, planes, dev)
 
 
-def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress, planes) -> dict[str, Any]:
+def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progress, planes, dev) -> dict[str, Any]:
     path = resolve_predictor(str(path))
-    model = load_predictor(path)
+    model = load_predictor(path, dev)
     pcfg = model.config
     if planes is not None:
         if planes not in PLANE_MODES:
@@ -195,7 +200,7 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     bb = None
     spec = backbone or pcfg.backbone
     if pcfg.uses_backbone:
-        bb = load_backbone(spec).eval()
+        bb = load_backbone(spec, device=dev).eval()
         if bb.embed_dim != pcfg.backbone_dim:
             raise UserError(f"backbone {spec} gives {bb.embed_dim}-channel features; the predictor expects "
                             f"{pcfg.backbone_dim}")
@@ -210,7 +215,8 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     pairs = eval_pairs(bank, pairs_per_scene, seed=seed)
     res = evaluate_predictor(model, bank, pairs, progress=progress, train_median=json_meta(path).get("train_median_depth"))
     res.update({"splits": list(splits), "scenes": [s.name for s in scenes], "guide_backbone": spec if bb else None,
-                "size": list(size), "planes": pcfg.planes, "sparse_depth_views": sparse, "note": note})
+                "size": list(size), "planes": pcfg.planes, "sparse_depth_views": sparse, "note": note,
+                "device": str(dev)})
     return res
 
 

@@ -91,7 +91,11 @@ class MVSplatLifter:
         if images.shape[-2:] != (H, W):
             images = F.interpolate(images.float(), size=(H, W), mode="bilinear", align_corners=False, antialias=True)
         ctx, Hp, Wp = self.context(images, cameras)
-        g = self.encoder_for(V)(ctx, POST_WARMUP_STEP, deterministic=True)
+        encoder = self.encoder_for(V)
+        param = next(encoder.parameters(), None)
+        if param is not None and param.device != images.device:  # it follows its inputs (lifter check --device)
+            encoder.to(images.device)
+        g = encoder(ctx, POST_WARMUP_STEP, deterministic=True)
         n = V * Hp * Wp
         if g.means.shape[:2] != (1, n):
             raise UserError(f"mvsplat lifter: the encoder returned {tuple(g.means.shape[:2])} Gaussians, expected "

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from splatdistill.atomic import LineLog, atomic_torch_save, atomic_write_text
 from splatdistill.backbones import load_backbone
 from splatdistill.data import load_splits
+from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
 from splatdistill.lifters.bank import (  # noqa: F401  (re-exported: the names the trainer's users import)
     ViewBank,
@@ -96,6 +97,9 @@ class LifterTrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     threads: int = 1  # torch threads (1 is fastest on a shared 2-core machine)
+    # where the predictor, its batches and its losses run: auto = this process's CUDA device when present,
+    # else the CPU (splatdistill.devices.resolve_device); cpu, cuda, cuda:N; fp32 on every device
+    device: str = "auto"
     progress: bool = True
 
     def validate(self) -> "LifterTrainConfig":
@@ -108,6 +112,7 @@ class LifterTrainConfig:
         if self.photometric_weight < 0 or self.splat_weight < 0:
             raise UserError(f"photometric_weight and splat_weight must be >= 0, got {self.photometric_weight}, "
                             f"{self.splat_weight}")
+        resolve_device(self.device)  # a device this machine lacks stops here, before any folder is touched
         return self
 
     def predictor_config(self, backbone_dim: int = 0) -> PredictorConfig:
@@ -143,6 +148,7 @@ class _PredictorRun:
     def __init__(self, cfg: LifterTrainConfig, resume: bool, log):
         torch.manual_seed(cfg.seed)
         self.cfg, self.log, self.out = cfg, log, Path(cfg.out)
+        self.device = resolve_device(cfg.device)
         self.state_path = self.out / STATE_NAME
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
@@ -163,7 +169,7 @@ class _PredictorRun:
             raise UserError("no training scenes (split 'train' is empty)", self.root)
         self.backbone, bdim = None, 0
         if "backbone" in cfg.features:
-            self.backbone = load_backbone(cfg.backbone).eval()
+            self.backbone = load_backbone(cfg.backbone, device=self.device).eval()  # the bank's guide features
             bdim = int(self.backbone.embed_dim)
         self.bank = load_bank(train_scenes, cfg.image_size, self.backbone, cfg.backbone_size, cfg.progress,
                               "train views", need_depth=cfg.supervision in ("depth", "both"))
@@ -187,6 +193,7 @@ class _PredictorRun:
                 raise UserError(f"--init {cfg.init}: it matches on {init.config.backbone_dim}-channel features, "
                                 f"{cfg.backbone} gives {self.pcfg.backbone_dim}")
             self.model.load_state_dict(init.state_dict())
+        self.model.to(self.device)  # before the optimiser: its state follows the parameters (a resumed one too)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step, elapsed_before = 0, 0.0
         self.out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +208,7 @@ class _PredictorRun:
         self.supervision_used = "+".join(k for k, on in (("depth", self.use_depth),
                                                           ("photometric", self.photometric_weight > 0)) if on)
         log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank.index)} views, {len(self.pairs)} "
-            f"context pairs; features={cfg.features}; supervision={self.supervision_used}; "
+            f"context pairs; features={cfg.features}; supervision={self.supervision_used}; device {self.device}; "
             f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters"
             + (f"; initialised from {cfg.init}" if cfg.init else ""))
         self.setup_seconds = time.perf_counter() - self.t_start
@@ -218,14 +225,15 @@ class _PredictorRun:
                            "elapsed": self.budget.elapsed, "config": asdict(self.cfg)}, self.state_path)
 
     def batch(self, step: int) -> dict[str, Tensor]:
-        """The seeded batch of ``step``: context pairs in random order, with a random gain per view."""
+        """The seeded batch of ``step`` on the run's device: context pairs in random order, with a random
+        gain per view (drawn on the CPU, so every device trains on the same stream)."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         chosen = [self.pairs[int(k)] for k in rng.integers(len(self.pairs), size=cfg.batch_size)]
         chosen = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in chosen]
-        batch = batch_from_pairs(self.bank, chosen)
+        batch = batch_from_pairs(self.bank, chosen, self.device)
         gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=(cfg.batch_size, 2, 1, 1, 1))).float()
-        batch["images"] = (batch["images"] * gain).clamp(0, 1)
+        batch["images"] = (batch["images"] * gain.to(self.device)).clamp(0, 1)
         return batch
 
     def train_step(self) -> dict[str, float]:
