@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from splatdistill.devices import resolve_device
-
 __all__ = ["DistInfo", "all_finite", "all_reduce_max", "any_rank", "backend_for", "init_distributed",
-           "resolve_device", "sample_indices"]
+           "sample_indices"]
 
 
 @dataclass
