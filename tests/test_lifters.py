@@ -297,8 +297,9 @@ def test_predictor_trains_from_posed_images_alone(rooms, tmp_path):
     ground-truth median, which the predictor never saw)."""
     from splatdistill.data import load_dataset
     from splatdistill.lifters.predictor import load_predictor
-    from splatdistill.lifters.train_predictor import (LifterTrainConfig, evaluate_predictor, load_bank,
-                                                      snd_context_pairs, train_predictor)
+    from splatdistill.lifters.bank import load_bank, snd_context_pairs
+    from splatdistill.lifters.evaluate import evaluate_predictor
+    from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
     cfg = LifterTrainConfig(data=str(rooms), out=str(tmp_path / "photo"), steps=80, batch_size=2, lr=2e-3,
                             image_size=32, num_depths=16, channels=16, warmup=5, checkpoint_every=100,

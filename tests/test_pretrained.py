@@ -39,7 +39,7 @@ def test_shipped_predictor_reproduces_its_recorded_held_out_depth(tmp_path):
     """Re-render one held-out room of the default rooms build (deterministic, ~10 s) and evaluate the
     shipped weights on exactly the context pairs recorded at training time."""
     from splatdistill.data.rooms.build import RoomsParams, build_scene, scene_name, split_of
-    from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+    from splatdistill.lifters.evaluate import evaluate_saved_predictor
 
     folder = pretrained_folder(DEFAULT_PREDICTOR)
     recorded = json.loads((folder / "predictor.json").read_text())["meta"]["held_out"]
@@ -58,7 +58,7 @@ def test_shipped_predictor_reproduces_its_recorded_held_out_depth(tmp_path):
 def test_shipped_predictor_reproduces_its_recorded_real_stereo_pair_figure(tmp_path):
     """The Motorcycle pair (real photos, metric ground truth): the figure recorded in predictor.json is
     reproduced, and it is well under the constant depth's (the median ground truth, an oracle)."""
-    from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+    from splatdistill.lifters.evaluate import evaluate_saved_predictor
 
     folder = pretrained_folder(DEFAULT_PREDICTOR)
     recorded = json.loads((folder / "predictor.json").read_text())["meta"]["real_data"]["motorcycle"]

@@ -28,7 +28,7 @@ from splatdistill.errors import UserError
 from splatdistill.eval import report
 from splatdistill.eval.runner import EvalConfig, evaluate
 from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, resolve_predictor
-from splatdistill.lifters.train_predictor import evaluate_saved_predictor
+from splatdistill.lifters.evaluate import evaluate_saved_predictor
 from splatdistill.report_html import write_html_report
 
 #: Stands for the evaluated dataset's name in a GOALS path (correspondence results are keyed by dataset).

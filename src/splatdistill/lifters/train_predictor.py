@@ -35,15 +35,8 @@ from splatdistill.backbones import load_backbone
 from splatdistill.data import load_splits
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
-from splatdistill.lifters.bank import (  # noqa: F401  (re-exported: the names the trainer's users import)
-    ViewBank,
-    batch_from_pairs,
-    load_bank,
-    overlap,
-    snd_context_pairs,
-    training_pairs,
-)
-from splatdistill.lifters.evaluate import depth_errors, evaluate_predictor, evaluate_saved_predictor, json_meta  # noqa: F401
+from splatdistill.lifters.bank import batch_from_pairs, load_bank, snd_context_pairs, training_pairs
+from splatdistill.lifters.evaluate import evaluate_predictor
 from splatdistill.lifters.losses import predictor_losses
 from splatdistill.lifters.pretrained import resolve_predictor
 from splatdistill.lifters.predictor import (
