@@ -81,8 +81,8 @@ def test_the_2d_baseline_and_snd_share_everything_but_the_targets(rooms, tmp_pat
     assert t_snd.shape == t_2d.shape and not torch.allclose(t_snd, t_2d, atol=1e-3)  # splatted from the context
     # the same loss of the same student on the same targets
     with torch.no_grad():
-        l1, _, _ = snd._loss(snd.student, batch, t_2d, m_2d, with_consistency=False)
-        l2, _, _ = two_d._loss(two_d.student, b2, t_2d, m_2d, with_consistency=False)
+        l1, _, _ = snd.student_loss(snd.student, batch, t_2d, m_2d)
+        l2, _, _ = two_d.student_loss(two_d.student, b2, t_2d, m_2d)
     assert float(l1) == float(l2)
 
 

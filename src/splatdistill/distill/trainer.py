@@ -194,7 +194,7 @@ class Trainer:
         require_finite(self, "after the update")
         with torch.no_grad():
             agreement = token_agreement(s_tokens.detach(), tgt_tokens, mask)
-        return {"loss": loss_value, "consistency": float(cons), "coverage": float(cov.mean()),
+        return {"loss": loss_value, "consistency": float(cons.detach()), "coverage": float(cov.mean()),
                 "supervised_tokens": float(mask.float().mean()), "agreement": agreement,
                 "lr": float(self.scheduler.get_last_lr()[0]), **self.targets.metrics}
 
