@@ -10,11 +10,11 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from splatdistill.cli import main
 from splatdistill.errors import MissingExtra, UserError, require_extra
