@@ -8,14 +8,10 @@ import pytest
 import torch
 
 from splatdistill.errors import UserError
+from splatdistill.eval.config import TASKS, EvalConfig, parse_tasks
+from splatdistill.eval.data import spread_views
 from splatdistill.eval.features import BackboneEntry
-from splatdistill.eval.runner import (
-    TASKS,
-    EvalConfig,
-    evaluate,
-    parse_tasks,
-    spread_views,
-)
+from splatdistill.eval.runner import evaluate
 from splatdistill.eval.synthetic import ColourBackbone, NoiseBackbone, make_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention

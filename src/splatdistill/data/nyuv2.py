@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
-from splatdistill.errors import UserError
+from splatdistill.errors import UserError, require_extra
 
 from .geometry_checks import normals_from_depth
 from .scene import Scene, ViewData, ViewRecord
@@ -165,7 +165,7 @@ def _raw_names(f) -> list[str]:
 
 def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) -> list[Scene]:
     """The labelled set as two scenes (``nyu-train``, ``nyu-test``) of the official split."""
-    import h5py
+    h5py = require_extra("h5py", "paper-eval", "the NYUv2 labelled set (MATLAB v7.3)")
     path = Path(path)
     mat = find_labelled(path)
     if mat is None:

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from splatdistill.atomic import write_failure, write_probe
-from splatdistill.errors import OutputWriteError, UserError
+from splatdistill.errors import OutputWriteError, UserError, require_extra
 from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
 
 from . import io
@@ -71,7 +71,7 @@ def one_size(photos: list[Path]) -> bool:
 
 def rescale(rec, median_depth: float) -> float:
     """Scale a pycolmap reconstruction in place so its points' median camera depth is ``median_depth``."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "data from-images (structure from motion)")
 
     if median_depth <= 0:
         return 1.0
@@ -120,7 +120,7 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
 
 def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOptions, matcher: str, progress: bool):
     """SfM into ``stage``: ``colmap/`` (database, raw model), ``images/`` + ``sparse/`` (undistorted)."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "data from-images (structure from motion)")
 
     work = stage / "colmap"
     (work / "raw").mkdir(parents=True)

@@ -25,21 +25,8 @@ from splatdistill.backbones import split_label
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 from splatdistill.eval import report
-from splatdistill.eval.config import (  # noqa: F401  (the runner's face)
-    PAIR_TASKS,
-    PROBE_TASKS,
-    TASKS,
-    EvalConfig,
-    parse_tasks,
-)
-from splatdistill.eval.data import (  # noqa: F401
-    PreparedData,
-    load_extra_datasets,
-    plan_pairs,
-    prepare_data,
-    resolve_data,
-    spread_views,
-)
+from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig, parse_tasks
+from splatdistill.eval.data import PreparedData, load_extra_datasets, plan_pairs, prepare_data, resolve_data
 from splatdistill.eval.features import (
     BackboneEntry,
     Mirrored,
