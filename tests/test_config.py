@@ -14,7 +14,7 @@ from splatdistill.eval.config import EvalConfig
 
 
 def test_keys_resolve_by_dotted_path_bare_name_and_flat_alias(tmp_path):
-    cfg = TrainConfig.load(None, ["optim.lr=3e-4", "blend_alpha=1", "fit3d_iterations=7", "lora_r=4", "data=x"])
+    cfg = TrainConfig.load(None, ["optim.lr=3e-4", "blend_alpha=1", "fit3d.iterations=7", "lora.r=4", "data=x"])
     assert cfg.optim.lr == 3e-4 and cfg.method.splat.blend_alpha == 1.0
     assert cfg.method.fit3d.iterations == 7 and cfg.model.lora.r == 4 and cfg.data.root == "x"
     # a later key wins whichever spelling it uses
@@ -131,8 +131,8 @@ def test_paper_preset_refuses_the_default_lifter(tmp_path, capsys):
 @pytest.mark.parametrize("option, message", [
     ("checkpoint_every=0", "checkpoint_every must be >= 1"), ("lr=.nan", "lr must be a finite number > 0"),
     ("lr=-1", "lr must be a finite number > 0"), ("lr=.inf", "lr must be a finite number > 0"),
-    ("gaussian_opacity=5", "gaussian_opacity must be in"), ("lora_r=0", "lora_r must be >= 1"),
-    ("lora_dropout=2", "lora_dropout must be in"), ("head_lr=-1", "head_lr must be"),
+    ("gaussian_opacity=5", "gaussian_opacity must be in"), ("lora.r=0", "lora.r must be >= 1"),
+    ("lora.dropout=2", "lora.dropout must be in"), ("head_lr=-1", "head_lr must be"),
     ("teacher_temp=0", "teacher_temp and student_temp must be > 0"), ("center_momentum=1", "center_momentum"),
 ])
 def test_out_of_range_training_options_fail_up_front(option, message):

@@ -278,15 +278,15 @@ def test_lift_command_writes_viewable_ply(rooms, tmp_path, capsys):
     from splatdistill.render.ply import load_ply
 
     out = tmp_path / "scene.ply"
-    assert main(["lift", "--lifter", "depth", "--data", str(rooms), "--scene", "room_0001", "--views", "0,1",
+    assert main(["lifter", "lift", "--lifter", "depth", "--data", str(rooms), "--scene", "room_0001", "--views", "0,1",
                  "--size", "32", "--out", str(out)]) == 0
     g = load_ply(out)
     assert len(g) == 2 * 32 * 32 and g.features.shape == (2048, 3)
     assert float(g.features.std()) > 0.01  # pixel colours, not a constant
     capsys.readouterr()
-    assert main(["lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)]) == 2
+    assert main(["lifter", "lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)]) == 2
     assert "unknown lifter" in capsys.readouterr().err
-    assert main(["lift", "--data", str(rooms), "--scene", "nowhere", "--out", str(out)]) == 2
+    assert main(["lifter", "lift", "--data", str(rooms), "--scene", "nowhere", "--out", str(out)]) == 2
 
 
 # ---- self-supervision from posed images alone ---------------------------------------------------------
