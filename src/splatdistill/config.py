@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import importlib
 import inspect
 import io
@@ -399,6 +400,7 @@ def _metavar(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint)).upper().replace("NONETYPE", "NoneType")
 
 
+@functools.lru_cache(maxsize=None)
 def field_help(cls: type) -> dict[str, str]:
     """Each field's comment in the class source (the comment lines above it and the one on its line), as help."""
     try:
