@@ -172,7 +172,7 @@ def test_one_grammar_on_the_command_line(capsys):
     assert printed["run"]["progress"] is False and printed["run"]["deterministic"] is True
     assert printed["optim"]["steps"] == 11
     assert _printed(capsys, ["eval", "--max-train-views", "5"])["max_train_views"] == 5
-    assert _printed(capsys, ["lifter", "train", "--num-depths", "8"])["num_depths"] == 8
+    assert _printed(capsys, ["lifter", "train", "--num-depths", "8"])["model"]["num_depths"] == 8
 
 
 def test_command_line_strings_stay_strings(tmp_path, capsys):

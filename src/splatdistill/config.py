@@ -103,8 +103,9 @@ def flatten_values(values: dict[str, Any], groups: set[str], prefix: str = "") -
     return out
 
 
-def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    """A config of class ``cls`` from flat or nested ``values`` (checked and converted)."""
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config", validate: bool = True) -> C:
+    """A config of class ``cls`` from flat or nested ``values`` (checked and converted; ``validate=False``
+    leaves the cross-field checks, such as the device, to the code that runs it)."""
     aliases = key_aliases(cls)
     hints = leaf_paths(cls)
     resolved: dict[tuple[str, ...], Any] = {}
@@ -123,9 +124,9 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
         raise UserError(f"{source}: unknown option(s) {named}")
     _apply_preset(cls, resolved, source)
     cfg = _construct(cls, resolved, ())
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()  # raises a UserError naming the bad option
+    check = getattr(cfg, "validate", None)
+    if validate and callable(check):
+        check()  # raises a UserError naming the bad option
     return cfg
 
 

@@ -175,7 +175,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     res = train_predictor(cfg, resume=args.resume)  # locks the folder before any work
     print(f"trained {res['steps']} steps in {res['train_seconds'] / 60:.1f} min "
           f"(+{res['setup_seconds']:.0f} s setup; wall {res['wall_seconds'] / 60:.1f} min)"
