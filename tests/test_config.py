@@ -171,6 +171,7 @@ def test_one_grammar_on_the_command_line(capsys):
     assert printed["optim"]["max_minutes"] == 3.0 and printed["model"]["lora"]["r"] == 4
     assert printed["run"]["progress"] is False and printed["run"]["deterministic"] is True
     assert printed["optim"]["steps"] == 11
+    assert _printed(capsys, ["train", "--deterministic", "steps=12"])["optim"]["steps"] == 12  # a bare boolean flag
     assert _printed(capsys, ["eval", "--max-train-views", "5"])["max_train_views"] == 5
     assert _printed(capsys, ["lifter", "train", "--num-depths", "8"])["model"]["num_depths"] == 8
 

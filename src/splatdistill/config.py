@@ -231,6 +231,7 @@ def dump_yaml(cfg: Any) -> str:
 
 
 NULLS = ("null", "none", "None", "~")
+BOOL_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 
 def _takes_text(hint: Any) -> bool:
@@ -275,9 +276,9 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if hint is bool:
             if isinstance(value, bool):
                 return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
+            if str(value).lower() in BOOL_WORDS[:4]:
                 return True
-            if str(value).lower() in ("0", "false", "no", "off"):
+            if str(value).lower() in BOOL_WORDS[4:]:
                 return False
             raise ValueError
         if hint is int:
@@ -356,23 +357,28 @@ class ConfigParser(argparse.ArgumentParser):
             self._config_flags[dest] = full
 
     def _config_argv(self, args: list[str]) -> list[str]:
-        """``--tail`` / ``--a-b`` spellings -> the generated ``--a.b``; an unknown ``--key`` stops with its
-        nearest spelling instead of argparse's usage screen."""
+        """``--tail`` / ``--a-b`` spellings -> the generated ``--a.b``; a bare boolean flag -> ``=true`` (so it
+        never takes the next word); an unknown ``--key`` stops with its nearest spelling."""
         if self._config_flags is None:
             return args
-        aliases = key_aliases(self.config_class())
+        cls = self.config_class()
+        aliases, hints = key_aliases(cls), leaf_paths(cls)
         out = []
         for n, token in enumerate(args):
             if token == "--":
                 return out + args[n:]
             name, eq, value = token[2:].partition("=")
-            if not token.startswith("--") or f"--{name}" in self._option_string_actions:
+            own = self._option_string_actions.get(f"--{name}")
+            if not token.startswith("--") or (own is not None and own.dest not in self._config_flags):
                 out.append(token)
                 continue
             path = aliases.get(name.replace("-", "_"))
             if path is None:
                 known = [k for k in aliases] + [o[2:] for o in self._option_string_actions if o.startswith("--")]
                 raise UserError(f"unknown option --{name}{did_you_mean(name, known, aliases).replace('mean ', 'mean --')}")
+            following = args[n + 1].lower() if n + 1 < len(args) else ""
+            if hints[path] is bool and not eq and following not in BOOL_WORDS:
+                eq, value = "=", "true"
             out.append(f"--{'.'.join(path)}{eq}{value}")
         return out
 
