@@ -46,7 +46,7 @@ def test_command_line_precedence_and_print_config(tmp_path, capsys):
     assert main(["eval", "--config", str(tmp_path / "e.yaml"), "--resolution", "112", "probe_steps=13",
                  "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["resolution"] == 112 and printed["probe_steps"] == 13  # flags over file, key=value over both
+    assert printed["data"]["resolution"] == 112 and printed["probe"]["probe_steps"] == 13  # flags over file, key=value over both
     for cmd in (["train"], ["lifter", "train"], ["demo"]):
         assert main([*cmd, "--print-config", "seed=3" if cmd != ["demo"] else "minutes=2"]) == 0
         out = yaml.safe_load(capsys.readouterr().out)
@@ -154,12 +154,15 @@ def test_flags_are_generated_from_the_fields_with_their_comments_and_choices(cap
     assert "--method.loss {dino,cosine,l1,mse}" in text and "--data.split {train,val,test}" in text
     assert "target views per sample (default: 1; also --num_targets)" in text  # the field's own comment
     assert "--model.lora.r INT (default: 8; also --r)" in text
-    from splatdistill.config import field_help, leaf_paths
+    from dataclasses import fields
 
-    helps = field_help(EvalConfig)
-    assert helps["max_eval_views"] == "spread evenly over the held-out scenes"
+    from splatdistill.config import field_help
+    from splatdistill.eval.config import EvalDataConfig, EvalProbeConfig
+
+    assert field_help(EvalDataConfig)["max_eval_views"] == "spread evenly over the held-out scenes"
+    helps = field_help(EvalProbeConfig)
     assert helps["depth_flip"].startswith("average each held-out depth prediction")  # the lines above it
-    assert set(helps) == {p[-1] for p in leaf_paths(EvalConfig)}
+    assert set(helps) == {f.name for f in fields(EvalProbeConfig)}
 
 
 def test_one_grammar_on_the_command_line(capsys):
@@ -172,7 +175,7 @@ def test_one_grammar_on_the_command_line(capsys):
     assert printed["run"]["progress"] is False and printed["run"]["deterministic"] is True
     assert printed["optim"]["steps"] == 11
     assert _printed(capsys, ["train", "--deterministic", "steps=12"])["optim"]["steps"] == 12  # a bare boolean flag
-    assert _printed(capsys, ["eval", "--max-train-views", "5"])["max_train_views"] == 5
+    assert _printed(capsys, ["eval", "--max-train-views", "5"])["data"]["max_train_views"] == 5
     assert _printed(capsys, ["lifter", "train", "--num-depths", "8"])["model"]["num_depths"] == 8
 
 

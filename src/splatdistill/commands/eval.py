@@ -38,15 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder")
     g = p.add_argument_group("shortcuts (every EvalConfig field is also a flag, below)")
     g.add_argument("--probe-lr", type=float, default=None,
-                   help=f"one learning rate for all probes (default: depth {d.depth_lr}, normals {d.normals_lr}, "
-                   f"segmentation {d.seg_lr})")
+                   help=f"one learning rate for all probes (default: depth {d.probe.depth_lr}, normals {d.probe.normals_lr}, "
+                   f"segmentation {d.probe.seg_lr})")
     g.add_argument("--depth-cls", action="store_true",
                    help="concatenate the CLS token to the depth probe's input, as the paper's protocol does")
     g.add_argument("--pairs", type=int, default=None, help="view pairs per dataset for correspondence/consistency "
-                   f"(corr_pairs, default {d.corr_pairs})")
-    g.add_argument("--keep", type=int, default=None, help=f"best matches kept per pair (corr_keep, default {d.corr_keep})")
+                   f"(corr_pairs, default {d.correspondence.corr_pairs})")
+    g.add_argument("--keep", type=int, default=None, help=f"best matches kept per pair (corr_keep, default {d.correspondence.corr_keep})")
     g.add_argument("--points", type=int, default=None,
-                   help=f"consistency points per pair (consistency_points, default {d.consistency_points})")
+                   help=f"consistency points per pair (consistency_points, default {d.correspondence.consistency_points})")
     g.add_argument("--no-middlebury", action="store_true", help="skip the real Middlebury stereo pair")
     g.add_argument("--no-figures", action="store_true", help="write no PNG figures")
     g.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"missing {', '.join(missing)} (see splatdistill eval --help)")
     from splatdistill.run_folder import owned_run_folder
 
-    if cfg.suite == "paper":
+    if cfg.run.suite == "paper":
         return _run_paper(args, owned_run_folder)
     if len(args.data) > 1:
         raise UserError("several --data need --suite paper (the fast suite evaluates one dataset)")
