@@ -313,7 +313,7 @@ def add_config_arguments(parser, config: str, what: str = "config") -> None:
     field of ``config`` (``"module:Class"``, imported only when this command parses or prints its help)."""
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help=f"{what} overrides: any option below as key=value (after the flags, so they win)")
-    parser.add_argument("--config", help="YAML config file (values are overridden by flags and key=value)")
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (values are overridden by flags and key=value)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.config_spec = config
     parser.usage = "%(prog)s [-h] [--config FILE] [--print-config] [--KEY VALUE ...] [KEY=VALUE ...]"
