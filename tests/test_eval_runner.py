@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from splatdistill.config import build_config
 from splatdistill.errors import UserError
 from splatdistill.eval.config import TASKS, EvalConfig, parse_tasks
 from splatdistill.eval.data import spread_views
@@ -27,7 +28,7 @@ def small_config(**kw) -> EvalConfig:
                 corr_pairs=6, corr_queries=300, corr_keep=150, consistency_points=200, middlebury=False,
                 figure_views=2, progress=False)  # fmt: skip
     base.update(kw)
-    return EvalConfig(**base)
+    return build_config(EvalConfig, base, validate=False)
 
 
 def entries():
