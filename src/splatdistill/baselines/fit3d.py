@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -148,17 +148,6 @@ class FeatureField(nn.Module):
 
 # ---- scene data ------------------------------------------------------------------------------------
 
-@dataclass
-class SceneTargets:
-    """What a field is fitted to: the teacher's pixel features of some views, and their geometry."""
-
-    features: Tensor  # (V, C, R, R) teacher features, mask-aware upsampled
-    cameras: Cameras  # (V) at R x R
-    depths: Tensor  # (V, R, R)
-    view_ids: list[int]
-    teacher_seconds: float
-
-
 def evenly_spaced(n: int, k: int) -> list[int]:
     if k >= n:
         return list(range(n))
@@ -166,8 +155,9 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 
 
 @torch.no_grad()
-def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> SceneTargets:
-    """Teacher features of ``max_views`` evenly spaced views at ``render_size`` (as the SnD teacher sees them)."""
+def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> tuple[Views, float]:
+    """What a field is fitted to: ``max_views`` evenly spaced views at ``render_size`` with their teacher
+    ``features`` (as the SnD teacher sees them), and the seconds the teacher took."""
     R, S = cfg.render_size, cfg.image_size
     ids = evenly_spaced(len(scene), cfg.max_views)
     views = [scene.load_view(i) for i in ids]
@@ -178,8 +168,7 @@ def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> 
     full = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in views])
     feats = teacher_pixel_features(teacher, full, small.segments, S, batch=batch)
     seconds = time.perf_counter() - t0
-    cams, depths = small.cameras, small.depths
-    return SceneTargets(feats, cams, depths, ids, seconds)
+    return replace(small, features=feats), seconds
 
 
 def strided_cameras(cameras: Cameras, stride: int) -> Cameras:
@@ -195,12 +184,12 @@ def strided_cameras(cameras: Cameras, stride: int) -> Cameras:
     return Cameras(K, cameras.viewmats, cameras.width // s, cameras.height // s)
 
 
-def field_error(field: FeatureField, targets: SceneTargets, backend: str = "auto") -> float:
-    """Mean L1 (per channel) between the field's renders and the teacher features over all fitted views,
-    on covered pixels."""
+def field_error(field: FeatureField, targets: Views, backend: str = "auto") -> float:
+    """Mean L1 (per channel) between the field's renders and the views' teacher features over all fitted
+    views, on covered pixels."""
     errs, n = 0.0, 0
     with torch.no_grad():
-        for v in range(len(targets.view_ids)):
+        for v in range(len(targets)):
             dec, alpha = field.render(targets.cameras[v:v + 1], backend)
             m = alpha[0] > 0.5
             diff = (dec[0] - targets.features[v].permute(1, 2, 0)).abs().mean(-1)
@@ -209,9 +198,10 @@ def field_error(field: FeatureField, targets: SceneTargets, backend: str = "auto
     return errs / max(n, 1)
 
 
-def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d"
-              ) -> tuple[FeatureField, dict[str, Any]]:
-    """Optimise a field on one scene's teacher targets; returns it and timing/loss statistics."""
+def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d",
+              teacher_seconds: float = 0.0) -> tuple[FeatureField, dict[str, Any]]:
+    """Optimise a field on one scene's views with teacher ``features`` (and depths, to lift its Gaussians);
+    returns it and timing/loss statistics (``teacher_seconds``: what the features took, for the record)."""
     cfg.validate()
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.seed)
@@ -255,7 +245,7 @@ def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, d
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    stats = {"fit_seconds": time.perf_counter() - t0, "teacher_seconds": targets.teacher_seconds,
+    stats = {"fit_seconds": time.perf_counter() - t0, "teacher_seconds": teacher_seconds,
              "gaussians": field.num_gaussians, "views": V, "iterations": cfg.iterations,
              "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None}
     return field, stats
@@ -263,8 +253,8 @@ def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, d
 
 def fit_scene(scene: Scene, teacher, cfg: Fit3DConfig, progress: bool = False) -> tuple[FeatureField, dict[str, Any]]:
     """Teacher features of the scene's views, then :func:`fit_field`."""
-    targets = teacher_targets(scene, teacher, cfg)
-    return fit_field(targets, cfg, progress, desc=f"fit3d {scene.name}")
+    targets, seconds = teacher_targets(scene, teacher, cfg)
+    return fit_field(targets, cfg, progress, desc=f"fit3d {scene.name}", teacher_seconds=seconds)
 
 
 # ---- distillation targets for the trainer ------------------------------------------------------------

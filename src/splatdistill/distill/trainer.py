@@ -10,6 +10,7 @@ RNG state is saved in every checkpoint, so a resumed run follows the uninterrupt
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -294,19 +295,16 @@ class Trainer:
         ctx_tokens = ctx_tokens.float().unflatten(0, (B, V))  # lifting and splatting run in fp32
         grid = tuple(ctx_tokens.shape[-2:])
         with times.phase("splat", dev):
-            context, target = b.context.at(R), b.target.at(R)
-            outs = [splat_targets(ctx_tokens[i], context.segments[i], context[i].cameras, target.segments[i],
-                                  target[i].cameras, grid, self.splat, self.lifter, context_depth=context.depths[i],
-                                  context_images=context.images[i]) for i in range(B)]
+            context = dataclasses.replace(b.context.at(R), tokens=ctx_tokens)
+            out = splat_targets(context, b.target.at(R), grid, self.splat, self.lifter)
         if refine_lifter and self.refiner is not None:  # iterative refinement: the lifter learns from these views
             with times.phase("lifter_refine", dev):
-                self.refine_metrics = self.refiner.maybe_step(self.step, context.images, context.Ks, context.viewmats,
-                                                              ctx_tokens)
-        tgt_tokens = torch.stack([o.tokens for o in outs]).flatten(0, 1)  # (B*T, C, h, w)
-        mask = torch.stack([o.valid for o in outs]).flatten(0, 1).flatten(1)  # (B*T, h*w)
+                self.refine_metrics = self.refiner.maybe_step(self.step, context)
+        tgt_tokens = out.tokens.flatten(0, 1)  # (B*T, C, h, w)
+        mask = out.valid.flatten(0, 1).flatten(1)  # (B*T, h*w)
         if self.cfg.method.targets == "splat+2d":  # uncovered tokens take the 2D targets
-            return fill_uncovered(tgt_tokens, mask, plain[0]), torch.ones_like(mask), torch.stack([o.coverage for o in outs])
-        return tgt_tokens, mask, torch.stack([o.coverage for o in outs])
+            return fill_uncovered(tgt_tokens, mask, plain[0]), torch.ones_like(mask), out.coverage
+        return tgt_tokens, mask, out.coverage
 
     def _loss(self, model: nn.Module, b: Sample, tgt_tokens, mask, with_consistency: bool,
               times: "StepTimes | None" = None, training: bool = False):
