@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,7 +46,8 @@ from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
 from splatdistill.safe_load import load_torch_file
-from splatdistill.splat.targets import teacher_pixel_features, tokens_from_render
+from splatdistill.splat.scene import load_scene_views_timed
+from splatdistill.splat.targets import tokens_from_render
 
 FIELD_VERSION = 1
 
@@ -158,17 +159,8 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> tuple[Views, float]:
     """What a field is fitted to: ``max_views`` evenly spaced views at ``render_size`` with their teacher
     ``features`` (as the SnD teacher sees them), and the seconds the teacher took."""
-    R, S = cfg.render_size, cfg.image_size
-    ids = evenly_spaced(len(scene), cfg.max_views)
-    views = [scene.load_view(i) for i in ids]
-    if any(v.depth is None for v in views):
-        raise UserError(f"scene {scene.name}: fit3d lifts Gaussians from depth, and some views have none", scene.root)
-    small = Views.from_view_data(views, ids, cfg.mask, size=R, scene=scene.name)
-    t0 = time.perf_counter()
-    full = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in views])
-    feats = teacher_pixel_features(teacher, full, small.segments, S, batch=batch)
-    seconds = time.perf_counter() - t0
-    return replace(small, features=feats), seconds
+    return load_scene_views_timed(scene, evenly_spaced(len(scene), cfg.max_views), cfg.render_size, teacher,
+                                  cfg.image_size, cfg.mask, need_depth="fit3d lifts Gaussians from depth", batch=batch)
 
 
 def strided_cameras(cameras: Cameras, stride: int) -> Cameras:

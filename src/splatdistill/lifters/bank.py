@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -17,6 +16,7 @@ from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import warp_pixels
+from splatdistill.splat.targets import teacher_tokens
 
 
 def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=None, backbone_size: int = 224,
@@ -27,16 +27,13 @@ def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=Non
     teacher sees it), computed on the backbone's device and kept on the CPU with the rest (batches go to the
     device per step)."""
     views, scene_index, tokens = [], [], []
-    param = next(backbone.parameters(), None) if backbone is not None else None
-    device = param.device if param is not None else torch.device("cpu")
     total = sum(len(s) for s in scenes)
     bar = tqdm(total=total, desc=f"loading {desc}", unit="view", disable=not progress, leave=False)
-    pending: list[Tensor] = []
+    pending: list[Tensor] = []  # full-resolution images waiting for the backbone
 
     def flush() -> None:
         if pending:
-            with torch.no_grad():
-                tokens.append(backbone.patch_features(torch.stack(pending).to(device)).half().cpu())
+            tokens.append(teacher_tokens(backbone, pending, backbone_size).half())
             pending.clear()
 
     for si, scene in enumerate(scenes):
@@ -50,9 +47,7 @@ def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=Non
                                               normals=full.normals is not None, semantic=False))
             scene_index.append(si)
             if backbone is not None:
-                img = torch.from_numpy(full.image).permute(2, 0, 1)[None].float()
-                pending.append(F.interpolate(img, size=(backbone_size, backbone_size), mode="bilinear",
-                                             align_corners=False, antialias=True)[0])
+                pending.append(torch.from_numpy(full.image).permute(2, 0, 1))
                 if len(pending) == 8:
                     flush()
             bar.update(1)

@@ -27,19 +27,23 @@ def load_scene_views(scene: Scene, view_ids: Sequence[int] | None = None, size: 
 
 @torch.no_grad()
 def load_scene_views_timed(scene: Scene, view_ids: Sequence[int] | None = None, size: int = 112, backbone: Any = None,
-                           image_size: int = 224, mask: str = "auto") -> tuple[Views, float]:
-    """:func:`load_scene_views` and the seconds the teacher took (0 without a backbone), for benchmarks."""
+                           image_size: int = 224, mask: str = "auto", need_depth: str = "", batch: int = 8
+                           ) -> tuple[Views, float]:
+    """:func:`load_scene_views` and the seconds the teacher took (0 without a backbone), for benchmarks and
+    the FiT3D baseline. ``need_depth`` (why depth is needed) refuses views without depth."""
     ids = list(range(len(scene))) if view_ids is None else [int(i) for i in view_ids]
     bad = [i for i in ids if not 0 <= i < len(scene)]
     if bad:
         raise UserError(f"scene {scene.name} has views 0..{len(scene) - 1}, not {bad}")
     loaded = [scene.load_view(i) for i in ids]
+    if need_depth and any(v.depth is None for v in loaded):
+        raise UserError(f"scene {scene.name}: {need_depth}, and some views have none", scene.root)
     small = Views.from_view_data(loaded, ids, mask, size=size, scene=scene.name)
     if backbone is None:
         return small, 0.0
     t0 = time.perf_counter()
-    full = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in loaded])
-    feats = teacher_pixel_features(backbone, full, small.segments, image_size)
+    full = [torch.from_numpy(v.image).permute(2, 0, 1) for v in loaded]
+    feats = teacher_pixel_features(backbone, full, small.segments, image_size, batch=batch)
     return replace(small, features=feats), time.perf_counter() - t0
 
 

@@ -9,6 +9,7 @@ renderer plugs in here without touching the trainer. :func:`tokens_from_render` 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,17 +92,25 @@ def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tupl
 
 
 @torch.no_grad()
-def teacher_pixel_features(backbone, images: Tensor, segments: Tensor, image_size: int | tuple[int, int],
-                           batch: int = 8) -> Tensor:
-    """The teacher's features as Splat-and-Distill lifts them: full-resolution ``images`` (V, 3, H, W)
-    resized to ``image_size``, patch tokens, mask-aware upsampled to the ``segments`` (V, R, R) size.
-
-    Returns float32 (V, C, R, R), contiguous.
-    """
+def teacher_tokens(backbone, images: Sequence[Tensor], image_size: int | tuple[int, int], batch: int = 8) -> Tensor:
+    """The teacher's patch tokens as Splat-and-Distill computes them: each full-resolution image (3, H, W)
+    (sizes may differ) resized to ``image_size`` (bilinear, antialiased), ``batch`` at a time on the
+    backbone's device. Returns float32 (V, C, h, w) on the CPU."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    dev = next(backbone.parameters()).device
+    param = next(backbone.parameters(), None)
+    dev = param.device if param is not None else torch.device("cpu")
     tokens = []
     for i in range(0, len(images), batch):
-        x = F.interpolate(images[i:i + batch].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = torch.cat([F.interpolate(im[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+                       for im in images[i:i + batch]])
         tokens.append(backbone.patch_features(x.to(dev)).float().cpu())
-    return mask_aware_upsample(torch.cat(tokens), segments, tuple(segments.shape[-2:])).contiguous()
+    return torch.cat(tokens)
+
+
+@torch.no_grad()
+def teacher_pixel_features(backbone, images: Sequence[Tensor], segments: Tensor, image_size: int | tuple[int, int],
+                           batch: int = 8) -> Tensor:
+    """The teacher's features as Splat-and-Distill lifts them: :func:`teacher_tokens` of the full-resolution
+    ``images``, mask-aware upsampled to the ``segments`` (V, R, R) size. Returns float32 (V, C, R, R), contiguous."""
+    tokens = teacher_tokens(backbone, images, image_size, batch)
+    return mask_aware_upsample(tokens, segments, tuple(segments.shape[-2:])).contiguous()
