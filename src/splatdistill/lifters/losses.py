@@ -65,19 +65,18 @@ def self_supervised_losses(out: PredictorOutput, batch: Views, cfg: PredictorCon
     plus ``splat_weight`` times the splat photometric loss, which also trains opacity and footprint."""
     H, W = batch.height, batch.width
     B, V = out.depth.shape[:2]
-    images, Ks, viewmats = batch.images, batch.cameras.Ks, batch.cameras.viewmats
 
     def full(t: Tensor) -> Tensor:
         return out.depth_of(F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear",
                                           align_corners=False)[:, 0].unflatten(0, (B, V)), cfg)
 
-    terms = [warp_photometric_loss(d, images, Ks, viewmats)
+    terms = [warp_photometric_loss(d, batch)
              for d in (out.depth, full(out.half_t), full(out.coarse_t))]
     losses = {"warp": sum(t["warp"] for t in terms) / len(terms), "smooth": terms[0]["smooth"],
               "warp_kept": terms[0]["warp_kept"]}
     total = losses["warp"] + 1e-3 * losses["smooth"]
     if splat_weight > 0:
-        photo = photometric_loss(out.depth, out.opacity, out.scale, images, Ks, viewmats)
+        photo = photometric_loss(out.depth, out.opacity, out.scale, batch)
         losses["photometric"], losses["photo_coverage"] = photo["photometric"], photo["coverage"]
         total = total + splat_weight * photo["photometric"]
     losses["total"] = total
