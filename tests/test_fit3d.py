@@ -83,7 +83,7 @@ def test_trainer_fit3d_branch_trains_and_caches_fields(rooms, tmp_path, monkeypa
     # a new run with the same settings loads the cached field instead of fitting again
     monkeypatch.setattr(fit3d, "fit_scene", lambda *a, **k: pytest.fail("refitted a cached field"))
     again = Trainer(TrainConfig.load(None, [*args, f"out={tmp_path / 'run2'}", f"fit3d_cache={tmp_path / 'run' / 'fit3d'}"]))
-    tgt, mask, cov = again.fit3d.targets(again.batch_for_step(0), (4, 4), 32)
+    tgt, mask, cov = again.targets.fields.targets(again.batch_for_step(0), (4, 4), 32)
     assert tgt.shape == (1, 192, 4, 4) and mask.shape == (1, 16) and torch.isfinite(tgt).all()
     for bad, msg in ([["method=fit3d"], "pass loss=l1"], [["method=nerf"], "method must be snd or fit3d"]):
         with pytest.raises(UserError, match=msg):

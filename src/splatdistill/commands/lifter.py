@@ -224,7 +224,8 @@ def run_train(args: argparse.Namespace) -> int:
     res = train_predictor(cfg, resume=args.resume)  # locks the folder before any work
     print(f"trained {res['steps']} steps in {res['train_seconds'] / 60:.1f} min "
           f"(+{res['setup_seconds']:.0f} s setup; wall {res['wall_seconds'] / 60:.1f} min)"
-          + (" - stopped by --minutes" if res["stopped_by_time"] else ""))
+          + (" - stopped by --minutes" if res["stopped_by_time"] else "")
+          + (" - stopped by SIGTERM (state saved; --resume continues)" if res.get("stopped_by") == "signal" else ""))
     if res["held_out"]:
         _print_held_out(res["held_out"])
     print(f"predictor: {out}  (use it with: splatdistill train lifter=predictor:{out})")

@@ -97,6 +97,12 @@ class MethodConfig:
     ema_momentum: float | None = None
     ema_every: int = 10
 
+    @property
+    def target_source(self) -> str:
+        """Which :class:`~splatdistill.distill.targets.TargetSource` makes the targets: ``targets`` for
+        method=snd, ``fit3d`` for method=fit3d (the keys of ``targets.TARGET_SOURCES``)."""
+        return "fit3d" if self.method == "fit3d" else self.targets
+
     def ema_momentum_for(self, steps: int) -> float:
         """The momentum per update for a run of ``steps`` steps (``ema_momentum`` if set)."""
         if self.ema_momentum is not None:
@@ -252,6 +258,9 @@ class TrainConfig:
             raise UserError(f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d")
         if s.renderer not in ("auto", "torch", "gsplat"):
             raise UserError(f"renderer must be auto, torch or gsplat, got {s.renderer!r}")
+        if m.lifter_refine_every > 0 and m.target_source not in ("splat", "splat+2d"):
+            raise UserError(f"lifter_refine_every > 0 refines the lifter of splatted targets; "
+                            f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing")
         if m.method == "fit3d" and m.loss == "dino":
             raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")
         return self

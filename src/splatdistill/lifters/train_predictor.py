@@ -28,9 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from splatdistill.atomic import LineLog, atomic_torch_save, atomic_write_text
+from splatdistill.atomic import atomic_torch_save, atomic_write_text
 from splatdistill.backbones import load_backbone
 from splatdistill.data import load_splits
 from splatdistill.data.views import Views
@@ -47,7 +46,7 @@ from splatdistill.lifters.predictor import (
     save_predictor,
 )
 from splatdistill.run_folder import owned_training_folder
-from splatdistill.runs import TimeBudget, warmup_cosine
+from splatdistill.runs import Run, TimeBudget, warmup_cosine
 from splatdistill.safe_load import load_torch_file
 from splatdistill.threads import torch_threads
 
@@ -128,12 +127,17 @@ def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print, loc
             torch_threads(cfg.threads):
         run = _PredictorRun(cfg, resume, log)
         results = run.train()
-        results.update(run.held_out())
+        if results["stopped_by"] != "signal":  # SIGTERM: the state is saved; leave promptly
+            results.update(run.held_out())
         if results.get("held_out"):  # the figures travel with the weights (predictor.json "meta")
             run.save(final=True, held_out=results["held_out"])
         results["wall_seconds"] = time.perf_counter() - run.t_start
         atomic_write_text(run.out / "metrics.json", json.dumps(results, indent=1))
         return results
+
+
+def _postfix(rec: dict[str, float]) -> dict[str, str]:
+    return {"loss": f"{rec['total']:.3f}", **({"depth": f"{rec['depth']:.3f}"} if "depth" in rec else {})}
 
 
 class _PredictorRun:
@@ -253,31 +257,18 @@ class _PredictorRun:
                 **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
 
     def train(self) -> dict[str, Any]:
+        """The loop (:class:`~splatdistill.runs.Run`): ``log.jsonl`` line per step, ``train_state.pt`` every
+        ``checkpoint_every`` steps and at the end, stopped by ``minutes`` or SIGTERM (a state to resume from)."""
         cfg = self.cfg
-        stopped_by_time = False
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train-lifter", unit="step", disable=not cfg.progress,
-                   dynamic_ncols=True)
-        with LineLog(self.out / "log.jsonl") as logf:  # each step's line on disk before the next step
-            try:
-                while self.step < cfg.steps:
-                    if self.budget.exhausted:
-                        stopped_by_time = True
-                        break
-                    rec = self.train_step()
-                    logf.write_line(json.dumps(rec))
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{rec['total']:.3f}", **({"depth": f"{rec['depth']:.3f}"} if "depth" in rec
-                                                                   else {}))
-                    if self.step % cfg.checkpoint_every == 0:
-                        self.save()
-            finally:
-                bar.close()
-        train_seconds = self.budget.elapsed
-        self.save(final=True)
+        run = Run(name="train-lifter", total=cfg.steps, step=self.step, train_step=self.train_step, budget=self.budget,
+                  save=lambda final: self.save(final=final), checkpoint_every=cfg.checkpoint_every,
+                  progress=cfg.progress, log_jsonl=self.out / "log.jsonl", postfix=_postfix)
+        res = run()
         self.model.eval()
-        return {"steps": self.step, "train_seconds": train_seconds, "setup_seconds": self.setup_seconds,
-                "stopped_by_time": stopped_by_time, "train_pairs": len(self.pairs),
+        return {"steps": self.step, "train_seconds": self.budget.elapsed, "setup_seconds": self.setup_seconds,
+                "stopped_by_time": res.stopped_by == "time" and self.step < cfg.steps,
+                "stopped_by": res.stopped_by, "train_pairs": len(self.pairs),
                 "train_median_depth": self.median_depth, "held_out": {}}
 
     def held_out(self) -> dict[str, Any]:
