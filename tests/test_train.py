@@ -148,6 +148,33 @@ def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     assert (blended.tokens - out.tokens).abs().max() > 1e-3
 
 
+def test_a_batch_of_views_gives_the_targets_of_each_sample(rooms):
+    """splat_targets on (B, V) views equals B calls on each sample's (V) views, exactly; views carrying pixel
+    features refuse a resize, and cameras built from poses give those poses back unchanged."""
+    import dataclasses
+
+    from splatdistill.data import load_dataset
+    from splatdistill.data.sampler import MultiViewDataset, SamplerConfig, collate_views
+    from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
+
+    scenes = load_dataset(rooms, split="train")
+    ds = MultiViewDataset(scenes, SamplerConfig(num_targets=2), seed=0, size=32)
+    batch = collate_views([ds[0], ds[1]])
+    g = torch.Generator().manual_seed(0)
+    context = dataclasses.replace(batch.context, tokens=torch.randn(2, 2, 8, 4, 4, generator=g))
+    settings = SplatSettings(blend_alpha=0.5, renderer="torch")
+    both = splat_targets(context, batch.target, (4, 4), settings, depth_lifter(settings))
+    assert both.tokens.shape == (2, 2, 8, 4, 4) and both.valid.any()
+    for i in range(2):
+        one = splat_targets(context[i], batch.target[i], (4, 4), settings, depth_lifter(settings))
+        for f in dataclasses.fields(one):
+            assert torch.equal(getattr(both, f.name)[i], getattr(one, f.name)), f.name
+    with pytest.raises(ValueError, match="cannot be resized"):
+        dataclasses.replace(batch.context, features=torch.zeros(2, 2, 8, 32, 32)).at(16)
+    poses = np.stack([scenes[int(batch.scene_index[0])].views[int(i)].cam_to_world for i in batch.context.ids[0]])
+    assert torch.equal(batch.context[0].at(16).cameras.cam_to_world, torch.from_numpy(poses).float())
+
+
 # ---- runs: resume, DDP, divergence ----------------------------------------------------------------
 
 def _run(*args: str, env_extra: dict | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
