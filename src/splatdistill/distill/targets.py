@@ -22,7 +22,13 @@ from splatdistill.data.views import Sample, fit_size
 from splatdistill.devices import autocast
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.distributed import DistInfo
-from splatdistill.distill.parts import SnDModel, StepTimes, fill_uncovered, plain_targets, require_depth
+from splatdistill.distill.parts import (
+    SnDModel,
+    StepTimes,
+    fill_uncovered,
+    plain_targets,
+    require_depth,
+)
 from splatdistill.errors import UserError
 from splatdistill.lifters.online import OnlineRefiner
 from splatdistill.splat import splat_targets
@@ -30,8 +36,16 @@ from splatdistill.splat import splat_targets
 #: tokens (B*T, C, h, w), supervised mask (B*T, h*w), coverage (B, T, h, w)
 Targets = tuple[Tensor, Tensor, Tensor]
 
-__all__ = ["TARGET_SOURCES", "Fit3DSource", "SplatAnd2DTargets", "SplatTargets", "TargetSource", "TeacherTargets",
-           "Targets", "make_target_source"]
+__all__ = [
+    "TARGET_SOURCES",
+    "Fit3DSource",
+    "SplatAnd2DTargets",
+    "SplatTargets",
+    "TargetSource",
+    "Targets",
+    "TeacherTargets",
+    "make_target_source",
+]
 
 
 class TargetSource(Protocol):
