@@ -13,6 +13,7 @@ Run with MVSplat's encoder requirements and its repository root on PYTHONPATH (d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
@@ -31,7 +32,7 @@ def main() -> None:
     lifter = build_lifter(f"mvsplat:{args.checkpoint}:{args.near}:{args.far}")
     sv = load_scene_views(load_dataset("rooms")[0], [0, 2], args.size)
     V, _, H, W = sv.images.shape
-    g = lifter(sv.images, None, sv.images, sv.cameras)
+    g = lifter(dataclasses.replace(sv, features=sv.images, depths=None))
     print(f"{len(g)} Gaussians for {V} views of {H}x{W} (padded to a multiple of {lifter.multiple})")
     worst = 0.0
     for v in range(V):

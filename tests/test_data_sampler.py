@@ -57,15 +57,16 @@ def test_dataset_item_shapes_and_resized_intrinsics(scenes):
     item = ds[0]
     assert item.context.images.shape == (2, 3, 56, 70) and item.context.images.dtype == torch.float32
     assert item.target.images.shape == (1, 3, 56, 70)
-    assert item.context.Ks.shape == (2, 3, 3) and item.context.viewmats.shape == (2, 4, 4)
+    assert item.context.cameras.Ks.shape == (2, 3, 3) and item.context.cameras.viewmats.shape == (2, 4, 4)
     for key in ("depths", "segments", "semantic"):
         assert getattr(item.context, key).shape == (2, 56, 70) and getattr(item.target, key).shape == (1, 56, 70)
     assert item.context.segments.dtype == torch.int64
-    torch.testing.assert_close(item.context.viewmats @ item.context.cam_to_world, torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
+    c2w = torch.from_numpy(np.stack([scenes[item.scene_index].views[int(i)].cam_to_world for i in item.context.ids]))
+    torch.testing.assert_close(item.context.cameras.viewmats @ c2w.float(), torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
     # K follows the crop to the 5:4 aspect (rows, centred) and the resize; never a squash
     scene = scenes[item.scene_index]
     rec = scene.views[int(item.context.ids[0])]
-    K = item.context.Ks[0].double().numpy()
+    K = item.context.cameras.Ks[0].double().numpy()
     crop_h = round(rec.width * 56 / 70)
     y0 = (rec.height - crop_h) // 2
     np.testing.assert_allclose(K[0], rec.K[0] * 70 / rec.width, rtol=1e-6)
@@ -107,12 +108,13 @@ def test_views_at_render_resolution_match_loading_at_that_size(scenes):
     full = Views.from_view_data(loaded, mask_mode=None)
     small = Views.from_view_data(loaded, mask_mode=None, size=40)
     at = full.at(40)
-    torch.testing.assert_close(at.Ks, small.Ks)
+    torch.testing.assert_close(at.cameras.Ks, small.cameras.Ks)
     assert torch.equal(at.depths, small.depths) and torch.equal(at.semantic, small.semantic)
     assert (at.images - small.images).abs().mean() < 0.02
     cams = at.cameras
     assert (cams.width, cams.height) == (40, 40)
-    torch.testing.assert_close(cams.viewmats @ at.cam_to_world, torch.eye(4).expand(3, 4, 4), atol=1e-5, rtol=0)
+    c2w = torch.from_numpy(np.stack([v.cam_to_world for v in loaded])).float()  # the loaded poses
+    torch.testing.assert_close(cams.viewmats @ c2w, torch.eye(4).expand(3, 4, 4), atol=1e-5, rtol=0)
     assert full.at(full.height) is full and len(at[1:]) == 2
 
 

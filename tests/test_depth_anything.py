@@ -3,6 +3,7 @@ download) and the alignment of monocular inverse depth to the views' metric scal
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_depth_anything_lifter_runs_the_real_model(tiny_depth_anything, scenes, 
     assert float((raw - ref).abs().max()) < 0.05 * float(ref.abs().max())
     # with the data's depth, each view's inverse depth is fitted to it, and the Gaussians sit at that depth
     feats = torch.randn(2, 5, 42, 42)
-    g = lifter(feats, sv.depths, sv.images, sv.cameras)
+    g = lifter(dataclasses.replace(sv, features=feats))
     assert [f[0] for f in lifter.last_fit] == ["depth", "depth"] and len(g) == 2 * 42 * 42
     for v in range(2):
         expect = inverse_depth_to_depth(raw[v], *fit_to_depth(raw[v], sv.depths[v]))
@@ -97,7 +98,7 @@ def test_depth_anything_lifter_runs_the_real_model(tiny_depth_anything, scenes, 
         torch.testing.assert_close(z, expect.double(), rtol=1e-4, atol=1e-5)
     assert torch.equal(g.features, feats.permute(0, 2, 3, 1).reshape(-1, 5))
     # without depth: from the poses
-    g = lifter(feats, None, sv.images, sv.cameras)
+    g = lifter(dataclasses.replace(sv, features=feats, depths=None))
     assert [f[0] for f in lifter.last_fit] == ["poses", "poses"] and torch.isfinite(g.means).all()
     # specs, and a missing transformers named in one line
     assert parse_depth_anything_spec(None) == ("depth-anything/Depth-Anything-V2-Small-hf", 518)

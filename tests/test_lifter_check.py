@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -28,8 +29,8 @@ def test_lifter_check_reports_depth_opacity_and_coverage(rooms, scenes, tmp_path
     sv = load_scene_views(scenes[0], [0, 2, 1], 24)
     lifter = build_lifter("auto", SplatSettings())
     with torch.no_grad():
-        depth, opacity, _ = lifter.predict(sv.images[:2], sv.cameras[:2], None)
-        g = lifter(sv.images[:2], None, sv.images[:2], sv.cameras[:2])
+        depth, opacity, _ = lifter.predict(sv[:2])
+        g = lifter(dataclasses.replace(sv[:2], features=sv.images[:2], depths=None))
     d = depth.double().numpy().reshape(2, -1)
     for v in range(2):
         q = np.quantile(d[v], [0, 0.05, 0.5, 0.95, 1])
@@ -63,8 +64,8 @@ def test_lifter_check_warns_about_a_broken_lifter(rooms, tmp_path, capsys, monke
         from splatdistill.splat.lifter import lifter_from_predictor
 
         class Far:
-            def predict(self, images, cameras, features):
-                V, _, H, W = images.shape
+            def predict(self, views):
+                V, _, H, W = views.images.shape
                 return torch.full((V, H, W), 25.0), torch.full((V, H, W), 0.02), None
         return lifter_from_predictor(Far(), settings)
 

@@ -29,12 +29,13 @@ def _record_forward(monkeypatch, stop: bool) -> list[dict]:
     calls: list[dict] = []
     real = GaussianPredictor.forward
 
-    def forward(self, images, Ks, viewmats, guide=None):
-        calls.append({"inputs": {t.device for t in (images, Ks, viewmats, guide) if t is not None},
+    def forward(self, views):
+        calls.append({"inputs": {t.device for t in (views.images, views.cameras.Ks, views.cameras.viewmats, views.guide)
+                                 if t is not None},
                       "params": {t.device for t in (*self.parameters(), *self.buffers())}})
         if stop:
             raise _Reached
-        return real(self, images, Ks, viewmats, guide)
+        return real(self, views)
 
     monkeypatch.setattr(GaussianPredictor, "forward", forward)
     return calls

@@ -65,7 +65,7 @@ def test_lifter_eval_on_a_two_view_stereo_capture(tmp_path, capsys):
     gt = views.depths.numpy().astype(np.float64)
     assert gt.shape == (2, H, W) and (gt > 0).mean() > 0.5
     lifter = PredictorLifter(load_predictor(resolve_predictor("shipped")))  # at its own size: no resizing here
-    depth = lifter.predict(views.images, views.cameras)[0].numpy()
+    depth = lifter.predict(views)[0].numpy()
     assert res["predictor"]["abs_rel"] == pytest.approx(_abs_rel(depth, gt), abs=1e-4)
     med = np.median(gt[gt > 0])
     assert res["constant_depth"]["value"] == pytest.approx(med, rel=1e-5)
@@ -100,7 +100,7 @@ def test_oakd_pairs_without_ground_truth_are_lifted_at_their_rigs_scale(tmp_path
     assert "no depth to evaluate against" in capsys.readouterr().err
     scene = load_dataset(data)[0]
     views = Views.from_view_data([scene.load_view(i) for i in range(2)], mask_mode=None, size=(112, 148))
-    depth = PredictorLifter(load_predictor(resolve_predictor("shipped"))).predict(views.images, views.cameras)[0]
+    depth = PredictorLifter(load_predictor(resolve_predictor("shipped"))).predict(views)[0]
     assert 0.5 < float(depth.median()) < 10.0
 
 

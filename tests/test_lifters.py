@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import textwrap
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras, look_at_viewmat
 
@@ -88,13 +90,13 @@ def test_predictor_is_symmetric_in_its_context_views():
     vm = torch.eye(4).repeat(1, 2, 1, 1)
     vm[0, 1, 0, 3] = -0.2
     with torch.no_grad():
-        a = m(img, K, vm)
-        b = m(img[:, [1, 0]], K[:, [1, 0]], vm[:, [1, 0]])
+        a = m(Views(img, Cameras(K, vm, 32, 32)))
+        b = m(Views(img[:, [1, 0]], Cameras(K[:, [1, 0]], vm[:, [1, 0]], 32, 32)))
     assert torch.allclose(a.depth, b.depth[:, [1, 0]], atol=1e-5)
     assert a.depth.shape == (1, 2, 32, 32) and bool((a.depth > 0).all())
     assert bool(((a.scale >= 0.5) & (a.scale <= 15)).all()) and bool(((a.opacity > 0) & (a.opacity < 1)).all())
     with pytest.raises(ValueError, match="at least 2"):
-        m(img[:, :1], K[:, :1], vm[:, :1])
+        m(Views(img[:, :1], Cameras(K[:, :1], vm[:, :1], 32, 32)))
 
 
 # ---- training, evaluation, checkpoints ------------------------------------------------------------
@@ -137,7 +139,8 @@ def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
     vm = torch.eye(4).repeat(1, 2, 1, 1)
     vm[0, 1, 0, 3] = 0.3
     with torch.no_grad():
-        assert torch.equal(m(img, K, vm).depth, m2(img, K, vm).depth)
+        views = Views(img, Cameras(K, vm, 64, 64))
+        assert torch.equal(m(views).depth, m2(views).depth)
     with pytest.raises(UserError, match="no such predictor"):
         load_predictor(tmp_path / "missing")
     bad = tmp_path / "bad"
@@ -183,8 +186,8 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
         import torch
         class Const:
             def __init__(self, d): self.d = d
-            def predict(self, images, cameras, features):
-                return torch.full(images.shape[:1] + images.shape[2:], self.d), None, None
+            def predict(self, views):
+                return torch.full(views.images.shape[:1] + views.images.shape[2:], self.d), None, None
         def make(settings, arg="2.0"):
             return Const(float(arg))
     """))
@@ -192,7 +195,7 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
     mine = make_lifter(TrainConfig.from_dict(dict(lifter="python:my_lifters:make:3.5")), s)
     cams = Cameras(torch.tensor([[20.0, 0, 8], [0, 20, 8], [0, 0, 1]]).expand(2, 3, 3), torch.eye(4).expand(2, 4, 4),
                    16, 16)
-    gs = mine(torch.rand(2, 5, 16, 16), None, torch.rand(2, 3, 16, 16), cams)
+    gs = mine(Views(torch.rand(2, 3, 16, 16), cams, features=torch.rand(2, 5, 16, 16)))
     assert len(gs) == 2 * 16 * 16 and torch.allclose(gs.means[:, 2], torch.tensor(3.5))
     for spec, msg in [("nope", "unknown lifter"), ("predictor", "needs a path"), ("predictor:/no/such", "no such predictor"),
                       ("ply:/no/such.ply", "no such PLY"), ("python:my_lifters", "python:MODULE:FACTORY"),
@@ -223,15 +226,15 @@ def test_predictor_lifter_gives_covering_targets(trained, rooms):
     seg = torch.zeros(3, 64, 64, dtype=torch.long)
     tokens = torch.randn(2, 8, 4, 4)
     settings = SplatSettings(blend_alpha=1.0, renderer="torch")
-    res = splat_targets(tokens, seg[:2], sv.cameras[ctx], seg[:1], sv.cameras[tgt], (4, 4), settings, lifter,
-                        context_depth=None, context_images=sv.images[ctx])
+    res = splat_targets(dataclasses.replace(sv[ctx], segments=seg[:2], tokens=tokens, depths=None),
+                        dataclasses.replace(sv[tgt], segments=seg[:1]), (4, 4), settings, lifter)
     assert torch.isfinite(res.tokens).all()
     assert float(res.pixel_alpha.mean()) > 0.6
     # the lifter runs at its own resolution whatever the render size is (here 2x its training size)
     from splatdistill.lifters import load_scene_views
 
     sv2 = load_scene_views(_scene_views(rooms)[0], [0, 2], 128)
-    d, o, sc = lifter.predict(sv2.images, sv2.cameras)
+    d, o, sc = lifter.predict(sv2)
     assert d.shape == (2, 128, 128)
     rel = ((d - sv2.depths).abs() / sv2.depths)[sv2.depths > 0].mean()
     assert float(rel) < 0.5
@@ -249,11 +252,11 @@ def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
     scene, sv = _scene_views(rooms)
     ctx = [0, 2]
     feats = torch.nn.functional.interpolate(torch.randn(2, 6, 8, 8), size=(64, 64), mode="bilinear")
-    ref = depth_lifter(SplatSettings())(feats, sv.depths[ctx], sv.images[ctx], sv.cameras[ctx])
+    ref = depth_lifter(SplatSettings())(dataclasses.replace(sv[ctx], features=feats))
     folder = tmp_path / "plys" / scene.name / "point_cloud" / "iteration_7000"
     save_ply(folder / "point_cloud.ply", ref)  # the 3DGS training layout
     lifter = PlyLifter(tmp_path / "plys", data=str(rooms), renderer="torch")
-    got = lifter(feats, None, sv.images[ctx], sv.cameras[ctx])  # scene found from the camera poses
+    got = lifter(dataclasses.replace(sv[ctx], features=feats, depths=None))  # scene found from the camera poses
     assert len(got) > 0.9 * len(ref)
     cam = sv.cameras[1]
     a_ref, al_ref = render_features(ref.means, ref.covariances, ref.opacities, ref.features, cam.viewmats, cam.Ks, 64, 64,
@@ -271,7 +274,7 @@ def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
     # a camera of no dataset view cannot be matched to a scene
     far = Cameras(sv.cameras.Ks[:1], look_at_viewmat(torch.tensor([[50.0, 50.0, 50.0]]), torch.zeros(1, 3)), 64, 64)
     with pytest.raises(UserError, match="no scene"):
-        lifter(feats[:1], None, None, far)
+        lifter(Views(sv.images[:1], far, features=feats[:1]))
 
 
 def test_lift_command_writes_viewable_ply(rooms, tmp_path, capsys):
@@ -315,9 +318,11 @@ def test_predictor_trains_from_posed_images_alone(rooms, tmp_path):
     first = np.mean([r["warp"] for r in log[:10]])
     last = np.mean([r["warp"] for r in log[-10:]])
     assert last < 0.9 * first
-    bank = load_bank(load_dataset(rooms, split="train"), 32, progress=False)
+    train = load_dataset(rooms, split="train")
+    bank = load_bank(train, 32, progress=False)
     median = float(bank.depths[bank.depths > 0].median())
-    ev = evaluate_predictor(load_predictor(tmp_path / "photo"), bank, snd_context_pairs(bank, 2), constant_depth=median)
+    ev = evaluate_predictor(load_predictor(tmp_path / "photo"), bank, train, snd_context_pairs(bank, train, 2),
+                            constant_depth=median)
     assert ev["predictor"]["abs_rel"] < 0.5 * ev["constant_depth"]["abs_rel"], ev  # measured: 0.057 vs 0.258
 
 
@@ -331,7 +336,8 @@ def test_inverse_warp_rebuilds_a_view_at_its_true_depth(scenes):
     d = v.depths[:1]
     errs = {}
     for name, depth in {"true": d, "scaled": d * 1.5}.items():
-        warped, in_view = inverse_warp(depth, v.Ks[:1], v.viewmats[:1], v.images[1:], v.Ks[1:], v.viewmats[1:])
+        c = v.cameras
+        warped, in_view = inverse_warp(depth, c.Ks[:1], c.viewmats[:1], v.images[1:], c.Ks[1:], c.viewmats[1:])
         m = in_view & (d > 0)
         errs[name] = float(photo_error(warped, v.images[:1])[m].mean())
     assert errs["true"] < 0.6 * errs["scaled"], errs
@@ -384,7 +390,7 @@ def test_mvsplat_adapter_speaks_the_encoder_interface():
     cams = Cameras(K, vms, W, H)
     feats, images = torch.randn(V, C, H, W), torch.rand(V, 3, H, W)
     encoder = _MVSplatStandIn()
-    g = MVSplatLifter(encoder, near=0.5, far=20.0)(feats, None, images, cams)
+    g = MVSplatLifter(encoder, near=0.5, far=20.0)(Views(images, cams, features=feats))
     seen = encoder.seen
     assert seen["image"].shape == (1, V, 3, 32, 32) and seen["global_step"] >= 10 ** 6
     assert torch.allclose(seen["image"][0, :, :, :H, :W], images) and torch.equal(seen["image"][0, :, :, H:, :W],

@@ -113,6 +113,7 @@ def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     """Splatting context features into the context's own camera gives back its tokens."""
     from splatdistill.data import load_dataset
     from splatdistill.geometry.cameras import Cameras
+    from splatdistill.data.views import Views
     from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
 
     view = load_dataset(rooms)[0].load_view(0)
@@ -122,9 +123,10 @@ def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     segments = torch.from_numpy(view.instance.astype(np.int64))[None]
     cams = Cameras.from_cam_to_world(torch.from_numpy(view.K).float()[None],
                                      torch.from_numpy(view.cam_to_world).float()[None], R, R)
+    views = Views(torch.from_numpy(view.image).permute(2, 0, 1)[None], cams, depths=torch.from_numpy(view.depth)[None],
+                  segments=segments, tokens=tokens)
     settings = SplatSettings(blend_alpha=1.0, renderer="torch")
-    out = splat_targets(tokens, segments, cams, segments, cams, (5, 5), settings, depth_lifter(settings),
-                        context_depth=torch.from_numpy(view.depth)[None])
+    out = splat_targets(views, views, (5, 5), settings, depth_lifter(settings))
     assert out.coverage.mean() > 0.95
     from splatdistill.splat.upsample import mask_aware_upsample
 
@@ -134,16 +136,43 @@ def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     assert cos[out.valid].median() > 0.999 and cos[out.valid].min() > 0.85  # depth edges move a few samples
     # the default (reference) downsample samples at the token centres: the tokens themselves come back
     # wherever the upsample reproduces them; the antialiased one low-passes them
-    aa = splat_targets(tokens, segments, cams, segments, cams, (5, 5), SplatSettings(blend_alpha=1.0, renderer="torch",
-                       downsample="antialias"), depth_lifter(settings), context_depth=torch.from_numpy(view.depth)[None])
+    aa = splat_targets(views, views, (5, 5), SplatSettings(blend_alpha=1.0, renderer="torch", downsample="antialias"),
+                       depth_lifter(settings))
     own = torch.nn.functional.cosine_similarity(out.tokens, tokens, dim=1)[out.valid]
     own_aa = torch.nn.functional.cosine_similarity(aa.tokens, tokens, dim=1)[aa.valid]
     assert own.mean() > own_aa.mean() + 0.01
     # with blending, tokens move towards their segment means (and stay finite)
-    blended = splat_targets(tokens, segments, cams, segments, cams, (5, 5), SplatSettings(blend_alpha=0.5, renderer="torch"),
-                            depth_lifter(settings), context_depth=torch.from_numpy(view.depth)[None])
+    blended = splat_targets(views, views, (5, 5), SplatSettings(blend_alpha=0.5, renderer="torch"),
+                            depth_lifter(settings))
     assert torch.isfinite(blended.tokens).all()
     assert (blended.tokens - out.tokens).abs().max() > 1e-3
+
+
+def test_a_batch_of_views_gives_the_targets_of_each_sample(rooms):
+    """splat_targets on (B, V) views equals B calls on each sample's (V) views, exactly; views carrying pixel
+    features refuse a resize, and cameras built from poses give those poses back unchanged."""
+    import dataclasses
+
+    from splatdistill.data import load_dataset
+    from splatdistill.data.sampler import MultiViewDataset, SamplerConfig, collate_views
+    from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
+
+    scenes = load_dataset(rooms, split="train")
+    ds = MultiViewDataset(scenes, SamplerConfig(num_targets=2), seed=0, size=32)
+    batch = collate_views([ds[0], ds[1]])
+    g = torch.Generator().manual_seed(0)
+    context = dataclasses.replace(batch.context, tokens=torch.randn(2, 2, 8, 4, 4, generator=g))
+    settings = SplatSettings(blend_alpha=0.5, renderer="torch")
+    both = splat_targets(context, batch.target, (4, 4), settings, depth_lifter(settings))
+    assert both.tokens.shape == (2, 2, 8, 4, 4) and both.valid.any()
+    for i in range(2):
+        one = splat_targets(context[i], batch.target[i], (4, 4), settings, depth_lifter(settings))
+        for f in dataclasses.fields(one):
+            assert torch.equal(getattr(both, f.name)[i], getattr(one, f.name)), f.name
+    with pytest.raises(ValueError, match="cannot be resized"):
+        dataclasses.replace(batch.context, features=torch.zeros(2, 2, 8, 32, 32)).at(16)
+    poses = np.stack([scenes[int(batch.scene_index[0])].views[int(i)].cam_to_world for i in batch.context.ids[0]])
+    assert torch.equal(batch.context[0].at(16).cameras.cam_to_world, torch.from_numpy(poses).float())
 
 
 # ---- runs: resume, DDP, divergence ----------------------------------------------------------------
@@ -234,7 +263,7 @@ def _two_target_batch(rooms, size: int | tuple[int, int] = 112):
 
 def _world_tokens(batch, h: int, w: int) -> torch.Tensor:
     """Tokens that are a function of the world point seen at each token centre: (x, y, z, 3)."""
-    depth, K, c2w = batch.target.depths, batch.target.Ks, batch.target.cam_to_world
+    depth, K, c2w = batch.target.depths, batch.target.cameras.Ks, batch.target.cameras.cam_to_world
     B, T, H, W = depth.shape
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     u, v = (xs + 0.5) * W / w, (ys + 0.5) * H / h
@@ -338,7 +367,7 @@ def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_
                                   "stall_steps=5", "val_samples=0", *TINY_RUN])
     trainer = Trainer(cfg)
     # a lifter whose Gaussians are all invalid: no target token is ever supervised
-    trainer.targets.lifter = lambda feats, depth, images, cams: lift_depth(torch.zeros_like(depth), cams, feats)
+    trainer.targets.lifter = lambda views: lift_depth(torch.zeros_like(views.depths), views.cameras, views.features)
     with pytest.raises(TrainingStalled, match=r"under 5% of the target tokens were supervised for 5 steps.*"
                                               r"no depth for the lifter, wrong poses.*checkpoint.pt\) is kept"):
         trainer.fit()
@@ -411,7 +440,7 @@ def test_rectangular_views_train_at_hxw_without_squashing(rooms, tmp_path):
     trainer = Trainer(cfg)
     batch = trainer.batch_for_step(0)
     assert batch.context.images.shape[-2:] == (64, 96) and batch.target.images.shape[-2:] == (64, 96)
-    K = batch.context.Ks[0, 0].double()
+    K = batch.context.cameras.Ks[0, 0].double()
     rec = load_dataset(data)[0].views[int(batch.context.ids[0, 0])]
     np.testing.assert_allclose(K[0].numpy(), rec.K[0] * 96 / W0, rtol=1e-5)  # scaled, not cropped: 3:2 already
     np.testing.assert_allclose(K[1].numpy(), rec.K[1] * 64 / H0, rtol=1e-5)
@@ -426,7 +455,7 @@ def test_rectangular_views_train_at_hxw_without_squashing(rooms, tmp_path):
     short = Trainer(TrainConfig.load(None, [*base, f"out={tmp_path / 'r2'}", "image_size=64"])).batch_for_step(0)
     assert short.context.images.shape[-2:] == (64, round(64 * W0 / H0))
     square = Trainer(TrainConfig.load(None, [*base, f"out={tmp_path / 'r3'}", "image_size=64x64"])).batch_for_step(0)
-    Ks = square.context.Ks[0, 0].double().numpy()
+    Ks = square.context.cameras.Ks[0, 0].double().numpy()
     assert square.context.images.shape[-2:] == (64, 64)
     assert abs(Ks[0, 0] / Ks[1, 1] - rec.K[0, 0] / rec.K[1, 1]) < 0.01
     np.testing.assert_allclose(Ks[0, 2], (rec.K[0, 2] - (W0 - H0) // 2) * 64 / H0, rtol=1e-5)

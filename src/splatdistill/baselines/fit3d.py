@@ -47,7 +47,8 @@ from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
 from splatdistill.runs import Run
 from splatdistill.safe_load import load_torch_file
-from splatdistill.splat.targets import teacher_pixel_features, tokens_from_render
+from splatdistill.splat.scene import load_scene_views_timed
+from splatdistill.splat.targets import tokens_from_render
 
 FIELD_VERSION = 1
 
@@ -149,17 +150,6 @@ class FeatureField(nn.Module):
 
 # ---- scene data ------------------------------------------------------------------------------------
 
-@dataclass
-class SceneTargets:
-    """What a field is fitted to: the teacher's pixel features of some views, and their geometry."""
-
-    features: Tensor  # (V, C, R, R) teacher features, mask-aware upsampled
-    cameras: Cameras  # (V) at R x R
-    depths: Tensor  # (V, R, R)
-    view_ids: list[int]
-    teacher_seconds: float
-
-
 def evenly_spaced(n: int, k: int) -> list[int]:
     if k >= n:
         return list(range(n))
@@ -167,20 +157,11 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 
 
 @torch.no_grad()
-def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> SceneTargets:
-    """Teacher features of ``max_views`` evenly spaced views at ``render_size`` (as the SnD teacher sees them)."""
-    R, S = cfg.render_size, cfg.image_size
-    ids = evenly_spaced(len(scene), cfg.max_views)
-    views = [scene.load_view(i) for i in ids]
-    if any(v.depth is None for v in views):
-        raise UserError(f"scene {scene.name}: fit3d lifts Gaussians from depth, and some views have none", scene.root)
-    small = Views.from_view_data(views, ids, cfg.mask, size=R, scene=scene.name)
-    t0 = time.perf_counter()
-    full = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in views])
-    feats = teacher_pixel_features(teacher, full, small.segments, S, batch=batch)
-    seconds = time.perf_counter() - t0
-    cams, depths = small.cameras, small.depths
-    return SceneTargets(feats, cams, depths, ids, seconds)
+def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> tuple[Views, float]:
+    """What a field is fitted to: ``max_views`` evenly spaced views at ``render_size`` with their teacher
+    ``features`` (as the SnD teacher sees them), and the seconds the teacher took."""
+    return load_scene_views_timed(scene, evenly_spaced(len(scene), cfg.max_views), cfg.render_size, teacher,
+                                  cfg.image_size, cfg.mask, need_depth="fit3d lifts Gaussians from depth", batch=batch)
 
 
 def strided_cameras(cameras: Cameras, stride: int) -> Cameras:
@@ -196,12 +177,12 @@ def strided_cameras(cameras: Cameras, stride: int) -> Cameras:
     return Cameras(K, cameras.viewmats, cameras.width // s, cameras.height // s)
 
 
-def field_error(field: FeatureField, targets: SceneTargets, backend: str = "auto") -> float:
-    """Mean L1 (per channel) between the field's renders and the teacher features over all fitted views,
-    on covered pixels."""
+def field_error(field: FeatureField, targets: Views, backend: str = "auto") -> float:
+    """Mean L1 (per channel) between the field's renders and the views' teacher features over all fitted
+    views, on covered pixels."""
     errs, n = 0.0, 0
     with torch.no_grad():
-        for v in range(len(targets.view_ids)):
+        for v in range(len(targets)):
             dec, alpha = field.render(targets.cameras[v:v + 1], backend)
             m = alpha[0] > 0.5
             diff = (dec[0] - targets.features[v].permute(1, 2, 0)).abs().mean(-1)
@@ -210,9 +191,10 @@ def field_error(field: FeatureField, targets: SceneTargets, backend: str = "auto
     return errs / max(n, 1)
 
 
-def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d"
-              ) -> tuple[FeatureField, dict[str, Any]]:
-    """Optimise a field on one scene's teacher targets; returns it and timing/loss statistics."""
+def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d",
+              teacher_seconds: float = 0.0) -> tuple[FeatureField, dict[str, Any]]:
+    """Optimise a field on one scene's views with teacher ``features`` (and depths, to lift its Gaussians);
+    returns it and timing/loss statistics (``teacher_seconds``: what the features took, for the record)."""
     cfg.validate()
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.seed)
@@ -262,7 +244,7 @@ def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, d
     # the shared loop, for its progress bar: a field is fitted in seconds, so no checkpoint, budget or signal
     Run(name=desc, total=cfg.iterations, step=0, train_step=step, progress=progress, signals=False, unit="it",
         leave=False)()
-    stats = {"fit_seconds": time.perf_counter() - t0, "teacher_seconds": targets.teacher_seconds,
+    stats = {"fit_seconds": time.perf_counter() - t0, "teacher_seconds": teacher_seconds,
              "gaussians": field.num_gaussians, "views": V, "iterations": cfg.iterations,
              "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None}
     return field, stats
@@ -270,8 +252,8 @@ def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, d
 
 def fit_scene(scene: Scene, teacher, cfg: Fit3DConfig, progress: bool = False) -> tuple[FeatureField, dict[str, Any]]:
     """Teacher features of the scene's views, then :func:`fit_field`."""
-    targets = teacher_targets(scene, teacher, cfg)
-    return fit_field(targets, cfg, progress, desc=f"fit3d {scene.name}")
+    targets, seconds = teacher_targets(scene, teacher, cfg)
+    return fit_field(targets, cfg, progress, desc=f"fit3d {scene.name}", teacher_seconds=seconds)
 
 
 # ---- distillation targets for the trainer ------------------------------------------------------------

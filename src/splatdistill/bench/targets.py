@@ -9,6 +9,7 @@ tokens over supervised tokens (mean and 5th percentile) and the share of tokens 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import torch
@@ -41,8 +42,7 @@ def self_render_cosines(backbone, views: Views, render_size, downsample: str) ->
     for i in range(len(views)):
         tokens = backbone.patch_features(views.images[i:i + 1])
         one = small[i:i + 1]
-        out = splat_targets(tokens, one.segments, one.cameras, one.segments, one.cameras, tuple(tokens.shape[-2:]),
-                            settings, lifter, context_depth=one.depths, context_images=one.images)
+        out = splat_targets(dataclasses.replace(one, tokens=tokens), one, tuple(tokens.shape[-2:]), settings, lifter)
         c = F.cosine_similarity(out.tokens, tokens, dim=1)[out.valid]
         cos.append(c.numpy())
         supervised.append(float(out.valid.float().mean()))

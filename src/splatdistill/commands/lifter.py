@@ -247,7 +247,7 @@ def run_lift(args: argparse.Namespace) -> int:
             save_ply(path, g, colors=g.features.clamp(0, 1))
         else:
             save_ply(path, g, save_features=True)
-        print(f"{scene.name}: {len(g)} Gaussians from {len(sv.view_ids)} views -> {path}")
+        print(f"{scene.name}: {len(g)} Gaussians from {len(sv)} views -> {path}")
     return 0
 
 
@@ -288,11 +288,11 @@ def run_bench(args: argparse.Namespace) -> int:
     from splatdistill.backbones import load_backbone
     from splatdistill.baselines.fit3d import (
         Fit3DConfig,
-        SceneTargets,
         field_error,
         fit_field,
     )
-    from splatdistill.lifters import lift_scene, load_scene_views
+    from splatdistill.lifters import lift_scene
+    from splatdistill.splat.scene import load_scene_views_timed
     from splatdistill.lifters.predictor import PredictorLifter, load_predictor
     from splatdistill.lifters.pretrained import resolve_predictor
     from splatdistill.splat.lifter import SplatSettings, depth_lifter
@@ -308,8 +308,8 @@ def run_bench(args: argparse.Namespace) -> int:
     fcfg = Fit3DConfig(iterations=args.fit3d_iterations, max_views=args.fit3d_views, render_size=args.size)
     rows = []
     for scene in scenes:
-        sv = load_scene_views(scene, None, args.size, teacher, fcfg.image_size, fcfg.mask)
-        row = {"scene": scene.name, "views": len(sv.view_ids), "teacher_seconds": sv.teacher_seconds}
+        sv, teacher_seconds = load_scene_views_timed(scene, None, args.size, teacher, fcfg.image_size, fcfg.mask)
+        row = {"scene": scene.name, "views": len(sv), "teacher_seconds": teacher_seconds}
         with torch.no_grad():
             for name, lifter in lifters.items():
                 lift_scene(sv, lifter, carry="features")  # warm-up (first-call allocations)
@@ -319,14 +319,14 @@ def run_bench(args: argparse.Namespace) -> int:
                 row[f"{name}_gaussians"] = len(g)
             # the predictor's network alone (depth, opacity, scale for every view; no feature copying)
             t0 = time.perf_counter()
-            for s in range(0, len(sv.view_ids) - 1, 2):
-                e = s + 3 if len(sv.view_ids) - s == 3 else s + 2
-                predictor.predict(sv.images[s:e], sv.cameras[s:e], sv.features[s:e])
+            for s in range(0, len(sv) - 1, 2):
+                e = s + 3 if len(sv) - s == 3 else s + 2
+                predictor.predict(sv[s:e])
             row["predictor network_seconds"] = time.perf_counter() - t0
-        ids = [int(round(x)) for x in np.linspace(0, len(sv.view_ids) - 1, min(len(sv.view_ids), fcfg.max_views))]
-        ids = sorted(set(ids))
-        targets = SceneTargets(sv.features[ids], sv.cameras[ids], sv.depths[ids], ids, sv.teacher_seconds)
-        field, stats = fit_field(targets, fcfg, progress=_progress(args), desc=f"fit3d {scene.name}")
+        ids = [int(round(x)) for x in np.linspace(0, len(sv) - 1, min(len(sv), fcfg.max_views))]
+        targets = sv[sorted(set(ids))]
+        field, stats = fit_field(targets, fcfg, progress=_progress(args), desc=f"fit3d {scene.name}",
+                                 teacher_seconds=teacher_seconds)
         row["fit3d_seconds"] = stats["fit_seconds"]
         row["fit3d_gaussians"] = stats["gaussians"]
         row["fit3d_error"] = field_error(field, targets)

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from splatdistill.errors import UserError
-from splatdistill.geometry.cameras import Cameras, rigid_inverse
+from splatdistill.geometry.cameras import Cameras
 
 from .masks import segments_for_view
 from .scene import ViewData
@@ -122,43 +122,62 @@ def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
     )
 
 
+def _map_field(value, fn):
+    """``fn`` over a field: tensors directly, :class:`Cameras` over their Ks and viewmats, None kept."""
+    if value is None:
+        return None
+    if isinstance(value, Cameras):
+        return value.map(fn)
+    return fn(value)
+
+
 @dataclass
 class Views:
-    """V posed views as tensors; every field has the same leading dims (``(V,)`` or ``(B, V)``)."""
+    """V posed views as tensors; every field has the same leading dims (``(V,)`` or ``(B, V)``).
+
+    The one container of views from the sampler to the trainer, the lifters, the lifter's training, the
+    FiT3D baseline and evaluation: poses travel only as :attr:`cameras`; what a consumer does not need
+    (depth, labels, teacher features) is ``None``.
+    """
 
     images: Tensor  # (..., 3, H, W) float in [0, 1]
-    Ks: Tensor  # (..., 3, 3) pixel intrinsics at H x W
-    cam_to_world: Tensor  # (..., 4, 4) OpenCV camera-to-world
-    depths: Tensor  # (..., H, W) metres, 0 = unknown
-    segments: Tensor  # (..., H, W) int64 segment labels (upsampling and blending)
-    semantic: Tensor  # (..., H, W) int64 classes, -1 = ignore
-    ids: Tensor  # (...) view indices in their scene
+    cameras: Cameras  # (...) intrinsics at H x W and world-to-camera poses (OpenCV)
+    depths: Tensor | None = None  # (..., H, W) metres, 0 = unknown
+    segments: Tensor | None = None  # (..., H, W) int64 segment labels (upsampling and blending)
+    semantic: Tensor | None = None  # (..., H, W) int64 classes, -1 = ignore
+    ids: Tensor | None = None  # (...) view indices in their scene
     normals: Tensor | None = None  # (..., H, W, 3) camera frame, when loaded
+    features: Tensor | None = None  # (..., C, H, W) teacher features at the views' pixels (mask-aware upsampled)
+    tokens: Tensor | None = None  # (..., C, h, w) teacher patch tokens (any grid), e.g. a predictor's guide
+    scene_index: Tensor | None = None  # (...) scene number of each view, when views of several scenes are held
 
     @classmethod
     def from_view_data(cls, views: Sequence[ViewData], ids: Sequence[int] | None = None, mask_mode: str | None = "auto",
-                       size: int | Sequence[int] | None = None, normals: bool = False, scene: str = "") -> "Views":
+                       size: int | Sequence[int] | None = None, normals: bool = False, scene: str = "",
+                       semantic: bool = True) -> "Views":
         """Stack loaded views (resized to ``size`` first, K scaled to match; see :func:`resize_view`).
 
-        ``normals=True`` loads them too (zeros for a view without). ``mask_mode`` picks the segments (:func:`~splatdistill.data.masks.segments_for_view`); ``None``
-        skips them (all zeros) for consumers that need none.
+        ``normals=True`` loads them too (zeros for a view without). ``mask_mode`` picks the segments
+        (:func:`~splatdistill.data.masks.segments_for_view`); ``None`` skips them (``segments`` is None) for
+        consumers that need none, as ``semantic=False`` skips the classes.
         """
         views = [resize_view(v, None if size is None else _size(size)) for v in views]
         h, w = views[0].height, views[0].width
         if any((v.height, v.width) != (h, w) for v in views):
             raise UserError(f"scene {scene or '?'}: views of different sizes in one sample; pass size=(H, W) to resize")
         # Built in numpy, handed to torch without copies (small torch ops are slow in loader workers).
+        Ks = torch.from_numpy(np.stack([v.K for v in views]).astype(np.float32))
+        c2w = torch.from_numpy(np.stack([v.cam_to_world for v in views]).astype(np.float32))
         return cls(
             images=torch.from_numpy(np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2),
                                                          dtype=np.float32)),
-            Ks=torch.from_numpy(np.stack([v.K for v in views]).astype(np.float32)),
-            cam_to_world=torch.from_numpy(np.stack([v.cam_to_world for v in views]).astype(np.float32)),
+            cameras=Cameras.from_cam_to_world(Ks, c2w, w, h),
             depths=torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32)
                                               for v in views]).astype(np.float32)),
-            segments=torch.from_numpy(np.stack([segments_for_view(v, mask_mode) if mask_mode else np.zeros((h, w), np.int64)
-                                                for v in views]).astype(np.int64)),
+            segments=torch.from_numpy(np.stack([segments_for_view(v, mask_mode) for v in views]).astype(np.int64))
+            if mask_mode else None,
             semantic=torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32)
-                                                for v in views]).astype(np.int64)),
+                                                for v in views]).astype(np.int64)) if semantic else None,
             ids=torch.as_tensor(list(range(len(views))) if ids is None else [int(i) for i in ids]),
             normals=torch.from_numpy(np.stack([v.normals if v.normals is not None else np.zeros((h, w, 3), np.float32)
                                                for v in views]).astype(np.float32)) if normals else None,
@@ -178,23 +197,17 @@ class Views:
 
     @property
     def has_depth(self) -> bool:
-        return bool((self.depths > 0).any())
+        return self.depths is not None and bool((self.depths > 0).any())
 
     @property
-    def viewmats(self) -> Tensor:
-        """World-to-camera transforms (..., 4, 4)."""
-        return rigid_inverse(self.cam_to_world)
-
-    @property
-    def cameras(self) -> Cameras:
-        """The views' cameras at H x W (batched like the views)."""
-        return Cameras.from_cam_to_world(self.Ks, self.cam_to_world, self.width, self.height)
+    def guide(self) -> Tensor | None:
+        """The teacher features a feed-forward predictor matches on: the patch tokens, else the pixel features."""
+        return self.tokens if self.tokens is not None else self.features
 
     # -- transforms ----------------------------------------------------------------------------------
     def map(self, fn) -> "Views":
-        """A copy with ``fn`` applied to every tensor field."""
-        return Views(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name)))
-                        for f in fields(self)})
+        """A copy with ``fn`` applied to every tensor (the cameras' Ks and viewmats included)."""
+        return Views(**{f.name: _map_field(getattr(self, f.name), fn) for f in fields(self)})
 
     def to(self, device: torch.device | str) -> "Views":
         return self.map(lambda t: t.to(device))
@@ -205,26 +218,54 @@ class Views:
 
     def at(self, size: int | Sequence[int]) -> "Views":
         """The views at (h, w): images bilinear (antialiased), maps nearest, K scaled to match.
-        This is how the trainer gets its render-resolution context and target views.
+        This is how the trainer gets its render-resolution context and target views. Pixel features are
+        tied to their resolution (mask-aware upsampled): views that carry them cannot be resized.
         """
         h, w = _size(size)
         if (h, w) == (self.height, self.width):
             return self
+        if self.features is not None:
+            raise ValueError(f"views carry {self.height}x{self.width} teacher pixel features; they cannot be resized "
+                             f"to {h}x{w}: upsample the tokens again at that size")
         lead = self.images.shape[:-3]
         images = F.interpolate(self.images.reshape(-1, *self.images.shape[-3:]), size=(h, w), mode="bilinear",
                                antialias=True).reshape(*lead, 3, h, w)
-        scale = torch.tensor([w / self.width, h / self.height, 1.0], dtype=self.Ks.dtype, device=self.Ks.device)
+        cams = self.cameras
+        scale = torch.tensor([w / self.width, h / self.height, 1.0], dtype=cams.Ks.dtype, device=cams.Ks.device)
+
+        def maps(x: Tensor | None) -> Tensor | None:
+            return None if x is None else resize_maps(x, (h, w))
+
         normals = None if self.normals is None else resize_maps(self.normals.movedim(-1, -3), (h, w)).movedim(-3, -1)
-        return replace(self, images=images, Ks=self.Ks * scale[:, None], depths=resize_maps(self.depths, (h, w)),
-                       segments=resize_maps(self.segments, (h, w)), semantic=resize_maps(self.semantic, (h, w)),
+        return replace(self, images=images, cameras=Cameras(cams.Ks * scale[:, None], cams.viewmats, w, h, cams.c2w),
+                       depths=maps(self.depths), segments=maps(self.segments), semantic=maps(self.semantic),
                        normals=normals)
 
     @staticmethod
     def stack(items: Sequence["Views"]) -> "Views":
         """Stack along a new leading (batch) dimension."""
+        return Views._join(items, torch.stack)
+
+    @staticmethod
+    def cat(items: Sequence["Views"]) -> "Views":
+        """Concatenate along the leading dimension (views of one size, carrying the same fields)."""
+        return Views._join(items, torch.cat)
+
+    @staticmethod
+    def _join(items: Sequence["Views"], join) -> "Views":
         first = items[0]
-        return Views(**{f.name: (None if getattr(first, f.name) is None
-                                 else torch.stack([getattr(v, f.name) for v in items])) for f in fields(first)})
+        out = {}
+        for f in fields(first):
+            value = getattr(first, f.name)
+            if value is None:
+                out[f.name] = None
+            elif isinstance(value, Cameras):
+                cams = [v.cameras for v in items]
+                out[f.name] = Cameras(join([c.Ks for c in cams]), join([c.viewmats for c in cams]), value.width,
+                                      value.height, None if value.c2w is None else join([c.c2w for c in cams]))
+            else:
+                out[f.name] = join([getattr(v, f.name) for v in items])
+        return Views(**out)
 
 
 @dataclass

@@ -40,7 +40,7 @@ def cross_view_consistency(tokens: torch.Tensor, targets: Views) -> torch.Tensor
     """
     B, T, C, h, w = tokens.shape
     depth = targets.depths  # (B, T, H, W)
-    K, c2w = targets.Ks, targets.cam_to_world
+    K, c2w = targets.cameras.Ks, targets.cameras.cam_to_world
     H, W = depth.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, device=tokens.device), torch.arange(w, device=tokens.device), indexing="ij")
     u = (xs + 0.5) * (W / w)

@@ -10,6 +10,7 @@ its source for targets and never asks which one it has; :data:`TARGET_SOURCES` m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -108,16 +109,12 @@ class SplatTargets(TeacherTargets):
         ctx_tokens = ctx_tokens.float().unflatten(0, (B, V))  # lifting and splatting run in fp32
         grid = tuple(ctx_tokens.shape[-2:])
         with times.phase("splat", dev):
-            context, target = b.context.at(R), b.target.at(R)
-            outs = [splat_targets(ctx_tokens[i], context.segments[i], context[i].cameras, target.segments[i],
-                                  target[i].cameras, grid, self.splat, self.lifter, context_depth=context.depths[i],
-                                  context_images=context.images[i]) for i in range(B)]
+            context = replace(b.context.at(R), tokens=ctx_tokens)
+            out = splat_targets(context, b.target.at(R), grid, self.splat, self.lifter)
         if refine and self.refiner is not None:  # iterative refinement: the lifter learns from these views
             with times.phase("lifter_refine", dev):
-                self.metrics = self.refiner.maybe_step(step, context.images, context.Ks, context.viewmats, ctx_tokens)
-        tokens = torch.stack([o.tokens for o in outs]).flatten(0, 1)  # (B*T, C, h, w)
-        mask = torch.stack([o.valid for o in outs]).flatten(0, 1).flatten(1)  # (B*T, h*w)
-        return tokens, mask, torch.stack([o.coverage for o in outs])
+                self.metrics = self.refiner.maybe_step(step, context)
+        return out.tokens.flatten(0, 1), out.valid.flatten(0, 1).flatten(1), out.coverage
 
     def __call__(self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int,
                  refine: bool = False) -> Targets:

@@ -8,7 +8,7 @@ gsplat, so a batch renders into one dense tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,12 +20,15 @@ class Cameras:
     """A batch of pinhole cameras sharing one image size.
 
     Ks: (..., 3, 3) pixel intrinsics. viewmats: (..., 4, 4) world-to-camera rigid transforms.
+    c2w: the camera-to-world poses the cameras were built from, when they were (kept so that
+    :attr:`cam_to_world` gives them back exactly instead of inverting ``viewmats`` again).
     """
 
     Ks: Tensor
     viewmats: Tensor
     width: int
     height: int
+    c2w: Tensor | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.Ks.shape[-2:] != (3, 3) or self.viewmats.shape[-2:] != (4, 4):
@@ -34,6 +37,8 @@ class Cameras:
         if self.Ks.shape[:-2] != self.viewmats.shape[:-2]:
             raise ValueError(f"Ks batch {tuple(self.Ks.shape[:-2])} != viewmats batch "
                              f"{tuple(self.viewmats.shape[:-2])}")
+        if self.c2w is not None and self.c2w.shape != self.viewmats.shape:
+            raise ValueError(f"c2w {tuple(self.c2w.shape)} != viewmats {tuple(self.viewmats.shape)}")
         if int(self.width) <= 0 or int(self.height) <= 0:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
 
@@ -42,8 +47,8 @@ class Cameras:
     @classmethod
     def from_cam_to_world(cls, Ks: Tensor, cam_to_world: Tensor, width: int,
                           height: int) -> "Cameras":
-        """Build from camera-to-world poses (the scene files' convention)."""
-        return cls(Ks, rigid_inverse(cam_to_world), int(width), int(height))
+        """Build from camera-to-world poses (the scene files' convention; kept as :attr:`c2w`)."""
+        return cls(Ks, rigid_inverse(cam_to_world), int(width), int(height), cam_to_world)
 
     @classmethod
     def from_views(cls, views, device: torch.device | str | None = None,
@@ -77,16 +82,20 @@ class Cameras:
             raise TypeError("unbatched Cameras has no len()")
         return self.batch_shape[0]
 
+    def map(self, fn) -> "Cameras":
+        """The cameras with ``fn`` applied to each tensor (indexing, moving, stacking one at a time)."""
+        return Cameras(fn(self.Ks), fn(self.viewmats), self.width, self.height,
+                       None if self.c2w is None else fn(self.c2w))
+
     def __getitem__(self, index) -> "Cameras":
-        return Cameras(self.Ks[index], self.viewmats[index], self.width, self.height)
+        return self.map(lambda t: t[index])
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "Cameras":
-        return Cameras(self.Ks.to(device, dtype), self.viewmats.to(device, dtype), self.width,
-                       self.height)
+        return self.map(lambda t: t.to(device, dtype))
 
     @property
     def cam_to_world(self) -> Tensor:
-        return rigid_inverse(self.viewmats)
+        return rigid_inverse(self.viewmats) if self.c2w is None else self.c2w
 
     @property
     def centers(self) -> Tensor:

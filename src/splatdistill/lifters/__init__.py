@@ -39,7 +39,7 @@ from splatdistill.splat.lifter import (
     lifter_from_predictor,
     register_lifter,
 )
-from splatdistill.splat.scene import SceneViews, lift_scene, load_scene_views
+from splatdistill.splat.scene import lift_scene, load_scene_views
 
 
 def build_lifter(spec: str, settings: Any = None, data: str | None = None) -> Callable:
@@ -73,5 +73,5 @@ register_lifter("depth-anything-v2", build_depth_anything_lifter,
                 "Depth Anything V2 (transformers), aligned to the views' scale: depth-anything-v2:WEIGHTS[:INPUT_SIZE]")
 register_lifter("ply", _ply, "3DGS PLY geometry, teacher features: ply:FILE or ply:DIR")
 
-__all__ = ["DepthPredictor", "SceneViews", "available_lifters", "build_lifter", "lift_scene", "lifter_from_predictor",
+__all__ = ["DepthPredictor", "available_lifters", "build_lifter", "lift_scene", "lifter_from_predictor",
            "load_scene_views", "register_lifter"]

@@ -1,14 +1,13 @@
-"""The views a predictor trains and is evaluated on, held in memory at its resolution, and the view
-pairs drawn from them (shared by :mod:`~splatdistill.lifters.train_predictor` and
-:mod:`~splatdistill.lifters.evaluate`)."""
+"""The views a predictor trains and is evaluated on, held in memory at its resolution as one
+:class:`~splatdistill.data.views.Views` (the "bank"), and the view pairs drawn from them (shared by
+:mod:`~splatdistill.lifters.train_predictor` and :mod:`~splatdistill.lifters.evaluate`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -17,47 +16,27 @@ from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import warp_pixels
-
-
-@dataclass
-class ViewBank:
-    """Every view of some scenes, resized to the predictor's resolution, held in memory."""
-
-    images: Tensor  # (N, 3, H, W) float
-    depths: Tensor  # (N, H, W), 0 = unknown
-    normals: Tensor | None  # (N, H, W, 3) camera frame, or None when the data has none
-    Ks: Tensor  # (N, 3, 3) at H x W
-    viewmats: Tensor  # (N, 4, 4) world-to-camera
-    index: list[tuple[int, int]]  # bank row -> (scene number, view number)
-    scene_rows: list[list[int]]  # scene number -> bank rows
-    scenes: list[Scene]
-    tokens: Tensor | None = None  # (N, C, h, w) backbone patch features (float16), if computed
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[-1])
+from splatdistill.splat.targets import teacher_tokens
 
 
 def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=None, backbone_size: int = 224,
-              progress: bool = True, desc: str = "views", need_depth: bool = True) -> ViewBank:
-    """Load and resize every view; with ``backbone``, also its patch features (from a ``backbone_size``
-    copy of the full-resolution image, as the Splat-and-Distill teacher sees it), computed on the
-    backbone's device and kept on the CPU with the rest of the bank (batches go to the device per step)."""
-    views, index, rows, tokens = [], [], [], []
-    param = next(backbone.parameters(), None) if backbone is not None else None
-    device = param.device if param is not None else torch.device("cpu")
+              progress: bool = True, desc: str = "views", need_depth: bool = True) -> Views:
+    """Every view of ``scenes`` resized to ``size``, held in memory as one :class:`Views` of N rows (``ids``:
+    view numbers, ``scene_index``: positions in ``scenes``); with ``backbone``, also its patch features as
+    ``tokens`` (float16, from a ``backbone_size`` copy of the full-resolution image, as the Splat-and-Distill
+    teacher sees it), computed on the backbone's device and kept on the CPU with the rest (batches go to the
+    device per step)."""
+    views, scene_index, tokens = [], [], []
     total = sum(len(s) for s in scenes)
     bar = tqdm(total=total, desc=f"loading {desc}", unit="view", disable=not progress, leave=False)
-    pending: list[Tensor] = []
+    pending: list[Tensor] = []  # full-resolution images waiting for the backbone
 
     def flush() -> None:
         if pending:
-            with torch.no_grad():
-                tokens.append(backbone.patch_features(torch.stack(pending).to(device)).half().cpu())
+            tokens.append(teacher_tokens(backbone, pending, backbone_size).half())
             pending.clear()
 
     for si, scene in enumerate(scenes):
-        rows.append([])
         for vi in range(len(scene)):
             full = scene.load_view(vi)
             if full.depth is None and need_depth:
@@ -65,27 +44,33 @@ def load_bank(scenes: Sequence[Scene], size: int | tuple[int, int], backbone=Non
                                 "evaluated with depth supervision (supervision=photometric trains from posed images "
                                 "alone)", scene.root)
             views.append(Views.from_view_data([full], [vi], mask_mode=None, size=size, scene=scene.name,
-                                              normals=full.normals is not None))
-            rows[-1].append(len(index))
-            index.append((si, vi))
+                                              normals=full.normals is not None, semantic=False))
+            scene_index.append(si)
             if backbone is not None:
-                img = torch.from_numpy(full.image).permute(2, 0, 1)[None].float()
-                pending.append(F.interpolate(img, size=(backbone_size, backbone_size), mode="bilinear",
-                                             align_corners=False, antialias=True)[0])
+                pending.append(torch.from_numpy(full.image).permute(2, 0, 1))
                 if len(pending) == 8:
                     flush()
             bar.update(1)
     flush()
     bar.close()
-    if not index:
+    if not views:
         raise UserError("no views to load (empty split?)")
-    normals = torch.cat([v.normals for v in views]) if all(v.normals is not None for v in views) else None
-    return ViewBank(torch.cat([v.images for v in views]), torch.cat([v.depths for v in views]), normals,
-                    torch.cat([v.Ks for v in views]), torch.cat([v.viewmats for v in views]), index, rows,
-                    list(scenes), torch.cat(tokens) if tokens else None)
+    if not all(v.normals is not None for v in views):
+        views = [replace(v, normals=None) for v in views]
+    return replace(Views.cat(views), scene_index=torch.tensor(scene_index), tokens=torch.cat(tokens) if tokens else None)
 
 
-def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
+def scene_rows(bank: Views, count: int | None = None) -> list[list[int]]:
+    """Bank rows of each scene (scene number -> rows, in view order), for ``count`` scenes (default: up to
+    the last scene with views)."""
+    n = int(bank.scene_index.max()) + 1 if count is None else count
+    rows: list[list[int]] = [[] for _ in range(n)]
+    for r, si in enumerate(bank.scene_index.tolist()):
+        rows[si].append(r)
+    return rows
+
+
+def overlap(bank: Views, a: int, b: int, step: int = 4) -> float:
     """Share of view a's valid pixels (on a coarse grid) that land inside view b in front of it
     (1 when view a has no depth: pairs are then chosen by their frame gap alone)."""
     H, W = bank.depths.shape[-2:]
@@ -96,16 +81,17 @@ def overlap(bank: ViewBank, a: int, b: int, step: int = 4) -> float:
     if not bool(ok.any()):
         return 1.0
     uv_a = torch.stack([xs, ys], -1)[ok]
-    uv, z = warp_pixels(uv_a, d[ok], bank.Ks[a], torch.linalg.inv(bank.viewmats[a]), bank.Ks[b],
-                        torch.linalg.inv(bank.viewmats[b]))
+    cams = bank.cameras
+    uv, z = warp_pixels(uv_a, d[ok], cams.Ks[a], torch.linalg.inv(cams.viewmats[a]), cams.Ks[b],
+                        torch.linalg.inv(cams.viewmats[b]))
     inside = (z > 1e-3) & (uv >= 0).all(1) & (uv[:, 0] < W) & (uv[:, 1] < H)
     return float(inside.float().sum() / max(1, int(ok.numel())))
 
 
-def training_pairs(bank: ViewBank, max_gap: int, min_overlap: float) -> list[tuple[int, int]]:
+def training_pairs(bank: Views, max_gap: int, min_overlap: float) -> list[tuple[int, int]]:
     """Bank-row pairs (a, b), a < b, of one scene, at most ``max_gap`` frames apart, mutually overlapping."""
     pairs = []
-    for rows in bank.scene_rows:
+    for rows in scene_rows(bank):
         for i, a in enumerate(rows):
             for b in rows[i + 1: i + 1 + max_gap]:
                 if min(overlap(bank, a, b), overlap(bank, b, a)) >= min_overlap:
@@ -113,11 +99,12 @@ def training_pairs(bank: ViewBank, max_gap: int, min_overlap: float) -> list[tup
     return pairs
 
 
-def snd_context_pairs(bank: ViewBank, per_scene: int, seed: int = 0) -> list[tuple[int, int]]:
-    """The context pairs the Splat-and-Distill trainer would draw from each scene (sampler defaults)."""
-
+def snd_context_pairs(bank: Views, scenes: Sequence[Scene], per_scene: int, seed: int = 0) -> list[tuple[int, int]]:
+    """The context pairs the Splat-and-Distill trainer would draw from each of ``scenes`` (the bank's scenes,
+    sampler defaults)."""
+    rows = scene_rows(bank, len(scenes))
     out = []
-    for si, scene in enumerate(bank.scenes):
+    for si, scene in enumerate(scenes):
         try:
             sampler = ViewSampler([scene], SamplerConfig(), seed=seed)
         except UserError:
@@ -128,18 +115,16 @@ def snd_context_pairs(bank: ViewBank, per_scene: int, seed: int = 0) -> list[tup
             key = (min(i, j), max(i, j))
             if key not in seen:
                 seen.add(key)
-                out.append((bank.scene_rows[si][i], bank.scene_rows[si][j]))
+                out.append((rows[si][i], rows[si][j]))
             if len(seen) >= per_scene:
                 break
     return out
 
 
-def batch_from_pairs(bank: ViewBank, pairs: Sequence[tuple[int, int]], device=None) -> dict[str, Tensor]:
-    """The bank rows of ``pairs`` as (B, 2, ...) tensors on ``device`` (None: where the bank is)."""
+def pair_views(bank: Views, pairs: Sequence[tuple[int, int]], device=None) -> Views:
+    """The bank rows of ``pairs`` as (B, 2) views on ``device`` (None: where the bank is), tokens in float32."""
     idx = torch.tensor([list(p) for p in pairs])  # (B, 2)
-    out = {"images": bank.images[idx], "depths": bank.depths[idx], "Ks": bank.Ks[idx], "viewmats": bank.viewmats[idx]}
-    if bank.normals is not None:
-        out["normals"] = bank.normals[idx]
-    if bank.tokens is not None:
-        out["guide"] = bank.tokens[idx].float()
-    return {k: v.to(device) for k, v in out.items()}
+    out = Views(bank.images[idx], bank.cameras[idx], depths=bank.depths[idx],
+                normals=None if bank.normals is None else bank.normals[idx],
+                tokens=None if bank.tokens is None else bank.tokens[idx].float())
+    return out if device is None else out.to(device)

@@ -22,7 +22,7 @@ from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.render import render_features
 from splatdistill.splat.lifter import SplatSettings
-from splatdistill.splat.scene import SceneViews, lift_scene, load_scene_views
+from splatdistill.splat.scene import lift_scene, load_scene_views
 
 #: alpha above which a target pixel counts as covered (the trainer keeps tokens down to ``min_coverage``)
 COVERED_ALPHA = 0.5
@@ -90,9 +90,8 @@ def check_lifter(lifter: Any, scene: Scene, spec: str, context: list[int] | None
     d_ctx, d_tgt = default_views(scene)
     context = list(context) if context is not None else d_ctx
     target = d_tgt if target is None else int(target)
-    sv: SceneViews = load_scene_views(scene, context + [target], size, backbone)
-    sv = SceneViews(sv.views.to(device), None if sv.features is None else sv.features.to(device), sv.teacher_seconds)
-    pair = SceneViews(sv.views[:len(context)], None if sv.features is None else sv.features[:len(context)])
+    sv = load_scene_views(scene, context + [target], size, backbone).to(device)
+    pair = sv[:len(context)]
     with torch.no_grad():
         g = lift_scene(pair, lifter, carry="auto", chunk=len(context))
     H, W = pair.images.shape[-2:]
@@ -100,10 +99,10 @@ def check_lifter(lifter: Any, scene: Scene, spec: str, context: list[int] | None
     op = g.opacities.detach().double().cpu().numpy()
     opacity = _stats(op) | {"mean": float(op.mean()) if op.size else float("nan"),
                             "share_ge_0.5": float((op >= 0.5).mean()) if op.size else 0.0}
-    alpha = target_alpha(g, sv.views[len(context):].cameras, settings.renderer)
+    alpha = target_alpha(g, sv[len(context):].cameras, settings.renderer)
     report = CheckReport(spec, scene.name, context, target, (int(H), int(W)), len(g), [_stats(d) for d in depths],
                          opacity, float((alpha > COVERED_ALPHA).double().mean()), float((alpha > 1e-3).double().mean()))
-    if pair.views.has_depth and len(g) == len(context) * H * W:
+    if pair.has_depth and len(g) == len(context) * H * W:
         gt = pair.depths.double().cpu().numpy().reshape(len(context), -1)
         report.depth_abs_rel = [float(np.mean(np.abs(d[m] - t[m]) / t[m])) if (m := t > 0).any() else float("nan")
                                 for d, t in zip(depths, gt)]

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError, require_extra
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -97,11 +98,11 @@ class DepthAnythingLifter:
         self.last_fit = fits  # type: ignore[assignment]
         return torch.stack([inverse_depth_to_depth(raw[v], f[1], f[2]) for v, f in enumerate(fits)])
 
-    def __call__(self, features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
-        if images is None:
-            raise ValueError("the depth-anything-v2 lifter needs the context images")
-        z = self.depth(images, cameras, depth).to(features.device, features.dtype)
-        return lift_depth(z, cameras, features, scale_factor=self.scale, opacity=self.opacity)
+    def __call__(self, views: Views) -> Gaussians:
+        """Views' depths (when given) fix each view's scale and shift; without, the poses do."""
+        features = views.features
+        z = self.depth(views.images, views.cameras, views.depths).to(features.device, features.dtype)
+        return lift_depth(z, views.cameras, features, scale_factor=self.scale, opacity=self.opacity)
 
 
 def parse_depth_anything_spec(arg: str | None) -> tuple[str, int]:

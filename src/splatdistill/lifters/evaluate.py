@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from splatdistill.backbones import load_backbone
 from splatdistill.data import colmap, load_dataset, load_splits
 from splatdistill.data.sampler import SamplerConfig, ViewSampler
+from splatdistill.data.scene import Scene
+from splatdistill.data.views import Views
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
 from splatdistill.lifters.predictor import (
@@ -41,7 +43,7 @@ from splatdistill.lifters.predictor import (
 )
 from splatdistill.lifters.pretrained import resolve_predictor
 from splatdistill.geometry.warp import warp_pixels
-from splatdistill.lifters.bank import ViewBank, batch_from_pairs, load_bank, snd_context_pairs
+from splatdistill.lifters.bank import load_bank, pair_views, scene_rows, snd_context_pairs
 from splatdistill.threads import torch_threads
 
 
@@ -78,26 +80,27 @@ def sparse_depth(points: np.ndarray, K: np.ndarray, viewmat: np.ndarray, height:
     return np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
 
 
-def add_sparse_depth(bank: ViewBank) -> int:
-    """Fill the depth of views without any from the COLMAP points they observe (scenes loaded from a
-    COLMAP model); returns how many views got sparse depth."""
+def add_sparse_depth(bank: Views, scenes: Sequence[Scene]) -> int:
+    """Fill the depth of views of the ``bank`` (:func:`~splatdistill.lifters.bank.load_bank` of ``scenes``)
+    without any from the COLMAP points they observe (scenes loaded from a COLMAP model); returns how many
+    views got sparse depth."""
     filled = 0
-    for si, scene in enumerate(bank.scenes):
-        rows = [r for r in bank.scene_rows[si] if not bool((bank.depths[r] > 0).any())]
+    for scene, rows in zip(scenes, scene_rows(bank, len(scenes))):
+        rows = [r for r in rows if not bool((bank.depths[r] > 0).any())]
         if not rows or scene.root is None or colmap.find_model_dir(Path(scene.root)) is None:
             continue
         points = colmap.observed_points(Path(scene.root))
         h, w = bank.depths.shape[-2:]
         for r in rows:
-            name = scene.views[bank.index[r][1]].name
+            name = scene.views[int(bank.ids[r])].name
             if name in points and len(points[name]):
-                bank.depths[r] = torch.from_numpy(sparse_depth(points[name], bank.Ks[r].double().numpy(),
-                                                               bank.viewmats[r].double().numpy(), h, w))
+                bank.depths[r] = torch.from_numpy(sparse_depth(points[name], bank.cameras.Ks[r].double().numpy(),
+                                                               bank.cameras.viewmats[r].double().numpy(), h, w))
                 filled += 1
     return filled
 
 
-def seen_share(bank: ViewBank, a: int, b: int) -> float:
+def seen_share(bank: Views, a: int, b: int) -> float:
     """Share of view a's pixels with depth (dense or sparse) that land inside view b in front of it
     (1 when view a has no depth)."""
     H, W = bank.depths.shape[-2:]
@@ -105,36 +108,39 @@ def seen_share(bank: ViewBank, a: int, b: int) -> float:
     if len(ys) == 0:
         return 1.0
     uv_a = torch.stack([xs.float() + 0.5, ys.float() + 0.5], -1)
-    uv, z = warp_pixels(uv_a, bank.depths[a][ys, xs], bank.Ks[a], torch.linalg.inv(bank.viewmats[a]), bank.Ks[b],
-                        torch.linalg.inv(bank.viewmats[b]))
+    cams = bank.cameras
+    uv, z = warp_pixels(uv_a, bank.depths[a][ys, xs], cams.Ks[a], torch.linalg.inv(cams.viewmats[a]), cams.Ks[b],
+                        torch.linalg.inv(cams.viewmats[b]))
     inside = (z > 1e-3) & (uv >= 0).all(1) & (uv[:, 0] < W) & (uv[:, 1] < H)
     return float(inside.float().mean())
 
 
-def eval_pairs(bank: ViewBank, per_scene: int, seed: int = 0, min_overlap: float = 0.3) -> list[tuple[int, int]]:
+def eval_pairs(bank: Views, scenes: Sequence[Scene], per_scene: int, seed: int = 0, min_overlap: float = 0.3
+               ) -> list[tuple[int, int]]:
     """The context pairs the Splat-and-Distill trainer draws from each scene (sampler defaults), or,
     for a scene too small for its sampler, every view pair that sees ``min_overlap`` of each other
     (a two-view capture: its one pair)."""
-    out = snd_context_pairs(bank, per_scene, seed=seed)  # leaves out the scenes its sampler refuses
-    for si, scene in enumerate(bank.scenes):
+    out = snd_context_pairs(bank, scenes, per_scene, seed=seed)  # leaves out the scenes its sampler refuses
+    for scene, rows in zip(scenes, scene_rows(bank, len(scenes))):
         try:
             ViewSampler([scene], SamplerConfig(), seed=seed)
             continue
         except UserError:
-            rows = bank.scene_rows[si]
+            pass
         out += [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]
                 if len(rows) == 2 or min(seen_share(bank, a, b), seen_share(bank, b, a)) >= min_overlap]
     return out
 
 
 @torch.no_grad()
-def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence[tuple[int, int]],
+def evaluate_predictor(model: GaussianPredictor, bank: Views, scenes: Sequence[Scene], pairs: Sequence[tuple[int, int]],
                        constant_depth: float | None = None, batch_size: int = 4, progress: bool = False,
                        train_median: float | None = None) -> dict[str, Any]:
     """Depth errors of the predictor on both views of every pair (pooled over pixels), of its coarse
     cost-volume estimate alone, and of a constant depth (``constant_depth``, default the median ground
     truth of the evaluated views; with ``train_median`` also that constant, the training data's median).
-    ``bank.tokens`` are the guide features when the predictor matches on
+    ``bank`` is :func:`~splatdistill.lifters.bank.load_bank` of ``scenes``; its ``tokens`` are the guide
+    features when the predictor matches on
     backbone features. The pairs run on the model's device; the errors are computed on the CPU in float64."""
     if not pairs:
         raise UserError("no view pairs to evaluate on (the scenes' views do not overlap)")
@@ -144,14 +150,14 @@ def evaluate_predictor(model: GaussianPredictor, bank: ViewBank, pairs: Sequence
     t0 = time.perf_counter()
     for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
         chunk = pairs[s: s + batch_size]
-        scene_of += [bank.scenes[bank.index[r][0]].name for pair in chunk for r in pair]
-        b = batch_from_pairs(bank, chunk, device)
-        out = model(b["images"], b["Ks"], b["viewmats"], b.get("guide"))
+        scene_of += [scenes[int(bank.scene_index[r])].name for pair in chunk for r in pair]
+        b = pair_views(bank, chunk, device)
+        out = model(b)
         preds.append(out.depth.flatten(0, 1).cpu().numpy())
-        up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b["depths"].shape[-2:], mode="bilinear",
+        up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b.depths.shape[-2:], mode="bilinear",
                            align_corners=False)[:, 0].unflatten(0, out.coarse_t.shape[:2])
         coarse.append(out.depth_of(up, model.config).flatten(0, 1).cpu().numpy())
-        gts.append(b["depths"].flatten(0, 1).cpu().numpy())
+        gts.append(b.depths.flatten(0, 1).cpu().numpy())
     seconds = time.perf_counter() - t0
     pred, gt = np.concatenate(preds), np.concatenate(gts)
     if not (gt > 0).any():
@@ -209,11 +215,11 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     first = scenes[0].views[0]
     size = predictor_input_size(first.height, first.width, pcfg.image_size)
     bank = load_bank(scenes, size, bb, pcfg.backbone_size, progress, "evaluated views", need_depth=False)
-    sparse = add_sparse_depth(bank)
+    sparse = add_sparse_depth(bank, scenes)
     if not bool((bank.depths > 0).any()):
         raise UserError("no depth to evaluate against: the dataset has no depth maps and no COLMAP points", root)
-    pairs = eval_pairs(bank, pairs_per_scene, seed=seed)
-    res = evaluate_predictor(model, bank, pairs, progress=progress, train_median=json_meta(path).get("train_median_depth"))
+    pairs = eval_pairs(bank, scenes, pairs_per_scene, seed=seed)
+    res = evaluate_predictor(model, bank, scenes, pairs, progress=progress, train_median=json_meta(path).get("train_median_depth"))
     res.update({"splits": list(splits), "scenes": [s.name for s in scenes], "guide_backbone": spec if bb else None,
                 "size": list(size), "planes": pcfg.planes, "sparse_depth_views": sparse, "note": note,
                 "device": str(dev)})

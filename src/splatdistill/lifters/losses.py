@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from splatdistill.data.views import Views
 from splatdistill.lifters.photometric import photometric_loss, warp_photometric_loss
 from splatdistill.lifters.predictor import PredictorConfig, PredictorOutput
 
@@ -22,9 +23,10 @@ def _log_l1(pred_depth: Tensor, gt: Tensor) -> Tensor:
     return (pred_depth[valid].log() - gt[valid].log()).abs().mean()
 
 
-def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig) -> dict[str, Tensor]:
-    """Depth (log L1 at three scales) + opacity and scale proxy losses; ``total`` is their weighted sum."""
-    gt = batch["depths"]
+def depth_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig) -> dict[str, Tensor]:
+    """Depth (log L1 at three scales) + opacity and scale proxy losses on the (B, V) views' depths (and
+    normals, when loaded); ``total`` is their weighted sum."""
+    gt = batch.depths
     H, W = gt.shape[-2:]
     losses = {
         "depth": _log_l1(out.depth, gt),
@@ -37,9 +39,9 @@ def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorC
     o = out.opacity.clamp(1e-4, 1 - 1e-4)
     bce = -(target_o * o.log() + (1 - target_o) * (1 - o).log())
     losses["opacity"] = bce[valid].mean() if bool(valid.any()) else o.sum() * 0
-    if "normals" in batch:
-        n = batch["normals"]  # (B, V, H, W, 3) camera frame
-        Kinv = torch.linalg.inv(batch["Ks"])  # (B, V, 3, 3)
+    if batch.normals is not None:
+        n = batch.normals  # (B, V, H, W, 3) camera frame
+        Kinv = torch.linalg.inv(batch.cameras.Ks)  # (B, V, 3, 3)
         v, u = torch.meshgrid(torch.arange(H, device=gt.device) + 0.5, torch.arange(W, device=gt.device) + 0.5,
                               indexing="ij")
         pix = torch.stack([u, v, torch.ones_like(u)], -1).to(gt.dtype)
@@ -56,32 +58,32 @@ def depth_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorC
     return losses
 
 
-def self_supervised_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig,
+def self_supervised_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig,
                            splat_weight: float = 1.0) -> dict[str, Tensor]:
     """Losses from posed images alone: the inverse-warp photometric loss on the depth of all three
     output scales (each upsampled to full resolution, as Monodepth2 does) with edge-aware smoothness,
     plus ``splat_weight`` times the splat photometric loss, which also trains opacity and footprint."""
-    H, W = batch["images"].shape[-2:]
+    H, W = batch.height, batch.width
     B, V = out.depth.shape[:2]
 
     def full(t: Tensor) -> Tensor:
         return out.depth_of(F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear",
                                           align_corners=False)[:, 0].unflatten(0, (B, V)), cfg)
 
-    terms = [warp_photometric_loss(d, batch["images"], batch["Ks"], batch["viewmats"])
+    terms = [warp_photometric_loss(d, batch)
              for d in (out.depth, full(out.half_t), full(out.coarse_t))]
     losses = {"warp": sum(t["warp"] for t in terms) / len(terms), "smooth": terms[0]["smooth"],
               "warp_kept": terms[0]["warp_kept"]}
     total = losses["warp"] + 1e-3 * losses["smooth"]
     if splat_weight > 0:
-        photo = photometric_loss(out.depth, out.opacity, out.scale, batch["images"], batch["Ks"], batch["viewmats"])
+        photo = photometric_loss(out.depth, out.opacity, out.scale, batch)
         losses["photometric"], losses["photo_coverage"] = photo["photometric"], photo["coverage"]
         total = total + splat_weight * photo["photometric"]
     losses["total"] = total
     return losses
 
 
-def predictor_losses(out: PredictorOutput, batch: dict[str, Tensor], cfg: PredictorConfig, depth: bool = True,
+def predictor_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig, depth: bool = True,
                      photometric_weight: float = 0.0, splat_weight: float = 1.0) -> dict[str, Tensor]:
     """The training loss: :func:`depth_losses` (when ``depth``) plus ``photometric_weight`` times the
     self-supervised losses (:func:`self_supervised_losses`); ``total`` is the sum."""

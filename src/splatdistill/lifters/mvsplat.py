@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError, require_extra
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -84,9 +85,8 @@ class MVSplatLifter:
         return self._by_views[views]
 
     @torch.no_grad()
-    def __call__(self, features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
-        if images is None:
-            raise ValueError("the mvsplat lifter needs the context images")
+    def __call__(self, views: Views) -> Gaussians:
+        features, images, cameras = views.features, views.images, views.cameras
         V, C, H, W = features.shape
         if images.shape[-2:] != (H, W):
             images = F.interpolate(images.float(), size=(H, W), mode="bilinear", align_corners=False, antialias=True)

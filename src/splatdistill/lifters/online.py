@@ -12,11 +12,12 @@ checkpoint, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
-from torch import Tensor
 
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.lifters.losses import self_supervised_losses
 from splatdistill.lifters.predictor import PredictorLifter
@@ -36,19 +37,21 @@ class OnlineRefiner:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
         self.steps = 0
 
-    def maybe_step(self, step: int, images: Tensor, Ks: Tensor, viewmats: Tensor, guide: Tensor | None) -> dict[str, float]:
-        """At every ``every``-th ``step``: one optimiser step on context views (B, V, 3, H, W) with
-        intrinsics for that size, world-to-camera ``viewmats`` and the teacher's tokens as ``guide``."""
+    def maybe_step(self, step: int, context: Views) -> dict[str, float]:
+        """At every ``every``-th ``step``: one optimiser step on the (B, V) ``context`` views (images, cameras,
+        and the teacher's ``tokens``, which guide a predictor that matches on them)."""
         if step % self.every:
             return {}
         cfg = self.model.config
-        if images.shape[-2] % 4 or images.shape[-1] % 4:
-            raise UserError(f"lifter refinement needs a render size that is a multiple of 4, got {tuple(images.shape[-2:])}")
+        if context.height % 4 or context.width % 4:
+            raise UserError("lifter refinement needs a render size that is a multiple of 4, got "
+                            f"{(context.height, context.width)}")
+        cams = context.cameras.to(dtype=torch.float32)
+        batch = Views(context.images.float(), cams)
+        guide = context.tokens.float() if (cfg.uses_backbone and context.tokens is not None) else None
         self.model.train()
         with torch.enable_grad():
-            out = self.model(images.float().clamp(0, 1), Ks.float(), viewmats.float(),
-                             guide.float() if (cfg.uses_backbone and guide is not None) else None)
-            batch = {"images": images.float(), "Ks": Ks.float(), "viewmats": viewmats.float()}
+            out = self.model(replace(batch, images=batch.images.clamp(0, 1), tokens=guide))
             losses = self_supervised_losses(out, batch, cfg, splat_weight=0.0)
             self.optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()

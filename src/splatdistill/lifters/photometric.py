@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from splatdistill.data.views import Views
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.geometry.warp import warp_pixels
@@ -63,9 +64,9 @@ def inverse_warp(depth: Tensor, K_ref: Tensor, viewmat_ref: Tensor, image_src: T
     return warped, in_view
 
 
-def warp_photometric_loss(depth: Tensor, images: Tensor, Ks: Tensor, viewmats: Tensor) -> dict[str, Tensor]:
-    """Monodepth-style self-supervision of depth (B, V, H, W): each view is rebuilt from every other
-    view of its sample by sampling that photograph where the view's pixels land at their predicted
+def warp_photometric_loss(depth: Tensor, views: Views) -> dict[str, Tensor]:
+    """Monodepth-style self-supervision of depth (B, V, H, W) of the (B, V) ``views``: each view is rebuilt
+    from every other view of its sample by sampling that photograph where the view's pixels land at their predicted
     depth, and compared with the photograph (:func:`photo_error`), with Monodepth2's care:
 
     - the per-pixel minimum over source views (a pixel occluded in one source is seen in another);
@@ -80,6 +81,7 @@ def warp_photometric_loss(depth: Tensor, images: Tensor, Ks: Tensor, viewmats: T
     B, V, H, W = depth.shape
     if V < 2:
         raise ValueError("warp_photometric_loss needs at least 2 views per sample")
+    images, Ks, viewmats = views.images, views.cameras.Ks, views.cameras.viewmats
     refs = [r for r in range(V) for s in range(V) if s != r]
     srcs = [s for r in range(V) for s in range(V) if s != r]
     d, im, K, vm = depth, images, Ks, viewmats
@@ -118,15 +120,15 @@ def splat_into(depth: Tensor, opacity: Tensor, scale: Tensor, colors: Tensor, K_
     return img.permute(2, 0, 1), alpha
 
 
-def photometric_loss(depth: Tensor, opacity: Tensor, scale: Tensor, images: Tensor, Ks: Tensor, viewmats: Tensor,
+def photometric_loss(depth: Tensor, opacity: Tensor, scale: Tensor, views: Views,
                      scales: tuple[int, ...] = (1, 2, 4)) -> dict[str, Tensor]:
     """Mean over pairs of views (each into each other view of its sample) and ``scales`` of the masked
     SSIM/L1 between the splatted render and the photograph.
 
-    depth, opacity, scale: (B, V, H, W) predictions; images (B, V, 3, H, W) in [0, 1]; Ks (B, V, 3, 3) at
-    H x W; viewmats (B, V, 4, 4). Returns ``photometric`` (the loss) and ``coverage`` (share of target
-    pixels in the loss, for the logs).
+    depth, opacity, scale: (B, V, H, W) predictions for the (B, V) ``views`` (images in [0, 1], cameras at
+    H x W). Returns ``photometric`` (the loss) and ``coverage`` (share of target pixels in the loss, for the logs).
     """
+    images, Ks, viewmats = views.images, views.cameras.Ks, views.cameras.viewmats
     B, V = depth.shape[:2]
     terms, covered = [], []
     for f in scales:

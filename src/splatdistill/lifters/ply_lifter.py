@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from splatdistill.data import load_dataset
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -170,6 +171,6 @@ class PlyLifter:
                             "or lifter.use_scene(name)", self.source)
         return hits[0]
 
-    def __call__(self, features: Tensor, depth: Tensor | None, images: Tensor | None, cameras: Cameras) -> Gaussians:
-        scene = "" if self.single else (self._scene or self.scene_of(cameras))
-        return attach_features(self.gaussians(scene), features, cameras, self.visibility_tol, self.renderer)
+    def __call__(self, views: Views) -> Gaussians:
+        scene = "" if self.single else (self._scene or self.scene_of(views.cameras))
+        return attach_features(self.gaussians(scene), views.features, views.cameras, self.visibility_tol, self.renderer)

@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from splatdistill.atomic import atomic_write, atomic_write_text
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
@@ -278,11 +279,12 @@ class GaussianPredictor(nn.Module):
             parts.append(self.match_backbone(g))
         return self.fuse(torch.cat(parts, 1)) if self.fuse is not None else parts[0]
 
-    def forward(self, images: Tensor, Ks: Tensor, viewmats: Tensor, guide: Tensor | None = None) -> PredictorOutput:
-        """images (B, V, 3, H, W) in [0, 1] with H, W multiples of 4; Ks (B, V, 3, 3) for that size;
-        viewmats (B, V, 4, 4) world-to-camera; guide (B, V, C, h, w) backbone features (any h, w) when
-        the predictor matches on them. V >= 2: each view is matched against all the others."""
+    def forward(self, views: Views) -> PredictorOutput:
+        """(B, V) views: images in [0, 1] with H, W multiples of 4, cameras for that size, and (when the
+        predictor matches on backbone features) their :attr:`~Views.guide` (B, V, C, h, w), any h, w.
+        V >= 2: each view is matched against all the others."""
         cfg = self.config
+        images, Ks, viewmats, guide = views.images, views.cameras.Ks, views.cameras.viewmats, views.guide
         B, V, _, H, W = images.shape
         if V < 2:
             raise ValueError(f"the predictor needs at least 2 context views, got {V}")
@@ -452,11 +454,11 @@ class PredictorLifter:
         return self.model.config
 
     @torch.no_grad()
-    def predict(self, images: Tensor, cameras: Cameras, features: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(depth, opacity, scale), each (V, H, W) at the cameras' size, for images (V, 3, H, W) in [0, 1]."""
+    def predict(self, views: Views) -> tuple[Tensor, Tensor, Tensor]:
+        """(depth, opacity, scale), each (V, H, W) at the cameras' size, for V views (images in [0, 1]; their
+        teacher ``features`` guide a predictor that matches on them)."""
         cfg = self.model.config
-        if images is None:
-            raise ValueError("the predictor lifter needs the context images (pass context_images)")
+        images, cameras, features = views.images, views.cameras, views.features
         dev = images.device
         if next(self.model.parameters()).device != dev:
             self.model.to(dev)
@@ -468,9 +470,9 @@ class PredictorLifter:
         if (h, w) != (H, W):
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         scale = torch.tensor([w / W, h / H, 1.0], dtype=torch.float32, device=dev)
-        Ks = cameras.Ks.float() * scale[:, None]
-        guide = features.float()[None] if (cfg.uses_backbone and features is not None) else None
-        out = self.model(x[None].clamp(0, 1), Ks[None], cameras.viewmats.float()[None], guide)
+        cams = Cameras(cameras.Ks.float() * scale[:, None], cameras.viewmats.float(), w, h)
+        guide = features.float() if (cfg.uses_backbone and features is not None) else None
+        out = self.model(Views(x.clamp(0, 1), cams, features=guide)[None])
         depth, opacity, sf = out.depth[0], out.opacity[0], out.scale[0]
         if (h, w) != (H, W):
             depth = F.interpolate(depth[:, None], size=(H, W), mode="nearest-exact")[:, 0]
@@ -478,7 +480,8 @@ class PredictorLifter:
             sf = F.interpolate(sf[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
         return depth, opacity.clamp(0, 1), sf
 
-    def __call__(self, features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
-        d, o, s = self.predict(images, cameras, features)
-        dt = features.dtype
-        return lift_depth(d.to(dt), cameras, features, scale_factor=(self.gaussian_scale * s).to(dt), opacity=o.to(dt))
+    def __call__(self, views: Views) -> Gaussians:
+        d, o, s = self.predict(views)
+        dt = views.features.dtype
+        return lift_depth(d.to(dt), views.cameras, views.features, scale_factor=(self.gaussian_scale * s).to(dt),
+                          opacity=o.to(dt))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,9 +32,10 @@ from torch import Tensor
 from splatdistill.atomic import atomic_torch_save, atomic_write_text
 from splatdistill.backbones import load_backbone
 from splatdistill.data import load_splits
+from splatdistill.data.views import Views
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
-from splatdistill.lifters.bank import batch_from_pairs, load_bank, snd_context_pairs, training_pairs
+from splatdistill.lifters.bank import load_bank, pair_views, snd_context_pairs, training_pairs
 from splatdistill.lifters.evaluate import evaluate_predictor
 from splatdistill.lifters.losses import predictor_losses
 from splatdistill.lifters.pretrained import resolve_predictor
@@ -229,7 +230,7 @@ class _PredictorRun:
         atomic_write_text(self.out / "train_config.json", json.dumps(asdict(cfg), indent=1))
         self.supervision_used = "+".join(k for k, on in (("depth", self.use_depth),
                                                           ("photometric", self.photometric_weight > 0)) if on)
-        log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank.index)} views, {len(self.pairs)} "
+        log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank)} views, {len(self.pairs)} "
             f"context pairs; features={cfg.model.features}; supervision={self.supervision_used}; device {self.device}; "
             f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters"
             + (f"; initialised from {cfg.model.init}" if cfg.model.init else ""))
@@ -246,17 +247,16 @@ class _PredictorRun:
         atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                            "elapsed": self.budget.elapsed, "config": asdict(self.cfg)}, self.state_path)
 
-    def batch(self, step: int) -> dict[str, Tensor]:
+    def batch(self, step: int) -> Views:
         """The seeded batch of ``step`` on the run's device: context pairs in random order, with a random
         gain per view (drawn on the CPU, so every device trains on the same stream)."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.run.seed, step])
         chosen = [self.pairs[int(k)] for k in rng.integers(len(self.pairs), size=cfg.optim.batch_size)]
         chosen = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in chosen]
-        batch = batch_from_pairs(self.bank, chosen, self.device)
+        batch = pair_views(self.bank, chosen, self.device)
         gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=(cfg.optim.batch_size, 2, 1, 1, 1))).float()
-        batch["images"] = (batch["images"] * gain.to(self.device)).clamp(0, 1)
-        return batch
+        return replace(batch, images=(batch.images * gain.to(self.device)).clamp(0, 1))
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -266,7 +266,7 @@ class _PredictorRun:
             progress = max(progress, self.budget.elapsed / 60 / cfg.optim.minutes)
         for g in self.opt.param_groups:
             g["lr"] = cfg.optim.lr * warmup_cosine(self.step, progress, cfg.optim.warmup, 0.02)
-        outp = self.model(batch["images"], batch["Ks"], batch["viewmats"], batch.get("guide"))
+        outp = self.model(batch)
         losses = predictor_losses(outp, batch, self.pcfg, depth=self.use_depth,
                                   photometric_weight=self.photometric_weight,
                                   splat_weight=cfg.optim.splat_weight if self.step % cfg.optim.splat_every == 0 else 0.0)
@@ -308,8 +308,8 @@ class _PredictorRun:
         except UserError as exc:  # held-out scenes without depth: nothing to measure against
             self.log(f"train-lifter: no held-out depth errors ({exc})")
             return {}
-        epairs = snd_context_pairs(ebank, cfg.run.eval_pairs, seed=cfg.run.seed)
-        result = evaluate_predictor(self.model, ebank, epairs, train_median=self.median_depth, progress=cfg.run.progress)
+        epairs = snd_context_pairs(ebank, held_out, cfg.run.eval_pairs, seed=cfg.run.seed)
+        result = evaluate_predictor(self.model, ebank, held_out, epairs, train_median=self.median_depth, progress=cfg.run.progress)
         result["splits"] = list(cfg.run.eval_splits)
         result["scenes"] = [s.name for s in held_out]
         return {"held_out": result}

@@ -19,10 +19,11 @@ from splatdistill.splat.targets import (
                                        SplatTargets,
                                        splat_targets,
                                        teacher_pixel_features,
+                                       teacher_tokens,
                                        tokens_from_render,
 )
 from splatdistill.splat.upsample import mask_aware_upsample
 
 __all__ = ["DepthPredictor", "Lifter", "SplatSettings", "SplatTargets", "available_lifters", "depth_lifter",
            "lifter_from_predictor", "mask_aware_upsample", "register_lifter", "semantic_blend", "splat_targets",
-           "teacher_pixel_features", "tokens_from_render"]
+           "teacher_pixel_features", "teacher_tokens", "tokens_from_render"]

@@ -1,9 +1,10 @@
 """The lifter interface: context views -> feature Gaussians (pipeline step 3).
 
-A lifter is any callable ``(features (V, C, H, W), depth (V, H, W) | None, images (V, 3, H, W),
-cameras: Cameras) -> Gaussians``: ``features`` are the teacher's mask-aware upsampled features of the
-V context views, ``images`` their pixels in [0, 1], ``cameras`` their intrinsics and poses at H x W.
-Gaussian ``i`` carries the feature of the pixel (or point) it was made for.
+A lifter is any callable ``(views: Views) -> Gaussians`` over V context views at H x W:
+``views.features`` (V, C, H, W) are the teacher's mask-aware upsampled features (what the Gaussians
+carry), ``views.images`` their pixels in [0, 1], ``views.cameras`` their intrinsics and poses, and
+``views.depths`` (V, H, W) their depth maps or None. Gaussian ``i`` carries the feature of the pixel (or
+point) it was made for.
 
 This module holds what every lifter shares: the :data:`Lifter` type, the :class:`SplatSettings` a
 lifter may read, the :class:`DepthPredictor` protocol with its pixel-aligned wrapper, the ``depth``
@@ -20,13 +21,13 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from splatdistill.data.views import Views
 from splatdistill.errors import UserError
-from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 
-#: (features (V,C,H,W), depth (V,H,W) or None, images (V,3,H,W), cameras (V)) -> Gaussians
-Lifter = Callable[[Tensor, "Tensor | None", Tensor, Cameras], Gaussians]
+#: context views (V) carrying the features to lift -> Gaussians
+Lifter = Callable[[Views], Gaussians]
 RendererName = Literal["auto", "torch", "gsplat"]
 
 
@@ -49,21 +50,20 @@ class SplatSettings:
 class DepthPredictor(Protocol):
     """A feed-forward model that predicts per-pixel depth for posed context views.
 
-    ``predict(images (V, 3, H, W) in [0, 1], cameras (V) at H x W, features (V, C, H, W) or None)``
-    returns ``(depth (V, H, W) z-depth in the cameras' units, opacity (V, H, W) or None, scale (V, H, W)
-    or None)``; ``scale`` multiplies the pixel footprint (see :func:`~splatdistill.geometry.lift_depth`).
+    ``predict(views)`` for V views (images in [0, 1], cameras at H x W, teacher features or None) returns
+    ``(depth (V, H, W) z-depth in the cameras' units, opacity (V, H, W) or None, scale (V, H, W) or None)``;
+    ``scale`` multiplies the pixel footprint (see :func:`~splatdistill.geometry.lift_depth`).
     """
 
-    def predict(self, images: Tensor, cameras: Cameras, features: Tensor | None
-                ) -> tuple[Tensor, Tensor | None, Tensor | None]: ...
+    def predict(self, views: Views) -> tuple[Tensor, Tensor | None, Tensor | None]: ...
 
 
 def depth_lifter(settings: SplatSettings) -> Lifter:
     """One pixel-aligned Gaussian per pixel at the given depth, fixed footprint and opacity."""
-    def lift(features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
-        if depth is None:
+    def lift(views: Views) -> Gaussians:
+        if views.depths is None:
             raise ValueError("the depth lifter needs context depth maps")
-        return lift_depth(depth, cameras, features, scale_factor=settings.gaussian_scale,
+        return lift_depth(views.depths, views.cameras, views.features, scale_factor=settings.gaussian_scale,
                           opacity=settings.gaussian_opacity)
     return lift
 
@@ -73,10 +73,10 @@ def lifter_from_predictor(predictor: DepthPredictor, settings: Any = None) -> Li
     base_scale = float(getattr(settings, "gaussian_scale", 1.0))
     base_opacity = float(getattr(settings, "gaussian_opacity", 0.95))
 
-    def lift(features: Tensor, depth: Tensor | None, images: Tensor, cameras: Cameras) -> Gaussians:
-        d, o, s = predictor.predict(images, cameras, features)
-        dt = features.dtype
-        return lift_depth(d.to(dt), cameras, features,
+    def lift(views: Views) -> Gaussians:
+        d, o, s = predictor.predict(views)
+        dt = views.features.dtype
+        return lift_depth(d.to(dt), views.cameras, views.features,
                           scale_factor=base_scale if s is None else (base_scale * s).to(dt),
                           opacity=base_opacity if o is None else o.clamp(0, 1).to(dt))
 

@@ -3,81 +3,64 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor
 
 from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.errors import UserError
-from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.splat.lifter import DepthPredictor
 from splatdistill.splat.targets import teacher_pixel_features
 
 
-@dataclass
-class SceneViews:
-    """Views of one scene prepared for lifting at ``size`` x ``size``, with the teacher's features."""
-
-    views: Views  # at S x S
-    features: Tensor | None  # (V, C, S, S) teacher features (mask-aware upsampled), if a backbone was given
-    teacher_seconds: float = 0.0
-
-    @property
-    def images(self) -> Tensor:
-        return self.views.images
-
-    @property
-    def depths(self) -> Tensor:
-        return self.views.depths
-
-    @property
-    def cameras(self) -> Cameras:
-        return self.views.cameras
-
-    @property
-    def view_ids(self) -> list[int]:
-        return [int(i) for i in self.views.ids]
+@torch.no_grad()
+def load_scene_views(scene: Scene, view_ids: Sequence[int] | None = None, size: int = 112, backbone: Any = None,
+                     image_size: int = 224, mask: str = "auto") -> Views:
+    """Views of ``scene`` resized to ``size``; with ``backbone``, also its ``features`` as the SnD teacher sees
+    them (``image_size`` input, mask-aware upsampled to ``size``)."""
+    return load_scene_views_timed(scene, view_ids, size, backbone, image_size, mask)[0]
 
 
 @torch.no_grad()
-def load_scene_views(scene: Scene, view_ids: Sequence[int] | None = None, size: int = 112, backbone: Any = None,
-                     image_size: int = 224, mask: str = "auto") -> SceneViews:
-    """Resize views of ``scene`` to ``size``; with ``backbone``, also its features as the SnD teacher sees them
-    (``image_size`` input, mask-aware upsampled to ``size``)."""
+def load_scene_views_timed(scene: Scene, view_ids: Sequence[int] | None = None, size: int = 112, backbone: Any = None,
+                           image_size: int = 224, mask: str = "auto", need_depth: str = "", batch: int = 8
+                           ) -> tuple[Views, float]:
+    """:func:`load_scene_views` and the seconds the teacher took (0 without a backbone), for benchmarks and
+    the FiT3D baseline. ``need_depth`` (why depth is needed) refuses views without depth."""
     ids = list(range(len(scene))) if view_ids is None else [int(i) for i in view_ids]
     bad = [i for i in ids if not 0 <= i < len(scene)]
     if bad:
         raise UserError(f"scene {scene.name} has views 0..{len(scene) - 1}, not {bad}")
     loaded = [scene.load_view(i) for i in ids]
+    if need_depth and any(v.depth is None for v in loaded):
+        raise UserError(f"scene {scene.name}: {need_depth}, and some views have none", scene.root)
     small = Views.from_view_data(loaded, ids, mask, size=size, scene=scene.name)
-    feats, seconds = None, 0.0
-    if backbone is not None:
-        t0 = time.perf_counter()
-        full = torch.stack([torch.from_numpy(v.image).permute(2, 0, 1).float() for v in loaded])
-        feats = teacher_pixel_features(backbone, full, small.segments, image_size)
-        seconds = time.perf_counter() - t0
-    return SceneViews(small, feats, seconds)
+    if backbone is None:
+        return small, 0.0
+    t0 = time.perf_counter()
+    full = [torch.from_numpy(v.image).permute(2, 0, 1) for v in loaded]
+    feats = teacher_pixel_features(backbone, full, small.segments, image_size, batch=batch)
+    return replace(small, features=feats), time.perf_counter() - t0
 
 
-def lift_scene(views: SceneViews, lifter: Callable, carry: str = "auto", chunk: int = 2) -> Gaussians:
-    """Lift all prepared views with ``lifter``, ``chunk`` consecutive views at a time (a feed-forward
+def lift_scene(views: Views, lifter: Callable, carry: str = "auto", chunk: int = 2) -> Gaussians:
+    """Lift all ``views`` with ``lifter``, ``chunk`` consecutive views at a time (a feed-forward
     predictor matches the views of a chunk against each other; a final odd view joins the last chunk;
     lifters with ``scene_level = True``, like the PLY lifter, get all views in one call).
 
-    ``carry``: what the Gaussians carry: ``"features"`` (teacher features), ``"rgb"`` (pixel colours; a
-    :class:`DepthPredictor` still gets the teacher features for its own matching), or ``"auto"``
+    ``carry``: what the Gaussians carry: ``"features"`` (the views' teacher features), ``"rgb"`` (pixel
+    colours; a :class:`DepthPredictor` still gets the teacher features for its own matching), or ``"auto"``
     (features when there are any).
     """
     if carry == "auto":
         carry = "features" if views.features is not None else "rgb"
     if carry == "features" and views.features is None:
         raise UserError("no teacher features to carry (pass a backbone)")
-    V = len(views.view_ids)
+    V = len(views)
     if getattr(lifter, "scene_level", False):
         chunk = V  # scene-level geometry (e.g. PLY): one call sees every view
     starts = list(range(0, V, chunk))
@@ -86,16 +69,14 @@ def lift_scene(views: SceneViews, lifter: Callable, carry: str = "auto", chunk: 
     parts = []
     for k, s in enumerate(starts):
         e = starts[k + 1] if k + 1 < len(starts) else V
-        part = views.views[s:e]
-        cams = part.cameras
-        feats = None if views.features is None else views.features[s:e]
-        depth = part.depths if part.has_depth else None
+        part = views[s:e]
+        part = replace(part, depths=part.depths if part.has_depth else None)
         if carry == "rgb":
             if isinstance(lifter, DepthPredictor):
-                d, o, sc = lifter.predict(part.images, cams, feats)
-                parts.append(lift_depth(d, cams, part.images, scale_factor=1.0 if sc is None else sc,
+                d, o, sc = lifter.predict(part)
+                parts.append(lift_depth(d, part.cameras, part.images, scale_factor=1.0 if sc is None else sc,
                                         opacity=0.95 if o is None else o))
                 continue
-            feats = part.images
-        parts.append(lifter(feats, depth, part.images, cams))
+            part = replace(part, features=part.images)
+        parts.append(lifter(part))
     return Gaussians.cat(parts)

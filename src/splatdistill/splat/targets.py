@@ -8,13 +8,14 @@ renderer plugs in here without touching the trainer. :func:`tokens_from_render` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splatdistill.geometry.cameras import Cameras
+from splatdistill.data.views import Views
 from splatdistill.render import render_features
 from splatdistill.splat.blend import semantic_blend
 from splatdistill.splat.lifter import Lifter, SplatSettings
@@ -23,6 +24,8 @@ from splatdistill.splat.upsample import mask_aware_upsample
 
 @dataclass
 class SplatTargets:
+    """Teacher targets of T target views (or a batch ``(B, T, ...)`` of them)."""
+
     tokens: Tensor  # (T, C, h, w) blended render downsampled to the student's patch grid
     coverage: Tensor  # (T, h, w) rendered alpha downsampled the same way
     valid: Tensor  # (T, h, w) bool: tokens that are supervised
@@ -31,22 +34,31 @@ class SplatTargets:
 
 
 @torch.no_grad()
-def splat_targets(context_tokens: Tensor, context_segments: Tensor, context_cameras: Cameras,
-                  target_segments: Tensor, target_cameras: Cameras, grid: tuple[int, int],
-                  settings: SplatSettings, lifter: Lifter, context_depth: Tensor | None = None,
-                  context_images: Tensor | None = None) -> SplatTargets:
-    """Render one sample's teacher features into its target views.
+def splat_targets(context: Views, target: Views, grid: tuple[int, int], settings: SplatSettings,
+                  lifter: Lifter) -> SplatTargets:
+    """Render the teacher features of context views into target views, one sample or a batch.
 
-    context_tokens: (V, C, h, w) teacher patch tokens of the context views.
-    context_segments / target_segments: (V|T, R, R) integer segment maps at render resolution.
-    context_cameras / target_cameras: cameras at render resolution R x R.
+    context: (V,) or (B, V) views at render resolution R carrying the teacher's patch ``tokens`` (C, h, w),
+    their ``segments``, cameras, and what the lifter reads (images, depths).
+    target: (T,) or (B, T) views at the same resolution with their ``segments`` and cameras.
+    A batch comes back as (B, T, ...) fields; each sample lifts its own Gaussians.
     """
-    R_h, R_w = context_cameras.height, context_cameras.width
-    pixel_feats = mask_aware_upsample(context_tokens, context_segments, (R_h, R_w))  # (V, C, R, R)
-    gaussians = lifter(pixel_feats, context_depth, context_images, context_cameras)
+    if context.images.dim() == 5:
+        outs = [_splat_one(context[i], target[i], grid, settings, lifter) for i in range(len(context))]
+        return SplatTargets(**{f.name: torch.stack([getattr(o, f.name) for o in outs]) for f in fields(SplatTargets)})
+    return _splat_one(context, target, grid, settings, lifter)
+
+
+def _splat_one(context: Views, target: Views, grid: tuple[int, int], settings: SplatSettings,
+               lifter: Lifter) -> SplatTargets:
+    if context.tokens is None or context.segments is None or target.segments is None:
+        raise ValueError("splat_targets needs the context's teacher tokens and both views' segments")
+    cams = target.cameras
+    pixel_feats = mask_aware_upsample(context.tokens, context.segments, (context.height, context.width))  # (V, C, R, R)
+    gaussians = lifter(replace(context, features=pixel_feats))
     feats, alpha = render_features(gaussians.means, gaussians.covariances, gaussians.opacities,
-                                   gaussians.features, target_cameras.viewmats, target_cameras.Ks,
-                                   target_cameras.width, target_cameras.height, backend=settings.renderer)
+                                   gaussians.features, cams.viewmats, cams.Ks, cams.width, cams.height,
+                                   backend=settings.renderer)
     feats = feats.movedim(-1, -3)  # (T, C, R, R)
     # An alpha-composited feature is scaled by the coverage; dividing it out gives the weighted mean
     # of the Gaussians' features, which is what the student is asked to predict.
@@ -54,7 +66,7 @@ def splat_targets(context_tokens: Tensor, context_segments: Tensor, context_came
     covered = alpha > 1e-3
     feats = torch.where(covered[:, None], feats, torch.zeros_like(feats))
     if settings.blend_alpha < 1.0:
-        feats = semantic_blend(feats, target_segments, settings.blend_alpha, valid=covered)
+        feats = semantic_blend(feats, target.segments, settings.blend_alpha, valid=covered)
     tokens, coverage, valid = tokens_from_render(feats, alpha, covered, grid, settings.min_coverage,
                                                  antialias=settings.downsample == "antialias")
     return SplatTargets(tokens=tokens, coverage=coverage, valid=valid, pixel_features=feats, pixel_alpha=alpha)
@@ -80,17 +92,25 @@ def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tupl
 
 
 @torch.no_grad()
-def teacher_pixel_features(backbone, images: Tensor, segments: Tensor, image_size: int | tuple[int, int],
-                           batch: int = 8) -> Tensor:
-    """The teacher's features as Splat-and-Distill lifts them: full-resolution ``images`` (V, 3, H, W)
-    resized to ``image_size``, patch tokens, mask-aware upsampled to the ``segments`` (V, R, R) size.
-
-    Returns float32 (V, C, R, R), contiguous.
-    """
+def teacher_tokens(backbone, images: Sequence[Tensor], image_size: int | tuple[int, int], batch: int = 8) -> Tensor:
+    """The teacher's patch tokens as Splat-and-Distill computes them: each full-resolution image (3, H, W)
+    (sizes may differ) resized to ``image_size`` (bilinear, antialiased), ``batch`` at a time on the
+    backbone's device. Returns float32 (V, C, h, w) on the CPU."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    dev = next(backbone.parameters()).device
+    param = next(backbone.parameters(), None)
+    dev = param.device if param is not None else torch.device("cpu")
     tokens = []
     for i in range(0, len(images), batch):
-        x = F.interpolate(images[i:i + batch].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = torch.cat([F.interpolate(im[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+                       for im in images[i:i + batch]])
         tokens.append(backbone.patch_features(x.to(dev)).float().cpu())
-    return mask_aware_upsample(torch.cat(tokens), segments, tuple(segments.shape[-2:])).contiguous()
+    return torch.cat(tokens)
+
+
+@torch.no_grad()
+def teacher_pixel_features(backbone, images: Sequence[Tensor], segments: Tensor, image_size: int | tuple[int, int],
+                           batch: int = 8) -> Tensor:
+    """The teacher's features as Splat-and-Distill lifts them: :func:`teacher_tokens` of the full-resolution
+    ``images``, mask-aware upsampled to the ``segments`` (V, R, R) size. Returns float32 (V, C, R, R), contiguous."""
+    tokens = teacher_tokens(backbone, images, image_size, batch)
+    return mask_aware_upsample(tokens, segments, tuple(segments.shape[-2:])).contiguous()
