@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from splatdistill.data import detect_format, load_dataset
+from splatdistill.data.formats.native import find_scene_dirs, load_scene
+from splatdistill.data.scene import Scene
+from splatdistill.data.validate import DatasetWarning, Problem
 from splatdistill.errors import UserError
 
-from . import detect_format, load_dataset
-from .geometry_checks import (
+from .geometry import (
     label_transfer_agreement,
     normal_agreement,
     reprojection_error,
 )
-from .native import find_scene_dirs, load_scene
-from .scene import Scene
-from .validate import DatasetWarning, Problem
 
 
 @dataclass
