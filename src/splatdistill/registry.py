@@ -25,17 +25,18 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     @overload
-    def register(self, name: str) -> Callable[[T], T]: ...
+    def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]: ...
     @overload
-    def register(self, name: str, value: T) -> T: ...
+    def register(self, name: str, value: T, *, replace: bool = False) -> T: ...
 
-    def register(self, name, value=None):  # type: ignore[no-untyped-def]
-        """``register(name, value)``, or ``@register(name)`` above a function or class; a name is taken once."""
+    def register(self, name, value=None, *, replace=False):  # type: ignore[no-untyped-def]
+        """``register(name, value)``, or ``@register(name)`` above a function or class. A name is taken
+        once (two modules claiming one name is a bug), unless ``replace`` says a later entry wins."""
         if value is None:
-            return lambda v: self.register(name, v)
+            return lambda v: self.register(name, v, replace=replace)
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} names are non-empty strings, got {name!r}")
-        if name in self._entries and self._entries[name] is not value:
+        if not replace and name in self._entries and self._entries[name] is not value:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = value
         return value
@@ -57,9 +58,14 @@ class Registry(Generic[T]):
         """"unknown KIND 'name' (choose from ...); did you mean '...'?", with ``also`` (names accepted
         beside the entries, such as ``auto``) listed first."""
         choices = [*also, *self._entries]
-        close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = self.suggest(name, also)
+        hint = f"; did you mean {close!r}?" if close else ""
         return f"unknown {self.kind} {name!r} (choose from {', '.join(choices)}){hint}"
+
+    def suggest(self, name: str, also: tuple[str, ...] = ()) -> str | None:
+        """The registered name (or one of ``also``) closest to a mistyped ``name``, if one is close."""
+        close = difflib.get_close_matches(str(name), [*also, *self._entries], n=1, cutoff=0.6)
+        return close[0] if close else None
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splatdistill.data.formats import FORMATS, detect_order
+from splatdistill.data.formats import detect_format, format_names, read_dataset
 from splatdistill.data.rooms.build import ensure_rooms as _ensure
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
@@ -31,39 +31,11 @@ ROOMS = "rooms"
 __all__ = ["ROOMS", "detect_format", "ensure_rooms", "format_names", "load_dataset", "load_splits", "resolve_root"]
 
 
-def format_names() -> tuple[str, ...]:
-    """What ``format=`` accepts: ``auto`` and every registered format, in detection order."""
-    return ("auto", *(f.name for f in detect_order()))
-
-
 def resolve_root(data: str | Path, progress: bool = False) -> Path:
     """The folder behind a dataset argument: ``"rooms"`` is the embedded dataset (built on first use)."""
     if str(data) == ROOMS:
         return ensure_rooms(progress=progress)
     return Path(data).expanduser()
-
-
-def detect_format(path: Path) -> str:
-    """Name of the layout found at ``path``: the first registered format, in detection order, that
-    recognises it (raises a UserError listing what was looked for)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError("no such file or directory", path)
-    for fmt in detect_order():
-        if fmt.detect(path):
-            return fmt.name
-    if path.is_file():
-        files = " / ".join(f.file_hint for f in detect_order() if f.file_hint)
-        raise UserError(f"expected a dataset folder (or a {files})", path)
-    hint = ""
-    if any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in path.iterdir() if p.is_file()):
-        hint = f"; for a folder of photos run 'splatdistill data from-images {path} --out DATASET' first"
-    layouts = [f.looks_for for f in detect_order() if f.looks_for and not f.benchmark]
-    benchmarks = [f.looks_for for f in detect_order() if f.looks_for and f.benchmark]
-    expected = ", ".join(layouts[:-1]) + f", or {layouts[-1]}" if not benchmarks else ", ".join(layouts)
-    if benchmarks:
-        expected += ", or a benchmark: " + ", ".join(benchmarks)
-    raise UserError(f"no dataset found: expected {expected}{hint}", path)
 
 
 def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = False, format: str = "auto") -> list[Scene]:
@@ -74,18 +46,7 @@ def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = Fa
     :class:`~splatdistill.data.validate.DatasetWarning` instead. Pixels are read lazily by
     ``Scene.load_view`` (which also raises a UserError naming a file that fails to decode).
     """
-    path = resolve_root(path)
-    if format != "auto" and format not in FORMATS:
-        raise UserError(FORMATS.unknown_message(format, also=("auto",)))
-    fmt = detect_format(path) if format == "auto" else format
-    if split is not None and split not in ("train", "val", "test"):
-        raise UserError(f"unknown split '{split}' (choose from train, val, test)")
-    scenes = FORMATS.get(fmt).load(path, split, skip_bad)
-    if split is not None:
-        scenes = [s for s in scenes if s.split == split]
-    if not scenes:
-        raise UserError(f"no scenes{f' in split {split}' if split else ''}", path)
-    return scenes
+    return read_dataset(resolve_root(path), split=split, skip_bad=skip_bad, format=format)
 
 
 def load_splits(data: str | Path, splits: tuple[str, ...] | list[str]) -> tuple[Path, dict[str, list[Scene]]]:

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from splatdistill.data.io import image_header, read_depth, read_rgb
 from splatdistill.data.formats import register_format
+from splatdistill.data.io import image_header, read_depth, read_rgb
 from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
 
