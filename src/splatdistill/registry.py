@@ -43,16 +43,15 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry called ``name``; an unknown name raises a UserError listing the names (and the closest)."""
-        try:
-            return self._entries[name]
-        except (KeyError, TypeError):
-            raise UserError(self.unknown_message(name)) from None
+        if name not in self:
+            raise UserError(self.unknown_message(name))
+        return self._entries[name]
 
     __getitem__ = get
 
     def find(self, name: str) -> T | None:
         """The entry called ``name``, or None."""
-        return self._entries.get(name)
+        return self._entries[name] if name in self else None
 
     def unknown_message(self, name: str, also: tuple[str, ...] = ()) -> str:
         """"unknown KIND 'name' (choose from ...); did you mean '...'?", with ``also`` (names accepted
@@ -77,7 +76,7 @@ class Registry(Generic[T]):
         return list(self._entries.values())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))
