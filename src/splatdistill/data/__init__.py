@@ -22,13 +22,14 @@ from pathlib import Path
 
 from splatdistill.data.formats import detect_format, format_names, read_dataset
 from splatdistill.data.rooms.build import ensure_rooms as _ensure
-from splatdistill.data.scene import Scene
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
 
 #: the name of the embedded dataset, accepted wherever a dataset path is
 ROOMS = "rooms"
 
-__all__ = ["ROOMS", "detect_format", "ensure_rooms", "format_names", "load_dataset", "load_splits", "resolve_root"]
+__all__ = ["ROOMS", "Scene", "ViewData", "ViewRecord", "detect_format", "ensure_rooms", "format_names", "load_dataset",
+           "load_splits", "resolve_root"]
 
 
 def resolve_root(data: str | Path, progress: bool = False) -> Path:
