@@ -54,8 +54,8 @@ class Registry(Generic[T]):
         return self._entries[name] if name in self else None
 
     def unknown_message(self, name: str, also: tuple[str, ...] = ()) -> str:
-        """"unknown KIND 'name' (choose from ...); did you mean '...'?", with ``also`` (names accepted
-        beside the entries, such as ``auto``) listed first."""
+        """The one-line refusal of an unknown name: the choices (``also``, names accepted beside the
+        entries such as ``auto``, first) and the closest one, if any."""
         choices = [*also, *self._entries]
         close = self.suggest(name, also)
         hint = f"; did you mean {close!r}?" if close else ""

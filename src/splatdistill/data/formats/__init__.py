@@ -58,7 +58,9 @@ def read_dataset(path: Path, split: str | None = None, skip_bad: bool = False, f
     also accepts ``rooms``), read by the format named or detected, optionally one split."""
     path = Path(path)
     if format != "auto" and format not in FORMATS:
-        raise UserError(FORMATS.unknown_message(format, also=("auto",)))
+        close = FORMATS.suggest(format, ("auto",))
+        raise UserError(f"unknown dataset format {format!r} (choose from {', '.join(format_names())})"
+                        + (f"; did you mean {close!r}?" if close else ""))
     fmt = detect_format(path) if format == "auto" else format
     if split is not None and split not in ("train", "val", "test"):
         raise UserError(f"unknown split '{split}' (choose from train, val, test)")
