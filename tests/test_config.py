@@ -14,7 +14,7 @@ from splatdistill.eval.config import EvalConfig
 
 
 def test_keys_resolve_by_dotted_path_bare_name_and_flat_alias(tmp_path):
-    cfg = TrainConfig.load(None, ["optim.lr=3e-4", "blend_alpha=1", "fit3d_iterations=7", "lora_r=4", "data=x"])
+    cfg = TrainConfig.load(None, ["optim.lr=3e-4", "blend_alpha=1", "fit3d.iterations=7", "lora.r=4", "data=x"])
     assert cfg.optim.lr == 3e-4 and cfg.method.splat.blend_alpha == 1.0
     assert cfg.method.fit3d.iterations == 7 and cfg.model.lora.r == 4 and cfg.data.root == "x"
     # a later key wins whichever spelling it uses
@@ -46,7 +46,7 @@ def test_command_line_precedence_and_print_config(tmp_path, capsys):
     assert main(["eval", "--config", str(tmp_path / "e.yaml"), "--resolution", "112", "probe_steps=13",
                  "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["resolution"] == 112 and printed["probe_steps"] == 13  # flags over file, key=value over both
+    assert printed["data"]["resolution"] == 112 and printed["probe"]["probe_steps"] == 13  # flags over file, key=value over both
     for cmd in (["train"], ["lifter", "train"], ["demo"]):
         assert main([*cmd, "--print-config", "seed=3" if cmd != ["demo"] else "minutes=2"]) == 0
         out = yaml.safe_load(capsys.readouterr().out)
@@ -131,10 +131,77 @@ def test_paper_preset_refuses_the_default_lifter(tmp_path, capsys):
 @pytest.mark.parametrize("option, message", [
     ("checkpoint_every=0", "checkpoint_every must be >= 1"), ("lr=.nan", "lr must be a finite number > 0"),
     ("lr=-1", "lr must be a finite number > 0"), ("lr=.inf", "lr must be a finite number > 0"),
-    ("gaussian_opacity=5", "gaussian_opacity must be in"), ("lora_r=0", "lora_r must be >= 1"),
-    ("lora_dropout=2", "lora_dropout must be in"), ("head_lr=-1", "head_lr must be"),
+    ("gaussian_opacity=5", "gaussian_opacity must be in"), ("lora.r=0", "lora.r must be >= 1"),
+    ("lora.dropout=2", "lora.dropout must be in"), ("head_lr=-1", "head_lr must be"),
     ("teacher_temp=0", "teacher_temp and student_temp must be > 0"), ("center_momentum=1", "center_momentum"),
 ])
 def test_out_of_range_training_options_fail_up_front(option, message):
     with pytest.raises(UserError, match=message):
         TrainConfig.load(None, [option])
+
+
+def _printed(capsys, argv):
+    assert main([*argv, "--print-config"]) == 0, capsys.readouterr().err
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_flags_are_generated_from_the_fields_with_their_comments_and_choices(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--optim.steps INT (default: 1000; also --steps)" in text
+    assert "--method.loss {dino,cosine,l1,mse}" in text and "--data.split {train,val,test}" in text
+    assert "target views per sample (default: 1; also --num_targets)" in text  # the field's own comment
+    assert "--model.lora.r INT (default: 8; also --r)" in text
+    from dataclasses import fields
+
+    from splatdistill.config import field_help
+    from splatdistill.eval.config import EvalDataConfig, EvalProbeConfig
+
+    assert field_help(EvalDataConfig)["max_eval_views"] == "spread evenly over the held-out scenes"
+    helps = field_help(EvalProbeConfig)
+    assert helps["depth_flip"].startswith("average each held-out depth prediction")  # the lines above it
+    assert set(helps) == {f.name for f in fields(EvalProbeConfig)}
+
+
+def test_one_grammar_on_the_command_line(capsys):
+    """--a.b v, --a.b=v, --tail v, --a-b v and a.b=v / tail=v all set the same field; key=value wins."""
+    for argv in (["--optim.steps", "10"], ["--optim.steps=10"], ["--steps", "10"], ["optim.steps=10"], ["steps=10"]):
+        assert _printed(capsys, ["train", *argv])["optim"]["steps"] == 10, argv
+    printed = _printed(capsys, ["train", "--max-minutes", "3", "--lora.r", "4", "--progress", "false",
+                                "--deterministic", "--steps", "10", "steps=11"])
+    assert printed["optim"]["max_minutes"] == 3.0 and printed["model"]["lora"]["r"] == 4
+    assert printed["run"]["progress"] is False and printed["run"]["deterministic"] is True
+    assert printed["optim"]["steps"] == 11
+    assert _printed(capsys, ["train", "--deterministic", "steps=12"])["optim"]["steps"] == 12  # a bare boolean flag
+    assert _printed(capsys, ["eval", "--max-train-views", "5"])["data"]["max_train_views"] == 5
+    assert _printed(capsys, ["lifter", "train", "--num-depths", "8"])["model"]["num_depths"] == 8
+
+
+def test_command_line_strings_stay_strings(tmp_path, capsys):
+    for argv in (["out=off"], ["--out", "off"], ["--run.out=off"]):
+        assert _printed(capsys, ["train", *argv])["run"]["out"] == "off", argv
+    cfg = TrainConfig.load(None, ["out=off", "backbone=yes", "image_size=224", "ema_momentum=null", "cache=123"])
+    assert (cfg.run.out, cfg.model.backbone, cfg.data.image_size) == ("off", "yes", 224)
+    assert cfg.method.ema_momentum is None and cfg.method.fit3d.cache == "123"
+    (tmp_path / "c.yaml").write_text(dump_yaml(cfg))  # the saved config reloads to the same values
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bare.yaml").write_text("run:\n  out: off\n")  # YAML's own boolean: refused, not a folder "False"
+    with pytest.raises(UserError, match="option run.out expects a string, got False .*quote the value"):
+        TrainConfig.load(tmp_path / "bare.yaml")
+
+
+def test_unknown_keys_and_choices_name_the_nearest_spelling(capsys):
+    assert main(["train", "--stepz", "10"]) == 2
+    assert capsys.readouterr().err.strip() == "splatdistill train: error: unknown option --stepz (did you mean --steps?)"
+    assert main(["lifter", "train", "--num-depth", "8"]) == 2
+    assert "unknown option --num-depth (did you mean --num_depths?)" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"unknown option\(s\) stepz \(did you mean steps\?\)"):
+        TrainConfig.load(None, ["stepz=10"])
+    with pytest.raises(UserError, match=r"data.steps \(did you mean optim.steps\?\)"):
+        TrainConfig.load(None, ["data.steps=10"])
+    with pytest.raises(UserError, match=r"must be dino, cosine, l1 or mse, got 'dinoo' \(did you mean dino\?\)"):
+        TrainConfig.load(None, ["loss=dinoo"])
+    # a checkpoint written before run.log_every was removed still loads
+    assert TrainConfig.from_dict({"run": {"log_every": 10}}) == TrainConfig.load(None, [])

@@ -105,5 +105,6 @@ def test_depth_anything_lifter_runs_the_real_model(tiny_depth_anything, scenes, 
     with pytest.raises(UserError, match="cannot load weights"):
         build_lifter(f"depth-anything-v2:{folder}/nowhere")
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(UserError, match=r"needs transformers: pip install 'splatdistill\[depth-anything\]'"):
+    with pytest.raises(UserError, match=r"needs the optional extra \[depth-anything\] \(transformers is not installed\): "
+                       r"pip install 'splatdistill\[depth-anything\]'"):
         build_lifter(f"depth-anything-v2:{folder}")

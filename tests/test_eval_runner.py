@@ -7,15 +7,12 @@ import json
 import pytest
 import torch
 
+from splatdistill.config import build_config
 from splatdistill.errors import UserError
+from splatdistill.eval.config import TASKS, EvalConfig, parse_tasks
+from splatdistill.eval.data import spread_views
 from splatdistill.eval.features import BackboneEntry
-from splatdistill.eval.runner import (
-    TASKS,
-    EvalConfig,
-    evaluate,
-    parse_tasks,
-    spread_views,
-)
+from splatdistill.eval.runner import evaluate
 from splatdistill.eval.synthetic import ColourBackbone, NoiseBackbone, make_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
@@ -31,7 +28,7 @@ def small_config(**kw) -> EvalConfig:
                 corr_pairs=6, corr_queries=300, corr_keep=150, consistency_points=200, middlebury=False,
                 figure_views=2, progress=False)  # fmt: skip
     base.update(kw)
-    return EvalConfig(**base)
+    return build_config(EvalConfig, base, validate=False)
 
 
 def entries():

@@ -71,8 +71,8 @@ def test_trainer_fit3d_branch_trains_and_caches_fields(rooms, tmp_path, monkeypa
     from splatdistill.distill.config import TrainConfig
     from splatdistill.distill.trainer import Trainer
 
-    args = [f"data={rooms}", f"out={tmp_path / 'run'}", "steps=2", "method=fit3d", "loss=l1", "fit3d_iterations=8",
-            "fit3d_views=5", "fit3d_lift_views=2", *TINY_RUN]
+    args = [f"data={rooms}", f"out={tmp_path / 'run'}", "steps=2", "method=fit3d", "loss=l1", "fit3d.iterations=8",
+            "fit3d.views=5", "fit3d.lift_views=2", *TINY_RUN]
     trainer = Trainer(TrainConfig.load(None, args))
     result = trainer.fit()
     hist = result["history"]
@@ -82,8 +82,8 @@ def test_trainer_fit3d_branch_trains_and_caches_fields(rooms, tmp_path, monkeypa
     assert len(cached) == len(trainer.dataset.scenes) == 1
     # a new run with the same settings loads the cached field instead of fitting again
     monkeypatch.setattr(fit3d, "fit_scene", lambda *a, **k: pytest.fail("refitted a cached field"))
-    again = Trainer(TrainConfig.load(None, [*args, f"out={tmp_path / 'run2'}", f"fit3d_cache={tmp_path / 'run' / 'fit3d'}"]))
-    tgt, mask, cov = again.fit3d.targets(again.batch_for_step(0), (4, 4), 32)
+    again = Trainer(TrainConfig.load(None, [*args, f"out={tmp_path / 'run2'}", f"fit3d.cache={tmp_path / 'run' / 'fit3d'}"]))
+    tgt, mask, cov = again.targets.fields.targets(again.batch_for_step(0), (4, 4), 32)
     assert tgt.shape == (1, 192, 4, 4) and mask.shape == (1, 16) and torch.isfinite(tgt).all()
     for bad, msg in ([["method=fit3d"], "pass loss=l1"], [["method=nerf"], "method must be snd or fit3d"]):
         with pytest.raises(UserError, match=msg):

@@ -19,11 +19,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread conte
 @pytest.fixture(scope="module")
 def trained(rooms, tmp_path_factory):
     """A predictor trained for 120 steps on the tiny rooms (one train scene), and its metrics."""
+    from splatdistill.config import build_config
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
     out = tmp_path_factory.mktemp("predictor")
-    cfg = LifterTrainConfig(data=str(rooms), out=str(out), steps=120, batch_size=4, lr=2e-3, image_size=48,
-                            num_depths=24, channels=32, eval_pairs=4, checkpoint_every=30, progress=False, seed=1)
+    cfg = build_config(LifterTrainConfig, dict(data=str(rooms), out=str(out), steps=120, batch_size=4, lr=2e-3, image_size=48,
+                            num_depths=24, channels=32, eval_pairs=4, checkpoint_every=30, progress=False, seed=1), validate=False)
     res = train_predictor(cfg, log=lambda *_: None)
     return out, res
 
@@ -278,15 +279,15 @@ def test_lift_command_writes_viewable_ply(rooms, tmp_path, capsys):
     from splatdistill.render.ply import load_ply
 
     out = tmp_path / "scene.ply"
-    assert main(["lift", "--lifter", "depth", "--data", str(rooms), "--scene", "room_0001", "--views", "0,1",
+    assert main(["lifter", "lift", "--lifter", "depth", "--data", str(rooms), "--scene", "room_0001", "--views", "0,1",
                  "--size", "32", "--out", str(out)]) == 0
     g = load_ply(out)
     assert len(g) == 2 * 32 * 32 and g.features.shape == (2048, 3)
     assert float(g.features.std()) > 0.01  # pixel colours, not a constant
     capsys.readouterr()
-    assert main(["lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)]) == 2
+    assert main(["lifter", "lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)]) == 2
     assert "unknown lifter" in capsys.readouterr().err
-    assert main(["lift", "--data", str(rooms), "--scene", "nowhere", "--out", str(out)]) == 2
+    assert main(["lifter", "lift", "--data", str(rooms), "--scene", "nowhere", "--out", str(out)]) == 2
 
 
 # ---- self-supervision from posed images alone ---------------------------------------------------------
@@ -299,11 +300,12 @@ def test_predictor_trains_from_posed_images_alone(rooms, tmp_path):
     from splatdistill.lifters.predictor import load_predictor
     from splatdistill.lifters.bank import load_bank, snd_context_pairs
     from splatdistill.lifters.evaluate import evaluate_predictor
+    from splatdistill.config import build_config
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
-    cfg = LifterTrainConfig(data=str(rooms), out=str(tmp_path / "photo"), steps=80, batch_size=2, lr=2e-3,
+    cfg = build_config(LifterTrainConfig, dict(data=str(rooms), out=str(tmp_path / "photo"), steps=80, batch_size=2, lr=2e-3,
                             image_size=32, num_depths=16, channels=16, warmup=5, checkpoint_every=100,
-                            eval_pairs=2, progress=False, supervision="photometric")
+                            eval_pairs=2, progress=False, supervision="photometric"), validate=False)
     logged = []
     res = train_predictor(cfg, log=logged.append)
     assert "supervision=photometric;" in logged[0] and res["train_median_depth"] is None

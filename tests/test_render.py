@@ -462,7 +462,7 @@ def test_row_bands_match_single_band(monkeypatch, threads, band_pixels):
 
 
 def test_output_buffers_are_reused_only_when_released():
-    import splatdistill.render.torch_backend as tb
+    import splatdistill.memory as tb  # the buffers the torch backend renders into
 
     tb.release_buffers()
     a = tb.empty_fast((1024, 1024, 2), torch.float32, "cpu")  # 8 MB: cached

@@ -292,7 +292,7 @@ def test_from_rgbd_input_errors_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_castel_poses_from_odometry_make_depth_agree_across_frames(tmp_path):
-    pytest.importorskip("open3d", reason="from-rgbd needs Open3D (the [rgbd] extra)")
+    pytest.importorskip("open3d", reason="from-rgbd needs Open3D (the [captures] extra)")
     c = castel()
     r = _cli("data", "from-rgbd", c / "castel", "--out", tmp_path / "ds", "--color-intrinsics", c / "chateau.xml",
              "--depth-intrinsics", c / "chateau_depth.xml", "--color-to-depth", c / "depth_M_color.txt",

@@ -58,14 +58,14 @@ ALLOWED: dict[str, set[str]] = {
     "distill": {"atomic", "backbones", "baselines", "config", "data", "data.batches", "devices", "errors", "geometry",
                 "lifters", "run_folder", "runs", "safe_load", "splat", "threads"},
     "eval.benchmarks": {"data.core", "data.formats", "data.checks", "errors"},
-    "eval": {"__init__", "atomic", "backbones", "data", "data.core", "data.batches", "data.formats", "devices",
-             "errors", "eval.benchmarks", "geometry", "registry", "report_html", "threads", "viz"},
+    "eval": {"__init__", "atomic", "backbones", "config", "data", "data.core", "data.batches", "data.formats",
+             "devices", "errors", "eval.benchmarks", "geometry", "registry", "report_html", "threads", "viz"},
     "bench": {"backbones", "data", "data.batches", "devices", "distill", "errors", "geometry", "render", "splat",
               "threads"},
     "commands": {"__init__", "atomic", "backbones", "baselines", "captures", "config", "data", "data.checks",
                  "data.formats", "data.rooms", "devices", "distill", "errors", "eval", "eval.benchmarks", "lifters",
                  "paths", "render", "report_html", "run_folder", "safe_load", "splat", "threads", "viz"},
-    "cli": {"__init__", "commands", "errors", "threads"},
+    "cli": {"__init__", "commands", "config", "errors", "threads"},
     "__main__": {"cli"},
 }  # fmt: skip
 #: third-party modules library code may import inside a function, and why: optional (not needed by

@@ -81,21 +81,21 @@ def test_the_2d_baseline_and_snd_share_everything_but_the_targets(rooms, tmp_pat
     assert t_snd.shape == t_2d.shape and not torch.allclose(t_snd, t_2d, atol=1e-3)  # splatted from the context
     # the same loss of the same student on the same targets
     with torch.no_grad():
-        l1, _, _ = snd._loss(snd.student, batch, t_2d, m_2d, with_consistency=False)
-        l2, _, _ = two_d._loss(two_d.student, b2, t_2d, m_2d, with_consistency=False)
+        l1, _, _ = snd.student_loss(snd.student, batch, t_2d, m_2d)
+        l2, _, _ = two_d.student_loss(two_d.student, b2, t_2d, m_2d)
     assert float(l1) == float(l2)
 
 
 def test_splat_plus_2d_keeps_the_splatted_tokens_and_fills_the_rest_with_2d(rooms, tmp_path, monkeypatch):
     import dataclasses
 
-    import splatdistill.distill.trainer as trainer_module
+    import splatdistill.distill.targets as targets_module
     from splatdistill.distill.parts import StepTimes
 
     snd = _trainer(rooms, tmp_path / "snd", "student=mobilenetv2", "steps=2")
     mixed = _trainer(rooms, tmp_path / "mix", "student=mobilenetv2", "steps=2", "targets=splat+2d")
     # The tiny views are covered everywhere; leave every other token unsupervised so both branches are checked.
-    real = trainer_module.splat_targets
+    real = targets_module.splat_targets
 
     def half_covered(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -103,7 +103,7 @@ def test_splat_plus_2d_keeps_the_splatted_tokens_and_fills_the_rest_with_2d(room
         valid.view(-1)[::2] = False
         return dataclasses.replace(out, valid=valid)
 
-    monkeypatch.setattr(trainer_module, "splat_targets", half_covered)
+    monkeypatch.setattr(targets_module, "splat_targets", half_covered)
     batch, b2 = snd.batch_for_step(0), mixed.batch_for_step(0)
     t_snd, m_snd, cov = snd.teacher_targets(batch, StepTimes())
     t_mix, m_mix, cov_mix = mixed.teacher_targets(b2, StepTimes())

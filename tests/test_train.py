@@ -338,7 +338,7 @@ def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_
                                   "stall_steps=5", "val_samples=0", *TINY_RUN])
     trainer = Trainer(cfg)
     # a lifter whose Gaussians are all invalid: no target token is ever supervised
-    trainer.lifter = lambda feats, depth, images, cams: lift_depth(torch.zeros_like(depth), cams, feats)
+    trainer.targets.lifter = lambda feats, depth, images, cams: lift_depth(torch.zeros_like(depth), cams, feats)
     with pytest.raises(TrainingStalled, match=r"under 5% of the target tokens were supervised for 5 steps.*"
                                               r"no depth for the lifter, wrong poses.*checkpoint.pt\) is kept"):
         trainer.fit()

@@ -11,12 +11,13 @@ from tqdm import tqdm
 
 from splatdistill import __version__
 from splatdistill.commands import COMMAND_MODULES
+from splatdistill.config import ConfigParser
 from splatdistill.errors import UserError
 from splatdistill.threads import prepare_openmp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ConfigParser(
         prog="splatdistill",
         description="Splat-and-Distill: make a ViT's features 3D-aware by distilling splatted "
         "multi-view teacher features into a LoRA student.",
@@ -37,7 +38,13 @@ def _close_progress_bars() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     prepare_openmp()  # the command line's short OpenMP spin-waits, before torch loads (never on a plain import)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as exc:  # an unknown --key of a command's config: one line naming the nearest spelling
+        words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")][:2]
+        command = " ".join(words[:2] if words[:1] == ["lifter"] else words[:1])
+        print(f"splatdistill {command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

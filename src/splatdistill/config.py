@@ -2,15 +2,27 @@
 
 Every command's options are a (possibly nested) dataclass. :func:`load_config` builds one from its
 defaults, then a YAML file, then ``key=value`` overrides, checking each value against the field's
-annotation (``Literal`` choices included). Keys are dotted paths (``optim.lr=2e-5``) or, when unique
-in the tree, a field's bare name (``lr=2e-5``); nested groups may also carry flat aliases
-(``fit3d_iterations`` for ``method.fit3d.iterations``), which keeps flat files and old checkpoints
-loadable. :func:`config_to_dict` / :func:`dump_yaml` are the inverse, used by ``--print-config``.
+annotation (``Literal`` choices included). One key grammar: a dotted path (``optim.lr=2e-5``) or any
+tail of it that is unique in the tree (``lr=2e-5``, ``fit3d.iterations=7``), as ``key=value`` or as the
+flag ``--key value``; an unknown key names its nearest spelling. Values typed on the command line are
+read by the field's type, never by YAML's guesses (``out=off`` is the folder "off").
+:func:`config_to_dict` / :func:`dump_yaml` are the inverse, used by ``--print-config``.
+:class:`ConfigParser` generates each command's flags from its config class when that command runs
+(so ``splatdistill --help`` does not import torch), with the field comments as help.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
+import functools
+import importlib
+import inspect
+import io
+import re
+import sys
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -43,19 +55,28 @@ def leaf_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...],
 
 
 def key_aliases(cls: type) -> dict[str, tuple[str, ...]]:
-    """Accepted keys -> leaf path: dotted paths, unique bare names, and ``group_name`` flat aliases."""
+    """Accepted keys -> leaf path: every dotted path, and every tail of one that no other path shares
+    (``lr``, ``lora.r``), plus the class's declared ``ALIASES``."""
     paths = list(leaf_paths(cls))
+    tails: dict[str, list[tuple[str, ...]]] = {}
+    for p in paths:
+        for i in range(1, len(p)):
+            tails.setdefault(".".join(p[i:]), []).append(p)
     aliases: dict[str, tuple[str, ...]] = {".".join(p): p for p in paths}
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p[-1]] = counts.get(p[-1], 0) + 1
-    for p in paths:
-        if counts[p[-1]] == 1:
-            aliases.setdefault(p[-1], p)
-        if len(p) >= 3:  # e.g. method.fit3d.iterations -> fit3d_iterations
-            aliases.setdefault(f"{p[-2]}_{p[-1]}", p)
+    for tail, owners in tails.items():
+        if len(owners) == 1:
+            aliases.setdefault(tail, owners[0])
     aliases.update({k: tuple(v.split(".")) for k, v in getattr(cls, "ALIASES", {}).items()})
     return aliases
+
+
+def did_you_mean(key: str, accepted: Sequence[str], aliases: dict[str, tuple[str, ...]] | None = None) -> str:
+    """`` (did you mean X?)`` for the accepted spelling nearest to ``key`` (difflib), or ""."""
+    last = key.rsplit(".", 1)[-1]
+    if aliases and "." in key and last in aliases:  # the right name in the wrong group
+        return f" (did you mean {'.'.join(aliases[last])}?)"
+    close = difflib.get_close_matches(key, list(accepted), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def group_paths(cls: type, prefix: str = "") -> set[str]:
@@ -82,25 +103,30 @@ def flatten_values(values: dict[str, Any], groups: set[str], prefix: str = "") -
     return out
 
 
-def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    """A config of class ``cls`` from flat or nested ``values`` (checked and converted)."""
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config", validate: bool = True) -> C:
+    """A config of class ``cls`` from flat or nested ``values`` (checked and converted; ``validate=False``
+    leaves the cross-field checks, such as the device, to the code that runs it)."""
     aliases = key_aliases(cls)
     hints = leaf_paths(cls)
     resolved: dict[tuple[str, ...], Any] = {}
     unknown = []
+    retired = getattr(cls, "RETIRED", ())  # fields removed since a run saved them: read past, never used
     for key, value in flatten_values(values, group_paths(cls)).items():
         path = aliases.get(key)
+        if path is None and key in retired:
+            continue
         if path is None:
             unknown.append(key)
             continue
         resolved[path] = _coerce(".".join(path), value, hints[path], source)
     if unknown:
-        raise UserError(f"{source}: unknown option(s) {', '.join(sorted(unknown))}")
+        named = ", ".join(k + did_you_mean(k, aliases, aliases) for k in sorted(unknown))
+        raise UserError(f"{source}: unknown option(s) {named}")
     _apply_preset(cls, resolved, source)
     cfg = _construct(cls, resolved, ())
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()  # raises a UserError naming the bad option
+    check = getattr(cfg, "validate", None)
+    if validate and callable(check):
+        check()  # raises a UserError naming the bad option
     return cfg
 
 
@@ -152,16 +178,18 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+class Text(str):
+    """A value typed on the command line: read by its field's type, never by YAML's guesses (``out=off``
+    stays the string "off"; ``steps=10`` becomes the int 10)."""
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r} is not key=value")
-        try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            values[key.strip()] = raw
+        values[key.strip()] = Text(raw)
     return values
 
 
@@ -202,12 +230,31 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
+NULLS = ("null", "none", "None", "~")
+BOOL_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
+
+
+def _takes_text(hint: Any) -> bool:
+    """Fields whose command-line text is used as typed: strings and string choices."""
+    if typing.get_origin(hint) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(hint))
+    return hint is str
+
+
+def _read_text(value: Text) -> Any:
+    """Command-line text for a non-string field: a YAML scalar (numbers, booleans, lists, mappings)."""
+    try:
+        return yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return str(value)
+
+
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     """Check/convert one value to the field's annotated type (YAML gives ints for floats etc.)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or (isinstance(value, Text) and value.strip() in NULLS)):
             return None
         options = [a for a in args if a is not type(None)]
         for option in options[:-1]:  # the first member the value fits (e.g. int | str: 224 or "574x868")
@@ -217,19 +264,21 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
                 continue
         hint = options[-1]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if isinstance(value, Text):
+        value = str(value) if _takes_text(hint) else _read_text(value)
     if origin is Literal:
         if value in args:
             return value
         choices = [str(a) for a in args]
         listed = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
-        raise UserError(f"{source}: option {name} must be {listed}, got {value!r}")
+        raise UserError(f"{source}: option {name} must be {listed}, got {value!r}{did_you_mean(str(value), choices)}")
     try:
         if hint is bool:
             if isinstance(value, bool):
                 return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
+            if str(value).lower() in BOOL_WORDS[:4]:
                 return True
-            if str(value).lower() in ("0", "false", "no", "off"):
+            if str(value).lower() in BOOL_WORDS[4:]:
                 return False
             raise ValueError
         if hint is int:
@@ -239,6 +288,9 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if hint is float:
             return float(value)
         if hint is str:
+            if isinstance(value, bool):  # YAML reads off/on/yes/no unquoted as booleans
+                raise UserError(f"{source}: option {name} expects a string, got {value!r} (YAML reads unquoted "
+                                "off/on/yes/no as booleans: quote the value)")
             return str(value)
         if hint is dict or origin is dict:
             if not isinstance(value, dict):
@@ -256,22 +308,154 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 
 # ---- the command-line bridge ------------------------------------------------------------------------
 
-def add_config_arguments(parser, what: str = "config") -> None:
-    """``key=value`` overrides, ``--config FILE`` and ``--print-config`` on a command's parser."""
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"{what} overrides (see --print-config)")
-    parser.add_argument("--config", help="YAML config file (values are overridden by key=value)")
+def add_config_arguments(parser, config: str, what: str = "config") -> None:
+    """``key=value`` overrides, ``--config FILE``, ``--print-config``, and a ``--key value`` flag for every
+    field of ``config`` (``"module:Class"``, imported only when this command parses or prints its help)."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"{what} overrides: any option below as key=value (after the flags, so they win)")
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (values are overridden by flags and key=value)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.config_spec = config
+    parser.usage = "%(prog)s [-h] [--config FILE] [--print-config] [--KEY VALUE ...] [KEY=VALUE ...]"
+
+
+class ConfigParser(argparse.ArgumentParser):
+    """An argument parser whose config flags are generated from the command's config class when it runs:
+    ``--a.b v`` (and ``--b v`` for a unique tail, ``-`` for ``_`` accepted) set the field ``a.b``."""
+
+    config_spec: str | None = None
+    _config_flags: dict[str, str] | None = None  # dest -> dotted path
+
+    def config_class(self) -> type:
+        module, _, name = (self.config_spec or "").partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def _add_config_flags(self) -> None:
+        if self.config_spec is None or self._config_flags is not None:
+            return
+        cls = self.config_class()
+        self._config_flags = {}
+        short: dict[tuple[str, ...], list[str]] = {}
+        for key, path in key_aliases(cls).items():
+            if "." not in key and key != ".".join(path):
+                short.setdefault(path, []).append(f"--{key}")
+        defaults, groups = flat_defaults(cls), {}
+        for path, hint in leaf_paths(cls).items():
+            full = ".".join(path)
+            if f"--{full}" in self._option_string_actions or any(  # the command's own flag wins
+                    n in self._option_string_actions for n in short.get(path, [])):
+                continue
+            group = ".".join(path[:-1]) or "options"
+            if group not in groups:
+                groups[group] = self.add_argument_group(f"{group} options" if path[:-1] else "config options")
+            dest = f"config:{full}"
+            also = "; also " + ", ".join(sorted(short[path])) if short.get(path) else ""
+            text = f"{field_help(_owner(cls, path)).get(path[-1], '')} (default: {defaults[path]!r}{also})".strip()
+            extra = {"nargs": "?", "const": "true"} if hint is bool else {}
+            groups[group].add_argument(f"--{full}", dest=dest, default=argparse.SUPPRESS, metavar=_metavar(hint),
+                                       help=text.replace("%", "%%"), **extra)
+            self._config_flags[dest] = full
+
+    def _config_argv(self, args: list[str]) -> list[str]:
+        """``--tail`` / ``--a-b`` spellings -> the generated ``--a.b``; a bare boolean flag -> ``=true`` (so it
+        never takes the next word); an unknown ``--key`` stops with its nearest spelling."""
+        if self._config_flags is None:
+            return args
+        cls = self.config_class()
+        aliases, hints = key_aliases(cls), leaf_paths(cls)
+        out = []
+        for n, token in enumerate(args):
+            if token == "--":
+                return out + args[n:]
+            name, eq, value = token[2:].partition("=")
+            own = self._option_string_actions.get(f"--{name}")
+            if not token.startswith("--") or (own is not None and own.dest not in self._config_flags):
+                out.append(token)
+                continue
+            path = aliases.get(name.replace("-", "_"))
+            if path is None:
+                known = [k for k in aliases] + [o[2:] for o in self._option_string_actions if o.startswith("--")]
+                raise UserError(f"unknown option --{name}{did_you_mean(name, known, aliases).replace('mean ', 'mean --')}")
+            following = args[n + 1].lower() if n + 1 < len(args) else ""
+            if hints[path] is bool and not eq and following not in BOOL_WORDS:
+                eq, value = "=", "true"
+            out.append(f"--{'.'.join(path)}{eq}{value}")
+        return out
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_config_flags()
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._config_argv(args), namespace)
+
+    def format_help(self) -> str:
+        self._add_config_flags()
+        return super().format_help()
+
+
+def _owner(cls: type, path: tuple[str, ...]) -> type:
+    """The config class that declares the leaf ``path``."""
+    for part in path[:-1]:
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+def _metavar(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "{" + ",".join(str(a) for a in typing.get_args(hint)) + "}"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return "|".join(_metavar(a) for a in typing.get_args(hint)).replace("NoneType", "null")
+    return getattr(hint, "__name__", str(hint)).upper().replace("NONETYPE", "NoneType")
+
+
+@functools.lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's comment in the class source (the comment lines above it and the one on its line), as help."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    start = next(n for n, ln in enumerate(lines) if ln.lstrip().startswith("class "))
+    body = next((len(ln) - len(ln.lstrip()) for ln in lines[start + 1:] if ln.strip()), 4)
+    out: dict[str, str] = {}
+    above: list[str] = []
+    for number, line in enumerate(lines, 1):
+        field = re.match(rf"^ {{{body}}}(\w+)\s*:", line)
+        if line.strip().startswith("#") and len(line) - len(line.lstrip()) == body:
+            above.append(comments.get(number, ""))
+            continue
+        if field:
+            out[field.group(1)] = " ".join(above + ([comments[number]] if number in comments else []))
+        above = []
+    return out
+
+
+def flat_defaults(cls: type) -> dict[tuple[str, ...], Any]:
+    """Each leaf's default value, by path."""
+    cfg, out = cls(), {}
+    for path in leaf_paths(cls):
+        node = cfg
+        for part in path:
+            node = getattr(node, part)
+        out[path] = _plain(node)
+    return out
 
 
 def config_from_args(cls: type[C], args, flags: dict[str, Any] | None = None, config_path: str | None = None,
                      defaults: dict[str, Any] | None = None) -> C:
-    """The command's config: class defaults < ``defaults`` < ``--config`` < option flags < ``key=value``.
-
-    ``flags`` maps config keys to the values of the command's own option flags (``None`` = not given).
-    """
+    """The command's config: class defaults < ``defaults`` < ``--config`` < the command's own flags
+    (``flags``: config key -> value, ``None`` = not given) < generated ``--key`` flags < ``key=value``."""
     overrides = [f"{k}={_flag_text(v)}" for k, v in (flags or {}).items() if v is not None]
-    overrides += list(getattr(args, "overrides", None) or [])
+    overrides += command_line_overrides(args)
     return load_config(cls, config_path or getattr(args, "config", None), overrides, defaults)
+
+
+def command_line_overrides(args) -> list[str]:
+    """``key=value`` items of the generated flags, then the positional ``key=value`` items, in that order."""
+    flags = [f"{k.split(':', 1)[1]}={v}" for k, v in vars(args).items() if k.startswith("config:")]
+    return flags + list(getattr(args, "overrides", None) or [])
 
 
 def _flag_text(value: Any) -> str:

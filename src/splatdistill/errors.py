@@ -9,7 +9,9 @@ lists the cases.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 
 class UserError(Exception):
@@ -28,3 +30,21 @@ class OutputWriteError(UserError):
     """Writing an output file failed (full disk, read-only folder): exit 4, the previous file intact."""
 
     exit_code = 4
+
+
+class MissingExtra(UserError):
+    """An optional dependency of one feature is not installed (or does not import): exit 2."""
+
+
+def require_extra(module: str, extra: str, feature: str, hint: str = "") -> ModuleType:
+    """Import ``module`` for ``feature``, or raise one :class:`MissingExtra` naming the pip extra
+    that installs it. The features that need a package only some users want import it through this,
+    so every such message reads the same and names the command that fixes it."""
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # not installed, or its import fails (a system library it links, a broken CUDA)
+        top = module.split(".")[0]
+        missing = isinstance(exc, ImportError) and getattr(exc, "name", None) in (top, module)
+        why = "is not installed" if missing else f"does not import: {type(exc).__name__}: {exc}"
+        raise MissingExtra(f"{feature} needs the optional extra [{extra}] ({top} {why}): "
+                           f"pip install 'splatdistill[{extra}]'{'; ' + hint if hint else ''}") from None

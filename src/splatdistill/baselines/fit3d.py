@@ -45,6 +45,7 @@ from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
 from splatdistill.render import render_features
+from splatdistill.runs import Run
 from splatdistill.safe_load import load_torch_file
 from splatdistill.splat.targets import teacher_pixel_features, tokens_from_render
 
@@ -241,20 +242,26 @@ def fit_field(targets: SceneTargets, cfg: Fit3DConfig, progress: bool = False, d
     opt = torch.optim.Adam([{"params": [field.features], "lr": cfg.lr},
                             {"params": field.decoder.parameters(), "lr": cfg.decoder_lr}])
     base_lrs = [grp["lr"] for grp in opt.param_groups]
-    losses = []
-    for it in tqdm(range(cfg.iterations), desc=desc, unit="it", disable=not progress, leave=False):
+    losses: list[float] = []
+
+    def step() -> dict[str, float]:
         ids = torch.randperm(V, generator=g)[:cfg.views_per_iter].tolist()
         dec, alpha = field.render(targets.cameras[ids], cfg.renderer)
         m = alpha > 0.5
         tgt = targets.features[ids].permute(0, 2, 3, 1)
         loss = (dec - tgt).abs().mean(-1)[m].mean()
-        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))  # the last iterations polish
+        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * len(losses) / cfg.iterations))  # the last iterations polish
         for grp, lr in zip(opt.param_groups, base_lrs):
             grp["lr"] = lr * decay
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        return {"loss": losses[-1]}
+
+    # the shared loop, for its progress bar: a field is fitted in seconds, so no checkpoint, budget or signal
+    Run(name=desc, total=cfg.iterations, step=0, train_step=step, progress=progress, signals=False, unit="it",
+        leave=False)()
     stats = {"fit_seconds": time.perf_counter() - t0, "teacher_seconds": targets.teacher_seconds,
              "gaussians": field.num_gaussians, "views": V, "iterations": cfg.iterations,
              "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None}

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from splatdistill.errors import UserError
+from splatdistill.errors import require_extra
 
 
 @dataclass
@@ -34,12 +34,9 @@ class OdometryResult:
 
 
 def _open3d():
-    try:
-        import open3d as o3d
-    except ImportError as exc:  # not installed, or installed without a system library it links (libusb)
-        raise UserError(f"RGB-D odometry needs Open3D, which does not import ({exc}): pip install "
-                        "'splatdistill[rgbd]' (or open3d-cpu), and on Debian/Ubuntu apt-get install libusb-1.0-0") from None
-    return o3d
+    # installed without a system library it links (libusb), it does not import either
+    return require_extra("open3d", "captures", "RGB-D odometry (data from-rgbd)",
+                         hint="on Debian/Ubuntu also apt-get install libusb-1.0-0")
 
 
 def _rgbd_image(o3d, gray: np.ndarray, depth: np.ndarray, opts: OdometryOptions):

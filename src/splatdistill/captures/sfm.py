@@ -26,7 +26,7 @@ from tqdm import tqdm
 from splatdistill.atomic import write_failure, write_probe
 from splatdistill.data import io
 from splatdistill.data.formats.colmap import cam_from_world_matrix, image_has_pose
-from splatdistill.errors import OutputWriteError, UserError
+from splatdistill.errors import OutputWriteError, UserError, require_extra
 from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -70,7 +70,7 @@ def one_size(photos: list[Path]) -> bool:
 
 def rescale(rec, median_depth: float) -> float:
     """Scale a pycolmap reconstruction in place so its points' median camera depth is ``median_depth``."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "data from-images (structure from motion)")
 
     if median_depth <= 0:
         return 1.0
@@ -119,7 +119,7 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
 
 def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOptions, matcher: str, progress: bool):
     """SfM into ``stage``: ``colmap/`` (database, raw model), ``images/`` + ``sparse/`` (undistorted)."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "data from-images (structure from motion)")
 
     work = stage / "colmap"
     (work / "raw").mkdir(parents=True)

@@ -20,7 +20,8 @@ from splatdistill.config import add_config_arguments, config_from_args, dump_yam
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end Splat-and-Distill on the embedded rooms data, with a report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, "demo config (DemoConfig: out, minutes, data, backbone, variants, train, eval, tasks)")
+    add_config_arguments(p, "splatdistill.commands.demo_recipe:DemoConfig",
+                         "demo config (DemoConfig: out, minutes, data, backbone, variants, train, eval, tasks)")
     p.add_argument("--out", default=None, help="output folder (default: demo_out)")
     p.add_argument("--minutes", type=float, default=None, help="total training budget in minutes (default 20)")
     p.add_argument("--data", default=None, help="dataset folder, or 'rooms' (default)")

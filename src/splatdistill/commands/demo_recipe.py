@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from splatdistill.atomic import atomic_savefig, atomic_write_text
-from splatdistill.config import flat_config
+from splatdistill.config import build_config, flat_config
 from splatdistill.data import resolve_root
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.trainer import Trainer
@@ -445,7 +445,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                       for suffix, extra in ablation_twins().items()]
     depth_of_lifter = predictor_depth(cfg, data_root)
     curves = training_curves(summaries, out / "training_curves.png")
-    ecfg = EvalConfig(**{"progress": cfg.progress, **cfg.eval})
+    ecfg = build_config(EvalConfig, {"progress": cfg.progress, **cfg.eval}, "demo eval", validate=False)
     # labels must not contain "=" (LABEL=SPEC is split at the first one)
     specs = [f"DINOv2={cfg.backbone}"] + [f"{variant_label(s)}={s['student']}" for s in summaries]
     if cfg.ablations:  # the final EMA teachers (they start as the original backbone)

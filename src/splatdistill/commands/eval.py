@@ -32,42 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", metavar="[NAME=]DIR",
                    help="dataset folder, or 'rooms' (built on first use); with --suite paper repeatable as NAME=PATH, "
                    "NAME one of nyu, scannet1500, ade20k, kitti, scannet, scannetpp (each with its protocol) or any other")
-    p.add_argument("--suite", choices=["fast", "paper"], default=None,
-                   help="fast: the CPU protocol (default); paper: the heads, losses, metrics and per-dataset protocols "
-                   "of the paper's evaluation code, one table over all --data (docs/evaluation.md)")
-    add_config_arguments(p, "evaluation config (EvalConfig)")
+    add_config_arguments(p, "splatdistill.eval.config:EvalConfig", "evaluation config (EvalConfig)")
     p.add_argument("--tasks", default=None,
                    help=f"comma-separated subset of: {','.join(TASKS)} (default: all; suite paper: each dataset's own)")
     p.add_argument("--out", metavar="DIR", help="output folder")
-    g = p.add_argument_group("budget")
-    g.add_argument("--resolution", type=int, default=None, help="short image side fed to the backbone (default: see --print-config)")
-    g.add_argument("--max-train-views", type=int, default=None, help="probe training views (default: see --print-config)")
-    g.add_argument("--max-eval-views", type=int, default=None, help="held-out views (default: see --print-config)")
-    g.add_argument("--probe-steps", type=int, default=None, help="optimiser steps per probe (default: see --print-config)")
-    g.add_argument("--probe-batch", type=int, default=None, help="views per probe step (default: see --print-config)")
+    g = p.add_argument_group("shortcuts (every EvalConfig field is also a flag, below)")
     g.add_argument("--probe-lr", type=float, default=None,
-                   help=f"one learning rate for all probes (default: depth {d.depth_lr}, normals {d.normals_lr}, "
-                   f"segmentation {d.seg_lr})")
+                   help=f"one learning rate for all probes (default: depth {d.probe.depth_lr}, normals {d.probe.normals_lr}, "
+                   f"segmentation {d.probe.seg_lr})")
     g.add_argument("--depth-cls", action="store_true",
                    help="concatenate the CLS token to the depth probe's input, as the paper's protocol does")
-    g.add_argument("--pairs", type=int, default=None, help="view pairs per dataset for correspondence/consistency (default: see --print-config)")
-    g.add_argument("--keep", type=int, default=None, help="best matches kept per pair (default: see --print-config)")
-    g.add_argument("--points", type=int, default=None, help="consistency points per pair (default: see --print-config)")
-    o = p.add_argument_group("other")
-    o.add_argument("--train-split", default=None, choices=["train", "val", "test"])
-    o.add_argument("--eval-split", default=None, choices=["auto", "train", "val", "test"],
-                   help="held-out split (auto: test if present, else val)")
-    o.add_argument("--max-depth", type=float, default=None, help="depth cap in metres for bins and metrics (default: see --print-config)")
-    o.add_argument("--no-middlebury", action="store_true", help="skip the real Middlebury stereo pair")
-    o.add_argument("--no-figures", action="store_true", help="write no PNG figures")
-    o.add_argument("--save-predictions", action="store_true",
-                   help="write OUT/predictions/LABEL.npz: every held-out depth, normal and segmentation prediction")
-    o.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
-    o.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    o.add_argument("--seed", type=int, default=None)
-    o.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda or cuda:N")
-    o.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    o.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    g.add_argument("--pairs", type=int, default=None, help="view pairs per dataset for correspondence/consistency "
+                   f"(corr_pairs, default {d.correspondence.corr_pairs})")
+    g.add_argument("--keep", type=int, default=None, help=f"best matches kept per pair (corr_keep, default {d.correspondence.corr_keep})")
+    g.add_argument("--points", type=int, default=None,
+                   help=f"consistency points per pair (consistency_points, default {d.correspondence.consistency_points})")
+    g.add_argument("--no-middlebury", action="store_true", help="skip the real Middlebury stereo pair")
+    g.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+    g.add_argument("--cache", metavar="DIR", default=None, help="feature cache folder (default: OUT/cache)")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -78,16 +62,10 @@ def eval_config(args: argparse.Namespace, preset: dict | None = None):
 
     probe_lr = {} if args.probe_lr is None else {"depth_lr": args.probe_lr, "normals_lr": args.probe_lr,
                                                  "seg_lr": args.probe_lr}
-    flags = {"resolution": args.resolution, "train_split": args.train_split, "eval_split": args.eval_split,
-             "max_train_views": args.max_train_views, "max_eval_views": args.max_eval_views,
-             "probe_steps": args.probe_steps, "probe_batch": args.probe_batch,
-             "depth_use_cls": True if args.depth_cls else None, **probe_lr, "max_depth": args.max_depth,
-             "corr_pairs": args.pairs, "corr_keep": args.keep, "consistency_points": args.points,
-             "middlebury": False if args.no_middlebury else None, "seed": args.seed, "device": args.device,
-             "threads": args.threads, "cache_dir": '""' if args.no_cache else args.cache,
-             "figures": False if args.no_figures else None, "suite": args.suite,
-             "save_predictions": True if args.save_predictions else None,
-             "progress": not args.quiet and sys.stderr.isatty()}
+    flags = {"depth_use_cls": True if args.depth_cls else None, **probe_lr, "corr_pairs": args.pairs,
+             "corr_keep": args.keep, "consistency_points": args.points,
+             "middlebury": False if args.no_middlebury else None, "cache_dir": "" if args.no_cache else args.cache,
+             "figures": False if args.no_figures else None, "progress": not args.quiet and sys.stderr.isatty()}
     return config_from_args(EvalConfig, args, flags, defaults=preset)
 
 
@@ -108,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"missing {', '.join(missing)} (see splatdistill eval --help)")
     from splatdistill.run_folder import owned_run_folder
 
-    if cfg.suite == "paper":
+    if cfg.run.suite == "paper":
         return _run_paper(args, owned_run_folder)
     if len(args.data) > 1:
         raise UserError("several --data need --suite paper (the fast suite evaluates one dataset)")

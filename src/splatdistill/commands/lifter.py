@@ -12,8 +12,6 @@
 - ``splatdistill bench lifting --predictor PATH --data DIR``: lifting time per scene, feed-forward
   against FiT3D-style per-scene optimisation, in one run
 
-``train-lifter``, ``eval-lifter``, ``lift`` and ``bench-lifting`` are aliases kept for one release.
-
 See docs/lifters.md.
 """
 
@@ -56,41 +54,11 @@ BENCH_HELP = "lifting time per scene: feed-forward vs per-scene optimisation"
 BENCH_DESCRIPTION = ("For each scene: teacher features, then the depth lifter, the learned predictor and a "
                      "FiT3D-style per-scene optimised feature field, timed in one run.")
 
-#: the hyphenated names of the previous release -> (group, action); kept as aliases for one release
-ALIASES = {"train-lifter": "lifter train", "eval-lifter": "lifter eval", "lift": "lifter lift",
-           "bench-lifting": "bench lifting"}
-
-
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p, "predictor training config (LifterTrainConfig)")
-    p.add_argument("--data", default=None, help="dataset folder or 'rooms' (default: see --print-config)")
-    p.add_argument("--out", default=None, help="output folder (default: see --print-config)")
-    p.add_argument("--features", default=None, choices=["cnn", "backbone", "cnn+backbone"],
-                   help="matching features: the predictor's own CNN, a backbone's patch features, or both "
-                   "(default: see --print-config)")
-    p.add_argument("--backbone", default=None, help="backbone for --features *backbone (default: see --print-config)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: see --print-config)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-time budget in minutes (0 = none; the LR schedule follows the tighter budget)")
-    p.add_argument("--batch-size", type=int, default=None, help="context pairs per step (default: see --print-config)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: see --print-config)")
-    p.add_argument("--image-size", type=int, default=None, help="predictor resolution (default: see --print-config)")
-    p.add_argument("--depths", type=int, default=None, help="plane-sweep candidates (default: see --print-config)")
-    p.add_argument("--near", type=float, default=None, help="nearest plane, metres (default: see --print-config)")
-    p.add_argument("--far", type=float, default=None, help="farthest plane, metres (default: see --print-config)")
-    p.add_argument("--channels", type=int, default=None, help="matching-feature channels (default: see --print-config)")
-    p.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs per scene (default: see --print-config)")
-    p.add_argument("--supervision", default=None, choices=["auto", "depth", "photometric", "both"],
-                   help="what trains the predictor (default auto: depth where every view has it, else photometric)")
-    p.add_argument("--init", default=None, help="start from a saved predictor: a folder or a shipped name ('shipped')")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: see --print-config)")
-    p.add_argument("--device", default=None, help="where the predictor trains: auto (default: CUDA when present), "
-                   "cpu, cuda or cuda:N")
+    add_config_arguments(p, "splatdistill.lifters.train_predictor:LifterTrainConfig",
+                         "predictor training config (LifterTrainConfig)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -173,14 +141,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = actions.add_parser(name, help=help_, description=description)
         add(p)
         p.set_defaults(func=globals()[run])
-    for old, new in ALIASES.items():
-        action = new.split()[1]
-        help_, description, add, run = ACTIONS.get(action, (BENCH_HELP, BENCH_DESCRIPTION, add_bench_arguments,
-                                                            "run_bench"))
-        p = sub.add_parser(old, help=f"alias of `splatdistill {new}` (kept for one release)",
-                           description=f"Alias of `splatdistill {new}`. {description}")
-        add(p)
-        p.set_defaults(func=globals()[run])
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -211,20 +171,16 @@ def _print_held_out(res: dict) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
-    flags = {"data": args.data, "out": args.out, "features": args.features, "backbone": args.backbone,
-             "steps": args.steps, "minutes": args.minutes, "batch_size": args.batch_size, "lr": args.lr,
-             "image_size": args.image_size, "num_depths": args.depths, "near": args.near, "far": args.far,
-             "channels": args.channels, "eval_pairs": args.eval_pairs, "supervision": args.supervision, "init": args.init, "checkpoint_every": args.checkpoint_every,
-             "seed": args.seed, "threads": args.threads, "device": args.device, "progress": _progress(args)}
-    cfg = config_from_args(LifterTrainConfig, args, flags)
+    cfg = config_from_args(LifterTrainConfig, args, {"progress": _progress(args)})
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     res = train_predictor(cfg, resume=args.resume)  # locks the folder before any work
     print(f"trained {res['steps']} steps in {res['train_seconds'] / 60:.1f} min "
           f"(+{res['setup_seconds']:.0f} s setup; wall {res['wall_seconds'] / 60:.1f} min)"
-          + (" - stopped by --minutes" if res["stopped_by_time"] else ""))
+          + (" - stopped by --minutes" if res["stopped_by_time"] else "")
+          + (" - stopped by SIGTERM (state saved; --resume continues)" if res.get("stopped_by") == "signal" else ""))
     if res["held_out"]:
         _print_held_out(res["held_out"])
     print(f"predictor: {out}  (use it with: splatdistill train lifter=predictor:{out})")

@@ -1,23 +1,29 @@
 """``splatdistill train [--config FILE] [key=value ...]``: Splat-and-Distill training.
 
-Every option of :class:`splatdistill.distill.config.TrainConfig` can be set in a YAML file or as
-``key=value`` (e.g. ``steps=2000 lr=1e-4 blend_alpha=1.0``). Multi-GPU / multi-node: launch the same
-command with ``torchrun --nproc_per_node N -m splatdistill train ...``.
+Every option of the training config (listed below, by group) can be set in a YAML file (--config), as a
+flag (--optim.steps 2000, or --steps 2000 where the name is unique) or as key=value (steps=2000
+blend_alpha=1.0). Multi-GPU / multi-node: launch the same command with
+torchrun --nproc_per_node N -m splatdistill train ...
 """
 
 from __future__ import annotations
 
 import argparse
 
-from splatdistill.config import add_config_arguments, config_from_args, dump_yaml
+from splatdistill.config import (
+    add_config_arguments,
+    command_line_overrides,
+    config_from_args,
+    dump_yaml,
+    key_aliases,
+    parse_overrides,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Splat-and-Distill student", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, "training config")
-    p.add_argument("--out", help="run folder (same as out=...)")
-    p.add_argument("--data", help="dataset folder or 'rooms' (same as data=...)")
+    add_config_arguments(p, "splatdistill.distill.config:TrainConfig", "training config")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.set_defaults(func=run)
 
@@ -29,14 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from splatdistill.distill.trainer import CHECKPOINT, FRESH_HINT
     from splatdistill.run_folder import owned_training_folder
 
-    flags = {"out": args.out, "data": args.data}
-    out = Path(args.out or next((o.split("=", 1)[1] for o in args.overrides if o.startswith("out=")), None)
-               or RunConfig.out)
+    given = parse_overrides(command_line_overrides(args))
+    aliases = key_aliases(TrainConfig)
+    out = Path(next((v for k, v in reversed(given.items()) if aliases.get(k) == ("run", "out")), RunConfig.out))
     saved = None
     if args.resume and args.config is None:
         saved = resumed_config(out)  # the checkpoint's own settings, unless overridden
-    cfg = config_from_args(TrainConfig, args, flags, args.config, defaults=saved)
-    python_lifter_from_command_line(cfg.method.lifter, args.overrides, args.config or out / "checkpoint.pt")
+    cfg = config_from_args(TrainConfig, args, None, args.config, defaults=saved)
+    python_lifter_from_command_line(cfg.method.lifter, command_line_overrides(args),
+                                    args.config or out / "checkpoint.pt")
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0

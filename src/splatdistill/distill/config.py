@@ -5,7 +5,7 @@ splatting, loss, EMA teacher, the FiT3D baseline), ``optim`` and ``run``. The pi
 types are the groups themselves (:class:`~splatdistill.splat.lifter.SplatSettings`,
 :class:`~splatdistill.distill.student.LoraSettings`, :class:`~splatdistill.baselines.fit3d.Fit3DSettings`),
 so nothing is copied field by field. Keys on the command line are dotted paths (``optim.lr=2e-5``) or
-unique bare names (``lr=2e-5``, ``blend_alpha=1``; see :mod:`splatdistill.config`).
+unique tails of them (``lr=2e-5``, ``lora.r=4``; see :mod:`splatdistill.config`), as ``key=value`` or ``--key value``.
 
 Defaults follow the paper (docs/design.md) except where a CPU run needs smaller numbers; each such
 difference is marked "CPU default" and the paper's value is given.
@@ -59,7 +59,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "dinov2_vits14"  # the teacher (and, by default, the student's starting point)
-    lora: LoraSettings = field(default_factory=LoraSettings)  # keys lora_r, lora_alpha, lora_dropout
+    lora: LoraSettings = field(default_factory=LoraSettings)  # keys lora.r, lora.alpha, lora.dropout
     # "" (default): the student is a LoRA copy of the teacher and the teacher its EMA. A backbone spec
     # (mobilenetv2, timm:NAME, random:ARCH, a file): that network trains fully, through a learned projection
     # to the teacher's features and grid; the teacher then stays fixed (an EMA across architectures is not defined)
@@ -97,12 +97,18 @@ class MethodConfig:
     ema_momentum: float | None = None
     ema_every: int = 10
 
+    @property
+    def target_source(self) -> str:
+        """Which :class:`~splatdistill.distill.targets.TargetSource` makes the targets: ``targets`` for
+        method=snd, ``fit3d`` for method=fit3d (the keys of ``targets.TARGET_SOURCES``)."""
+        return "fit3d" if self.method == "fit3d" else self.targets
+
     def ema_momentum_for(self, steps: int) -> float:
         """The momentum per update for a run of ``steps`` steps (``ema_momentum`` if set)."""
         if self.ema_momentum is not None:
             return float(self.ema_momentum)
         return ema_momentum_from_horizon(self.ema_horizon, steps, self.ema_every)
-    fit3d: Fit3DSettings = field(default_factory=Fit3DSettings)  # keys fit3d_iterations, fit3d_views, ...
+    fit3d: Fit3DSettings = field(default_factory=Fit3DSettings)  # keys fit3d.iterations, fit3d.views, ...
 
 
 def ema_momentum_from_horizon(horizon: float, steps: int, every: int) -> float:
@@ -142,7 +148,6 @@ class RunConfig:
     # Autocast covers backbones and heads; loss, EMA and the splatter's compositing stay fp32 (docs/gpu.md)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     checkpoint_every: int = 100
-    log_every: int = 10
     # data-loader worker processes per rank building the next batches while the step runs; -1 = from the
     # cores (splatdistill.devices.default_workers), 0 = in the training process. The batches are the same.
     num_workers: int = -1
@@ -174,7 +179,7 @@ PAPER_PRESET: dict[str, Any] = {
     "teacher_temp": 1.0, "student_temp": 1.0, "center_momentum": 0.0, "prototype_gain": "trainable",
     "ema_momentum": 0.999, "ema_every": 10,
     "blend_alpha": 0.5, "downsample": "bilinear",
-    "lora_r": 8, "lora_alpha": 8.0, "lora_dropout": 0.1,
+    "lora.r": 8, "lora.alpha": 8.0, "lora.dropout": 0.1,
     "target_modules": r"(.*\.)?(qkv|proj)",  # peft's ["qkv", "proj"] suffix match: also patch_embed.proj
     "lr": 2e-5, "warmup_pct": 0.01, "grad_clip": 0.0, "weight_decay": 0.0,
     "steps": 300_000, "batch_size": 14,
@@ -191,6 +196,8 @@ class TrainConfig:
 
     #: keys that are not a leaf's bare name
     ALIASES: ClassVar[dict[str, str]] = {"data": "data.root"}
+    #: read by nothing, removed; checkpoints written before still resume
+    RETIRED: ClassVar[tuple[str, ...]] = ("run.log_every",)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}, "paper": PAPER_PRESET}
     PRESET_REQUIRES: ClassVar[dict[str, dict[str, str]]] = {"paper": {"lifter": PAPER_LIFTER_REQUIRED}}
 
@@ -213,9 +220,9 @@ class TrainConfig:
         r, lora = self.run, self.model.lora
         for group, name in ((o, "steps"), (o, "batch_size"), (d, "num_targets"), (m, "ema_every"),
                             (m, "prototypes"), (m, "head_hidden"), (m, "head_bottleneck"), (r, "checkpoint_every"),
-                            (r, "log_every"), (lora, "r")):
+                            (lora, "r")):
             if getattr(group, name) < 1:
-                label = "lora_r" if group is lora else name
+                label = "lora.r" if group is lora else name
                 raise UserError(f"{label} must be >= 1, got {getattr(group, name)}")
         if not (math.isfinite(o.lr) and o.lr > 0):
             raise UserError(f"lr must be a finite number > 0, got {o.lr}")
@@ -224,7 +231,7 @@ class TrainConfig:
         for name, lr in (("lr", o.lr), ("head_lr", o.head_lr or 0.0)):
             if lr > MAX_LR:  # AdamW's first step is lr / (1 - 0.9): a float32 overflow, not a divergence
                 raise UserError(f"{name}={lr:g} is over {MAX_LR:g}, where AdamW's step overflows float32")
-        ranges = [("lora_dropout", lora.dropout, 0.0, 1.0, False), ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
+        ranges = [("lora.dropout", lora.dropout, 0.0, 1.0, False), ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
                   ("min_coverage", s.min_coverage, 0.0, 1.0, True),
                   ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True)]
         for name, value, lo, hi, closed in ranges:
@@ -232,7 +239,7 @@ class TrainConfig:
                 raise UserError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, got {value}")
         for name, value in (("weight_decay", o.weight_decay), ("grad_clip", o.grad_clip),
                             ("max_minutes", o.max_minutes), ("gaussian_scale", s.gaussian_scale),
-                            ("consistency_weight", m.consistency_weight), ("lora_alpha", lora.alpha)):
+                            ("consistency_weight", m.consistency_weight), ("lora.alpha", lora.alpha)):
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if r.num_workers < -1:
@@ -252,6 +259,9 @@ class TrainConfig:
             raise UserError(f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d")
         if s.renderer not in ("auto", "torch", "gsplat"):
             raise UserError(f"renderer must be auto, torch or gsplat, got {s.renderer!r}")
+        if m.lifter_refine_every > 0 and m.target_source not in ("splat", "splat+2d"):
+            raise UserError(f"lifter_refine_every > 0 refines the lifter of splatted targets; "
+                            f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing")
         if m.method == "fit3d" and m.loss == "dino":
             raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")
         return self

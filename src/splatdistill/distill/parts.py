@@ -4,10 +4,12 @@ the stop conditions (diverged, stalled) and the per-phase step timer. :mod:`.tra
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,15 +21,18 @@ from splatdistill.backbones.vit import ViTBackbone
 from splatdistill.data import load_dataset
 from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
 from splatdistill.data.views import collate_samples
+from splatdistill.devices import default_workers, resolve_device, resolve_precision
 from splatdistill.distill.config import TrainConfig
+from splatdistill.distill.distributed import DistInfo, init_distributed
 from splatdistill.distill.heads import DINOHead
-from splatdistill.distill.losses import token_agreement
+from splatdistill.distill.losses import loss_for, token_agreement
 from splatdistill.distill.student import add_lora, export_timm_safetensors
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
 from splatdistill.lifters.predictor import save_predictor
-from splatdistill.runs import atomic_torch_save
+from splatdistill.runs import atomic_torch_save, one_cycle_cosine
 from splatdistill.splat import SplatSettings
+from splatdistill.threads import configure_threads, default_threads
 
 
 class TrainingDiverged(UserError):
@@ -84,13 +89,7 @@ def build_student(cfg: TrainConfig) -> tuple[SnDModel, SnDModel | None]:
             raise UserError(f"backbone {cfg.model.backbone!r} is not a ViT; the LoRA student needs attention "
                             "layers (or give the student its own architecture: student=SPEC)")
         add_lora(backbone, cfg.model.lora)
-    head = None
-    if m.loss == "dino":
-        g = torch.Generator().manual_seed(cfg.run.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-            head = DINOHead(backbone.embed_dim, m.prototypes, m.head_hidden, m.head_bottleneck,
-                            trainable_gain=m.prototype_gain == "trainable")
+    head = loss_for(m).head(m, backbone.embed_dim, cfg.run.seed)  # the loss owns its head (None: no head)
     # the fixed teacher shares the initial head object; EMATeacher deep-copies it
     return SnDModel(backbone, head), (SnDModel(teacher_backbone, head) if teacher_backbone is not None else None)
 
@@ -129,6 +128,47 @@ class StepTimes:
         self.values[name] += time.perf_counter() - t
 
 
+@dataclass
+class Process:
+    """Where this process trains: device, process group, autocast precision, data-loader workers."""
+
+    device: torch.device
+    dist: DistInfo
+    precision: str
+    num_workers: int
+
+
+def start_process(cfg: TrainConfig) -> Process:
+    """Device, process group (under torchrun), precision, CPU threads and workers of this rank; seeds the RNGs."""
+    device = resolve_device(cfg.run.device)
+    info = init_distributed(device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world))
+    workers = cfg.run.num_workers if cfg.run.num_workers >= 0 else default_workers(device, local_world)
+    if device.type == "cpu":  # the cores this process may use, shared by the ranks on this machine
+        configure_threads(cfg.run.threads or max(1, default_threads() // max(1, local_world)))
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    return Process(device, info, resolve_precision(cfg.run.precision, device), workers)
+
+
+def build_optimizer(cfg: TrainConfig, student: SnDModel, schedule_step: Callable[[int], int]):
+    """Adam on the LoRA adapters (or the whole student) and the head (``head_lr``), with the warm-up + cosine
+    schedule over ``steps``; schedule=budget maps each step through ``schedule_step`` (the clock's share)."""
+    o = cfg.optim
+    lora = [p for n, p in student.backbone.named_parameters() if p.requires_grad]
+    groups = [{"params": lora, "lr": o.lr}]
+    if student.head is not None:
+        groups.append({"params": [p for p in student.head.parameters() if p.requires_grad],
+                       "lr": o.lr if o.head_lr is None else o.head_lr})
+    optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    per_step = one_cycle_cosine(o.steps, o.warmup_pct)
+    if o.schedule == "steps":
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, per_step)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: per_step(schedule_step(step)))
+
+
 def make_lifter(cfg: TrainConfig, settings: SplatSettings):
     """The lifter named by ``cfg.method.lifter``: depth | predictor:PATH | ply:PATH | python:MODULE:FACTORY
     (see :mod:`splatdistill.lifters`)."""
@@ -149,10 +189,11 @@ def held_out_metrics(self) -> dict[str, float] | None:
     split (student in eval mode).
 
     The same splatted targets as in training, on scenes the student never trains on; ``None`` when the
-    data has no such split (or for method=fit3d, whose fields exist only for training scenes).
+    data has no such split (or when the target source has nothing for them: method=fit3d's fields exist only
+    for training scenes).
     """
     d = self.cfg.data
-    if d.val_samples <= 0 or self.fit3d is not None:
+    if d.val_samples <= 0 or not self.targets.held_out:
         return None
     if self._val_dataset is None:
         try:
@@ -170,7 +211,7 @@ def held_out_metrics(self) -> dict[str, float] | None:
             ds.set_epoch(0)
             b = collate_samples([ds[i]]).to(self.device)
             tgt_tokens, mask, _ = self.teacher_targets(b, StepTimes())
-            loss, _, s_tokens = self._loss(self.student, b, tgt_tokens, mask, with_consistency=False)
+            loss, _, s_tokens = self.student_loss(self.student, b, tgt_tokens, mask)
             losses.append(float(loss))
             agreements.append(token_agreement(s_tokens, tgt_tokens, mask))
     finally:

@@ -304,6 +304,6 @@ def select_pairs(
 
 def correspondence_settings(cfg: "EvalConfig") -> CorrespondenceConfig:
     """The correspondence settings of an evaluation config."""
-    return CorrespondenceConfig(queries=cfg.corr_queries, keep=cfg.corr_keep, grid_step_ref=cfg.corr_grid_step,
-                                occlusion_tol=cfg.occlusion_tol, min_overlap=cfg.corr_min_overlap,
-                                max_pairs=cfg.corr_pairs)
+    return CorrespondenceConfig(queries=cfg.correspondence.corr_queries, keep=cfg.correspondence.corr_keep, grid_step_ref=cfg.correspondence.corr_grid_step,
+                                occlusion_tol=cfg.correspondence.occlusion_tol, min_overlap=cfg.correspondence.corr_min_overlap,
+                                max_pairs=cfg.correspondence.corr_pairs)

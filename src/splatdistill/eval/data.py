@@ -184,36 +184,36 @@ def prepare_data(
 ) -> PreparedData:
     """Load and resample everything the tasks need, once for all backbones."""
     splits = sorted({s.split for s in scenes})
-    eval_split = cfg.eval_split
+    eval_split = cfg.data.eval_split
     if eval_split == "auto":
         eval_split = "test" if any(s.split == "test" for s in scenes) else "val"
     held = [s for s in scenes if s.split == eval_split]
     if not held:
         raise UserError(f"split '{eval_split}' has no scenes (the data has: {', '.join(splits)})")
-    train = [s for s in scenes if s.split == cfg.train_split] if any(t in PROBE_TASKS for t in tasks) else []
+    train = [s for s in scenes if s.split == cfg.data.train_split] if any(t in PROBE_TASKS for t in tasks) else []
     if any(t in PROBE_TASKS for t in tasks) and not train:
-        raise UserError(f"split '{cfg.train_split}' has no scenes to train the probes on (the data has: {', '.join(splits)})")
+        raise UserError(f"split '{cfg.data.train_split}' has no scenes to train the probes on (the data has: {', '.join(splits)})")
     if train and set(s.name for s in train) & set(s.name for s in held):
-        raise UserError(f"splits '{cfg.train_split}' and '{eval_split}' share scenes; probes need held-out scenes")
+        raise UserError(f"splits '{cfg.data.train_split}' and '{eval_split}' share scenes; probes need held-out scenes")
 
     class_names: list[str] = []
     for s in train + held:
         class_names += [c for c in s.class_names if c not in class_names]
 
-    train_items = spread_views(train, cfg.max_train_views) if train else []
-    held_items = spread_views(held, cfg.max_eval_views)
+    train_items = spread_views(train, cfg.data.max_train_views) if train else []
+    held_items = spread_views(held, cfg.data.max_eval_views)
     # One input size for all probe views (the most common image size), so their grids stack.
     shapes = [(s.views[i].height, s.views[i].width) for s, i in train_items + held_items]
     common = max(set(shapes), key=shapes.count)
-    size = fit_size(cfg.resolution, *common)
-    ls = fit_size(cfg.loss_res, *common)
+    size = fit_size(cfg.data.resolution, *common)
+    ls = fit_size(cfg.probe.loss_res, *common)
 
     train_set = targets = None
     if train_items:
-        train_set, targets = _load_train(train_items, train, class_names, tasks, size, ls, cfg.progress)
+        train_set, targets = _load_train(train_items, train, class_names, tasks, size, ls, cfg.run.progress)
     held_groups = [s.name for s, _ in held_items]
-    figure_views = figure_indices(held_groups, cfg.figure_views) if cfg.figures else []
-    held_set = _load_held_out(held_items, held, class_names, size, figure_views, cfg.progress)
+    figure_views = figure_indices(held_groups, cfg.run.figure_views) if cfg.run.figures else []
+    held_set = _load_held_out(held_items, held, class_names, size, figure_views, cfg.run.progress)
 
     extra_sets = {}
     for key, ex_scenes in (extra or {}).items():
@@ -221,7 +221,7 @@ def prepare_data(
             vs = [s.load_view(i) for i in range(len(s))]
             # Each view keeps its own aspect ratio (these only feed correspondence/consistency).
             for j, v in enumerate(vs):
-                sz = fit_size(cfg.resolution, v.height, v.width)
+                sz = fit_size(cfg.data.resolution, v.height, v.width)
                 extra_sets[f"{key}/{s.name}/{j}"] = ViewSet([v], [f"{key}/{s.name}"], Views.from_view_data([v], mask_mode=None, size=sz).images.half())
 
     counts = {
@@ -236,7 +236,7 @@ def prepare_data(
 
 def load_extra_datasets(cfg: EvalConfig, tasks: list[str]) -> tuple[dict[str, list[Scene]], str | None]:
     """The real Middlebury pair for correspondence/consistency, when asked for and available."""
-    if not cfg.middlebury or not any(t in PAIR_TASKS for t in tasks):
+    if not cfg.correspondence.middlebury or not any(t in PAIR_TASKS for t in tasks):
         return {}, None
 
     try:
@@ -259,9 +259,9 @@ class PairPlan:
 def plan_pairs(data: PreparedData, cfg: EvalConfig) -> dict[str, PairPlan]:
     ccfg = corr.correspondence_settings(cfg)
     plans = {}
-    if data.held_out is not None and cfg.corr_pairs > 0:
+    if data.held_out is not None and cfg.correspondence.corr_pairs > 0:
         views = data.held_out.views
-        pairs = corr.select_pairs(views, data.held_out.groups, ccfg, cfg.seed)
+        pairs = corr.select_pairs(views, data.held_out.groups, ccfg, cfg.run.seed)
         geo = [corr.query_geometry(views[i], views[j], ccfg) for i, j in pairs]
         plans[data.name] = PairPlan(views, [("eval", i) for i in range(len(views))], pairs, geo)
     # Extra datasets (Middlebury): views of one scene across single-view feature groups.
@@ -271,7 +271,7 @@ def plan_pairs(data: PreparedData, cfg: EvalConfig) -> dict[str, PairPlan]:
     for name, keys in by_dataset.items():
         views = [data.extra[k].views[0] for k in keys]
         groups = [data.extra[k].groups[0] for k in keys]
-        pairs = corr.select_pairs(views, groups, ccfg, cfg.seed)
+        pairs = corr.select_pairs(views, groups, ccfg, cfg.run.seed)
         geo = [corr.query_geometry(views[i], views[j], ccfg) for i, j in pairs]
         plans[name] = PairPlan(views, [(k, 0) for k in keys], pairs, geo)
     return plans

@@ -21,6 +21,7 @@ from splatdistill.atomic import atomic_write_text
 from splatdistill.data import load_dataset, resolve_root
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
+from splatdistill.config import build_config
 from splatdistill.eval.benchmarks import ade20k, fit3d_probes, kitti, nyuv2, scannet1500
 from splatdistill.eval.config import EvalConfig, parse_tasks
 from splatdistill.eval.features import BackboneEntry
@@ -52,7 +53,7 @@ def _generic(path: Path, cfg: EvalConfig) -> list[Scene]:
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
 BENCHMARKS.register("nyu", Benchmark(
-    "NYUv2", lambda p, c: nyuv2.load_nyuv2(p, classes=c.nyu_classes), ("depth", "normals", "segmentation"),
+    "NYUv2", lambda p, c: nyuv2.load_nyuv2(p, classes=c.data.nyu_classes), ("depth", "normals", "segmentation"),
     dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, normals_crop="center_square",
          nyu_classes=13, resolution=480, loss_res=120, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS,
          middlebury=False),
@@ -140,7 +141,7 @@ def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str,
     if not datasets:
         raise UserError("suite paper needs at least one --data NAME=PATH")
     out = Path(out_dir)
-    make = config_for or (lambda preset: replace(EvalConfig(), **preset))
+    make = config_for or (lambda preset: build_config(EvalConfig, preset, "preset", validate=False))
     wanted = None if tasks is None else parse_tasks(tasks)
     t0 = time.perf_counter()
     entries: list[BackboneEntry] | None = None
@@ -149,10 +150,10 @@ def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str,
     for name, path in datasets.items():
         bench = protocol_of(name)
         cfg = make({**bench.preset, "suite": "paper"})
-        cfg = replace(cfg, suite="paper", depth_use_cls=True)
+        cfg = replace(cfg, run=replace(cfg.run, suite="paper"), probe=replace(cfg.probe, depth_use_cls=True))
         cfg.validate()
         if entries is None:  # load every backbone once, fail fast before reading any dataset
-            entries = resolve_backbones(backbones, cfg.device)
+            entries = resolve_backbones(backbones, cfg.run.device)
         root = resolve_root(path)
         if str(path) != "rooms" and not root.exists():
             raise UserError(f"--data {name}: not found", root)

@@ -420,8 +420,8 @@ def train_seg_probe(x: ProbeData, gt_labels: torch.Tensor, num_classes: int, cfg
 
 def probe_settings(cfg: "EvalConfig") -> ProbeConfig:
     """The probe settings of an evaluation config."""
-    return ProbeConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch, depth_lr=cfg.depth_lr,
-                       normals_lr=cfg.normals_lr, seg_lr=cfg.seg_lr, depth_bins=cfg.depth_bins,
-                       min_depth=cfg.min_depth, max_depth=cfg.max_depth, depth_use_cls=cfg.depth_use_cls,
-                       suite=cfg.suite, depth_crop=cfg.depth_crop, normals_crop=cfg.normals_crop, seed=cfg.seed,
-                       progress=cfg.progress)
+    return ProbeConfig(steps=cfg.probe.probe_steps, batch_size=cfg.probe.probe_batch, depth_lr=cfg.probe.depth_lr,
+                       normals_lr=cfg.probe.normals_lr, seg_lr=cfg.probe.seg_lr, depth_bins=cfg.probe.depth_bins,
+                       min_depth=cfg.probe.min_depth, max_depth=cfg.probe.max_depth, depth_use_cls=cfg.probe.depth_use_cls,
+                       suite=cfg.run.suite, depth_crop=cfg.probe.depth_crop, normals_crop=cfg.probe.normals_crop, seed=cfg.run.seed,
+                       progress=cfg.run.progress)

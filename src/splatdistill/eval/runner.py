@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,24 +22,12 @@ import numpy as np
 from splatdistill import __version__
 from splatdistill.atomic import atomic_write_stream, atomic_write_text
 from splatdistill.backbones import split_label
+from splatdistill.config import flat_config
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 from splatdistill.eval import report
-from splatdistill.eval.config import (  # noqa: F401  (the runner's face)
-    PAIR_TASKS,
-    PROBE_TASKS,
-    TASKS,
-    EvalConfig,
-    parse_tasks,
-)
-from splatdistill.eval.data import (  # noqa: F401
-    PreparedData,
-    load_extra_datasets,
-    plan_pairs,
-    prepare_data,
-    resolve_data,
-    spread_views,
-)
+from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig, parse_tasks
+from splatdistill.eval.data import PreparedData, load_extra_datasets, plan_pairs, prepare_data, resolve_data
 from splatdistill.eval.features import (
     BackboneEntry,
     Mirrored,
@@ -110,7 +98,7 @@ def evaluate(
     """
     cfg = config or EvalConfig()
     cfg.validate()
-    with torch_threads(resolve_threads(cfg.threads)):
+    with torch_threads(resolve_threads(cfg.run.threads)):
         return _evaluate(backbones, data, tasks, Path(out_dir), cfg, name)
 
 
@@ -124,7 +112,7 @@ def _evaluate(
         raise UserError("no backbone given (use --backbone SPEC)")
     name, scenes = resolve_data(data)
     name = data_name or name
-    if cfg.eval_split == "auto" and not any(s.split in ("val", "test") for s in scenes):
+    if cfg.data.eval_split == "auto" and not any(s.split in ("val", "test") for s in scenes):
         # One capture, nothing held out: the multi-view tasks still run on its views, the probes cannot.
         probes = [t for t in task_list if t in PROBE_TASKS]
         task_list = [t for t in task_list if t not in PROBE_TASKS]
@@ -135,18 +123,18 @@ def _evaluate(
             raise UserError("the data has no held-out (val or test) scenes; the probes need them (put a scene in "
                             "split val, or ask for --tasks correspondence,consistency)", name)  # fmt: skip
         print("eval: correspondence and consistency on the train scenes (the data has no held-out ones)", file=sys.stderr)
-        cfg = replace(cfg, eval_split="train")
-    entries = resolve_backbones(backbones, cfg.device)  # before the slow data loading: fail fast
+        cfg = replace(cfg, data=replace(cfg.data, eval_split="train"))
+    entries = resolve_backbones(backbones, cfg.run.device)  # before the slow data loading: fail fast
     extra, extra_note = load_extra_datasets(cfg, task_list)
     prepared = prepare_data(name, scenes, task_list, cfg, extra)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output directory: {exc.strerror}", out) from None
-    cache_dir = None if cfg.cache_dir == "" else Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
+    cache_dir = None if cfg.run.cache_dir == "" else Path(cfg.run.cache_dir) if cfg.run.cache_dir else out / "cache"
 
     images = {"eval": prepared.held_out.images}  # type: ignore[union-attr]
-    if cfg.depth_flip and "depth" in task_list:  # test-time flip averaging of the depth probe
+    if cfg.probe.depth_flip and "depth" in task_list:  # test-time flip averaging of the depth probe
         images[FLIPPED_EVAL] = Mirrored(prepared.held_out.images)  # type: ignore[union-attr]
     if prepared.train is not None:
         images["train"] = prepared.train.images
@@ -159,14 +147,14 @@ def _evaluate(
         views=[prepared.held_out.views[i] for i in fig_idx],
         titles=[f"{prepared.held_out.groups[i]} / {prepared.held_out.views[i].name}" for i in fig_idx],
         class_names=prepared.class_names,
-        max_depth=cfg.max_depth,
+        max_depth=cfg.probe.max_depth,
     )
     rows = [_backbone_row(entry, images, cache_dir, prepared, plans, task_list, cfg, fig_idx, figs, out)
             for entry in entries]
     for line in skipped_tasks(rows):
         print(f"eval: {line}", file=sys.stderr)
     results_doc = _jsonable(_results_doc(data, prepared, task_list, plans, cfg, rows, extra_note, t_start))
-    results_doc["files"] = report.write_all(results_doc, out, figs if cfg.figures else None)
+    results_doc["files"] = report.write_all(results_doc, out, figs if cfg.run.figures else None)
     results_doc["wall_time_s"] = time.perf_counter() - t_start
     atomic_write_text(out / "results.json", json.dumps(results_doc, indent=2))
     return results_doc
@@ -193,10 +181,10 @@ def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedDat
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     raw = any(token_kind(t, cfg) == "raw" for t in task_list)  # raw tokens only when a task reads them
-    feats = get_features(entry, images, cache_dir, cfg.batch_size, cfg.device, cfg.progress, raw=raw)
+    feats = get_features(entry, images, cache_dir, cfg.run.batch_size, cfg.run.device, cfg.run.progress, raw=raw)
     timings["features_s"] = time.perf_counter() - t0
-    saved: dict | None = {} if cfg.save_predictions else None
-    with torch_threads(cfg.task_threads):
+    saved: dict | None = {} if cfg.probe.save_predictions else None
+    with torch_threads(cfg.run.task_threads):
         results = run_tasks(entry, feats, prepared, plans, task_list, cfg, fig_idx, figs, timings, saved)
     if saved:
         assert prepared.held_out is not None
@@ -204,7 +192,7 @@ def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedDat
         name = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz"
         atomic_write_stream(out / "predictions" / name, lambda fh: np.savez_compressed(fh, **saved))
     if fig_idx:
-        figs.pca[entry.label] = pca_rgb([feats.patch["eval"][i] for i in fig_idx], seed=cfg.seed)
+        figs.pca[entry.label] = pca_rgb([feats.patch["eval"][i] for i in fig_idx], seed=cfg.run.seed)
     timings["total_s"] = sum(timings.values())
     model = entry.model
     return {
@@ -230,7 +218,7 @@ def _results_doc(data, prepared: PreparedData, task_list, plans, cfg: EvalConfig
         "data": {
             "name": prepared.name,
             "source": str(data) if isinstance(data, (str, Path)) else "in-memory scenes",
-            "train_split": cfg.train_split,
+            "train_split": cfg.data.train_split,
             "eval_split": prepared.held_out_split,
             **prepared.scenes,
             "input_size": list(prepared.input_size),
@@ -238,7 +226,7 @@ def _results_doc(data, prepared: PreparedData, task_list, plans, cfg: EvalConfig
             "pairs": {k: len(p.pairs) for k, p in plans.items()},
             "notes": [extra_note] if extra_note else [],
         },
-        "config": asdict(cfg),
+        "config": flat_config(cfg),  # one level, by option name, as key=value takes them
         "backbones": rows,
         "wall_time_s": time.perf_counter() - t_start,
     }

@@ -137,7 +137,7 @@ def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fi
 def token_kind(task: str, cfg: EvalConfig) -> TokenKind:
     """The tokens ``task`` reads: the final ones, except under ``suite=paper`` (with ``paper_tokens``) where
     each task reads what the paper's evaluation code feeds it (:data:`PAPER_TOKENS`)."""
-    return PAPER_TOKENS[task] if cfg.suite == "paper" and cfg.paper_tokens else "final"
+    return PAPER_TOKENS[task] if cfg.run.suite == "paper" and cfg.probe.paper_tokens else "final"
 
 
 def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], cfg: EvalConfig) -> dict[str, dict]:
@@ -151,16 +151,16 @@ def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], 
             ga, ia = plan.feature_keys[i]
             gb, ib = plan.feature_keys[j]
             if "correspondence" in tasks:
-                rng = np.random.default_rng([cfg.seed, p, 1])
+                rng = np.random.default_rng([cfg.run.seed, p, 1])
                 fa, fb = corr_patch[ga][ia], corr_patch[gb][ib]
-                r = (corr.probe3d_pair(fa, fb, plan.views[i], plan.views[j], cfg.corr_keep) if cfg.suite == "paper"
+                r = (corr.probe3d_pair(fa, fb, plan.views[i], plan.views[j], cfg.correspondence.corr_keep) if cfg.run.suite == "paper"
                      else corr.evaluate_pair(fa, fb, plan.views[i], plan.views[j], ccfg, rng, geo))
                 if r is not None:
                     pair_results.append(r)
             if "consistency" in tasks:
-                rng = np.random.default_rng([cfg.seed, p, 2])
+                rng = np.random.default_rng([cfg.run.seed, p, 2])
                 samples.append(cons.pair_consistency(cons_patch[ga][ia], cons_patch[gb][ib], plan.views[i], plan.views[j],
-                                                     cfg.consistency_points, rng, cfg.occlusion_tol, geo))
+                                                     cfg.correspondence.consistency_points, rng, cfg.correspondence.occlusion_tol, geo))
         reason = None
         if not plan.pairs:
             has_depth = any(v.depth is not None for v in plan.views)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from splatdistill.errors import UserError
+from splatdistill.errors import UserError, require_extra
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
@@ -30,15 +30,10 @@ from splatdistill.lifters.mono_align import fit_to_depth, fit_to_poses, inverse_
 DEFAULT_WEIGHTS = "depth-anything/Depth-Anything-V2-Small-hf"
 INPUT_SIZE = 518
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-MISSING = ("the depth-anything-v2 lifter needs transformers: pip install 'splatdistill[depth-anything]'")
 
 
 def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError:
-        raise UserError(MISSING) from None
-    return transformers
+    return require_extra("transformers", "depth-anything", "the depth-anything-v2 lifter")
 
 
 def load_depth_anything(weights: str) -> torch.nn.Module:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from splatdistill.errors import UserError
+from splatdistill.errors import UserError, require_extra
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.safe_load import load_torch_file
@@ -145,11 +145,8 @@ def compose_mvsplat_config(root: Path, experiment: str = EXPERIMENT, num_views: 
     """MVSplat's config as ``python -m src.main +experiment=re10k mode=test`` composes it (Hydra: main.yaml and
     the experiment's overrides of the encoder: depth candidates, U-Net sizes, attention), for ``num_views``
     context views (its U-Nets attend across exactly that many views)."""
-    try:
-        from hydra import compose, initialize_config_dir  # MVSplat's own config system
-    except ImportError as exc:
-        raise UserError(f"mvsplat lifter: Hydra is not importable ({exc}); install MVSplat's requirements "
-                        "(pip install 'splatdistill[mvsplat]')") from None
+    hydra = require_extra("hydra", "mvsplat", "the mvsplat lifter (MVSplat's config system, Hydra)")
+    compose, initialize_config_dir = hydra.compose, hydra.initialize_config_dir
     overrides = [f"+experiment={experiment}", "mode=test", f"dataset.view_sampler.num_context_views={num_views}"]
     with warnings.catch_warnings(), initialize_config_dir(config_dir=str(root / "config"), version_base=None):
         warnings.filterwarnings("ignore", message=".*_self_", category=UserWarning)  # MVSplat's main.yaml, as is
@@ -160,11 +157,8 @@ def build_mvsplat_encoder(cfg: Any) -> nn.Module:
     """MVSplat's encoder built by its own code from a composed config: the global config is set first (the
     encoder reads ``mode`` and the number of context views from it while it is built), then the encoder
     config is typed as MVSplat's ``load_typed_config`` does (dacite) and given to ``get_encoder``."""
-    try:
-        from dacite import Config, from_dict  # MVSplat's typed configs
-    except ImportError as exc:
-        raise UserError(f"mvsplat lifter: dacite is not importable ({exc}); install MVSplat's requirements "
-                        "(pip install 'splatdistill[mvsplat]')") from None
+    dacite = require_extra("dacite", "mvsplat", "the mvsplat lifter (MVSplat's typed configs, dacite)")
+    Config, from_dict = dacite.Config, dacite.from_dict
     from omegaconf import OmegaConf
     from src.global_cfg import set_cfg
     from src.model.encoder import EncoderCostVolumeCfg, get_encoder

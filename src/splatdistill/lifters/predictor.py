@@ -376,7 +376,7 @@ def read_predictor_meta(path: str | Path) -> dict[str, Any]:
     """The ``predictor.json`` document of a saved predictor (config + training metadata)."""
     _, cfg_path = _predictor_files(Path(path).expanduser())
     if not cfg_path.is_file():
-        raise UserError(f"no {CONFIG_NAME} next to the predictor weights (train one with 'splatdistill train-lifter')",
+        raise UserError(f"no {CONFIG_NAME} next to the predictor weights (train one with 'splatdistill lifter train')",
                         cfg_path)
     try:
         doc = json.loads(cfg_path.read_text())
@@ -395,7 +395,7 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Gaus
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError("no such predictor (expected a folder written by 'splatdistill train-lifter')", path)
+        raise UserError("no such predictor (expected a folder written by 'splatdistill lifter train')", path)
     weights_path, _ = _predictor_files(path)
     doc = read_predictor_meta(path)
     known = {f.name for f in fields(PredictorConfig)}

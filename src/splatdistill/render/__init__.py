@@ -12,13 +12,8 @@ from torch import Tensor
 
 from splatdistill.errors import UserError
 from splatdistill.render.gsplat_backend import gsplat_available, render_gsplat
-from splatdistill.render.torch_backend import (
-    EPS2D,
-    FAR_PLANE,
-    NEAR_PLANE,
-    project_gaussians,
-    render_torch,
-)
+from splatdistill.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project_gaussians
+from splatdistill.render.torch_backend import render_torch
 
 BACKENDS = ("auto", "torch", "gsplat")
 

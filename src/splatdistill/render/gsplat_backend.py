@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from splatdistill.errors import UserError
+from splatdistill.errors import UserError, require_extra
 
 #: gsplat renders at most this many channels per kernel launch (it pads to 1, 2, 3, 4, 5, 8, 9,
 #: 16, 17, ..., 512, 513); wider features are chunked inside ``gsplat.rasterization``.
@@ -37,11 +37,7 @@ def render_gsplat(means: Tensor, covariances: Tensor, opacities: Tensor, feature
     kernel keeps a per-pixel accumulator of that width in registers; 32 is its tuned default). Set it
     to C (<= 513) for a single pass.
     """
-    try:
-        from gsplat import rasterization
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        raise UserError(f"the gsplat backend needs gsplat with CUDA ({exc}); install it with "
-                        "`pip install gsplat` or pass renderer=torch") from exc
+    rasterization = require_extra("gsplat", "gpu", "renderer=gsplat", hint="or pass renderer=torch").rasterization
     if means.device.type != "cuda":
         raise UserError("the gsplat backend needs CUDA tensors; pass renderer=torch (or renderer=auto) on CPU")
     dtype = features.dtype  # gsplat's kernels are float32-only

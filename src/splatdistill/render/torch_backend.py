@@ -35,18 +35,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splatdistill.memory import empty_fast, release_buffers  # noqa: F401  (re-exported)
+from splatdistill.memory import empty_fast
 from splatdistill.render import cpu_kernels
 from splatdistill.render.array_ops import array_ops
 from splatdistill.render.composite import composite, csr_matmul, sorted_gaussians
-from splatdistill.render.projection import (  # noqa: F401
+from splatdistill.render.projection import (
     EPS2D,
     FAR_PLANE,
-    MAX_EXTEND,
     NEAR_PLANE,
-    Projection,
     project_compiled,
-    project_gaussians,
     project_torch,
 )
 from splatdistill.render.workers import map_on, num_bands, worker_pool

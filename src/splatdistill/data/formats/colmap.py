@@ -17,7 +17,7 @@ from splatdistill.data import io
 from splatdistill.data.formats.base import register_format
 from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.data.validate import Problem, intrinsics_problem, pose_problem, warn_skipped
-from splatdistill.errors import UserError
+from splatdistill.errors import UserError, require_extra
 
 MODEL_FILES = ("cameras.bin", "cameras.txt")
 
@@ -78,7 +78,7 @@ def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str) -> ViewDa
 def load_colmap(path: str | Path, skip_bad: bool = False, image_dir: str | Path | None = None,
                 name: str | None = None, split: str = "train") -> Scene:  # fmt: skip
     """Load a COLMAP reconstruction's registered images as one scene (views sorted by image name)."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "reading a COLMAP model")
 
     path = Path(path)
     model_dir = find_model_dir(path)
@@ -131,7 +131,7 @@ def load_colmap(path: str | Path, skip_bad: bool = False, image_dir: str | Path 
 
 def write_colmap(scene: Scene, out: str | Path, binary: bool = True) -> Path:
     """Write a scene as ``out/images`` + ``out/sparse/0`` (one PINHOLE camera per distinct K)."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "writing a COLMAP model")
 
     out = Path(out)
     model_dir = out / "sparse" / "0"
@@ -158,7 +158,7 @@ def write_colmap(scene: Scene, out: str | Path, binary: bool = True) -> Path:
 def observed_points(path: str | Path) -> dict[str, np.ndarray]:
     """World points (N, 3) that each registered image of a COLMAP model observes, by image stem: the
     sparse depth structure from motion gives (a point triangulated from a view is visible in it)."""
-    import pycolmap
+    pycolmap = require_extra("pycolmap", "captures", "reading a COLMAP model")
 
     model_dir = find_model_dir(Path(path))
     if model_dir is None:

@@ -32,7 +32,7 @@ from scipy.io import loadmat
 from splatdistill.data.checks.geometry import normals_from_depth
 from splatdistill.data.formats import register_format
 from splatdistill.data.scene import Scene, ViewData, ViewRecord
-from splatdistill.errors import UserError
+from splatdistill.errors import UserError, require_extra
 
 LABELLED = "nyu_depth_v2_labeled.mat"
 NORMALS = "all_normals.pklz"
@@ -165,7 +165,7 @@ def _raw_names(f) -> list[str]:
 
 def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) -> list[Scene]:
     """The labelled set as two scenes (``nyu-train``, ``nyu-test``) of the official split."""
-    import h5py
+    h5py = require_extra("h5py", "paper-eval", "the NYUv2 labelled set (MATLAB v7.3)")
     path = Path(path)
     mat = find_labelled(path)
     if mat is None:
