@@ -9,7 +9,7 @@ registry or the tool to fetch it is unreachable.
 - ``castel()``: ``ViSP-images/mbt-depth/castel/``: 30 SR300 frames (8-bit gray PGM, raw depth
   ``.bin``), colour/depth intrinsics ``chateau.xml``/``chateau_depth.xml``, ``depth_M_color.txt``.
 - ``motorcycle(dest)``: Middlebury 2014 Motorcycle (scikit-image) written as a two-view dataset with
-  metric depth (``splatdistill.data.middlebury``).
+  metric depth (``splatdistill.data.formats.middlebury``).
 - ``oakd()``: ``stereodemo/datasets/oak-d/``: 12 rectified gray stereo pairs 640x480 (OAK-D, 7.5 cm
   baseline, ``stereodemo_calibration.json``), no ground truth; ``oakd_dataset(dest)`` writes them as
   two-view scenes.
@@ -103,8 +103,8 @@ def maupertuis() -> Path:
 def motorcycle(dest: Path, width: int | None = None, split: str = "test") -> Path:
     """Middlebury's Motorcycle pair as a native two-view dataset at ``dest`` (skips without scikit-image's copy)."""
     pytest.importorskip("skimage", reason="the Motorcycle pair ships in scikit-image")
-    from splatdistill.data.middlebury import load_middlebury
-    from splatdistill.data.native import save_scene
+    from splatdistill.data.formats.middlebury import load_middlebury
+    from splatdistill.data.formats.native import save_scene
 
     try:
         scene = load_middlebury(width)
@@ -143,7 +143,7 @@ def oakd_dataset(dest: Path, names: list[str] | None = None) -> Path:
 
     from PIL import Image
 
-    from splatdistill.data.native import write_scene
+    from splatdistill.data.formats.native import write_scene
 
     src = oakd()
     cal = json.loads((src / "stereodemo_calibration.json").read_text())

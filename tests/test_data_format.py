@@ -12,8 +12,8 @@ from PIL import Image
 
 from splatdistill.cli import main
 from splatdistill.data import io, load_dataset
-from splatdistill.data.check import check_dataset
-from splatdistill.data.native import save_scene
+from splatdistill.data.checks.dataset import check_dataset
+from splatdistill.data.formats.native import save_scene
 from splatdistill.data.validate import DatasetWarning
 from splatdistill.errors import UserError
 

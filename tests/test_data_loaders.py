@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from splatdistill.data import detect_format, load_dataset
-from splatdistill.data.colmap import load_colmap, write_colmap
-from splatdistill.data.geometry_checks import reprojection_error
-from splatdistill.data.middlebury import load_middlebury
-from splatdistill.data.nerfstudio import GL_TO_CV, load_nerfstudio, write_nerfstudio
-from splatdistill.data.scannetpp import write_scannetpp
+from splatdistill.data.formats.colmap import load_colmap, write_colmap
+from splatdistill.data.checks.geometry import reprojection_error
+from splatdistill.data.formats.middlebury import load_middlebury
+from splatdistill.data.formats.nerfstudio import GL_TO_CV, load_nerfstudio, write_nerfstudio
+from splatdistill.data.formats.scannetpp import write_scannetpp
 from splatdistill.errors import UserError
 
 

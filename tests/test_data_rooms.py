@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _data_helpers import TINY
 
-from splatdistill.data.geometry_checks import (
+from splatdistill.data.checks.geometry import (
     boundary_contrast,
     label_transfer_agreement,
     normal_agreement,

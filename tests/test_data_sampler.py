@@ -9,7 +9,7 @@ from _data_helpers import tiny_rooms
 
 from splatdistill.data import load_dataset
 from splatdistill.data.masks import segments_for_view
-from splatdistill.data.middlebury import load_middlebury
+from splatdistill.data.formats.middlebury import load_middlebury
 from splatdistill.data.sampler import (
     MultiViewDataset,
     SamplerConfig,

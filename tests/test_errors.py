@@ -114,7 +114,7 @@ def _nan_weights(data, tmp, mp):
 def _nerfstudio_nan_depth(data, tmp, mp, frames=(1,)):
     """A nerfstudio export whose float depth (.npy) of ``frames`` has one NaN pixel."""
     from splatdistill.data import load_dataset
-    from splatdistill.data.nerfstudio import write_nerfstudio
+    from splatdistill.data.formats.nerfstudio import write_nerfstudio
 
     scene = load_dataset(data)[0]
     write_nerfstudio(scene, tmp / "ns")
@@ -129,7 +129,7 @@ def _nerfstudio_nan_depth(data, tmp, mp, frames=(1,)):
 
 def _no_depth(data, tmp, mp):
     from splatdistill.data import load_dataset
-    from splatdistill.data.native import save_scene
+    from splatdistill.data.formats.native import save_scene
     from splatdistill.data.scene import Scene, ViewRecord
 
     for scene in load_dataset(data, split="train"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from splatdistill.cli import main
-from splatdistill.data.native import save_scene
+from splatdistill.data.formats.native import save_scene
 from splatdistill.eval.synthetic import make_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention

@@ -71,9 +71,9 @@ def test_every_extra_named_in_the_code_installs_its_module_and_the_test_extra_ha
 
 
 def test_features_name_their_extra_when_its_package_is_missing(monkeypatch, tmp_path, capsys):
-    from splatdistill.data.colmap import load_colmap
-    from splatdistill.data.nyuv2 import load_nyuv2
-    from splatdistill.data.odometry import estimate_poses
+    from splatdistill.captures.odometry import estimate_poses
+    from splatdistill.data.formats.colmap import load_colmap
+    from splatdistill.eval.benchmarks.nyuv2 import load_nyuv2
     from splatdistill.lifters.depth_anything import load_depth_anything
     from splatdistill.lifters.mvsplat import build_mvsplat_encoder, compose_mvsplat_config
     from splatdistill.render.gsplat_backend import render_gsplat

@@ -35,9 +35,9 @@ from _benchmark_fixtures import (
 from PIL import Image
 
 from splatdistill.data import detect_format, load_dataset
-from splatdistill.data.kitti import load_kitti
-from splatdistill.data.nyuv2 import load_nyuv2, normals_source
-from splatdistill.data.scannet1500 import load_scannet1500
+from splatdistill.eval.benchmarks.kitti import load_kitti
+from splatdistill.eval.benchmarks.nyuv2 import load_nyuv2, normals_source
+from splatdistill.eval.benchmarks.scannet1500 import load_scannet1500
 from splatdistill.errors import UserError
 from splatdistill.eval import metrics
 from splatdistill.eval.correspondence import gt_correspondences

@@ -209,7 +209,7 @@ def assert_rendered(page: _Page, min_tables: int) -> None:
 
 
 def test_eval_says_which_tasks_it_skipped_and_writes_a_rendered_report(tmp_path, capsys):
-    from splatdistill.data.native import save_scene
+    from splatdistill.data.formats.native import save_scene
     from splatdistill.eval.synthetic import make_dataset
 
     for scene in make_dataset(train_scenes=2, test_scenes=1, views_per_scene=4, size=(56, 56), seed=2):

@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from splatdistill.data import detect_format, load_dataset
-from splatdistill.data.from_rgbd import Calibration, from_rgbd, read_sequence
-from splatdistill.data.rgbd import (
+from splatdistill.captures.from_rgbd import Calibration, from_rgbd, read_sequence
+from splatdistill.data.formats.rgbd import (
     intrinsics_matrix,
     parse_intrinsics,
     read_visp_depth,
     register_depth,
 )
-from splatdistill.data.sevenscenes import load_sevenscenes
-from splatdistill.data.tum import load_tum_sequence
+from splatdistill.data.formats.sevenscenes import load_sevenscenes
+from splatdistill.data.formats.tum import load_tum_sequence
 from splatdistill.errors import UserError
 
 from _real_data import CASTEL_DEPTH_SCALE, castel

@@ -24,10 +24,10 @@ SITES = {
     ("safe_load.py", 'obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)'):
         "the one torch.load: torch's restricted unpickler (tensors, plain containers) plus the caller's exact "
         "allow-list; foreign files get inert stand-ins for every other global",
-    ("data/nyuv2.py", "class _ArrayUnpickler(pickle.Unpickler):"):
+    ("eval/benchmarks/nyuv2.py", "class _ArrayUnpickler(pickle.Unpickler):"):
         "NYUv2 normals (a gzipped pickle): find_class allows only NumPy's array rebuilders, OrderedDict, _codecs.encode",
-    ("data/nyuv2.py", 'data = _ArrayUnpickler(fh, encoding="latin1").load()'): "the restricted unpickler above",
-    ("data/scannet1500.py", "with np.load(path, allow_pickle=False) as z:"): "NumPy refuses object arrays",
+    ("eval/benchmarks/nyuv2.py", 'data = _ArrayUnpickler(fh, encoding="latin1").load()'): "the restricted unpickler above",
+    ("eval/benchmarks/scannet1500.py", "with np.load(path, allow_pickle=False) as z:"): "NumPy refuses object arrays",
     ("data/io.py", "with np.load(path) as z:"): "np.load's default is allow_pickle=False (object arrays refused)",
     ("data/io.py", "return np.load(path, allow_pickle=False)"): "NumPy refuses object arrays",
     ("data/io.py", 'arr = np.load(path, mmap_mode="r", allow_pickle=False)'): "NumPy refuses object arrays",

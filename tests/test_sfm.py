@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from splatdistill.data import load_dataset
-from splatdistill.data.sfm import SfMOptions, from_images
+from splatdistill.captures.sfm import SfMOptions, from_images
 from splatdistill.errors import UserError
 
 from _real_data import maupertuis, openmvg_rotations, rotation_angle_deg

@@ -320,7 +320,7 @@ def test_training_with_two_targets_and_the_consistency_term(rooms, tmp_path):
 def test_depth_lifter_on_data_without_depth_stops_before_training(rooms, tmp_path, capsys):
     from splatdistill.cli import main
     from splatdistill.data import load_dataset
-    from splatdistill.data.nerfstudio import write_nerfstudio
+    from splatdistill.data.formats.nerfstudio import write_nerfstudio
     from splatdistill.distill.trainer import Trainer
 
     from _train_worker import TINY_RUN
@@ -342,7 +342,7 @@ def test_depth_lifter_on_data_without_depth_stops_before_training(rooms, tmp_pat
 def test_default_lifter_trains_on_data_without_depth(rooms, tmp_path):
     """The default (feed-forward, shipped) lifter needs no depth: every step supervises target tokens."""
     from splatdistill.data import load_dataset
-    from splatdistill.data.nerfstudio import write_nerfstudio
+    from splatdistill.data.formats.nerfstudio import write_nerfstudio
     from splatdistill.distill.trainer import Trainer
 
     from _train_worker import TINY_RUN
@@ -411,7 +411,7 @@ def test_lifter_refinement_changes_the_lifter_and_survives_resume(rooms, tmp_pat
 def _three_by_two(rooms, out: Path) -> Path:
     """The first training room cropped to 3:2 (W:H), written as a nerfstudio folder with depth."""
     from splatdistill.data import load_dataset
-    from splatdistill.data.nerfstudio import write_nerfstudio
+    from splatdistill.data.formats.nerfstudio import write_nerfstudio
     from splatdistill.data.scene import Scene, ViewRecord
     from splatdistill.data.views import crop_to_aspect
 

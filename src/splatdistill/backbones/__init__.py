@@ -28,6 +28,7 @@ import re
 import socket
 import warnings
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import timm
@@ -46,6 +47,7 @@ from splatdistill.backbones.dinov2_onnx import (
     converted_weights_path,
     ensure_converted,
 )
+from splatdistill.backbones.families import DEFAULT_NAMES
 from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
 from splatdistill.backbones.preprocess import (
     IMAGENET_MEAN,
@@ -65,6 +67,7 @@ from splatdistill.backbones.released import (
 )
 from splatdistill.backbones.vit import VIT_CLASSES, PosInterp, ViTBackbone, create_vit
 from splatdistill.errors import UserError
+from splatdistill.registry import Registry
 
 DEFAULT_BACKBONE = "dinov2_vits14"
 __all__ = ["Backbone", "ViTBackbone", "load_backbone", "split_label", "DEFAULT_BACKBONE", "snap_size",
@@ -287,15 +290,22 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
     return bb.to(device).eval()
 
 
+#: backbones loadable by their name alone; ``timm:NAME``, ``random:ARCH``, the released weights
+#: (:data:`~splatdistill.backbones.released.RELEASED`) and paths are read by the rules of :func:`_build`
+NAMED_BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone")
+for _name in DEFAULT_NAMES:
+    NAMED_BACKBONES.register(_name, _load_default_dinov2)
+for _name in ("mobilenetv2", "mobilenet_v2"):
+    NAMED_BACKBONES.register(_name, lambda: MobileNetV2Backbone(find_mobilenet_weights()))
+
+
 def _build(spec: str) -> Backbone:
-    if spec in ("dinov2_vits14", "dinov2", "default"):
-        bb: Backbone = _load_default_dinov2()
+    if (named := NAMED_BACKBONES.find(spec)) is not None:
+        bb: Backbone = named()
     elif spec.startswith("timm:"):
         bb = _load_timm_pretrained(spec[5:])
     elif spec.startswith("random:"):
         bb = _load_random(spec[7:] or "vit_small_patch14_dinov2")
-    elif spec in ("mobilenetv2", "mobilenet_v2"):
-        bb = MobileNetV2Backbone(find_mobilenet_weights())
     elif is_released_spec(spec):
         rel, path = _released_file(spec)
         check_released(rel, path)
@@ -307,9 +317,10 @@ def _build(spec: str) -> Backbone:
         if not p.exists() and (p.suffix.lower() in WEIGHT_SUFFIXES or "/" in path or "@" in spec):
             raise UserError("weights file not found", p)
         if not p.exists():
+            close = NAMED_BACKBONES.suggest(spec, RELEASED.names())
             raise UserError(
                 f"unknown backbone {spec!r}: not a file, and not one of dinov2_vits14, mobilenetv2, "
-                f"timm:NAME, random:ARCH, {', '.join(RELEASED)}")
+                f"timm:NAME, random:ARCH, {', '.join(RELEASED)}" + (f"; did you mean {close!r}?" if close else ""))
         meta = None if arch else projected_metadata(p)
         bb = load_projected(p, meta, load_backbone) if meta is not None else load_vit_weights(p, arch=arch or None)
     return bb

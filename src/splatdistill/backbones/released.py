@@ -25,6 +25,7 @@ import torch
 
 from splatdistill.backbones.checkpoints import infer_vit_arch, read_metadata, read_state_dict, to_timm_vit_state_dict
 from splatdistill.errors import UserError
+from splatdistill.registry import Registry
 
 #: a ViT's size name by (embed dim, patch size), as :func:`describe_layout` reports it
 SIZE_NAMES = {(384, 14): "ViT-S/14", (768, 14): "ViT-B/14", (384, 16): "ViT-S/16", (768, 16): "ViT-B/16"}
@@ -47,7 +48,8 @@ class ReleasedWeights:
         return self.name.split("_")[0]
 
 
-RELEASED: dict[str, ReleasedWeights] = {r.name: r for r in (
+RELEASED: Registry[ReleasedWeights] = Registry("released weights")
+for _r in (
     ReleasedWeights("snd_vits14", "vit_small_patch14_dinov2.lvd142m", "dinov2_small_snd.pth",
                     "Splat-and-Distill DINOv2 ViT-S/14 (with blending)", "ViT-S/14"),
     ReleasedWeights("snd_vitb14", "vit_base_patch14_dinov2.lvd142m", "dinov2_base_snd.pth",
@@ -69,7 +71,8 @@ RELEASED: dict[str, ReleasedWeights] = {r.name: r for r in (
                     "FiT3D MAE ViT-B/16", "ViT-B/16", "timm", FIT3D_REPO),
     ReleasedWeights("fit3d_deit3_vitb16", "deit3_base_patch16_224.fb_in1k", "deit3_base_finetuned.pth",
                     "FiT3D DeiT-3 ViT-B/16", "ViT-B/16", "timm", FIT3D_REPO),
-)}  # fmt: skip
+):  # fmt: skip
+    RELEASED.register(_r.name, _r)
 
 
 def is_released_spec(spec: str) -> bool:

@@ -96,8 +96,15 @@ def _plain_warnings(func):
     return run
 
 
+def _know_benchmarks() -> None:
+    """Make the paper's benchmark layouts readable by ``load_dataset`` (they register on import)."""
+    import splatdistill.eval.benchmarks  # noqa: F401
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    from splatdistill.data.check import check_dataset, geometry_report
+    from splatdistill.data.checks.dataset import check_dataset, geometry_report
+
+    _know_benchmarks()
 
     report = check_dataset(args.path, split=args.split)
     label = "warning" if args.skip_bad else "error"
@@ -148,7 +155,7 @@ def cmd_build_rooms(args: argparse.Namespace) -> int:
 
 
 def cmd_contact_sheet(args: argparse.Namespace) -> int:
-    from splatdistill.data.contact_sheet import write_contact_sheet
+    from splatdistill.data.checks.contact_sheet import write_contact_sheet
 
     out = args.out or (args.path / "contact_sheet.png")
     write_contact_sheet(args.path, out, max_scenes=args.scenes)
@@ -158,6 +165,8 @@ def cmd_contact_sheet(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from splatdistill.data import detect_format, load_dataset
+
+    _know_benchmarks()
 
     scenes = load_dataset(args.path)
     fmt = detect_format(args.path)
@@ -174,8 +183,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_middlebury(args: argparse.Namespace) -> int:
-    from splatdistill.data.middlebury import load_middlebury
-    from splatdistill.data.native import save_scene
+    from splatdistill.data.formats.middlebury import load_middlebury
+    from splatdistill.data.formats.native import save_scene
 
     scene = load_middlebury(args.width)
     save_scene(scene, args.out / scene.name)
@@ -186,25 +195,27 @@ def cmd_middlebury(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from splatdistill.data import load_dataset
 
+    _know_benchmarks()
+
     scenes = load_dataset(args.path)
     if args.to == "splatdistill":
-        from splatdistill.data.native import save_scene
+        from splatdistill.data.formats.native import save_scene
 
         for s in scenes:
             save_scene(s, args.out / s.name)
     elif args.to == "scannetpp":
-        from splatdistill.data.scannetpp import write_scannetpp
+        from splatdistill.data.formats.scannetpp import write_scannetpp
 
         write_scannetpp(scenes, args.out)
     else:
         if len(scenes) != 1:
             raise UserError(f"--to {args.to} writes one scene; {args.path} has {len(scenes)}")
         if args.to == "nerfstudio":
-            from splatdistill.data.nerfstudio import write_nerfstudio
+            from splatdistill.data.formats.nerfstudio import write_nerfstudio
 
             write_nerfstudio(scenes[0], args.out)
         else:
-            from splatdistill.data.colmap import write_colmap
+            from splatdistill.data.formats.colmap import write_colmap
 
             write_colmap(scenes[0], args.out)
     print(args.out)
@@ -215,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_from_images(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from splatdistill.data.sfm import SfMOptions, from_images
+    from splatdistill.captures.sfm import SfMOptions, from_images
     from splatdistill.run_folder import owned_run_folder
     from splatdistill.threads import resolve_threads
 
@@ -238,8 +249,8 @@ def cmd_from_images(args: argparse.Namespace) -> int:
 
 
 def cmd_from_rgbd(args: argparse.Namespace) -> int:
-    from splatdistill.data.from_rgbd import Calibration, from_rgbd, read_sequence
-    from splatdistill.data.odometry import OdometryOptions
+    from splatdistill.captures.from_rgbd import Calibration, from_rgbd, read_sequence
+    from splatdistill.captures.odometry import OdometryOptions
     from splatdistill.run_folder import owned_run_folder
 
     if args.every < 1:

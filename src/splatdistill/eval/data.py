@@ -11,10 +11,11 @@ import torch
 from tqdm.auto import tqdm
 
 from splatdistill.data import ROOMS, load_dataset
-from splatdistill.data.middlebury import load_middlebury
+from splatdistill.data.formats.middlebury import load_middlebury
 from splatdistill.data.scene import Scene, ViewData
 from splatdistill.data.views import Views, fit_size
 from splatdistill.errors import UserError
+from splatdistill.eval import benchmarks  # noqa: F401  (registers the paper's layouts with load_dataset)
 from splatdistill.eval import correspondence as corr
 from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig
 

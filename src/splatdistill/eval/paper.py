@@ -1,7 +1,7 @@
 """``suite=paper``: the paper's benchmarks in their native layouts, each with its protocol, and one table.
 
-:data:`BENCHMARKS` is the registry (data, like timm's pretrained configs): the name a user passes as
-``--data NAME=PATH``, the loader of the native layout, the tasks the paper reports on it, and the
+:data:`BENCHMARKS` is the registry (a :class:`~splatdistill.registry.Registry`, like timm's pretrained
+configs): the name a user passes as ``--data NAME=PATH``, the loader of the native layout, the tasks the paper reports on it, and the
 ``EvalConfig`` values of its protocol (depth range and evaluation crop, input size, pairs). Any other
 name (``rooms``, ``mydata=PATH``) is read by :func:`splatdistill.data.load_dataset` and gets the paper's
 heads and losses with no dataset-specific preset. :func:`evaluate_paper` runs :func:`evaluate` once per
@@ -18,22 +18,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from splatdistill.atomic import atomic_write_text
-from splatdistill.data import (
-    ade20k,
-    fit3d_probes,
-    kitti,
-    load_dataset,
-    nyuv2,
-    resolve_root,
-    scannet1500,
-)
+from splatdistill.data import load_dataset, resolve_root
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 from splatdistill.config import build_config
+from splatdistill.eval.benchmarks import ade20k, fit3d_probes, kitti, nyuv2, scannet1500
 from splatdistill.eval.config import EvalConfig, parse_tasks
 from splatdistill.eval.features import BackboneEntry
 from splatdistill.eval.report import markdown_table
 from splatdistill.eval.runner import _jsonable, evaluate, resolve_backbones
+from splatdistill.registry import Registry
 
 ALL_VIEWS = 10**9  # the paper evaluates on every view; the CPU budget flags can still cap it
 # ADE20K's 20,210 training images would hold ~80 GB of features and images at 512 px; 1,500 of them with
@@ -57,44 +51,43 @@ def _generic(path: Path, cfg: EvalConfig) -> list[Scene]:
     return load_dataset(path)
 
 
-BENCHMARKS: dict[str, Benchmark] = {
-    "nyu": Benchmark(
-        "NYUv2", lambda p, c: nyuv2.load_nyuv2(p, classes=c.data.nyu_classes), ("depth", "normals", "segmentation"),
-        dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, normals_crop="center_square",
-             nyu_classes=13, resolution=480, loss_res=120, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS,
-             middlebury=False),
-        "official 795/654 split of the labelled set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, "
-        "metrics per image; normals in the central 480x480 crop, metrics per image; segmentation on 13 classes",
-        lambda p: f"normals: {nyuv2.normals_source(p)}"),
-    "kitti": Benchmark(
-        "KITTI", lambda p, c: kitti.load_kitti(p), ("depth",),
-        dict(min_depth=1e-3, max_depth=80.0, depth_crop="kitti_garg", depth_flip=True, resolution=352, loss_res=352,
-             max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-        "Eigen split, KB crop 352x1216; depth 0.001 < d < 80 m inside the Garg crop, flip-averaged, metrics per "
-        "image; the probe loss at full resolution (the LiDAR ground truth is sparse)"),
-    "ade20k": Benchmark(
-        "ADE20K", lambda p, c: ade20k.load_ade20k(p), ("segmentation",),
-        dict(resolution=512, max_train_views=ADE20K_TRAIN_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-        f"train on {ADE20K_TRAIN_VIEWS} of the training images (spread evenly), score on all of validation; 150 "
-        "classes, 0 ignored; mIoU over classes with a non-empty union"),
-    "scannet1500": Benchmark(
-        "ScanNet-1500", lambda p, c: scannet1500.load_scannet1500(p), ("correspondence",),
-        dict(resolution=480, corr_min_overlap=0.0, corr_pairs=1500, max_eval_views=ALL_VIEWS, middlebury=False),
-        "the 1500 test pairs at 640x480, matched as Probe3D does (every pixel with depth at 160x120, cosine "
-        "nearest neighbour, best 1000 by ratio); recall at 5/10/20 px, by relative rotation"),
-    "scannet": Benchmark(
-        "ScanNet", lambda p, c: fit3d_probes.load_probe_set(p, "scannet_probe"), ("depth", "segmentation"),
-        dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, resolution=480, loss_res=120,
-             max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-        "FiT3D's probe set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, metrics per image; "
-        "40 classes, 0 ignored"),
-    "scannetpp": Benchmark(
-        "ScanNet++", lambda p, c: fit3d_probes.load_probe_set(p, "scannetpp_probe"), ("depth", "segmentation"),
-        dict(min_depth=1e-3, max_depth=20.0, depth_flip=True, resolution=584, loss_res=146, max_train_views=ALL_VIEWS,
-             max_eval_views=ALL_VIEWS, middlebury=False),
-        "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, flip-averaged, metrics per image; "
-        "100 classes, 0 ignored"),
-}
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+BENCHMARKS.register("nyu", Benchmark(
+    "NYUv2", lambda p, c: nyuv2.load_nyuv2(p, classes=c.data.nyu_classes), ("depth", "normals", "segmentation"),
+    dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, normals_crop="center_square",
+         nyu_classes=13, resolution=480, loss_res=120, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS,
+         middlebury=False),
+    "official 795/654 split of the labelled set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, "
+    "metrics per image; normals in the central 480x480 crop, metrics per image; segmentation on 13 classes",
+    lambda p: f"normals: {nyuv2.normals_source(p)}"))
+BENCHMARKS.register("kitti", Benchmark(
+    "KITTI", lambda p, c: kitti.load_kitti(p), ("depth",),
+    dict(min_depth=1e-3, max_depth=80.0, depth_crop="kitti_garg", depth_flip=True, resolution=352, loss_res=352,
+         max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
+    "Eigen split, KB crop 352x1216; depth 0.001 < d < 80 m inside the Garg crop, flip-averaged, metrics per "
+    "image; the probe loss at full resolution (the LiDAR ground truth is sparse)"))
+BENCHMARKS.register("ade20k", Benchmark(
+    "ADE20K", lambda p, c: ade20k.load_ade20k(p), ("segmentation",),
+    dict(resolution=512, max_train_views=ADE20K_TRAIN_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
+    f"train on {ADE20K_TRAIN_VIEWS} of the training images (spread evenly), score on all of validation; 150 "
+    "classes, 0 ignored; mIoU over classes with a non-empty union"))
+BENCHMARKS.register("scannet1500", Benchmark(
+    "ScanNet-1500", lambda p, c: scannet1500.load_scannet1500(p), ("correspondence",),
+    dict(resolution=480, corr_min_overlap=0.0, corr_pairs=1500, max_eval_views=ALL_VIEWS, middlebury=False),
+    "the 1500 test pairs at 640x480, matched as Probe3D does (every pixel with depth at 160x120, cosine "
+    "nearest neighbour, best 1000 by ratio); recall at 5/10/20 px, by relative rotation"))
+BENCHMARKS.register("scannet", Benchmark(
+    "ScanNet", lambda p, c: fit3d_probes.load_probe_set(p, "scannet_probe"), ("depth", "segmentation"),
+    dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, resolution=480, loss_res=120,
+         max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
+    "FiT3D's probe set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, metrics per image; "
+    "40 classes, 0 ignored"))
+BENCHMARKS.register("scannetpp", Benchmark(
+    "ScanNet++", lambda p, c: fit3d_probes.load_probe_set(p, "scannetpp_probe"), ("depth", "segmentation"),
+    dict(min_depth=1e-3, max_depth=20.0, depth_flip=True, resolution=584, loss_res=146, max_train_views=ALL_VIEWS,
+         max_eval_views=ALL_VIEWS, middlebury=False),
+    "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, flip-averaged, metrics per image; "
+    "100 classes, 0 ignored"))
 
 #: The headline metric of each benchmark in the paper's table: (dataset, task, key, header).
 HEADLINES = [("ade20k", "segmentation", "miou", "ADE20K mIoU ↑"), ("kitti", "depth", "abs_rel", "KITTI AbsRel ↓"),
@@ -132,7 +125,7 @@ GENERIC_PRESET: dict[str, Any] = dict(min_depth=1e-3, depth_flip=True)
 
 
 def protocol_of(name: str) -> Benchmark:
-    return BENCHMARKS.get(name) or Benchmark(name, _generic, (), dict(GENERIC_PRESET),
+    return BENCHMARKS.find(name) or Benchmark(name, _generic, (), dict(GENERIC_PRESET),
                                              "the dataset's own splits; the paper's heads, losses, tokens and metrics")
 
 

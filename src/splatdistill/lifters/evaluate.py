@@ -28,12 +28,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from splatdistill.backbones import load_backbone
-from splatdistill.data import colmap, load_dataset, load_splits
+from splatdistill.data import load_dataset, load_splits
+from splatdistill.data.formats import colmap
 from splatdistill.data.sampler import SamplerConfig, ViewSampler
 from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
+from splatdistill.geometry.warp import warp_pixels
+from splatdistill.lifters.bank import load_bank, pair_views, scene_rows, snd_context_pairs
 from splatdistill.lifters.predictor import (
     PLANE_MODES,
     GaussianPredictor,
@@ -42,8 +45,6 @@ from splatdistill.lifters.predictor import (
     read_predictor_meta,
 )
 from splatdistill.lifters.pretrained import resolve_predictor
-from splatdistill.geometry.warp import warp_pixels
-from splatdistill.lifters.bank import load_bank, pair_views, scene_rows, snd_context_pairs
 from splatdistill.threads import torch_threads
 
 

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from splatdistill.errors import UserError
+from splatdistill.registry import Registry
 
 #: what ``lifter=auto`` uses
 DEFAULT_PREDICTOR = "rooms-zncc"
@@ -30,11 +31,11 @@ class PretrainedPredictor:
     data: str  # the dataset build it was trained on; held-out figures are in its predictor.json
 
 
-PRETRAINED: dict[str, PretrainedPredictor] = {}
+PRETRAINED: Registry[PretrainedPredictor] = Registry("shipped predictor")
 
 
 def register_pretrained(entry: PretrainedPredictor) -> None:
-    PRETRAINED[entry.name] = entry
+    PRETRAINED.register(entry.name, entry)
 
 
 register_pretrained(PretrainedPredictor(

@@ -25,6 +25,7 @@ from splatdistill.data.views import Views
 from splatdistill.errors import UserError
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
+from splatdistill.registry import Registry
 
 #: context views (V) carrying the features to lift -> Gaussians
 Lifter = Callable[[Views], Gaussians]
@@ -87,30 +88,33 @@ def lifter_from_predictor(predictor: DepthPredictor, settings: Any = None) -> Li
 
 #: factory(arg after the colon or None, settings, data=dataset path or None) -> lifter
 LifterFactory = Callable[..., Callable]
-_REGISTRY: dict[str, tuple[LifterFactory, str]] = {}
+#: spec name -> (factory, one line of help)
+LIFTERS: Registry[tuple[LifterFactory, str]] = Registry("lifter")
 
 
 def register_lifter(name: str, factory: LifterFactory, help: str = "") -> None:
     """Make ``name`` (or ``name:ARG``) a lifter spec; ``factory(arg, settings, data=...)`` builds it."""
     if not name.replace("-", "_").isidentifier():
         raise ValueError(f"lifter names must be identifiers (hyphens allowed), got {name!r}")
-    _REGISTRY[name] = (factory, help)
+    LIFTERS.register(name, (factory, help), replace=True)  # a script may redefine its own name
 
 
 def available_lifters() -> dict[str, str]:
-    return {k: h for k, (_, h) in sorted(_REGISTRY.items())}
+    return {k: h for k, (_, h) in sorted(LIFTERS.items())}
 
 
 def build_registered_lifter(spec: str, settings: Any = None, data: str | None = None) -> Callable:
     """The lifter for ``spec`` among the registered names (:func:`splatdistill.lifters.build_lifter`
     is the entry point that knows every built-in one)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"empty lifter spec (choose from {', '.join(_REGISTRY)})")
+        raise UserError(f"empty lifter spec (choose from {', '.join(LIFTERS)})")
     name, sep, arg = spec.strip().partition(":")
-    if name not in _REGISTRY:
-        raise UserError(f"unknown lifter {spec!r} (available: {', '.join(f'{k}' for k in _REGISTRY)}; "
-                        "e.g. depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY)")
-    factory, _ = _REGISTRY[name]
+    if name not in LIFTERS:
+        close = LIFTERS.suggest(name)
+        raise UserError(f"unknown lifter {spec!r} (available: {', '.join(LIFTERS)}; "
+                        "e.g. depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY)"
+                        + (f"; did you mean {close!r}?" if close else ""))
+    factory, _ = LIFTERS.get(name)
     return factory(arg if sep else None, settings, data=data)
 
 

@@ -1,6 +1,6 @@
 """Build the embedded ``rooms`` dataset: seeded rooms rendered along camera paths, cached on disk.
 
-A build folder holds one scene folder per room (the format of :mod:`splatdistill.data.native`) and a
+A build folder holds one scene folder per room (the format of :mod:`splatdistill.data.formats.native`) and a
 ``dataset.json`` manifest with the build parameters and generator version. A folder whose manifest
 matches is reused as is; an interrupted build resumes (a scene is done once its ``scene.json``,
 written last and atomically, carries the build key).
@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from splatdistill.data import io
+from splatdistill.data.checks.contact_sheet import write_contact_sheet
+from splatdistill.data.formats import native
+from splatdistill.data.scene import ViewData
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import rotation_angle_deg
 from splatdistill.paths import data_cache_dir
 
-from .. import io, native
-from ..contact_sheet import write_contact_sheet
-from ..scene import ViewData
 from .camera_paths import camera_path
 from .layout import CLASS_NAMES, compose_room
 from .mesh import build_room_mesh

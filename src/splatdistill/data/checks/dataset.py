@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from splatdistill.data.formats import detect_format, read_dataset
+from splatdistill.data.formats.native import find_scene_dirs, load_scene
+from splatdistill.data.scene import Scene
+from splatdistill.data.validate import DatasetWarning, Problem
 from splatdistill.errors import UserError
 
-from . import detect_format, load_dataset
-from .geometry_checks import (
+from .geometry import (
     label_transfer_agreement,
     normal_agreement,
     reprojection_error,
 )
-from .native import find_scene_dirs, load_scene
-from .scene import Scene
-from .validate import DatasetWarning, Problem
 
 
 @dataclass
@@ -79,7 +79,7 @@ def check_dataset(path: str | Path, split: str | None = None, decode: bool = Tru
             if scene is not None and (split is None or scene.split == split):
                 report.scenes.append(scene)
     else:
-        scenes = _collect(lambda: load_dataset(path, split=split, skip_bad=True), report, path)
+        scenes = _collect(lambda: read_dataset(path, split=split, skip_bad=True), report, path)
         report.scenes = scenes or []
     if decode:
         for scene in report.scenes:

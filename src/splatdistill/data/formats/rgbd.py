@@ -21,12 +21,11 @@ from typing import Callable
 
 import numpy as np
 
+from splatdistill.data import io
+from splatdistill.data.sampler import frame_number
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
 from splatdistill.geometry.warp import pixel_centres, warp_pixels_np
-
-from . import io
-from .sampler import frame_number
-from .scene import Scene, ViewData, ViewRecord
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm")
 DEPTH_SUFFIXES = (".png", ".bin", ".npy")

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from splatdistill.errors import UserError
-
-from . import io
-from .masks import NO_MASK_FOR_IMAGE, NO_MASKS_FOLDER, UNREADABLE_MASK
-from .scene import Scene, ViewData, ViewRecord
-from .validate import (
+from splatdistill.data import io
+from splatdistill.data.formats.base import register_format
+from splatdistill.data.masks import NO_MASK_FOR_IMAGE, NO_MASKS_FOLDER, UNREADABLE_MASK
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
+from splatdistill.data.validate import (
     Problem,
     depth_problems,
     intrinsics_problem,
@@ -32,6 +31,7 @@ from .validate import (
     pose_problem,
     warn_skipped,
 )
+from splatdistill.errors import UserError
 
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -226,3 +226,9 @@ def write_nerfstudio(scene: Scene, out: str | Path, transforms_name: str = "tran
     doc["frames"] = frames
     io.atomic_write_json(out / transforms_name, doc)
     return out / transforms_name
+
+
+register_format("nerfstudio",
+                lambda path: path.suffix == ".json" if path.is_file() else (path / "transforms.json").is_file(),
+                lambda path, split, skip_bad: [load_nerfstudio(path, skip_bad=skip_bad)],
+                order=30, looks_for="transforms.json (nerfstudio)", file_hint="transforms.json")

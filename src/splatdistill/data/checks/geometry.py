@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splatdistill.data.scene import ViewData
 from splatdistill.geometry.warp import depth_at_np, view_warp
-
-from .scene import ViewData
 
 
 def pixel_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from splatdistill.data.formats import register_format
+from splatdistill.data.io import depth_list_lines, image_header, read_depth, read_rgb
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
 
 from .ade20k import label_folder_scene, nominal_K
-from .io import depth_list_lines, image_header, read_depth, read_rgb
-from .scene import Scene, ViewData, ViewRecord
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,10 @@ def load_probe_set(path: str | Path, layout_name: str) -> list[Scene]:
         dirs = " + ".join(d for d, _, _ in layout.label_dirs[:1]) + " + " + layout.label_dirs[0][1]
         raise UserError(f"no {layout.title} probe set here ({lists}, or {dirs}; see docs/evaluation.md)", root)
     return scenes
+
+
+register_format("scannetpp_probe", lambda path: detect(path) == "scannetpp_probe",
+                lambda path, split, skip_bad: load_probe_set(path, "scannetpp_probe"), order=90,
+                looks_for="FiT3D's scannetpp_probe / scannet_probe", benchmark=True)
+register_format("scannet_probe", lambda path: detect(path) == "scannet_probe",
+                lambda path, split, skip_bad: load_probe_set(path, "scannet_probe"), order=91, benchmark=True)

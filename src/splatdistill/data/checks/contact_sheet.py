@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import io
-from .native import load_native
+from splatdistill.data import io
+from splatdistill.data.formats.native import load_native
 
 
 def _colorize_ids(ids: np.ndarray) -> np.ndarray:

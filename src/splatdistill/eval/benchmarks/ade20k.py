@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from splatdistill.data.formats import register_format
+from splatdistill.data.io import image_header, read_ids, read_rgb
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
-
-from .io import image_header, read_ids, read_rgb
-from .scene import Scene, ViewData, ViewRecord
 
 FOLDER = "ADEChallengeData2016"
 NUM_CLASSES = 150
@@ -111,3 +111,7 @@ def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
     if not scenes:
         raise UserError("no images in images/training or images/validation", root)
     return scenes
+
+
+register_format("ade20k", is_ade20k, lambda path, split, skip_bad: load_ade20k(path), order=100,
+                looks_for="ADEChallengeData2016", benchmark=True)

@@ -20,7 +20,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from .scene import Scene, ViewData, ViewRecord
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 
 FOCAL = 994.978
 CX, CY = 311.193, 254.877

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from splatdistill.data.formats import register_format
+from splatdistill.data.io import depth_list_lines, image_header, read_depth, read_rgb
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
-
-from .io import depth_list_lines, image_header, read_depth, read_rgb
-from .scene import Scene, ViewData, ViewRecord
 
 SPLIT_FILES = {"train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt", "kitti_train.txt"),
                "test": ("kitti_eigen_test.txt", "eigen_test_files_with_gt.txt", "kitti_val.txt")}
@@ -115,3 +115,7 @@ def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
     if not scenes:
         raise UserError("the Eigen split files list no frame with depth", root)
     return scenes
+
+
+register_format("kitti", is_kitti, lambda path, split, skip_bad: load_kitti(path), order=110,
+                looks_for="KITTI Eigen split files", benchmark=True)

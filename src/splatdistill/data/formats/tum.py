@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
+from splatdistill.data.formats.base import register_format
 from splatdistill.errors import UserError
 
-from .rgbd import RGBDFrame, RGBDSequence, intrinsics_matrix, parse_intrinsics
+from .rgbd import RGBDFrame, RGBDSequence, intrinsics_matrix, parse_intrinsics, sequence_scene
 
 DEPTH_SCALE = 1.0 / 5000.0
 #: published colour intrinsics (fx, fy, cx, cy), OpenCV convention
@@ -120,3 +121,8 @@ def load_tum_sequence(path: str | Path, max_dt: float = 0.02, require_poses: boo
                 raise UserError("file listed in rgb.txt/depth.txt not found", p)
     K = sensor_intrinsics(path)
     return RGBDSequence(path.resolve().name, frames, K, K, depth_scale=DEPTH_SCALE, root=path)
+
+
+register_format("tum", lambda path: path.is_dir() and is_tum(path),
+                lambda path, split, skip_bad: [sequence_scene(load_tum_sequence(path))],
+                order=50, looks_for="a TUM RGB-D sequence (rgb.txt, depth.txt)")

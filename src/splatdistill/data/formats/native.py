@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from splatdistill.errors import UserError
-
-from . import io
-from .scene import Scene, ViewData, ViewRecord
-from .validate import (
+from splatdistill.data import io
+from splatdistill.data.formats.base import register_format
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
+from splatdistill.data.validate import (
     Problem,
     depth_problems,
     intrinsics_problem,
@@ -35,6 +34,7 @@ from .validate import (
     pose_problem,
     warn_skipped,
 )
+from splatdistill.errors import UserError
 
 FORMAT = "splatdistill.scene"
 VERSION = 1
@@ -253,3 +253,14 @@ def load_native(root: Path, split: str | None = None, skip_bad: bool = False) ->
                 continue
         scenes.append(load_scene(d, skip_bad=skip_bad))
     return scenes
+
+
+def _detect(path: Path) -> bool:
+    if path.is_file():
+        return path.name == "scene.json"
+    return (path / "scene.json").is_file() or (path / "dataset.json").is_file() or any(path.glob("*/scene.json"))
+
+
+register_format("splatdistill", _detect,
+                lambda path, split, skip_bad: load_native(path.parent if path.is_file() else path, split, skip_bad),
+                order=10, looks_for="scene.json folders (splatdistill)", file_hint="scene.json")

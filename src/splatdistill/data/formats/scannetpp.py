@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from splatdistill.data import io
+from splatdistill.data.formats.base import register_format
+from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 
-from . import io
 from .nerfstudio import read_json, scene_from_transforms, write_nerfstudio
-from .scene import Scene
 
 TRANSFORMS = "transforms_train.json"
 
@@ -99,3 +100,8 @@ def write_scannetpp(scenes: list[Scene], root: str | Path) -> Path:
     for split, names in lists.items():
         io.atomic_write_bytes(root / "metadata" / f"nvs_sem_{split}.txt", ("\n".join(names) + "\n").encode())
     return root
+
+
+register_format("scannetpp", lambda path: path.is_dir() and is_scannetpp(path),
+                lambda path, split, skip_bad: load_scannetpp(path, split=split, skip_bad=skip_bad),
+                order=20, looks_for="scenes/*/transforms_train.json (ScanNet++/FiT3D)")

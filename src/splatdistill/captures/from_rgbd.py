@@ -4,7 +4,7 @@ Input layouts: a TUM sequence (``rgb.txt``/``depth.txt``, its ``groundtruth.txt`
 ``seq-NN`` folder, or a plain folder of colour images and depth files paired by frame number
 (16-bit PNG, ViSP ``.bin`` or ``.npy``; depth files have ``depth`` in their name). Depth is
 registered to the colour camera when the calibration says the cameras differ, then poses come from
-RGB-D odometry (:mod:`splatdistill.data.odometry`). Output: ``OUT/<sequence>/scene.json`` with
+RGB-D odometry (:mod:`splatdistill.captures.odometry`). Output: ``OUT/<sequence>/scene.json`` with
 ``rgb/`` and ``depth/`` (in the colour camera), ``from_rgbd.json`` (what was estimated and the
 self-check) and ``registration.png`` (depth over the image, before and after registration).
 """
@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from splatdistill.errors import UserError
-
-from . import io, sevenscenes, tum
-from .geometry_checks import reprojection_error
-from .native import write_scene, write_view_files
-from .odometry import OdometryOptions, estimate_poses
-from .rgbd import (
+from splatdistill.data import io
+from splatdistill.data.checks.geometry import reprojection_error
+from splatdistill.data.formats import sevenscenes, tum
+from splatdistill.data.formats.native import write_scene, write_view_files
+from splatdistill.data.formats.rgbd import (
     RGBDSequence,
     check_depth_scale,
     check_principal_point,
@@ -34,7 +32,10 @@ from .rgbd import (
     parse_transform,
     read_metric_depth,
 )
-from .scene import ViewData
+from splatdistill.data.scene import ViewData
+from splatdistill.errors import UserError
+
+from .odometry import OdometryOptions, estimate_poses
 
 
 @dataclass

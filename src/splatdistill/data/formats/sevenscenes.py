@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from splatdistill.data.formats.base import register_format
+from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 
 from .rgbd import RGBDFrame, RGBDSequence, parse_transform, sequence_scene
-from .scene import Scene
 
 K_NOMINAL = np.array([[585.0, 0, 320.0], [0, 585.0, 240.0], [0, 0, 1.0]])  # principal point at the image centre
 DEPTH_INVALID = 65535
@@ -77,3 +78,8 @@ def load_sevenscenes(root: str | Path, every: int = 10) -> list[Scene]:
     if not dirs:
         raise UserError("no 7-Scenes sequences (seq-*/frame-*.color.png) found", root)
     return [sequence_scene(load_sevenscenes_sequence(d, every)) for d in dirs]
+
+
+register_format("7scenes", lambda path: path.is_dir() and is_sevenscenes(path),
+                lambda path, split, skip_bad: load_sevenscenes(path),
+                order=60, looks_for="7-Scenes sequences (seq-*/frame-*.color.png)")

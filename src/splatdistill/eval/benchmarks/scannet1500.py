@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from splatdistill.data.formats import register_format
+from splatdistill.data.io import image_header, read_depth, read_rgb
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
-
-from .io import image_header, read_depth, read_rgb
-from .scene import Scene, ViewData, ViewRecord
 
 PAIRS_FILE = "scannet_test_pairs_with_gt.txt"
 STANDARD_SIZE = (640, 480)  # (width, height) of the protocol
@@ -186,3 +186,8 @@ def load_scannet1500(path: str | Path, max_pairs: int | None = None) -> list[Sce
             views.append(ViewRecord(name, Ks, pose, *STANDARD_SIZE, _view_loader(color, K, pose, name)))
         scenes.append(Scene(f"pair{k + 1:04d}", views, split="test", root=root))
     return scenes
+
+
+register_format("scannet1500", lambda path: path.suffix == ".txt" if path.is_file() else is_scannet1500(path),
+                lambda path, split, skip_bad: load_scannet1500(path), order=80,
+                looks_for="scannet_test_pairs_with_gt.txt", file_hint="ScanNet-1500 pairs file", benchmark=True)

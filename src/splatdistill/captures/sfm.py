@@ -24,11 +24,10 @@ import numpy as np
 from tqdm import tqdm
 
 from splatdistill.atomic import write_failure, write_probe
+from splatdistill.data import io
+from splatdistill.data.formats.colmap import cam_from_world_matrix, image_has_pose
 from splatdistill.errors import OutputWriteError, UserError, require_extra
 from splatdistill.run_folder import check_replaceable, replace_output, staging_folder
-
-from . import io
-from .colmap import cam_from_world_matrix, image_has_pose
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 #: what from-images writes in OUT (besides from_images.json), each replaced only when an earlier run made it

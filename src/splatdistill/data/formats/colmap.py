@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from splatdistill.data import io
+from splatdistill.data.formats.base import register_format
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
+from splatdistill.data.validate import Problem, intrinsics_problem, pose_problem, warn_skipped
 from splatdistill.errors import UserError, require_extra
-
-from . import io
-from .scene import Scene, ViewData, ViewRecord
-from .validate import Problem, intrinsics_problem, pose_problem, warn_skipped
 
 MODEL_FILES = ("cameras.bin", "cameras.txt")
 
@@ -170,3 +170,8 @@ def observed_points(path: str | Path) -> dict[str, np.ndarray]:
             ids = [p.point3D_id for p in img.points2D if p.has_point3D()]
             out[Path(img.name).stem] = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float64).reshape(-1, 3)
     return out
+
+
+register_format("colmap", lambda path: path.is_dir() and find_model_dir(path) is not None,
+                lambda path, split, skip_bad: [load_colmap(path, skip_bad=skip_bad)],
+                order=40, looks_for="a COLMAP sparse model")

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
+from splatdistill.data.checks.geometry import normals_from_depth
+from splatdistill.data.formats import register_format
+from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError, require_extra
-
-from .geometry_checks import normals_from_depth
-from .scene import Scene, ViewData, ViewRecord
 
 LABELLED = "nyu_depth_v2_labeled.mat"
 NORMALS = "all_normals.pklz"
@@ -218,3 +218,8 @@ def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) ->
         views = [ViewRecord(f"{i + 1:04d}", K_NYU.copy(), np.eye(4), width, height, loader(int(i))) for i in idx]
         scenes.append(Scene(name, views, split=sp, class_names=list(names), root=root))
     return scenes
+
+
+register_format("nyuv2", lambda path: path.suffix == ".mat" if path.is_file() else is_nyuv2(path),
+                lambda path, split, skip_bad: load_nyuv2(path), order=70, looks_for="nyu_depth_v2_labeled.mat",
+                file_hint="NYUv2 .mat", benchmark=True)
