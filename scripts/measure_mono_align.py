@@ -41,24 +41,33 @@ def main() -> None:
         for a, b in ((0, 2), (4, 6)):
             sv = load_scene_views(scene, [a, b], args.size)
             z = sv.depths.double()
-            field = F.interpolate(torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64), size=z.shape[-2:],
-                                  mode="bicubic", align_corners=False)[:, 0]
+            field = F.interpolate(
+                torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64),
+                size=z.shape[-2:],
+                mode="bicubic",
+                align_corners=False,
+            )[:, 0]
             for name, rel in (("perfect", 3.7 / z + 0.2), ("distorted", 3.7 / z * (1 + args.distortion * field) + 0.2)):
                 t0 = time.perf_counter()
                 st = fit_to_poses(rel, sv.images, sv.cameras)
                 seconds.append(time.perf_counter() - t0)
                 rows[name] += [abs_rel(inverse_depth_to_depth(rel[v], *st[v]), z[v]) for v in range(2)]
                 if name == "distorted":
-                    rows["oracle"] += [abs_rel(inverse_depth_to_depth(rel[v], *fit_to_depth(rel[v], z[v])), z[v])
-                                       for v in range(2)]
+                    rows["oracle"] += [
+                        abs_rel(inverse_depth_to_depth(rel[v], *fit_to_depth(rel[v], z[v])), z[v]) for v in range(2)
+                    ]
             rows["constant"] += [abs_rel(torch.full_like(z[v], float(z[v][z[v] > 0].median())), z[v]) for v in range(2)]
     n = len(rows["perfect"])
-    print(f"{n} views ({n // 2} pairs) of {args.scenes} {args.split} rooms at {args.size} px; "
-          f"pose alignment {np.mean(seconds):.2f} s per pair (one thread)")
-    labels = {"perfect": "affine inverse depth, aligned from the poses",
-              "distorted": f"with {args.distortion:.0%} smooth error, aligned from the poses",
-              "oracle": f"with {args.distortion:.0%} smooth error, best affine fit to the dense truth",
-              "constant": "constant depth (each view's true median; reference)"}
+    print(
+        f"{n} views ({n // 2} pairs) of {args.scenes} {args.split} rooms at {args.size} px; "
+        f"pose alignment {np.mean(seconds):.2f} s per pair (one thread)"
+    )
+    labels = {
+        "perfect": "affine inverse depth, aligned from the poses",
+        "distorted": f"with {args.distortion:.0%} smooth error, aligned from the poses",
+        "oracle": f"with {args.distortion:.0%} smooth error, best affine fit to the dense truth",
+        "constant": "constant depth (each view's true median; reference)",
+    }
     for k, label in labels.items():
         print(f"  {label:<62} AbsRel mean {np.mean(rows[k]):.4f}  max {np.max(rows[k]):.4f}")
 

@@ -23,12 +23,11 @@ import argparse
 import json
 from pathlib import Path
 
+import src  # MVSplat's package
 import torch
 from dacite import Config, from_dict
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-import src  # MVSplat's package
 from src.global_cfg import set_cfg
 from src.model.encoder import EncoderCostVolumeCfg, get_encoder
 
@@ -76,14 +75,25 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=0) + "\n")
-    print(f"{len(table)} encoder keys, {doc['parameters']} parameters; {len(differ)} keys differ when built from "
-          f"costvolume.yaml alone -> {args.out}")
+    print(
+        f"{len(table)} encoder keys, {doc['parameters']} parameters; {len(differ)} keys differ when built from "
+        f"costvolume.yaml alone -> {args.out}"
+    )
     if args.ckpt:
         import pytorch_lightning
 
         state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-        torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": pytorch_lightning.__version__,
-                    "state_dict": state, "optimizer_states": [], "lr_schedulers": []}, args.ckpt)
+        torch.save(
+            {
+                "epoch": 0,
+                "global_step": 0,
+                "pytorch-lightning_version": pytorch_lightning.__version__,
+                "state_dict": state,
+                "optimizer_states": [],
+                "lr_schedulers": [],
+            },
+            args.ckpt,
+        )
         print(f"random-weight checkpoint in the re10k layout -> {args.ckpt} ({args.ckpt.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -43,8 +43,10 @@ def main() -> None:
         ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
         off = (uv - torch.stack([xs, ys], -1).reshape(-1, 2).double()).abs().max(1).values
         worst = max(worst, float(off.max()))
-        print(f"view {v}: z {float(cam[:, 2].min()):.3f}..{float(cam[:, 2].max()):.3f}; largest offset from its own "
-              f"pixel centre {float(off.max()):.3f} px (median {float(off.median()):.3f})")
+        print(
+            f"view {v}: z {float(cam[:, 2].min()):.3f}..{float(cam[:, 2].max()):.3f}; largest offset from its own "
+            f"pixel centre {float(off.max()):.3f} px (median {float(off.median()):.3f})"
+        )
     print("OK: every Gaussian lies on its own pixel" if worst <= 0.5 + 1e-3 else f"FAIL: offsets up to {worst:.3f} px")
 
 

@@ -29,7 +29,7 @@ def nyu_depth(i: int, h: int = 480, w: int = 640) -> np.ndarray:
 def nyu_labels(i: int, h: int = 480, w: int = 640) -> np.ndarray:
     """Raw 894-class labels: left half 1 (-> class 3), right half 7 (-> 1), a void (0) band."""
     lab = np.ones((h, w), np.uint16)
-    lab[:, w // 2:] = 7
+    lab[:, w // 2 :] = 7
     lab[:20] = 0
     return lab
 
@@ -62,8 +62,10 @@ def write_nyu(root: Path, n: int = 6) -> Path:
             ref_list.append(refs[f"n{k}"].ref)
         f.create_dataset("names", data=np.array([ref_list], dtype=h5py.ref_dtype))
         f["rawDepths"] = np.stack([nyu_raw_depth(i).T for i in range(n)])
-    savemat(root / "splits.mat", {"trainNdxs": np.array(NYU_TRAIN, float)[:, None],
-                                  "testNdxs": np.array(NYU_TEST, float)[:, None]})
+    savemat(
+        root / "splits.mat",
+        {"trainNdxs": np.array(NYU_TRAIN, float)[:, None], "testNdxs": np.array(NYU_TEST, float)[:, None]},
+    )
     mapping = np.zeros((1, 894))
     mapping[0, 0] = 3  # raw 1 -> class 3
     mapping[0, 6] = 1  # raw 7 -> class 1
@@ -90,7 +92,7 @@ def nyu_normals(i: int, h: int = 480, w: int = 640) -> np.ndarray:
     n = np.zeros((h, w, 3), np.float32)
     dirs = [(0, 0, -1), (0.6, 0, -0.8), (0, -0.6, -0.8), (0.48, 0.6, -0.64)]
     for q, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-        n[r * h // 2:(r + 1) * h // 2, c * w // 2:(c + 1) * w // 2] = dirs[(q + i) % 4]
+        n[r * h // 2 : (r + 1) * h // 2, c * w // 2 : (c + 1) * w // 2] = dirs[(q + i) % 4]
     n[:30, :30] = 0
     return n
 
@@ -142,8 +144,10 @@ def write_scannet1500(root: Path) -> Path:
     T = np.eye(4)
     T[0, 3] = -SHIFT_M  # a point at x in camera 0 is at x - 0.1 in camera 1
     moved = " ".join(f"{x:g}" for x in T.ravel())
-    lines = [f"scans_test/scene0707_00/color/15.jpg scans_test/scene0707_00/color/15.jpg 0 0 {k} {k} {same}",
-             f"scans_test/scene0707_00/color/15.jpg scans_test/scene0707_00/color/30.jpg 0 0 {k} {k} {moved}"]
+    lines = [
+        f"scans_test/scene0707_00/color/15.jpg scans_test/scene0707_00/color/15.jpg 0 0 {k} {k} {same}",
+        f"scans_test/scene0707_00/color/15.jpg scans_test/scene0707_00/color/30.jpg 0 0 {k} {k} {moved}",
+    ]
     (root / "scannet_test_pairs_with_gt.txt").write_text("\n".join(lines) + "\n")
     return root
 
@@ -172,9 +176,10 @@ def write_scannet1500_loftr(root: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ ADE20K
 
+
 def ade_label(i: int, h: int = 48, w: int = 64) -> np.ndarray:
     lab = np.full((h, w), 2, np.uint8)  # wall-ish class 2 -> 1
-    lab[h // 2:] = 4  # floor-ish class 4 -> 3
+    lab[h // 2 :] = 4  # floor-ish class 4 -> 3
     lab[:, : 8 + i] = 0  # "other": ignored
     return lab
 
@@ -193,8 +198,10 @@ def write_ade20k(parent: Path, n_train: int = 4, n_val: int = 2) -> Path:
             rgb = (rgb + np.random.default_rng(i).integers(0, 20, rgb.shape)).astype(np.uint8)
             Image.fromarray(rgb).save(root / "images" / folder / f"{prefix}_{i + 1:08d}.jpg", quality=95)
             Image.fromarray(lab).save(root / "annotations" / folder / f"{prefix}_{i + 1:08d}.png")
-    (root / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.15,1,1,wall\n2,0.1,1,1,building;edifice\n"
-                                            "3,0.09,1,1,sky\n4,0.08,1,1,floor;flooring\n")  # fmt: skip
+    (root / "objectInfo150.csv").write_text(
+        "Idx,Ratio,Train,Val,Name\n1,0.15,1,1,wall\n2,0.1,1,1,building;edifice\n"
+        "3,0.09,1,1,sky\n4,0.08,1,1,floor;flooring\n"
+    )
     return parent
 
 
@@ -226,8 +233,12 @@ def write_kitti(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
         rgb = rng.integers(0, 255, KITTI_SIZE + (3,), dtype=np.uint8)
         Image.fromarray(rgb).save(img_dir / name)
         Image.fromarray((kitti_depth(k) * 256).round().astype(np.uint16)).save(gt_dir / name)
-        lines[sp].append(f"2011_09_26/{drive}/image_02/data/{name} {drive}/proj_depth/groundtruth/image_02/{name} 721.5377")
-    lines["test"].append(f"2011_09_26/{drive}/image_02/data/missing.png None 721.5377")  # skipped, as the reference does
+        lines[sp].append(
+            f"2011_09_26/{drive}/image_02/data/{name} {drive}/proj_depth/groundtruth/image_02/{name} 721.5377"
+        )
+    lines["test"].append(
+        f"2011_09_26/{drive}/image_02/data/missing.png None 721.5377"
+    )  # skipped, as the reference does
     (root / "kitti_eigen_train.txt").write_text("\n".join(lines["train"]) + "\n")
     (root / "kitti_eigen_test.txt").write_text("\n".join(lines["test"]) + "\n")
     return root
@@ -258,7 +269,8 @@ def write_scannetpp_probe(root: Path) -> Path:
             lab[:, 32:] = 100
             lab[:4] = 0
             Image.fromarray(np.random.default_rng(10 + i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
-                root / "images" / folder / f"f{i}.jpg")
+                root / "images" / folder / f"f{i}.jpg"
+            )
             Image.fromarray(lab).save(root / "annotations" / folder / f"f{i}.png")
     return root
 
@@ -276,7 +288,7 @@ def scannet_depth(k: int, h: int = 480, w: int = 640) -> np.ndarray:
 
 def scannet_label(i: int, h: int = 60, w: int = 80) -> np.ndarray:
     lab = np.full((h, w), 3, np.uint8)  # class 3 -> index 2
-    lab[:, w // 2:] = 40  # class 40 -> index 39
+    lab[:, w // 2 :] = 40  # class 40 -> index 39
     lab[:5] = 0  # ignored
     lab[-3:] = 255  # mmsegmentation's ignore value, ignored too
     return lab
@@ -299,6 +311,7 @@ def write_scannet_probe(root: Path) -> Path:
         (root / split / "label").mkdir(parents=True, exist_ok=True)
         for i in range(n):
             Image.fromarray(np.random.default_rng(40 + i).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(
-                root / split / "color" / f"{i}.jpg")
+                root / split / "color" / f"{i}.jpg"
+            )
             Image.fromarray(scannet_label(i)).save(root / split / "label" / f"{i}.png")
     return root

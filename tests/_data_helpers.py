@@ -8,7 +8,7 @@ from pathlib import Path
 TINY = dict(scenes=3, views=5, size=80, seed=3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(root: str) -> Path:
     from splatdistill.data.rooms.build import RoomsParams, build_rooms
 

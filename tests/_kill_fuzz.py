@@ -14,13 +14,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-TINY_TRAIN = ["backbone=random:vit_tiny_patch16_224", "image_size=64", "render_size=32", "prototypes=64",
-              "head_hidden=64", "head_bottleneck=32", "ema_every=2", "lr=1e-3", "progress=false",
-              "deterministic=true", "seed=7", "val_samples=0"]
+TINY_TRAIN = [
+    "backbone=random:vit_tiny_patch16_224",
+    "image_size=64",
+    "render_size=32",
+    "prototypes=64",
+    "head_hidden=64",
+    "head_bottleneck=32",
+    "ema_every=2",
+    "lr=1e-3",
+    "progress=false",
+    "deterministic=true",
+    "seed=7",
+    "val_samples=0",
+]
 
 
 @dataclass
@@ -35,15 +46,16 @@ class FuzzResult:
     kill_times: list[float] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"{self.command}: {self.kills} kills ({self.finished_before_kill} runs finished first), "
-                f"{self.reruns} reruns, temp files seen after kills {self.temp_files_after_kills}, left at the end "
-                f"{self.temp_files_left}, max |difference| of the final state {self.max_abs_diff:g}")
+        return (
+            f"{self.command}: {self.kills} kills ({self.finished_before_kill} runs finished first), "
+            f"{self.reruns} reruns, temp files seen after kills {self.temp_files_after_kills}, left at the end "
+            f"{self.temp_files_left}, max |difference| of the final state {self.max_abs_diff:g}"
+        )
 
 
 def _env() -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[1] / "src")
-    return dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                SPLATDISTILL_THREADS="1")
+    return dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), SPLATDISTILL_THREADS="1")
 
 
 def _cli(args: list[str]) -> list[str]:
@@ -54,9 +66,16 @@ def _temp_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.tmp") if p.is_file()] if folder.exists() else []
 
 
-def fuzz(name: str, first: Callable[[Path], list[str]], again: Callable[[Path], list[str]],
-         state: Callable[[Path], dict], distance: Callable[[dict, dict], float], work: Path, kills: int,
-         rng: random.Random) -> FuzzResult:
+def fuzz(
+    name: str,
+    first: Callable[[Path], list[str]],
+    again: Callable[[Path], list[str]],
+    state: Callable[[Path], dict],
+    distance: Callable[[dict, dict], float],
+    work: Path,
+    kills: int,
+    rng: random.Random,
+) -> FuzzResult:
     """``first(out)``/``again(out)``: the command line of a fresh run / a rerun; ``state(out)``: the final state
     to compare; ``distance``: max |difference| between two states."""
     res = FuzzResult(name)
@@ -91,8 +110,9 @@ def fuzz(name: str, first: Callable[[Path], list[str]], again: Callable[[Path], 
             res.temp_files_after_kills += len(_temp_files(out))
     while True:  # rerun until it finishes
         res.reruns += 1
-        proc = subprocess.run(_cli(again(out) if started else first(out)), capture_output=True, text=True,
-                              env=_env(), timeout=900)
+        proc = subprocess.run(
+            _cli(again(out) if started else first(out)), capture_output=True, text=True, env=_env(), timeout=900
+        )
         if proc.returncode == 0:
             break
         raise RuntimeError(f"{name}: the final rerun failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -102,6 +122,7 @@ def fuzz(name: str, first: Callable[[Path], list[str]], again: Callable[[Path], 
 
 
 # ---- the three commands ----------------------------------------------------------------------------
+
 
 def _tensors(*paths: Path) -> dict:
     from safetensors.torch import load_file
@@ -120,19 +141,52 @@ def _tensor_distance(a: dict, b: dict) -> float:
 
 def fuzz_train(data: Path, work: Path, kills: int, rng: random.Random, steps: int = 10) -> FuzzResult:
     base = [f"data={data}", f"steps={steps}", "checkpoint_every=1", *TINY_TRAIN]
-    return fuzz("train", lambda out: ["train", *base, f"out={out}"],
-                lambda out: ["train", "--resume", "--out", str(out)] if (out / "checkpoint.pt").exists()
-                else ["train", *base, f"out={out}"],
-                lambda out: _tensors(out / "student.safetensors", out / "teacher.safetensors"),
-                _tensor_distance, work, kills, rng)
+    return fuzz(
+        "train",
+        lambda out: ["train", *base, f"out={out}"],
+        lambda out: (
+            ["train", "--resume", "--out", str(out)]
+            if (out / "checkpoint.pt").exists()
+            else ["train", *base, f"out={out}"]
+        ),
+        lambda out: _tensors(out / "student.safetensors", out / "teacher.safetensors"),
+        _tensor_distance,
+        work,
+        kills,
+        rng,
+    )
 
 
 def fuzz_lifter(data: Path, work: Path, kills: int, rng: random.Random, steps: int = 8) -> FuzzResult:
-    base = ["lifter", "train", "--data", str(data), "--steps", str(steps), "--checkpoint-every", "1",
-            "--image-size", "32", "--eval-pairs", "1", "--backbone", "random:vit_tiny_patch16_224", "--seed", "3", "-q"]
-    return fuzz("lifter-train", lambda out: [*base, "--out", str(out)],
-                lambda out: [*base, "--out", str(out)] + (["--resume"] if (out / "train_state.pt").exists() else []),
-                lambda out: _tensors(out / "predictor.safetensors"), _tensor_distance, work, kills, rng)
+    base = [
+        "lifter",
+        "train",
+        "--data",
+        str(data),
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        "1",
+        "--image-size",
+        "32",
+        "--eval-pairs",
+        "1",
+        "--backbone",
+        "random:vit_tiny_patch16_224",
+        "--seed",
+        "3",
+        "-q",
+    ]
+    return fuzz(
+        "lifter-train",
+        lambda out: [*base, "--out", str(out)],
+        lambda out: [*base, "--out", str(out)] + (["--resume"] if (out / "train_state.pt").exists() else []),
+        lambda out: _tensors(out / "predictor.safetensors"),
+        _tensor_distance,
+        work,
+        kills,
+        rng,
+    )
 
 
 def _results(out: Path) -> dict:
@@ -154,10 +208,32 @@ def _json_distance(a, b) -> float:
 
 def fuzz_eval(data: Path, work: Path, kills: int, rng: random.Random) -> FuzzResult:
     """Kills during the feature extraction and its cache writes; a rerun reuses what the cache holds."""
+
     def cmd(out: Path) -> list[str]:
-        return ["eval", "-b", "a=random:vit_small_patch14_dinov2", "-b", "b=random:vit_tiny_patch16_224", "--data",
-                str(data), "--out", str(out), "--resolution", "56", "--probe-steps", "5", "--pairs", "3",
-                "--keep", "50", "--points", "50", "--no-middlebury", "--no-figures", "-q"]
+        return [
+            "eval",
+            "-b",
+            "a=random:vit_small_patch14_dinov2",
+            "-b",
+            "b=random:vit_tiny_patch16_224",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--resolution",
+            "56",
+            "--probe-steps",
+            "5",
+            "--pairs",
+            "3",
+            "--keep",
+            "50",
+            "--points",
+            "50",
+            "--no-middlebury",
+            "--no-figures",
+            "-q",
+        ]
 
     return fuzz("eval", cmd, cmd, _results, _json_distance, work, kills, rng)
 

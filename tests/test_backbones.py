@@ -85,12 +85,16 @@ def test_position_interpolation_conventions_differ_only_when_resampling():
     off = resample_patch_pos_embed(pos, (16, 16), "dinov2")
     assert hf.shape == off.shape == (1, 256, 8)
     assert (hf - off).abs().max() > 1e-3
+
     # "hf" is bicubic (Keys, a = -0.75, half-pixel centres, clamped borders) straight to the grid:
     # compare with a float64 numpy implementation of that kernel
     def keys(t, a=-0.75):
         t = np.abs(t)
-        return np.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
-                        np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0))
+        return np.where(
+            t <= 1,
+            (a + 2) * t**3 - (a + 3) * t**2 + 1,
+            np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0),
+        )
 
     def weights(n_in, n_out):
         w = np.zeros((n_out, n_in))
@@ -109,6 +113,7 @@ def test_position_interpolation_conventions_differ_only_when_resampling():
 
 
 # ---- checkpoint formats --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small_vit():
@@ -145,14 +150,19 @@ def _hf_names(state):
                 for name, part in zip(("query", "key", "value"), v.chunk(3, dim=0)):
                     out[pre + f"attention.attention.{name}.{kind}"] = part
             else:
-                rest = (rest.replace("attn.proj", "attention.output.dense").replace("ls1.gamma", "layer_scale1.lambda1")
-                        .replace("ls2.gamma", "layer_scale2.lambda1"))
+                rest = (
+                    rest.replace("attn.proj", "attention.output.dense")
+                    .replace("ls1.gamma", "layer_scale1.lambda1")
+                    .replace("ls2.gamma", "layer_scale2.lambda1")
+                )
                 out[pre + rest] = v
     return out
 
 
-@pytest.mark.parametrize("fmt", ["timm_pth", "timm_safetensors", "official_hub", "official_chunked",
-                                 "snd_release", "huggingface", "peft_unmerged"])
+@pytest.mark.parametrize(
+    "fmt",
+    ["timm_pth", "timm_safetensors", "official_hub", "official_chunked", "snd_release", "huggingface", "peft_unmerged"],
+)
 def test_checkpoint_formats_reproduce_features(small_vit, tmp_path, fmt):
     state = {k: v.clone() for k, v in small_vit.model.state_dict().items()}
     x = _images(56, 84, n=1)
@@ -215,8 +225,7 @@ def test_wrong_model_is_refused(tmp_path):
         load_backbone(str(tmp_path / "resnet.pth"))
 
 
-@pytest.mark.parametrize("content,expect", [(b"", "empty"), (b"\x00garbage" * 100, "cannot read"),
-                                            (None, "not found")])
+@pytest.mark.parametrize("content,expect", [(b"", "empty"), (b"\x00garbage" * 100, "cannot read"), (None, "not found")])
 def test_bad_weight_files(tmp_path, content, expect):
     path = tmp_path / "w.pth"
     if content is not None:
@@ -249,10 +258,14 @@ def test_cli_bad_inputs_give_one_line_and_status_2(tmp_path):
         (("features", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o.png")), "nope.png: image not found"),
         (("features", str(img), "--backbone", str(corrupt), "--out", str(tmp_path / "o.png")), "bad.pth: cannot read"),
         (("features", str(img), "--backbone", str(wrong), "--out", str(tmp_path / "o.png")), "wrong.pth: not a ViT"),
-        (("features", str(img), "--backbone", str(tmp_path / "gone.pth"), "--out", str(tmp_path / "o.png")),
-         "gone.pth: weights file not found"),
-        (("features", str(img), "--backbone", "not_a_backbone", "--out", str(tmp_path / "o.png")),
-         "unknown backbone 'not_a_backbone'"),
+        (
+            ("features", str(img), "--backbone", str(tmp_path / "gone.pth"), "--out", str(tmp_path / "o.png")),
+            "gone.pth: weights file not found",
+        ),
+        (
+            ("features", str(img), "--backbone", "not_a_backbone", "--out", str(tmp_path / "o.png")),
+            "unknown backbone 'not_a_backbone'",
+        ),
     ]
     for args, expected in cases:
         res = _cli(*args)
@@ -279,8 +292,9 @@ def test_cli_features_and_info(tmp_path):
     assert info.returncode == 0
     assert "dinov2_vits14" in info.stdout and "device:" in info.stdout and "cache:" in info.stdout
     # output piped into a reader that has stopped (``| head``): no traceback
-    proc = subprocess.Popen([sys.executable, "-m", "splatdistill", "info"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splatdistill", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # before it writes anything
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 141)
@@ -295,6 +309,7 @@ def test_timm_name_offline_fails_clearly():
 
 
 # ---- a second family ----------------------------------------------------------------------------
+
 
 def test_mobilenet_backbone_matches_torchvision():
     from torchvision.models import mobilenet_v2
@@ -335,8 +350,9 @@ def test_raw_tokens_are_timms_last_block_before_the_norm():
     with torch.no_grad():
         raw, raw_cls = bb.patch_features(x, return_cls=True, final_norm=False)
         final, final_cls = bb.patch_features(x, return_cls=True)
-        ref_raw = model.forward_intermediates(bb.prepare(x), indices=1, norm=False, output_fmt="NCHW",
-                                              intermediates_only=True)[0]
+        ref_raw = model.forward_intermediates(
+            bb.prepare(x), indices=1, norm=False, output_fmt="NCHW", intermediates_only=True
+        )[0]
         ref_final = model.forward_features(bb.prepare(x))
         normed = bb.apply_final_norm(raw, raw_cls)
     torch.testing.assert_close(raw, ref_raw, rtol=0, atol=1e-6)

@@ -28,17 +28,24 @@ def test_the_gpu_plan_covers_every_figure_the_issue_asks_for(tmp_path):
 
 
 def test_a_section_reports_its_figures_its_failure_and_its_time_limit(tmp_path):
-    out = ("  whole step: median 0.250 s\\n  data (wait for the batch)      0.010 s    4.0%\\n"
-           "  3D part share: 12.5% (goal <= 25%); lift+splat 123.4 target views/s at render 576x880\\n"
-           "  peak GPU memory: 7.25 GiB")
+    out = (
+        "  whole step: median 0.250 s\\n  data (wait for the batch)      0.010 s    4.0%\\n"
+        "  3D part share: 12.5% (goal <= 25%); lift+splat 123.4 target views/s at render 576x880\\n"
+        "  peak GPU memory: 7.25 GiB"
+    )
     ok = Section("ok", [sys.executable, "-c", f"print('{out}')"], 60)
     failed = Section("failed", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 60)
     slow = Section("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
     late = Section("late", [sys.executable, "-c", "pass"], 60)
     for sec, deadline in ((ok, 1e18), (failed, 1e18), (slow, 1e18), (late, 0.0)):
         run_section(sec, deadline)
-    assert ok.status == "ok" and ok.summary == {"step s": "0.250", "data %": "4.0", "3D %": "12.5",
-                                                 "lift+splat views/s": "123.4", "peak GiB": "7.25"}
+    assert ok.status == "ok" and ok.summary == {
+        "step s": "0.250",
+        "data %": "4.0",
+        "3D %": "12.5",
+        "lift+splat views/s": "123.4",
+        "peak GiB": "7.25",
+    }
     assert failed.status == "FAILED (exit 3)" and "boom" in failed.output
     assert slow.status.startswith("FAILED (over its")
     assert late.status.startswith("skipped")

@@ -98,7 +98,9 @@ def test_bad_pose_or_intrinsics_never_silently_used(copy, edit, message):
         scenes = load_dataset(copy, skip_bad=True)
     assert any(message in str(w.message) for w in caught)
     s1 = next(s for s in scenes if s.name == "room_0001")
-    assert len(s1) == 4 and all(np.allclose(v.cam_to_world[:3, :3].T @ v.cam_to_world[:3, :3], np.eye(3)) for v in s1.views)
+    assert len(s1) == 4 and all(
+        np.allclose(v.cam_to_world[:3, :3].T @ v.cam_to_world[:3, :3], np.eye(3)) for v in s1.views
+    )
 
 
 def test_check_reports_every_problem_with_its_file(copy, capsys):

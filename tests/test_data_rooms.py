@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from _data_helpers import TINY
 
+from _data_helpers import TINY
 from splatdistill.data.checks.geometry import (
     boundary_contrast,
     label_transfer_agreement,
@@ -16,11 +16,7 @@ from splatdistill.data.checks.geometry import (
 )
 from splatdistill.data.rooms.build import RoomsParams, build_rooms, split_of
 from splatdistill.data.rooms.camera_paths import PathLimits, _eye_clear
-from splatdistill.data.rooms.layout import (
-    CLASS_NAMES,
-    compose_room,
-    placements_intersect,
-)
+from splatdistill.data.rooms.layout import CLASS_NAMES, compose_room, placements_intersect
 from splatdistill.data.scene import ViewData
 from splatdistill.geometry.cameras import rotation_angle_deg
 
@@ -148,7 +144,9 @@ def test_normals_agree_with_depth_on_planes(scenes):
         v = s.load_view(0)
         med, n = normal_agreement(v)
         assert n > 200 and med <= 5.0, (med, n)
-    tilted = ViewData(v.image, v.K, v.cam_to_world, v.depth, v.normals @ _rot(np.array([1.0, 0.0, 0.0]), 10).T, v.instance)
+    tilted = ViewData(
+        v.image, v.K, v.cam_to_world, v.depth, v.normals @ _rot(np.array([1.0, 0.0, 0.0]), 10).T, v.instance
+    )
     assert normal_agreement(tilted)[0] > 5.0
 
 
@@ -167,7 +165,22 @@ def test_cli_build_rooms_then_up_to_date(tmp_path, capsys, monkeypatch):
     from splatdistill.data import ensure_rooms
 
     out = tmp_path / "r"
-    args = ["data", "build-rooms", "--out", str(out), "--scenes", "2", "--views", "3", "--size", "40", "--seed", "9", "--workers", "1"]
+    args = [
+        "data",
+        "build-rooms",
+        "--out",
+        str(out),
+        "--scenes",
+        "2",
+        "--views",
+        "3",
+        "--size",
+        "40",
+        "--seed",
+        "9",
+        "--workers",
+        "1",
+    ]
     assert main(args) == 0
     assert "built 2 scenes x 3 views" in capsys.readouterr().out
     assert main(args) == 0

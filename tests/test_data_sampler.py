@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _data_helpers import tiny_rooms
 
+from _data_helpers import tiny_rooms
 from splatdistill.data import load_dataset
-from splatdistill.data.masks import segments_for_view
 from splatdistill.data.formats.middlebury import load_middlebury
-from splatdistill.data.sampler import (
-    MultiViewDataset,
-    SamplerConfig,
-    ViewSampler,
-    collate_views,
-)
+from splatdistill.data.masks import segments_for_view
+from splatdistill.data.sampler import MultiViewDataset, SamplerConfig, ViewSampler, collate_views
 from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import rotation_angle_deg
 
@@ -62,7 +57,9 @@ def test_dataset_item_shapes_and_resized_intrinsics(scenes):
         assert getattr(item.context, key).shape == (2, 56, 70) and getattr(item.target, key).shape == (1, 56, 70)
     assert item.context.segments.dtype == torch.int64
     c2w = torch.from_numpy(np.stack([scenes[item.scene_index].views[int(i)].cam_to_world for i in item.context.ids]))
-    torch.testing.assert_close(item.context.cameras.viewmats @ c2w.float(), torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        item.context.cameras.viewmats @ c2w.float(), torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0
+    )
     # K follows the crop to the 5:4 aspect (rows, centred) and the resize; never a squash
     scene = scenes[item.scene_index]
     rec = scene.views[int(item.context.ids[0])]
@@ -127,8 +124,9 @@ def test_frames_sampler_follows_the_reference_numbering():
     numbers = [n for n in range(30) if n not in (4, 13, 14)]  # frames 4, 13 and 14 were removed
     rng = np.random.default_rng(0)
     order = rng.permutation(len(numbers))
-    views = [ViewRecord(f"dslr/DSC{numbers[k]:05d}.JPG", np.eye(3), np.eye(4), 8, 8, loader=lambda: None)
-             for k in order]
+    views = [
+        ViewRecord(f"dslr/DSC{numbers[k]:05d}.JPG", np.eye(3), np.eye(4), 8, 8, loader=lambda: None) for k in order
+    ]
     scene = Scene("s", views)
     sampler = ViewSampler([scene], SamplerConfig(mode="frames", gap=8, num_targets=2), seed=0)
     num = [frame_number(v.name, k) for k, v in enumerate(views)]

@@ -49,10 +49,23 @@ def test_monocular_inverse_depth_is_aligned_from_the_poses(scenes, one_thread):
 def tiny_depth_anything(tmp_path_factory):
     """transformers' DepthAnythingForDepthEstimation at a tiny size, random weights, saved with save_pretrained."""
     tf = pytest.importorskip("transformers")
-    backbone = tf.Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2,
-                               out_indices=[1, 2, 3, 4], patch_size=14, image_size=56, reshape_hidden_states=False)
-    cfg = tf.DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                                 fusion_hidden_size=16, head_hidden_size=8)
+    backbone = tf.Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        out_indices=[1, 2, 3, 4],
+        patch_size=14,
+        image_size=56,
+        reshape_hidden_states=False,
+    )
+    cfg = tf.DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+    )
     torch.manual_seed(0)
     model = tf.DepthAnythingForDepthEstimation(cfg)
     with torch.no_grad():  # unit-gain random weights, so the output varies (transformers' init gives ~0)
@@ -93,7 +106,7 @@ def test_depth_anything_lifter_runs_the_real_model(tiny_depth_anything, scenes, 
     for v in range(2):
         expect = inverse_depth_to_depth(raw[v], *fit_to_depth(raw[v], sv.depths[v]))
         vm = sv.cameras.viewmats[v].double()
-        mine = g.means[v * 42 * 42:(v + 1) * 42 * 42].double()
+        mine = g.means[v * 42 * 42 : (v + 1) * 42 * 42].double()
         z = (mine @ vm[:3, :3].T + vm[:3, 3])[:, 2].reshape(42, 42)
         torch.testing.assert_close(z, expect.double(), rtol=1e-4, atol=1e-5)
     assert torch.equal(g.features, feats.permute(0, 2, 3, 1).reshape(-1, 5))
@@ -106,6 +119,9 @@ def test_depth_anything_lifter_runs_the_real_model(tiny_depth_anything, scenes, 
     with pytest.raises(UserError, match="cannot load weights"):
         build_lifter(f"depth-anything-v2:{folder}/nowhere")
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(UserError, match=r"needs the optional extra \[depth-anything\] \(transformers is not installed\): "
-                       r"pip install 'splatdistill\[depth-anything\]'"):
+    with pytest.raises(
+        UserError,
+        match=r"needs the optional extra \[depth-anything\] \(transformers is not installed\): "
+        r"pip install 'splatdistill\[depth-anything\]'",
+    ):
         build_lifter(f"depth-anything-v2:{folder}")

@@ -38,8 +38,9 @@ def fake_group(monkeypatch):
     def all_reduce(tensor, op=None, **kw):
         served = served_devices(state["backend"])
         if tensor.device.type not in served:
-            raise RuntimeError(f"no backend for {tensor.device.type} tensors in a group created with "
-                               f"backend={state['backend']!r}")
+            raise RuntimeError(
+                f"no backend for {tensor.device.type} tensors in a group created with backend={state['backend']!r}"
+            )
         state["reduced"].append(tensor.device.type)
 
     monkeypatch.setattr(dist, "all_reduce", all_reduce)

@@ -11,9 +11,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -76,6 +76,7 @@ def _photos(folder: Path, n: int = 2) -> None:
 def _photos_intact(folder: Path, n: int = 2) -> Callable[[Path], None]:
     def check(tmp: Path) -> None:
         assert sorted(p.name for p in (tmp / folder).iterdir()) == [f"p{i}.jpg" for i in range(n)]
+
     return check
 
 
@@ -97,10 +98,35 @@ def _an_image(data, tmp, mp):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp / "img.png")
 
 
-FAST_EVAL = ["--resolution", "28", "--probe-steps", "10", "--pairs", "3", "--keep", "50", "--points", "50",
-             "--no-middlebury", "-q"]  # fmt: skip
-FAST_LIFTER = ["--steps", "2", "--checkpoint-every", "1", "--image-size", "32", "--eval-pairs", "1",
-               "--backbone", "random:vit_tiny_patch16_224", "--seed", "3", "-q"]  # fmt: skip
+FAST_EVAL = [
+    "--resolution",
+    "28",
+    "--probe-steps",
+    "10",
+    "--pairs",
+    "3",
+    "--keep",
+    "50",
+    "--points",
+    "50",
+    "--no-middlebury",
+    "-q",
+]
+FAST_LIFTER = [
+    "--steps",
+    "2",
+    "--checkpoint-every",
+    "1",
+    "--image-size",
+    "32",
+    "--eval-pairs",
+    "1",
+    "--backbone",
+    "random:vit_tiny_patch16_224",
+    "--seed",
+    "3",
+    "-q",
+]
 LONG_NAME = "x" * 300
 
 
@@ -137,8 +163,12 @@ def _no_depth(data, tmp, mp):
         for i, rec in enumerate(scene.views):
             view = scene.load_view(i)
             view.depth = None
-            records.append(ViewRecord(rec.name, rec.K, rec.cam_to_world, rec.width, rec.height, loader=lambda v=view: v))
-        save_scene(Scene(scene.name, records, split="train", class_names=scene.class_names), tmp / "nodepth" / scene.name)
+            records.append(
+                ViewRecord(rec.name, rec.K, rec.cam_to_world, rec.width, rec.height, loader=lambda v=view: v)
+            )
+        save_scene(
+            Scene(scene.name, records, split="train", class_names=scene.class_names), tmp / "nodepth" / scene.name
+        )
 
 
 def _one_photo(data, tmp, mp):
@@ -159,18 +189,22 @@ def _frames(data, tmp, mp):
 
 # ---- issue 33: files that must not run code, damaged files, implausible calibration and sizes ---------------
 
+
 def _payload(name: str, base: dict | None = None):
     """``name`` under the scratch folder: a torch file whose unpickling would create <dir>/MARKER."""
+
     def setup(data, tmp, mp):
         from test_safe_load import payload_file
 
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         payload_file(tmp / name, tmp / "MARKER", base)
+
     return setup
 
 
 def _bytes(name: str, content: bytes = b"", truncate_of: dict | None = None):
     """``name`` holding ``content``, or the first 1,000 bytes of a torch file of ``truncate_of``."""
+
     def setup(data, tmp, mp):
         import io
 
@@ -183,6 +217,7 @@ def _bytes(name: str, content: bytes = b"", truncate_of: dict | None = None):
             (tmp / name).write_bytes(buf.getvalue()[:1000])
         else:
             (tmp / name).write_bytes(content)
+
     return setup
 
 
@@ -193,8 +228,13 @@ def _png_header(path: Path, w: int, h: int) -> None:
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * (w + 1))) + chunk(b"IEND", b""))
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * (w + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _frames8(data, tmp, mp):
@@ -239,6 +279,7 @@ def _kitti(damage: str):
             lst.write_text(lst.read_text().replace("721.5377", "abc", 1))
         else:
             (tmp / "kitti" / "input" / lst.read_text().split()[0]).write_text("not an image\n")
+
     return setup
 
 
@@ -267,7 +308,9 @@ def _truncated_jpeg(data, tmp, mp):
 
     (tmp / "photos").mkdir()
     for i in range(2):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (128, 128, 3), np.uint8)).save(tmp / "photos" / f"p{i}.jpg")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (128, 128, 3), np.uint8)).save(
+            tmp / "photos" / f"p{i}.jpg"
+        )
     raw = (tmp / "photos" / "p1.jpg").read_bytes()
     (tmp / "photos" / "p1.jpg").write_bytes(raw[: len(raw) // 2])
 
@@ -284,18 +327,47 @@ def _lifter_resume(d, t):
 
 
 CASES = [
-    Case("output folder is an existing file", _train("out={tmp}/afile"), 2, r"afile: the run folder is an existing file",
-         _make_file),
-    Case("output folder under a file", _train("out={tmp}/afile/run"), 2, r"cannot create the run folder: .*afile is a file",
-         _make_file),
-    Case("run folder in use by a live run", _train("out={tmp}/run"), 2, r"run: the run folder is in use by pid \d+",
-         _hold_lock),
-    Case("--resume while the run is still going", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
-         r"run: the run folder is in use by pid \d+", lambda d, t, mp: (_checkpoint(d, t, mp), _hold_lock(d, t, mp))),
-    Case("run folder already holds a checkpoint", _train("out={tmp}/run"), 2, r"already holds a checkpoint: pass --resume",
-         _checkpoint),
-    Case("--resume without a checkpoint", lambda d, t: [*_train("out={tmp}/none")(d, t), "--resume"], 2,
-         r"no checkpoint to resume from"),
+    Case(
+        "output folder is an existing file",
+        _train("out={tmp}/afile"),
+        2,
+        r"afile: the run folder is an existing file",
+        _make_file,
+    ),
+    Case(
+        "output folder under a file",
+        _train("out={tmp}/afile/run"),
+        2,
+        r"cannot create the run folder: .*afile is a file",
+        _make_file,
+    ),
+    Case(
+        "run folder in use by a live run",
+        _train("out={tmp}/run"),
+        2,
+        r"run: the run folder is in use by pid \d+",
+        _hold_lock,
+    ),
+    Case(
+        "--resume while the run is still going",
+        lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"],
+        2,
+        r"run: the run folder is in use by pid \d+",
+        lambda d, t, mp: (_checkpoint(d, t, mp), _hold_lock(d, t, mp)),
+    ),
+    Case(
+        "run folder already holds a checkpoint",
+        _train("out={tmp}/run"),
+        2,
+        r"already holds a checkpoint: pass --resume",
+        _checkpoint,
+    ),
+    Case(
+        "--resume without a checkpoint",
+        lambda d, t: [*_train("out={tmp}/none")(d, t), "--resume"],
+        2,
+        r"no checkpoint to resume from",
+    ),
     Case("lr=nan", _train("out={tmp}/r", "lr=nan"), 2, r"lr must be a finite number > 0, got nan"),
     Case("lr=-1", _train("out={tmp}/r", "lr=-1"), 2, r"lr must be a finite number > 0, got -1"),
     Case("lr=inf", _train("out={tmp}/r", "lr=inf"), 2, r"lr must be a finite number > 0, got inf"),
@@ -304,121 +376,377 @@ CASES = [
     Case("lora.r=0", _train("out={tmp}/r", "lora.r=0"), 2, r"lora\.r must be >= 1"),
     Case("lora.dropout=2", _train("out={tmp}/r", "lora.dropout=2"), 2, r"lora\.dropout must be in \[0, 1\)"),
     Case("threads=-1", _train("out={tmp}/r", "threads=-1"), 2, r"threads must be >= 0"),
-    Case("a typo'd key=value", _train("out={tmp}/r", "stepz=10"), 2,
-         r"unknown option\(s\) stepz \(did you mean steps\?\)"),
-    Case("a typo'd --flag", lambda d, t: ["train", "--stepz", "10"], 2,
-         r"unknown option --stepz \(did you mean --steps\?\)"),
-    Case("a choice that is not one", _train("out={tmp}/r", "loss=dinoo"), 2,
-         r"option method.loss must be dino, cosine, l1 or mse, got 'dinoo' \(did you mean dino\?\)"),
-    Case("schedule=budget without max_minutes", _train("out={tmp}/r", "schedule=budget"), 2,
-         r"schedule=budget .* set max_minutes > 0"),
-    Case("lifter=depth on data without depth", lambda d, t: ["train", f"data={t / 'nodepth'}", "split=train",
-         f"out={t / 'r'}", "lifter=depth", *FAST_TRAIN, *tiny_run()], 2, r"lifter=depth lifts with depth maps", _no_depth),
-    Case("full disk (file size limit 1 MB) while writing the checkpoint", _train("out={tmp}/r"), 4,
-         r"checkpoint.pt: could not write the file \(File too large\); the previous version, if any, is intact",
-         fsize=1_000_000),
-    Case("full disk (10 kB) while caching eval features", lambda d, t: ["eval", "-b", "random:vit_tiny_patch16_224",
-         "--data", str(d), "--out", str(t / "ev"), *FAST_EVAL], 4,
-         r"cache/.*\.safetensors: could not write the file \(File too large\)", fsize=10_000),  # fmt: skip
-    Case("full disk (100 kB) in lifter train", lambda d, t: ["lifter", "train", "--data", str(d), "--out", str(t / "lt"),
-         *FAST_LIFTER], 4, r"lt/predictor.safetensors: could not write the file \(File too large\)",
-         fsize=100_000),  # fmt: skip
-    Case("full disk (1 kB) while writing a features PNG", lambda d, t: ["features", str(t / "img.png"), "--backbone",
-         "random:vit_tiny_patch16_224", "--size", "32", "--out", str(t / "f.png")], 4,
-         r"f.png: could not write the file \(File too large\)", _an_image, fsize=1000),  # fmt: skip
-    Case("full disk (100 kB) in data from-images", lambda d, t: ["data", "from-images", str(t / "photos"), "--out",
-         str(t / "ds")], 4, r"ds: structure from motion could not write its files \(File too large\); nothing in the "
-         r"output folder was replaced", lambda d, t, mp: _photos(t / "photos"), check=_photos_intact(Path("photos")),
-         fsize=100_000),  # fmt: skip
-    Case("from-images with the photos in OUT/images (COLMAP's layout)", lambda d, t: ["data", "from-images",
-         str(t / "d" / "images"), "--out", str(t / "d")], 2, r"the input .*d/images is the output's images/ folder, "
-         r"which this command replaces; choose another --out", lambda d, t, mp: _photos(t / "d" / "images"),
-         check=_photos_intact(Path("d/images"))),  # fmt: skip
-    Case("from-images into a folder whose images/ the user made", lambda d, t: ["data", "from-images", str(t / "photos"),
-         "--out", str(t / "ds")], 2, r"ds/images exists and was not made by splatdistill; it is never replaced",
-         _user_images_folder, check=lambda t: (t / "ds" / "images" / "mine.txt").read_text() == "the user's"),  # fmt: skip
-    Case("run folder's lock is a symbolic link", _train("out={tmp}/run"), 2,
-         r"\.splatdistill\.lock: the run folder's lock is a symbolic link", _lock_link,
-         check=lambda t: (t / "victim.txt").read_text() == "precious"),  # fmt: skip
-    Case("run folder's lock is a folder", _train("out={tmp}/run"), 2, r"the run folder's lock is a folder",
-         lambda d, t, mp: (t / "run" / ".splatdistill.lock").mkdir(parents=True)),
-    Case("--out name over 255 characters", _train("out={tmp}/" + LONG_NAME), 2,
-         r"cannot use the run folder: File name too long"),
-    Case("training diverges (lr=1e30)", _train("out={tmp}/r", "lr=1e30", "steps=6"), 3,
-         r"(loss became nan|weights became non-finite).*(last good checkpoint \(.*checkpoint.pt, step \d\)|no checkpoint)"),
-    Case("eval of a training checkpoint.pt as a backbone",
-         lambda d, t: ["eval", "-b", str(t / "run" / "checkpoint.pt"), "--data", str(d), "--out", str(t / "ev")], 2,
-         r"training run's resume state .* load the exported student instead: .*student.safetensors", _checkpoint),
-    Case("eval of weights holding NaN", lambda d, t: ["eval", "-b", str(t / "nan.safetensors"), "--data", str(d),
-         "--out", str(t / "ev")], 2, r"non-finite values \(NaN/inf\) in 1 tensor", _nan_weights),
-    Case("nerfstudio depth with NaN (data check lists it)", lambda d, t: ["data", "check", str(t / "ns")], 1,
-         r"depth_1.npy: depth contains NaN or infinity \(1 values\)", _nerfstudio_nan_depth),
-    Case("nerfstudio depth with NaN (train)", lambda d, t: ["train", f"data={t / 'ns'}", f"out={t / 'r'}",
-         *FAST_TRAIN, *tiny_run()], 2, r"depth_\d.npy: depth contains NaN or infinity",
-         lambda d, t, mp: _nerfstudio_nan_depth(d, t, mp, frames=())),
-    Case("from-images with one photo", lambda d, t: ["data", "from-images", str(t / "photos"), "--out", str(t / "ds")], 2,
-         r"photos: structure from motion needs at least 2 photos", _one_photo),
-    Case("from-rgbd on a plain folder without intrinsics", lambda d, t: ["data", "from-rgbd", str(t / "frames"),
-         "--out", str(t / "ds")], 2, r"frames: a plain folder of frames needs --color-intrinsics", _frames),  # fmt: skip
-    Case("from-rgbd with a negative depth scale", lambda d, t: ["data", "from-rgbd", str(t / "frames"), "--out",
-         str(t / "ds"), "--color-intrinsics", "8,8,3.5,2.5", "--depth-scale", "-1"], 2,
-         r"--depth-scale must be a number > 0", _frames),  # fmt: skip
-    Case("environment SPLATDISTILL_THREADS=abc", _train("out={tmp}/r"), 2, r"SPLATDISTILL_THREADS='abc': expected a positive number",
-         lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "abc")),
+    Case(
+        "a typo'd key=value",
+        _train("out={tmp}/r", "stepz=10"),
+        2,
+        r"unknown option\(s\) stepz \(did you mean steps\?\)",
+    ),
+    Case(
+        "a typo'd --flag",
+        lambda d, t: ["train", "--stepz", "10"],
+        2,
+        r"unknown option --stepz \(did you mean --steps\?\)",
+    ),
+    Case(
+        "a choice that is not one",
+        _train("out={tmp}/r", "loss=dinoo"),
+        2,
+        r"option method.loss must be dino, cosine, l1 or mse, got 'dinoo' \(did you mean dino\?\)",
+    ),
+    Case(
+        "schedule=budget without max_minutes",
+        _train("out={tmp}/r", "schedule=budget"),
+        2,
+        r"schedule=budget .* set max_minutes > 0",
+    ),
+    Case(
+        "lifter=depth on data without depth",
+        lambda d, t: [
+            "train",
+            f"data={t / 'nodepth'}",
+            "split=train",
+            f"out={t / 'r'}",
+            "lifter=depth",
+            *FAST_TRAIN,
+            *tiny_run(),
+        ],
+        2,
+        r"lifter=depth lifts with depth maps",
+        _no_depth,
+    ),
+    Case(
+        "full disk (file size limit 1 MB) while writing the checkpoint",
+        _train("out={tmp}/r"),
+        4,
+        r"checkpoint.pt: could not write the file \(File too large\); the previous version, if any, is intact",
+        fsize=1_000_000,
+    ),
+    Case(
+        "full disk (10 kB) while caching eval features",
+        lambda d, t: [
+            "eval",
+            "-b",
+            "random:vit_tiny_patch16_224",
+            "--data",
+            str(d),
+            "--out",
+            str(t / "ev"),
+            *FAST_EVAL,
+        ],
+        4,
+        r"cache/.*\.safetensors: could not write the file \(File too large\)",
+        fsize=10_000,
+    ),
+    Case(
+        "full disk (100 kB) in lifter train",
+        lambda d, t: ["lifter", "train", "--data", str(d), "--out", str(t / "lt"), *FAST_LIFTER],
+        4,
+        r"lt/predictor.safetensors: could not write the file \(File too large\)",
+        fsize=100_000,
+    ),
+    Case(
+        "full disk (1 kB) while writing a features PNG",
+        lambda d, t: [
+            "features",
+            str(t / "img.png"),
+            "--backbone",
+            "random:vit_tiny_patch16_224",
+            "--size",
+            "32",
+            "--out",
+            str(t / "f.png"),
+        ],
+        4,
+        r"f.png: could not write the file \(File too large\)",
+        _an_image,
+        fsize=1000,
+    ),
+    Case(
+        "full disk (100 kB) in data from-images",
+        lambda d, t: ["data", "from-images", str(t / "photos"), "--out", str(t / "ds")],
+        4,
+        r"ds: structure from motion could not write its files \(File too large\); nothing in the "
+        r"output folder was replaced",
+        lambda d, t, mp: _photos(t / "photos"),
+        check=_photos_intact(Path("photos")),
+        fsize=100_000,
+    ),
+    Case(
+        "from-images with the photos in OUT/images (COLMAP's layout)",
+        lambda d, t: ["data", "from-images", str(t / "d" / "images"), "--out", str(t / "d")],
+        2,
+        r"the input .*d/images is the output's images/ folder, "
+        r"which this command replaces; choose another --out",
+        lambda d, t, mp: _photos(t / "d" / "images"),
+        check=_photos_intact(Path("d/images")),
+    ),
+    Case(
+        "from-images into a folder whose images/ the user made",
+        lambda d, t: ["data", "from-images", str(t / "photos"), "--out", str(t / "ds")],
+        2,
+        r"ds/images exists and was not made by splatdistill; it is never replaced",
+        _user_images_folder,
+        check=lambda t: (t / "ds" / "images" / "mine.txt").read_text() == "the user's",
+    ),
+    Case(
+        "run folder's lock is a symbolic link",
+        _train("out={tmp}/run"),
+        2,
+        r"\.splatdistill\.lock: the run folder's lock is a symbolic link",
+        _lock_link,
+        check=lambda t: (t / "victim.txt").read_text() == "precious",
+    ),
+    Case(
+        "run folder's lock is a folder",
+        _train("out={tmp}/run"),
+        2,
+        r"the run folder's lock is a folder",
+        lambda d, t, mp: (t / "run" / ".splatdistill.lock").mkdir(parents=True),
+    ),
+    Case(
+        "--out name over 255 characters",
+        _train("out={tmp}/" + LONG_NAME),
+        2,
+        r"cannot use the run folder: File name too long",
+    ),
+    Case(
+        "training diverges (lr=1e30)",
+        _train("out={tmp}/r", "lr=1e30", "steps=6"),
+        3,
+        r"(loss became nan|weights became non-finite).*(last good checkpoint \(.*checkpoint.pt, step \d\)|no checkpoint)",
+    ),
+    Case(
+        "eval of a training checkpoint.pt as a backbone",
+        lambda d, t: ["eval", "-b", str(t / "run" / "checkpoint.pt"), "--data", str(d), "--out", str(t / "ev")],
+        2,
+        r"training run's resume state .* load the exported student instead: .*student.safetensors",
+        _checkpoint,
+    ),
+    Case(
+        "eval of weights holding NaN",
+        lambda d, t: ["eval", "-b", str(t / "nan.safetensors"), "--data", str(d), "--out", str(t / "ev")],
+        2,
+        r"non-finite values \(NaN/inf\) in 1 tensor",
+        _nan_weights,
+    ),
+    Case(
+        "nerfstudio depth with NaN (data check lists it)",
+        lambda d, t: ["data", "check", str(t / "ns")],
+        1,
+        r"depth_1.npy: depth contains NaN or infinity \(1 values\)",
+        _nerfstudio_nan_depth,
+    ),
+    Case(
+        "nerfstudio depth with NaN (train)",
+        lambda d, t: ["train", f"data={t / 'ns'}", f"out={t / 'r'}", *FAST_TRAIN, *tiny_run()],
+        2,
+        r"depth_\d.npy: depth contains NaN or infinity",
+        lambda d, t, mp: _nerfstudio_nan_depth(d, t, mp, frames=()),
+    ),
+    Case(
+        "from-images with one photo",
+        lambda d, t: ["data", "from-images", str(t / "photos"), "--out", str(t / "ds")],
+        2,
+        r"photos: structure from motion needs at least 2 photos",
+        _one_photo,
+    ),
+    Case(
+        "from-rgbd on a plain folder without intrinsics",
+        lambda d, t: ["data", "from-rgbd", str(t / "frames"), "--out", str(t / "ds")],
+        2,
+        r"frames: a plain folder of frames needs --color-intrinsics",
+        _frames,
+    ),
+    Case(
+        "from-rgbd with a negative depth scale",
+        lambda d, t: [
+            "data",
+            "from-rgbd",
+            str(t / "frames"),
+            "--out",
+            str(t / "ds"),
+            "--color-intrinsics",
+            "8,8,3.5,2.5",
+            "--depth-scale",
+            "-1",
+        ],
+        2,
+        r"--depth-scale must be a number > 0",
+        _frames,
+    ),
+    Case(
+        "environment SPLATDISTILL_THREADS=abc",
+        _train("out={tmp}/r"),
+        2,
+        r"SPLATDISTILL_THREADS='abc': expected a positive number",
+        lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "abc"),
+    ),
     # issue 33: no file runs code when read; damaged files are said in words
-    Case("--resume: checkpoint.pt with a pickle payload", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
-         r"checkpoint.pt: refusing to load this training checkpoint: .* names builtins.exec", _payload("run/checkpoint.pt")),
-    Case("--resume: empty checkpoint.pt", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
-         r"checkpoint.pt: cannot read this training checkpoint: the file is empty \(0 bytes\)", _bytes("run/checkpoint.pt")),
-    Case("--resume: truncated checkpoint.pt", lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"], 2,
-         r"checkpoint.pt: cannot read this training checkpoint: the file is truncated or damaged \(1000 bytes", _bytes("run/checkpoint.pt", truncate_of={
-             "w": np.zeros(1000, np.float32)})),
-    Case("lifter train --resume: train_state.pt with a pickle payload", _lifter_resume, 2,
-         r"train_state.pt: refusing to load this predictor training state: .* names builtins.exec",
-         _payload("lrun/train_state.pt")),
-    Case("lifter train --resume: truncated train_state.pt", _lifter_resume, 2,
-         r"train_state.pt: cannot read this predictor training state: the file is truncated or damaged", _bytes("lrun/train_state.pt", truncate_of={"w": np.zeros(1000)})),
-    Case("eval -b weights with a pickle payload", lambda d, t: ["eval", "-b", str(t / "w.pth"), "--data", str(d), "--out",
-         str(t / "ev")], 2, r"w.pth: refusing to load this weights file", _payload("w.pth")),  # fmt: skip
-    Case("eval -b a ViT-Tiny file that lacks a weight", lambda d, t: ["eval", "-b", str(t / "tiny.pth"), "--data", str(d),
-         "--out", str(t / "ev")], 2, r"missing backbone weights for vit_tiny_patch16_224 \(width 192, depth 12",
-         _tiny_vit_missing_key),  # fmt: skip
+    Case(
+        "--resume: checkpoint.pt with a pickle payload",
+        lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"],
+        2,
+        r"checkpoint.pt: refusing to load this training checkpoint: .* names builtins.exec",
+        _payload("run/checkpoint.pt"),
+    ),
+    Case(
+        "--resume: empty checkpoint.pt",
+        lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"],
+        2,
+        r"checkpoint.pt: cannot read this training checkpoint: the file is empty \(0 bytes\)",
+        _bytes("run/checkpoint.pt"),
+    ),
+    Case(
+        "--resume: truncated checkpoint.pt",
+        lambda d, t: [*_train("out={tmp}/run")(d, t), "--resume"],
+        2,
+        r"checkpoint.pt: cannot read this training checkpoint: the file is truncated or damaged \(1000 bytes",
+        _bytes("run/checkpoint.pt", truncate_of={"w": np.zeros(1000, np.float32)}),
+    ),
+    Case(
+        "lifter train --resume: train_state.pt with a pickle payload",
+        _lifter_resume,
+        2,
+        r"train_state.pt: refusing to load this predictor training state: .* names builtins.exec",
+        _payload("lrun/train_state.pt"),
+    ),
+    Case(
+        "lifter train --resume: truncated train_state.pt",
+        _lifter_resume,
+        2,
+        r"train_state.pt: cannot read this predictor training state: the file is truncated or damaged",
+        _bytes("lrun/train_state.pt", truncate_of={"w": np.zeros(1000)}),
+    ),
+    Case(
+        "eval -b weights with a pickle payload",
+        lambda d, t: ["eval", "-b", str(t / "w.pth"), "--data", str(d), "--out", str(t / "ev")],
+        2,
+        r"w.pth: refusing to load this weights file",
+        _payload("w.pth"),
+    ),
+    Case(
+        "eval -b a ViT-Tiny file that lacks a weight",
+        lambda d, t: ["eval", "-b", str(t / "tiny.pth"), "--data", str(d), "--out", str(t / "ev")],
+        2,
+        r"missing backbone weights for vit_tiny_patch16_224 \(width 192, depth 12",
+        _tiny_vit_missing_key,
+    ),
     # from-rgbd calibration
-    Case("from-rgbd with intrinsics 0,0,0,0", _rgbd("--color-intrinsics", "0,0,0,0"), 2,
-         r"the focal lengths fx, fy must be > 0 pixels", _frames),
-    Case("from-rgbd with a NaN focal", _rgbd("--color-intrinsics", "nan,8,3.5,2.5"), 2, r"every number must be finite",
-         _frames),
-    Case("from-rgbd with a principal point far outside", _rgbd("--color-intrinsics", "8,8,400,2.5"), 2,
-         r"image_0000.png: colour intrinsics: principal point \(400, 2.5\) is far outside the 8x6 image", _frames),
-    Case("from-rgbd with --depth-scale 1 on millimetres", _rgbd("--color-intrinsics", "8,8,3.5,2.5", "--depth-scale", "1"),
-         2, r"depth_0000.png: with a depth scale of 1 metres per stored unit the median depth is 2000 m", _frames),
-    Case("from-rgbd with an 8-bit depth PNG", _rgbd("--color-intrinsics", "8,8,3.5,2.5"), 2,
-         r"depth_0000.png: depth PNG is 8-bit \(mode L\)", _frames8),
-    Case("from-rgbd fails during its progress bar", _rgbd("--color-intrinsics", "8,8,3.5,2.5"), 2,
-         r"image_0001.png: image is 8x8 but the first frame is 8x6", _frames_sizes),
+    Case(
+        "from-rgbd with intrinsics 0,0,0,0",
+        _rgbd("--color-intrinsics", "0,0,0,0"),
+        2,
+        r"the focal lengths fx, fy must be > 0 pixels",
+        _frames,
+    ),
+    Case(
+        "from-rgbd with a NaN focal",
+        _rgbd("--color-intrinsics", "nan,8,3.5,2.5"),
+        2,
+        r"every number must be finite",
+        _frames,
+    ),
+    Case(
+        "from-rgbd with a principal point far outside",
+        _rgbd("--color-intrinsics", "8,8,400,2.5"),
+        2,
+        r"image_0000.png: colour intrinsics: principal point \(400, 2.5\) is far outside the 8x6 image",
+        _frames,
+    ),
+    Case(
+        "from-rgbd with --depth-scale 1 on millimetres",
+        _rgbd("--color-intrinsics", "8,8,3.5,2.5", "--depth-scale", "1"),
+        2,
+        r"depth_0000.png: with a depth scale of 1 metres per stored unit the median depth is 2000 m",
+        _frames,
+    ),
+    Case(
+        "from-rgbd with an 8-bit depth PNG",
+        _rgbd("--color-intrinsics", "8,8,3.5,2.5"),
+        2,
+        r"depth_0000.png: depth PNG is 8-bit \(mode L\)",
+        _frames8,
+    ),
+    Case(
+        "from-rgbd fails during its progress bar",
+        _rgbd("--color-intrinsics", "8,8,3.5,2.5"),
+        2,
+        r"image_0001.png: image is 8x8 but the first frame is 8x6",
+        _frames_sizes,
+    ),
     # paper-suite loaders and image sizes (data check lists problems: exit 1)
-    Case("ScanNet-1500 with a truncated test.npz", lambda d, t: ["data", "check", str(t / "sn")], 1,
-         r"test.npz: cannot read as .npz, truncated or damaged", _scannet1500_truncated),
-    Case("ADE20K image declaring 20000x20000", lambda d, t: ["data", "check", str(t / "ADEChallengeData2016")], 1,
-         r"ADE_val_00000001.png: image declares 20000x20000 pixels \(400 MP\), over splatdistill's limit", _ade_oversized),
-    Case("KITTI focal that is not a number", lambda d, t: ["data", "check", str(t / "kitti")], 1,
-         r"kitti_eigen_test.txt: line 1: the focal length 'abc' is not a number", _kitti("focal")),
-    Case("KITTI entry that is not an image", lambda d, t: ["data", "check", str(t / "kitti")], 1,
-         r"0000000006.png: not an image \(PIL does not recognise its format\)", _kitti("image")),
-    Case("data check of a PNG declaring 12000x12000", lambda d, t: ["data", "check", str(t / "big")], 1,
-         r"0000.png: image declares 12000x12000 pixels \(144 MP\)", _rooms_huge_png),
-    Case("from-images with a truncated JPEG", lambda d, t: ["data", "from-images", str(t / "photos"), "--out",
-         str(t / "ds")], 2, r"p1.jpg: cannot decode image \(image file is truncated", _truncated_jpeg),  # fmt: skip
+    Case(
+        "ScanNet-1500 with a truncated test.npz",
+        lambda d, t: ["data", "check", str(t / "sn")],
+        1,
+        r"test.npz: cannot read as .npz, truncated or damaged",
+        _scannet1500_truncated,
+    ),
+    Case(
+        "ADE20K image declaring 20000x20000",
+        lambda d, t: ["data", "check", str(t / "ADEChallengeData2016")],
+        1,
+        r"ADE_val_00000001.png: image declares 20000x20000 pixels \(400 MP\), over splatdistill's limit",
+        _ade_oversized,
+    ),
+    Case(
+        "KITTI focal that is not a number",
+        lambda d, t: ["data", "check", str(t / "kitti")],
+        1,
+        r"kitti_eigen_test.txt: line 1: the focal length 'abc' is not a number",
+        _kitti("focal"),
+    ),
+    Case(
+        "KITTI entry that is not an image",
+        lambda d, t: ["data", "check", str(t / "kitti")],
+        1,
+        r"0000000006.png: not an image \(PIL does not recognise its format\)",
+        _kitti("image"),
+    ),
+    Case(
+        "data check of a PNG declaring 12000x12000",
+        lambda d, t: ["data", "check", str(t / "big")],
+        1,
+        r"0000.png: image declares 12000x12000 pixels \(144 MP\)",
+        _rooms_huge_png,
+    ),
+    Case(
+        "from-images with a truncated JPEG",
+        lambda d, t: ["data", "from-images", str(t / "photos"), "--out", str(t / "ds")],
+        2,
+        r"p1.jpg: cannot decode image \(image file is truncated",
+        _truncated_jpeg,
+    ),
     # options
     Case("threads=4096", _train("out={tmp}/r", "threads=4096"), 2, r"threads=4096: more than \d+ threads"),
-    Case("environment SPLATDISTILL_THREADS=99999", _train("out={tmp}/r"), 2, r"SPLATDISTILL_THREADS=99999: more than \d+",
-         lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "99999")),
-    Case("lr=1e38", _train("out={tmp}/r", "lr=1e38"), 2, r"lr=1e\+38 is over 1e\+30, where AdamW's step overflows float32"),
-    Case("lifter=python: from a config file", lambda d, t: ["train", "--config", str(t / "cfg.yaml"), *_train(
-         "out={tmp}/r")(d, t)[1:]], 2, r"lifter=python:os:getcwd comes from .*cfg.yaml: a python: lifter imports and runs "
-         r"code, so it is taken only from the command line", _python_lifter_config),  # fmt: skip
-    Case("a run shorter than stall_steps that supervises nothing", _train("out={tmp}/r", "min_coverage=1"), 3,
-         r"supervised for 2 steps in a row, every step of the run .*no checkpoint was written|the last checkpoint"),
+    Case(
+        "environment SPLATDISTILL_THREADS=99999",
+        _train("out={tmp}/r"),
+        2,
+        r"SPLATDISTILL_THREADS=99999: more than \d+",
+        lambda d, t, mp: mp.setenv("SPLATDISTILL_THREADS", "99999"),
+    ),
+    Case(
+        "lr=1e38",
+        _train("out={tmp}/r", "lr=1e38"),
+        2,
+        r"lr=1e\+38 is over 1e\+30, where AdamW's step overflows float32",
+    ),
+    Case(
+        "lifter=python: from a config file",
+        lambda d, t: ["train", "--config", str(t / "cfg.yaml"), *_train("out={tmp}/r")(d, t)[1:]],
+        2,
+        r"lifter=python:os:getcwd comes from .*cfg.yaml: a python: lifter imports and runs "
+        r"code, so it is taken only from the command line",
+        _python_lifter_config,
+    ),
+    Case(
+        "a run shorter than stall_steps that supervises nothing",
+        _train("out={tmp}/r", "min_coverage=1"),
+        3,
+        r"supervised for 2 steps in a row, every step of the run .*no checkpoint was written|the last checkpoint",
+    ),
 ]
 
 _SEEN: dict[str, tuple[str, int, str]] = {}
@@ -433,15 +761,19 @@ def full_disk(rooms, tmp_path_factory) -> dict:
     tmps = [tmp_path_factory.mktemp("full_disk") for _ in cases]
     for case, tmp in zip(cases, tmps):
         case.setup(rooms, tmp, None)
-    spec = {"writers": [20_000, str(tmp_path_factory.mktemp("writers"))],
-            "cli": [[c.fsize, c.argv(rooms, t)] for c, t in zip(cases, tmps)]}
+    spec = {
+        "writers": [20_000, str(tmp_path_factory.mktemp("writers"))],
+        "cli": [[c.fsize, c.argv(rooms, t)] for c, t in zip(cases, tmps)],
+    }
     worker = Path(__file__).with_name("_fsize_worker.py")
     r = subprocess.run([sys.executable, str(worker), json.dumps(spec)], capture_output=True, text=True)
     rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
     runs = [row[1:3] for row in rows if row[0] == "cli"]
     assert r.returncode == 0 and len(runs) == len(cases), r.stderr[-3000:]
-    return {"writers": [row[1:] for row in rows if row[0] == "writer"],
-            **{c.name: (t, *run) for c, t, run in zip(cases, tmps, runs)}}
+    return {
+        "writers": [row[1:] for row in rows if row[0] == "writer"],
+        **{c.name: (t, *run) for c, t, run in zip(cases, tmps, runs)},
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -468,9 +800,14 @@ def test_bad_input_gives_one_line_and_its_exit_status(case, rooms, tmp_path, mon
     assert re.search(case.message, errors[0]), errors[0]
     assert "Traceback" not in errors[0], errors[0]  # e.g. a data-loader worker folding its traceback into the message
     for fast in (FAST_EVAL, FAST_LIFTER):  # left out where they appear as a whole
-        argv = next((argv[:i] + argv[i + len(fast):] for i in range(len(argv)) if argv[i:i + len(fast)] == fast), argv)
-    shown = " ".join(a.replace(str(tmp_path), "<dir>").replace(str(rooms), "<data>") for a in argv
-                     if not any(a == t for t in tiny_run() + FAST_TRAIN))
+        argv = next(
+            (argv[:i] + argv[i + len(fast) :] for i in range(len(argv)) if argv[i : i + len(fast)] == fast), argv
+        )
+    shown = " ".join(
+        a.replace(str(tmp_path), "<dir>").replace(str(rooms), "<data>")
+        for a in argv
+        if not any(a == t for t in tiny_run() + FAST_TRAIN)
+    )
     shown = shown.replace(LONG_NAME, "xxx...(300 x)")
     message = errors[0].replace(str(tmp_path), "<dir>").replace(str(rooms), "<data>")
     message = re.sub(r"started [\d-]+ [\d:]+", "started <time>", re.sub(r"pid \d+", "pid <pid>", message))
@@ -502,10 +839,19 @@ def test_errors_doc_table_is_generated_from_these_cases():
 
 # ---- the output-folder policy and the write path, below the command line --------------------------------
 
+
 def test_every_writer_turns_a_real_full_disk_into_exit_4_and_keeps_the_old_file(full_disk):
     """RLIMIT_FSIZE in a subprocess (tests/_fsize_worker.py): the kernel's EFBIG, as from a full disk."""
     rows = full_disk["writers"]
-    assert [row[0] for row in rows] == ["text", "bytes", "torch.save", "safetensors", "PIL PNG", "matplotlib", "log line"]
+    assert [row[0] for row in rows] == [
+        "text",
+        "bytes",
+        "torch.save",
+        "safetensors",
+        "PIL PNG",
+        "matplotlib",
+        "log line",
+    ]
     for name, line, intact, temps in rows:
         assert line is not None and "(File too large)" in line, (name, line)
         assert intact and temps == [], (name, intact, temps)
@@ -514,8 +860,10 @@ def test_every_writer_turns_a_real_full_disk_into_exit_4_and_keeps_the_old_file(
 def test_the_run_folder_lock_has_one_owner_under_contention(tmp_path):
     """3 processes lock and unlock one folder 1,500 times each; an O_EXCL marker file counts overlaps."""
     worker = Path(__file__).with_name("_lock_stress.py")
-    procs = [subprocess.Popen([sys.executable, str(worker), str(tmp_path), "1500"], stdout=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, str(worker), str(tmp_path), "1500"], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     counts = [tuple(map(int, p.communicate()[0].split())) for p in procs]
     acquired, doubles = sum(c[0] for c in counts), sum(c[1] for c in counts)
     assert acquired > 0 and doubles == 0, counts

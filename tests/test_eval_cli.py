@@ -26,14 +26,38 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
-FAST = ["--resolution", "28", "--probe-steps", "10", "--pairs", "3", "--keep", "50", "--points", "50",
-        "--no-middlebury", "-q"]  # fmt: skip
+FAST = [
+    "--resolution",
+    "28",
+    "--probe-steps",
+    "10",
+    "--pairs",
+    "3",
+    "--keep",
+    "50",
+    "--points",
+    "50",
+    "--no-middlebury",
+    "-q",
+]
 
 
 def test_cli_end_to_end_with_real_backbone(dataset, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["eval", "--backbone", "rnd=random:vit_small_patch14_dinov2", "--backbone", "rnd=random:vit_small_patch14_dinov2",
-               "--data", str(dataset), "--out", str(out), *FAST])  # fmt: skip
+    rc = main(
+        [
+            "eval",
+            "--backbone",
+            "rnd=random:vit_small_patch14_dinov2",
+            "--backbone",
+            "rnd=random:vit_small_patch14_dinov2",
+            "--data",
+            str(dataset),
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     assert [b["label"] for b in doc["backbones"]] == ["rnd", "rnd#2"]
@@ -48,9 +72,15 @@ def test_cli_end_to_end_with_real_backbone(dataset, tmp_path, capsys):
     "args, message",
     [
         (["--data", "{missing}", "--backbone", "random:vit_small_patch14_dinov2"], "data directory not found"),
-        (["--data", "{data}", "--backbone", "random:vit_small_patch14_dinov2", "--tasks", "depth,flow"], "unknown task 'flow'"),
+        (
+            ["--data", "{data}", "--backbone", "random:vit_small_patch14_dinov2", "--tasks", "depth,flow"],
+            "unknown task 'flow'",
+        ),
         (["--data", "{data}", "--backbone", "{missing}/student.safetensors"], "failed to load"),
-        (["--data", "{data}", "--backbone", "random:vit_small_patch14_dinov2", "--eval-split", "val"], "split 'val' has no scenes"),
+        (
+            ["--data", "{data}", "--backbone", "random:vit_small_patch14_dinov2", "--eval-split", "val"],
+            "split 'val' has no scenes",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(dataset, tmp_path, capsys, args, message):
@@ -64,9 +94,22 @@ def test_bad_input_is_one_line_exit_2(dataset, tmp_path, capsys, args, message):
 def test_exit_status_from_a_real_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     proc = subprocess.run(
-        [sys.executable, "-m", "splatdistill", "eval", "--backbone", "dinov2_vits14", "--data", str(tmp_path / "nope"),
-         "--out", str(tmp_path / "out")],  # fmt: skip
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "splatdistill",
+            "eval",
+            "--backbone",
+            "dinov2_vits14",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "data directory not found" in proc.stderr
@@ -90,5 +133,18 @@ def test_one_capture_without_held_out_scenes_gets_the_multi_view_tasks(tmp_path,
     corr = res["correspondence"][root.name]
     assert corr["pairs"] > 0 and 0.0 <= corr["recall_10"] <= 1.0
     assert "no held-out scenes: no probes" in (out / "report.md").read_text()
-    rc = main(["eval", "-b", "random:vit_small_patch14_dinov2", "--data", str(root), "--out", str(out), "--tasks", "depth", *FAST])
+    rc = main(
+        [
+            "eval",
+            "-b",
+            "random:vit_small_patch14_dinov2",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--tasks",
+            "depth",
+            *FAST,
+        ]
+    )
     assert rc == 2 and "the probes need them" in capsys.readouterr().err

@@ -12,12 +12,7 @@ from splatdistill.data.scene import ViewData
 from splatdistill.eval import consistency as cons
 from splatdistill.eval import correspondence as corr
 from splatdistill.eval.features import sample_features
-from splatdistill.eval.synthetic import (
-    intrinsics,
-    look_rotation,
-    make_scene,
-    render_view,
-)
+from splatdistill.eval.synthetic import intrinsics, look_rotation, make_scene, render_view
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
@@ -102,7 +97,14 @@ def test_occluded_points_are_not_visible():
     b_pose[:3, 3] = [1.8, 0.5, -2.0]
     a, b = render_view(K, a_pose, W, H), render_view(K, b_pose, W, H)
     geo = corr.gt_correspondences(a, b)
-    inside = np.isfinite(geo.xy_b).all(1) & (geo.xy_b[:, 0] >= 0) & (geo.xy_b[:, 0] < W) & (geo.xy_b[:, 1] >= 0) & (geo.xy_b[:, 1] < H) & (geo.depth_b > 0)
+    inside = (
+        np.isfinite(geo.xy_b).all(1)
+        & (geo.xy_b[:, 0] >= 0)
+        & (geo.xy_b[:, 0] < W)
+        & (geo.xy_b[:, 1] >= 0)
+        & (geo.xy_b[:, 1] < H)
+        & (geo.depth_b > 0)
+    )
     idx = np.flatnonzero(inside)
     seen = b.depth[np.floor(geo.xy_b[idx, 1]).astype(int), np.floor(geo.xy_b[idx, 0]).astype(int)]
     occluded = seen < 0.9 * geo.depth_b[idx]  # B sees something clearly in front of the point
@@ -149,10 +151,14 @@ def test_oracle_features_match_perfectly_and_random_features_do_not(scene_views)
     oracle = [oracle_features(v) for v in scene_views]
     rng = np.random.default_rng(0)
     noise = [torch.from_numpy(rng.normal(size=(32, 6, 8)).astype(np.float32)) for _ in scene_views]
-    good = [corr.evaluate_pair(oracle[i], oracle[j], scene_views[i], scene_views[j], cfg, np.random.default_rng(k))
-            for k, (i, j) in enumerate(pairs)]  # fmt: skip
-    bad = [corr.evaluate_pair(noise[i], noise[j], scene_views[i], scene_views[j], cfg, np.random.default_rng(k))
-           for k, (i, j) in enumerate(pairs)]  # fmt: skip
+    good = [
+        corr.evaluate_pair(oracle[i], oracle[j], scene_views[i], scene_views[j], cfg, np.random.default_rng(k))
+        for k, (i, j) in enumerate(pairs)
+    ]
+    bad = [
+        corr.evaluate_pair(noise[i], noise[j], scene_views[i], scene_views[j], cfg, np.random.default_rng(k))
+        for k, (i, j) in enumerate(pairs)
+    ]
     sg, sb = corr.summarise_pairs(good), corr.summarise_pairs(bad)
     assert sg["recall_5"] == 1.0 and sg["recall_20"] == 1.0
     assert sb["recall_5"] < 0.2

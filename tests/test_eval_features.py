@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from splatdistill.eval.features import (
-    BackboneEntry,
-    extract_features,
-    get_features,
-    model_fingerprint,
-)
+from splatdistill.eval.features import BackboneEntry, extract_features, get_features, model_fingerprint
 from splatdistill.eval.synthetic import ColourBackbone
 from splatdistill.viz import pca_rgb
 
@@ -76,9 +71,11 @@ def test_pca_is_joint_deterministic_and_in_range():
     a = torch.randn(16, 5, 6, generator=g)
     imgs = pca_rgb([a, a.clone(), torch.randn(16, 4, 4, generator=g)])
     assert imgs[0].shape == (5, 6, 3) and imgs[2].shape == (4, 4, 3)
-    assert all(0 <= im.min() and im.max() <= 1 for im in imgs)
+    assert all(im.min() >= 0 and im.max() <= 1 for im in imgs)
     np.testing.assert_array_equal(imgs[0], imgs[1])  # same features, same colours
-    np.testing.assert_array_equal(pca_rgb([a, a.clone(), imgs_src := a[:, :4, :4]])[0], pca_rgb([a, a.clone(), imgs_src])[0])
+    np.testing.assert_array_equal(
+        pca_rgb([a, a.clone(), imgs_src := a[:, :4, :4]])[0], pca_rgb([a, a.clone(), imgs_src])[0]
+    )
     # features varying along one direction map onto the first component (red channel) monotonically
     t = torch.linspace(-1, 1, 10)
     line = (t[None, :, None] * torch.ones(8, 1, 1)).expand(8, 10, 3).contiguous()

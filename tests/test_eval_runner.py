@@ -24,16 +24,30 @@ def scenes():
 
 
 def small_config(**kw) -> EvalConfig:
-    base = dict(resolution=48, loss_res=24, probe_steps=80, probe_batch=8, depth_lr=1e-2, depth_bins=64,
-                corr_pairs=6, corr_queries=300, corr_keep=150, consistency_points=200, middlebury=False,
-                figure_views=2, progress=False)  # fmt: skip
+    base = dict(
+        resolution=48,
+        loss_res=24,
+        probe_steps=80,
+        probe_batch=8,
+        depth_lr=1e-2,
+        depth_bins=64,
+        corr_pairs=6,
+        corr_queries=300,
+        corr_keep=150,
+        consistency_points=200,
+        middlebury=False,
+        figure_views=2,
+        progress=False,
+    )
     base.update(kw)
     return build_config(EvalConfig, base, validate=False)
 
 
 def entries():
-    return [BackboneEntry("colour", "toy:colour", ColourBackbone(patch_size=8, embed_dim=24)),
-            BackboneEntry("noise", "toy:noise", NoiseBackbone(patch_size=8, embed_dim=24))]  # fmt: skip
+    return [
+        BackboneEntry("colour", "toy:colour", ColourBackbone(patch_size=8, embed_dim=24)),
+        BackboneEntry("noise", "toy:noise", NoiseBackbone(patch_size=8, embed_dim=24)),
+    ]
 
 
 def strip_volatile(doc: dict) -> dict:
@@ -59,13 +73,28 @@ def test_writes_results_report_and_figures(run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["tasks"] == list(TASKS)
     assert [b["label"] for b in on_disk["backbones"]] == ["colour", "noise"]
-    for name in ("bars_depth", "bars_normals", "bars_segmentation", "bars_correspondence", "bars_consistency",
-                 "pca", "depth_predictions", "normal_predictions", "segmentation_predictions"):  # fmt: skip
+    for name in (
+        "bars_depth",
+        "bars_normals",
+        "bars_segmentation",
+        "bars_correspondence",
+        "bars_consistency",
+        "pca",
+        "depth_predictions",
+        "normal_predictions",
+        "segmentation_predictions",
+    ):
         path = out / on_disk["files"][name]
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (out / "report.md").read_text()
-    for title in ("## Depth", "## Surface normals", "## Semantic segmentation", "## Multi-view correspondence",
-                  "## Multi-view feature consistency", "## Timing"):  # fmt: skip
+    for title in (
+        "## Depth",
+        "## Surface normals",
+        "## Semantic segmentation",
+        "## Multi-view correspondence",
+        "## Multi-view feature consistency",
+        "## Timing",
+    ):
         assert title in report
     assert "| colour | **" in report  # the better backbone's cells are bold
     res = on_disk["backbones"][0]["results"]
@@ -101,7 +130,7 @@ def test_task_subset_and_missing_ground_truth(scenes, tmp_path):
     for s in stripped:  # a dataset without normals
         for rec in s.views:
             load = rec.loader
-            rec.loader = (lambda load=load: _without_normals(load()))
+            rec.loader = lambda load=load: _without_normals(load())
     doc = evaluate(entries()[:1], stripped, "normals,depth", tmp_path, small_config(resolution=32, loss_res=16))
     res = doc["backbones"][0]["results"]
     assert doc["tasks"] == ["depth", "normals"]
@@ -163,7 +192,9 @@ def test_paper_suite_feeds_each_probe_the_tokens_the_reference_does(scenes, tmp_
     fast = evaluate(entry, scenes, tasks, tmp_path / "fast", small_config(cache_dir=""))["backbones"][0]["results"]
     paper = evaluate(entry, scenes, tasks, tmp_path / "paper", small_config(cache_dir="", suite="paper"))
     res = paper["backbones"][0]["results"]
-    off = evaluate(entry, scenes, tasks, tmp_path / "off", small_config(cache_dir="", suite="paper", paper_tokens=False))
+    off = evaluate(
+        entry, scenes, tasks, tmp_path / "off", small_config(cache_dir="", suite="paper", paper_tokens=False)
+    )
     res_off = off["backbones"][0]["results"]
     # raw tokens carry the scene: the paper suite's depth and normal probes beat noise-fed probes clearly
     assert res["depth"]["abs_rel"] < 0.7 * res_off["depth"]["abs_rel"]
@@ -185,12 +216,21 @@ def test_depth_flip_averages_with_the_mirrored_prediction_of_the_mirrored_image(
     def mirrored(record):
         def load():
             v = record.load()
-            return dataclasses.replace(v, image=v.image[:, ::-1].copy(), depth=v.depth[:, ::-1].copy(),
-                                       normals=None, semantic=None, instance=None)
+            return dataclasses.replace(
+                v,
+                image=v.image[:, ::-1].copy(),
+                depth=v.depth[:, ::-1].copy(),
+                normals=None,
+                semantic=None,
+                instance=None,
+            )
+
         return ViewRecord(record.name, record.K, record.cam_to_world, record.width, record.height, load)
 
-    flipped_scenes = [s if s.split == "train" else Scene(s.name, [mirrored(r) for r in s.views], s.split, s.class_names)
-                      for s in scenes]
+    flipped_scenes = [
+        s if s.split == "train" else Scene(s.name, [mirrored(r) for r in s.views], s.split, s.class_names)
+        for s in scenes
+    ]
     entry = [BackboneEntry("colour", "toy:colour", ColourBackbone(patch_size=8, embed_dim=24))]
 
     def depth_preds(data, **kw):

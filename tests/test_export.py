@@ -20,14 +20,15 @@ CLIP = "random:vit_base_patch16_clip_quickgelu_224.openai,depth=1"
 def clip_run(rooms, tmp_path_factory):
     """A 3-step run with a (one-block, random-weight) OpenAI-CLIP teacher, and an eval table beside it."""
     from _train_worker import TINY_RUN
-
     from splatdistill.distill.config import TrainConfig
     from splatdistill.distill.trainer import Trainer
 
     out = tmp_path_factory.mktemp("clip_run")
     run = [a for a in TINY_RUN if not a.startswith("backbone=")]
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={out}", "steps=3", "val_samples=0", "checkpoint_every=3",
-                                  f"backbone={CLIP}", *run])
+    cfg = TrainConfig.load(
+        None,
+        [f"data={rooms}", f"out={out}", "steps=3", "val_samples=0", "checkpoint_every=3", f"backbone={CLIP}", *run],
+    )
     cfg.save(out / "config.yaml")
     Trainer(cfg).fit()
     (out / "eval").mkdir()
@@ -40,7 +41,7 @@ def _timm_tokens(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     cfg = resolve_data_config({}, model=model)
     normed = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
     p = model.patch_embed.patch_size[0]
-    tokens = model.forward_features(normed)[:, model.num_prefix_tokens:]
+    tokens = model.forward_features(normed)[:, model.num_prefix_tokens :]
     return tokens.transpose(1, 2).reshape(x.shape[0], -1, x.shape[-2] // p, x.shape[-1] // p)
 
 
@@ -51,8 +52,10 @@ def test_export_loads_in_timm_with_the_students_features_and_preprocessing(clip_
     student = load_backbone(str(clip_run / "student.safetensors"))
     cfg = resolve_data_config({}, model=model)
     pre = student.preprocessing
-    print(f"\nexported config: mean={cfg['mean']} std={cfg['std']} {cfg['interpolation']} {cfg['input_size']}"
-          f"\nstudent:         mean={pre.mean} std={pre.std} {pre.interpolation} {pre.input_size}")
+    print(
+        f"\nexported config: mean={cfg['mean']} std={cfg['std']} {cfg['interpolation']} {cfg['input_size']}"
+        f"\nstudent:         mean={pre.mean} std={pre.std} {pre.interpolation} {pre.input_size}"
+    )
     assert tuple(cfg["mean"]) == pre.mean == (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, not ImageNet's
     assert tuple(cfg["std"]) == pre.std and cfg["interpolation"] == pre.interpolation
     assert model.num_classes == 0 and len(model.blocks) == 1
@@ -80,8 +83,12 @@ def test_export_of_a_dinov2_style_student_matches_at_its_native_size(tmp_path):
     torch.manual_seed(0)
     bb = ViTBackbone(create_vit("vit_small_patch14_dinov2", depth=1), "dinov2-like", "hf", DINOV2_OFFLINE)
     export_timm_safetensors(bb, tmp_path / "student.safetensors", {"steps": 0})
-    assert main(["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "hub"),
-                 "--license", "apache-2.0"]) == 0
+    assert (
+        main(
+            ["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "hub"), "--license", "apache-2.0"]
+        )
+        == 0
+    )
     model = timm.create_model(f"local-dir:{tmp_path / 'hub'}", pretrained=True).eval()
     student = load_backbone(str(tmp_path / "student.safetensors"))
     assert student.pos_interp == "hf" and student.preprocessing.key() == DINOV2_OFFLINE.key()
@@ -95,8 +102,10 @@ def test_export_of_a_dinov2_style_student_matches_at_its_native_size(tmp_path):
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert (_timm_tokens(model, x) - student.patch_features(x)).abs().max() > 1e-3
-    assert main(["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "hub224"),
-                 "--img-size", "224"]) == 0
+    assert (
+        main(["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "hub224"), "--img-size", "224"])
+        == 0
+    )
     model224 = timm.create_model(f"local-dir:{tmp_path / 'hub224'}", pretrained=True).eval()
     assert resolve_data_config({}, model=model224)["input_size"] == (3, 224, 224)
     with torch.no_grad():

@@ -24,8 +24,10 @@ SRC = ROOT / "src" / "splatdistill"
 
 
 def _message(extra: str, module: str) -> str:
-    return (rf"needs the optional extra \[{extra}\] \({module} is not installed\): "
-            rf"pip install 'splatdistill\[{extra}\]'")
+    return (
+        rf"needs the optional extra \[{extra}\] \({module} is not installed\): "
+        rf"pip install 'splatdistill\[{extra}\]'"
+    )
 
 
 def _require_calls() -> list[tuple[str, str, str]]:
@@ -67,7 +69,7 @@ def test_every_extra_named_in_the_code_installs_its_module_and_the_test_extra_ha
         dists = {d.lower() for d in providers.get(module, [])}
         assert dists & names, f"{where}: [{extra}] = {sorted(names)} has no distribution of {module} ({sorted(dists)})"
     test_extra = next(r for r in extras["test"] if r.startswith("splatdistill["))
-    assert set(test_extra[len("splatdistill["):-1].split(",")) == set(extras) - {"test", "dev"}
+    assert set(test_extra[len("splatdistill[") : -1].split(",")) == set(extras) - {"test", "dev"}
 
 
 def test_features_name_their_extra_when_its_package_is_missing(monkeypatch, tmp_path, capsys):

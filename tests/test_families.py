@@ -12,9 +12,9 @@ from timm.data import resolve_data_config
 
 from splatdistill.backbones import DINOV2_OFFLINE, load_backbone
 from splatdistill.backbones.base import IMAGENET_MEAN, IMAGENET_STD
+from splatdistill.backbones.checkpoints import read_metadata
 from splatdistill.backbones.families import TEACHER_FAMILIES
 from splatdistill.backbones.preprocess import Preprocessing, from_metadata
-from splatdistill.backbones.checkpoints import read_metadata
 
 FAMILIES = sorted(TEACHER_FAMILIES)
 
@@ -33,9 +33,11 @@ def test_family_preprocessing_and_tokens_are_timms(family):
     bb = load_backbone(f"random:{name},depth=1")
     ref, data_cfg = _timm_reference(name)
     pre = bb.preprocessing
-    print(f"\n{family:12s} {name}\n  ours: mean={pre.mean} std={pre.std} {pre.interpolation} {pre.input_size}"
-          f"\n  timm: mean={data_cfg['mean']} std={data_cfg['std']} {data_cfg['interpolation']} "
-          f"{data_cfg['input_size'][1:]}  (pretrained_cfg mean={ref.pretrained_cfg['mean']})")
+    print(
+        f"\n{family:12s} {name}\n  ours: mean={pre.mean} std={pre.std} {pre.interpolation} {pre.input_size}"
+        f"\n  timm: mean={data_cfg['mean']} std={data_cfg['std']} {data_cfg['interpolation']} "
+        f"{data_cfg['input_size'][1:]}  (pretrained_cfg mean={ref.pretrained_cfg['mean']})"
+    )
     assert pre.mean == tuple(data_cfg["mean"]) == tuple(ref.pretrained_cfg["mean"])
     assert pre.std == tuple(data_cfg["std"]) == tuple(ref.pretrained_cfg["std"])
     assert pre.interpolation == data_cfg["interpolation"] and pre.input_size == tuple(data_cfg["input_size"][1:])
@@ -48,7 +50,7 @@ def test_family_preprocessing_and_tokens_are_timms(family):
         tokens = ref.forward_features(normed)
     assert ours.shape == (1, ref.embed_dim, 3, 5)
     assert tokens.shape[1] == ref.num_prefix_tokens + 15
-    expect = tokens[:, ref.num_prefix_tokens:].transpose(1, 2).reshape(1, -1, 3, 5)
+    expect = tokens[:, ref.num_prefix_tokens :].transpose(1, 2).reshape(1, -1, 3, 5)
     torch.testing.assert_close(ours, expect, atol=1e-5, rtol=1e-5)
     assert (cls is None) == (ref.cls_token is None)
 
@@ -56,15 +58,24 @@ def test_family_preprocessing_and_tokens_are_timms(family):
 @pytest.mark.parametrize("family", ["siglip2", "dinov3"])  # CLIP trains and reloads in test_export.py
 def test_family_trains_three_steps_and_reloads(family, rooms, tmp_path):
     from _train_worker import TINY_RUN
-
     from splatdistill.distill.config import TrainConfig
     from splatdistill.distill.student import merged_copy
     from splatdistill.distill.trainer import Trainer
 
     name = TEACHER_FAMILIES[family].small
     run = [a for a in TINY_RUN if not a.startswith("backbone=")]
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'run'}", "steps=3", "val_samples=0",
-                                  "checkpoint_every=3", f"backbone=random:{name},depth=1", *run])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={rooms}",
+            f"out={tmp_path / 'run'}",
+            "steps=3",
+            "val_samples=0",
+            "checkpoint_every=3",
+            f"backbone=random:{name},depth=1",
+            *run,
+        ],
+    )
     trainer = Trainer(cfg)
     result = trainer.fit()
     assert result["steps"] == 3
@@ -99,12 +110,16 @@ def test_preprocessing_override_and_legacy_exports(tmp_path):
     x = torch.rand(1, 3, 32, 32)
     ref = load_backbone("random:vit_tiny_patch16_224,depth=1")
     with torch.no_grad():  # the same weights fed other pixels: the override is what reaches the network
-        torch.testing.assert_close(bb.patch_features(x),
-                                   ref.forward_tokens((x - 0.1) / torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1))[0])
+        torch.testing.assert_close(
+            bb.patch_features(x), ref.forward_tokens((x - 0.1) / torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1))[0]
+        )
     # a file written before preprocessing was recorded keeps the numbers it was trained with
     state = {k: v.contiguous() for k, v in ref.model.state_dict().items()}
-    save_file(state, tmp_path / "old.safetensors",
-              metadata={"format": "timm", "arch": "vit_tiny_patch16_224", "producer": "splatdistill"})
+    save_file(
+        state,
+        tmp_path / "old.safetensors",
+        metadata={"format": "timm", "arch": "vit_tiny_patch16_224", "producer": "splatdistill"},
+    )
     old = load_backbone(str(tmp_path / "old.safetensors"))
     assert old.preprocessing.key() == Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "bilinear").key()
     for bad in ("?mean=1,2", "?std=0", "?nope=1", "?interpolation=lanczos4"):

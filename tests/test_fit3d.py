@@ -9,8 +9,18 @@ from splatdistill.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: no thread contention
 
-TINY_RUN = ["backbone=random:vit_tiny_patch16_224", "image_size=64", "render_size=32", "prototypes=64",
-            "head_hidden=64", "head_bottleneck=32", "ema_every=2", "lr=1e-3", "progress=false", "seed=7"]
+TINY_RUN = [
+    "backbone=random:vit_tiny_patch16_224",
+    "image_size=64",
+    "render_size=32",
+    "prototypes=64",
+    "head_hidden=64",
+    "head_bottleneck=32",
+    "ema_every=2",
+    "lr=1e-3",
+    "progress=false",
+    "seed=7",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +43,7 @@ def test_strided_cameras_sample_block_centres():
         small = strided_cameras(cams, s)
         assert (small.width, small.height) == (64 // s, 64 // s)
         rays_small = small.camera_rays()[0]  # (h, w, 3)
-        rays_full = cams.camera_rays()[0][s // 2::s, s // 2::s]
+        rays_full = cams.camera_rays()[0][s // 2 :: s, s // 2 :: s]
         assert torch.allclose(rays_small, rays_full, atol=1e-12)
 
 
@@ -71,8 +81,17 @@ def test_trainer_fit3d_branch_trains_and_caches_fields(rooms, tmp_path, monkeypa
     from splatdistill.distill.config import TrainConfig
     from splatdistill.distill.trainer import Trainer
 
-    args = [f"data={rooms}", f"out={tmp_path / 'run'}", "steps=2", "method=fit3d", "loss=l1", "fit3d.iterations=8",
-            "fit3d.views=5", "fit3d.lift_views=2", *TINY_RUN]
+    args = [
+        f"data={rooms}",
+        f"out={tmp_path / 'run'}",
+        "steps=2",
+        "method=fit3d",
+        "loss=l1",
+        "fit3d.iterations=8",
+        "fit3d.views=5",
+        "fit3d.lift_views=2",
+        *TINY_RUN,
+    ]
     trainer = Trainer(TrainConfig.load(None, args))
     result = trainer.fit()
     hist = result["history"]
@@ -82,7 +101,9 @@ def test_trainer_fit3d_branch_trains_and_caches_fields(rooms, tmp_path, monkeypa
     assert len(cached) == len(trainer.dataset.scenes) == 1
     # a new run with the same settings loads the cached field instead of fitting again
     monkeypatch.setattr(fit3d, "fit_scene", lambda *a, **k: pytest.fail("refitted a cached field"))
-    again = Trainer(TrainConfig.load(None, [*args, f"out={tmp_path / 'run2'}", f"fit3d.cache={tmp_path / 'run' / 'fit3d'}"]))
+    again = Trainer(
+        TrainConfig.load(None, [*args, f"out={tmp_path / 'run2'}", f"fit3d.cache={tmp_path / 'run' / 'fit3d'}"])
+    )
     tgt, mask, cov = again.targets.fields.targets(again.batch_for_step(0), (4, 4), 32)
     assert tgt.shape == (1, 192, 4, 4) and mask.shape == (1, 16) and torch.isfinite(tgt).all()
     for bad, msg in ([["method=fit3d"], "pass loss=l1"], [["method=nerf"], "method must be snd or fit3d"]):

@@ -34,6 +34,7 @@ def _random_pose(gen: torch.Generator, n: int = 1) -> torch.Tensor:
 
 # --- rotations and covariances -----------------------------------------------------------------
 
+
 def test_quaternion_rotation_round_trip_and_gsplat_convention():
     from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci, _quat_to_rotmat
 
@@ -79,8 +80,9 @@ def test_covariance_to_quat_scale_round_trip():
 
 
 def test_gaussians_container():
-    g = Gaussians(torch.zeros(4, 3), torch.eye(3).expand(4, 3, 3).clone(), torch.ones(4),
-                  torch.arange(8.0).reshape(4, 2))
+    g = Gaussians(
+        torch.zeros(4, 3), torch.eye(3).expand(4, 3, 3).clone(), torch.ones(4), torch.arange(8.0).reshape(4, 2)
+    )
     assert len(g) == 4 and g.num_channels == 2 and g.batch_shape == ()
     h = Gaussians.cat([g, g.select(torch.tensor([True, False, True, False]))])
     assert len(h) == 6 and torch.equal(h.features[4:], g.features[[0, 2]])
@@ -93,6 +95,7 @@ def test_gaussians_container():
 
 
 # --- cameras -----------------------------------------------------------------------------------
+
 
 def test_camera_unproject_project_round_trip():
     gen = torch.Generator().manual_seed(2)
@@ -130,17 +133,16 @@ def test_look_at_and_from_views():
     uv_low, _ = cam.project(torch.tensor([[0.0, 0.5, 3.0]], dtype=torch.float64))
     assert uv_low[0, 1] > 24.0
     torch.testing.assert_close(rigid_inverse(rigid_inverse(vm)), vm)
-    views = [ViewData(np.zeros((48, 64, 3), np.float32), K.numpy(),
-                      rigid_inverse(vm).numpy()) for _ in range(2)]
+    views = [ViewData(np.zeros((48, 64, 3), np.float32), K.numpy(), rigid_inverse(vm).numpy()) for _ in range(2)]
     cams = Cameras.from_views(views, dtype=torch.float64)
     assert cams.batch_shape == (2,) and (cams.width, cams.height) == (64, 48)
     torch.testing.assert_close(cams.viewmats[1], vm)
     with pytest.raises(ValueError, match="sizes"):
-        Cameras.from_views([views[0], ViewData(np.zeros((10, 10, 3), np.float32), K.numpy(),
-                                                np.eye(4))])
+        Cameras.from_views([views[0], ViewData(np.zeros((10, 10, 3), np.float32), K.numpy(), np.eye(4))])
 
 
 # --- lifting -----------------------------------------------------------------------------------
+
 
 def _cams(n=2, W=24, H=16, dtype=torch.float64):
     gen = torch.Generator().manual_seed(3)
@@ -190,14 +192,15 @@ def test_lift_depth_footprint_covariance():
         fx, fy = cams.Ks[0, 0, 0], cams.Ks[0, 1, 1]
         x, y, z = pc.unbind(-1)
         J = torch.zeros(len(z), 2, 3, dtype=torch.float64)
-        J[:, 0, 0], J[:, 0, 2] = fx / z, -fx * x / z ** 2
-        J[:, 1, 1], J[:, 1, 2] = fy / z, -fy * y / z ** 2
+        J[:, 0, 0], J[:, 0, 2] = fx / z, -fx * x / z**2
+        J[:, 1, 1], J[:, 1, 2] = fy / z, -fy * y / z**2
         cov2 = J @ cc @ J.transpose(1, 2)
         # exact on the optical axis; off-axis the depth extent adds a little (perspective)
         centre = (g.means - cams.centers[0]).norm(dim=-1).argmin()
         expect = (scale * BOX_STD) ** 2
-        torch.testing.assert_close(cov2[centre], torch.eye(2, dtype=torch.float64) * expect,
-                                   rtol=1e-2, atol=1e-3 * expect)
+        torch.testing.assert_close(
+            cov2[centre], torch.eye(2, dtype=torch.float64) * expect, rtol=1e-2, atol=1e-3 * expect
+        )
         assert ((cov2[:, 0, 0] / expect) - 1).abs().max() < 0.2
         # the footprint grows linearly with depth: camera-x std = scale * BOX_STD * z / fx
         z_all = (g.means - cams.centers[0]) @ R[2]

@@ -39,11 +39,22 @@ def test_lifter_check_reports_depth_opacity_and_coverage(rooms, scenes, tmp_path
         gt = sv.depths[v].double().numpy().ravel()
         np.testing.assert_allclose(rep["depth_abs_rel"][v], np.mean(np.abs(d[v] - gt) / gt), rtol=1e-4)
     o = opacity.double().numpy().ravel()
-    np.testing.assert_allclose([rep["opacity"]["mean"], rep["opacity"]["median"], rep["opacity"]["share_ge_0.5"]],
-                               [o.mean(), np.median(o), (o >= 0.5).mean()], rtol=1e-5)
+    np.testing.assert_allclose(
+        [rep["opacity"]["mean"], rep["opacity"]["median"], rep["opacity"]["share_ge_0.5"]],
+        [o.mean(), np.median(o), (o >= 0.5).mean()],
+        rtol=1e-5,
+    )
     cam = sv.cameras[2:]
-    _, alpha, _ = brute_force(g.means.double().numpy(), g.covariances.double().numpy(), g.opacities.double().numpy(),
-                              np.ones((len(g), 1)), cam.viewmats[0].double().numpy(), cam.Ks[0].double().numpy(), 24, 24)
+    _, alpha, _ = brute_force(
+        g.means.double().numpy(),
+        g.covariances.double().numpy(),
+        g.opacities.double().numpy(),
+        np.ones((len(g), 1)),
+        cam.viewmats[0].double().numpy(),
+        cam.Ks[0].double().numpy(),
+        24,
+        24,
+    )
     assert abs(rep["coverage"] - (alpha > 0.5).mean()) <= 2 / alpha.size
     assert 0.3 < rep["coverage"] <= 1.0
     # the printed report carries the same numbers
@@ -53,8 +64,8 @@ def test_lifter_check_reports_depth_opacity_and_coverage(rooms, scenes, tmp_path
 
 def test_lifter_check_warns_about_a_broken_lifter(rooms, tmp_path, capsys, monkeypatch, one_thread):
     """A lifter whose depth is 10x too far and nearly transparent is flagged before training."""
-    import types
     import sys
+    import types
 
     from splatdistill.cli import main
 
@@ -67,6 +78,7 @@ def test_lifter_check_warns_about_a_broken_lifter(rooms, tmp_path, capsys, monke
             def predict(self, views):
                 V, _, H, W = views.images.shape
                 return torch.full((V, H, W), 25.0), torch.full((V, H, W), 0.02), None
+
         return lifter_from_predictor(Far(), settings)
 
     mod.make = make

@@ -30,9 +30,16 @@ def _record_forward(monkeypatch, stop: bool) -> list[dict]:
     real = GaussianPredictor.forward
 
     def forward(self, views):
-        calls.append({"inputs": {t.device for t in (views.images, views.cameras.Ks, views.cameras.viewmats, views.guide)
-                                 if t is not None},
-                      "params": {t.device for t in (*self.parameters(), *self.buffers())}})
+        calls.append(
+            {
+                "inputs": {
+                    t.device
+                    for t in (views.images, views.cameras.Ks, views.cameras.viewmats, views.guide)
+                    if t is not None
+                },
+                "params": {t.device for t in (*self.parameters(), *self.buffers())},
+            }
+        )
         if stop:
             raise _Reached
         return real(self, views)
@@ -45,8 +52,24 @@ def _tiny_train(rooms, out, device: str, steps: int = 2):
     from splatdistill.config import build_config
     from splatdistill.lifters.train_predictor import LifterTrainConfig
 
-    return build_config(LifterTrainConfig, dict(data=str(rooms), out=str(out), steps=steps, batch_size=2, image_size=32, num_depths=8,
-                             channels=16, eval_pairs=1, checkpoint_every=100, progress=False, seed=3, device=device), validate=False)
+    return build_config(
+        LifterTrainConfig,
+        dict(
+            data=str(rooms),
+            out=str(out),
+            steps=steps,
+            batch_size=2,
+            image_size=32,
+            num_depths=8,
+            channels=16,
+            eval_pairs=1,
+            checkpoint_every=100,
+            progress=False,
+            seed=3,
+            device=device,
+        ),
+        validate=False,
+    )
 
 
 def test_train_and_eval_put_the_predictor_and_its_inputs_on_the_device(rooms, tmp_path, monkeypatch):
@@ -73,8 +96,12 @@ def test_check_lifts_on_the_device(rooms, scenes, tmp_path, monkeypatch):
     seen: dict[str, torch.device] = {}
 
     def lift(pair, lifter, **_):
-        seen.update(images=pair.images.device, Ks=pair.cameras.Ks.device, viewmats=pair.cameras.viewmats.device,
-                    depths=pair.depths.device)
+        seen.update(
+            images=pair.images.device,
+            Ks=pair.cameras.Ks.device,
+            viewmats=pair.cameras.viewmats.device,
+            depths=pair.depths.device,
+        )
         raise _Reached
 
     with monkeypatch.context() as m:
@@ -91,16 +118,19 @@ def test_check_lifts_on_the_device(rooms, scenes, tmp_path, monkeypatch):
         reports.append(json.loads(out.read_text()))
     if not torch.cuda.is_available():
         assert reports[0] == reports[1]
-    assert len(calls) == 2 and all(c == {"inputs": {torch.device("cpu")}, "params": {torch.device("cpu")}}
-                                   for c in calls)
+    assert len(calls) == 2 and all(
+        c == {"inputs": {torch.device("cpu")}, "params": {torch.device("cpu")}} for c in calls
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_without_cuda_is_one_line_before_any_work(rooms, tmp_path, capsys):
     out = tmp_path / "never"
-    for argv in (["lifter", "train", "--data", str(rooms), "--out", str(out), "--steps", "1", "-q"],
-                 ["lifter", "eval", "shipped", "--data", str(rooms), "-q"],
-                 ["lifter", "check", "auto", "--data", str(rooms)]):
+    for argv in (
+        ["lifter", "train", "--data", str(rooms), "--out", str(out), "--steps", "1", "-q"],
+        ["lifter", "eval", "shipped", "--data", str(rooms), "-q"],
+        ["lifter", "check", "auto", "--data", str(rooms)],
+    ):
         assert main([*argv, "--device", "cuda"]) == 2
         cap = capsys.readouterr()
         assert cap.err.count("\n") == 1 and "device cuda requested but CUDA is not available" in cap.err, cap.err
@@ -134,21 +164,25 @@ def test_lifter_commands_on_cuda_match_the_cpu(rooms, tmp_path, monkeypatch):
         train_predictor(_tiny_train(rooms, tmp_path / dev, dev, steps=4), log=lambda *_: None)
         logs[dev] = [json.loads(ln)["total"] for ln in (tmp_path / dev / "log.jsonl").read_text().splitlines()]
     cuda = torch.device("cuda", 0)
-    on_gpu = calls[first["cuda"]:]  # its 4 steps and its held-out evaluation
+    on_gpu = calls[first["cuda"] :]  # its 4 steps and its held-out evaluation
     assert len(on_gpu) > 4 and all(c == {"inputs": {cuda}, "params": {cuda}} for c in on_gpu)
     assert len(logs["cuda"]) == 4
     assert logs["cuda"][0] == pytest.approx(logs["cpu"][0], rel=1e-4)
     assert logs["cuda"] == pytest.approx(logs["cpu"], rel=2e-2)
-    ev = {dev: evaluate_saved_predictor(tmp_path / "cpu", str(rooms), pairs_per_scene=2, progress=False, device=dev)
-          for dev in ("cpu", "cuda")}
+    ev = {
+        dev: evaluate_saved_predictor(tmp_path / "cpu", str(rooms), pairs_per_scene=2, progress=False, device=dev)
+        for dev in ("cpu", "cuda")
+    }
     assert ev["cuda"]["device"] == "cuda:0" and ev["cpu"]["device"] == "cpu"
     for key in ("abs_rel", "rmse", "delta1"):
         assert ev["cuda"]["predictor"][key] == pytest.approx(ev["cpu"]["predictor"][key], rel=1e-3, abs=1e-4)
     reports = {}
     for dev in ("cpu", "cuda"):
         out = tmp_path / f"check_{dev}.json"
-        assert main(["lifter", "check", "auto", "--data", str(rooms), "--size", "32", "--device", dev,
-                     "--json", str(out)]) == 0
+        assert (
+            main(["lifter", "check", "auto", "--data", str(rooms), "--size", "32", "--device", dev, "--json", str(out)])
+            == 0
+        )
         reports[dev] = json.loads(out.read_text())
     for v in range(2):
         assert reports["cuda"]["depth"][v]["median"] == pytest.approx(reports["cpu"]["depth"][v]["median"], rel=1e-3)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _real_data import motorcycle
 
+from _real_data import motorcycle
 from splatdistill.cli import main
 from splatdistill.data import load_dataset
 from splatdistill.data.views import Views

@@ -25,13 +25,30 @@ def trained(rooms, tmp_path_factory):
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
     out = tmp_path_factory.mktemp("predictor")
-    cfg = build_config(LifterTrainConfig, dict(data=str(rooms), out=str(out), steps=120, batch_size=4, lr=2e-3, image_size=48,
-                            num_depths=24, channels=32, eval_pairs=4, checkpoint_every=30, progress=False, seed=1), validate=False)
+    cfg = build_config(
+        LifterTrainConfig,
+        dict(
+            data=str(rooms),
+            out=str(out),
+            steps=120,
+            batch_size=4,
+            lr=2e-3,
+            image_size=48,
+            num_depths=24,
+            channels=32,
+            eval_pairs=4,
+            checkpoint_every=30,
+            progress=False,
+            seed=1,
+        ),
+        validate=False,
+    )
     res = train_predictor(cfg, log=lambda *_: None)
     return out, res
 
 
 # ---- plane sweep ------------------------------------------------------------------------------------
+
 
 def _texture(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """A smooth 3-channel texture on the plane, (..., 3)."""
@@ -47,8 +64,11 @@ def test_plane_sweep_warp_is_exact_for_a_fronto_parallel_plane():
     f = 40.0
     K = torch.tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], dtype=torch.float64)
     vm_a = torch.eye(4, dtype=torch.float64)  # camera A = world, looking along +z
-    vm_b = look_at_viewmat(torch.tensor([0.25, -0.1, 0.05], dtype=torch.float64), torch.tensor([0.0, 0.0, 2.0],
-                   dtype=torch.float64), torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
+    vm_b = look_at_viewmat(
+        torch.tensor([0.25, -0.1, 0.05], dtype=torch.float64),
+        torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64),
+        torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64),
+    )
     z0 = 2.0
     depths = torch.tensor([1.0, 1.5, z0, 3.0, 4.0], dtype=torch.float64)
     grid, zsrc = plane_sweep_grid(K[None], vm_a[None], K[None], vm_b[None], depths, H, W)
@@ -101,6 +121,7 @@ def test_predictor_is_symmetric_in_its_context_views():
 
 # ---- training, evaluation, checkpoints ------------------------------------------------------------
 
+
 def test_short_training_beats_constant_depth_on_held_out_rooms(trained):
     out, res = trained
     ho = res["held_out"]
@@ -121,12 +142,7 @@ def test_short_training_beats_constant_depth_on_held_out_rooms(trained):
 def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
     import shutil
 
-    from splatdistill.lifters.predictor import (
-        GaussianPredictor,
-        PredictorConfig,
-        load_predictor,
-        save_predictor,
-    )
+    from splatdistill.lifters.predictor import GaussianPredictor, PredictorConfig, load_predictor, save_predictor
 
     out, _ = trained
     m = load_predictor(out)
@@ -163,6 +179,7 @@ def test_checkpoint_roundtrip_and_clear_errors(trained, tmp_path):
 
 # ---- lifter specs -----------------------------------------------------------------------------------
 
+
 def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path, monkeypatch):
     from splatdistill.distill.config import TrainConfig
     from splatdistill.distill.trainer import make_lifter
@@ -182,7 +199,8 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
     lif = make_lifter(TrainConfig.from_dict(dict(lifter=f"ply:{tmp_path / 'one.ply'}", data=str(rooms))), s)
     assert isinstance(lif, PlyLifter) and lif.single
     # bring your own: python:MODULE:FACTORY[:ARG]; a DepthPredictor gets wrapped into a lifter
-    (tmp_path / "my_lifters.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_lifters.py").write_text(
+        textwrap.dedent("""
         import torch
         class Const:
             def __init__(self, d): self.d = d
@@ -190,22 +208,32 @@ def test_make_lifter_parses_specs_and_rejects_bad_ones(trained, rooms, tmp_path,
                 return torch.full(views.images.shape[:1] + views.images.shape[2:], self.d), None, None
         def make(settings, arg="2.0"):
             return Const(float(arg))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     mine = make_lifter(TrainConfig.from_dict(dict(lifter="python:my_lifters:make:3.5")), s)
-    cams = Cameras(torch.tensor([[20.0, 0, 8], [0, 20, 8], [0, 0, 1]]).expand(2, 3, 3), torch.eye(4).expand(2, 4, 4),
-                   16, 16)
+    cams = Cameras(
+        torch.tensor([[20.0, 0, 8], [0, 20, 8], [0, 0, 1]]).expand(2, 3, 3), torch.eye(4).expand(2, 4, 4), 16, 16
+    )
     gs = mine(Views(torch.rand(2, 3, 16, 16), cams, features=torch.rand(2, 5, 16, 16)))
     assert len(gs) == 2 * 16 * 16 and torch.allclose(gs.means[:, 2], torch.tensor(3.5))
-    for spec, msg in [("nope", "unknown lifter"), ("predictor", "needs a path"), ("predictor:/no/such", "no such predictor"),
-                      ("ply:/no/such.ply", "no such PLY"), ("python:my_lifters", "python:MODULE:FACTORY"),
-                      ("python:no_such_module_x:f", "cannot import"), ("python:my_lifters:nothing", "not a callable"),
-                      ("depth:3", "takes no argument"), ("", "empty lifter")]:
+    for spec, msg in [
+        ("nope", "unknown lifter"),
+        ("predictor", "needs a path"),
+        ("predictor:/no/such", "no such predictor"),
+        ("ply:/no/such.ply", "no such PLY"),
+        ("python:my_lifters", "python:MODULE:FACTORY"),
+        ("python:no_such_module_x:f", "cannot import"),
+        ("python:my_lifters:nothing", "not a callable"),
+        ("depth:3", "takes no argument"),
+        ("", "empty lifter"),
+    ]:
         with pytest.raises(UserError, match=msg):
             make_lifter(TrainConfig.from_dict(dict(lifter=spec)), s)
 
 
 # ---- the learned predictor and the PLY lifter in the SnD target pipeline ----------------------------
+
 
 def _scene_views(rooms, size=64):
     from splatdistill.data import load_dataset
@@ -226,8 +254,13 @@ def test_predictor_lifter_gives_covering_targets(trained, rooms):
     seg = torch.zeros(3, 64, 64, dtype=torch.long)
     tokens = torch.randn(2, 8, 4, 4)
     settings = SplatSettings(blend_alpha=1.0, renderer="torch")
-    res = splat_targets(dataclasses.replace(sv[ctx], segments=seg[:2], tokens=tokens, depths=None),
-                        dataclasses.replace(sv[tgt], segments=seg[:1]), (4, 4), settings, lifter)
+    res = splat_targets(
+        dataclasses.replace(sv[ctx], segments=seg[:2], tokens=tokens, depths=None),
+        dataclasses.replace(sv[tgt], segments=seg[:1]),
+        (4, 4),
+        settings,
+        lifter,
+    )
     assert torch.isfinite(res.tokens).all()
     assert float(res.pixel_alpha.mean()) > 0.6
     # the lifter runs at its own resolution whatever the render size is (here 2x its training size)
@@ -259,10 +292,12 @@ def test_ply_lifter_round_trip_matches_depth_lifter(rooms, tmp_path):
     got = lifter(dataclasses.replace(sv[ctx], features=feats, depths=None))  # scene found from the camera poses
     assert len(got) > 0.9 * len(ref)
     cam = sv.cameras[1]
-    a_ref, al_ref = render_features(ref.means, ref.covariances, ref.opacities, ref.features, cam.viewmats, cam.Ks, 64, 64,
-                                    backend="torch")
-    a_got, al_got = render_features(got.means, got.covariances, got.opacities, got.features, cam.viewmats, cam.Ks, 64,
-                                    64, backend="torch")
+    a_ref, al_ref = render_features(
+        ref.means, ref.covariances, ref.opacities, ref.features, cam.viewmats, cam.Ks, 64, 64, backend="torch"
+    )
+    a_got, al_got = render_features(
+        got.means, got.covariances, got.opacities, got.features, cam.viewmats, cam.Ks, 64, 64, backend="torch"
+    )
     m = (al_ref > 0.9) & (al_got > 0.9)
     assert m.float().mean() > 0.6
     cos = torch.nn.functional.cosine_similarity(a_ref[m], a_got[m], dim=-1)
@@ -282,33 +317,72 @@ def test_lift_command_writes_viewable_ply(rooms, tmp_path, capsys):
     from splatdistill.render.ply import load_ply
 
     out = tmp_path / "scene.ply"
-    assert main(["lifter", "lift", "--lifter", "depth", "--data", str(rooms), "--scene", "room_0001", "--views", "0,1",
-                 "--size", "32", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "lifter",
+                "lift",
+                "--lifter",
+                "depth",
+                "--data",
+                str(rooms),
+                "--scene",
+                "room_0001",
+                "--views",
+                "0,1",
+                "--size",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     g = load_ply(out)
     assert len(g) == 2 * 32 * 32 and g.features.shape == (2048, 3)
     assert float(g.features.std()) > 0.01  # pixel colours, not a constant
     capsys.readouterr()
-    assert main(["lifter", "lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)]) == 2
+    assert (
+        main(["lifter", "lift", "--lifter", "bogus", "--data", str(rooms), "--scene", "room_0001", "--out", str(out)])
+        == 2
+    )
     assert "unknown lifter" in capsys.readouterr().err
     assert main(["lifter", "lift", "--data", str(rooms), "--scene", "nowhere", "--out", str(out)]) == 2
 
 
 # ---- self-supervision from posed images alone ---------------------------------------------------------
 
+
 def test_predictor_trains_from_posed_images_alone(rooms, tmp_path):
     """supervision=photometric: no depth reaches the model or the pair choice, the photometric loss
     falls, and on the scene it trained on the predicted depth beats the best constant depth (that scene's
     ground-truth median, which the predictor never saw)."""
+    from splatdistill.config import build_config
     from splatdistill.data import load_dataset
-    from splatdistill.lifters.predictor import load_predictor
     from splatdistill.lifters.bank import load_bank, snd_context_pairs
     from splatdistill.lifters.evaluate import evaluate_predictor
-    from splatdistill.config import build_config
+    from splatdistill.lifters.predictor import load_predictor
     from splatdistill.lifters.train_predictor import LifterTrainConfig, train_predictor
 
-    cfg = build_config(LifterTrainConfig, dict(data=str(rooms), out=str(tmp_path / "photo"), steps=80, batch_size=2, lr=2e-3,
-                            image_size=32, num_depths=16, channels=16, warmup=5, checkpoint_every=100,
-                            eval_pairs=2, progress=False, supervision="photometric"), validate=False)
+    cfg = build_config(
+        LifterTrainConfig,
+        dict(
+            data=str(rooms),
+            out=str(tmp_path / "photo"),
+            steps=80,
+            batch_size=2,
+            lr=2e-3,
+            image_size=32,
+            num_depths=16,
+            channels=16,
+            warmup=5,
+            checkpoint_every=100,
+            eval_pairs=2,
+            progress=False,
+            supervision="photometric",
+        ),
+        validate=False,
+    )
     logged = []
     res = train_predictor(cfg, log=logged.append)
     assert "supervision=photometric;" in logged[0] and res["train_median_depth"] is None
@@ -321,8 +395,9 @@ def test_predictor_trains_from_posed_images_alone(rooms, tmp_path):
     train = load_dataset(rooms, split="train")
     bank = load_bank(train, 32, progress=False)
     median = float(bank.depths[bank.depths > 0].median())
-    ev = evaluate_predictor(load_predictor(tmp_path / "photo"), bank, train, snd_context_pairs(bank, train, 2),
-                            constant_depth=median)
+    ev = evaluate_predictor(
+        load_predictor(tmp_path / "photo"), bank, train, snd_context_pairs(bank, train, 2), constant_depth=median
+    )
     assert ev["predictor"]["abs_rel"] < 0.5 * ev["constant_depth"]["abs_rel"], ev  # measured: 0.057 vs 0.258
 
 
@@ -344,6 +419,7 @@ def test_inverse_warp_rebuilds_a_view_at_its_true_depth(scenes):
 
 
 # ---- MVSplat adapter ---------------------------------------------------------------------------------
+
 
 class _MVSplatStandIn(torch.nn.Module):
     """A module with exactly MVSplat's encoder interface (``forward(context, global_step, deterministic,
@@ -372,9 +448,12 @@ class _MVSplatStandIn(torch.nn.Module):
         c2w = context["extrinsics"]
         world = torch.einsum("bvij,bvnj->bvni", c2w[..., :3, :3], cam) + c2w[..., None, :3, 3]
         n = v * h * w
-        return SimpleNamespace(means=world.reshape(b, n, 3), covariances=torch.eye(3).expand(b, n, 3, 3) * 1e-4,
-                               harmonics=torch.zeros(b, n, 3, 25),
-                               opacities=(torch.arange(n, dtype=torch.float32) / n).expand(b, n))
+        return SimpleNamespace(
+            means=world.reshape(b, n, 3),
+            covariances=torch.eye(3).expand(b, n, 3, 3) * 1e-4,
+            harmonics=torch.zeros(b, n, 3, 25),
+            opacities=(torch.arange(n, dtype=torch.float32) / n).expand(b, n),
+        )
 
 
 def test_mvsplat_adapter_speaks_the_encoder_interface():
@@ -385,17 +464,21 @@ def test_mvsplat_adapter_speaks_the_encoder_interface():
     V, C, H, W = 2, 5, 20, 30  # not multiples of 16: the adapter pads to 32 x 32
     torch.manual_seed(0)
     K = torch.tensor([[25.0, 0, 14.0], [0, 24.0, 11.0], [0, 0, 1]]).expand(V, 3, 3)
-    vms = torch.stack([look_at_viewmat(torch.tensor(e), torch.tensor([0.0, 0.0, 4.0]))
-                       for e in ([0.0, 0.0, 0.0], [0.4, 0.1, 0.0])])
+    vms = torch.stack(
+        [look_at_viewmat(torch.tensor(e), torch.tensor([0.0, 0.0, 4.0])) for e in ([0.0, 0.0, 0.0], [0.4, 0.1, 0.0])]
+    )
     cams = Cameras(K, vms, W, H)
     feats, images = torch.randn(V, C, H, W), torch.rand(V, 3, H, W)
     encoder = _MVSplatStandIn()
     g = MVSplatLifter(encoder, near=0.5, far=20.0)(Views(images, cams, features=feats))
     seen = encoder.seen
-    assert seen["image"].shape == (1, V, 3, 32, 32) and seen["global_step"] >= 10 ** 6
-    assert torch.allclose(seen["image"][0, :, :, :H, :W], images) and torch.equal(seen["image"][0, :, :, H:, :W],
-                                                                                  images[:, :, -1:].expand(-1, -1, 12, -1))
-    assert torch.allclose(seen["intrinsics"][0, :, 0], K[:, 0] / 32) and torch.allclose(seen["intrinsics"][0, :, 1], K[:, 1] / 32)
+    assert seen["image"].shape == (1, V, 3, 32, 32) and seen["global_step"] >= 10**6
+    assert torch.allclose(seen["image"][0, :, :, :H, :W], images) and torch.equal(
+        seen["image"][0, :, :, H:, :W], images[:, :, -1:].expand(-1, -1, 12, -1)
+    )
+    assert torch.allclose(seen["intrinsics"][0, :, 0], K[:, 0] / 32) and torch.allclose(
+        seen["intrinsics"][0, :, 1], K[:, 1] / 32
+    )
     assert torch.allclose(seen["extrinsics"][0], torch.linalg.inv(vms), atol=1e-6)
     assert seen["near"].shape == (1, V) and float(seen["near"][0, 0]) == 0.5 and float(seen["far"][0, 1]) == 20.0
     # every real pixel keeps its Gaussian, in the order lift_depth uses, with its own feature

@@ -12,8 +12,15 @@ from splatdistill.distill.memory_check import check_step_memory, estimate_step_m
 from splatdistill.distill.parts import build_student
 from splatdistill.errors import UserError
 
-TINY = ["backbone=random:vit_tiny_patch16_224", "render_size=32", "head_hidden=64", "head_bottleneck=32",
-        "deterministic=true", "seed=7", "loss=dino"]
+TINY = [
+    "backbone=random:vit_tiny_patch16_224",
+    "render_size=32",
+    "head_hidden=64",
+    "head_bottleneck=32",
+    "deterministic=true",
+    "seed=7",
+    "loss=dino",
+]
 
 
 def _saved_bytes(student, images: torch.Tensor) -> int:
@@ -36,8 +43,9 @@ def _saved_bytes(student, images: torch.Tensor) -> int:
     return sum(seen.values()) + teacher.numel() * 4
 
 
-@pytest.mark.parametrize("extra", [["image_size=64", "prototypes=4096"], ["image_size=128", "batch_size=2",
-                                                                         "prototypes=1024"]])
+@pytest.mark.parametrize(
+    "extra", [["image_size=64", "prototypes=4096"], ["image_size=128", "batch_size=2", "prototypes=1024"]]
+)
 def test_the_estimate_is_within_a_factor_two_of_what_autograd_keeps(extra):
     cfg = TrainConfig.load(None, ["data=rooms", *TINY, *extra]).validate()
     student, _ = build_student(cfg)
@@ -61,11 +69,16 @@ class _Data:
 
 
 def test_the_paper_preset_is_refused_on_a_small_machine_and_can_be_forced(monkeypatch):
-    cfg = TrainConfig.load(None, ["data=rooms", "preset=paper", "lifter=depth", "backbone=random:vit_small_patch14_dinov2"]).validate()
+    cfg = TrainConfig.load(
+        None, ["data=rooms", "preset=paper", "lifter=depth", "backbone=random:vit_small_patch14_dinov2"]
+    ).validate()
     student, _ = build_student(cfg)
     monkeypatch.setattr("splatdistill.distill.memory_check.available_memory", lambda device: 16 << 30)
-    with pytest.raises(UserError, match=r"a training step needs about \d+\.\d GiB \(ViT activations .*\) but 16.0 GiB "
-                                        r"is available on cpu; lower image_size \(now 574x868\), batch_size \(now 14\)"):
+    with pytest.raises(
+        UserError,
+        match=r"a training step needs about \d+\.\d GiB \(ViT activations .*\) but 16.0 GiB "
+        r"is available on cpu; lower image_size \(now 574x868\), batch_size \(now 14\)",
+    ):
         check_step_memory(cfg, student, _Data(), torch.device("cpu"))
     cfg.run.memory_check = False
     check_step_memory(cfg, student, _Data(), torch.device("cpu"))  # forced: no error

@@ -27,22 +27,22 @@ TABLE = json.loads((Path(__file__).parent / "fixtures" / "mvsplat_re10k_encoder.
 P = "encoder.depth_predictor."
 
 # The stand-in MVSplat package (a namespace package, like MVSplat's `src`: no __init__.py).
-GLOBAL_CFG = '''
+GLOBAL_CFG = """
 cfg = None
 def get_cfg():
     return cfg
 def set_cfg(new_cfg):
     global cfg
     cfg = new_cfg
-'''
-CONFIG = '''
+"""
+CONFIG = """
 from pathlib import Path
 from dacite import Config, from_dict
 from omegaconf import OmegaConf
 def load_typed_config(cfg, data_class, extra_type_hooks={}):
     return from_dict(data_class, OmegaConf.to_container(cfg), config=Config(type_hooks={Path: Path}))
-'''
-ENCODER = '''
+"""
+ENCODER = """
 from dataclasses import dataclass
 from src.global_cfg import get_cfg
 RECORD = []
@@ -70,7 +70,7 @@ def get_encoder(cfg):
     # what MVSplat's EncoderCostVolume.__init__ reads from the global config while it is built
     RECORD[-1].update(mode=g.mode, views=g.dataset.view_sampler.num_context_views)
     return BUILD(cfg), None
-'''
+"""
 
 
 def derived_shapes(cfg) -> dict[str, list[int] | None]:
@@ -88,8 +88,10 @@ def derived_shapes(cfg) -> dict[str, list[int] | None]:
         P + "refine_unet.0.weight": [du, 3 + du + 2, 3, 3],
         P + "to_disparity.0.weight": [2 * du, du, 3, 3],
     }
-    for net, mult, attn in (("corr_refine_net.3", cfg.costvolume_unet_channel_mult, cfg.costvolume_unet_attn_res),
-                            ("refine_unet.3", cfg.depth_unet_channel_mult, cfg.depth_unet_attn_res)):
+    for net, mult, attn in (
+        ("corr_refine_net.3", cfg.costvolume_unet_channel_mult, cfg.costvolume_unet_attn_res),
+        ("refine_unet.3", cfg.depth_unet_channel_mult, cfg.depth_unet_attn_res),
+    ):
         levels, attended = len(mult), 2 ** (len(mult) - 1) in list(attn)
         for key in TABLE["keys"]:
             m = re.match(rf"{re.escape(P + net)}\.(input|output)_blocks\.(\d+)\.(\d+)\.", key)
@@ -107,7 +109,7 @@ def encoder_from_config(cfg) -> torch.nn.Module:
     for key, shape in shapes.items():
         if shape is None:
             continue
-        *path, name = key[len("encoder."):].split(".")
+        *path, name = key[len("encoder.") :].split(".")
         m = root
         for part in path:
             if not hasattr(m, part):
@@ -122,8 +124,12 @@ def fake_mvsplat(tmp_path, monkeypatch):
     """A stand-in MVSplat checkout on sys.path: config files written from the recorded configs."""
     root = tmp_path / "mvsplat"
     files = {
-        "config/main.yaml": {"defaults": [{"model/encoder": "costvolume"}], "mode": "train", "seed": 111123,
-                             "dataset": {"view_sampler": {"num_context_views": TABLE["num_context_views"]}}},
+        "config/main.yaml": {
+            "defaults": [{"model/encoder": "costvolume"}],
+            "mode": "train",
+            "seed": 111123,
+            "dataset": {"view_sampler": {"num_context_views": TABLE["num_context_views"]}},
+        },
         "config/model/encoder/costvolume.yaml": TABLE["base_encoder_config"],
         "config/experiment/re10k.yaml": {"model": {"encoder": TABLE["experiment_encoder_overrides"]}},
     }
@@ -131,8 +137,11 @@ def fake_mvsplat(tmp_path, monkeypatch):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(("# @package _global_\n" if "experiment" in rel else "") + yaml.safe_dump(doc))
-    for rel, text in {"src/global_cfg.py": GLOBAL_CFG, "src/config.py": CONFIG,
-                      "src/model/encoder/__init__.py": ENCODER}.items():
+    for rel, text in {
+        "src/global_cfg.py": GLOBAL_CFG,
+        "src/config.py": CONFIG,
+        "src/model/encoder/__init__.py": ENCODER,
+    }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
@@ -165,10 +174,21 @@ def test_mvsplat_composes_the_re10k_experiment(fake_mvsplat, tmp_path):
     for key, shape in derived_shapes(cfg).items():
         assert TABLE["keys"].get(key) == shape, (key, TABLE["keys"].get(key), shape)
     expected = TABLE["encoder_config"]
-    for field in ("num_depth_candidates", "costvolume_unet_feat_dim", "costvolume_unet_attn_res", "depth_unet_feat_dim",
-                  "depth_unet_attn_res", "depth_unet_channel_mult", "gaussians_per_pixel", "num_surfaces"):
-        assert list(getattr(cfg, field)) == expected[field] if isinstance(expected[field], list) \
-            else getattr(cfg, field) == expected[field], field
+    for field in (
+        "num_depth_candidates",
+        "costvolume_unet_feat_dim",
+        "costvolume_unet_attn_res",
+        "depth_unet_feat_dim",
+        "depth_unet_attn_res",
+        "depth_unet_channel_mult",
+        "gaussians_per_pixel",
+        "num_surfaces",
+    ):
+        assert (
+            list(getattr(cfg, field)) == expected[field]
+            if isinstance(expected[field], list)
+            else getattr(cfg, field) == expected[field]
+        ), field
     assert lifter.multiple == 16 and lifter.near == 1.0 and lifter.far == 100.0
     weights = torch.load(ckpt, weights_only=True)["state_dict"]
     own = lifter.encoder.state_dict()
@@ -191,8 +211,11 @@ def test_mvsplat_checkpoint_mismatch_is_one_line(fake_mvsplat, tmp_path):
     from splatdistill.lifters import build_lifter
 
     bad = table_checkpoint(tmp_path / "other.ckpt", change=P + "depth_head_lowres.0.weight")
-    with pytest.raises(UserError, match=r"does not fit MVSplat's re10k encoder \(size mismatch \(1\): "
-                                        r"depth_predictor.depth_head_lowres.0.weight \(257, 128, 3, 3\)"):
+    with pytest.raises(
+        UserError,
+        match=r"does not fit MVSplat's re10k encoder \(size mismatch \(1\): "
+        r"depth_predictor.depth_head_lowres.0.weight \(257, 128, 3, 3\)",
+    ):
         build_lifter(f"mvsplat:{bad}")
     torch.save({"state_dict": {"model.x": torch.zeros(1)}}, tmp_path / "none.ckpt")
     with pytest.raises(UserError, match="no 'encoder.\\*' weights"):

@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from _benchmark_fixtures import (
     LOFTR_K,
     NYU_TEST,
@@ -32,14 +34,12 @@ from _benchmark_fixtures import (
     write_scannet_probe,
     write_scannetpp_probe,
 )
-from PIL import Image
-
 from splatdistill.data import detect_format, load_dataset
+from splatdistill.errors import UserError
+from splatdistill.eval import metrics
 from splatdistill.eval.benchmarks.kitti import load_kitti
 from splatdistill.eval.benchmarks.nyuv2 import load_nyuv2, normals_source
 from splatdistill.eval.benchmarks.scannet1500 import load_scannet1500
-from splatdistill.errors import UserError
-from splatdistill.eval import metrics
 from splatdistill.eval.correspondence import gt_correspondences
 from splatdistill.eval.paper_probes import paper_gradient_loss, paper_sig_loss
 
@@ -176,7 +176,7 @@ def test_kitti_applies_the_kb_crop_and_reads_depth_over_256(tmp_path):
     v = scenes[1].load_view(0)
     assert v.depth.shape == (352, 1216)
     top, left = 375 - 352, (1242 - 1216) // 2  # 23, 13
-    np.testing.assert_allclose(v.depth, kitti_depth(3)[top:top + 352, left:left + 1216], atol=1 / 256)
+    np.testing.assert_allclose(v.depth, kitti_depth(3)[top : top + 352, left : left + 1216], atol=1 / 256)
     assert v.K[0, 2] == pytest.approx(609.5593 + 0.5 - left) and v.K[1, 2] == pytest.approx(172.8540 + 0.5 - top)
 
 
@@ -209,8 +209,12 @@ def test_crops_match_the_reference_indices():
     assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (45, 471, 41, 601)
     g = metrics.crop_mask((352, 1216), "kitti_garg")
     rows, cols = np.flatnonzero(g.any(1)), np.flatnonzero(g.any(0))
-    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (int(0.40810811 * 352), int(0.99189189 * 352),
-                                                              int(0.03594771 * 1216), int(0.96405229 * 1216))
+    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (
+        int(0.40810811 * 352),
+        int(0.99189189 * 352),
+        int(0.03594771 * 1216),
+        int(0.96405229 * 1216),
+    )
 
 
 def test_paper_depth_metrics_average_per_image():
@@ -241,7 +245,9 @@ def test_paper_losses_match_a_float64_hand_computation():
     d = (np.log(pred.numpy() + 1e-3) - np.log(gt.numpy() + 1e-3))[valid.numpy()]
     want = np.sqrt(np.var(d, ddof=1) + 0.15 * np.mean(d) ** 2)
     assert float(paper_sig_loss(pred, gt, valid, warm_up=False)) == pytest.approx(want, rel=1e-9)
-    assert float(paper_sig_loss(pred, gt, valid, warm_up=True)) == pytest.approx(np.sqrt(0.15 * np.mean(d) ** 2), rel=1e-6)
+    assert float(paper_sig_loss(pred, gt, valid, warm_up=True)) == pytest.approx(
+        np.sqrt(0.15 * np.mean(d) ** 2), rel=1e-6
+    )
     # gradient loss by loops: strides 1, 2, 4, 6, differences two samples apart, both ends valid
     total = 0.0
     for b in range(2):
@@ -279,8 +285,9 @@ def test_paper_depth_head_is_the_reference_formula():
         p = torch.relu(up) + 0.1
         p = p / p.sum(1, keepdim=True)
         bins = torch.linspace(1e-3, 10.0, 256, dtype=torch.float64)
-        want = F.interpolate((p * bins[:, None, None]).sum(1, keepdim=True), size=(17, 23), mode="bilinear",
-                             align_corners=False)[:, 0]
+        want = F.interpolate(
+            (p * bins[:, None, None]).sum(1, keepdim=True), size=(17, 23), mode="bilinear", align_corners=False
+        )[:, 0]
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     assert bins[0] == 1e-3 and bins[-1] == 10.0
 
@@ -290,8 +297,25 @@ def test_paper_depth_head_is_the_reference_formula():
 
 def _eval_paper(tmp_path: Path, data: str, *extra: str) -> dict:
     out = tmp_path / "out"
-    r = _cli("eval", "--suite", "paper", "-b", f"rnd={BACKBONE}", "--data", data, "--out", str(out), "-q",
-             "--no-figures", "--save-predictions", "--probe-steps", "15", "--probe-batch", "4", *extra)
+    r = _cli(
+        "eval",
+        "--suite",
+        "paper",
+        "-b",
+        f"rnd={BACKBONE}",
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "-q",
+        "--no-figures",
+        "--save-predictions",
+        "--probe-steps",
+        "15",
+        "--probe-batch",
+        "4",
+        *extra,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "report.md").is_file()
     return json.loads((out / "results.json").read_text())
@@ -311,13 +335,21 @@ def test_nyu_end_to_end_metrics_match_a_hand_computation(tmp_path, nyu):
         crop[45:471, 41:601] = True  # the Eigen crop, written out
         m = (gt > 1e-3) & (gt < 10) & crop
         p, g = pred[m], gt[m]
-        rows.append((np.mean(np.abs(p - g) / g), np.sqrt(np.mean((p - g) ** 2)), np.mean(np.maximum(p / g, g / p) < 1.25)))
+        rows.append(
+            (np.mean(np.abs(p - g) / g), np.sqrt(np.mean((p - g) ** 2)), np.mean(np.maximum(p / g, g / p) < 1.25))
+        )
     want = np.mean(rows, axis=0)
     assert res["depth"]["abs_rel"] == pytest.approx(want[0], rel=1e-5)
     assert res["depth"]["rmse"] == pytest.approx(want[1], rel=1e-5)
     assert res["depth"]["delta1"] == pytest.approx(want[2], rel=1e-5)
-    uncropped = np.mean([np.mean(np.abs(saved[f"depth/{k}"][(g > 1e-3) & (g < 10)] - g[(g > 1e-3) & (g < 10)]) /
-                                 g[(g > 1e-3) & (g < 10)]) for k, g in enumerate(gts)])  # fmt: skip
+    uncropped = np.mean(
+        [
+            np.mean(
+                np.abs(saved[f"depth/{k}"][(g > 1e-3) & (g < 10)] - g[(g > 1e-3) & (g < 10)]) / g[(g > 1e-3) & (g < 10)]
+            )
+            for k, g in enumerate(gts)
+        ]
+    )
     assert abs(uncropped - want[0]) > 1e-3  # the crop matters on this fixture: a missing crop would fail above
     # segmentation: the paper's 13 classes by hand (raw 1 -> 40-class 3 -> index 4, raw 7 -> 1 -> index 11,
     # void ignored), mmseg mIoU
@@ -388,7 +420,8 @@ def test_scannetpp_probe_set_end_to_end(tmp_path):
     k = next(i for i, n in enumerate(names) if n.startswith("scannetpp-seg"))
     lab = np.asarray(Image.open(root / "annotations" / "validation" / "f0.png")).astype(np.int64) - 1
     assert res["backbones"][0]["results"]["segmentation"]["miou"] == pytest.approx(
-        _mmseg_miou(saved[f"segmentation/{k}"], lab, 100), rel=1e-9)
+        _mmseg_miou(saved[f"segmentation/{k}"], lab, 100), rel=1e-9
+    )
 
 
 def _mmseg_miou(pred: np.ndarray, gt: np.ndarray, k: int) -> float:
@@ -435,7 +468,12 @@ def test_ade20k_and_kitti_end_to_end(tmp_path):
     saved = np.load(tmp_path / "out" / "ade20k" / "predictions" / "rnd.npz")
     conf = np.zeros((150, 150), np.int64)
     for k in range(2):
-        raw = np.asarray(Image.open(ade / f"ADEChallengeData2016/annotations/validation/ADE_val_{k + 1:08d}.png")).astype(np.int64) - 1
+        raw = (
+            np.asarray(Image.open(ade / f"ADEChallengeData2016/annotations/validation/ADE_val_{k + 1:08d}.png")).astype(
+                np.int64
+            )
+            - 1
+        )
         keep = raw >= 0
         np.add.at(conf, (raw[keep], saved[f"segmentation/{k}"].astype(np.int64)[keep]), 1)
     inter = np.diag(conf).astype(float)
@@ -445,10 +483,10 @@ def test_ade20k_and_kitti_end_to_end(tmp_path):
     saved = np.load(tmp_path / "out" / "kitti" / "predictions" / "rnd.npz")
     rows = []
     for k in range(2):
-        gt = kitti_depth(3 + k)[23:23 + 352, 13:13 + 1216].astype(np.float64)
+        gt = kitti_depth(3 + k)[23 : 23 + 352, 13 : 13 + 1216].astype(np.float64)
         gt = np.round(gt * 256) / 256
         m = np.zeros_like(gt, bool)
-        m[int(0.40810811 * 352):int(0.99189189 * 352), int(0.03594771 * 1216):int(0.96405229 * 1216)] = True
+        m[int(0.40810811 * 352) : int(0.99189189 * 352), int(0.03594771 * 1216) : int(0.96405229 * 1216)] = True
         m &= (gt > 1e-3) & (gt < 80)
         p = saved[f"depth/{k}"][m]
         rows.append(np.mean(np.abs(p - gt[m]) / gt[m]))
@@ -559,7 +597,9 @@ def test_probe3d_matcher_matches_an_independent_implementation():
         rows = (torch.arange(35, dtype=torch.float64) + 0.5) * H / 35
         cols = (torch.arange(46, dtype=torch.float64) + 0.5) * W / 46
         d = depth[rows.long()][:, cols.long()].double()
-        pix = torch.stack([cols[None].repeat(35, 1), rows[:, None].repeat(1, 46), torch.ones(35, 46, dtype=torch.float64)])
+        pix = torch.stack(
+            [cols[None].repeat(35, 1), rows[:, None].repeat(1, 46), torch.ones(35, 46, dtype=torch.float64)]
+        )
         cam = (torch.linalg.inv(K) @ pix.reshape(3, -1)) * d.reshape(1, -1)
         world = cam_to_world[:3, :3] @ cam + cam_to_world[:3, 3:]
         return torch.sin(proj @ world + phase).reshape(16, 35, 46).float()

@@ -7,23 +7,29 @@ import pytest
 import torch
 
 from splatdistill.errors import UserError
-from splatdistill.geometry import (
-    Cameras,
-    Gaussians,
-    intrinsics,
-    quat_scale_to_covariance,
-)
+from splatdistill.geometry import Cameras, Gaussians, intrinsics, quat_scale_to_covariance
 from splatdistill.render import render_gaussians
-from splatdistill.render.ply import (
-    SH_C0,
-    features_to_rgb,
-    load_ply,
-    read_ply_vertices,
-    save_ply,
-)
+from splatdistill.render.ply import SH_C0, features_to_rgb, load_ply, read_ply_vertices, save_ply
 
-HEADER_PROPS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-                "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+HEADER_PROPS = [
+    "x",
+    "y",
+    "z",
+    "nx",
+    "ny",
+    "nz",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+]
 
 
 def _gaussians(n=500, channels=12, seed=0):
@@ -31,8 +37,12 @@ def _gaussians(n=500, channels=12, seed=0):
     q = torch.randn(n, 4, generator=g)
     s = torch.exp(torch.randn(n, 3, generator=g) - 3)
     means = torch.randn(n, 3, generator=g) + torch.tensor([0.0, 0.0, 4.0])
-    return Gaussians(means, quat_scale_to_covariance(q, s), torch.rand(n, generator=g) * 0.98
-                     + 0.01, torch.randn(n, channels, generator=g))
+    return Gaussians(
+        means,
+        quat_scale_to_covariance(q, s),
+        torch.rand(n, generator=g) * 0.98 + 0.01,
+        torch.randn(n, channels, generator=g),
+    )
 
 
 def test_round_trip(tmp_path):
@@ -50,8 +60,7 @@ def test_round_trip(tmp_path):
     cols = read_ply_vertices(path)
     rgb = features_to_rgb(g.features)
     np.testing.assert_allclose(cols["f_dc_1"], (rgb[:, 1].numpy() - 0.5) / SH_C0, rtol=1e-6)
-    np.testing.assert_allclose(1 / (1 + np.exp(-cols["opacity"])), g.opacities.numpy(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-cols["opacity"])), g.opacities.numpy(), rtol=1e-5)
     q = np.stack([cols[f"rot_{i}"] for i in range(4)], 1)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-6)
 
@@ -111,30 +120,43 @@ def _write(path, fmt, rows, props, extra=b""):
         body = "".join(" ".join(repr(float(v)) for v in r) + "\n" for r in rows).encode()
     else:
         endian = "<" if fmt == "binary_little_endian" else ">"
-        dtype = np.dtype([(n, endian + {"float": "f4", "double": "f8", "uchar": "u1"}[t])
-                          for n, t in props])
+        dtype = np.dtype([(n, endian + {"float": "f4", "double": "f8", "uchar": "u1"}[t]) for n, t in props])
         body = np.array([tuple(r) for r in rows], dtype=dtype).tobytes()
     path.write_bytes(header.encode() + body + extra)
 
 
 def test_reads_other_layouts(tmp_path):
-    props = [("x", "double"), ("y", "double"), ("z", "double"), ("f_dc_0", "float"),
-             ("f_dc_1", "float"), ("f_dc_2", "float"), ("f_rest_0", "float"),
-             ("opacity", "float"), ("scale_0", "float"), ("scale_1", "float"),
-             ("scale_2", "float"), ("rot_0", "float"), ("rot_1", "float"), ("rot_2", "float"),
-             ("rot_3", "float"), ("red", "uchar")]
-    rows = [[1.0, 2.0, 3.0, 0.0, 1.0, -1.0, 9.0, 0.0, np.log(0.1), np.log(0.2), np.log(0.3),
-             2.0, 0.0, 0.0, 0.0, 200]]
+    props = [
+        ("x", "double"),
+        ("y", "double"),
+        ("z", "double"),
+        ("f_dc_0", "float"),
+        ("f_dc_1", "float"),
+        ("f_dc_2", "float"),
+        ("f_rest_0", "float"),
+        ("opacity", "float"),
+        ("scale_0", "float"),
+        ("scale_1", "float"),
+        ("scale_2", "float"),
+        ("rot_0", "float"),
+        ("rot_1", "float"),
+        ("rot_2", "float"),
+        ("rot_3", "float"),
+        ("red", "uchar"),
+    ]
+    rows = [[1.0, 2.0, 3.0, 0.0, 1.0, -1.0, 9.0, 0.0, np.log(0.1), np.log(0.2), np.log(0.3), 2.0, 0.0, 0.0, 0.0, 200]]
     for fmt in ("binary_big_endian", "ascii", "binary_little_endian"):
         path = tmp_path / f"{fmt}.ply"
         _write(path, fmt, rows, props)
         g = load_ply(path, dtype=torch.float64)
         torch.testing.assert_close(g.means[0], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
         torch.testing.assert_close(g.opacities, torch.tensor([0.5], dtype=torch.float64))
-        torch.testing.assert_close(g.covariances[0], torch.diag(
-            torch.tensor([0.01, 0.04, 0.09], dtype=torch.float64)), rtol=1e-6, atol=1e-9)
-        torch.testing.assert_close(g.features[0], torch.tensor(
-            [0.5, 0.5 + SH_C0, 0.5 - SH_C0], dtype=torch.float64), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            g.covariances[0], torch.diag(torch.tensor([0.01, 0.04, 0.09], dtype=torch.float64)), rtol=1e-6, atol=1e-9
+        )
+        torch.testing.assert_close(
+            g.features[0], torch.tensor([0.5, 0.5 + SH_C0, 0.5 - SH_C0], dtype=torch.float64), rtol=1e-6, atol=1e-7
+        )
 
 
 def test_bad_files(tmp_path):
@@ -147,7 +169,8 @@ def test_bad_files(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(UserError, match="truncated"):
         load_ply(path)
-    _write(tmp_path / "m.ply", "binary_little_endian", [[0.0, 0.0, 0.0]],
-           [("x", "float"), ("y", "float"), ("z", "float")])
+    _write(
+        tmp_path / "m.ply", "binary_little_endian", [[0.0, 0.0, 0.0]], [("x", "float"), ("y", "float"), ("z", "float")]
+    )
     with pytest.raises(UserError, match="missing vertex properties"):
         load_ply(tmp_path / "m.ply")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _train_worker import TINY_RUN
 
+from _train_worker import TINY_RUN
 from splatdistill.devices import default_workers, resolve_precision
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.loader import step_loader
@@ -28,8 +28,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _trainer(rooms, tmp_path, *extra: str) -> Trainer:
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path}", *TINY_RUN, "val_samples=0", "steps=8",
-                                  "lr=3e-3", *extra])
+    cfg = TrainConfig.load(
+        None, [f"data={rooms}", f"out={tmp_path}", *TINY_RUN, "val_samples=0", "steps=8", "lr=3e-3", *extra]
+    )
     return Trainer(cfg)
 
 

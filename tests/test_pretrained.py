@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _real_data import motorcycle
 
+from _real_data import motorcycle
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
 from splatdistill.lifters.predictor import PredictorLifter, load_predictor

@@ -35,8 +35,21 @@ def test_dataset_formats_detect_in_the_order_they_always_did():
     import splatdistill.eval.benchmarks  # noqa: F401  (the paper's layouts register on import)
     from splatdistill.data import format_names, load_dataset
 
-    assert format_names() == ("auto", "splatdistill", "scannetpp", "nerfstudio", "colmap", "tum", "7scenes", "nyuv2",
-                              "scannet1500", "scannetpp_probe", "scannet_probe", "ade20k", "kitti")
+    assert format_names() == (
+        "auto",
+        "splatdistill",
+        "scannetpp",
+        "nerfstudio",
+        "colmap",
+        "tum",
+        "7scenes",
+        "nyuv2",
+        "scannet1500",
+        "scannetpp_probe",
+        "scannet_probe",
+        "ade20k",
+        "kitti",
+    )
     with pytest.raises(UserError, match=r"unknown dataset format 'nerfstuido' .*did you mean 'nerfstudio'\?"):
         load_dataset(".", format="nerfstuido")
 
@@ -45,17 +58,27 @@ def test_detection_of_files_and_an_empty_folder(tmp_path):
     import splatdistill.eval.benchmarks  # noqa: F401
     from splatdistill.data import detect_format
 
-    for name, fmt in [("scene.json", "splatdistill"), ("transforms.json", "nerfstudio"), ("x.mat", "nyuv2"),
-                      ("pairs.txt", "scannet1500")]:
+    for name, fmt in [
+        ("scene.json", "splatdistill"),
+        ("transforms.json", "nerfstudio"),
+        ("x.mat", "nyuv2"),
+        ("pairs.txt", "scannet1500"),
+    ]:
         (tmp_path / name).write_text("{}")
         assert detect_format(tmp_path / name) == fmt
     (tmp_path / "notes.csv").write_text("")
-    with pytest.raises(UserError, match=r"notes.csv: expected a dataset folder \(or a scene.json / transforms.json / "
-                                        r"NYUv2 .mat / ScanNet-1500 pairs file\)"):
+    with pytest.raises(
+        UserError,
+        match=r"notes.csv: expected a dataset folder \(or a scene.json / transforms.json / "
+        r"NYUv2 .mat / ScanNet-1500 pairs file\)",
+    ):
         detect_format(tmp_path / "notes.csv")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"no dataset found: expected scene.json folders \(splatdistill\), .*a COLMAP "
-                                        r"sparse model, .*or a benchmark: nyu_depth_v2_labeled.mat, .*KITTI Eigen split"):
+    with pytest.raises(
+        UserError,
+        match=r"no dataset found: expected scene.json folders \(splatdistill\), .*a COLMAP "
+        r"sparse model, .*or a benchmark: nyu_depth_v2_labeled.mat, .*KITTI Eigen split",
+    ):
         detect_format(tmp_path / "empty")
 
 

@@ -25,6 +25,7 @@ def tiny_run() -> list[str]:
 
 # ---- the run folder ---------------------------------------------------------------------------------
 
+
 def _dead_pid() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     return int(proc.stdout)
@@ -35,8 +36,9 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_note(tmp_path, caps
 
     from splatdistill.run_folder import LOCK_NAME, open_run_folder
 
-    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(),
-                                                  "command": "splatdistill train"}))
+    (tmp_path / LOCK_NAME).write_text(
+        json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "command": "splatdistill train"})
+    )
     lock = open_run_folder(tmp_path, "splatdistill train")
     assert "took over the lock of pid" in capsys.readouterr().err
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
@@ -50,10 +52,18 @@ def test_a_lock_held_by_a_live_process_refuses_a_second_owner(tmp_path):
     from splatdistill.errors import UserError
     from splatdistill.run_folder import open_run_folder
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from splatdistill.run_folder import open_run_folder; "
-        f"open_run_folder({str(tmp_path)!r}, 'splatdistill train'); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from splatdistill.run_folder import open_run_folder; "
+                f"open_run_folder({str(tmp_path)!r}, 'splatdistill train'); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=rf"in use by pid {holder.pid} \(splatdistill train"):
@@ -100,13 +110,15 @@ def test_resume_removes_stale_temporary_files_and_outputs_are_world_readable(roo
 
 # ---- finite weights ---------------------------------------------------------------------------------
 
+
 def test_an_update_that_makes_the_weights_non_finite_stops_before_any_save(rooms, tmp_path):
     """A finite loss whose update poisons the weights (an infinite gradient: Adam gives inf/inf = NaN)."""
     from splatdistill.distill.config import TrainConfig
     from splatdistill.distill.trainer import Trainer, TrainingDiverged
 
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'r'}", "steps=5", "checkpoint_every=1",
-                                  "val_samples=0", *tiny_run()])
+    cfg = TrainConfig.load(
+        None, [f"data={rooms}", f"out={tmp_path / 'r'}", "steps=5", "checkpoint_every=1", "val_samples=0", *tiny_run()]
+    )
     trainer = Trainer(cfg)
     lora = next(p for n, p in trainer.student.named_parameters() if p.requires_grad and "lora_B" in n)
     real = trainer.train_step
@@ -117,8 +129,11 @@ def test_an_update_that_makes_the_weights_non_finite_stops_before_any_save(rooms
         return real(batch, times)
 
     trainer.train_step = step
-    with pytest.raises(TrainingDiverged, match=r"weights became non-finite \(after the update, step 3\) though the "
-                                               r"loss was finite.*last good checkpoint \(.*checkpoint.pt, step 2\)"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"weights became non-finite \(after the update, step 3\) though the "
+        r"loss was finite.*last good checkpoint \(.*checkpoint.pt, step 2\)",
+    ):
         trainer.fit()
     state = torch.load(trainer.checkpoint_path, weights_only=False)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["student"].values())
@@ -126,6 +141,7 @@ def test_an_update_that_makes_the_weights_non_finite_stops_before_any_save(rooms
 
 
 # ---- threads ----------------------------------------------------------------------------------------
+
 
 def test_thread_count_follows_affinity_quota_and_override(tmp_path, monkeypatch):
     from splatdistill import threads
@@ -162,13 +178,16 @@ def test_openmp_spin_wait_is_short_unless_the_user_chose(monkeypatch):
     code = "import os, splatdistill; print(os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
     assert out.splitlines()[0] == "None"
-    code = ("import os, contextlib; from splatdistill.cli import main\nwith contextlib.suppress(SystemExit): "
-            "main(['--version'])\nprint(os.environ.get('GOMP_SPINCOUNT'))")
+    code = (
+        "import os, contextlib; from splatdistill.cli import main\nwith contextlib.suppress(SystemExit): "
+        "main(['--version'])\nprint(os.environ.get('GOMP_SPINCOUNT'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
     assert out.splitlines()[-1] == SPIN_COUNT
 
 
 # ---- eval says what it skipped; report.html renders --------------------------------------------------
+
 
 class _Page(HTMLParser):
     def __init__(self):
@@ -223,9 +242,29 @@ def test_eval_says_which_tasks_it_skipped_and_writes_a_rendered_report(tmp_path,
 
             rec.loader = without_depth
         save_scene(scene, tmp_path / "data" / scene.name)
-    rc = main(["eval", "-b", "random:vit_small_patch14_dinov2", "--data", str(tmp_path / "data"), "--out",
-               str(tmp_path / "out"), "--resolution", "28", "--probe-steps", "5", "--pairs", "3", "--keep", "50",
-               "--points", "50", "--no-middlebury", "-q"])
+    rc = main(
+        [
+            "eval",
+            "-b",
+            "random:vit_small_patch14_dinov2",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "--resolution",
+            "28",
+            "--probe-steps",
+            "5",
+            "--pairs",
+            "3",
+            "--keep",
+            "50",
+            "--points",
+            "50",
+            "--no-middlebury",
+            "-q",
+        ]
+    )
     assert rc == 0
     err = capsys.readouterr().err
     assert "skipped depth: no depth ground truth in the train split" in err
@@ -239,8 +278,13 @@ def test_report_tables_align_words_left_and_numbers_right(tmp_path):
     from splatdistill.eval.report import markdown_table
     from splatdistill.report_html import markdown_to_html_body
 
-    table = markdown_table(["blend", "noblend"], [{"lifter": "auto", "steps": 713}, {"lifter": "depth", "steps": None}],
-                           [("lifter", "lifter", "{}"), ("steps", "steps", "{}")], higher={}, first="variant")
+    table = markdown_table(
+        ["blend", "noblend"],
+        [{"lifter": "auto", "steps": 713}, {"lifter": "depth", "steps": None}],
+        [("lifter", "lifter", "{}"), ("steps", "steps", "{}")],
+        higher={},
+        first="variant",
+    )
     assert table.splitlines()[1] == "|---|---|---:|"
     body = markdown_to_html_body(table, tmp_path)
     assert '<th style="text-align:right">steps</th>' in body and '<th style="text-align:right">lifter' not in body

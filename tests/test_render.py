@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from splat_oracle import brute_force, project64, random_scene
 
+from splat_oracle import brute_force, project64, random_scene
 from splatdistill.errors import UserError
-from splatdistill.geometry import (
-    Cameras,
-    Gaussians,
-    intrinsics,
-    lift_depth,
-    look_at_viewmat,
-)
+from splatdistill.geometry import Cameras, Gaussians, intrinsics, lift_depth, look_at_viewmat
 from splatdistill.render import project_gaussians, render_features, render_gaussians
 
 W, H = 32, 24
@@ -32,15 +26,14 @@ def _t(x, dtype=torch.float32):
 def _render(scene, C=None, **kw):
     m, c, o, f, vm, K = scene
     f = f if C is None else f[:, :C]
-    img, alpha = render_features(_t(m), _t(c), _t(o), _t(f), _t(vm), _t(K), W, H,
-                                 backend="torch", **kw)
+    img, alpha = render_features(_t(m), _t(c), _t(o), _t(f), _t(vm), _t(K), W, H, backend="torch", **kw)
     return img.double().numpy(), alpha.double().numpy()
 
 
 # --- against the brute force -------------------------------------------------------------------
 
-@pytest.mark.parametrize("seed,n", [(0, 2000), (1, 2000), (2, 1200), (3, 2000), (4, 300),
-                                    (5, 2000), (6, 50)])
+
+@pytest.mark.parametrize("seed,n", [(0, 2000), (1, 2000), (2, 1200), (3, 2000), (4, 300), (5, 2000), (6, 50)])
 def test_matches_brute_force(seed, n):
     """abs error <= 1e-4 at >= 99.9% of pixels, for features of 1, 3, 384 and 385 channels."""
     scene = random_scene(seed, n, max(CHANNELS))
@@ -70,8 +63,7 @@ def test_batched_cameras_match_single_renders():
         d[:3, 3] = rng.normal(scale=0.2, size=3)
         vms.append(d @ vm)
         Ks.append(K * np.array([[rng.uniform(0.9, 1.1)], [1], [1]]))
-    img, alpha = render_features(_t(m), _t(c), _t(o), _t(f), _t(np.stack(vms)), _t(np.stack(Ks)),
-                                 W, H, backend="torch")
+    img, alpha = render_features(_t(m), _t(c), _t(o), _t(f), _t(np.stack(vms)), _t(np.stack(Ks)), W, H, backend="torch")
     assert img.shape == (3, H, W, 5) and alpha.shape == (3, H, W)
     for v in range(3):
         ref, ref_a, _ = brute_force(m, c, o, f, vms[v], Ks[v], W, H)
@@ -103,8 +95,7 @@ def test_projection_matches_gsplat_torch_impl():
         for dtype in (torch.float64, torch.float32):
             vms = _t(np.stack([vm, shift @ vm]), dtype)
             Ks = _t(np.stack([K, K * [[1.1], [0.9], [1]]]), dtype)
-            radii, m2, depths, conics, _ = _fully_fused_projection(_t(m, dtype), _t(c, dtype),
-                                                                   vms, Ks, W, H)
+            radii, m2, depths, conics, _ = _fully_fused_projection(_t(m, dtype), _t(c, dtype), vms, Ks, W, H)
             p = project_gaussians(_t(m, dtype), _t(c, dtype), vms, Ks, W, H)
             ok = depths > 0.01
             assert ok.sum() > 1000
@@ -123,6 +114,7 @@ def test_projection_matches_gsplat_torch_impl():
     from gsplat.cuda._torch_impl import _fully_fused_projection as ffp
 
     import splatdistill.render.torch_backend as tb
+
     for seed in range(3):
         m, c, o, f, vm, K = random_scene(seed, 1500, 1)
         shift = np.eye(4)
@@ -130,26 +122,30 @@ def test_projection_matches_gsplat_torch_impl():
         vms, Ks = np.stack([vm, shift @ vm]), np.stack([K, K * [[1.1], [0.9], [1]]])
         for dtype in (torch.float64, torch.float32):  # float32 inputs are promoted exactly
             args = [_t(x, dtype) for x in (m, c, o, vms, Ks)]
-            p = tb.project_compiled(None, args[0][None], args[1][None], args[2][None],
-                                     args[3][None], args[4][None], W, H, 0.01, 1e10, 0.3)
+            p = tb.project_compiled(
+                None, args[0][None], args[1][None], args[2][None], args[3][None], args[4][None], W, H, 0.01, 1e10, 0.3
+            )
             a64 = [a.double() for a in args]  # the same (rounded) inputs, in float64
             radii, m2, depths, conics, _ = ffp(a64[0], a64[1], a64[3], a64[4], W, H)
             ok = depths > 0.01
             assert ok.sum() > 1000
-            for ours, ref in ((np.stack([p["mx"][0], p["my"][0]], -1), m2), (p["z"][0], depths),
-                              (np.stack([p["ca"][0], p["cb"][0], p["cc"][0]], -1), conics)):
+            for ours, ref in (
+                (np.stack([p["mx"][0], p["my"][0]], -1), m2),
+                (p["z"][0], depths),
+                (np.stack([p["ca"][0], p["cb"][0], p["cc"][0]], -1), conics),
+            ):
                 ref = ref.numpy()
                 rel = np.abs(ours - ref) / np.maximum(np.abs(ref), 1e-12)
                 assert rel[ok.numpy()].max() < 1e-5
             # its opacity-aware radii and culling are the torch path's, value for value
             q = project_gaussians(a64[0], a64[1], a64[3], a64[4], W, H, opacities=a64[2])
-            assert np.array_equal(np.stack([p["rx"][0], p["ry"][0]], -1) * p["visible"][0, ..., None],
-                                  q.radii.numpy())
+            assert np.array_equal(np.stack([p["rx"][0], p["ry"][0]], -1) * p["visible"][0, ..., None], q.radii.numpy())
     # and the float64 brute force's own projection agrees too (it is what the oracle uses)
     m, c, o, f, vm, K = random_scene(0, 500, 1)
     m2, conics, z, _ = project64(m, c, vm, K, W, H)
-    p = project_gaussians(_t(m, torch.float64), _t(c, torch.float64), _t(vm, torch.float64)[None],
-                          _t(K, torch.float64)[None], W, H)
+    p = project_gaussians(
+        _t(m, torch.float64), _t(c, torch.float64), _t(vm, torch.float64)[None], _t(K, torch.float64)[None], W, H
+    )
     ok = z > 0.01
     np.testing.assert_allclose(p.means2d[0].numpy()[ok], m2[ok], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(p.conics[0].numpy()[ok], conics[ok], rtol=1e-9, atol=1e-12)
@@ -159,8 +155,7 @@ def test_radii_are_gsplat_opacity_aware_boxes():
     m, c, o, f, vm, K = random_scene(3, 1000, 1)
     p = project_gaussians(_t(m), _t(c), _t(vm)[None], _t(K)[None], W, H, opacities=_t(o))
     m2, conics, z, _ = project64(m, c, vm, K, W, H)
-    cov2 = np.linalg.inv(np.stack([[conics[:, 0], conics[:, 1]], [conics[:, 1], conics[:, 2]]])
-                         .transpose(2, 0, 1))
+    cov2 = np.linalg.inv(np.stack([[conics[:, 0], conics[:, 1]], [conics[:, 1], conics[:, 2]]]).transpose(2, 0, 1))
     extend = np.minimum(3.33, np.sqrt(2 * np.log(np.maximum(o, 1 / 255) * 255)))
     rx = np.ceil(extend * np.sqrt(cov2[:, 0, 0]))
     inside = (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < W)
@@ -175,14 +170,14 @@ def test_radii_are_gsplat_opacity_aware_boxes():
 
 # --- closed-form cases ---------------------------------------------------------------------------
 
+
 def test_single_isotropic_gaussian_has_closed_form_profile():
     f, z, s, o = 40.0, 2.0, 0.05, 0.8
     K = intrinsics(f, f, 16.5, 12.5)  # the mean projects onto the centre of pixel (16, 12)
     means = torch.tensor([[0.0, 0.0, z]])
     covs = torch.eye(3)[None] * s * s
     feat = torch.tensor([[2.0, -1.0]])
-    img, alpha = render_features(means, covs, torch.tensor([o]), feat, torch.eye(4), K, W, H,
-                                 backend="torch")
+    img, alpha = render_features(means, covs, torch.tensor([o]), feat, torch.eye(4), K, W, H, backend="torch")
     var = (f * s / z) ** 2 + 0.3  # EWA + low-pass; the Jacobian is exact on the optical axis
     u = torch.arange(W) + 0.5
     v = torch.arange(H) + 0.5
@@ -197,13 +192,31 @@ def test_single_isotropic_gaussian_has_closed_form_profile():
 def test_opacity_clamp_and_thresholds():
     """alpha clamps at 0.999; contributions under 1/255 are skipped, not attenuated."""
     K = intrinsics(40.0, 40.0, 16.5, 12.5)
-    covs = torch.eye(3)[None] * 0.05 ** 2
-    _, alpha = render_features(torch.tensor([[0.0, 0.0, 2.0]]), covs, torch.tensor([1.0]),
-                               torch.ones(1, 1), torch.eye(4), K, W, H, backend="torch")
+    covs = torch.eye(3)[None] * 0.05**2
+    _, alpha = render_features(
+        torch.tensor([[0.0, 0.0, 2.0]]),
+        covs,
+        torch.tensor([1.0]),
+        torch.ones(1, 1),
+        torch.eye(4),
+        K,
+        W,
+        H,
+        backend="torch",
+    )
     assert alpha.max().item() == pytest.approx(0.999, abs=1e-7)
     # an opacity of exactly 1/255 renders its centre pixel only where exp(-sigma) rounds to 1
-    _, alpha = render_features(torch.tensor([[0.0, 0.0, 2.0]]), covs, torch.tensor([0.9 / 255]),
-                               torch.ones(1, 1), torch.eye(4), K, W, H, backend="torch")
+    _, alpha = render_features(
+        torch.tensor([[0.0, 0.0, 2.0]]),
+        covs,
+        torch.tensor([0.9 / 255]),
+        torch.ones(1, 1),
+        torch.eye(4),
+        K,
+        W,
+        H,
+        backend="torch",
+    )
     assert alpha.abs().max() == 0
 
 
@@ -212,8 +225,7 @@ def _plane(z, half, step, opacity, feat, device="cpu"):
     g = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
     means = torch.cat([g, torch.full((len(g), 1), z)], 1)
     covs = torch.diag(torch.tensor([step, step, step * 0.1]) ** 2).expand(len(g), 3, 3)
-    return Gaussians(means, covs.clone(), torch.full((len(g),), opacity),
-                     torch.tensor(feat).expand(len(g), -1).clone())
+    return Gaussians(means, covs.clone(), torch.full((len(g),), opacity), torch.tensor(feat).expand(len(g), -1).clone())
 
 
 def test_opaque_front_plane_hides_back_plane():
@@ -236,8 +248,7 @@ def test_input_order_does_not_matter():
     m, c, o, f, vm, K = random_scene(8, 1500, 4)
     perm = np.random.default_rng(1).permutation(len(m))
     a = render_features(_t(m), _t(c), _t(o), _t(f), _t(vm), _t(K), W, H, backend="torch")
-    b = render_features(_t(m[perm]), _t(c[perm]), _t(o[perm]), _t(f[perm]), _t(vm), _t(K), W, H,
-                        backend="torch")
+    b = render_features(_t(m[perm]), _t(c[perm]), _t(o[perm]), _t(f[perm]), _t(vm), _t(K), W, H, backend="torch")
     torch.testing.assert_close(a[0], b[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(a[1], b[1], atol=1e-7, rtol=0)
 
@@ -246,24 +257,27 @@ def test_equal_depths_composite_in_input_order():
     """Ties in depth are broken by index, like gsplat's stable radix sort."""
     K = intrinsics(30.0, 30.0, 16.5, 12.5)
     means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 2.0]])
-    covs = torch.eye(3).expand(2, 3, 3) * 0.1 ** 2
+    covs = torch.eye(3).expand(2, 3, 3) * 0.1**2
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    img, _ = render_features(means, covs.clone(), torch.tensor([0.5, 0.5]), feats, torch.eye(4), K,
-                             W, H, backend="torch")
+    img, _ = render_features(
+        means, covs.clone(), torch.tensor([0.5, 0.5]), feats, torch.eye(4), K, W, H, backend="torch"
+    )
     assert img[12, 16, 0] == pytest.approx(0.5, abs=1e-6)
     assert img[12, 16, 1] == pytest.approx(0.25, abs=1e-6)
 
 
 def test_near_plane_culls_like_gsplat():
     K = intrinsics(30.0, 30.0, 16.5, 12.5)
-    covs = torch.eye(3).expand(2, 3, 3) * 1e-4 ** 2
+    covs = torch.eye(3).expand(2, 3, 3) * 1e-4**2
     means = torch.tensor([[0.0, 0.0, 0.0099], [0.0, 0.0, 0.5]])
-    img, alpha = render_features(means, covs.clone(), torch.ones(2), torch.eye(2), torch.eye(4),
-                                 K, W, H, backend="torch")
+    img, alpha = render_features(
+        means, covs.clone(), torch.ones(2), torch.eye(2), torch.eye(4), K, W, H, backend="torch"
+    )
     assert img[12, 16, 0] == 0 and img[12, 16, 1] > 0.9
     # behind the camera: nothing at all
-    img, alpha = render_features(-means, covs.clone(), torch.ones(2), torch.eye(2), torch.eye(4),
-                                 K, W, H, backend="torch")
+    img, alpha = render_features(
+        -means, covs.clone(), torch.ones(2), torch.eye(2), torch.eye(4), K, W, H, backend="torch"
+    )
     assert alpha.abs().max() == 0 and img.abs().max() == 0
 
 
@@ -291,8 +305,7 @@ def _room_depth(cams: Cameras) -> torch.Tensor:
 def test_lift_and_render_back_reproduces_features():
     Wr, Hr = 96, 72
     K = intrinsics(80.0, 80.0, Wr / 2, Hr / 2)
-    cams = Cameras(K[None], look_at_viewmat(torch.tensor([[0.2, -0.3, -0.5]]),
-                                    torch.tensor([[0.0, 0.2, 3.0]])), Wr, Hr)
+    cams = Cameras(K[None], look_at_viewmat(torch.tensor([[0.2, -0.3, -0.5]]), torch.tensor([[0.0, 0.2, 3.0]])), Wr, Hr)
     depth = _room_depth(cams)
     depth[:, :3, :5] = 0.0  # invalid pixels produce no Gaussian (and leave a hole)
     depth[:, 40, 10] = math.nan
@@ -319,14 +332,16 @@ def test_lift_and_render_back_reproduces_features():
 
 # --- autograd, API -------------------------------------------------------------------------------
 
+
 def test_gradient_wrt_features():
     m, c, o, f, vm, K = random_scene(5, 40, 2)
     feats = _t(f, torch.float64).requires_grad_(True)
     args = [_t(x, torch.float64) for x in (m, c, o)]
 
     def fn(x):
-        return render_features(args[0], args[1], args[2], x, _t(vm, torch.float64),
-                               _t(K, torch.float64), 8, 6, backend="torch")[0]
+        return render_features(
+            args[0], args[1], args[2], x, _t(vm, torch.float64), _t(K, torch.float64), 8, 6, backend="torch"
+        )[0]
 
     assert torch.autograd.gradcheck(fn, (feats,), eps=1e-6, atol=1e-6, fast_mode=True)
     # and the gradient is what linearity says: d<img, R>/df = W^T R, checked on one Gaussian
@@ -341,19 +356,35 @@ def test_gradient_wrt_features():
 
 def test_float64_and_no_visible_gaussians():
     m, c, o, f, vm, K = random_scene(1, 200, 3)
-    img, alpha = render_features(*(_t(x, torch.float64) for x in (m, c, o, f, vm, K)), W, H,
-                                 backend="torch")
+    img, alpha = render_features(*(_t(x, torch.float64) for x in (m, c, o, f, vm, K)), W, H, backend="torch")
     ref, ref_a, _ = brute_force(m, c, o, f, vm, K, W, H)
     assert img.dtype == torch.float64
     assert np.abs(img.numpy() - ref).max() < 1e-4
     pc = m @ vm[:3, :3].T + vm[:3, 3]
     front = pc[:, 2] > 0
-    img, alpha = render_features(_t(m[front]), _t(c[front]), _t(o[front]), _t(f[front]),
-                                 _t(np.diag([-1.0, 1.0, -1.0, 1.0]) @ vm), _t(K), W, H,
-                                 backend="torch")  # turned around: everything is behind
+    img, alpha = render_features(
+        _t(m[front]),
+        _t(c[front]),
+        _t(o[front]),
+        _t(f[front]),
+        _t(np.diag([-1.0, 1.0, -1.0, 1.0]) @ vm),
+        _t(K),
+        W,
+        H,
+        backend="torch",
+    )  # turned around: everything is behind
     assert img.abs().max() == 0 and alpha.abs().max() == 0
-    img, alpha = render_features(torch.zeros(0, 3), torch.zeros(0, 3, 3), torch.zeros(0),
-                                 torch.zeros(0, 4), torch.eye(4), _t(K), W, H, backend="torch")
+    img, alpha = render_features(
+        torch.zeros(0, 3),
+        torch.zeros(0, 3, 3),
+        torch.zeros(0),
+        torch.zeros(0, 4),
+        torch.eye(4),
+        _t(K),
+        W,
+        H,
+        backend="torch",
+    )
     assert img.shape == (H, W, 4) and img.abs().max() == 0
 
 
@@ -362,12 +393,10 @@ def test_half_precision_features():
     ref, ref_a = render_features(*(_t(x) for x in (m, c, o, f, vm, K)), W, H, backend="torch")
     for dtype in (torch.float16, torch.bfloat16):
         feats = _t(f).to(dtype)
-        img, alpha = render_features(_t(m), _t(c), _t(o), feats, _t(vm), _t(K), W, H,
-                                     backend="torch")
+        img, alpha = render_features(_t(m), _t(c), _t(o), feats, _t(vm), _t(K), W, H, backend="torch")
         assert img.dtype == dtype and alpha.dtype == torch.float32
         torch.testing.assert_close(alpha, ref_a)
-        exact, _ = render_features(_t(m), _t(c), _t(o), feats.float(), _t(vm), _t(K), W, H,
-                                   backend="torch")
+        exact, _ = render_features(_t(m), _t(c), _t(o), feats.float(), _t(vm), _t(K), W, H, backend="torch")
         torch.testing.assert_close(img.float(), exact, atol=0.02, rtol=0.01)
 
 
@@ -491,10 +520,14 @@ def test_stable_depth_argsort_matches_numpy():
     from splatdistill.render.cpu_kernels import stable_argsort_f64
 
     rng = np.random.default_rng(0)
-    cases = [rng.uniform(0.01, 50.0, 100_000), rng.normal(size=3000),
-             np.round(rng.normal(size=5000), 1),  # many ties, and -0.0 next to 0.0
-             np.array([]), np.array([2.0]),
-             np.array([-0.0, 0.0, 1.0, -1.0, np.inf, -np.inf, 1e-300, -1e-300, 0.0, -0.0, 5e-324])]
+    cases = [
+        rng.uniform(0.01, 50.0, 100_000),
+        rng.normal(size=3000),
+        np.round(rng.normal(size=5000), 1),  # many ties, and -0.0 next to 0.0
+        np.array([]),
+        np.array([2.0]),
+        np.array([-0.0, 0.0, 1.0, -1.0, np.inf, -np.inf, 1e-300, -1e-300, 0.0, -0.0, 5e-324]),
+    ]
     for x in cases:
         assert np.array_equal(stable_argsort_f64(x), np.argsort(x, kind="stable")), x[:5]
 
@@ -510,13 +543,12 @@ def test_deep_stacks_of_faint_gaussians_match_brute_force():
     covs = np.eye(3) * (rng.uniform(0.6, 1.2, n) ** 2)[:, None, None]
     opac = rng.uniform(0.01, 0.03, n)
     feats = rng.normal(size=(n, 7))
-    scene = tuple(a.astype(np.float32).astype(np.float64) for a in (means, covs, opac, feats,
-                                                                      np.eye(4), K))
+    scene = tuple(a.astype(np.float32).astype(np.float64) for a in (means, covs, opac, feats, np.eye(4), K))
     ref, ref_a, _ = brute_force(*scene, W, H)
     stats: dict = {}
     import splatdistill.render.torch_backend as tb
-    img, alpha = tb.render_torch(*[_t(x) for x in scene[:4]], _t(scene[4])[None],
-                                 _t(scene[5])[None], W, H, stats=stats)
+
+    img, alpha = tb.render_torch(*[_t(x) for x in scene[:4]], _t(scene[4])[None], _t(scene[5])[None], W, H, stats=stats)
     assert stats["composited"] > 100 * W * H  # the buffer starts at 64 pairs per pixel
     assert np.abs(img[0].double().numpy() - ref).max() <= 1e-4
     assert np.abs(alpha[0].double().numpy() - ref_a).max() <= 1e-4

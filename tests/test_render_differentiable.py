@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from splat_oracle import brute_force, random_scene
 
+from splat_oracle import brute_force, random_scene
 from splatdistill.geometry import intrinsics, quat_scale_to_covariance
 from splatdistill.render import render_features
 from splatdistill.render.differentiable import render_differentiable
@@ -35,8 +35,14 @@ def _small_scene(seed: int = 0, n: int = 12):
     """A few well-separated, fairly opaque Gaussians in front of a camera: no pair sits on a threshold."""
     g = torch.Generator().manual_seed(seed)
     K = intrinsics(14.0, 14.0, 8.0, 6.0, dtype=torch.float64)
-    means = torch.stack([torch.rand(n, generator=g) * 1.2 - 0.6, torch.rand(n, generator=g) * 0.9 - 0.45,
-                         2.0 + torch.rand(n, generator=g) * 2.0], -1).double()
+    means = torch.stack(
+        [
+            torch.rand(n, generator=g) * 1.2 - 0.6,
+            torch.rand(n, generator=g) * 0.9 - 0.45,
+            2.0 + torch.rand(n, generator=g) * 2.0,
+        ],
+        -1,
+    ).double()
     quats = torch.randn(n, 4, generator=g).double()
     scales = (0.05 + 0.1 * torch.rand(n, 3, generator=g)).double()
     opac = (0.3 + 0.6 * torch.rand(n, generator=g)).double()
@@ -53,8 +59,12 @@ def test_gradients_match_finite_differences():
         img, alpha = render_differentiable(means, cov, opac, colors, vm, K, 16, 12)
         return (img * weights).sum() + alpha.sum()
 
-    inputs = [means.clone().requires_grad_(True), scales.clone().requires_grad_(True),
-              opac.clone().requires_grad_(True), colors.clone().requires_grad_(True)]
+    inputs = [
+        means.clone().requires_grad_(True),
+        scales.clone().requires_grad_(True),
+        opac.clone().requires_grad_(True),
+        colors.clone().requires_grad_(True),
+    ]
     value = loss(*inputs)
     grads = torch.autograd.grad(value, inputs)
     eps = 1e-6

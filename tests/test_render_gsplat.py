@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from splat_oracle import brute_force, random_scene
 
+from splat_oracle import brute_force, random_scene
 from splatdistill.render import render_features
 from splatdistill.render.gsplat_backend import gsplat_available
 
@@ -26,8 +26,7 @@ def _cuda(x):
     return torch.as_tensor(np.asarray(x), dtype=torch.float32, device="cuda")
 
 
-@pytest.mark.parametrize("seed,n,C", [(0, 2000, 3), (1, 2000, 384), (2, 1200, 385),
-                                      (3, 300, 1), (4, 2000, 64)])
+@pytest.mark.parametrize("seed,n,C", [(0, 2000, 3), (1, 2000, 384), (2, 1200, 385), (3, 300, 1), (4, 2000, 64)])
 def test_gsplat_matches_torch_backend_and_brute_force(seed, n, C):
     m, c, o, f, vm, K = random_scene(seed, n, C)
     args = [_cuda(x) for x in (m, c, o, f, vm, K)]

@@ -11,20 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splatdistill.data import detect_format, load_dataset
+from _real_data import CASTEL_DEPTH_SCALE, castel
 from splatdistill.captures.from_rgbd import Calibration, from_rgbd, read_sequence
-from splatdistill.data.formats.rgbd import (
-    intrinsics_matrix,
-    parse_intrinsics,
-    read_visp_depth,
-    register_depth,
-)
+from splatdistill.data import detect_format, load_dataset
+from splatdistill.data.formats.rgbd import intrinsics_matrix, parse_intrinsics, read_visp_depth, register_depth
 from splatdistill.data.formats.sevenscenes import load_sevenscenes
 from splatdistill.data.formats.tum import load_tum_sequence
 from splatdistill.errors import UserError
-
-from _real_data import CASTEL_DEPTH_SCALE, castel
-
 
 # -- registration: two planes seen by two cameras, depth computed analytically --------------------
 
@@ -135,7 +128,9 @@ def test_visp_depth_bin_is_read_by_value_and_a_truncated_one_is_named(tmp_path):
     f.write_bytes(np.array([3, 4], "<u4").tobytes() + raw.astype("<u2").tobytes())
     np.testing.assert_array_equal(read_visp_depth(f), raw)
     f.write_bytes(f.read_bytes()[:-2])
-    with pytest.raises(UserError, match=r"depth_image_0000.bin: depth .bin header says 4x3 \(32 bytes\) but the file has 30"):
+    with pytest.raises(
+        UserError, match=r"depth_image_0000.bin: depth .bin header says 4x3 \(32 bytes\) but the file has 30"
+    ):
         read_visp_depth(f)
 
 
@@ -169,9 +164,19 @@ def make_tum(root, with_gt=True):
     (root / "depth.txt").write_text("\n".join(lines) + "\n")
     if with_gt:
         # Two samples around each colour frame: the camera moves along x and turns about z.
-        lines = ["# ground truth trajectory", "# file: 'rgbd_dataset_freiburg1_xyz.bag'", "# timestamp tx ty tz qx qy qz qw"]
-        for t, x, ang in ((1305031102.17, 0.0, 0.0), (1305031102.18, 0.1, 20.0), (1305031102.21, 0.2, 0.0),
-                          (1305031102.22, 0.3, 0.0), (1305031102.24, 0.4, 0.0), (1305031102.25, 0.5, 0.0)):  # fmt: skip
+        lines = [
+            "# ground truth trajectory",
+            "# file: 'rgbd_dataset_freiburg1_xyz.bag'",
+            "# timestamp tx ty tz qx qy qz qw",
+        ]
+        for t, x, ang in (
+            (1305031102.17, 0.0, 0.0),
+            (1305031102.18, 0.1, 20.0),
+            (1305031102.21, 0.2, 0.0),
+            (1305031102.22, 0.3, 0.0),
+            (1305031102.24, 0.4, 0.0),
+            (1305031102.25, 0.5, 0.0),
+        ):
             h = np.radians(ang) / 2
             lines.append(f"{t:.4f} {x:.4f} 1.0000 2.0000 0.0000 0.0000 {np.sin(h):.6f} {np.cos(h):.6f}")
         (root / "groundtruth.txt").write_text("\n".join(lines) + "\n")
@@ -184,14 +189,20 @@ def test_tum_sequence_associates_depth_and_interpolates_poses(tmp_path):
     seq = load_tum_sequence(root)
     assert len(seq.frames) == 3
     # nearest depth in time: 0.175 -> 0.160 (15 ms) vs 0.194 (19 ms); 0.211 -> 0.194 (17) vs 0.227 (16)
-    assert [f.depth.name for f in seq.frames] == ["1305031102.160407.png", "1305031102.226738.png", "1305031102.226738.png"]
+    assert [f.depth.name for f in seq.frames] == [
+        "1305031102.160407.png",
+        "1305031102.226738.png",
+        "1305031102.226738.png",
+    ]
     np.testing.assert_allclose(seq.K_color, [[517.3, 0, 319.1], [0, 516.5, 255.8], [0, 0, 1]])  # freiburg1, +0.5
     # frame 0 at .175304 lies between .17 (x 0, 0 deg) and .18 (x 0.1, 20 deg): w = 0.5304
     w = (1305031102.175304 - 1305031102.17) / 0.01
     c2w = seq.frames[0].cam_to_world
     np.testing.assert_allclose(c2w[:3, 3], [0.1 * w, 1.0, 2.0], atol=1e-6)
     a = np.radians(20.0 * w)
-    np.testing.assert_allclose(c2w[:3, :3], [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]], atol=1e-6)
+    np.testing.assert_allclose(
+        c2w[:3, :3], [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]], atol=1e-6
+    )
     scene = load_dataset(root)[0]
     v = scene.load_view(1)
     np.testing.assert_allclose(v.depth, 3.0, rtol=1e-6)  # 15000 / 5000
@@ -208,7 +219,9 @@ def test_tum_errors_name_the_file(tmp_path):
     root2, _ = make_tum(tmp_path / "seq2")
     text = (root2 / "groundtruth.txt").read_text().replace("0.000000 1.000000", "0.500000 1.000000", 1)
     (root2 / "groundtruth.txt").write_text(text)
-    with pytest.raises(UserError, match="groundtruth.txt: the quaternion at timestamp 1305031102.170000 is not of unit length"):
+    with pytest.raises(
+        UserError, match="groundtruth.txt: the quaternion at timestamp 1305031102.170000 is not of unit length"
+    ):
         load_tum_sequence(root2)
     root3, rgb_t = make_tum(tmp_path / "seq3")
     (root3 / f"rgb/{rgb_t[0]:.6f}.png").unlink()
@@ -260,7 +273,9 @@ def test_sevenscenes_reads_depth_poses_and_the_test_split(tmp_path):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "splatdistill", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "splatdistill", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_from_rgbd_input_errors_are_one_line(tmp_path):
@@ -273,7 +288,9 @@ def test_from_rgbd_input_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "frames: a plain folder of frames needs --color-intrinsics" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     _rgb(plain / "image_0002.png", 10)
-    with pytest.raises(UserError, match="1 frame numbers have only a colour image or only a depth file, e.g. image_0002.png"):
+    with pytest.raises(
+        UserError, match="1 frame numbers have only a colour image or only a depth file, e.g. image_0002.png"
+    ):
         read_sequence(plain, Calibration("8,8,3.5,2.5"))
     (plain / "image_0002.png").unlink()
     with pytest.raises(UserError, match="--depth-scale must be a number > 0"):
@@ -294,9 +311,21 @@ def test_from_rgbd_input_errors_are_one_line(tmp_path):
 def test_castel_poses_from_odometry_make_depth_agree_across_frames(tmp_path):
     pytest.importorskip("open3d", reason="from-rgbd needs Open3D (the [captures] extra)")
     c = castel()
-    r = _cli("data", "from-rgbd", c / "castel", "--out", tmp_path / "ds", "--color-intrinsics", c / "chateau.xml",
-             "--depth-intrinsics", c / "chateau_depth.xml", "--color-to-depth", c / "depth_M_color.txt",
-             "--depth-scale", CASTEL_DEPTH_SCALE)  # fmt: skip
+    r = _cli(
+        "data",
+        "from-rgbd",
+        c / "castel",
+        "--out",
+        tmp_path / "ds",
+        "--color-intrinsics",
+        c / "chateau.xml",
+        "--depth-intrinsics",
+        c / "chateau_depth.xml",
+        "--color-to-depth",
+        c / "depth_M_color.txt",
+        "--depth-scale",
+        CASTEL_DEPTH_SCALE,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "ds" / "castel" / "from_rgbd.json").read_text())
     assert summary["frames"] == 30 and summary["depth_registered_to_color"] and not summary["failed_alignments"]

@@ -41,8 +41,15 @@ def counting_run(tmp_path, clock: Clock, seconds_per_step: float = 1.0, **kw) ->
         return {"step": state["step"], "loss": 1.0 / state["step"], "share": 1.0}
 
     kw.setdefault("log_jsonl", tmp_path / "log.jsonl")
-    run = Run(name="t", total=kw.pop("total", 10), step=state["step"], train_step=step, progress=False,
-              save=lambda final: saves.append((state["step"], final)), **kw)
+    run = Run(
+        name="t",
+        total=kw.pop("total", 10),
+        step=state["step"],
+        train_step=step,
+        progress=False,
+        save=lambda final: saves.append((state["step"], final)),
+        **kw,
+    )
     return run, saves
 
 
@@ -59,14 +66,21 @@ def test_the_loop_checkpoints_on_its_cadence_and_once_at_the_end_and_logs_every_
 
 def test_the_time_budget_stops_after_the_step_that_spends_it_and_counts_earlier_sessions(tmp_path):
     clock = Clock()
-    run, saves = counting_run(tmp_path, clock, seconds_per_step=6.0, checkpoint_every=100,
-                              budget=TimeBudget(0.5, 12.0, clock))  # 30 s, 12 of them used before
+    run, saves = counting_run(
+        tmp_path, clock, seconds_per_step=6.0, checkpoint_every=100, budget=TimeBudget(0.5, 12.0, clock)
+    )  # 30 s, 12 of them used before
     res = run()
     assert res.steps == 3 and res.stopped_by == "time" and saves == [(3, True)]
     # the session's own time only (schedule=steps): 30 s of it
     clock2 = Clock()
-    run, _ = counting_run(tmp_path / "b", clock2, seconds_per_step=6.0, session_budget=True,
-                          budget=TimeBudget(0.5, 12.0, clock2), log_jsonl=None)
+    run, _ = counting_run(
+        tmp_path / "b",
+        clock2,
+        seconds_per_step=6.0,
+        session_budget=True,
+        budget=TimeBudget(0.5, 12.0, clock2),
+        log_jsonl=None,
+    )
     assert run().steps == 5
     # a resumed run already out of time takes no step, and saves nothing new beyond its final call
     clock3 = Clock()
@@ -79,8 +93,12 @@ def test_sigterm_finishes_the_step_saves_and_returns_and_the_old_handler_comes_b
     clock, seen = Clock(), []
     previous = signal.signal(signal.SIGTERM, lambda *a: seen.append("old"))
     try:
-        run, saves = counting_run(tmp_path, clock, budget=TimeBudget(0, 0, clock),
-                                  on_step=lambda m: m["step"] == 3 and os.kill(os.getpid(), signal.SIGTERM))
+        run, saves = counting_run(
+            tmp_path,
+            clock,
+            budget=TimeBudget(0, 0, clock),
+            on_step=lambda m: m["step"] == 3 and os.kill(os.getpid(), signal.SIGTERM),
+        )
         res = run()
         assert res.steps == 3 and res.stopped_by == "signal" and saves == [(3, True)]
         os.kill(os.getpid(), signal.SIGTERM)
@@ -92,27 +110,36 @@ def test_sigterm_finishes_the_step_saves_and_returns_and_the_old_handler_comes_b
 def test_a_stop_on_another_rank_stops_this_one_and_the_stall_check_raises(tmp_path):
     clock = Clock()
     calls = []
-    run, _ = counting_run(tmp_path, clock, budget=TimeBudget(0, 0, clock),
-                          agree=lambda flag: calls.append(flag) or len(calls) > 2)  # rank 1 asks after step 2
+    run, _ = counting_run(
+        tmp_path, clock, budget=TimeBudget(0, 0, clock), agree=lambda flag: calls.append(flag) or len(calls) > 2
+    )  # rank 1 asks after step 2
     assert run().steps == 2 and calls == [False, False, False]
 
     def fail(steps, whole, last):
         raise UserError(f"stalled {steps} {whole} {last}")
 
-    run, saves = counting_run(tmp_path / "s", clock, budget=TimeBudget(0, 0, clock), log_jsonl=None,
-                              stall=StallCheck("share", 2.0, 3, fail))
+    run, saves = counting_run(
+        tmp_path / "s", clock, budget=TimeBudget(0, 0, clock), log_jsonl=None, stall=StallCheck("share", 2.0, 3, fail)
+    )
     with pytest.raises(UserError, match="stalled 3 False 1.0"):
         run()
     assert saves == []  # the stalled step is not checkpointed
-    run, _ = counting_run(tmp_path / "w", clock, budget=TimeBudget(0, 0, clock), log_jsonl=None, total=2,
-                          stall=StallCheck("share", 2.0, 50, fail))
+    run, _ = counting_run(
+        tmp_path / "w",
+        clock,
+        budget=TimeBudget(0, 0, clock),
+        log_jsonl=None,
+        total=2,
+        stall=StallCheck("share", 2.0, 50, fail),
+    )
     with pytest.raises(UserError, match="stalled 2 True"):  # a whole run shorter than stall_steps
         run()
 
 
 def test_dino_loss_owns_its_head_centre_and_the_centres_all_reduce(monkeypatch):
-    m = MethodConfig(prototypes=8, head_hidden=16, head_bottleneck=4, center_momentum=0.9, teacher_temp=0.5,
-                     student_temp=0.2)
+    m = MethodConfig(
+        prototypes=8, head_hidden=16, head_bottleneck=4, center_momentum=0.9, teacher_temp=0.5, student_temp=0.2
+    )
     g = torch.Generator().manual_seed(3)
     before = torch.get_rng_state()
     head = DinoLoss.head(m, 12, seed=0)

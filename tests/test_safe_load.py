@@ -21,24 +21,37 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "splatdistill"
 
 #: every place src/ may turn bytes into Python objects, as (file, the line's code) -> why it is safe
 SITES = {
-    ("safe_load.py", 'obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)'):
-        "the one torch.load: torch's restricted unpickler (tensors, plain containers) plus the caller's exact "
-        "allow-list; foreign files get inert stand-ins for every other global",
-    ("eval/benchmarks/nyuv2.py", "class _ArrayUnpickler(pickle.Unpickler):"):
-        "NYUv2 normals (a gzipped pickle): find_class allows only NumPy's array rebuilders, OrderedDict, _codecs.encode",
-    ("eval/benchmarks/nyuv2.py", 'data = _ArrayUnpickler(fh, encoding="latin1").load()'): "the restricted unpickler above",
+    (
+        "safe_load.py",
+        'obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)',
+    ): "the one torch.load: torch's restricted unpickler (tensors, plain containers) plus the caller's exact "
+    "allow-list; foreign files get inert stand-ins for every other global",
+    (
+        "eval/benchmarks/nyuv2.py",
+        "class _ArrayUnpickler(pickle.Unpickler):",
+    ): "NYUv2 normals (a gzipped pickle): find_class allows only NumPy's array rebuilders, OrderedDict, _codecs.encode",
+    (
+        "eval/benchmarks/nyuv2.py",
+        'data = _ArrayUnpickler(fh, encoding="latin1").load()',
+    ): "the restricted unpickler above",
     ("eval/benchmarks/scannet1500.py", "with np.load(path, allow_pickle=False) as z:"): "NumPy refuses object arrays",
     ("data/io.py", "with np.load(path) as z:"): "np.load's default is allow_pickle=False (object arrays refused)",
     ("data/io.py", "return np.load(path, allow_pickle=False)"): "NumPy refuses object arrays",
     ("data/io.py", 'arr = np.load(path, mmap_mode="r", allow_pickle=False)'): "NumPy refuses object arrays",
-    ("render/ply.py", "feats = torch.from_numpy(np.load(feat_path)).double()"):
-        "np.load's default is allow_pickle=False (object arrays refused)",
-    ("data/rooms/assets.py", 'with np.load(FURNITURE_DIR / f"{key}.npz") as z:'):
-        "the package's own furniture meshes; allow_pickle=False by default anyway",
+    (
+        "render/ply.py",
+        "feats = torch.from_numpy(np.load(feat_path)).double()",
+    ): "np.load's default is allow_pickle=False (object arrays refused)",
+    (
+        "data/rooms/assets.py",
+        'with np.load(FURNITURE_DIR / f"{key}.npz") as z:',
+    ): "the package's own furniture meshes; allow_pickle=False by default anyway",
 }
 #: what turns bytes into objects; np.load counts (it unpickles when allow_pickle=True)
-PATTERN = re.compile(r"torch\.load\(|torch\.jit\.load|pickle\.(load|loads|Unpickler)\b|Unpickler\(|np\.load\("
-                     r"|numpy\.load\(|yaml\.(unsafe_)?load\(|yaml\.(Unsafe|Full)?Loader|marshal\.loads?\(|dill\.|joblib\.")
+PATTERN = re.compile(
+    r"torch\.load\(|torch\.jit\.load|pickle\.(load|loads|Unpickler)\b|Unpickler\(|np\.load\("
+    r"|numpy\.load\(|yaml\.(unsafe_)?load\(|yaml\.(Unsafe|Full)?Loader|marshal\.loads?\(|dill\.|joblib\."
+)
 
 
 def _sites() -> set[tuple[str, str]]:
@@ -72,8 +85,14 @@ def test_every_torch_file_reader_goes_through_the_safe_loader():
     """The sites that read files a user may receive, and the allow-list each passes."""
     calls = {str(p.relative_to(SRC)): re.findall(r"load_torch_file\((.*)", p.read_text()) for p in SRC.rglob("*.py")}
     calls = {k: v for k, v in calls.items() if v and k != "safe_load.py"}
-    assert sorted(calls) == ["backbones/checkpoints.py", "baselines/fit3d.py", "commands/train.py",
-                             "distill/checkpoint.py", "lifters/mvsplat.py", "lifters/train_predictor.py"]
+    assert sorted(calls) == [
+        "backbones/checkpoints.py",
+        "baselines/fit3d.py",
+        "commands/train.py",
+        "distill/checkpoint.py",
+        "lifters/mvsplat.py",
+        "lifters/train_predictor.py",
+    ]
     assert "foreign=True" in calls["lifters/mvsplat.py"][0]  # only MVSplat's Lightning files get stand-ins
     assert all("foreign" not in c for k, v in calls.items() if k != "lifters/mvsplat.py" for c in v)
 
@@ -143,12 +162,20 @@ def test_a_lightning_style_checkpoint_gives_its_tensors_and_runs_nothing(tmp_pat
     omegaconf = pytest.importorskip("omegaconf")
     marker = tmp_path / "MARKER"
     enc = {"encoder.backbone.weight": torch.randn(4, 3), "encoder.head.bias": torch.randn(4)}
-    ckpt = {"epoch": 3, "global_step": 300000, "pytorch-lightning_version": "2.0.0",
-            "state_dict": collections.OrderedDict(enc),
-            "hyper_parameters": {"cfg": omegaconf.OmegaConf.create({"model": {"d": 128}}),
-                                 "args": argparse.Namespace(lr=2e-4), "root": pathlib.PurePosixPath("/data/re10k")},
-            "loops": collections.defaultdict(list, fit_loop={"epoch_progress": {"total": 3}}),
-            "lr_schedulers": [{"anneal": pathlib.PurePosixPath("x").joinpath}], "callbacks": {"x": _Payload(marker)}}
+    ckpt = {
+        "epoch": 3,
+        "global_step": 300000,
+        "pytorch-lightning_version": "2.0.0",
+        "state_dict": collections.OrderedDict(enc),
+        "hyper_parameters": {
+            "cfg": omegaconf.OmegaConf.create({"model": {"d": 128}}),
+            "args": argparse.Namespace(lr=2e-4),
+            "root": pathlib.PurePosixPath("/data/re10k"),
+        },
+        "loops": collections.defaultdict(list, fit_loop={"epoch_progress": {"total": 3}}),
+        "lr_schedulers": [{"anneal": pathlib.PurePosixPath("x").joinpath}],
+        "callbacks": {"x": _Payload(marker)},
+    }
     torch.save(ckpt, tmp_path / "re10k.ckpt")
     state = load_torch_file(tmp_path / "re10k.ckpt", "MVSplat checkpoint", foreign=True)
     assert not marker.exists()
@@ -159,11 +186,14 @@ def test_a_lightning_style_checkpoint_gives_its_tensors_and_runs_nothing(tmp_pat
         load_torch_file(tmp_path / "re10k.ckpt", "MVSplat checkpoint")
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", r"the file is empty \(0 bytes\)"),
-    (b"hello, not torch", r"not a PyTorch file"),
-    ("truncated", r"the file is truncated or damaged \(\d+ bytes; its zip directory is missing\)"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", r"the file is empty \(0 bytes\)"),
+        (b"hello, not torch", r"not a PyTorch file"),
+        ("truncated", r"the file is truncated or damaged \(\d+ bytes; its zip directory is missing\)"),
+    ],
+)
 def test_damaged_files_are_said_in_words(tmp_path, content, message):
     f = tmp_path / "checkpoint.pt"
     if content == "truncated":

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splatdistill.data import load_dataset
-from splatdistill.captures.sfm import SfMOptions, from_images
-from splatdistill.errors import UserError
-
 from _real_data import maupertuis, openmvg_rotations, rotation_angle_deg
+from splatdistill.captures.sfm import SfMOptions, from_images
+from splatdistill.data import load_dataset
+from splatdistill.errors import UserError
 
 
 def _cli(*args):
@@ -27,13 +26,19 @@ def test_a_folder_of_photos_is_pointed_to_from_images(tmp_path):
     for i in range(3):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"p{i}.jpg")
     r = _cli("data", "check", tmp_path)
-    assert r.returncode == 2 and f"run 'splatdistill data from-images {tmp_path} --out DATASET' first" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"run 'splatdistill data from-images {tmp_path} --out DATASET' first" in r.stderr, (
+        r.stderr
+    )
 
 
 def test_too_few_or_broken_photos_are_named(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "only.jpg")
     r = _cli("data", "from-images", tmp_path, "--out", tmp_path / "out")
-    assert r.returncode == 2 and "needs at least 2 photos of the scene, found 1" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 2
+        and "needs at least 2 photos of the scene, found 1" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     r = _cli("data", "from-images", tmp_path, "--out", tmp_path / "out")
     assert r.returncode == 2 and "broken.jpg: broken image file" in r.stderr, r.stderr
@@ -64,7 +69,7 @@ def test_maupertuis_registers_and_agrees_with_openmvg(tmp_path):
     assert sorted(ours) == sorted(theirs)
     names = sorted(ours)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             rel_ours, rel_theirs = ours[b] @ ours[a].T, theirs[b] @ theirs[a].T
             # The pairs turn by 3.6 to 12.9 degrees, so a wrong or missing rotation fails the 2 degrees.
             assert rotation_angle_deg(rel_theirs) > 3.0

@@ -34,10 +34,18 @@ LOOKED_INSIDE = ("splatdistill.data",)
 #: The intended dependency graph: unit -> the units it may import (its own unit always). Edges not listed
 #: are refused, so a new dependency is a decision written here; the table must stay acyclic.
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "paths": set(), "memory": set(),
-    "atomic": {"errors"}, "threads": {"errors"}, "config": {"errors"}, "safe_load": {"errors"},
+    "errors": set(),
+    "paths": set(),
+    "memory": set(),
+    "atomic": {"errors"},
+    "threads": {"errors"},
+    "config": {"errors"},
+    "safe_load": {"errors"},
     "registry": {"errors"},
-    "runs": {"atomic", "errors"}, "report_html": {"atomic"}, "viz": {"atomic", "errors"}, "run_folder": {"atomic", "errors"},
+    "runs": {"atomic", "errors"},
+    "report_html": {"atomic"},
+    "viz": {"atomic", "errors"},
+    "run_folder": {"atomic", "errors"},
     "devices": {"errors", "threads"},
     "__init__": set(),  # the package face resolves its exports lazily (test_package_face_exports_resolve)
     "geometry": {"memory"},
@@ -51,23 +59,113 @@ ALLOWED: dict[str, set[str]] = {
     "captures": {"atomic", "data.core", "data.formats", "data.checks", "errors", "run_folder"},
     "backbones": {"atomic", "errors", "paths", "registry", "safe_load"},
     "splat": {"data.core", "data.batches", "errors", "geometry", "memory", "registry", "render"},
-    "lifters": {"atomic", "backbones", "data", "data.core", "data.batches", "data.formats", "devices", "errors",
-                "geometry", "registry", "render", "run_folder", "runs", "safe_load", "splat", "threads"},
-    "baselines": {"atomic", "backbones", "data.core", "data.batches", "errors", "geometry", "render", "runs",
-                  "safe_load", "splat"},  # runs: the training loop every fit shares (issue 32 item 1)
-    "distill": {"atomic", "backbones", "baselines", "config", "data", "data.batches", "devices", "errors", "geometry",
-                "lifters", "run_folder", "runs", "safe_load", "splat", "threads"},
+    "lifters": {
+        "atomic",
+        "backbones",
+        "data",
+        "data.core",
+        "data.batches",
+        "data.formats",
+        "devices",
+        "errors",
+        "geometry",
+        "registry",
+        "render",
+        "run_folder",
+        "runs",
+        "safe_load",
+        "splat",
+        "threads",
+    },
+    "baselines": {
+        "atomic",
+        "backbones",
+        "data.core",
+        "data.batches",
+        "errors",
+        "geometry",
+        "render",
+        "runs",
+        "safe_load",
+        "splat",
+    },  # runs: the training loop every fit shares (issue 32 item 1)
+    "distill": {
+        "atomic",
+        "backbones",
+        "baselines",
+        "config",
+        "data",
+        "data.batches",
+        "devices",
+        "errors",
+        "geometry",
+        "lifters",
+        "run_folder",
+        "runs",
+        "safe_load",
+        "splat",
+        "threads",
+    },
     "eval.benchmarks": {"data.core", "data.formats", "data.checks", "errors"},
-    "eval": {"__init__", "atomic", "backbones", "config", "data", "data.core", "data.batches", "data.formats",
-             "devices", "errors", "eval.benchmarks", "geometry", "registry", "report_html", "threads", "viz"},
-    "bench": {"backbones", "data", "data.batches", "devices", "distill", "errors", "geometry", "render", "splat",
-              "threads"},
-    "commands": {"__init__", "atomic", "backbones", "baselines", "captures", "config", "data", "data.checks",
-                 "data.formats", "data.rooms", "devices", "distill", "errors", "eval", "eval.benchmarks", "lifters",
-                 "paths", "render", "report_html", "run_folder", "safe_load", "splat", "threads", "viz"},
+    "eval": {
+        "__init__",
+        "atomic",
+        "backbones",
+        "config",
+        "data",
+        "data.core",
+        "data.batches",
+        "data.formats",
+        "devices",
+        "errors",
+        "eval.benchmarks",
+        "geometry",
+        "registry",
+        "report_html",
+        "threads",
+        "viz",
+    },
+    "bench": {
+        "backbones",
+        "data",
+        "data.batches",
+        "devices",
+        "distill",
+        "errors",
+        "geometry",
+        "render",
+        "splat",
+        "threads",
+    },
+    "commands": {
+        "__init__",
+        "atomic",
+        "backbones",
+        "baselines",
+        "captures",
+        "config",
+        "data",
+        "data.checks",
+        "data.formats",
+        "data.rooms",
+        "devices",
+        "distill",
+        "errors",
+        "eval",
+        "eval.benchmarks",
+        "lifters",
+        "paths",
+        "render",
+        "report_html",
+        "run_folder",
+        "safe_load",
+        "splat",
+        "threads",
+        "viz",
+    },
     "cli": {"__init__", "commands", "config", "errors", "threads"},
     "__main__": {"cli"},
-}  # fmt: skip
+}
 #: third-party modules library code may import inside a function, and why: optional (not needed by
 #: most users, or CUDA only) or slow to import for the commands that do not use them
 LAZY_THIRD_PARTY = {
@@ -76,7 +174,8 @@ LAZY_THIRD_PARTY = {
     "pycolmap": "only for COLMAP datasets and from-images",
     "h5py": "only for the NYUv2 labelled set",
     "open3d": "optional ([rgbd] extra): only for from-rgbd's odometry",
-    "trimesh": "only to build the rooms dataset", "embreex": "only to build the rooms dataset",
+    "trimesh": "only to build the rooms dataset",
+    "embreex": "only to build the rooms dataset",
     "skimage": "superpixels and Middlebury only; ~0.5 s to import",
     "matplotlib": "figures only; ~0.3 s to import",
     "torchvision": "the MobileNetV2 backbone only",
@@ -95,7 +194,7 @@ MAX_CLASS_LINES = 250
 #: classes with their own ceiling, each with why: the trainer stays the conductor of its parts (target
 #: source, loss, Run loop), so it gets a tighter cap than the rest
 LONG_CLASSES_OK = {
-    ("distill/trainer.py", "Trainer"): (200, "the method lives in distill/targets.py, losses.py and runs.Run"),
+    ("distill/trainer.py", "Trainer"): (200, "the method lives in distill/targets.py, losses.py and runs.Run")
 }
 #: functions allowed to be longer: numba kernels, where splitting costs speed (docs/rendering.md)
 LONG_FUNCTIONS_OK = {("render/cpu_kernels.py", "composite_band"), ("render/cpu_kernels.py", "project")}
@@ -141,8 +240,9 @@ def _imports_of(module: str) -> tuple[tuple[int, str, bool], ...]:
 def _imports(module: str, path: Path):
     """(line, imported splatdistill module, inside a function) for every import of ``module``."""
     tree = ast.parse(path.read_text())
-    func_nodes = {id(m) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  for m in ast.walk(f)}
+    func_nodes = {
+        id(m) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for m in ast.walk(f)
+    }
     base = module if _is_package(module) else module.rsplit(".", 1)[0]
     for node in ast.walk(tree):
         inner = id(node) in func_nodes
@@ -163,8 +263,13 @@ def _imports(module: str, path: Path):
 def test_every_module_has_a_unit():
     missing = sorted({_unit(m) for m in MODULES} - set(ALLOWED))
     assert not missing, f"give these units their allowed imports in ALLOWED: {missing}"
-    loose = sorted(m for m in MODULES if m.startswith(LOOKED_INSIDE) and m not in LOOKED_INSIDE
-                   and not any(m == k or m.startswith(k + ".") for k in SUBUNITS if k not in LOOKED_INSIDE))
+    loose = sorted(
+        m
+        for m in MODULES
+        if m.startswith(LOOKED_INSIDE)
+        and m not in LOOKED_INSIDE
+        and not any(m == k or m.startswith(k + ".") for k in SUBUNITS if k not in LOOKED_INSIDE)
+    )
     assert not loose, f"place these modules in a unit of SUBUNITS: {loose}"
 
 
@@ -179,8 +284,11 @@ def _edges() -> list[tuple[str, int, str, str]]:
 
 
 def test_imports_follow_the_allowed_graph():
-    bad = [f"{f}:{line}: {src} imports {dst}, not in ALLOWED[{src!r}]" for f, line, src, dst in _edges()
-           if dst not in ALLOWED.get(src, set())]
+    bad = [
+        f"{f}:{line}: {src} imports {dst}, not in ALLOWED[{src!r}]"
+        for f, line, src, dst in _edges()
+        if dst not in ALLOWED.get(src, set())
+    ]
     assert not bad, "imports outside the intended graph:\n" + "\n".join(bad)
 
 
@@ -190,7 +298,7 @@ def _layers() -> dict[str, int]:
 
     def visit(u: str, path: tuple[str, ...]) -> int:
         if u in path:
-            pytest.fail("ALLOWED has a cycle: " + " -> ".join((*path[path.index(u):], u)))
+            pytest.fail("ALLOWED has a cycle: " + " -> ".join((*path[path.index(u) :], u)))
         if u not in depth:
             depth[u] = 1 + max((visit(d, (*path, u)) for d in ALLOWED.get(u, ())), default=-1)
         return depth[u]
@@ -241,7 +349,7 @@ def test_module_import_graph_has_no_cycle():
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                return stack[stack.index(t):] + [t]
+                return stack[stack.index(t) :] + [t]
             if t not in state and (cycle := visit(t)):
                 return cycle
         stack.pop()
@@ -285,7 +393,9 @@ def test_the_checks_can_fail(tmp_path):
     """The walkers see what they must: an import against the graph, a function-level import, a format
     parser reaching up to the data face, and a long class."""
     fake = tmp_path / "geometry_fake.py"
-    fake.write_text("import os\nfrom splatdistill.distill import trainer\n\ndef f():\n    from splatdistill import data\n")
+    fake.write_text(
+        "import os\nfrom splatdistill.distill import trainer\n\ndef f():\n    from splatdistill import data\n"
+    )
     module = "splatdistill.geometry.fake"
     found = list(_imports(module, fake))
     assert (2, "splatdistill.distill.trainer", False) in found
@@ -293,7 +403,9 @@ def test_the_checks_can_fail(tmp_path):
     assert _unit("splatdistill.distill.trainer") not in ALLOWED[_unit(module)]
     assert _unit("splatdistill.data.formats.tum") == "data.formats" and _unit("splatdistill.data.io") == "data.core"
     assert "data" not in ALLOWED[_unit("splatdistill.data.formats.tum")]  # formats never import the face
-    assert _unit("splatdistill.eval.benchmarks.nyuv2") == "eval.benchmarks" and _unit("splatdistill.eval.paper") == "eval"
+    assert (
+        _unit("splatdistill.eval.benchmarks.nyuv2") == "eval.benchmarks" and _unit("splatdistill.eval.paper") == "eval"
+    )
     big = ast.parse("class Big:\n" + "    x = 1\n" * MAX_CLASS_LINES)
     assert big.body[0].end_lineno - big.body[0].lineno + 1 > MAX_CLASS_LINES
 

@@ -45,8 +45,9 @@ def test_lora_targets_only_attention_qkv_and_proj(student):
 
 def test_fresh_lora_is_identity(student):
     base = ViTBackbone(create_vit("vit_small_patch14_dinov2"), "b", pos_interp="hf")
-    base.model.load_state_dict({k.replace(".base_layer", ""): v for k, v in student.model.state_dict().items()
-                                if "lora_" not in k})
+    base.model.load_state_dict(
+        {k.replace(".base_layer", ""): v for k, v in student.model.state_dict().items() if "lora_" not in k}
+    )
     x = torch.rand(1, 3, 42, 56)
     student.eval()
     with torch.no_grad():
@@ -76,8 +77,9 @@ def test_export_loads_strict_in_timm_and_reproduces_features(student, tmp_path):
     assert (ref32 - got32).abs().max() <= 1e-5 * ref32.abs().max()
     # and the adapter really changed the features (the test would catch an export of the base model)
     base = ViTBackbone(create_vit("vit_small_patch14_dinov2"), "b", pos_interp="hf")
-    base.model.load_state_dict({k.replace(".base_layer", ""): v for k, v in student.model.state_dict().items()
-                                if "lora_" not in k})
+    base.model.load_state_dict(
+        {k.replace(".base_layer", ""): v for k, v in student.model.state_dict().items() if "lora_" not in k}
+    )
     with torch.no_grad():
         assert (base.eval().patch_features(x) - ref32).abs().max() > 1e-2
     # loads back through our own loader with the right interpolation convention
@@ -104,8 +106,7 @@ def test_ema_teacher_follows_the_closed_form():
         assert updated == (step % 3 == 0)
         if updated:
             updates += 1
-            expected = {k: 0.9 * t0[k] + 0.1 * v for k, v in student.state_dict().items()
-                        if v.is_floating_point()}
+            expected = {k: 0.9 * t0[k] + 0.1 * v for k, v in student.state_dict().items() if v.is_floating_point()}
             for k, v in expected.items():
                 assert torch.allclose(teacher.module.state_dict()[k], v, atol=1e-6), k
             t0 = copy.deepcopy(teacher.module.state_dict())

@@ -13,8 +13,19 @@ from splatdistill.distill.trainer import Trainer
 from splatdistill.errors import UserError
 
 TEACHER = "random:vit_tiny_patch16_224"  # patch 16, 192 channels
-TINY = [f"backbone={TEACHER}", "image_size=64", "render_size=32", "prototypes=64", "head_hidden=64",
-        "head_bottleneck=32", "lr=1e-3", "progress=false", "val_samples=0", "deterministic=true", "seed=3"]
+TINY = [
+    f"backbone={TEACHER}",
+    "image_size=64",
+    "render_size=32",
+    "prototypes=64",
+    "head_hidden=64",
+    "head_bottleneck=32",
+    "lr=1e-3",
+    "progress=false",
+    "val_samples=0",
+    "deterministic=true",
+    "seed=3",
+]
 
 
 @pytest.mark.parametrize("inner_spec", ["mobilenetv2", "random:vit_small_patch14_dinov2"])
@@ -47,8 +58,11 @@ def test_a_mobilenet_student_trains_against_a_fixed_teacher_and_reloads_from_its
     result = tr.fit()
     for k, v in tr.teacher.module.state_dict().items():  # the teacher stayed the original backbone + head
         assert torch.equal(v, teacher_before[k]), k
-    moved = [k for k, v in tr.student.backbone.state_dict().items()
-             if v.is_floating_point() and not torch.equal(v, student_before[k])]
+    moved = [
+        k
+        for k, v in tr.student.backbone.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, student_before[k])
+    ]
     assert any(k.startswith("proj.") for k in moved) and any(k.startswith("inner.features") for k in moved)
     reloaded = load_backbone(result["student"])
     assert isinstance(reloaded, ProjectedBackbone) and reloaded.inner_spec == "mobilenetv2"
@@ -126,8 +140,12 @@ def test_a_student_spec_that_cannot_be_built_is_named(rooms, tmp_path):
 def test_bench_features_measures_each_backbone_in_its_own_process(capsys):
     from splatdistill.cli import main
 
-    assert main(["bench", "features", "--backbone", TEACHER, "--backbone", "mobilenetv2", "--size", "64",
-                 "--repeats", "2"]) == 0
+    assert (
+        main(
+            ["bench", "features", "--backbone", TEACHER, "--backbone", "mobilenetv2", "--size", "64", "--repeats", "2"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = [ln.split() for ln in out.splitlines() if ln.strip().startswith(("random:vit_tiny", "mobilenetv2 "))]
     assert len(lines) == 2

@@ -20,6 +20,7 @@ WORKER = str(Path(__file__).with_name("_train_worker.py"))
 
 # ---- losses and head ----------------------------------------------------------------------------
 
+
 def test_dino_loss_matches_float64_reference():
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
@@ -90,16 +91,27 @@ def test_dino_head_shapes_and_fixed_prototype_norms():
 
 # ---- config ---------------------------------------------------------------------------------------
 
+
 def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1.0e-4\nsteps: 50\nloss: cosine\n")
     cfg = TrainConfig.load(path, ["steps=70", "blend_alpha=1", "deterministic=true"])
     assert (cfg.optim.lr, cfg.optim.steps, cfg.method.loss, cfg.method.splat.blend_alpha, cfg.run.deterministic) == (
-        1e-4, 70, "cosine", 1.0, True)
+        1e-4,
+        70,
+        "cosine",
+        1.0,
+        True,
+    )
     cfg.save(tmp_path / "saved.yaml")
     assert TrainConfig.load(tmp_path / "saved.yaml") == cfg
-    for bad, msg in [(["nope=1"], "unknown option"), (["steps=x"], "expects int"), (["loss=foo"], "loss must be"),
-                     (["blend_alpha=2"], "blend_alpha"), (["steps"], "not key=value")]:
+    for bad, msg in [
+        (["nope=1"], "unknown option"),
+        (["steps=x"], "expects int"),
+        (["loss=foo"], "loss must be"),
+        (["blend_alpha=2"], "blend_alpha"),
+        (["steps"], "not key=value"),
+    ]:
         with pytest.raises(UserError, match=msg):
             TrainConfig.load(None, bad)
     (tmp_path / "bad.yaml").write_text("lr: [1, 2\n")
@@ -109,11 +121,12 @@ def test_config_yaml_and_overrides(tmp_path):
 
 # ---- teacher targets ------------------------------------------------------------------------------
 
+
 def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     """Splatting context features into the context's own camera gives back its tokens."""
     from splatdistill.data import load_dataset
-    from splatdistill.geometry.cameras import Cameras
     from splatdistill.data.views import Views
+    from splatdistill.geometry.cameras import Cameras
     from splatdistill.splat import SplatSettings, depth_lifter, splat_targets
 
     view = load_dataset(rooms)[0].load_view(0)
@@ -121,29 +134,42 @@ def test_targets_rendered_into_a_context_camera_reproduce_its_tokens(rooms):
     g = torch.Generator().manual_seed(0)
     tokens = torch.randn(1, 16, 5, 5, generator=g)
     segments = torch.from_numpy(view.instance.astype(np.int64))[None]
-    cams = Cameras.from_cam_to_world(torch.from_numpy(view.K).float()[None],
-                                     torch.from_numpy(view.cam_to_world).float()[None], R, R)
-    views = Views(torch.from_numpy(view.image).permute(2, 0, 1)[None], cams, depths=torch.from_numpy(view.depth)[None],
-                  segments=segments, tokens=tokens)
+    cams = Cameras.from_cam_to_world(
+        torch.from_numpy(view.K).float()[None], torch.from_numpy(view.cam_to_world).float()[None], R, R
+    )
+    views = Views(
+        torch.from_numpy(view.image).permute(2, 0, 1)[None],
+        cams,
+        depths=torch.from_numpy(view.depth)[None],
+        segments=segments,
+        tokens=tokens,
+    )
     settings = SplatSettings(blend_alpha=1.0, renderer="torch")
     out = splat_targets(views, views, (5, 5), settings, depth_lifter(settings))
     assert out.coverage.mean() > 0.95
     from splatdistill.splat.upsample import mask_aware_upsample
 
-    expected = torch.nn.functional.interpolate(mask_aware_upsample(tokens, segments, (R, R)), size=(5, 5),
-                                               mode="bilinear")
+    expected = torch.nn.functional.interpolate(
+        mask_aware_upsample(tokens, segments, (R, R)), size=(5, 5), mode="bilinear"
+    )
     cos = torch.nn.functional.cosine_similarity(out.tokens, expected, dim=1)
     assert cos[out.valid].median() > 0.999 and cos[out.valid].min() > 0.85  # depth edges move a few samples
     # the default (reference) downsample samples at the token centres: the tokens themselves come back
     # wherever the upsample reproduces them; the antialiased one low-passes them
-    aa = splat_targets(views, views, (5, 5), SplatSettings(blend_alpha=1.0, renderer="torch", downsample="antialias"),
-                       depth_lifter(settings))
+    aa = splat_targets(
+        views,
+        views,
+        (5, 5),
+        SplatSettings(blend_alpha=1.0, renderer="torch", downsample="antialias"),
+        depth_lifter(settings),
+    )
     own = torch.nn.functional.cosine_similarity(out.tokens, tokens, dim=1)[out.valid]
     own_aa = torch.nn.functional.cosine_similarity(aa.tokens, tokens, dim=1)[aa.valid]
     assert own.mean() > own_aa.mean() + 0.01
     # with blending, tokens move towards their segment means (and stay finite)
-    blended = splat_targets(views, views, (5, 5), SplatSettings(blend_alpha=0.5, renderer="torch"),
-                            depth_lifter(settings))
+    blended = splat_targets(
+        views, views, (5, 5), SplatSettings(blend_alpha=0.5, renderer="torch"), depth_lifter(settings)
+    )
     assert torch.isfinite(blended.tokens).all()
     assert (blended.tokens - out.tokens).abs().max() > 1e-3
 
@@ -177,8 +203,13 @@ def test_a_batch_of_views_gives_the_targets_of_each_sample(rooms):
 
 # ---- runs: resume, DDP, divergence ----------------------------------------------------------------
 
+
 def _run(*args: str, env_extra: dict | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.update(env_extra or {})
     cmd = (launcher or [sys.executable]) + [WORKER, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -198,8 +229,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(rooms, tmp_path):
     assert crash.returncode == -9  # really killed, mid-run (step 3 done, last checkpoint at step 2)
     state = torch.load(tmp_path / "crash" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2
-    resumed = _run(str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--resume", "--dump",
-                   workers)
+    resumed = _run(
+        str(rooms), str(tmp_path / "crash"), f"steps={n}", "checkpoint_every=2", "--resume", "--dump", workers
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crash")
     assert a.keys() == b.keys() and len(a) > 10
@@ -228,11 +260,11 @@ def test_ddp_two_cpu_ranks_agree_and_shard_the_data(rooms, tmp_path):
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
     from _train_worker import TINY_RUN
-
     from splatdistill.distill.trainer import Trainer, TrainingDiverged
 
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'nan'}", "steps=5", "checkpoint_every=1",
-                                  *TINY_RUN])
+    cfg = TrainConfig.load(
+        None, [f"data={rooms}", f"out={tmp_path / 'nan'}", "steps=5", "checkpoint_every=1", *TINY_RUN]
+    )
     trainer = Trainer(cfg)
     real = trainer.batches
 
@@ -251,6 +283,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(rooms, tmp_path):
 
 
 # ---- several targets and the cross-view consistency term ------------------------------------------
+
 
 def _two_target_batch(rooms, size: int | tuple[int, int] = 112):
     from splatdistill.data import load_dataset
@@ -298,42 +331,74 @@ def test_cross_view_consistency_is_zero_for_identical_views_and_low_for_a_3d_con
 
 def test_training_with_two_targets_and_the_consistency_term(rooms, tmp_path):
     from _train_worker import TINY_RUN
-
     from splatdistill.distill.trainer import Trainer
 
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'two'}", "steps=2", "num_targets=2",
-                                  "consistency_weight=0.5", "val_samples=0", *TINY_RUN])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={rooms}",
+            f"out={tmp_path / 'two'}",
+            "steps=2",
+            "num_targets=2",
+            "consistency_weight=0.5",
+            "val_samples=0",
+            *TINY_RUN,
+        ],
+    )
     trainer = Trainer(cfg)
     batch = trainer.batch_for_step(0)
     assert batch.target.images.shape[1] == 2
     metrics = trainer.train_step(batch)
     assert np.isfinite(metrics["loss"]) and 0.0 < metrics["consistency"] < 2.0
     # the term is in the loss: the same step without it gives a smaller loss
-    cfg0 = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'one'}", "steps=2", "num_targets=2",
-                                   "val_samples=0", *TINY_RUN])
+    cfg0 = TrainConfig.load(
+        None, [f"data={rooms}", f"out={tmp_path / 'one'}", "steps=2", "num_targets=2", "val_samples=0", *TINY_RUN]
+    )
     plain = Trainer(cfg0).train_step(batch)
     assert metrics["loss"] == pytest.approx(plain["loss"] + 0.5 * metrics["consistency"], rel=1e-4)
 
 
 # ---- no silent no-ops ----------------------------------------------------------------------------
 
+
 def test_depth_lifter_on_data_without_depth_stops_before_training(rooms, tmp_path, capsys):
+    from _train_worker import TINY_RUN
     from splatdistill.cli import main
     from splatdistill.data import load_dataset
     from splatdistill.data.formats.nerfstudio import write_nerfstudio
     from splatdistill.distill.trainer import Trainer
 
-    from _train_worker import TINY_RUN
-
     scene = load_dataset(rooms, split="train")[0]
     write_nerfstudio(scene, tmp_path / "ns", write_depth=False)
-    cfg = TrainConfig.load(None, [f"data={tmp_path / 'ns'}", f"out={tmp_path / 'run'}", "steps=8", "split=train",
-                                  "val_samples=0", "lifter=depth", *TINY_RUN])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={tmp_path / 'ns'}",
+            f"out={tmp_path / 'run'}",
+            "steps=8",
+            "split=train",
+            "val_samples=0",
+            "lifter=depth",
+            *TINY_RUN,
+        ],
+    )
     with pytest.raises(UserError, match="lifter=depth lifts with depth maps, and scene .* has none"):
         Trainer(cfg)
     # the command line: one line naming the dataset and the fix, exit 2, nothing trained
-    status = main(["train", "--data", str(tmp_path / "ns"), "--out", str(tmp_path / "cli"), "steps=8", "split=train",
-                   "val_samples=0", "lifter=depth", *TINY_RUN])
+    status = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "ns"),
+            "--out",
+            str(tmp_path / "cli"),
+            "steps=8",
+            "split=train",
+            "val_samples=0",
+            "lifter=depth",
+            *TINY_RUN,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and str(tmp_path / "ns") in err[0] and "lifter=auto" in err[0]
     assert not (tmp_path / "cli" / "checkpoint.pt").exists()
@@ -341,16 +406,25 @@ def test_depth_lifter_on_data_without_depth_stops_before_training(rooms, tmp_pat
 
 def test_default_lifter_trains_on_data_without_depth(rooms, tmp_path):
     """The default (feed-forward, shipped) lifter needs no depth: every step supervises target tokens."""
+    from _train_worker import TINY_RUN
     from splatdistill.data import load_dataset
     from splatdistill.data.formats.nerfstudio import write_nerfstudio
     from splatdistill.distill.trainer import Trainer
 
-    from _train_worker import TINY_RUN
-
     scene = load_dataset(rooms, split="train")[0]
     write_nerfstudio(scene, tmp_path / "ns", write_depth=False)
-    cfg = TrainConfig.load(None, [f"data={tmp_path / 'ns'}", f"out={tmp_path / 'run'}", "steps=4", "split=train",
-                                  "val_samples=0", "checkpoint_every=4", *TINY_RUN])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={tmp_path / 'ns'}",
+            f"out={tmp_path / 'run'}",
+            "steps=4",
+            "split=train",
+            "val_samples=0",
+            "checkpoint_every=4",
+            *TINY_RUN,
+        ],
+    )
     assert cfg.method.lifter == "auto"
     shares = []
     Trainer(cfg).fit(on_step=lambda tr, metrics: shares.append(metrics["supervised_tokens"]))
@@ -358,18 +432,30 @@ def test_default_lifter_trains_on_data_without_depth(rooms, tmp_path):
 
 
 def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_path):
+    from _train_worker import TINY_RUN
     from splatdistill.distill.trainer import Trainer, TrainingStalled
     from splatdistill.geometry.lifting import lift_depth
 
-    from _train_worker import TINY_RUN
-
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'stall'}", "steps=40", "checkpoint_every=2",
-                                  "stall_steps=5", "val_samples=0", *TINY_RUN])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={rooms}",
+            f"out={tmp_path / 'stall'}",
+            "steps=40",
+            "checkpoint_every=2",
+            "stall_steps=5",
+            "val_samples=0",
+            *TINY_RUN,
+        ],
+    )
     trainer = Trainer(cfg)
     # a lifter whose Gaussians are all invalid: no target token is ever supervised
     trainer.targets.lifter = lambda views: lift_depth(torch.zeros_like(views.depths), views.cameras, views.features)
-    with pytest.raises(TrainingStalled, match=r"under 5% of the target tokens were supervised for 5 steps.*"
-                                              r"no depth for the lifter, wrong poses.*checkpoint.pt\) is kept"):
+    with pytest.raises(
+        TrainingStalled,
+        match=r"under 5% of the target tokens were supervised for 5 steps.*"
+        r"no depth for the lifter, wrong poses.*checkpoint.pt\) is kept",
+    ):
         trainer.fit()
     assert trainer.step == 5 and TrainingStalled.exit_code == 3
     assert torch.load(trainer.checkpoint_path, weights_only=False)["step"] == 4
@@ -378,15 +464,26 @@ def test_a_run_whose_targets_cover_nothing_stops_with_its_checkpoint(rooms, tmp_
 def test_lifter_refinement_changes_the_lifter_and_survives_resume(rooms, tmp_path):
     """lifter_refine_every: the learned lifter takes photometric steps on the batches' context views;
     its state is in the checkpoint and the refined lifter is exported as a predictor folder."""
+    from _train_worker import TINY_RUN
     from splatdistill.distill.trainer import Trainer
     from splatdistill.lifters.predictor import load_predictor
     from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, pretrained_folder
 
-    from _train_worker import TINY_RUN
-
-    cfg = TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'run'}", "steps=4", "split=train", "val_samples=0",
-                                  "checkpoint_every=2", "lifter=auto", "lifter_refine_every=2", "lifter_refine_lr=1e-3",
-                                  *TINY_RUN])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={rooms}",
+            f"out={tmp_path / 'run'}",
+            "steps=4",
+            "split=train",
+            "val_samples=0",
+            "checkpoint_every=2",
+            "lifter=auto",
+            "lifter_refine_every=2",
+            "lifter_refine_lr=1e-3",
+            *TINY_RUN,
+        ],
+    )
     metrics = []
     trainer = Trainer(cfg)
     trainer.fit(on_step=lambda tr, m: metrics.append(m))
@@ -402,11 +499,24 @@ def test_lifter_refinement_changes_the_lifter_and_survives_resume(rooms, tmp_pat
     for k, v in resumed.refiner.model.state_dict().items():
         assert torch.equal(refined[k], v.cpu())
     with pytest.raises(UserError, match="refines a learned predictor"):
-        Trainer(TrainConfig.load(None, [f"data={rooms}", f"out={tmp_path / 'x'}", "split=train", "val_samples=0",
-                                        "lifter=depth", "lifter_refine_every=2", *TINY_RUN]))
+        Trainer(
+            TrainConfig.load(
+                None,
+                [
+                    f"data={rooms}",
+                    f"out={tmp_path / 'x'}",
+                    "split=train",
+                    "val_samples=0",
+                    "lifter=depth",
+                    "lifter_refine_every=2",
+                    *TINY_RUN,
+                ],
+            )
+        )
 
 
 # ---- rectangular images ---------------------------------------------------------------------------
+
 
 def _three_by_two(rooms, out: Path) -> Path:
     """The first training room cropped to 3:2 (W:H), written as a nerfstudio folder with depth."""
@@ -425,10 +535,9 @@ def _three_by_two(rooms, out: Path) -> Path:
 
 
 def test_rectangular_views_train_at_hxw_without_squashing(rooms, tmp_path):
+    from _train_worker import TINY_RUN
     from splatdistill.data import load_dataset
     from splatdistill.distill.trainer import StepTimes, Trainer
-
-    from _train_worker import TINY_RUN
 
     data = _three_by_two(rooms, tmp_path / "wide")
     W0 = load_dataset(rooms, split="train")[0].views[0].width
@@ -464,9 +573,8 @@ def test_rectangular_views_train_at_hxw_without_squashing(rooms, tmp_path):
 def test_ema_horizon_moves_the_teacher_and_momentum_one_freezes_it(rooms, tmp_path):
     """4 steps with an update every 2: the default horizon (1/30 of the run) is shorter than one update, so
     the teacher is the student after the last update; ema_momentum=1 keeps the original backbone."""
-    from splatdistill.distill.trainer import Trainer
-
     from _train_worker import TINY_RUN
+    from splatdistill.distill.trainer import Trainer
 
     base = [f"data={rooms}", "steps=4", "val_samples=0", "checkpoint_every=4", *TINY_RUN]
     moving = Trainer(TrainConfig.load(None, [*base, f"out={tmp_path / 'a'}"]))

@@ -19,9 +19,13 @@ def _loop_reference(tokens, segments, out_size):
     out = torch.zeros(B, C, H, W, dtype=torch.float64)
     t = tokens.double()
     for b in range(B):
-        tok_lab = [[int(segments[b, min(Hs - 1, int((ty + 0.5) * Hs / h)),
-                                 min(Ws - 1, int((tx + 0.5) * Ws / w))]) for tx in range(w)]
-                   for ty in range(h)]
+        tok_lab = [
+            [
+                int(segments[b, min(Hs - 1, int((ty + 0.5) * Hs / h)), min(Ws - 1, int((tx + 0.5) * Ws / w))])
+                for tx in range(w)
+            ]
+            for ty in range(h)
+        ]
         for i in range(H):
             sy = max(0.0, (i + 0.5) * h / H - 0.5)
             y0 = min(int(sy), h - 1)
@@ -32,10 +36,13 @@ def _loop_reference(tokens, segments, out_size):
                 x0 = min(int(sx), w - 1)
                 x1 = min(x0 + 1, w - 1)
                 lx = sx - x0
-                lab = int(segments[b, min(Hs - 1, int((i + 0.5) * Hs / H)),
-                                   min(Ws - 1, int((j + 0.5) * Ws / W))])
-                taps = [(y0, x0, (1 - ly) * (1 - lx)), (y0, x1, (1 - ly) * lx),
-                        (y1, x0, ly * (1 - lx)), (y1, x1, ly * lx)]
+                lab = int(segments[b, min(Hs - 1, int((i + 0.5) * Hs / H)), min(Ws - 1, int((j + 0.5) * Ws / W))])
+                taps = [
+                    (y0, x0, (1 - ly) * (1 - lx)),
+                    (y0, x1, (1 - ly) * lx),
+                    (y1, x0, ly * (1 - lx)),
+                    (y1, x1, ly * lx),
+                ]
                 same = [(y, x, wt) for y, x, wt in taps if tok_lab[y][x] == lab]
                 tot = sum(wt for _, _, wt in same)
                 use = same if tot > 0 else taps
@@ -44,8 +51,7 @@ def _loop_reference(tokens, segments, out_size):
     return out
 
 
-@pytest.mark.parametrize("h,w,H,W", [(18, 18, 126, 126), (16, 22, 100, 73), (5, 7, 5, 7),
-                                     (4, 4, 3, 9), (1, 1, 6, 6)])
+@pytest.mark.parametrize("h,w,H,W", [(18, 18, 126, 126), (16, 22, 100, 73), (5, 7, 5, 7), (4, 4, 3, 9), (1, 1, 6, 6)])
 def test_constant_mask_is_plain_bilinear(h, w, H, W):
     g = torch.Generator().manual_seed(h * 100 + W)
     tokens = torch.randn(2, 6, h, w, generator=g)
@@ -67,8 +73,7 @@ def test_matches_per_pixel_definition_on_random_masks():
         torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     # the per-segment loop used by the benchmark is the same operator
     ref2 = upsample_loop(tokens, segs, (30, 30))
-    torch.testing.assert_close(mask_aware_upsample(tokens, segs, (30, 30)), ref2, atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(mask_aware_upsample(tokens, segs, (30, 30)), ref2, atol=1e-5, rtol=1e-5)
 
 
 def test_step_edge_stays_sharp():
@@ -99,8 +104,7 @@ def test_token_labels_and_mask_resolution():
 def test_upsample_gradient_and_errors():
     tokens = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     segs = voronoi_segments(7, 3, seed=0)
-    torch.autograd.gradcheck(lambda t: mask_aware_upsample(t, segs, (7, 7)), (tokens,),
-                             fast_mode=True)
+    torch.autograd.gradcheck(lambda t: mask_aware_upsample(t, segs, (7, 7)), (tokens,), fast_mode=True)
     with pytest.raises(ValueError, match="integer"):
         mask_aware_upsample(tokens, segs.float(), (12, 12))
     with pytest.raises(ValueError, match="expected"):
@@ -108,6 +112,7 @@ def test_upsample_gradient_and_errors():
 
 
 # --- blending ------------------------------------------------------------------------------------
+
 
 def _blend_reference(features, segments, alpha, valid=None):
     out = features.clone().double()
@@ -129,8 +134,7 @@ def test_blend_matches_reference(alpha):
     feats = torch.randn(2, 5, 20, 24, generator=g)
     segs = torch.stack([voronoi_segments(24, 7, seed=4)[0, :20], voronoi_segments(24, 3)[0, :20]])
     out = semantic_blend(feats, segs, alpha)
-    torch.testing.assert_close(out.double(), _blend_reference(feats, segs, alpha), atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(out.double(), _blend_reference(feats, segs, alpha), atol=1e-5, rtol=1e-5)
     if alpha == 0.0:  # piecewise constant
         for s in segs[0].unique():
             vals = out[0][:, segs[0] == s]
@@ -146,8 +150,7 @@ def test_blend_valid_mask_and_layouts():
     valid = torch.rand(1, 16, 16, generator=g) > 0.4
     valid[segs == segs[0, 0, 0]] = False  # one segment without any valid pixel: unchanged
     out = semantic_blend(feats, segs, 0.5, valid=valid)
-    torch.testing.assert_close(out.double(), _blend_reference(feats, segs, 0.5, valid),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), _blend_reference(feats, segs, 0.5, valid), atol=1e-5, rtol=1e-5)
     untouched = segs[0] == segs[0, 0, 0]
     torch.testing.assert_close(out[0][:, untouched], feats[0][:, untouched])
     # channels-last input (as rendered features come) gives the same values
@@ -165,8 +168,7 @@ def test_blend_gradient_and_errors():
     segs = voronoi_segments(6, 3, seed=1)
     valid = torch.ones(1, 6, 6, dtype=torch.bool)
     valid[0, 0] = False
-    torch.autograd.gradcheck(lambda f: semantic_blend(f, segs, 0.3, valid=valid), (feats,),
-                             fast_mode=True)
+    torch.autograd.gradcheck(lambda f: semantic_blend(f, segs, 0.3, valid=valid), (feats,), fast_mode=True)
     with pytest.raises(ValueError, match="alpha"):
         semantic_blend(feats, segs, 1.5)
     with pytest.raises(ValueError, match="expected"):

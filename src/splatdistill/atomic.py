@@ -20,8 +20,9 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from splatdistill.errors import OutputWriteError, UserError
 
@@ -175,7 +176,9 @@ class LineLog:
             self.fd: int | None = os.open(self.path, flags, DEFAULT_MODE)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UserError("is a symbolic link; a log is never written through one: remove it", self.path) from None
+                raise UserError(
+                    "is a symbolic link; a log is never written through one: remove it", self.path
+                ) from None
             raise write_error(self.path, write_failure(exc) or str(exc)) from None
 
     def write_line(self, line: str) -> None:
@@ -183,20 +186,21 @@ class LineLog:
         size = os.fstat(self.fd).st_size
         try:
             while data:
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(self.fd, data) :]
             os.fsync(self.fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, size)  # no torn last line
-            raise OutputWriteError(f"could not append to the log ({write_failure(exc)}); the lines before are intact",
-                                   self.path) from None
+            raise OutputWriteError(
+                f"could not append to the log ({write_failure(exc)}); the lines before are intact", self.path
+            ) from None
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "LineLog":
+    def __enter__(self) -> LineLog:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -25,8 +25,9 @@ import sys
 import tokenize
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -193,8 +194,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = (),
-                defaults: dict[str, Any] | None = None) -> C:
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = (), defaults: dict[str, Any] | None = None
+) -> C:
     """Defaults (the class's, then ``defaults``), then the YAML file (if any), then ``key=value`` overrides."""
     groups = group_paths(cls)
     values: dict[str, Any] = dict(flatten_values(defaults or {}, groups))
@@ -289,8 +291,10 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             return float(value)
         if hint is str:
             if isinstance(value, bool):  # YAML reads off/on/yes/no unquoted as booleans
-                raise UserError(f"{source}: option {name} expects a string, got {value!r} (YAML reads unquoted "
-                                "off/on/yes/no as booleans: quote the value)")
+                raise UserError(
+                    f"{source}: option {name} expects a string, got {value!r} (YAML reads unquoted "
+                    "off/on/yes/no as booleans: quote the value)"
+                )
             return str(value)
         if hint is dict or origin is dict:
             if not isinstance(value, dict):
@@ -308,12 +312,19 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 
 # ---- the command-line bridge ------------------------------------------------------------------------
 
+
 def add_config_arguments(parser, config: str, what: str = "config") -> None:
     """``key=value`` overrides, ``--config FILE``, ``--print-config``, and a ``--key value`` flag for every
     field of ``config`` (``"module:Class"``, imported only when this command parses or prints its help)."""
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help=f"{what} overrides: any option below as key=value (after the flags, so they win)")
-    parser.add_argument("--config", metavar="FILE", help="YAML config file (values are overridden by flags and key=value)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help=f"{what} overrides: any option below as key=value (after the flags, so they win)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (values are overridden by flags and key=value)"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.config_spec = config
     parser.usage = "%(prog)s [-h] [--config FILE] [--print-config] [--KEY VALUE ...] [KEY=VALUE ...]"
@@ -343,7 +354,8 @@ class ConfigParser(argparse.ArgumentParser):
         for path, hint in leaf_paths(cls).items():
             full = ".".join(path)
             if f"--{full}" in self._option_string_actions or any(  # the command's own flag wins
-                    n in self._option_string_actions for n in short.get(path, [])):
+                n in self._option_string_actions for n in short.get(path, [])
+            ):
                 continue
             group = ".".join(path[:-1]) or "options"
             if group not in groups:
@@ -352,8 +364,14 @@ class ConfigParser(argparse.ArgumentParser):
             also = "; also " + ", ".join(sorted(short[path])) if short.get(path) else ""
             text = f"{field_help(_owner(cls, path)).get(path[-1], '')} (default: {defaults[path]!r}{also})".strip()
             extra = {"nargs": "?", "const": "true"} if hint is bool else {}
-            groups[group].add_argument(f"--{full}", dest=dest, default=argparse.SUPPRESS, metavar=_metavar(hint),
-                                       help=text.replace("%", "%%"), **extra)
+            groups[group].add_argument(
+                f"--{full}",
+                dest=dest,
+                default=argparse.SUPPRESS,
+                metavar=_metavar(hint),
+                help=text.replace("%", "%%"),
+                **extra,
+            )
             self._config_flags[dest] = full
 
     def _config_argv(self, args: list[str]) -> list[str]:
@@ -375,7 +393,9 @@ class ConfigParser(argparse.ArgumentParser):
             path = aliases.get(name.replace("-", "_"))
             if path is None:
                 known = [k for k in aliases] + [o[2:] for o in self._option_string_actions if o.startswith("--")]
-                raise UserError(f"unknown option --{name}{did_you_mean(name, known, aliases).replace('mean ', 'mean --')}")
+                raise UserError(
+                    f"unknown option --{name}{did_you_mean(name, known, aliases).replace('mean ', 'mean --')}"
+                )
             following = args[n + 1].lower() if n + 1 < len(args) else ""
             if hints[path] is bool and not eq and following not in BOOL_WORDS:
                 eq, value = "=", "true"
@@ -407,18 +427,21 @@ def _metavar(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint)).upper().replace("NONETYPE", "NoneType")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_help(cls: type) -> dict[str, str]:
     """Each field's comment in the class source (the comment lines above it and the one on its line), as help."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     lines = source.splitlines()
     start = next(n for n, ln in enumerate(lines) if ln.lstrip().startswith("class "))
-    body = next((len(ln) - len(ln.lstrip()) for ln in lines[start + 1:] if ln.strip()), 4)
+    body = next((len(ln) - len(ln.lstrip()) for ln in lines[start + 1 :] if ln.strip()), 4)
     out: dict[str, str] = {}
     above: list[str] = []
     for number, line in enumerate(lines, 1):
@@ -443,8 +466,13 @@ def flat_defaults(cls: type) -> dict[tuple[str, ...], Any]:
     return out
 
 
-def config_from_args(cls: type[C], args, flags: dict[str, Any] | None = None, config_path: str | None = None,
-                     defaults: dict[str, Any] | None = None) -> C:
+def config_from_args(
+    cls: type[C],
+    args,
+    flags: dict[str, Any] | None = None,
+    config_path: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> C:
     """The command's config: class defaults < ``defaults`` < ``--config`` < the command's own flags
     (``flags``: config key -> value, ``None`` = not given) < generated ``--key`` flags < ``key=value``."""
     overrides = [f"{k}={_flag_text(v)}" for k, v in (flags or {}).items() if v is not None]

@@ -46,5 +46,7 @@ def require_extra(module: str, extra: str, feature: str, hint: str = "") -> Modu
         top = module.split(".")[0]
         missing = isinstance(exc, ImportError) and getattr(exc, "name", None) in (top, module)
         why = "is not installed" if missing else f"does not import: {type(exc).__name__}: {exc}"
-        raise MissingExtra(f"{feature} needs the optional extra [{extra}] ({top} {why}): "
-                           f"pip install 'splatdistill[{extra}]'{'; ' + hint if hint else ''}") from None
+        raise MissingExtra(
+            f"{feature} needs the optional extra [{extra}] ({top} {why}): "
+            f"pip install 'splatdistill[{extra}]'{'; ' + hint if hint else ''}"
+        ) from None

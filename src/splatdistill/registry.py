@@ -10,7 +10,8 @@ listing or a detection loop walks them).
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar, overload
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar, overload
 
 from splatdistill.errors import UserError
 

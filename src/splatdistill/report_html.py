@@ -54,6 +54,8 @@ def markdown_to_html_body(text: str, base: Path) -> str:
 def write_html_report(path: str | Path, title: str, sections: list[tuple[str, Path]]) -> Path:
     """``path``: a page made of markdown ``sections`` (text, the folder its image links are relative to)."""
     body = "\n<hr>\n".join(markdown_to_html_body(text, base) for text, base in sections)
-    page = (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    page = (
+        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
     return atomic_write_text(path, page)

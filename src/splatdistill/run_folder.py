@@ -112,10 +112,16 @@ class RunFolderLock:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise UserError(f"cannot lock the run folder: {exc.strerror}", self.folder) from None
                 owner = self._read_owner()
-                who = (f"pid {owner.get('pid')} ({owner.get('command', '?')}, started {owner.get('started', '?')})"
-                       if owner else "another process")
-                raise UserError(f"the run folder is in use by {who}; wait for it to finish, stop it, or choose "
-                                "another output folder", self.folder) from None
+                who = (
+                    f"pid {owner.get('pid')} ({owner.get('command', '?')}, started {owner.get('started', '?')})"
+                    if owner
+                    else "another process"
+                )
+                raise UserError(
+                    f"the run folder is in use by {who}; wait for it to finish, stop it, or choose "
+                    "another output folder",
+                    self.folder,
+                ) from None
             try:
                 now = os.stat(self.path, follow_symlinks=False)
             except OSError:
@@ -125,15 +131,19 @@ class RunFolderLock:
                 return fd
             os.close(fd)  # locked a file that is no longer the lock: try again
 
-    def acquire(self) -> "RunFolderLock":
+    def acquire(self) -> RunFolderLock:
         fd = self._lock()
         previous = self._read_owner(fd)
         if previous and previous.get("pid") != os.getpid():
             alive = previous.get("host") == socket.gethostname() and _pid_alive(int(previous.get("pid", -1)))
             if not alive:
                 self.took_over = previous
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": self.command,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(record).encode(), 0)
@@ -165,7 +175,7 @@ class RunFolderLock:
         os.close(self.fd)
         self.fd = None
 
-    def __enter__(self) -> "RunFolderLock":
+    def __enter__(self) -> RunFolderLock:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -201,8 +211,10 @@ def open_run_folder(path: str | Path, command: str, what: str = "run folder", qu
     lock = RunFolderLock(folder, command).acquire()
     say = (lambda msg: None) if quiet else (lambda msg: print(f"{command}: {msg}", file=sys.stderr))
     if lock.took_over:
-        say(f"note: took over the lock of pid {lock.took_over.get('pid')} ({lock.took_over.get('command', '?')}), "
-            "which is no longer running")
+        say(
+            f"note: took over the lock of pid {lock.took_over.get('pid')} ({lock.took_over.get('command', '?')}), "
+            "which is no longer running"
+        )
     stale = stale_temp_files(folder)
     if stale:
         size = sum(_size(p) for p in stale)
@@ -237,6 +249,7 @@ def owned_run_folder(path: str | Path, command: str, what: str = "run folder"):
 
 # ---- replacing subfolders: only those this tool made ------------------------------------------------
 
+
 def made_here(folder: Path) -> set[str]:
     """Names of the entries of ``folder`` that a command of this tool made (``.splatdistill-made.json``)."""
     try:
@@ -251,8 +264,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_replaceable(folder: Path, names: tuple[str, ...], inputs: tuple[Path, ...] = (), option: str = "--out"
-                      ) -> None:
+def check_replaceable(
+    folder: Path, names: tuple[str, ...], inputs: tuple[Path, ...] = (), option: str = "--out"
+) -> None:
     """Before any work: every ``folder/NAME`` is absent or was made by this tool (so replacing it loses no
     user file), and no input lies in one of them; else a one-line UserError naming the entry."""
     made = made_here(folder)
@@ -261,11 +275,17 @@ def check_replaceable(folder: Path, names: tuple[str, ...], inputs: tuple[Path, 
         for src in inputs:
             if _inside(src, target):
                 where = f"the output's {name}/ folder" if src.resolve() == target.resolve() else f"inside {target}"
-                raise UserError(f"the input {src} is {where}, which this command replaces; choose another "
-                                f"{option} (e.g. {folder / 'dataset'})", src)
+                raise UserError(
+                    f"the input {src} is {where}, which this command replaces; choose another "
+                    f"{option} (e.g. {folder / 'dataset'})",
+                    src,
+                )
         if os.path.lexists(target) and name not in made:
-            raise UserError(f"{target} exists and was not made by splatdistill; it is never replaced: choose "
-                            f"another {option} or move it away", target)
+            raise UserError(
+                f"{target} exists and was not made by splatdistill; it is never replaced: choose "
+                f"another {option} or move it away",
+                target,
+            )
 
 
 def replace_output(folder: Path, name: str, staged: Path) -> Path:
@@ -274,8 +294,11 @@ def replace_output(folder: Path, name: str, staged: Path) -> Path:
     target = folder / name
     if os.path.lexists(target):
         if name not in made_here(folder):
-            raise UserError(f"{target} appeared while the command ran and was not made by splatdistill; the new "
-                            f"result is left in {staged}", target)
+            raise UserError(
+                f"{target} appeared while the command ran and was not made by splatdistill; the new "
+                f"result is left in {staged}",
+                target,
+            )
         old = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=TMP_SUFFIX))
         os.replace(target, old / name)
         os.replace(staged, target)
@@ -300,8 +323,9 @@ def staging_folder(folder: Path, name: str):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def open_training_folder(path: str | Path, command: str, resume: bool, state_name: str, fresh_hint: str,
-                         lock: bool = True) -> RunFolderLock | None:
+def open_training_folder(
+    path: str | Path, command: str, resume: bool, state_name: str, fresh_hint: str, lock: bool = True
+) -> RunFolderLock | None:
     """A training run's folder before any work, for the commands and the Python API alike: locked (rank 0,
     unless ``lock`` is False because the caller holds it), and a fresh run refused where the resume state
     ``state_name`` is (it would silently train over it); ``fresh_hint`` ends that message."""
@@ -314,8 +338,9 @@ def open_training_folder(path: str | Path, command: str, resume: bool, state_nam
 
 
 @contextmanager
-def owned_training_folder(path: str | Path, command: str, resume: bool, state_name: str, fresh_hint: str,
-                          lock: bool = True):
+def owned_training_folder(
+    path: str | Path, command: str, resume: bool, state_name: str, fresh_hint: str, lock: bool = True
+):
     """:func:`open_training_folder` for the block; the lock released at its end."""
     held = open_training_folder(path, command, resume, state_name, fresh_hint, lock)
     try:

@@ -14,9 +14,10 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]
 
 
 # ---- shared by every training loop (SnD trainer, predictor training) ------------------------------------
+
 
 def warmup_cosine(step: int, progress: float, warmup_steps: int, floor: float) -> float:
     """LR multiplier: linear warm-up over ``warmup_steps``, then cosine from 1 to ``floor`` as
@@ -120,6 +122,7 @@ class RunLog:
 
 
 # ---- the loop every training run shares --------------------------------------------------------------
+
 
 @dataclass
 class StallCheck:
@@ -191,8 +194,15 @@ class Run:
     def __call__(self) -> RunResult:
         tb = self.tensorboard
         logf = LineLog(self.log_jsonl) if self.log_jsonl is not None and self.main else None
-        bar = tqdm(total=self.total, initial=self.step, desc=self.name, unit=self.unit, dynamic_ncols=True,
-                   leave=self.leave, disable=not (self.main and self.progress))
+        bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            desc=self.name,
+            unit=self.unit,
+            dynamic_ncols=True,
+            leave=self.leave,
+            disable=not (self.main and self.progress),
+        )
         old = self._catch_sigterm()
         history: list[dict[str, float]] = []
         try:
@@ -205,11 +215,20 @@ class Run:
                 if self.stall is not None:
                     self.stall(metrics, self.step, self.total)
                 stopped = self._stop()
-                if self.save is not None and self.step % max(1, self.checkpoint_every or self.total) == 0 \
-                        and self.step < self.total and not stopped:
+                if (
+                    self.save is not None
+                    and self.step % max(1, self.checkpoint_every or self.total) == 0
+                    and self.step < self.total
+                    and not stopped
+                ):
                     self.save(False)
-                if self.evaluate and self.evaluate_every > 0 and self.step % self.evaluate_every == 0 \
-                        and self.step < self.total and not stopped:
+                if (
+                    self.evaluate
+                    and self.evaluate_every > 0
+                    and self.step % self.evaluate_every == 0
+                    and self.step < self.total
+                    and not stopped
+                ):
                     self.evaluate()
             if self.save is not None:
                 self.save(True)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,15 +24,20 @@ from splatdistill.errors import UserError
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuilder (its module moved in NumPy 2)
 #: rebuilding an ndarray from its dtype and bytes (no code of the file runs), as ``np.random.get_state()`` pickles
-NUMPY_ARRAYS: tuple[Any, ...] = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
-                                 (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"))
+NUMPY_ARRAYS: tuple[Any, ...] = (
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+    (_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+    (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
+)
 
 
 class Inert(list):
     """Stands in for any object of a foreign file: takes every argument and state, keeps and runs nothing.
     A list subclass because torch's unpickler lets allow-listed list types receive APPEND(S)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Inert":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
         return list.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,11 +75,15 @@ def _check_container(path: Path, what: str) -> None:
         head = fh.read(4)
     if head.startswith(b"PK"):
         if not zipfile.is_zipfile(path):
-            raise UserError(f"cannot read this {what}: the file is truncated or damaged ({size} bytes; its zip "
-                            "directory is missing): an interrupted copy or write?", path)
+            raise UserError(
+                f"cannot read this {what}: the file is truncated or damaged ({size} bytes; its zip "
+                "directory is missing): an interrupted copy or write?",
+                path,
+            )
     elif not head.startswith(b"\x80"):
-        raise UserError(f"cannot read this {what}: not a PyTorch file (neither torch.save's zip nor its legacy "
-                        "pickle format)", path)
+        raise UserError(
+            f"cannot read this {what}: not a PyTorch file (neither torch.save's zip nor its legacy pickle format)", path
+        )
 
 
 def _unlisted_globals(path: Path, allow: Sequence[Any]) -> list[str]:
@@ -98,8 +108,14 @@ def _refused(message: str) -> str:
     return line.split("but got ", 1)[-1][:100]
 
 
-def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), foreign: bool = False,
-                    mmap: bool = False, require: Sequence[str] = ()) -> Any:
+def load_torch_file(
+    path: str | Path,
+    what: str,
+    allow: Sequence[Any] = (),
+    foreign: bool = False,
+    mmap: bool = False,
+    require: Sequence[str] = (),
+) -> Any:
     """Read ``path`` (a ``what``: "training checkpoint", ...) without running code from it.
 
     ``allow``: globals the file may name (classes, functions, or (object, "module.name")).
@@ -111,9 +127,12 @@ def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), fore
     _check_container(path, what)
     extra = _unlisted_globals(path, allow)
     if extra and not foreign:
-        raise UserError(f"refusing to load this {what}: besides tensors and plain data it names "
-                        f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}, whose unpickling could run code; "
-                        "nothing was loaded", path)
+        raise UserError(
+            f"refusing to load this {what}: besides tensors and plain data it names "
+            f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}, whose unpickling could run code; "
+            "nothing was loaded",
+            path,
+        )
     stubs = [(_as_dict if n == "collections.defaultdict" else Inert, n) for n in extra] if foreign else []
     try:
         with torch.serialization.safe_globals([*allow, *stubs]):
@@ -121,12 +140,18 @@ def load_torch_file(path: str | Path, what: str, allow: Sequence[Any] = (), fore
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as exc:
         culprit = _refused(str(exc))
-        raise UserError(f"refusing to load this {what}: besides tensors and plain data it holds a Python object "
-                        f"({culprit}) whose unpickling could run code; nothing was loaded", path) from None
+        raise UserError(
+            f"refusing to load this {what}: besides tensors and plain data it holds a Python object "
+            f"({culprit}) whose unpickling could run code; nothing was loaded",
+            path,
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         detail = str(exc).splitlines()[0][:100] if str(exc) else ""
-        raise UserError(f"cannot read this {what}: truncated, damaged or not a PyTorch file "
-                        f"({type(exc).__name__}{': ' + detail if detail else ''})", path) from None
+        raise UserError(
+            f"cannot read this {what}: truncated, damaged or not a PyTorch file "
+            f"({type(exc).__name__}{': ' + detail if detail else ''})",
+            path,
+        ) from None
     lacks = [k for k in require if not isinstance(obj, dict) or k not in obj]
     if lacks:
         raise UserError(f"not a {what}: it lacks {', '.join(lacks)}", path)

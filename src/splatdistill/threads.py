@@ -72,8 +72,10 @@ def check_threads(n: int, source: str) -> int:
     """``n`` when it is a usable thread count, else a one-line error naming ``source``."""
     limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
     if n > limit:
-        raise UserError(f"{source}={n}: more than {limit} threads ({MAX_THREADS_PER_CORE} per core of this "
-                        f"machine's {os.cpu_count() or 1}); use 0 or leave it unset for the cores this process may use")
+        raise UserError(
+            f"{source}={n}: more than {limit} threads ({MAX_THREADS_PER_CORE} per core of this "
+            f"machine's {os.cpu_count() or 1}); use 0 or leave it unset for the cores this process may use"
+        )
     return n
 
 

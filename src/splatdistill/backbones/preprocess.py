@@ -11,8 +11,9 @@ metadata (our exports record them), or timm's ``pretrained_cfg`` of the architec
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from timm.data import resolve_data_config
 from torch import nn
@@ -59,8 +60,14 @@ class Preprocessing:
     def timm_data_config(self) -> dict[str, Any]:
         """The fields of a timm ``pretrained_cfg`` / data config (``mean``, ``std``, ``interpolation``,
         ``input_size``, ``crop_pct`` 1: the backbones see the whole image)."""
-        return {"mean": tuple(self.mean), "std": tuple(self.std), "interpolation": self.interpolation,
-                "input_size": (3, *self.input_size), "crop_pct": 1.0, "crop_mode": "center"}
+        return {
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+            "interpolation": self.interpolation,
+            "input_size": (3, *self.input_size),
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+        }
 
 
 def _floats3(value: Any, what: str) -> tuple[float, float, float]:
@@ -83,8 +90,13 @@ def from_mapping(cfg: Mapping[str, Any], source: str) -> Preprocessing:
     interp = str(cfg.get("interpolation", "bicubic"))
     if interp not in INTERPOLATIONS:  # timm also knows 'random' / 'lanczos' for training-time transforms
         interp = "bicubic"
-    return Preprocessing(_floats3(cfg.get("mean", IMAGENET_MEAN), "mean"), _floats3(cfg.get("std", IMAGENET_STD), "std"),
-                         interp, size, source)  # type: ignore[arg-type]
+    return Preprocessing(
+        _floats3(cfg.get("mean", IMAGENET_MEAN), "mean"),
+        _floats3(cfg.get("std", IMAGENET_STD), "std"),
+        interp,
+        size,
+        source,
+    )  # type: ignore[arg-type]
 
 
 def from_timm(model: nn.Module) -> Preprocessing:
@@ -116,8 +128,10 @@ def split_override(spec: str) -> tuple[str, dict[str, str]]:
     for part in query.split("&"):
         k, eq, v = part.partition("=")
         if not eq or k not in ("mean", "std", "interpolation", "size"):
-            raise UserError(f"bad preprocessing override {part!r} in {spec!r}: expected mean=, std=, "
-                            "interpolation= or size= (e.g. SPEC?mean=0.5,0.5,0.5&std=0.5,0.5,0.5)")
+            raise UserError(
+                f"bad preprocessing override {part!r} in {spec!r}: expected mean=, std=, "
+                "interpolation= or size= (e.g. SPEC?mean=0.5,0.5,0.5&std=0.5,0.5,0.5)"
+            )
         out[k] = v
     return base, out
 

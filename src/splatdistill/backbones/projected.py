@@ -11,8 +11,8 @@ student evaluates and exports like any backbone.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +32,9 @@ class ProjectedBackbone(Backbone):
     """``inner`` backbone -> 1x1 conv to ``out_dim`` channels -> bilinear resampling to the grid that a
     backbone with patch ``out_patch`` (and ``out_resize`` mode) would give the same image."""
 
-    def __init__(self, inner: Backbone, inner_spec: str, out_dim: int, out_patch: int,
-                 out_resize: ResizeMode = "resize"):
+    def __init__(
+        self, inner: Backbone, inner_spec: str, out_dim: int, out_patch: int, out_resize: ResizeMode = "resize"
+    ):
         super().__init__(inner.preprocessing)  # the inner backbone prepares the pixels: report its numbers
         self.inner = inner
         self.inner_spec = inner_spec
@@ -60,16 +61,25 @@ class ProjectedBackbone(Backbone):
         return fmap
 
     def metadata(self) -> dict[str, str]:
-        return {"format": PROJECTED_FORMAT, "inner": self.inner_spec, "out_dim": str(self.embed_dim),
-                "out_patch": str(self.patch_size), "out_resize": self.resize_mode,
-                "inner_dim": str(self.inner.embed_dim), METADATA_KEY: self.preprocessing.to_json()}
+        return {
+            "format": PROJECTED_FORMAT,
+            "inner": self.inner_spec,
+            "out_dim": str(self.embed_dim),
+            "out_patch": str(self.patch_size),
+            "out_resize": self.resize_mode,
+            "inner_dim": str(self.inner.embed_dim),
+            METADATA_KEY: self.preprocessing.to_json(),
+        }
 
 
 def save_projected(model: ProjectedBackbone, path: str | Path, extra_metadata: dict | None = None) -> Path:
     """The whole student (its backbone and the projection) as one safetensors file."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {**model.metadata(), "producer": "splatdistill",
-            **{k: json.dumps(v) if not isinstance(v, str) else v for k, v in (extra_metadata or {}).items()}}
+    meta = {
+        **model.metadata(),
+        "producer": "splatdistill",
+        **{k: json.dumps(v) if not isinstance(v, str) else v for k, v in (extra_metadata or {}).items()},
+    }
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
@@ -89,12 +99,16 @@ def load_projected(path: Path, meta: dict[str, str], build: Callable[[str], Back
     recorded = from_metadata(meta)
     if recorded is not None:  # the pixels the student was trained on, whatever the inner spec now resolves to
         inner.set_preprocessing(recorded)
-    model = ProjectedBackbone(inner, meta["inner"], int(meta["out_dim"]), int(meta["out_patch"]),
-                              meta.get("out_resize", "resize"))  # type: ignore[arg-type]
+    model = ProjectedBackbone(
+        inner, meta["inner"], int(meta["out_dim"]), int(meta["out_patch"]), meta.get("out_resize", "resize")
+    )  # type: ignore[arg-type]
     state = load_file(str(path))
     require_finite(state, path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise UserError(f"the file does not match the student {meta['inner']!r}: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}", path)
+        raise UserError(
+            f"the file does not match the student {meta['inner']!r}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}",
+            path,
+        )
     return model

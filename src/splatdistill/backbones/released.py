@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -50,28 +50,88 @@ class ReleasedWeights:
 
 RELEASED: Registry[ReleasedWeights] = Registry("released weights")
 for _r in (
-    ReleasedWeights("snd_vits14", "vit_small_patch14_dinov2.lvd142m", "dinov2_small_snd.pth",
-                    "Splat-and-Distill DINOv2 ViT-S/14 (with blending)", "ViT-S/14"),
-    ReleasedWeights("snd_vitb14", "vit_base_patch14_dinov2.lvd142m", "dinov2_base_snd.pth",
-                    "Splat-and-Distill DINOv2 ViT-B/14 (with blending)", "ViT-B/14"),
-    ReleasedWeights("snd_vits14_noblend", "vit_small_patch14_dinov2.lvd142m", "dinov2_small_snd_no_blending.pth",
-                    "Splat-and-Distill DINOv2 ViT-S/14 (without blending)", "ViT-S/14"),
-    ReleasedWeights("snd_vitb14_noblend", "vit_base_patch14_dinov2.lvd142m", "dinov2_base_snd_no_blending.pth",
-                    "Splat-and-Distill DINOv2 ViT-B/14 (without blending)", "ViT-B/14"),
+    ReleasedWeights(
+        "snd_vits14",
+        "vit_small_patch14_dinov2.lvd142m",
+        "dinov2_small_snd.pth",
+        "Splat-and-Distill DINOv2 ViT-S/14 (with blending)",
+        "ViT-S/14",
+    ),
+    ReleasedWeights(
+        "snd_vitb14",
+        "vit_base_patch14_dinov2.lvd142m",
+        "dinov2_base_snd.pth",
+        "Splat-and-Distill DINOv2 ViT-B/14 (with blending)",
+        "ViT-B/14",
+    ),
+    ReleasedWeights(
+        "snd_vits14_noblend",
+        "vit_small_patch14_dinov2.lvd142m",
+        "dinov2_small_snd_no_blending.pth",
+        "Splat-and-Distill DINOv2 ViT-S/14 (without blending)",
+        "ViT-S/14",
+    ),
+    ReleasedWeights(
+        "snd_vitb14_noblend",
+        "vit_base_patch14_dinov2.lvd142m",
+        "dinov2_base_snd_no_blending.pth",
+        "Splat-and-Distill DINOv2 ViT-B/14 (without blending)",
+        "ViT-B/14",
+    ),
     # FiT3D (Yue et al., ECCV 2024): timm models built as in its hubconf.py, timm's position resampling
-    ReleasedWeights("fit3d_vits14", "vit_small_patch14_dinov2.lvd142m", "dinov2_small_finetuned.pth",
-                    "FiT3D DINOv2 ViT-S/14", "ViT-S/14", hub_repo=FIT3D_REPO),
-    ReleasedWeights("fit3d_vitb14", "vit_base_patch14_dinov2.lvd142m", "dinov2_base_finetuned.pth",
-                    "FiT3D DINOv2 ViT-B/14", "ViT-B/14", hub_repo=FIT3D_REPO),
-    ReleasedWeights("fit3d_vits14_reg4", "vit_small_patch14_reg4_dinov2.lvd142m", "dinov2_reg_small_finetuned.pth",
-                    "FiT3D DINOv2 ViT-S/14 with 4 registers", "ViT-S/14", "timm", FIT3D_REPO),
-    ReleasedWeights("fit3d_clip_vitb16", "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k", "clip_base_finetuned.pth",
-                    "FiT3D CLIP ViT-B/16 (LAION-2B, 384 px)", "ViT-B/16", "timm", FIT3D_REPO),
-    ReleasedWeights("fit3d_mae_vitb16", "vit_base_patch16_224.mae", "mae_base_finetuned.pth",
-                    "FiT3D MAE ViT-B/16", "ViT-B/16", "timm", FIT3D_REPO),
-    ReleasedWeights("fit3d_deit3_vitb16", "deit3_base_patch16_224.fb_in1k", "deit3_base_finetuned.pth",
-                    "FiT3D DeiT-3 ViT-B/16", "ViT-B/16", "timm", FIT3D_REPO),
-):  # fmt: skip
+    ReleasedWeights(
+        "fit3d_vits14",
+        "vit_small_patch14_dinov2.lvd142m",
+        "dinov2_small_finetuned.pth",
+        "FiT3D DINOv2 ViT-S/14",
+        "ViT-S/14",
+        hub_repo=FIT3D_REPO,
+    ),
+    ReleasedWeights(
+        "fit3d_vitb14",
+        "vit_base_patch14_dinov2.lvd142m",
+        "dinov2_base_finetuned.pth",
+        "FiT3D DINOv2 ViT-B/14",
+        "ViT-B/14",
+        hub_repo=FIT3D_REPO,
+    ),
+    ReleasedWeights(
+        "fit3d_vits14_reg4",
+        "vit_small_patch14_reg4_dinov2.lvd142m",
+        "dinov2_reg_small_finetuned.pth",
+        "FiT3D DINOv2 ViT-S/14 with 4 registers",
+        "ViT-S/14",
+        "timm",
+        FIT3D_REPO,
+    ),
+    ReleasedWeights(
+        "fit3d_clip_vitb16",
+        "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k",
+        "clip_base_finetuned.pth",
+        "FiT3D CLIP ViT-B/16 (LAION-2B, 384 px)",
+        "ViT-B/16",
+        "timm",
+        FIT3D_REPO,
+    ),
+    ReleasedWeights(
+        "fit3d_mae_vitb16",
+        "vit_base_patch16_224.mae",
+        "mae_base_finetuned.pth",
+        "FiT3D MAE ViT-B/16",
+        "ViT-B/16",
+        "timm",
+        FIT3D_REPO,
+    ),
+    ReleasedWeights(
+        "fit3d_deit3_vitb16",
+        "deit3_base_patch16_224.fb_in1k",
+        "deit3_base_finetuned.pth",
+        "FiT3D DeiT-3 ViT-B/16",
+        "ViT-B/16",
+        "timm",
+        FIT3D_REPO,
+    ),
+):
     RELEASED.register(_r.name, _r)
 
 
@@ -98,8 +158,10 @@ def resolve_file(spec: str) -> tuple[ReleasedWeights, Path]:
                 return rel, d / rel.file_name
     where = " or ".join(str(d) for d in weight_dirs())
     got = f"put {rel.file_name} in {where}, or " if rel.file_name else ""
-    raise UserError(f"{name} ({rel.description}) is not on this machine: download it from the authors' model page, "
-                    f"then {got}pass {name}:PATH")  # fmt: skip
+    raise UserError(
+        f"{name} ({rel.description}) is not on this machine: download it from the authors' model page, "
+        f"then {got}pass {name}:PATH"
+    )
 
 
 def describe_layout(raw: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
@@ -139,5 +201,7 @@ def check_released(rel: ReleasedWeights, path: Path) -> str:
     if want not in layout:
         other = [r.name for r in RELEASED.values() if r.size in layout and r.family == rel.family]
         hint = f"; use {other[0]}:{path}" if other else ""
-        raise UserError(f"{rel.name} names the {rel.description}, but this file holds {layout.split(', ', 1)[-1]}{hint}", path)
+        raise UserError(
+            f"{rel.name} names the {rel.description}, but this file holds {layout.split(', ', 1)[-1]}{hint}", path
+        )
     return layout

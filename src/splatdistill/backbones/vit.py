@@ -72,8 +72,13 @@ def resample_patch_pos_embed(pos: torch.Tensor, grid: tuple[int, int], mode: Pos
 class ViTBackbone(Backbone):
     """A timm ViT returning final-norm patch tokens (and CLS)."""
 
-    def __init__(self, model: VisionTransformer | Eva, name: str, pos_interp: PosInterp = "hf",
-                 preprocessing: Preprocessing | None = None):
+    def __init__(
+        self,
+        model: VisionTransformer | Eva,
+        name: str,
+        pos_interp: PosInterp = "hf",
+        preprocessing: Preprocessing | None = None,
+    ):
         super().__init__(preprocessing or from_timm(model))
         self.model = model
         self.name = name
@@ -115,8 +120,9 @@ class ViTBackbone(Backbone):
     def forward_block_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.model
         if isinstance(m, Eva):
-            (patch, prefix), = m.forward_intermediates(x, indices=1, norm=False, output_fmt="NCHW",
-                                                       return_prefix_tokens=True, intermediates_only=True)
+            ((patch, prefix),) = m.forward_intermediates(
+                x, indices=1, norm=False, output_fmt="NCHW", return_prefix_tokens=True, intermediates_only=True
+            )
             return patch, (prefix[:, 0] if m.cls_token is not None else None)
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self._embed(x)

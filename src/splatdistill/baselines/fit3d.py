@@ -27,9 +27,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,11 +84,10 @@ class Fit3DConfig:
     renderer: str = "auto"
     seed: int = 0
 
-    def validate(self) -> "Fit3DConfig":
+    def validate(self) -> Fit3DConfig:
         if self.iterations < 0:
             raise UserError(f"fit3d iterations must be >= 0, got {self.iterations}")
-        for name in ("feature_dim", "views_per_iter", "max_views", "lift_views", "stride",
-                     "render_size", "image_size"):
+        for name in ("feature_dim", "views_per_iter", "max_views", "lift_views", "stride", "render_size", "image_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"fit3d {name} must be >= 1, got {getattr(self, name)}")
         if self.init not in ("pca", "random"):
@@ -100,8 +100,17 @@ class Fit3DConfig:
         """Cache key: everything that changes the fitted field."""
         d = asdict(self)
         d.pop("renderer")
-        blob = json.dumps({"cfg": d, "teacher": teacher, "scene": scene.name, "root": str(scene.root),
-                           "views": len(scene), "v": FIELD_VERSION}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "cfg": d,
+                "teacher": teacher,
+                "scene": scene.name,
+                "root": str(scene.root),
+                "views": len(scene),
+                "v": FIELD_VERSION,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -122,8 +131,17 @@ class FeatureField(nn.Module):
 
     def render(self, cameras: Cameras, backend: str = "auto") -> tuple[Tensor, Tensor]:
         """Decoded features (V, H, W, C), normalised by coverage, and coverage (V, H, W)."""
-        f, alpha = render_features(self.means, self.covariances, self.opacities, self.features, cameras.viewmats,
-                                   cameras.Ks, cameras.width, cameras.height, backend=backend)
+        f, alpha = render_features(
+            self.means,
+            self.covariances,
+            self.opacities,
+            self.features,
+            cameras.viewmats,
+            cameras.Ks,
+            cameras.width,
+            cameras.height,
+            backend=backend,
+        )
         f = f / alpha.clamp_min(1e-6)[..., None]
         return self.decoder(f), alpha
 
@@ -133,11 +151,18 @@ class FeatureField(nn.Module):
             return Gaussians(self.means, self.covariances, self.opacities, self.decoder(self.features))
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
-        atomic_torch_save({"version": FIELD_VERSION, "state": self.state_dict(), "meta": meta,
-                           "dims": (self.features.shape[1], self.decoder.out_features)}, path)
+        atomic_torch_save(
+            {
+                "version": FIELD_VERSION,
+                "state": self.state_dict(),
+                "meta": meta,
+                "dims": (self.features.shape[1], self.decoder.out_features),
+            },
+            path,
+        )
 
     @classmethod
-    def load(cls, path: Path) -> tuple["FeatureField", dict[str, Any]]:
+    def load(cls, path: Path) -> tuple[FeatureField, dict[str, Any]]:
         doc = load_torch_file(path, "fit3d field cache")
         if not isinstance(doc, dict) or doc.get("version") != FIELD_VERSION:
             raise UserError("fit3d field from another version; delete it to refit", path)
@@ -150,6 +175,7 @@ class FeatureField(nn.Module):
 
 # ---- scene data ------------------------------------------------------------------------------------
 
+
 def evenly_spaced(n: int, k: int) -> list[int]:
     if k >= n:
         return list(range(n))
@@ -160,8 +186,16 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 def teacher_targets(scene: Scene, teacher, cfg: Fit3DConfig, batch: int = 8) -> tuple[Views, float]:
     """What a field is fitted to: ``max_views`` evenly spaced views at ``render_size`` with their teacher
     ``features`` (as the SnD teacher sees them), and the seconds the teacher took."""
-    return load_scene_views_timed(scene, evenly_spaced(len(scene), cfg.max_views), cfg.render_size, teacher,
-                                  cfg.image_size, cfg.mask, need_depth="fit3d lifts Gaussians from depth", batch=batch)
+    return load_scene_views_timed(
+        scene,
+        evenly_spaced(len(scene), cfg.max_views),
+        cfg.render_size,
+        teacher,
+        cfg.image_size,
+        cfg.mask,
+        need_depth="fit3d lifts Gaussians from depth",
+        batch=batch,
+    )
 
 
 def strided_cameras(cameras: Cameras, stride: int) -> Cameras:
@@ -183,7 +217,7 @@ def field_error(field: FeatureField, targets: Views, backend: str = "auto") -> f
     errs, n = 0.0, 0
     with torch.no_grad():
         for v in range(len(targets)):
-            dec, alpha = field.render(targets.cameras[v:v + 1], backend)
+            dec, alpha = field.render(targets.cameras[v : v + 1], backend)
             m = alpha[0] > 0.5
             diff = (dec[0] - targets.features[v].permute(1, 2, 0)).abs().mean(-1)
             errs += float(diff[m].sum())
@@ -191,8 +225,9 @@ def field_error(field: FeatureField, targets: Views, backend: str = "auto") -> f
     return errs / max(n, 1)
 
 
-def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d",
-              teacher_seconds: float = 0.0) -> tuple[FeatureField, dict[str, Any]]:
+def fit_field(
+    targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: str = "fit3d", teacher_seconds: float = 0.0
+) -> tuple[FeatureField, dict[str, Any]]:
     """Optimise a field on one scene's views with teacher ``features`` (and depths, to lift its Gaussians);
     returns it and timing/loss statistics (``teacher_seconds``: what the features took, for the record)."""
     cfg.validate()
@@ -202,8 +237,8 @@ def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: st
     lift_ids = evenly_spaced(V, cfg.lift_views)
     s = cfg.stride
     cams_s = strided_cameras(targets.cameras[lift_ids], s)
-    depth_s = targets.depths[lift_ids][:, s // 2::s, s // 2::s]
-    pix_feats = targets.features[lift_ids][:, :, s // 2::s, s // 2::s]
+    depth_s = targets.depths[lift_ids][:, s // 2 :: s, s // 2 :: s]
+    pix_feats = targets.features[lift_ids][:, :, s // 2 :: s, s // 2 :: s]
     geo = lift_depth(depth_s, cams_s, pix_feats, scale_factor=1.0, opacity=cfg.opacity)
     field = FeatureField(geo, cfg.feature_dim, C)
     with torch.no_grad():
@@ -213,7 +248,7 @@ def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: st
             mu = sub.mean(0)
             x = (sub - mu).double()
             _, vecs = torch.linalg.eigh(x.T @ x)  # principal axes, ascending eigenvalues
-            P = vecs.flip(1)[:, :cfg.feature_dim].T.float()  # (d, C)
+            P = vecs.flip(1)[:, : cfg.feature_dim].T.float()  # (d, C)
             if P.shape[0] < cfg.feature_dim:
                 P = torch.cat([P, torch.zeros(cfg.feature_dim - P.shape[0], C)])
             field.decoder.weight.copy_(P.T)
@@ -221,13 +256,14 @@ def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: st
             field.features.copy_((geo.features - mu) @ P.T)
         else:
             field.features.normal_(0.0, 0.1, generator=g)
-    opt = torch.optim.Adam([{"params": [field.features], "lr": cfg.lr},
-                            {"params": field.decoder.parameters(), "lr": cfg.decoder_lr}])
+    opt = torch.optim.Adam(
+        [{"params": [field.features], "lr": cfg.lr}, {"params": field.decoder.parameters(), "lr": cfg.decoder_lr}]
+    )
     base_lrs = [grp["lr"] for grp in opt.param_groups]
     losses: list[float] = []
 
     def step() -> dict[str, float]:
-        ids = torch.randperm(V, generator=g)[:cfg.views_per_iter].tolist()
+        ids = torch.randperm(V, generator=g)[: cfg.views_per_iter].tolist()
         dec, alpha = field.render(targets.cameras[ids], cfg.renderer)
         m = alpha > 0.5
         tgt = targets.features[ids].permute(0, 2, 3, 1)
@@ -242,11 +278,25 @@ def fit_field(targets: Views, cfg: Fit3DConfig, progress: bool = False, desc: st
         return {"loss": losses[-1]}
 
     # the shared loop, for its progress bar: a field is fitted in seconds, so no checkpoint, budget or signal
-    Run(name=desc, total=cfg.iterations, step=0, train_step=step, progress=progress, signals=False, unit="it",
-        leave=False)()
-    stats = {"fit_seconds": time.perf_counter() - t0, "teacher_seconds": teacher_seconds,
-             "gaussians": field.num_gaussians, "views": V, "iterations": cfg.iterations,
-             "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None}
+    Run(
+        name=desc,
+        total=cfg.iterations,
+        step=0,
+        train_step=step,
+        progress=progress,
+        signals=False,
+        unit="it",
+        leave=False,
+    )()
+    stats = {
+        "fit_seconds": time.perf_counter() - t0,
+        "teacher_seconds": teacher_seconds,
+        "gaussians": field.num_gaussians,
+        "views": V,
+        "iterations": cfg.iterations,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": float(np.mean(losses[-10:])) if losses else None,
+    }
     return field, stats
 
 
@@ -258,6 +308,7 @@ def fit_scene(scene: Scene, teacher, cfg: Fit3DConfig, progress: bool = False) -
 
 # ---- distillation targets for the trainer ------------------------------------------------------------
 
+
 class Fit3DTargets:
     """Produces the trainer's targets for ``method=fit3d``: renders of fixed per-scene feature fields.
 
@@ -266,17 +317,34 @@ class Fit3DTargets:
     ``<out>/fit3d``), so training steps are not interrupted by fitting.
     """
 
-    def __init__(self, cfg, scenes: Sequence[Scene], device: torch.device | str = "cpu", progress: bool = True,
-                 is_main: bool = True):
+    def __init__(
+        self,
+        cfg,
+        scenes: Sequence[Scene],
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+        is_main: bool = True,
+    ):
         f, splat = cfg.method.fit3d, cfg.method.splat
         if not (isinstance(cfg.data.image_size, int) and isinstance(cfg.data.render_size, int)):
-            raise UserError("method=fit3d fits square fields: give image_size and render_size as one integer each "
-                            f"(got {cfg.data.image_size} / {cfg.data.render_size})")
+            raise UserError(
+                "method=fit3d fits square fields: give image_size and render_size as one integer each "
+                f"(got {cfg.data.image_size} / {cfg.data.render_size})"
+            )
         # the pipeline's values come from the run's own groups, so field and trainer cannot disagree
-        self.fcfg = Fit3DConfig(feature_dim=f.feature_dim, iterations=f.iterations, max_views=f.views,
-                                lift_views=f.lift_views, stride=f.stride, opacity=splat.gaussian_opacity,
-                                render_size=cfg.data.render_size, image_size=cfg.data.image_size, mask=cfg.data.mask,
-                                renderer=splat.renderer, seed=cfg.run.seed).validate()
+        self.fcfg = Fit3DConfig(
+            feature_dim=f.feature_dim,
+            iterations=f.iterations,
+            max_views=f.views,
+            lift_views=f.lift_views,
+            stride=f.stride,
+            opacity=splat.gaussian_opacity,
+            render_size=cfg.data.render_size,
+            image_size=cfg.data.image_size,
+            mask=cfg.data.mask,
+            renderer=splat.renderer,
+            seed=cfg.run.seed,
+        ).validate()
         self.scenes = list(scenes)
         self.backbone_spec = cfg.model.backbone
         self.min_coverage = splat.min_coverage
@@ -320,7 +388,7 @@ class Fit3DTargets:
         for i in range(len(target)):
             field = self.field(self.scenes[int(batch.scene_index[i])])
             dec, alpha = field.render(target[i].cameras.to(self.device), self.fcfg.renderer)  # (T, R, R, C), (T, R, R)
-            covered = (alpha > 1e-3)
+            covered = alpha > 1e-3
             feats = torch.where(covered[..., None], dec, torch.zeros_like(dec)).permute(0, 3, 1, 2)
             tok, cov, ok = tokens_from_render(feats, alpha, covered, grid, self.min_coverage, self.antialias)
             tokens.append(tok)

@@ -21,8 +21,9 @@ from splatdistill.threads import configure_threads, default_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", action="append", default=None,
-                   help="backbone spec; repeat to compare (default: dinov2_vits14)")
+    p.add_argument(
+        "--backbone", action="append", default=None, help="backbone spec; repeat to compare (default: dinov2_vits14)"
+    )
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10)
@@ -44,11 +45,20 @@ def measure(spec: str, size: int, batch: int, repeats: int, threads: int) -> dic
             bb.patch_features(x)
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    mb = 2.0 ** -20
-    return {"spec": spec, "name": bb.name, "seconds_per_batch": med, "images_per_s": batch / med,
-            "min_s": min(times), "grid": list(feats.shape[-2:]), "channels": int(feats.shape[1]),
-            "parameters": sum(p.numel() for p in bb.parameters()), "peak_mb": mem.peak * mb,
-            "peak_over_start_mb": (mem.peak - mem.start_rss) * mb, "threads": torch.get_num_threads()}
+    mb = 2.0**-20
+    return {
+        "spec": spec,
+        "name": bb.name,
+        "seconds_per_batch": med,
+        "images_per_s": batch / med,
+        "min_s": min(times),
+        "grid": list(feats.shape[-2:]),
+        "channels": int(feats.shape[1]),
+        "parameters": sum(p.numel() for p in bb.parameters()),
+        "peak_mb": mem.peak * mb,
+        "peak_over_start_mb": (mem.peak - mem.start_rss) * mb,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _child(queue, *args) -> None:
@@ -71,16 +81,24 @@ def run(args: argparse.Namespace) -> int:
         if "error" in row:
             raise UserError(f"backbone {spec!r}: {row['error']}")
         rows.append(row)
-    print(f"bench features: {args.size}x{args.size}, batch {args.batch}, {rows[0]['threads']} threads, "
-          f"median of {args.repeats} runs, each backbone in a fresh process")
-    print(f"  {'backbone':<44} {'grid':>7} {'ch':>5} {'params':>8} {'ms/image':>9} {'images/s':>9} {'peak MB':>8} {'+model MB':>9}")
+    print(
+        f"bench features: {args.size}x{args.size}, batch {args.batch}, {rows[0]['threads']} threads, "
+        f"median of {args.repeats} runs, each backbone in a fresh process"
+    )
+    print(
+        f"  {'backbone':<44} {'grid':>7} {'ch':>5} {'params':>8} {'ms/image':>9} {'images/s':>9} {'peak MB':>8} {'+model MB':>9}"
+    )
     for r in rows:
         grid = "x".join(map(str, r["grid"]))
-        print(f"  {r['name'][:44]:<44} {grid:>7} {r['channels']:>5} {r['parameters'] / 1e6:>7.2f}M "
-              f"{r['seconds_per_batch'] / args.batch * 1000:>9.1f} {r['images_per_s']:>9.1f} {r['peak_mb']:>8.0f} {r['peak_over_start_mb']:>9.0f}")
+        print(
+            f"  {r['name'][:44]:<44} {grid:>7} {r['channels']:>5} {r['parameters'] / 1e6:>7.2f}M "
+            f"{r['seconds_per_batch'] / args.batch * 1000:>9.1f} {r['images_per_s']:>9.1f} {r['peak_mb']:>8.0f} {r['peak_over_start_mb']:>9.0f}"
+        )
     if len(rows) > 1:
         base = rows[0]
         for r in rows[1:]:
-            print(f"  {r['name']}: {r['images_per_s'] / base['images_per_s']:.2f}x the images/s of {base['name']}, "
-                  f"{r['peak_mb'] / base['peak_mb']:.2f}x its peak memory")
+            print(
+                f"  {r['name']}: {r['images_per_s'] / base['images_per_s']:.2f}x the images/s of {base['name']}, "
+                f"{r['peak_mb'] / base['peak_mb']:.2f}x its peak memory"
+            )
     return 0

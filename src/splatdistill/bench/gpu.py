@@ -54,8 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", action="store_true", help="dry run on the CPU at toy sizes, CUDA parts skipped")
     p.add_argument("--out", default="gpu_check.md", help="markdown file of figures (default %(default)s)")
     p.add_argument("--data", default=None, help="dataset folder (default: .gpu_check/rooms if present, else rooms)")
-    p.add_argument("--budget", type=float, default=450,
-                   help="seconds for all sections together; a section still running then is stopped (default 450)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=450,
+        help="seconds for all sections together; a section still running then is stopped (default 450)",
+    )
     p.add_argument("--section", default=None, help=argparse.SUPPRESS)  # internal: one in-process section
 
 
@@ -73,30 +77,88 @@ def plan(cpu: bool, data: str, work: Path, renderer: list[str]) -> list[Section]
     is ``["renderer=torch"]`` when gsplat did not come up, so that the rest still runs."""
     no_cuda = "--cpu dry run: needs CUDA" if cpu else ""
     files = _cuda_test_files(Path("tests")) if Path("tests").is_dir() else []
-    secs = [Section("CUDA tests (pytest -m cuda)", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p",
-                                                     "no:cacheprovider", *files], 180,
-                    skip=no_cuda or ("" if files else "no CUDA test files here"))]
-    secs.append(Section("gsplat vs the CPU splatter (3, 64, 384 channels)", _cli("bench", "gpu", "--section", "gsplat"),
-                        120, skip=no_cuda or ("gsplat did not come up" if renderer else "")))
+    secs = [
+        Section(
+            "CUDA tests (pytest -m cuda)",
+            [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", *files],
+            180,
+            skip=no_cuda or ("" if files else "no CUDA test files here"),
+        )
+    ]
+    secs.append(
+        Section(
+            "gsplat vs the CPU splatter (3, 64, 384 channels)",
+            _cli("bench", "gpu", "--section", "gsplat"),
+            120,
+            skip=no_cuda or ("gsplat did not come up" if renderer else ""),
+        )
+    )
     toy = [*SMALL_HEAD, "image_size=112", "render_size=56"] if cpu else ["image_size=224"]
-    secs.append(Section("one-GPU process group through the DDP code path (torchrun --nproc_per_node=1)",
-                        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-                         "splatdistill.cli", "train", f"data={data}", f"out={work / 'ddp'}", "steps=4",
-                         f"backbone={VIT_S}", "progress=false", "val_samples=0", *toy, *renderer], 150))
+    secs.append(
+        Section(
+            "one-GPU process group through the DDP code path (torchrun --nproc_per_node=1)",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=1",
+                "-m",
+                "splatdistill.cli",
+                "train",
+                f"data={data}",
+                f"out={work / 'ddp'}",
+                "steps=4",
+                f"backbone={VIT_S}",
+                "progress=false",
+                "val_samples=0",
+                *toy,
+                *renderer,
+            ],
+            150,
+        )
+    )
     steps, size = ("4", "112") if cpu else ("200", "448")
-    train = Section(f"train {steps} steps on rooms at {size}",
-                    _cli("train", f"data={data}", f"out={work / 'train'}", f"steps={steps}", f"image_size={size}",
-                         f"backbone={VIT_S}", "progress=false",
-                         *(SMALL_HEAD + ["render_size=56", "val_samples=2"] if cpu else []), *renderer), 300)
+    train = Section(
+        f"train {steps} steps on rooms at {size}",
+        _cli(
+            "train",
+            f"data={data}",
+            f"out={work / 'train'}",
+            f"steps={steps}",
+            f"image_size={size}",
+            f"backbone={VIT_S}",
+            "progress=false",
+            *(SMALL_HEAD + ["render_size=56", "val_samples=2"] if cpu else []),
+            *renderer,
+        ),
+        300,
+    )
     # the paper's size first (its rows carry the goals), then the 200-step run, then the smaller sizes
     for k, (image, render) in enumerate(reversed(CPU_STEP_SIZES if cpu else STEP_SIZES)):
         for backbone in (VIT_S,) if cpu else (VIT_S, VIT_B):
             for precision in ("fp32", "bf16"):
                 name = "ViT-S" if backbone == VIT_S else "ViT-B"
-                secs.append(Section(f"bench step {name} {image} {precision}",
-                                    _cli("bench", "step", "--data", data, "--steps", "2" if cpu else "6",
-                                         f"backbone={backbone}", f"image_size={image}", f"render_size={render}",
-                                         f"precision={precision}", *(SMALL_HEAD if cpu else []), *renderer), 120))
+                secs.append(
+                    Section(
+                        f"bench step {name} {image} {precision}",
+                        _cli(
+                            "bench",
+                            "step",
+                            "--data",
+                            data,
+                            "--steps",
+                            "2" if cpu else "6",
+                            f"backbone={backbone}",
+                            f"image_size={image}",
+                            f"render_size={render}",
+                            f"precision={precision}",
+                            *(SMALL_HEAD if cpu else []),
+                            *renderer,
+                        ),
+                        120,
+                    )
+                )
         if k == 0:
             secs.append(train)
     return secs
@@ -104,9 +166,15 @@ def plan(cpu: bool, data: str, work: Path, renderer: list[str]) -> list[Section]
 
 def warm_up(cpu: bool) -> Section:
     """gsplat's first use, alone: a plain gsplat wheel compiles its CUDA kernels here (minutes)."""
-    skip = "--cpu dry run: needs CUDA" if cpu else ("" if importlib.util.find_spec("gsplat") else "gsplat not installed")
-    return Section("gsplat first use (a plain wheel compiles its kernels)", _cli("bench", "gpu", "--section", "warm-up"),
-                   360, skip=skip)
+    skip = (
+        "--cpu dry run: needs CUDA" if cpu else ("" if importlib.util.find_spec("gsplat") else "gsplat not installed")
+    )
+    return Section(
+        "gsplat first use (a plain wheel compiles its kernels)",
+        _cli("bench", "gpu", "--section", "warm-up"),
+        360,
+        skip=skip,
+    )
 
 
 #: figures read off each section's output (label -> regex with one group)
@@ -152,8 +220,10 @@ def _environment(cpu: bool) -> list[str]:
     lines = [f"- python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}"]
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        lines.append(f"- GPU: {p.name}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs, "
-                     f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}, CUDA {torch.version.cuda}")
+        lines.append(
+            f"- GPU: {p.name}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs, "
+            f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}, CUDA {torch.version.cuda}"
+        )
     else:
         lines.append("- GPU: none visible to torch" + (" (--cpu dry run)" if cpu else ""))
     try:
@@ -166,10 +236,17 @@ def _environment(cpu: bool) -> list[str]:
 
 
 def write_report(path: Path, sections: list[Section], cpu: bool, seconds: float) -> None:
-    lines = ["# splatdistill GPU check" + (" (--cpu dry run: toy sizes on the CPU; no GPU figure)" if cpu else ""),
-             "", f"Written by `splatdistill bench gpu{' --cpu' if cpu else ''}` in {seconds:.0f} s "
-             f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "", *_environment(cpu), "",
-             "| section | status | s | figures |", "| --- | --- | ---: | --- |"]
+    lines = [
+        "# splatdistill GPU check" + (" (--cpu dry run: toy sizes on the CPU; no GPU figure)" if cpu else ""),
+        "",
+        f"Written by `splatdistill bench gpu{' --cpu' if cpu else ''}` in {seconds:.0f} s "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        *_environment(cpu),
+        "",
+        "| section | status | s | figures |",
+        "| --- | --- | ---: | --- |",
+    ]
     for s in sections:
         figures = "; ".join(f"{k} {v}" for k, v in s.summary.items()) or "-"
         lines.append(f"| {s.title} | {s.status} | {s.seconds:.0f} | {figures} |")
@@ -199,16 +276,27 @@ def gsplat_agreement() -> int:
         gpu_s = time.perf_counter() - t
         err = float((img.cpu().double() - ref.double()).abs().max() / ref.double().abs().max().clamp_min(1e-12))
         err_a = float((alpha.cpu().double() - ref_alpha.double()).abs().max())
-        print(f"{channels:4d} channels, {len(gauss):,} Gaussians, 128x128: max relative error {err:.2e} "
-              f"(alpha max abs {err_a:.2e}); CPU torch {cpu_s * 1e3:.1f} ms, gsplat {gpu_s * 1e3:.2f} ms")
+        print(
+            f"{channels:4d} channels, {len(gauss):,} Gaussians, 128x128: max relative error {err:.2e} "
+            f"(alpha max abs {err_a:.2e}); CPU torch {cpu_s * 1e3:.1f} ms, gsplat {gpu_s * 1e3:.2f} ms"
+        )
     return 0
 
 
 def gsplat_warm_up() -> int:
     t = time.perf_counter()
     gauss, cam = make_workload(32, 3, 1.0, 0.95, "cuda")
-    render_features(gauss.means, gauss.covariances, gauss.opacities, gauss.features, cam.viewmats, cam.Ks,
-                    cam.width, cam.height, backend="gsplat")
+    render_features(
+        gauss.means,
+        gauss.covariances,
+        gauss.opacities,
+        gauss.features,
+        cam.viewmats,
+        cam.Ks,
+        cam.width,
+        cam.height,
+        backend="gsplat",
+    )
     torch.cuda.synchronize()
     print(f"gsplat's first render: {time.perf_counter() - t:.1f} s")
     return 0

@@ -26,13 +26,7 @@ import torch.nn.functional as F
 
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
-from splatdistill.geometry import (
-    Cameras,
-    Gaussians,
-    intrinsics,
-    lift_depth,
-    look_at_viewmat,
-)
+from splatdistill.geometry import Cameras, Gaussians, intrinsics, lift_depth, look_at_viewmat
 from splatdistill.render import render_features
 from splatdistill.render.torch_backend import render_torch
 
@@ -42,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=384, help="feature channels")
     parser.add_argument("--repeats", type=int, default=15, help="timed renders")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--scale-factor", type=float, default=1.0,
-                        help="Gaussian footprint multiplier (lift_depth scale_factor)")
+    parser.add_argument(
+        "--scale-factor", type=float, default=1.0, help="Gaussian footprint multiplier (lift_depth scale_factor)"
+    )
     parser.add_argument("--opacity", type=float, default=0.95, help="Gaussian opacity")
     parser.add_argument("--backend", default="torch", choices=("torch", "gsplat", "auto"))
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu or cuda")
@@ -57,20 +52,20 @@ def room_depth(cams: Cameras) -> torch.Tensor:
     for axis, value in ((0, -2.0), (0, 2.0), (1, -1.5), (1, 1.5), (2, 4.0), (2, -1.0)):
         tt = (value - origin[..., axis]) / rays[..., axis]
         t = torch.minimum(t, torch.where(tt > 0, tt, torch.full_like(tt, math.inf)))
-    for centre, radius in (((0.3, 0.2, 2.0), 0.5), ((-0.8, 0.6, 2.8), 0.7),
-                           ((1.0, -0.5, 3.0), 0.4)):
+    for centre, radius in (((0.3, 0.2, 2.0), 0.5), ((-0.8, 0.6, 2.8), 0.7), ((1.0, -0.5, 3.0), 0.4)):
         oc = origin - torch.tensor(centre, dtype=rays.dtype, device=rays.device)
         a = (rays * rays).sum(-1)
         b = 2 * (rays * oc).sum(-1)
-        c = (oc * oc).sum(-1) - radius ** 2
+        c = (oc * oc).sum(-1) - radius**2
         disc = b * b - 4 * a * c
         tt = (-b - disc.clamp(min=0).sqrt()) / (2 * a)
         t = torch.minimum(t, torch.where((disc > 0) & (tt > 0), tt, torch.full_like(tt, math.inf)))
     return t
 
 
-def make_workload(size: int, channels: int, scale_factor: float = 1.0, opacity: float = 0.95,
-                  device: str = "cpu", seed: int = 0) -> tuple[Gaussians, Cameras]:
+def make_workload(
+    size: int, channels: int, scale_factor: float = 1.0, opacity: float = 0.95, device: str = "cpu", seed: int = 0
+) -> tuple[Gaussians, Cameras]:
     """Lifted Gaussians of two context views and the target camera between them."""
     g = torch.Generator().manual_seed(seed)
     K = intrinsics(0.9 * size, 0.9 * size, size / 2, size / 2)
@@ -82,10 +77,13 @@ def make_workload(size: int, channels: int, scale_factor: float = 1.0, opacity: 
     tokens = torch.randn(2, channels, grid, grid, generator=g)
     tokens = F.layer_norm(tokens.movedim(1, -1), (channels,)).movedim(-1, 1)
     feats = F.interpolate(tokens, size=(size, size), mode="bilinear", align_corners=False)
-    gauss = lift_depth(depth, cams[:2], feats.contiguous(), scale_factor=scale_factor,
-                       opacity=opacity)
-    gauss = Gaussians(gauss.means.contiguous(), gauss.covariances.contiguous(),
-                      gauss.opacities.contiguous(), gauss.features.contiguous())
+    gauss = lift_depth(depth, cams[:2], feats.contiguous(), scale_factor=scale_factor, opacity=opacity)
+    gauss = Gaussians(
+        gauss.means.contiguous(),
+        gauss.covariances.contiguous(),
+        gauss.opacities.contiguous(),
+        gauss.features.contiguous(),
+    )
     return gauss.to(device), cams[2].to(device)
 
 
@@ -97,7 +95,7 @@ class PeakRSS:
         self.start_rss = psutil.Process().memory_info().rss
         self.peak = self.start_rss
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -107,7 +105,7 @@ class PeakRSS:
 
 def measure_ceilings(device: str = "cpu", repeats: int = 7) -> tuple[float, float]:
     """(copy bandwidth in bytes/s counting read + write, float32 multiply-adds/s of a matmul)."""
-    n = 64 * 2 ** 20  # 256 MB: well past the caches
+    n = 64 * 2**20  # 256 MB: well past the caches
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -129,7 +127,7 @@ def measure_ceilings(device: str = "cpu", repeats: int = 7) -> tuple[float, floa
         a @ b
         _sync(device)
         best_mm = min(best_mm, time.perf_counter() - t)
-    return 2 * 4 * n / best_copy, m ** 3 / best_mm
+    return 2 * 4 * n / best_copy, m**3 / best_mm
 
 
 def _loadavg() -> str:
@@ -150,19 +148,35 @@ def run(args: argparse.Namespace) -> int:
     args.device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     base_rss = psutil.Process().memory_info().rss
-    gauss, cam = make_workload(args.size, args.channels, args.scale_factor, args.opacity,
-                               args.device)
+    gauss, cam = make_workload(args.size, args.channels, args.scale_factor, args.opacity, args.device)
     setup_rss = psutil.Process().memory_info().rss
     stats: dict = {}
     with torch.no_grad():
         if args.backend == "torch":
-            render_torch(gauss.means, gauss.covariances, gauss.opacities, gauss.features,
-                         cam.viewmats[None], cam.Ks[None], cam.width, cam.height, stats=stats)
+            render_torch(
+                gauss.means,
+                gauss.covariances,
+                gauss.opacities,
+                gauss.features,
+                cam.viewmats[None],
+                cam.Ks[None],
+                cam.width,
+                cam.height,
+                stats=stats,
+            )
 
         def once():
-            return render_features(gauss.means, gauss.covariances, gauss.opacities,
-                                   gauss.features, cam.viewmats, cam.Ks, cam.width, cam.height,
-                                   backend=args.backend)
+            return render_features(
+                gauss.means,
+                gauss.covariances,
+                gauss.opacities,
+                gauss.features,
+                cam.viewmats,
+                cam.Ks,
+                cam.width,
+                cam.height,
+                backend=args.backend,
+            )
 
         img, alpha = once()  # warm-up
         times = []
@@ -185,24 +199,36 @@ def run(args: argparse.Namespace) -> int:
     bytes_floor = 4 * (visible * C + P * (C + 1))
     macs = (composited if composited is not None else 0) * C
     floor = max(bytes_floor / bandwidth, macs / mac_rate)
-    print(f"workload: {len(gauss):,} Gaussians (2 x {args.size}x{args.size} lifted, scale factor "
-          f"{args.scale_factor}, opacity {args.opacity}) -> 1 x {args.size}x{args.size} x {C} ch; "
-          f"backend {args.backend} on {args.device}, {torch.get_num_threads()} threads")
+    print(
+        f"workload: {len(gauss):,} Gaussians (2 x {args.size}x{args.size} lifted, scale factor "
+        f"{args.scale_factor}, opacity {args.opacity}) -> 1 x {args.size}x{args.size} x {C} ch; "
+        f"backend {args.backend} on {args.device}, {torch.get_num_threads()} threads"
+    )
     if stats:
-        print(f"pairs: {stats['pairs']:,} with alpha >= 1/255, {composited:,} composited "
-              f"({composited / P:.1f} per pixel), {visible:,} Gaussians visible")
-    print(f"time: median {median * 1e3:.1f} ms, best {min(times) * 1e3:.1f} ms over "
-          f"{args.repeats} renders; {cpu_per_render * 1e3:.0f} ms of CPU per render; load "
-          f"average {load_before} before (other processes on the cores slow every figure here)")
-    print(f"memory: peak RSS {mem.peak / 2 ** 30:.2f} GiB (process high-water mark; "
-          f"{base_rss / 2 ** 30:.2f} GiB before building the scene, {setup_rss / 2 ** 30:.2f} GiB "
-          f"with it: rendering adds at most {(mem.peak - setup_rss) / 2 ** 20:.0f} MiB)")
-    print(f"ceilings: copy {bandwidth / 1e9:.1f} GB/s (read+write), matmul "
-          f"{mac_rate / 1e9:.1f} G multiply-adds/s")
-    print(f"floor: {floor * 1e3:.1f} ms = max(bytes {bytes_floor / 1e6:.0f} MB -> "
-          f"{bytes_floor / bandwidth * 1e3:.1f} ms, multiply-adds {macs / 1e9:.2f} G -> "
-          f"{macs / mac_rate * 1e3:.1f} ms); median / floor = {median / floor:.1f}x")
-    goals = [("median <= 250 ms", median <= 0.250), ("within 10x of the floor",
-             median / floor <= 10), ("peak memory <= 2 GB", mem.peak <= 2e9)]
+        print(
+            f"pairs: {stats['pairs']:,} with alpha >= 1/255, {composited:,} composited "
+            f"({composited / P:.1f} per pixel), {visible:,} Gaussians visible"
+        )
+    print(
+        f"time: median {median * 1e3:.1f} ms, best {min(times) * 1e3:.1f} ms over "
+        f"{args.repeats} renders; {cpu_per_render * 1e3:.0f} ms of CPU per render; load "
+        f"average {load_before} before (other processes on the cores slow every figure here)"
+    )
+    print(
+        f"memory: peak RSS {mem.peak / 2**30:.2f} GiB (process high-water mark; "
+        f"{base_rss / 2**30:.2f} GiB before building the scene, {setup_rss / 2**30:.2f} GiB "
+        f"with it: rendering adds at most {(mem.peak - setup_rss) / 2**20:.0f} MiB)"
+    )
+    print(f"ceilings: copy {bandwidth / 1e9:.1f} GB/s (read+write), matmul {mac_rate / 1e9:.1f} G multiply-adds/s")
+    print(
+        f"floor: {floor * 1e3:.1f} ms = max(bytes {bytes_floor / 1e6:.0f} MB -> "
+        f"{bytes_floor / bandwidth * 1e3:.1f} ms, multiply-adds {macs / 1e9:.2f} G -> "
+        f"{macs / mac_rate * 1e3:.1f} ms); median / floor = {median / floor:.1f}x"
+    )
+    goals = [
+        ("median <= 250 ms", median <= 0.250),
+        ("within 10x of the floor", median / floor <= 10),
+        ("peak memory <= 2 GB", mem.peak <= 2e9),
+    ]
     print("goals: " + ", ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in goals))
     return 0

@@ -19,16 +19,26 @@ from splatdistill.devices import autocast
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.trainer import StepTimes, Trainer
 
-PHASES = {"data": "data (wait for the batch)", "teacher_forward": "teacher forward",
-          "splat": "upsample+lift+render+blend", "student_forward": "student forward",
-          "student_backward": "student backward + Adam", "head_loss": "head + loss", "ema": "EMA update"}
+PHASES = {
+    "data": "data (wait for the batch)",
+    "teacher_forward": "teacher forward",
+    "splat": "upsample+lift+render+blend",
+    "student_forward": "student forward",
+    "student_backward": "student backward + Adam",
+    "head_loss": "head + loss",
+    "ema": "EMA update",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="rooms", help="dataset folder or 'rooms' (default)")
     p.add_argument("--steps", type=int, default=12, help="measured steps (after 2 warm-up steps)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="training config overrides (device=, precision=, num_workers=, image_size=, ...)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="training config overrides (device=, precision=, num_workers=, image_size=, ...)",
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -80,8 +90,17 @@ def _backbones_alone(trainer: Trainer, batches) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     out = tempfile.mkdtemp(prefix="bench_step_")
-    cfg = TrainConfig.load(None, [f"data={args.data}", f"out={out}", f"steps={args.steps + 2}", "progress=false",
-                                  "val_samples=0", *args.overrides])
+    cfg = TrainConfig.load(
+        None,
+        [
+            f"data={args.data}",
+            f"out={out}",
+            f"steps={args.steps + 2}",
+            "progress=false",
+            "val_samples=0",
+            *args.overrides,
+        ],
+    )
     trainer = Trainer(cfg)
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
@@ -93,10 +112,12 @@ def run(args: argparse.Namespace) -> int:
     img = batches[0].context
     render = fit_size(d.render_size, img.height, img.width)
     threads = f"{torch.get_num_threads()} threads" if trainer.device.type == "cpu" else str(trainer.device)
-    print(f"bench step: {cfg.model.backbone}, {img.height}x{img.width}, batch {cfg.optim.batch_size}, "
-          f"2 context + {d.num_targets} target, render {render[0]}x{render[1]}, loss {m.loss} "
-          f"({m.prototypes} prototypes), {threads}, precision {trainer.precision}, "
-          f"{trainer.num_workers} data workers, {args.steps} steps")
+    print(
+        f"bench step: {cfg.model.backbone}, {img.height}x{img.width}, batch {cfg.optim.batch_size}, "
+        f"2 context + {d.num_targets} target, render {render[0]}x{render[1]}, loss {m.loss} "
+        f"({m.prototypes} prototypes), {threads}, precision {trainer.precision}, "
+        f"{trainer.num_workers} data workers, {args.steps} steps"
+    )
     print(f"  whole step: median {med:.3f} s")
     for key, label in PHASES.items():
         if key in phases:
@@ -104,10 +125,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {label:28s} {v:7.3f} s  {100 * v / med:5.1f}%")
     split = statistics.median(phases["splat"])
     views = cfg.optim.batch_size * d.num_targets
-    print(f"  3D part share: {100 * split / med:.1f}% (goal <= 25%); lift+splat {views / split:.1f} target views/s "
-          f"at render {render[0]}x{render[1]}")
-    print(f"  backbone passes alone: median {med_alone:.3f} s; whole step / backbone = {med / med_alone:.2f}x "
-          "(goal <= 1.5x; <= 1.3x on a GPU at the paper's size in bf16)")
+    print(
+        f"  3D part share: {100 * split / med:.1f}% (goal <= 25%); lift+splat {views / split:.1f} target views/s "
+        f"at render {render[0]}x{render[1]}"
+    )
+    print(
+        f"  backbone passes alone: median {med_alone:.3f} s; whole step / backbone = {med / med_alone:.2f}x "
+        "(goal <= 1.5x; <= 1.3x on a GPU at the paper's size in bf16)"
+    )
     if peak is not None:
         print(f"  peak GPU memory: {peak / 2**30:.2f} GiB")
     return 0

@@ -40,8 +40,8 @@ def self_render_cosines(backbone, views: Views, render_size, downsample: str) ->
     lifter = depth_lifter(settings)
     cos, supervised = [], []
     for i in range(len(views)):
-        tokens = backbone.patch_features(views.images[i:i + 1])
-        one = small[i:i + 1]
+        tokens = backbone.patch_features(views.images[i : i + 1])
+        one = small[i : i + 1]
         out = splat_targets(dataclasses.replace(one, tokens=tokens), one, tuple(tokens.shape[-2:]), settings, lifter)
         c = F.cosine_similarity(out.tokens, tokens, dim=1)[out.valid]
         cos.append(c.numpy())
@@ -52,17 +52,21 @@ def self_render_cosines(backbone, views: Views, render_size, downsample: str) ->
 def run(args: argparse.Namespace) -> int:
     scenes = load_dataset(args.data, split=args.split)
     picks = [(s, i) for s in scenes for i in range(0, len(s), max(1, len(s) * len(scenes) // max(1, args.views)))]
-    picks = picks[:args.views]
+    picks = picks[: args.views]
     loaded = [s.load_view(i) for s, i in picks]
     if any(v.depth is None for v in loaded):
         raise UserError(f"{args.data}: bench targets lifts with ground-truth depth; some views have none")
     first = loaded[0]
     views = Views.from_view_data(loaded, mask_mode="auto", size=fit_size(args.image_size, first.height, first.width))
     backbone = load_backbone(args.backbone)
-    print(f"bench targets: {backbone.name}, {len(loaded)} {args.split} views of {len(scenes)} scenes, "
-          f"input {views.height}x{views.width}, render {args.render_size}; own tokens rendered back into their view")
+    print(
+        f"bench targets: {backbone.name}, {len(loaded)} {args.split} views of {len(scenes)} scenes, "
+        f"input {views.height}x{views.width}, render {args.render_size}; own tokens rendered back into their view"
+    )
     for mode in ("bilinear", "antialias"):
         cos, share = self_render_cosines(backbone, views, args.render_size, mode)
-        print(f"  downsample={mode:9s}  cosine to the original tokens: mean {cos.mean():.4f}, "
-              f"5th percentile {np.percentile(cos, 5):.4f}, min {cos.min():.4f}; supervised {share:.1%}")
+        print(
+            f"  downsample={mode:9s}  cosine to the original tokens: mean {cos.mean():.4f}, "
+            f"5th percentile {np.percentile(cos, 5):.4f}, min {cos.min():.4f}; supervised {share:.1%}"
+        )
     return 0

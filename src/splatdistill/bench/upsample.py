@@ -53,8 +53,7 @@ def upsample_loop(tokens: Tensor, segments: Tensor, out_size: tuple[int, int]) -
     for b in range(B):
         for s in torch.unique(segments[b]).tolist():
             m = (tok_lab[b] == s).to(tokens.dtype)[None, None]
-            num = F.interpolate(tokens[b:b + 1] * m, size=out_size, mode="bilinear",
-                                align_corners=False)
+            num = F.interpolate(tokens[b : b + 1] * m, size=out_size, mode="bilinear", align_corners=False)
             den = F.interpolate(m, size=out_size, mode="bilinear", align_corners=False)
             sel = (segments[b] == s) & (den[0, 0] > 0)
             out[b][:, sel] = num[0][:, sel] / den[0, 0][sel]
@@ -102,16 +101,21 @@ def run(args: argparse.Namespace) -> int:
     floor_blend = 2 * out_bytes / bandwidth * 2  # read the features, write the output
     err_up = (up - up_ref).abs().max().item()
     err_bl = (bl - bl_ref).abs().max().item()
-    print(f"workload: {args.grid}x{args.grid} tokens x {args.channels} ch -> {args.size}x"
-          f"{args.size}, {int(segs.unique().numel())} segments, {torch.get_num_threads()} threads")
-    print(f"upsample: vectorised {t_vec * 1e3:.1f} ms, per-segment loop {t_loop * 1e3:.1f} ms "
-          f"-> {t_loop / t_vec:.1f}x faster (goal >= 20x); max |diff| {err_up:.1e}; "
-          f"{t_vec / floor_up:.1f}x the write floor ({floor_up * 1e3:.1f} ms)")
-    print(f"blend:    vectorised {t_bvec * 1e3:.1f} ms, per-segment loop {t_bloop * 1e3:.1f} ms "
-          f"-> {t_bloop / t_bvec:.1f}x faster; max |diff| {err_bl:.1e}; "
-          f"{t_bvec / floor_blend:.1f}x the read+write floor ({floor_blend * 1e3:.1f} ms)")
-    print(f"memory: peak RSS {mem.peak / 2 ** 30:.2f} GiB (process); copy bandwidth "
-          f"{bandwidth / 1e9:.1f} GB/s")
+    print(
+        f"workload: {args.grid}x{args.grid} tokens x {args.channels} ch -> {args.size}x"
+        f"{args.size}, {int(segs.unique().numel())} segments, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"upsample: vectorised {t_vec * 1e3:.1f} ms, per-segment loop {t_loop * 1e3:.1f} ms "
+        f"-> {t_loop / t_vec:.1f}x faster (goal >= 20x); max |diff| {err_up:.1e}; "
+        f"{t_vec / floor_up:.1f}x the write floor ({floor_up * 1e3:.1f} ms)"
+    )
+    print(
+        f"blend:    vectorised {t_bvec * 1e3:.1f} ms, per-segment loop {t_bloop * 1e3:.1f} ms "
+        f"-> {t_bloop / t_bvec:.1f}x faster; max |diff| {err_bl:.1e}; "
+        f"{t_bvec / floor_blend:.1f}x the read+write floor ({floor_blend * 1e3:.1f} ms)"
+    )
+    print(f"memory: peak RSS {mem.peak / 2**30:.2f} GiB (process); copy bandwidth {bandwidth / 1e9:.1f} GB/s")
     if err_up > 1e-4 or err_bl > 1e-4:
         print("ERROR: vectorised and loop results disagree")
         return 1

@@ -58,7 +58,9 @@ def read_sequence(path: Path, cal: Calibration, every: int = 1) -> RGBDSequence:
     elif sevenscenes.is_sevenscenes(path):
         dirs = sevenscenes.sequence_dirs(path)
         if len(dirs) > 1:
-            raise UserError(f"holds {len(dirs)} 7-Scenes sequences; run from-rgbd on one of them (e.g. {dirs[0]})", path)
+            raise UserError(
+                f"holds {len(dirs)} 7-Scenes sequences; run from-rgbd on one of them (e.g. {dirs[0]})", path
+            )
         seq = sevenscenes.load_sevenscenes_sequence(dirs[0], every=1, require_poses=False)
     else:
         if cal.color_intrinsics is None:
@@ -111,9 +113,12 @@ def registration_figure(path: Path, image: np.ndarray, raw: np.ndarray, register
     import matplotlib.pyplot as plt
 
     valid = registered[registered > 0]
-    lo, hi = (np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0))
+    lo, hi = np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, d, title in ((axes[0], raw, "depth as stored (depth camera)"), (axes[1], registered, "registered to the colour camera")):
+    for ax, d, title in (
+        (axes[0], raw, "depth as stored (depth camera)"),
+        (axes[1], registered, "registered to the colour camera"),
+    ):
         ax.imshow(_gray(image), cmap="gray")
         ax.imshow(np.ma.masked_where(d <= 0, d), cmap="turbo", alpha=0.45, vmin=lo, vmax=hi)
         ax.set_title(title)
@@ -132,8 +137,11 @@ def self_check(first: ViewData, others: dict[int, ViewData]) -> dict[str, dict[s
     for k, v in others.items():
         est = reprojection_error(v, first)
         zero = reprojection_error(*(ViewData(x.image, x.K, np.eye(4), depth=x.depth) for x in (v, first)))
-        out[str(k)] = {"median_abs_mm": est.median_abs_error * 1000, "zero_motion_median_abs_mm": zero.median_abs_error * 1000,
-                       "visible_fraction": est.visible_fraction}  # fmt: skip
+        out[str(k)] = {
+            "median_abs_mm": est.median_abs_error * 1000,
+            "zero_motion_median_abs_mm": zero.median_abs_error * 1000,
+            "visible_fraction": est.visible_fraction,
+        }
     return out
 
 
@@ -155,12 +163,19 @@ def from_rgbd(seq: RGBDSequence, out: Path, opts: OdometryOptions | None = None,
                 raise UserError(f"image is {img.shape[1]}x{img.shape[0]} but the first frame is {w}x{h}", f.color)
             d = color_depth(seq, f, w, h)
             if not np.any(d > 0):
-                raise UserError("depth has no valid pixel in the colour camera (wrong --depth-scale or calibration?)", f.depth)
+                raise UserError(
+                    "depth has no valid pixel in the colour camera (wrong --depth-scale or calibration?)", f.depth
+                )
             entries.append(write_view_files(scene_dir, ViewData(img, seq.K_color, np.eye(4), depth=d), f.name))
             yield _gray(img), d
 
-    bar = tqdm(total=len(seq.frames), desc="registering depth + RGB-D odometry", unit="frame", disable=not progress,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=len(seq.frames),
+        desc="registering depth + RGB-D odometry",
+        unit="frame",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     res = estimate_poses(frames(), seq.K_color, w, h, opts, lambda i: bar.update(1))
     bar.close()
     for e, pose in zip(entries, res.poses):
@@ -168,17 +183,27 @@ def from_rgbd(seq: RGBDSequence, out: Path, opts: OdometryOptions | None = None,
     write_scene(scene_dir, seq.name, "train", [], entries, meta={"source": str(seq.root), "poses": "RGB-D odometry"})
 
     def view(k: int) -> ViewData:
-        return ViewData(io.read_rgb(scene_dir / entries[k]["image"]), seq.K_color, res.poses[k],
-                        depth=io.read_depth(scene_dir / entries[k]["depth"]))  # fmt: skip
+        return ViewData(
+            io.read_rgb(scene_dir / entries[k]["image"]),
+            seq.K_color,
+            res.poses[k],
+            depth=io.read_depth(scene_dir / entries[k]["depth"]),
+        )
 
     first = view(0)
     registration_figure(scene_dir / "registration.png", first.image, read_metric_depth(seq, seq.frames[0]), first.depth)
     summary = {
-        "source": str(seq.root), "frames": len(entries), "width": w, "height": h,
-        "depth_registered_to_color": not seq.registered, "keyframes": res.keyframes,
-        "failed_alignments": res.failed, "overlap": [round(x, 4) for x in res.overlap],
+        "source": str(seq.root),
+        "frames": len(entries),
+        "width": w,
+        "height": h,
+        "depth_registered_to_color": not seq.registered,
+        "keyframes": res.keyframes,
+        "failed_alignments": res.failed,
+        "overlap": [round(x, 4) for x in res.overlap],
         "path_length_m": float(sum(np.linalg.norm(b[:3, 3] - a[:3, 3]) for a, b in zip(res.poses, res.poses[1:]))),
-        "self_check": self_check(first, {k: view(k) for k in (10, 20) if k < len(entries)}), "options": asdict(opts),
-    }  # fmt: skip
+        "self_check": self_check(first, {k: view(k) for k in (10, 20) if k < len(entries)}),
+        "options": asdict(opts),
+    }
     io.atomic_write_json(scene_dir / "from_rgbd.json", summary)
     return summary

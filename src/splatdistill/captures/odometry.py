@@ -8,8 +8,8 @@ one falls below ``min_overlap``. Poses are camera-to-world in OpenCV axes, frame
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -35,19 +35,30 @@ class OdometryResult:
 
 def _open3d():
     # installed without a system library it links (libusb), it does not import either
-    return require_extra("open3d", "captures", "RGB-D odometry (data from-rgbd)",
-                         hint="on Debian/Ubuntu also apt-get install libusb-1.0-0")
+    return require_extra(
+        "open3d",
+        "captures",
+        "RGB-D odometry (data from-rgbd)",
+        hint="on Debian/Ubuntu also apt-get install libusb-1.0-0",
+    )
 
 
 def _rgbd_image(o3d, gray: np.ndarray, depth: np.ndarray, opts: OdometryOptions):
     color = o3d.geometry.Image(np.ascontiguousarray(gray.astype(np.float32)))
     d = o3d.geometry.Image(np.ascontiguousarray(depth.astype(np.float32)))
     return o3d.geometry.RGBDImage.create_from_color_and_depth(
-        color, d, depth_scale=1.0, depth_trunc=opts.depth_max, convert_rgb_to_intensity=False)  # fmt: skip
+        color, d, depth_scale=1.0, depth_trunc=opts.depth_max, convert_rgb_to_intensity=False
+    )
 
 
-def estimate_poses(frames: Iterable[tuple[np.ndarray, np.ndarray]], K: np.ndarray, width: int, height: int,
-                   opts: OdometryOptions | None = None, progress: Callable[[int], None] | None = None) -> OdometryResult:  # fmt: skip
+def estimate_poses(
+    frames: Iterable[tuple[np.ndarray, np.ndarray]],
+    K: np.ndarray,
+    width: int,
+    height: int,
+    opts: OdometryOptions | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> OdometryResult:
     """Poses of frames given as (gray float image in [0, 1], metric depth in that camera) pairs.
 
     ``K`` is in our pixel convention (centres at +0.5); Open3D's has them at integers.
@@ -57,7 +68,10 @@ def estimate_poses(frames: Iterable[tuple[np.ndarray, np.ndarray]], K: np.ndarra
     intr = o3d.camera.PinholeCameraIntrinsic(width, height, K[0, 0], K[1, 1], K[0, 2] - 0.5, K[1, 2] - 0.5)
     option = o3d.pipelines.odometry.OdometryOption(
         iteration_number_per_pyramid_level=o3d.utility.IntVector(list(opts.iterations)),
-        depth_diff_max=opts.depth_diff_max, depth_min=opts.depth_min, depth_max=opts.depth_max)  # fmt: skip
+        depth_diff_max=opts.depth_diff_max,
+        depth_min=opts.depth_min,
+        depth_max=opts.depth_max,
+    )
     jac = o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm()
 
     def align(src, dst, init: np.ndarray) -> tuple[bool, np.ndarray, float]:

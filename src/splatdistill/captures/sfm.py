@@ -56,8 +56,11 @@ def list_photos(folder: Path) -> list[Path]:
         raise UserError("no such folder (expected a folder of photos)", folder)
     photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
     if len(photos) < 2:
-        raise UserError(f"structure from motion needs at least 2 photos of the scene, found {len(photos)} "
-                        f"({', '.join(PHOTO_SUFFIXES)})", folder)  # fmt: skip
+        raise UserError(
+            f"structure from motion needs at least 2 photos of the scene, found {len(photos)} "
+            f"({', '.join(PHOTO_SUFFIXES)})",
+            folder,
+        )
     for p in photos:
         io.decoded_size(p)  # raises naming a broken or truncated file, before COLMAP reads it
     return photos
@@ -110,8 +113,11 @@ def from_images(photos_dir: Path, out: Path, opts: SfMOptions | None = None, pro
             reason = write_failure(exc) if isinstance(exc, OSError) else write_probe(stage)
             if reason is None:
                 raise
-            raise OutputWriteError(f"structure from motion could not write its files ({reason}); nothing in the "
-                                   "output folder was replaced", out) from None
+            raise OutputWriteError(
+                f"structure from motion could not write its files ({reason}); nothing in the "
+                "output folder was replaced",
+                out,
+            ) from None
         for sub in OUTPUTS:
             replace_output(out, sub, stage / sub)
     return _summary(out, photos, rec, n_models, scale, matcher, opts)
@@ -135,10 +141,17 @@ def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOpt
         extraction.max_image_size = opts.max_image_size
         extraction.num_threads = opts.threads
         extraction.sift.max_num_features = opts.max_features
-        pycolmap.extract_features(db, photos_dir, image_names=names, reader_options=reader, extraction_options=extraction,
-                                  camera_mode=pycolmap.CameraMode.SINGLE if opts.single_camera and one_size(photos)
-                                  else pycolmap.CameraMode.AUTO,
-                                  device=pycolmap.Device.cpu)  # fmt: skip
+        pycolmap.extract_features(
+            db,
+            photos_dir,
+            image_names=names,
+            reader_options=reader,
+            extraction_options=extraction,
+            camera_mode=pycolmap.CameraMode.SINGLE
+            if opts.single_camera and one_size(photos)
+            else pycolmap.CameraMode.AUTO,
+            device=pycolmap.Device.cpu,
+        )
         bar.update(1)
 
         bar.set_postfix_str(f"{matcher} matching")
@@ -149,7 +162,9 @@ def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOpt
         else:
             pairing = pycolmap.SequentialPairingOptions()
             pairing.overlap = opts.sequential_overlap
-            pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu)
+            pycolmap.match_sequential(
+                db, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu
+            )
         bar.update(1)
 
         bar.set_postfix_str("incremental mapping")
@@ -158,8 +173,11 @@ def _reconstruct(photos_dir: Path, photos: list[Path], stage: Path, opts: SfMOpt
         mapping.random_seed = opts.seed
         models = pycolmap.incremental_mapping(db, photos_dir, work / "raw", options=mapping)
         if not models:
-            raise UserError(f"structure from motion registered no photos: the {len(photos)} photos share too few "
-                            "features (overlapping views of a textured, static scene are needed)", photos_dir)  # fmt: skip
+            raise UserError(
+                f"structure from motion registered no photos: the {len(photos)} photos share too few "
+                "features (overlapping views of a textured, static scene are needed)",
+                photos_dir,
+            )
         best_id, rec = max(models.items(), key=lambda kv: kv[1].num_reg_images())
         bar.update(1)
 
@@ -180,13 +198,25 @@ def _summary(out: Path, photos: list[Path], rec, n_models: int, scale: float, ma
     missing = sorted(set(names) - set(registered))
     cams = list(rec.cameras.values())
     summary = {
-        "photos": len(photos), "registered": len(registered), "not_registered": missing,
-        "models": n_models, "points": rec.num_points3D(), "scale_applied": scale,
+        "photos": len(photos),
+        "registered": len(registered),
+        "not_registered": missing,
+        "models": n_models,
+        "points": rec.num_points3D(),
+        "scale_applied": scale,
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
-        "matcher": matcher, "focal_from_exif": all(bool(c.has_prior_focal_length) for c in cams),
-        "cameras": [{"model": str(c.model).split(".")[-1], "width": c.width, "height": c.height,
-                     "params": [float(x) for x in c.params]} for c in cams],
+        "matcher": matcher,
+        "focal_from_exif": all(bool(c.has_prior_focal_length) for c in cams),
+        "cameras": [
+            {
+                "model": str(c.model).split(".")[-1],
+                "width": c.width,
+                "height": c.height,
+                "params": [float(x) for x in c.params],
+            }
+            for c in cams
+        ],
         "options": asdict(opts),
-    }  # fmt: skip
+    }
     io.atomic_write_json(out / "from_images.json", summary)
     return summary

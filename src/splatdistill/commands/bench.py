@@ -20,7 +20,10 @@ BENCHMARKS = {
     "step": ("splatdistill.bench.step", "seconds per Splat-and-Distill training step, split by phase"),
     "targets": ("splatdistill.bench.targets", "self-render identity of the teacher targets"),
     "precision": ("splatdistill.bench.precision", "the same training in fp32 and bf16: losses, agreement, time"),
-    "gpu": ("splatdistill.bench.gpu", "the prepared GPU check: every GPU figure into one markdown file (--cpu: dry run)"),
+    "gpu": (
+        "splatdistill.bench.gpu",
+        "the prepared GPU check: every GPU figure into one markdown file (--cpu: dry run)",
+    ),
 }
 
 

@@ -12,15 +12,22 @@ from splatdistill.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("data", help="datasets: check, build-rooms, contact-sheet, info, export, from-images, from-rgbd")
+    parser = sub.add_parser(
+        "data", help="datasets: check, build-rooms, contact-sheet, info, export, from-images, from-rgbd"
+    )
     dsub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     p = dsub.add_parser("check", help="validate a dataset; report every problem with its file (exit 1 if any)")
     p.add_argument("path", type=Path)
     p.add_argument("--skip-bad", action="store_true", help="report problems as warnings; bad views are left out")
     p.add_argument("--split", choices=["train", "val", "test"])
-    p.add_argument("--geometry", type=int, default=0, metavar="N",
-                   help="also measure depth/normal/label consistency on N random view pairs per scene")  # fmt: skip
+    p.add_argument(
+        "--geometry",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure depth/normal/label consistency on N random view pairs per scene",
+    )
     p.set_defaults(func=_plain_warnings(cmd_check))
 
     p = dsub.add_parser("build-rooms", help="render the embedded rooms dataset (cached: reruns do nothing)")
@@ -43,37 +50,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", type=Path)
     p.set_defaults(func=_plain_warnings(cmd_info))
 
-    p = dsub.add_parser("middlebury", help="write the Middlebury Motorcycle stereo pair (real photos, metric depth) as a scene")
+    p = dsub.add_parser(
+        "middlebury", help="write the Middlebury Motorcycle stereo pair (real photos, metric depth) as a scene"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--width", type=int, default=None, help="resize to this width (K scaled to match)")
     p.set_defaults(func=_plain_warnings(cmd_middlebury))
 
-    p = dsub.add_parser("export", help="write a dataset in another layout (splatdistill, nerfstudio, colmap, scannetpp)")
+    p = dsub.add_parser(
+        "export", help="write a dataset in another layout (splatdistill, nerfstudio, colmap, scannetpp)"
+    )
     p.add_argument("path", type=Path)
     p.add_argument("--to", required=True, choices=["splatdistill", "nerfstudio", "colmap", "scannetpp"])
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_plain_warnings(cmd_export))
 
-    p = dsub.add_parser("from-images", help="photos of a scene -> a posed dataset (structure from motion with pycolmap, CPU)")
+    p = dsub.add_parser(
+        "from-images", help="photos of a scene -> a posed dataset (structure from motion with pycolmap, CPU)"
+    )
     p.add_argument("photos", type=Path, help="folder of photos (jpg/png/tif) of one static scene")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write (COLMAP layout: images/, sparse/)")
-    p.add_argument("--matcher", choices=["auto", "exhaustive", "sequential"], default="auto",
-                   help="auto: exhaustive up to 60 photos, else sequential (frames of a video, in name order)")  # fmt: skip
+    p.add_argument(
+        "--matcher",
+        choices=["auto", "exhaustive", "sequential"],
+        default="auto",
+        help="auto: exhaustive up to 60 photos, else sequential (frames of a video, in name order)",
+    )
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model before undistortion")
     p.add_argument("--per-image-camera", action="store_true", help="a camera per photo (different devices or zoom)")
     p.add_argument("--max-image-size", type=int, default=1600, help="SIFT on photos scaled to this longest side")
-    p.add_argument("--median-depth", type=float, default=2.0,
-                   help="scale the model so the median depth is this many units (SfM has no metric scale; 0 keeps COLMAP's)")  # fmt: skip
+    p.add_argument(
+        "--median-depth",
+        type=float,
+        default=2.0,
+        help="scale the model so the median depth is this many units (SfM has no metric scale; 0 keeps COLMAP's)",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores this process may use)")
     p.set_defaults(func=_plain_warnings(cmd_from_images))
 
     p = dsub.add_parser("from-rgbd", help="an RGB-D sequence without poses -> a posed dataset (RGB-D odometry, Open3D)")
-    p.add_argument("sequence", type=Path, help="TUM sequence, 7-Scenes seq-NN folder, or a folder of colour + depth files")
+    p.add_argument(
+        "sequence", type=Path, help="TUM sequence, 7-Scenes seq-NN folder, or a folder of colour + depth files"
+    )
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write (OUT/<sequence>/scene.json)")
     p.add_argument("--color-intrinsics", help="fx,fy,cx,cy (OpenCV convention) or a file (ViSP XML, 3x3 matrix)")
     p.add_argument("--depth-intrinsics", help="the depth camera's, when it is not the colour camera")
-    p.add_argument("--color-to-depth", help="4x4 transform file taking colour-camera points to the depth camera "
-                   "(ViSP's depth_M_color); depth is registered to the colour camera with it")  # fmt: skip
+    p.add_argument(
+        "--color-to-depth",
+        help="4x4 transform file taking colour-camera points to the depth camera "
+        "(ViSP's depth_M_color); depth is registered to the colour camera with it",
+    )
     p.add_argument("--depth-scale", type=float, help="metres per stored depth unit (default: the layout's, else 0.001)")
     p.add_argument("--every", type=int, default=1, help="keep one frame in N (default 1)")
     p.add_argument("--depth-max", type=float, default=4.0, help="odometry ignores depth beyond this (metres)")
@@ -111,15 +137,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     for p in report.problems:
         print(f"{label}: {p}", file=sys.stderr)
     n_views = sum(len(s) for s in report.scenes)
-    print(f"{args.path} ({report.format}): {len(report.scenes)} scenes, {n_views} usable views; "
-          f"{len(report.problems)} problems" + (f" in {len(report.bad_views)} views (left out)" if args.skip_bad and report.problems else ""))  # fmt: skip
+    print(
+        f"{args.path} ({report.format}): {len(report.scenes)} scenes, {n_views} usable views; "
+        f"{len(report.problems)} problems"
+        + (f" in {len(report.bad_views)} views (left out)" if args.skip_bad and report.problems else "")
+    )
     if args.geometry and report.scenes:
         g = geometry_report(report.scenes, pairs_per_scene=args.geometry)
         if g is None:
             print("geometry: no view pairs with depth")
         else:
-            parts = [f"depth reprojection median relative error {g.median_reprojection_rel_error:.4%} "
-                     f"(mutually visible {g.visible_fraction:.0%})"]  # fmt: skip
+            parts = [
+                f"depth reprojection median relative error {g.median_reprojection_rel_error:.4%} "
+                f"(mutually visible {g.visible_fraction:.0%})"
+            ]
             if g.median_normal_angle_deg == g.median_normal_angle_deg:  # not NaN
                 parts.append(f"normals vs depth median {g.median_normal_angle_deg:.2f} deg on planar regions")
             if g.label_agreement == g.label_agreement:
@@ -131,26 +162,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_build_rooms(args: argparse.Namespace) -> int:
-    from splatdistill.data.rooms.build import (
-        RoomsParams,
-        build_rooms,
-        default_rooms_dir,
-        is_complete,
-        read_manifest,
-    )
+    from splatdistill.data.rooms.build import RoomsParams, build_rooms, default_rooms_dir, is_complete, read_manifest
 
     params = RoomsParams(scenes=args.scenes, views=args.views, size=args.size, seed=args.seed)
     params.validate()
     out = args.out if args.out is not None else default_rooms_dir(params)
     if not args.force and is_complete(out, params):
-        print(f"{out}: up to date (rooms, {params.scenes} scenes x {params.views} views, {params.size}px, seed {params.seed})")
+        print(
+            f"{out}: up to date (rooms, {params.scenes} scenes x {params.views} views, {params.size}px, seed {params.seed})"
+        )
         return 0
     t0 = time.perf_counter()
     build_rooms(out, params, workers=args.workers, force=args.force)
     m = read_manifest(out) or {}
     mb = m.get("size_bytes", 0) / 1e6
-    print(f"{out}: built {params.scenes} scenes x {params.views} views at {params.size}px in "
-          f"{time.perf_counter() - t0:.0f} s, {mb:.1f} MB; contact sheet: {out / 'contact_sheet.png'}")  # fmt: skip
+    print(
+        f"{out}: built {params.scenes} scenes x {params.views} views at {params.size}px in "
+        f"{time.perf_counter() - t0:.0f} s, {mb:.1f} MB; contact sheet: {out / 'contact_sheet.png'}"
+    )
     return 0
 
 
@@ -175,8 +204,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         splits[s.split] = splits.get(s.split, 0) + 1
     first = scenes[0].load_view(0)
     gt = [k for k in ("depth", "normals", "instance", "semantic") if getattr(first, k) is not None]
-    print(f"{args.path} ({fmt}): {len(scenes)} scenes ({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}), "
-          f"{sum(len(s) for s in scenes)} views, first view {first.width}x{first.height}, ground truth: {', '.join(gt) or 'none'}")  # fmt: skip
+    print(
+        f"{args.path} ({fmt}): {len(scenes)} scenes ({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))}), "
+        f"{sum(len(s) for s in scenes)} views, first view {first.width}x{first.height}, ground truth: {', '.join(gt) or 'none'}"
+    )
     if scenes[0].class_names:
         print("classes: " + ", ".join(scenes[0].class_names))
     return 0
@@ -222,7 +253,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_from_images(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -232,18 +262,25 @@ def cmd_from_images(args: argparse.Namespace) -> int:
 
     if args.max_image_size < 64:
         raise UserError(f"--max-image-size must be >= 64, got {args.max_image_size}")
-    opts = SfMOptions(matcher=args.matcher, camera_model=args.camera_model, single_camera=not args.per_image_camera,
-                      max_image_size=args.max_image_size, threads=resolve_threads(args.threads),
-                      median_depth=args.median_depth)  # fmt: skip
+    opts = SfMOptions(
+        matcher=args.matcher,
+        camera_model=args.camera_model,
+        single_camera=not args.per_image_camera,
+        max_image_size=args.max_image_size,
+        threads=resolve_threads(args.threads),
+        median_depth=args.median_depth,
+    )
     if not (args.median_depth >= 0 and np.isfinite(args.median_depth)):
         raise UserError(f"--median-depth must be >= 0, got {args.median_depth}")
     t0 = time.perf_counter()
     with owned_run_folder(args.out, "splatdistill data from-images", "output folder"):
         s = from_images(args.photos, args.out, opts)
     lost = f"; not registered: {', '.join(s['not_registered'])}" if s["not_registered"] else ""
-    print(f"{args.out}: {s['registered']} of {s['photos']} photos registered, {s['points']} points, mean reprojection "
-          f"error {s['mean_reprojection_error_px']:.2f} px, focal length from EXIF: {'yes' if s['focal_from_exif'] else 'no'}, "
-          f"{time.perf_counter() - t0:.0f} s{lost}")  # fmt: skip
+    print(
+        f"{args.out}: {s['registered']} of {s['photos']} photos registered, {s['points']} points, mean reprojection "
+        f"error {s['mean_reprojection_error_px']:.2f} px, focal length from EXIF: {'yes' if s['focal_from_exif'] else 'no'}, "
+        f"{time.perf_counter() - t0:.0f} s{lost}"
+    )
     print(f"next: splatdistill data check {args.out}")
     return 0 if not s["not_registered"] else 1
 
@@ -263,11 +300,16 @@ def cmd_from_rgbd(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         s = from_rgbd(seq, args.out, OdometryOptions(depth_max=args.depth_max))
     scene_dir = args.out / seq.name
-    checks = "; ".join(f"frame {k} in frame 0: median |depth difference| {c['median_abs_mm']:.2f} mm "
-                       f"(no motion: {c['zero_motion_median_abs_mm']:.2f} mm)" for k, c in s["self_check"].items())  # fmt: skip
-    print(f"{scene_dir}: {s['frames']} frames posed in {time.perf_counter() - t0:.0f} s, path {s['path_length_m']:.3f} m, "
-          f"{len(s['keyframes'])} keyframes, {len(s['failed_alignments'])} failed alignments"
-          f"{', depth registered to the colour camera' if s['depth_registered_to_color'] else ''}")  # fmt: skip
+    checks = "; ".join(
+        f"frame {k} in frame 0: median |depth difference| {c['median_abs_mm']:.2f} mm "
+        f"(no motion: {c['zero_motion_median_abs_mm']:.2f} mm)"
+        for k, c in s["self_check"].items()
+    )
+    print(
+        f"{scene_dir}: {s['frames']} frames posed in {time.perf_counter() - t0:.0f} s, path {s['path_length_m']:.3f} m, "
+        f"{len(s['keyframes'])} keyframes, {len(s['failed_alignments'])} failed alignments"
+        f"{', depth registered to the colour camera' if s['depth_registered_to_color'] else ''}"
+    )
     if checks:
         print(checks)
     print(f"figure: {scene_dir / 'registration.png'}; next: splatdistill data check {args.out}")

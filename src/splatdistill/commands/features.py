@@ -9,8 +9,9 @@ from splatdistill.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("features", help="write an image beside a 3-component PCA of its patch features",
-                       description=__doc__)
+    p = sub.add_parser(
+        "features", help="write an image beside a 3-component PCA of its patch features", description=__doc__
+    )
     p.add_argument("image", help="input image (PNG, JPEG, ...)")
     p.add_argument("--backbone", default="dinov2_vits14", help="backbone spec (default: dinov2_vits14)")
     p.add_argument("--out", required=True, help="output PNG")

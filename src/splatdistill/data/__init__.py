@@ -28,8 +28,18 @@ from splatdistill.errors import UserError
 #: the name of the embedded dataset, accepted wherever a dataset path is
 ROOMS = "rooms"
 
-__all__ = ["ROOMS", "Scene", "ViewData", "ViewRecord", "detect_format", "ensure_rooms", "format_names", "load_dataset",
-           "load_splits", "resolve_root"]
+__all__ = [
+    "ROOMS",
+    "Scene",
+    "ViewData",
+    "ViewRecord",
+    "detect_format",
+    "ensure_rooms",
+    "format_names",
+    "load_dataset",
+    "load_splits",
+    "resolve_root",
+]
 
 
 def resolve_root(data: str | Path, progress: bool = False) -> Path:
@@ -39,7 +49,9 @@ def resolve_root(data: str | Path, progress: bool = False) -> Path:
     return Path(data).expanduser()
 
 
-def load_dataset(path: str | Path, split: str | None = None, skip_bad: bool = False, format: str = "auto") -> list[Scene]:
+def load_dataset(
+    path: str | Path, split: str | None = None, skip_bad: bool = False, format: str = "auto"
+) -> list[Scene]:
     """Load every scene at ``path`` (``"rooms"``: the embedded dataset, built on first use; optionally one split).
 
     A bad view (missing or broken file, non-orthonormal rotation, singular K, ...) raises a
@@ -57,7 +69,9 @@ def load_splits(data: str | Path, splits: tuple[str, ...] | list[str]) -> tuple[
     scenes = load_dataset(root)
     by_split = {s: [sc for sc in scenes if sc.split == s] for s in splits}
     if "train" in by_split and not by_split["train"]:
-        raise UserError(f"no scenes in split train (the dataset's splits: {', '.join(sorted({sc.split for sc in scenes}))})", root)
+        raise UserError(
+            f"no scenes in split train (the dataset's splits: {', '.join(sorted({sc.split for sc in scenes}))})", root
+        )
     return root, by_split
 
 

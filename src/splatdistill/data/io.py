@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -56,11 +57,15 @@ def image_header(path: Path) -> tuple[int, int, str]:
     except UnidentifiedImageError:
         raise UserError("not an image (PIL does not recognise its format)", path) from None
     except Exception as exc:  # PIL raises many types for a file that is not an image
-        raise UserError(f"broken image file, truncated or damaged ({type(exc).__name__}: {str(exc)[:80]})",
-                        path) from None
+        raise UserError(
+            f"broken image file, truncated or damaged ({type(exc).__name__}: {str(exc)[:80]})", path
+        ) from None
     if w * h > MAX_IMAGE_PIXELS:
-        raise UserError(f"image declares {w}x{h} pixels ({w * h / 1e6:.0f} MP), over splatdistill's limit of "
-                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP; downscale it", path)
+        raise UserError(
+            f"image declares {w}x{h} pixels ({w * h / 1e6:.0f} MP), over splatdistill's limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP; downscale it",
+            path,
+        )
     return w, h, mode
 
 

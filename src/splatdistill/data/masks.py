@@ -43,8 +43,12 @@ def note_fallback(view: ViewData) -> None:
         return
     _said.add(kind)
     where = f" ({detail})" if detail else ""
-    warnings.warn(f"masks: {kind}{where}, view {view.name or '?'}: using SLIC superpixels instead (said once for "
-                  "this reason; mask=slic makes it the choice)", MaskFallbackWarning, stacklevel=2)
+    warnings.warn(
+        f"masks: {kind}{where}, view {view.name or '?'}: using SLIC superpixels instead (said once for "
+        "this reason; mask=slic makes it the choice)",
+        MaskFallbackWarning,
+        stacklevel=2,
+    )
 
 
 def _consecutive(labels: np.ndarray) -> np.ndarray:
@@ -58,7 +62,9 @@ def slic_segments(image: np.ndarray, n_segments: int = 64, compactness: float = 
     return _consecutive(slic(image, n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1))
 
 
-def felzenszwalb_segments(image: np.ndarray, scale: float = 100.0, sigma: float = 0.8, min_size: int | None = None) -> np.ndarray:
+def felzenszwalb_segments(
+    image: np.ndarray, scale: float = 100.0, sigma: float = 0.8, min_size: int | None = None
+) -> np.ndarray:
     from skimage.segmentation import felzenszwalb
 
     h, w = image.shape[:2]
@@ -82,7 +88,9 @@ def segments_for_view(view: ViewData, mode: str = "auto", n_segments: int = 64) 
     if mode == "instance":
         if view.instance is None:
             why = f" ({': '.join(view.instance_missing)})" if view.instance_missing else ""
-            raise UserError(f"view {view.name or '?'} has no instance map{why}; use mask mode slic, felzenszwalb or auto")
+            raise UserError(
+                f"view {view.name or '?'} has no instance map{why}; use mask mode slic, felzenszwalb or auto"
+            )
         return _consecutive(view.instance)
     if mode == "slic":
         return slic_segments(view.image, n_segments=n_segments)

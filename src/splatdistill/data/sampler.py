@@ -80,18 +80,34 @@ class ViewSampler:
             raise UserError("num_targets must be at least 1")
         self._overlap_cache: dict[tuple[int, int, int], float] = {}
         # frames mode: (view index, frame number) per scene, sorted by frame number
-        self.frames = [sorted(((k, frame_number(v.name, k)) for k, v in enumerate(s.views)), key=lambda x: x[1])
-                       for s in scenes]
+        self.frames = [
+            sorted(((k, frame_number(v.name, k)) for k, v in enumerate(s.views)), key=lambda x: x[1]) for s in scenes
+        ]
         self.frame_of = [dict(f) for f in self.frames]  # view index -> frame number
         # Candidate context pairs per scene (each with at least num_targets possible targets).
-        self.pairs: list[list[tuple[int, int]]] = [self._frame_pairs(k) if cfg.mode == "frames" else self._pairs(s)
-                                                   for k, s in enumerate(scenes)]
+        self.pairs: list[list[tuple[int, int]]] = [
+            self._frame_pairs(k) if cfg.mode == "frames" else self._pairs(s) for k, s in enumerate(scenes)
+        ]
         self.usable = [k for k, p in enumerate(self.pairs) if p]
         if not self.usable:
-            turn = max((sum(rotation_angle_deg(s.views[k].cam_to_world, s.views[k + 1].cam_to_world)
-                            for k in range(len(s) - 1)) for s in scenes), default=0.0)  # fmt: skip
-            hint = ("; for a capture that turns less, set sampler=frames context_gap=N (contexts N views apart "
-                    "in name order, the target between)") if cfg.mode == "rotation" else ""  # fmt: skip
+            turn = max(
+                (
+                    sum(
+                        rotation_angle_deg(s.views[k].cam_to_world, s.views[k + 1].cam_to_world)
+                        for k in range(len(s) - 1)
+                    )
+                    for s in scenes
+                ),
+                default=0.0,
+            )
+            hint = (
+                (
+                    "; for a capture that turns less, set sampler=frames context_gap=N (contexts N views apart "
+                    "in name order, the target between)"
+                )
+                if cfg.mode == "rotation"
+                else ""
+            )
             raise UserError(
                 f"no scene has a context pair for gap={cfg.gap} / baseline {cfg.baseline_deg} deg with "
                 f"{cfg.num_targets} target(s) {cfg.target}; scenes have {sorted({len(s) for s in scenes})} views, "
@@ -172,8 +188,11 @@ class ViewSampler:
             cands = list(range(lo + 1, hi))
         else:
             n = len(self.scenes[k])
-            cands = [t for t in range(n) if t not in (i, j)
-                     and max(self._overlap(k, t, i), self._overlap(k, t, j)) >= cfg.min_overlap]  # fmt: skip
+            cands = [
+                t
+                for t in range(n)
+                if t not in (i, j) and max(self._overlap(k, t, i), self._overlap(k, t, j)) >= cfg.min_overlap
+            ]
             if len(cands) < cfg.num_targets:
                 cands = list(range(lo + 1, hi)) or [t for t in range(n) if t not in (i, j)]
         targets = rng.choice(cands, size=cfg.num_targets, replace=False)
@@ -194,8 +213,15 @@ class MultiViewDataset(Dataset):
     ``mask_mode`` picks segments (see :mod:`.masks`).
     """
 
-    def __init__(self, scenes: list[Scene], config: SamplerConfig | None = None, seed: int = 0,
-                 size: tuple[int, int] | int | str | None = None, mask_mode: str = "auto", length: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        scenes: list[Scene],
+        config: SamplerConfig | None = None,
+        seed: int = 0,
+        size: tuple[int, int] | int | str | None = None,
+        mask_mode: str = "auto",
+        length: int | None = None,
+    ):
         self.sampler = ViewSampler(scenes, config, seed)
         self.scenes = scenes
         self.size = None if size is None else parse_size(size)

@@ -18,7 +18,7 @@ ORTHO_TOL = 1e-4
 class DatasetWarning(UserWarning):
     """A view was left out of a dataset because of a problem (``skip_bad=True``); ``.problem`` says which."""
 
-    problem: "Problem | None" = None
+    problem: Problem | None = None
 
 
 @dataclass
@@ -31,7 +31,11 @@ class Problem:
     view: str = ""
 
     def __str__(self) -> str:
-        where = f" (scene {self.scene}, view {self.view})" if self.view else (f" (scene {self.scene})" if self.scene else "")
+        where = (
+            f" (scene {self.scene}, view {self.view})"
+            if self.view
+            else (f" (scene {self.scene})" if self.scene else "")
+        )
         return f"{self.path}: {self.message}{where}"
 
 

@@ -10,8 +10,8 @@ through :meth:`Views.from_view_data`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def crop_to_aspect(view: ViewData, aspect: float, tolerance: float = 0.01) -> Vi
     H, W = view.height, view.width
     if abs(W / H - aspect) <= tolerance * aspect:
         return view
-    if W / H > aspect:  # too wide: crop the sides
+    if aspect < W / H:  # too wide: crop the sides
         w, h = max(1, round(H * aspect)), H
     else:
         w, h = W, max(1, round(W / aspect))
@@ -73,11 +73,19 @@ def crop_to_aspect(view: ViewData, aspect: float, tolerance: float = 0.01) -> Vi
     K[1, 2] -= y0
 
     def crop(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else np.ascontiguousarray(a[y0:y0 + h, x0:x0 + w])
+        return None if a is None else np.ascontiguousarray(a[y0 : y0 + h, x0 : x0 + w])
 
-    return ViewData(image=crop(view.image), K=K, cam_to_world=view.cam_to_world, depth=crop(view.depth),
-                    normals=crop(view.normals), instance=crop(view.instance), semantic=crop(view.semantic),
-                    name=view.name, instance_missing=view.instance_missing)
+    return ViewData(
+        image=crop(view.image),
+        K=K,
+        cam_to_world=view.cam_to_world,
+        depth=crop(view.depth),
+        normals=crop(view.normals),
+        instance=crop(view.instance),
+        semantic=crop(view.semantic),
+        name=view.name,
+        instance_missing=view.instance_missing,
+    )
 
 
 def resize_maps(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -101,8 +109,13 @@ def resize_view(view: ViewData, size: tuple[int, int] | None) -> ViewData:
     sx, sy = w / view.width, h / view.height
     S = np.diag([sx, sy, 1.0])
     # PIL's bilinear filter widens its support when shrinking (antialiased); per channel in float.
-    img = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(view.image[..., c])).resize((w, h), Image.BILINEAR))
-                    for c in range(view.image.shape[2])], -1)  # fmt: skip
+    img = np.stack(
+        [
+            np.asarray(Image.fromarray(np.ascontiguousarray(view.image[..., c])).resize((w, h), Image.BILINEAR))
+            for c in range(view.image.shape[2])
+        ],
+        -1,
+    )
     ys = np.minimum(((np.arange(h) + 0.5) / sy).astype(int), view.height - 1)
     xs = np.minimum(((np.arange(w) + 0.5) / sx).astype(int), view.width - 1)
 
@@ -152,9 +165,16 @@ class Views:
     scene_index: Tensor | None = None  # (...) scene number of each view, when views of several scenes are held
 
     @classmethod
-    def from_view_data(cls, views: Sequence[ViewData], ids: Sequence[int] | None = None, mask_mode: str | None = "auto",
-                       size: int | Sequence[int] | None = None, normals: bool = False, scene: str = "",
-                       semantic: bool = True) -> "Views":
+    def from_view_data(
+        cls,
+        views: Sequence[ViewData],
+        ids: Sequence[int] | None = None,
+        mask_mode: str | None = "auto",
+        size: int | Sequence[int] | None = None,
+        normals: bool = False,
+        scene: str = "",
+        semantic: bool = True,
+    ) -> Views:
         """Stack loaded views (resized to ``size`` first, K scaled to match; see :func:`resize_view`).
 
         ``normals=True`` loads them too (zeros for a view without). ``mask_mode`` picks the segments
@@ -169,18 +189,33 @@ class Views:
         Ks = torch.from_numpy(np.stack([v.K for v in views]).astype(np.float32))
         c2w = torch.from_numpy(np.stack([v.cam_to_world for v in views]).astype(np.float32))
         return cls(
-            images=torch.from_numpy(np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2),
-                                                         dtype=np.float32)),
+            images=torch.from_numpy(
+                np.ascontiguousarray(np.stack([v.image for v in views]).transpose(0, 3, 1, 2), dtype=np.float32)
+            ),
             cameras=Cameras.from_cam_to_world(Ks, c2w, w, h),
-            depths=torch.from_numpy(np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32)
-                                              for v in views]).astype(np.float32)),
+            depths=torch.from_numpy(
+                np.stack([v.depth if v.depth is not None else np.zeros((h, w), np.float32) for v in views]).astype(
+                    np.float32
+                )
+            ),
             segments=torch.from_numpy(np.stack([segments_for_view(v, mask_mode) for v in views]).astype(np.int64))
-            if mask_mode else None,
-            semantic=torch.from_numpy(np.stack([v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32)
-                                                for v in views]).astype(np.int64)) if semantic else None,
+            if mask_mode
+            else None,
+            semantic=torch.from_numpy(
+                np.stack(
+                    [v.semantic if v.semantic is not None else np.full((h, w), -1, np.int32) for v in views]
+                ).astype(np.int64)
+            )
+            if semantic
+            else None,
             ids=torch.as_tensor(list(range(len(views))) if ids is None else [int(i) for i in ids]),
-            normals=torch.from_numpy(np.stack([v.normals if v.normals is not None else np.zeros((h, w, 3), np.float32)
-                                               for v in views]).astype(np.float32)) if normals else None,
+            normals=torch.from_numpy(
+                np.stack(
+                    [v.normals if v.normals is not None else np.zeros((h, w, 3), np.float32) for v in views]
+                ).astype(np.float32)
+            )
+            if normals
+            else None,
         )
 
     # -- shape -------------------------------------------------------------------------------------
@@ -205,18 +240,18 @@ class Views:
         return self.tokens if self.tokens is not None else self.features
 
     # -- transforms ----------------------------------------------------------------------------------
-    def map(self, fn) -> "Views":
+    def map(self, fn) -> Views:
         """A copy with ``fn`` applied to every tensor (the cameras' Ks and viewmats included)."""
         return Views(**{f.name: _map_field(getattr(self, f.name), fn) for f in fields(self)})
 
-    def to(self, device: torch.device | str) -> "Views":
+    def to(self, device: torch.device | str) -> Views:
         return self.map(lambda t: t.to(device))
 
-    def __getitem__(self, index) -> "Views":
+    def __getitem__(self, index) -> Views:
         """Index the leading dimension (a batch item, or a subset of views)."""
         return self.map(lambda t: t[index])
 
-    def at(self, size: int | Sequence[int]) -> "Views":
+    def at(self, size: int | Sequence[int]) -> Views:
         """The views at (h, w): images bilinear (antialiased), maps nearest, K scaled to match.
         This is how the trainer gets its render-resolution context and target views. Pixel features are
         tied to their resolution (mask-aware upsampled): views that carry them cannot be resized.
@@ -225,11 +260,14 @@ class Views:
         if (h, w) == (self.height, self.width):
             return self
         if self.features is not None:
-            raise ValueError(f"views carry {self.height}x{self.width} teacher pixel features; they cannot be resized "
-                             f"to {h}x{w}: upsample the tokens again at that size")
+            raise ValueError(
+                f"views carry {self.height}x{self.width} teacher pixel features; they cannot be resized "
+                f"to {h}x{w}: upsample the tokens again at that size"
+            )
         lead = self.images.shape[:-3]
-        images = F.interpolate(self.images.reshape(-1, *self.images.shape[-3:]), size=(h, w), mode="bilinear",
-                               antialias=True).reshape(*lead, 3, h, w)
+        images = F.interpolate(
+            self.images.reshape(-1, *self.images.shape[-3:]), size=(h, w), mode="bilinear", antialias=True
+        ).reshape(*lead, 3, h, w)
         cams = self.cameras
         scale = torch.tensor([w / self.width, h / self.height, 1.0], dtype=cams.Ks.dtype, device=cams.Ks.device)
 
@@ -237,22 +275,28 @@ class Views:
             return None if x is None else resize_maps(x, (h, w))
 
         normals = None if self.normals is None else resize_maps(self.normals.movedim(-1, -3), (h, w)).movedim(-3, -1)
-        return replace(self, images=images, cameras=Cameras(cams.Ks * scale[:, None], cams.viewmats, w, h, cams.c2w),
-                       depths=maps(self.depths), segments=maps(self.segments), semantic=maps(self.semantic),
-                       normals=normals)
+        return replace(
+            self,
+            images=images,
+            cameras=Cameras(cams.Ks * scale[:, None], cams.viewmats, w, h, cams.c2w),
+            depths=maps(self.depths),
+            segments=maps(self.segments),
+            semantic=maps(self.semantic),
+            normals=normals,
+        )
 
     @staticmethod
-    def stack(items: Sequence["Views"]) -> "Views":
+    def stack(items: Sequence[Views]) -> Views:
         """Stack along a new leading (batch) dimension."""
         return Views._join(items, torch.stack)
 
     @staticmethod
-    def cat(items: Sequence["Views"]) -> "Views":
+    def cat(items: Sequence[Views]) -> Views:
         """Concatenate along the leading dimension (views of one size, carrying the same fields)."""
         return Views._join(items, torch.cat)
 
     @staticmethod
-    def _join(items: Sequence["Views"], join) -> "Views":
+    def _join(items: Sequence[Views], join) -> Views:
         first = items[0]
         out = {}
         for f in fields(first):
@@ -261,8 +305,13 @@ class Views:
                 out[f.name] = None
             elif isinstance(value, Cameras):
                 cams = [v.cameras for v in items]
-                out[f.name] = Cameras(join([c.Ks for c in cams]), join([c.viewmats for c in cams]), value.width,
-                                      value.height, None if value.c2w is None else join([c.c2w for c in cams]))
+                out[f.name] = Cameras(
+                    join([c.Ks for c in cams]),
+                    join([c.viewmats for c in cams]),
+                    value.width,
+                    value.height,
+                    None if value.c2w is None else join([c.c2w for c in cams]),
+                )
             else:
                 out[f.name] = join([getattr(v, f.name) for v in items])
         return Views(**out)
@@ -277,15 +326,15 @@ class Sample:
     scene: str | list[str]
     scene_index: Tensor  # () or (B,)
 
-    def to(self, device: torch.device | str) -> "Sample":
+    def to(self, device: torch.device | str) -> Sample:
         return Sample(self.context.to(device), self.target.to(device), self.scene, self.scene_index.to(device))
 
-    def pin_memory(self) -> "Sample":
+    def pin_memory(self) -> Sample:
         """A copy in page-locked memory (a torch DataLoader with ``pin_memory=True`` calls this)."""
         pin = Tensor.pin_memory
         return Sample(self.context.map(pin), self.target.map(pin), self.scene, self.scene_index.pin_memory())
 
-    def __getitem__(self, i: int) -> "Sample":
+    def __getitem__(self, i: int) -> Sample:
         """Batch item ``i`` of a collated sample."""
         scene = self.scene[i] if isinstance(self.scene, list) else self.scene
         return Sample(self.context[i], self.target[i], scene, self.scene_index[i])
@@ -295,7 +344,13 @@ def collate_samples(batch: Sequence[Sample]) -> Sample:
     """Stack samples: tensors gain a leading batch dimension, ``scene`` becomes a list of names."""
     sizes = {(b.context.height, b.context.width) for b in batch}
     if len(sizes) > 1:
-        raise UserError(f"one batch holds views of different sizes {sorted(sizes)} (scenes "
-                        f"{', '.join(sorted({str(b.scene) for b in batch}))}); pass image_size=HxW or batch_size=1")
-    return Sample(Views.stack([b.context for b in batch]), Views.stack([b.target for b in batch]),
-                  [b.scene for b in batch], torch.stack([torch.as_tensor(b.scene_index) for b in batch]))
+        raise UserError(
+            f"one batch holds views of different sizes {sorted(sizes)} (scenes "
+            f"{', '.join(sorted({str(b.scene) for b in batch}))}); pass image_size=HxW or batch_size=1"
+        )
+    return Sample(
+        Views.stack([b.context for b in batch]),
+        Views.stack([b.target for b in batch]),
+        [b.scene for b in batch],
+        torch.stack([torch.as_tensor(b.scene_index) for b in batch]),
+    )

@@ -18,8 +18,15 @@ from splatdistill.runs import load_trainable_state, rng_state, set_rng_state
 from splatdistill.safe_load import NUMPY_ARRAYS, load_torch_file
 
 #: settings a resumed run must share with its checkpoint: (group, key)
-RESUME_KEYS = (("model", "backbone"), ("model", "student"), ("method", "targets"), ("method", "loss"),
-               ("method", "prototypes"), ("method", "head_hidden"), ("method", "head_bottleneck"))
+RESUME_KEYS = (
+    ("model", "backbone"),
+    ("model", "student"),
+    ("method", "targets"),
+    ("method", "loss"),
+    ("method", "prototypes"),
+    ("method", "head_hidden"),
+    ("method", "head_bottleneck"),
+)
 
 
 def trained_names(tr) -> list[str]:
@@ -48,9 +55,11 @@ def last_good(tr) -> str:
 def require_finite(tr, when: str, collective: bool = True) -> None:
     """Stop (:class:`~.parts.TrainingDiverged`) before anything is written from non-finite weights."""
     if not weights_finite(tr, collective):
-        raise TrainingDiverged(f"the weights became non-finite ({when}, step {tr.step}) though the loss was "
-                               f"finite; nothing was saved and {last_good(tr)}. Lower lr (or set grad_clip) "
-                               "and resume or restart")
+        raise TrainingDiverged(
+            f"the weights became non-finite ({when}, step {tr.step}) though the loss was "
+            f"finite; nothing was saved and {last_good(tr)}. Lower lr (or set grad_clip) "
+            "and resume or restart"
+        )
 
 
 def trainer_state(tr) -> dict[str, Any]:
@@ -82,11 +91,17 @@ def restore_trainer(tr, path: Path) -> None:
     mine = tr.cfg.to_dict()
     for group, key in RESUME_KEYS:
         if saved[group][key] != mine[group][key]:
-            raise UserError(f"cannot resume: the checkpoint was trained with {key}={saved[group][key]!r}, "
-                            f"this run has {key}={mine[group][key]!r}", path)
+            raise UserError(
+                f"cannot resume: the checkpoint was trained with {key}={saved[group][key]!r}, "
+                f"this run has {key}={mine[group][key]!r}",
+                path,
+            )
     if saved["model"]["lora"]["r"] != mine["model"]["lora"]["r"]:
-        raise UserError(f"cannot resume: the checkpoint was trained with lora_r={saved['model']['lora']['r']!r}, "
-                        f"this run has lora_r={mine['model']['lora']['r']!r}", path)
+        raise UserError(
+            f"cannot resume: the checkpoint was trained with lora_r={saved['model']['lora']['r']!r}, "
+            f"this run has lora_r={mine['model']['lora']['r']!r}",
+            path,
+        )
     load_trainable_state(tr.student, state["student"])
     load_trainable_state(tr.teacher.module, state["teacher"])
     tr.teacher.steps.fill_(state["teacher_steps"])

@@ -14,9 +14,10 @@ difference is marked "CPU default" and the paper's value is given.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 from splatdistill.atomic import atomic_write_text
 from splatdistill.baselines.fit3d import Fit3DSettings
@@ -108,6 +109,7 @@ class MethodConfig:
         if self.ema_momentum is not None:
             return float(self.ema_momentum)
         return ema_momentum_from_horizon(self.ema_horizon, steps, self.ema_every)
+
     fit3d: Fit3DSettings = field(default_factory=Fit3DSettings)  # keys fit3d.iterations, fit3d.views, ...
 
 
@@ -167,22 +169,39 @@ class RunConfig:
 #: ``preset=paper``: the reference code's values (docs/design.md, "The reference code's exact choices").
 #: The lifter is not part of it: the reference lifts with MVSplat, whose checkpoint is not shipped, so
 #: ``preset=paper`` refuses to run without an explicit ``lifter=`` (PAPER_LIFTER_REQUIRED).
-PAPER_LIFTER_REQUIRED = ("the paper lifts with MVSplat: pass lifter=mvsplat:CKPT:1:100 (its re10k checkpoint) or "
-                         "lifter=depth-anything-v2:WEIGHTS (docs/lifters.md); lifter=auto, the default, is the small "
-                         "rooms predictor")
+PAPER_LIFTER_REQUIRED = (
+    "the paper lifts with MVSplat: pass lifter=mvsplat:CKPT:1:100 (its re10k checkpoint) or "
+    "lifter=depth-anything-v2:WEIGHTS (docs/lifters.md); lifter=auto, the default, is the small "
+    "rooms predictor"
+)
 PAPER_PRESET: dict[str, Any] = {
     "image_size": "574x868",  # 41 x 62 patches of 14 (the reference's 576x880 frames, snapped)
     "render_size": "576x880",
-    "sampler": "frames", "context_gap": 8,  # ScanNet++ DSLR: contexts 8 frames apart, target between
+    "sampler": "frames",
+    "context_gap": 8,  # ScanNet++ DSLR: contexts 8 frames apart, target between
     "num_targets": 1,
-    "loss": "dino", "prototypes": 65536, "head_hidden": 2048, "head_bottleneck": 256,
-    "teacher_temp": 1.0, "student_temp": 1.0, "center_momentum": 0.0, "prototype_gain": "trainable",
-    "ema_momentum": 0.999, "ema_every": 10,
-    "blend_alpha": 0.5, "downsample": "bilinear",
-    "lora.r": 8, "lora.alpha": 8.0, "lora.dropout": 0.1,
+    "loss": "dino",
+    "prototypes": 65536,
+    "head_hidden": 2048,
+    "head_bottleneck": 256,
+    "teacher_temp": 1.0,
+    "student_temp": 1.0,
+    "center_momentum": 0.0,
+    "prototype_gain": "trainable",
+    "ema_momentum": 0.999,
+    "ema_every": 10,
+    "blend_alpha": 0.5,
+    "downsample": "bilinear",
+    "lora.r": 8,
+    "lora.alpha": 8.0,
+    "lora.dropout": 0.1,
     "target_modules": r"(.*\.)?(qkv|proj)",  # peft's ["qkv", "proj"] suffix match: also patch_embed.proj
-    "lr": 2e-5, "warmup_pct": 0.01, "grad_clip": 0.0, "weight_decay": 0.0,
-    "steps": 300_000, "batch_size": 14,
+    "lr": 2e-5,
+    "warmup_pct": 0.01,
+    "grad_clip": 0.0,
+    "weight_decay": 0.0,
+    "steps": 300_000,
+    "batch_size": 14,
 }
 
 
@@ -201,7 +220,7 @@ class TrainConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}, "paper": PAPER_PRESET}
     PRESET_REQUIRES: ClassVar[dict[str, dict[str, str]]] = {"paper": {"lifter": PAPER_LIFTER_REQUIRED}}
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         d, m, o, s = self.data, self.method, self.optim, self.method.splat
         if m.loss not in LOSSES:
             raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {m.loss!r}")
@@ -218,9 +237,17 @@ class TrainConfig:
         for name in ("image_size", "render_size"):
             parse_size(getattr(d, name), name)
         r, lora = self.run, self.model.lora
-        for group, name in ((o, "steps"), (o, "batch_size"), (d, "num_targets"), (m, "ema_every"),
-                            (m, "prototypes"), (m, "head_hidden"), (m, "head_bottleneck"), (r, "checkpoint_every"),
-                            (lora, "r")):
+        for group, name in (
+            (o, "steps"),
+            (o, "batch_size"),
+            (d, "num_targets"),
+            (m, "ema_every"),
+            (m, "prototypes"),
+            (m, "head_hidden"),
+            (m, "head_bottleneck"),
+            (r, "checkpoint_every"),
+            (lora, "r"),
+        ):
             if getattr(group, name) < 1:
                 label = "lora.r" if group is lora else name
                 raise UserError(f"{label} must be >= 1, got {getattr(group, name)}")
@@ -231,15 +258,23 @@ class TrainConfig:
         for name, lr in (("lr", o.lr), ("head_lr", o.head_lr or 0.0)):
             if lr > MAX_LR:  # AdamW's first step is lr / (1 - 0.9): a float32 overflow, not a divergence
                 raise UserError(f"{name}={lr:g} is over {MAX_LR:g}, where AdamW's step overflows float32")
-        ranges = [("lora.dropout", lora.dropout, 0.0, 1.0, False), ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
-                  ("min_coverage", s.min_coverage, 0.0, 1.0, True),
-                  ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True)]
+        ranges = [
+            ("lora.dropout", lora.dropout, 0.0, 1.0, False),
+            ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
+            ("min_coverage", s.min_coverage, 0.0, 1.0, True),
+            ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True),
+        ]
         for name, value, lo, hi, closed in ranges:
             if not (lo <= value <= hi if closed else lo <= value < hi):
                 raise UserError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, got {value}")
-        for name, value in (("weight_decay", o.weight_decay), ("grad_clip", o.grad_clip),
-                            ("max_minutes", o.max_minutes), ("gaussian_scale", s.gaussian_scale),
-                            ("consistency_weight", m.consistency_weight), ("lora.alpha", lora.alpha)):
+        for name, value in (
+            ("weight_decay", o.weight_decay),
+            ("grad_clip", o.grad_clip),
+            ("max_minutes", o.max_minutes),
+            ("gaussian_scale", s.gaussian_scale),
+            ("consistency_weight", m.consistency_weight),
+            ("lora.alpha", lora.alpha),
+        ):
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if r.num_workers < -1:
@@ -256,12 +291,16 @@ class TrainConfig:
         if m.targets not in ("splat", "2d", "splat+2d"):
             raise UserError(f"targets must be splat, 2d or splat+2d, got {m.targets!r}")
         if m.targets != "splat" and m.method != "snd":
-            raise UserError(f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d")
+            raise UserError(
+                f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d"
+            )
         if s.renderer not in ("auto", "torch", "gsplat"):
             raise UserError(f"renderer must be auto, torch or gsplat, got {s.renderer!r}")
         if m.lifter_refine_every > 0 and m.target_source not in ("splat", "splat+2d"):
-            raise UserError(f"lifter_refine_every > 0 refines the lifter of splatted targets; "
-                            f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing")
+            raise UserError(
+                f"lifter_refine_every > 0 refines the lifter of splatted targets; "
+                f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing"
+            )
         if m.method == "fit3d" and m.loss == "dino":
             raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")
         return self
@@ -274,11 +313,11 @@ class TrainConfig:
         atomic_write_text(Path(path), dump_yaml(self))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """From nested or flat (dotted, bare-name) values."""
         return build_config(cls, values, source=source)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> "TrainConfig":
+    def load(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
         """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
         return load_config(cls, path, overrides)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_finite", "all_reduce_max", "any_rank", "backend_for", "init_distributed",
-           "sample_indices"]
+__all__ = ["DistInfo", "all_finite", "all_reduce_max", "any_rank", "backend_for", "init_distributed", "sample_indices"]
 
 
 @dataclass
@@ -49,8 +48,9 @@ def init_distributed(device: torch.device) -> DistInfo:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend_for(device))
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", 0)), joined=True)
+    return DistInfo(
+        rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)), joined=True
+    )
 
 
 def sample_indices(num_samples: int, seed: int, step: int, batch: int, rank: int, world: int) -> list[tuple[int, int]]:

@@ -17,13 +17,17 @@ class DINOHead(nn.Module):
     """``trainable_gain`` lets the weight-norm gain of each prototype learn (the reference code); DINO
     itself (``norm_last_layer``) keeps it at 1, which bounds the logits to cosines in [-1, 1]."""
 
-    def __init__(self, in_dim: int, prototypes: int = 65536, hidden: int = 2048, bottleneck: int = 256,
-                 trainable_gain: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        prototypes: int = 65536,
+        hidden: int = 2048,
+        bottleneck: int = 256,
+        trainable_gain: bool = False,
+    ):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.GELU(),
-            nn.Linear(hidden, hidden), nn.GELU(),
-            nn.Linear(hidden, bottleneck),
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, bottleneck)
         )
         for m in self.mlp:
             if isinstance(m, nn.Linear):
@@ -48,9 +52,14 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
-              student_temp: float = 1.0, teacher_temp: float = 1.0, center: torch.Tensor | None = None
-              ) -> torch.Tensor:
+def dino_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    student_temp: float = 1.0,
+    teacher_temp: float = 1.0,
+    center: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Masked mean over tokens of CE(softmax((teacher - center) / tt), log_softmax(student / ts)); logits (..., K).
     ``center`` (K,) is DINO's running mean of the teacher logits (None: no centering, as the reference)."""
     teacher_logits = teacher_logits.detach().float()
@@ -62,8 +71,9 @@ def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: 
     return masked_mean(per_token, mask)
 
 
-def feature_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+def feature_loss(
+    kind: str, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Plain feature losses on (..., C) tokens: cosine (1 - cos), l1 (mean |d|), mse (mean d^2)."""
     teacher = teacher.detach()
     if kind == "cosine":
@@ -78,8 +88,9 @@ def feature_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, mask: 
 
 
 @torch.no_grad()
-def update_center(center: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None, momentum: float
-                  ) -> torch.Tensor:
+def update_center(
+    center: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None, momentum: float
+) -> torch.Tensor:
     """DINO's centre update, in place: ``c <- m c + (1 - m) mean(teacher logits)`` over the supervised tokens."""
     flat = teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1])
     if mask is not None:

@@ -9,7 +9,7 @@ and is saved in checkpoints.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -52,8 +52,7 @@ class StepBatches(Dataset):
 
     def batch(self, step: int) -> Sample:
         samples = []
-        for epoch, index in sample_indices(len(self.dataset), self.seed, step, self.batch_size, self.rank,
-                                           self.world):
+        for epoch, index in sample_indices(len(self.dataset), self.seed, step, self.batch_size, self.rank, self.world):
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
             samples.append(self.dataset[index])
@@ -64,14 +63,22 @@ def _as_is(item: Sample) -> Sample:
     return item
 
 
-def step_loader(batches: StepBatches, first: int, last: int, workers: int, pin: bool,
-                prefetch: int = 2) -> Iterator[Sample]:
+def step_loader(
+    batches: StepBatches, first: int, last: int, workers: int, pin: bool, prefetch: int = 2
+) -> Iterator[Sample]:
     """Batches of steps ``first .. last - 1`` in order, built by ``workers`` processes (0: in this one),
     ``prefetch`` batches ahead per worker, pinned when ``pin`` (a CUDA device)."""
-    loader = DataLoader(batches, batch_size=None, sampler=range(first, last), num_workers=workers,
-                        collate_fn=_as_is, pin_memory=pin, persistent_workers=workers > 0,
-                        prefetch_factor=prefetch if workers > 0 else None,
-                        generator=torch.Generator().manual_seed(batches.seed))
+    loader = DataLoader(
+        batches,
+        batch_size=None,
+        sampler=range(first, last),
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch if workers > 0 else None,
+        generator=torch.Generator().manual_seed(batches.seed),
+    )
     for item in loader:
         if isinstance(item, _WorkerUserError):
             item.reraise()

@@ -8,8 +8,8 @@ picks one by the config's ``loss``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -21,8 +21,16 @@ from splatdistill.distill.distributed import DistInfo
 from splatdistill.distill.heads import DINOHead, dino_loss, feature_loss, masked_mean, update_center
 from splatdistill.geometry.warp import warp_pixels
 
-__all__ = ["DinoLoss", "FeatureLoss", "cross_view_consistency", "dino_loss", "feature_loss", "loss_for",
-           "masked_mean", "token_agreement"]
+__all__ = [
+    "DinoLoss",
+    "FeatureLoss",
+    "cross_view_consistency",
+    "dino_loss",
+    "feature_loss",
+    "loss_for",
+    "masked_mean",
+    "token_agreement",
+]
 
 
 def token_agreement(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> float:
@@ -75,9 +83,16 @@ class FeatureLoss:
     def term(self, s_tokens, s_logits, tgt_tokens, mask, teacher_head: nn.Module | None, update: bool):
         return feature_loss(self.kind, s_tokens.flatten(2).transpose(1, 2), tgt_tokens.flatten(2).transpose(1, 2), mask)
 
-    def __call__(self, s_tokens: torch.Tensor, s_logits: torch.Tensor | None, tgt_tokens: torch.Tensor,
-                 mask: torch.Tensor, teacher_head: nn.Module | None, targets: Views | None = None,
-                 update: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        s_tokens: torch.Tensor,
+        s_logits: torch.Tensor | None,
+        tgt_tokens: torch.Tensor,
+        mask: torch.Tensor,
+        teacher_head: nn.Module | None,
+        targets: Views | None = None,
+        update: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(total loss, consistency term) of student tokens (N, C, h, w) / logits against the targets; ``targets``
         (the batch's target views) adds the cross-view term, ``update`` (training batches only) moves the centre."""
         loss = self.term(s_tokens, s_logits, tgt_tokens, mask, teacher_head, update)
@@ -111,8 +126,13 @@ class DinoLoss(FeatureLoss):
         g = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-            return DINOHead(embed_dim, m.prototypes, m.head_hidden, m.head_bottleneck,
-                            trainable_gain=m.prototype_gain == "trainable")
+            return DINOHead(
+                embed_dim,
+                m.prototypes,
+                m.head_hidden,
+                m.head_bottleneck,
+                trainable_gain=m.prototype_gain == "trainable",
+            )
 
     def term(self, s_tokens, s_logits, tgt_tokens, mask, teacher_head: nn.Module | None, update: bool):
         with torch.no_grad(), self.autocast():

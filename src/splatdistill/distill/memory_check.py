@@ -84,8 +84,10 @@ def available_memory(device: torch.device) -> int | None:
         free = int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
-    for limit_file, used_file in (("memory.max", "memory.current"),
-                                  ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit_file, used_file in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
         try:
             limit = Path("/sys/fs/cgroup", limit_file).read_text().strip()
             used = int(Path("/sys/fs/cgroup", used_file).read_text().strip())
@@ -110,9 +112,13 @@ def check_step_memory(cfg, student: torch.nn.Module, dataset, device: torch.devi
     if est.total <= USABLE_SHARE * free:
         return
     gb = 1 << 30
-    parts = (f"ViT activations {est.activations / gb:.1f}, head logits {est.head / gb:.1f}, "
-             f"render buffers {est.render / gb:.1f}, optimizer {est.optimizer / gb:.1f}")
-    raise UserError(f"a training step needs about {est.total / gb:.1f} GiB ({parts}) but {free / gb:.1f} GiB is "
-                    f"available on {device.type}; lower image_size (now {cfg.data.image_size}), batch_size (now "
-                    f"{cfg.optim.batch_size}), prototypes (now {cfg.method.prototypes}) or render_size (now "
-                    f"{cfg.data.render_size}), or pass memory_check=false to try anyway")
+    parts = (
+        f"ViT activations {est.activations / gb:.1f}, head logits {est.head / gb:.1f}, "
+        f"render buffers {est.render / gb:.1f}, optimizer {est.optimizer / gb:.1f}"
+    )
+    raise UserError(
+        f"a training step needs about {est.total / gb:.1f} GiB ({parts}) but {free / gb:.1f} GiB is "
+        f"available on {device.type}; lower image_size (now {cfg.data.image_size}), batch_size (now "
+        f"{cfg.optim.batch_size}), prototypes (now {cfg.method.prototypes}) or render_size (now "
+        f"{cfg.data.render_size}), or pass memory_check=false to try anyway"
+    )

@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from pathlib import Path
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,9 +49,11 @@ def require_depth(scenes, data: str) -> None:
     """``lifter=depth`` needs depth maps: stop before training when a scene has none (its first view)."""
     for scene in scenes:
         if scene.load_view(0).depth is None:
-            raise UserError(f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; use the "
-                            "feed-forward lifter (lifter=auto, the default, or lifter=predictor:PATH from "
-                            "'splatdistill lifter train'), or data with depth")
+            raise UserError(
+                f"{data}: lifter=depth lifts with depth maps, and scene {scene.name} has none; use the "
+                "feed-forward lifter (lifter=auto, the default, or lifter=predictor:PATH from "
+                "'splatdistill lifter train'), or data with depth"
+            )
 
 
 class SnDModel(nn.Module):
@@ -80,22 +82,30 @@ def build_student(cfg: TrainConfig) -> tuple[SnDModel, SnDModel | None]:
         for p in teacher_backbone.parameters():
             p.requires_grad_(False)
         inner = load_backbone(cfg.model.student, device="cpu")
-        backbone = ProjectedBackbone(inner, cfg.model.student, teacher_backbone.embed_dim,
-                                     teacher_backbone.patch_size, teacher_backbone.resize_mode)
+        backbone = ProjectedBackbone(
+            inner,
+            cfg.model.student,
+            teacher_backbone.embed_dim,
+            teacher_backbone.patch_size,
+            teacher_backbone.resize_mode,
+        )
         for p in backbone.parameters():
             p.requires_grad_(True)
     else:
         if not isinstance(backbone, ViTBackbone):
-            raise UserError(f"backbone {cfg.model.backbone!r} is not a ViT; the LoRA student needs attention "
-                            "layers (or give the student its own architecture: student=SPEC)")
+            raise UserError(
+                f"backbone {cfg.model.backbone!r} is not a ViT; the LoRA student needs attention "
+                "layers (or give the student its own architecture: student=SPEC)"
+            )
         add_lora(backbone, cfg.model.lora)
     head = loss_for(m).head(m, backbone.embed_dim, cfg.run.seed)  # the loss owns its head (None: no head)
     # the fixed teacher shares the initial head object; EMATeacher deep-copies it
     return SnDModel(backbone, head), (SnDModel(teacher_backbone, head) if teacher_backbone is not None else None)
 
 
-def plain_targets(teacher_backbone: nn.Module, target_images: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def plain_targets(
+    teacher_backbone: nn.Module, target_images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The teacher's own tokens of the (B, T) target views, every token supervised: tokens (B*T, C, h, w),
     mask (B*T, h*w), coverage (B, T, h, w) of ones (the 2D baseline's targets)."""
     B, T = target_images.shape[:2]
@@ -160,8 +170,12 @@ def build_optimizer(cfg: TrainConfig, student: SnDModel, schedule_step: Callable
     lora = [p for n, p in student.backbone.named_parameters() if p.requires_grad]
     groups = [{"params": lora, "lr": o.lr}]
     if student.head is not None:
-        groups.append({"params": [p for p in student.head.parameters() if p.requires_grad],
-                       "lr": o.lr if o.head_lr is None else o.head_lr})
+        groups.append(
+            {
+                "params": [p for p in student.head.parameters() if p.requires_grad],
+                "lr": o.lr if o.head_lr is None else o.head_lr,
+            }
+        )
     optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
     per_step = one_cycle_cosine(o.steps, o.warmup_pct)
     if o.schedule == "steps":
@@ -219,20 +233,25 @@ def held_out_metrics(self) -> dict[str, float] | None:
     return {"loss": float(np.mean(losses)), "agreement": float(np.mean(agreements)), "samples": len(losses)}
 
 
-def export_run(cfg: TrainConfig, out: Path, step: int, student: SnDModel, teacher: SnDModel, refiner=None
-               ) -> dict[str, str]:  # fmt: skip
+def export_run(
+    cfg: TrainConfig, out: Path, step: int, student: SnDModel, teacher: SnDModel, refiner=None
+) -> dict[str, str]:
     """Merged student and teacher as timm safetensors, the heads (for continuing SnD) and a refined lifter."""
     method = "fit3d" if cfg.method.method == "fit3d" else "splat-and-distill"
     meta = {"steps": step, "method": method, "loss": cfg.method.loss}
     if isinstance(student.backbone, ProjectedBackbone):  # its own architecture + the projection
-        path = save_projected(student.backbone, out / "student.safetensors",
-                              {**meta, "teacher": cfg.model.backbone, "targets": cfg.method.targets})
+        path = save_projected(
+            student.backbone,
+            out / "student.safetensors",
+            {**meta, "teacher": cfg.model.backbone, "targets": cfg.method.targets},
+        )
     else:
         path = export_timm_safetensors(student.backbone, out / "student.safetensors", meta)
     teacher_path = export_timm_safetensors(teacher.backbone, out / "teacher.safetensors", meta)
     if student.head is not None:
-        atomic_torch_save({"student": student.head.state_dict(), "teacher": teacher.head.state_dict()},
-                          out / "heads.pt")
+        atomic_torch_save(
+            {"student": student.head.state_dict(), "teacher": teacher.head.state_dict()}, out / "heads.pt"
+        )
     if refiner is not None:  # the refined lifter, usable as lifter=predictor:<out>/lifter
         save_predictor(refiner.model, out / "lifter", {"refined_steps": refiner.steps, "from": cfg.method.lifter})
     return {"student": str(path), "teacher": str(teacher_path)}

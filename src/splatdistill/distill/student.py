@@ -84,8 +84,13 @@ def export_timm_safetensors(backbone: ViTBackbone, path: str | Path, extra_metad
 
     merged = merged_copy(backbone) if lora_module_names(backbone) else backbone
     state = {k: v.detach().cpu().contiguous() for k, v in merged.model.state_dict().items()}
-    meta = {"format": "timm", "arch": backbone.arch, "pos_interp": backbone.pos_interp, "producer": "splatdistill",
-            "preprocess": backbone.preprocessing.to_json()}
+    meta = {
+        "format": "timm",
+        "arch": backbone.arch,
+        "pos_interp": backbone.pos_interp,
+        "producer": "splatdistill",
+        "preprocess": backbone.preprocessing.to_json(),
+    }
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
@@ -115,7 +120,7 @@ class EMATeacher(nn.Module):
         self.every = every
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def train(self, mode: bool = True) -> "EMATeacher":  # the teacher never trains
+    def train(self, mode: bool = True) -> EMATeacher:  # the teacher never trains
         super().train(False)
         return self
 
@@ -153,5 +158,10 @@ def lora_settings_dict(backbone: nn.Module) -> dict:
 
 
 def describe_lora(backbone: nn.Module) -> str:
-    return json.dumps({"adapters": len(lora_module_names(backbone)), "trainable": trainable_parameter_count(backbone),
-                       **lora_settings_dict(backbone)})
+    return json.dumps(
+        {
+            "adapters": len(lora_module_names(backbone)),
+            "trainable": trainable_parameter_count(backbone),
+            **lora_settings_dict(backbone),
+        }
+    )

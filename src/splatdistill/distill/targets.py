@@ -22,13 +22,7 @@ from splatdistill.data.views import Sample, fit_size
 from splatdistill.devices import autocast
 from splatdistill.distill.config import TrainConfig
 from splatdistill.distill.distributed import DistInfo
-from splatdistill.distill.parts import (
-    SnDModel,
-    StepTimes,
-    fill_uncovered,
-    plain_targets,
-    require_depth,
-)
+from splatdistill.distill.parts import SnDModel, StepTimes, fill_uncovered, plain_targets, require_depth
 from splatdistill.errors import UserError
 from splatdistill.lifters.online import OnlineRefiner
 from splatdistill.splat import splat_targets
@@ -57,8 +51,9 @@ class TargetSource(Protocol):
     refiner: OnlineRefiner | None
     metrics: dict[str, float]
 
-    def __call__(self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int,
-                 refine: bool = False) -> Targets: ...
+    def __call__(
+        self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int, refine: bool = False
+    ) -> Targets: ...
 
 
 class TeacherTargets:
@@ -66,8 +61,15 @@ class TeacherTargets:
 
     held_out = True
 
-    def __init__(self, cfg: TrainConfig, dataset: MultiViewDataset, device: torch.device, precision: str,
-                 dist: DistInfo, lifter: Any):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dataset: MultiViewDataset,
+        device: torch.device,
+        precision: str,
+        dist: DistInfo,
+        lifter: Any,
+    ):
         self.cfg, self.device, self.precision = cfg, device, precision
         self.refiner: OnlineRefiner | None = None
         self.metrics: dict[str, float] = {}
@@ -77,8 +79,9 @@ class TeacherTargets:
             tokens, mask, coverage = plain_targets(teacher.backbone, b.target.images)
         return tokens.float(), mask, coverage
 
-    def __call__(self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int,
-                 refine: bool = False) -> Targets:
+    def __call__(
+        self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int, refine: bool = False
+    ) -> Targets:
         return self.plain(b, teacher, times)
 
 
@@ -87,8 +90,15 @@ class SplatTargets(TeacherTargets):
     targets (:func:`splatdistill.splat.splat_targets`); optionally the lifter learns from the batches
     (``lifter_refine_every``, :class:`~splatdistill.lifters.online.OnlineRefiner`)."""
 
-    def __init__(self, cfg: TrainConfig, dataset: MultiViewDataset, device: torch.device, precision: str,
-                 dist: DistInfo, lifter: Any):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dataset: MultiViewDataset,
+        device: torch.device,
+        precision: str,
+        dist: DistInfo,
+        lifter: Any,
+    ):
         super().__init__(cfg, dataset, device, precision, dist, lifter)
         m = cfg.method
         self.lifter, self.splat = lifter, m.splat
@@ -97,8 +107,10 @@ class SplatTargets(TeacherTargets):
         if m.lifter_refine_every > 0:
             self.refiner = OnlineRefiner(lifter, m.lifter_refine_every, m.lifter_refine_lr)
             if dist.world > 1:
-                raise UserError("lifter_refine_every > 0 is single-process for now (each rank would refine its "
-                                "own copy of the lifter); train without torchrun or set lifter_refine_every=0")
+                raise UserError(
+                    "lifter_refine_every > 0 is single-process for now (each rank would refine its "
+                    "own copy of the lifter); train without torchrun or set lifter_refine_every=0"
+                )
 
     def splatted(self, b: Sample, teacher: SnDModel, times: StepTimes, step: int, refine: bool) -> Targets:
         dev = self.device
@@ -116,8 +128,9 @@ class SplatTargets(TeacherTargets):
                 self.metrics = self.refiner.maybe_step(step, context)
         return out.tokens.flatten(0, 1), out.valid.flatten(0, 1).flatten(1), out.coverage
 
-    def __call__(self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int,
-                 refine: bool = False) -> Targets:
+    def __call__(
+        self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int, refine: bool = False
+    ) -> Targets:
         return self.splatted(b, teacher, times, step, refine)
 
 
@@ -125,8 +138,9 @@ class SplatAnd2DTargets(SplatTargets):
     """``targets=splat+2d``: splatted tokens where the context covers them, the teacher's own elsewhere; every
     token supervised (a student of another architecture has no copy of the teacher to keep there)."""
 
-    def __call__(self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int,
-                 refine: bool = False) -> Targets:
+    def __call__(
+        self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int, refine: bool = False
+    ) -> Targets:
         plain = self.plain(b, teacher, times)
         tokens, mask, coverage = self.splatted(b, teacher, times, step, refine)
         return fill_uncovered(tokens, mask, plain[0]), torch.ones_like(mask), coverage
@@ -138,13 +152,21 @@ class Fit3DSource(TeacherTargets):
 
     held_out = False
 
-    def __init__(self, cfg: TrainConfig, dataset: MultiViewDataset, device: torch.device, precision: str,
-                 dist: DistInfo, lifter: Any):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dataset: MultiViewDataset,
+        device: torch.device,
+        precision: str,
+        dist: DistInfo,
+        lifter: Any,
+    ):
         super().__init__(cfg, dataset, device, precision, dist, lifter)
         self.fields = Fit3DTargets(cfg, dataset.scenes, device, cfg.run.progress, dist.is_main)
 
-    def __call__(self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int,
-                 refine: bool = False) -> Targets:
+    def __call__(
+        self, b: Sample, teacher: SnDModel, student: SnDModel, times: StepTimes, step: int, refine: bool = False
+    ) -> Targets:
         grid = student.backbone.grid_size(b.context.height, b.context.width)
         with times.phase("splat", self.device):
             return self.fields.targets(b, grid, self.cfg.data.render_size)
@@ -152,10 +174,14 @@ class Fit3DSource(TeacherTargets):
 
 #: the config's choice (:attr:`~.config.MethodConfig.target_source`) -> its source
 TARGET_SOURCES: dict[str, type[TeacherTargets]] = {
-    "splat": SplatTargets, "2d": TeacherTargets, "splat+2d": SplatAnd2DTargets, "fit3d": Fit3DSource,
+    "splat": SplatTargets,
+    "2d": TeacherTargets,
+    "splat+2d": SplatAnd2DTargets,
+    "fit3d": Fit3DSource,
 }
 
 
-def make_target_source(cfg: TrainConfig, dataset: MultiViewDataset, device: torch.device, precision: str,
-                       dist: DistInfo, lifter: Any) -> TargetSource:
+def make_target_source(
+    cfg: TrainConfig, dataset: MultiViewDataset, device: torch.device, precision: str, dist: DistInfo, lifter: Any
+) -> TargetSource:
     return TARGET_SOURCES[cfg.method.target_source](cfg, dataset, device, precision, dist, lifter)

@@ -48,8 +48,18 @@ from splatdistill.errors import UserError
 from splatdistill.run_folder import open_training_folder
 from splatdistill.runs import CHECKPOINT, Run, RunLog, StallCheck, TimeBudget, atomic_torch_save
 
-__all__ = ["SnDModel", "StepTimes", "Trainer", "TrainingDiverged", "TrainingStalled", "require_depth", "build_dataset",
-           "cross_view_consistency", "make_lifter", "sample_indices"]
+__all__ = [
+    "SnDModel",
+    "StepTimes",
+    "Trainer",
+    "TrainingDiverged",
+    "TrainingStalled",
+    "require_depth",
+    "build_dataset",
+    "cross_view_consistency",
+    "make_lifter",
+    "sample_indices",
+]
 
 
 #: the end of the message refusing a fresh run over a checkpoint
@@ -60,13 +70,16 @@ TB_KEYS = ("loss", "coverage", "lr", "step_time", "agreement", "supervised_token
 
 def _stalled(cfg: TrainConfig, checkpoint: Path):
     """The stall check's failure: the message names the likely causes and what was kept."""
+
     def fail(steps: int, whole_run: bool, last: float) -> None:
         kept = f"the last checkpoint ({checkpoint}) is kept" if checkpoint.is_file() else "no checkpoint was written"
         raise TrainingStalled(
             f"under {cfg.run.stall_share:.0%} of the target tokens were supervised for {steps} steps in a "
             f"row{', every step of the run' if whole_run else ''} (last {last:.1%}): the splatted targets cover "
             "almost nothing. Likely causes: no depth for the lifter, wrong poses or camera conventions, or context "
-            f"and target views that do not overlap; {kept}")
+            f"and target views that do not overlap; {kept}"
+        )
+
     return StallCheck("supervised_tokens", cfg.run.stall_share, cfg.run.stall_steps, fail)
 
 
@@ -92,13 +105,19 @@ class Trainer:
 
     def _setup(self, cfg: TrainConfig, dataset, resume: bool) -> None:
         proc = start_process(cfg)
-        self.device, self.dist, self.precision, self.num_workers = proc.device, proc.dist, proc.precision, proc.num_workers
+        self.device, self.dist, self.precision, self.num_workers = (
+            proc.device,
+            proc.dist,
+            proc.precision,
+            proc.num_workers,
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.out = Path(cfg.run.out)
         self.dataset = dataset if dataset is not None else build_dataset(cfg)
         if len(self.dataset) == 0:
-            raise UserError(f"{cfg.data.root}: no training samples (need scenes with >= 3 views in split "
-                            f"{cfg.data.split!r})")
+            raise UserError(
+                f"{cfg.data.root}: no training samples (need scenes with >= 3 views in split {cfg.data.split!r})"
+            )
         student, fixed_teacher = build_student(cfg)
         self.student = student.to(self.device)
         check_step_memory(cfg, self.student, self.dataset, self.device)  # before any big buffer
@@ -156,8 +175,9 @@ class Trainer:
         coverage (B, T, h, w). ``refine_lifter`` (training batches only) lets a lifter refiner learn from it."""
         return self.targets(b, self.teacher.module, self.student, times, self.step, refine_lifter)
 
-    def student_loss(self, model: nn.Module, b: Sample, tgt_tokens, mask, times: StepTimes | None = None,
-                     training: bool = False):
+    def student_loss(
+        self, model: nn.Module, b: Sample, tgt_tokens, mask, times: StepTimes | None = None, training: bool = False
+    ):
         """(total loss, consistency term, student tokens) of the student ``model`` on the batch's targets;
         ``training`` (training batches only) adds the cross-view term and moves the DINO centre."""
         times = times or StepTimes()
@@ -165,8 +185,15 @@ class Trainer:
             s_tokens, s_logits = model(b.target.images.flatten(0, 1))
         s_tokens, s_logits = s_tokens.float(), None if s_logits is None else s_logits.float()  # the loss in fp32
         with times.phase("head_loss", self.device):
-            loss, cons = self.loss(s_tokens, s_logits, tgt_tokens, mask, self.teacher.module.head,
-                                   b.target if training else None, update=training)
+            loss, cons = self.loss(
+                s_tokens,
+                s_logits,
+                tgt_tokens,
+                mask,
+                self.teacher.module.head,
+                b.target if training else None,
+                update=training,
+            )
         return loss, cons, s_tokens
 
     def train_step(self, batch: Sample, times: StepTimes | None = None) -> dict[str, float]:
@@ -177,8 +204,10 @@ class Trainer:
         loss, cons, s_tokens = self.student_loss(self.student_ddp, b, tgt_tokens, mask, times, training=True)
         loss_value = float(loss.detach())
         if not all_finite(loss_value, self.dist):
-            raise TrainingDiverged(f"loss became {loss_value} at step {self.step + 1}; the run stopped and "
-                                   f"{last_good(self)}. Lower lr or check the data")
+            raise TrainingDiverged(
+                f"loss became {loss_value} at step {self.step + 1}; the run stopped and "
+                f"{last_good(self)}. Lower lr or check the data"
+            )
         with times.phase("student_backward", dev):
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()  # fp16: scaled against underflow (a no-op otherwise)
@@ -194,9 +223,15 @@ class Trainer:
         require_finite(self, "after the update")
         with torch.no_grad():
             agreement = token_agreement(s_tokens.detach(), tgt_tokens, mask)
-        return {"loss": loss_value, "consistency": float(cons.detach()), "coverage": float(cov.mean()),
-                "supervised_tokens": float(mask.float().mean()), "agreement": agreement,
-                "lr": float(self.scheduler.get_last_lr()[0]), **self.targets.metrics}
+        return {
+            "loss": loss_value,
+            "consistency": float(cons.detach()),
+            "coverage": float(cov.mean()),
+            "supervised_tokens": float(mask.float().mean()),
+            "agreement": agreement,
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            **self.targets.metrics,
+        }
 
     @torch.no_grad()
     def held_out(self) -> dict[str, float] | None:
@@ -245,17 +280,37 @@ class Trainer:
             metrics = self.train_step(next(batches))
             return {**metrics, "step_time": time.perf_counter() - t0, "step": self.step}
 
-        run = Run(name="splat-and-distill", total=cfg.optim.steps, step=self.step, train_step=step, budget=self.budget,
-                  session_budget=cfg.optim.schedule == "steps", checkpoint_every=cfg.run.checkpoint_every,
-                  save=lambda final: self.saved_step != self.step and self.save_checkpoint(), main=main,
-                  progress=cfg.run.progress, agree=lambda flag: any_rank(flag, self.dist), log_jsonl=self.out / "log.jsonl",
-                  tensorboard=tb, tb_scalars=lambda m: {k: m[k] for k in keys}, stall=_stalled(cfg, self.checkpoint_path),
-                  postfix=lambda m: {"loss": f"{m['loss']:.4f}", "s_per_step": f"{m['step_time']:.2f}"},
-                  on_step=on_step and (lambda m: on_step(self, m)), evaluate=evaluate, evaluate_every=cfg.data.val_every)
+        run = Run(
+            name="splat-and-distill",
+            total=cfg.optim.steps,
+            step=self.step,
+            train_step=step,
+            budget=self.budget,
+            session_budget=cfg.optim.schedule == "steps",
+            checkpoint_every=cfg.run.checkpoint_every,
+            save=lambda final: self.saved_step != self.step and self.save_checkpoint(),
+            main=main,
+            progress=cfg.run.progress,
+            agree=lambda flag: any_rank(flag, self.dist),
+            log_jsonl=self.out / "log.jsonl",
+            tensorboard=tb,
+            tb_scalars=lambda m: {k: m[k] for k in keys},
+            stall=_stalled(cfg, self.checkpoint_path),
+            postfix=lambda m: {"loss": f"{m['loss']:.4f}", "s_per_step": f"{m['step_time']:.2f}"},
+            on_step=on_step and (lambda m: on_step(self, m)),
+            evaluate=evaluate,
+            evaluate_every=cfg.data.val_every,
+        )
         res = run()
         tb.flush()
-        result = {"steps": self.step, "stopped_early": res.stopped_by is not None, "stopped_by": res.stopped_by,
-                  "history": res.history, "seconds": res.seconds, "held_out": held_out}
+        result = {
+            "steps": self.step,
+            "stopped_early": res.stopped_by is not None,
+            "stopped_by": res.stopped_by,
+            "history": res.history,
+            "seconds": res.seconds,
+            "held_out": held_out,
+        }
         if main:
             result.update(self.export())
         return result

@@ -11,9 +11,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"BackboneEntry": "splatdistill.eval.features", "TASKS": "splatdistill.eval.config",
-            "EvalConfig": "splatdistill.eval.config", "evaluate": "splatdistill.eval.runner",
-            "parse_tasks": "splatdistill.eval.config"}
+_EXPORTS = {
+    "BackboneEntry": "splatdistill.eval.features",
+    "TASKS": "splatdistill.eval.config",
+    "EvalConfig": "splatdistill.eval.config",
+    "evaluate": "splatdistill.eval.runner",
+    "parse_tasks": "splatdistill.eval.config",
+}
 
 __all__ = ["TASKS", "BackboneEntry", "EvalConfig", "evaluate", "parse_tasks"]
 

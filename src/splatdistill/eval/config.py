@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
@@ -24,7 +25,9 @@ class EvalDataConfig:
 
     resolution: int = 224  # short image side fed to the backbone (rounded to its patch size)
     train_split: Literal["train", "val", "test"] = "train"
-    eval_split: Literal["auto", "train", "val", "test"] = "auto"  # held-out scenes: "test" if the data has any, else "val"
+    eval_split: Literal["auto", "train", "val", "test"] = (
+        "auto"  # held-out scenes: "test" if the data has any, else "val"
+    )
     max_train_views: int = 192  # spread evenly over the train scenes
     max_eval_views: int = 64  # spread evenly over the held-out scenes
     nyu_classes: int = 40  # NYUv2 segmentation classes: 40 (classMapping40.mat), 13 (class13Mapping.mat) or 894
@@ -101,9 +104,19 @@ class EvalConfig:
     def validate(self) -> None:
         d, p, c, r = self.data, self.probe, self.correspondence, self.run
         r.device = str(resolve_device(r.device))  # "auto" -> the device it stands for on this machine
-        positive = [(d, "resolution"), (d, "max_train_views"), (d, "max_eval_views"), (p, "loss_res"),
-                    (p, "probe_steps"), (p, "probe_batch"), (p, "depth_bins"), (c, "corr_queries"), (c, "corr_keep"),
-                    (c, "consistency_points"), (r, "batch_size")]
+        positive = [
+            (d, "resolution"),
+            (d, "max_train_views"),
+            (d, "max_eval_views"),
+            (p, "loss_res"),
+            (p, "probe_steps"),
+            (p, "probe_batch"),
+            (p, "depth_bins"),
+            (c, "corr_queries"),
+            (c, "corr_keep"),
+            (c, "consistency_points"),
+            (r, "batch_size"),
+        ]
         for group, name in positive:
             if getattr(group, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(group, name)}")

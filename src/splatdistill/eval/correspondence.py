@@ -105,7 +105,9 @@ def relative_rotation_deg(view_a: ViewData, view_b: ViewData) -> float:
     return rotation_angle_deg(view_a.cam_to_world[:3, :3], view_b.cam_to_world[:3, :3])
 
 
-def nearest_neighbour_ratio(desc_a: torch.Tensor, desc_b: torch.Tensor, mutual: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbour_ratio(
+    desc_a: torch.Tensor, desc_b: torch.Tensor, mutual: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """For each row of ``desc_a``, the index of its cosine nearest neighbour in ``desc_b`` and the ratio
     d1/d2 of the Euclidean distances (between unit descriptors) to the nearest and second nearest.
 
@@ -206,8 +208,9 @@ def downsample_view(view: ViewData, scale: float) -> ViewData:
     return ViewData(np.zeros((*small.shape, 3), np.float32), K, view.cam_to_world, small, name=view.name)
 
 
-def probe3d_pair(feat_a: torch.Tensor, feat_b: torch.Tensor, view_a: ViewData, view_b: ViewData, keep: int = 1000,
-                 chunk: int = 4096) -> PairResult | None:
+def probe3d_pair(
+    feat_a: torch.Tensor, feat_b: torch.Tensor, view_a: ViewData, view_b: ViewData, keep: int = 1000, chunk: int = 4096
+) -> PairResult | None:
     """One pair matched as Probe3D's ScanNet evaluation does it (``estimate_correspondence_depth``).
 
     Both depth maps go to the 160x120 reference (nearest); every pixel with depth, in either view, is a
@@ -235,16 +238,21 @@ def probe3d_pair(feat_a: torch.Tensor, feat_b: torch.Tensor, view_a: ViewData, v
     nn_idx = torch.empty(desc_a.shape[0], dtype=torch.long)
     weight = torch.empty(desc_a.shape[0], dtype=torch.float64)
     for start in range(0, desc_a.shape[0], chunk):  # the full similarity matrix is ~1.5 GB at 160x120
-        top, idx = (desc_a[start:start + chunk] @ desc_b.T).topk(k, dim=1)
+        top, idx = (desc_a[start : start + chunk] @ desc_b.T).topk(k, dim=1)
         dist = (1 - top.double()).clamp_min(1e-9)  # cosine distance, clamped as the reference does
-        nn_idx[start:start + chunk] = idx[:, 0]
-        weight[start:start + chunk] = 1 - dist[:, 0] / dist[:, -1] if k == 2 else 0.0
+        nn_idx[start : start + chunk] = idx[:, 0]
+        weight[start : start + chunk] = 1 - dist[:, 0] / dist[:, -1] if k == 2 else 0.0
     kept = torch.topk(weight, min(keep, weight.numel())).indices.numpy()
     matched = uv_b[nn_idx.numpy()[kept]]
     errors = match_errors(matched, uv_a_in_b[kept])
     errors[~(z_in_b[kept] > 0)] = np.inf  # behind B: the reference's clamped division gives a huge error
-    return PairResult(errors=errors, scale=1.0, rotation_deg=relative_rotation_deg(view_a, view_b),
-                      overlap=float("nan"), recall=recall_at_thresholds(errors, CORRESPONDENCE_THRESHOLDS_PX, 1.0))
+    return PairResult(
+        errors=errors,
+        scale=1.0,
+        rotation_deg=relative_rotation_deg(view_a, view_b),
+        overlap=float("nan"),
+        recall=recall_at_thresholds(errors, CORRESPONDENCE_THRESHOLDS_PX, 1.0),
+    )
 
 
 def summarise_pairs(results: list[PairResult]) -> dict:
@@ -268,10 +276,7 @@ def summarise_pairs(results: list[PairResult]) -> dict:
 
 
 def select_pairs(
-    views: list[ViewData],
-    groups: list[str],
-    cfg: CorrespondenceConfig,
-    seed: int = 0,
+    views: list[ViewData], groups: list[str], cfg: CorrespondenceConfig, seed: int = 0
 ) -> list[tuple[int, int]]:
     """Pairs (i, j) of views from the same group (scene) whose overlap is at least ``min_overlap``.
 
@@ -302,8 +307,13 @@ def select_pairs(
     return chosen
 
 
-def correspondence_settings(cfg: "EvalConfig") -> CorrespondenceConfig:
+def correspondence_settings(cfg: EvalConfig) -> CorrespondenceConfig:
     """The correspondence settings of an evaluation config."""
-    return CorrespondenceConfig(queries=cfg.correspondence.corr_queries, keep=cfg.correspondence.corr_keep, grid_step_ref=cfg.correspondence.corr_grid_step,
-                                occlusion_tol=cfg.correspondence.occlusion_tol, min_overlap=cfg.correspondence.corr_min_overlap,
-                                max_pairs=cfg.correspondence.corr_pairs)
+    return CorrespondenceConfig(
+        queries=cfg.correspondence.corr_queries,
+        keep=cfg.correspondence.corr_keep,
+        grid_step_ref=cfg.correspondence.corr_grid_step,
+        occlusion_tol=cfg.correspondence.occlusion_tol,
+        min_overlap=cfg.correspondence.corr_min_overlap,
+        max_pairs=cfg.correspondence.corr_pairs,
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -72,8 +72,6 @@ def figure_indices(groups: list[str], n: int) -> list[int]:
     return order
 
 
-
-
 def resolve_data(data: str | Path | Sequence[Scene]) -> tuple[str, list[Scene]]:
     """(name, scenes) for ``data``: in-memory scenes, ``"rooms"`` (built on first use), or a dataset path."""
     if isinstance(data, (list, tuple)):
@@ -122,8 +120,15 @@ def _remap_semantic(sem: np.ndarray | None, lookup: np.ndarray) -> np.ndarray | 
     return np.where(ok, lookup[np.clip(sem, 0, lookup.size - 1)], -1)
 
 
-def _load_train(items: list[tuple[Scene, int]], scenes: list[Scene], class_names: list[str], tasks: list[str],
-                size: tuple[int, int], ls: tuple[int, int], progress: bool) -> tuple[ViewSet, TrainTargets]:
+def _load_train(
+    items: list[tuple[Scene, int]],
+    scenes: list[Scene],
+    class_names: list[str],
+    tasks: list[str],
+    size: tuple[int, int],
+    ls: tuple[int, int],
+    progress: bool,
+) -> tuple[ViewSet, TrainTargets]:
     """Backbone-ready images and loss-grid targets of the train views, decoded ``LOAD_CHUNK`` at a time
     (the train views themselves are not kept)."""
     lookups = {s.name: _class_lookup(s, class_names) for s in scenes}
@@ -131,7 +136,7 @@ def _load_train(items: list[tuple[Scene, int]], scenes: list[Scene], class_names
     has = {"depth": False, "normals": False, "semantic": False}
     bar = tqdm(total=len(items), desc="loading train views", unit="view", disable=not progress, leave=False)
     for start in range(0, len(items), LOAD_CHUNK):
-        chunk = items[start:start + LOAD_CHUNK]
+        chunk = items[start : start + LOAD_CHUNK]
         views = [scene.load_view(i) for scene, i in chunk]
         for v, (s, _) in zip(views, chunk):
             v.semantic = _remap_semantic(v.semantic, lookups[s.name]) if class_names else None
@@ -153,8 +158,14 @@ def _load_train(items: list[tuple[Scene, int]], scenes: list[Scene], class_names
     return ViewSet([], [s.name for s, _ in items], torch.cat(parts["images"])), TrainTargets(depth, normals, semantic)
 
 
-def _load_held_out(items: list[tuple[Scene, int]], scenes: list[Scene], class_names: list[str], size: tuple[int, int],
-                   figure_views: list[int], progress: bool) -> ViewSet:
+def _load_held_out(
+    items: list[tuple[Scene, int]],
+    scenes: list[Scene],
+    class_names: list[str],
+    size: tuple[int, int],
+    figure_views: list[int],
+    progress: bool,
+) -> ViewSet:
     """The held-out views with their full-resolution ground truth for the metrics. Their pixels live in the
     backbone-ready tensor, so only the figures' views keep an image (the others a zero-stride stand-in of
     the same shape: the pair tasks read only the shape)."""
@@ -164,7 +175,7 @@ def _load_held_out(items: list[tuple[Scene, int]], scenes: list[Scene], class_na
     images: list[torch.Tensor] = []
     bar = tqdm(total=len(items), desc="loading held-out views", unit="view", disable=not progress, leave=False)
     for start in range(0, len(items), LOAD_CHUNK):
-        chunk = items[start:start + LOAD_CHUNK]
+        chunk = items[start : start + LOAD_CHUNK]
         views = [scene.load_view(i) for scene, i in chunk]
         images.append(Views.from_view_data(views, mask_mode=None, size=size).images.half())
         for k, (v, (s, _)) in enumerate(zip(views, chunk)):
@@ -192,7 +203,9 @@ def prepare_data(
         raise UserError(f"split '{eval_split}' has no scenes (the data has: {', '.join(splits)})")
     train = [s for s in scenes if s.split == cfg.data.train_split] if any(t in PROBE_TASKS for t in tasks) else []
     if any(t in PROBE_TASKS for t in tasks) and not train:
-        raise UserError(f"split '{cfg.data.train_split}' has no scenes to train the probes on (the data has: {', '.join(splits)})")
+        raise UserError(
+            f"split '{cfg.data.train_split}' has no scenes to train the probes on (the data has: {', '.join(splits)})"
+        )
     if train and set(s.name for s in train) & set(s.name for s in held):
         raise UserError(f"splits '{cfg.data.train_split}' and '{eval_split}' share scenes; probes need held-out scenes")
 
@@ -222,7 +235,9 @@ def prepare_data(
             # Each view keeps its own aspect ratio (these only feed correspondence/consistency).
             for j, v in enumerate(vs):
                 sz = fit_size(cfg.data.resolution, v.height, v.width)
-                extra_sets[f"{key}/{s.name}/{j}"] = ViewSet([v], [f"{key}/{s.name}"], Views.from_view_data([v], mask_mode=None, size=sz).images.half())
+                extra_sets[f"{key}/{s.name}/{j}"] = ViewSet(
+                    [v], [f"{key}/{s.name}"], Views.from_view_data([v], mask_mode=None, size=sz).images.half()
+                )
 
     counts = {
         "train_scenes": len({s.name for s, _ in train_items}),
@@ -230,8 +245,9 @@ def prepare_data(
         "eval_scenes": len({s.name for s, _ in held_items}),
         "eval_views": len(held_items),
     }
-    return PreparedData(name, size, train_set, targets, held_set, eval_split, class_names, extra_sets, counts,
-                        figure_views)
+    return PreparedData(
+        name, size, train_set, targets, held_set, eval_split, class_names, extra_sets, counts, figure_views
+    )
 
 
 def load_extra_datasets(cfg: EvalConfig, tasks: list[str]) -> tuple[dict[str, list[Scene]], str | None]:

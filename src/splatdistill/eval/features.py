@@ -37,6 +37,7 @@ class BackboneLike(Protocol):
     patch_size: int
     embed_dim: int
     name: str
+
     def patch_features(self, images: torch.Tensor, return_cls: bool = False): ...
 
 
@@ -264,9 +265,13 @@ def get_features(
     if path is not None and path.is_file():
         try:
             stored = load_file(str(path))
-            kinds = {prefix: ({g: stored[f"{g}.{prefix}patch"] for g in images},
-                              {g: stored.get(f"{g}.{prefix}cls") for g in images})
-                     for prefix in (("", "raw_") if raw else ("",))}  # fmt: skip
+            kinds = {
+                prefix: (
+                    {g: stored[f"{g}.{prefix}patch"] for g in images},
+                    {g: stored.get(f"{g}.{prefix}cls") for g in images},
+                )
+                for prefix in (("", "raw_") if raw else ("",))
+            }
             return FeatureSet(*kinds[""], path, True, time.perf_counter() - t0, *kinds.get("raw_", (None, None)))
         except Exception:  # a truncated or foreign file: re-extract and overwrite it
             pass
@@ -282,8 +287,12 @@ def get_features(
         for prefix, (patches, classes) in got.items():
             tensors.update({f"{g}.{prefix}patch": t for g, t in patches.items()})
             tensors.update({f"{g}.{prefix}cls": c for g, c in classes.items() if c is not None})
-        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                                                 metadata={"key": json.dumps(key_src)}))
+        atomic_write(
+            path,
+            lambda tmp: save_file(
+                {k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"key": json.dumps(key_src)}
+            ),
+        )
     raw_set = got["raw_"] if raw else (None, None)
     return FeatureSet(*got[""], path, False, time.perf_counter() - t0, *raw_set)
 

@@ -7,7 +7,7 @@ Keeping the maths free of torch and of the probes makes it checkable against han
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -74,10 +74,7 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = N
     if g.size == 0:
         raise ValueError("no valid ground-truth depth pixels")
     ratio = np.maximum(p / g, g / p)
-    out = {
-        "abs_rel": float(np.mean(np.abs(p - g) / g)),
-        "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
-    }
+    out = {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse": float(np.sqrt(np.mean((p - g) ** 2)))}
     for k in (1, 2, 3):
         out[f"delta{k}"] = float(np.mean(ratio < 1.25**k))
     out["n_pixels"] = int(g.size)
@@ -106,11 +103,7 @@ def normal_metrics_from_errors(errors_deg: np.ndarray) -> dict[str, float]:
     e = np.asarray(errors_deg, dtype=np.float64).ravel()
     if e.size == 0:
         raise ValueError("no valid ground-truth normal pixels")
-    out = {
-        "mean_deg": float(np.mean(e)),
-        "median_deg": float(np.median(e)),
-        "rmse_deg": float(np.sqrt(np.mean(e**2))),
-    }
+    out = {"mean_deg": float(np.mean(e)), "median_deg": float(np.median(e)), "rmse_deg": float(np.sqrt(np.mean(e**2)))}
     for t in NORMAL_THRESHOLDS_DEG:
         out[_threshold_key("pct_", t)] = float(100.0 * np.mean(e < t))
     out["n_pixels"] = int(e.size)
@@ -129,9 +122,7 @@ def normal_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = 
     return normal_metrics_from_errors(angular_errors_deg(pred[mask], gt[mask]))
 
 
-def confusion_matrix(
-    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = -1
-) -> np.ndarray:
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = -1) -> np.ndarray:
     """``num_classes x num_classes`` counts, rows = ground truth, columns = prediction.
 
     Pixels whose ground truth is ``ignore_index`` (or outside ``[0, num_classes)``) are dropped.
@@ -228,15 +219,17 @@ def crop_mask(shape: tuple[int, int], crop: str) -> np.ndarray:
     if crop == "none":
         mask[:] = True
     elif crop == "nyu_eigen":
-        mask[int(round(45 * h / 480)):int(round(471 * h / 480)), int(round(41 * w / 640)):int(round(601 * w / 640))] = True
+        mask[
+            int(round(45 * h / 480)) : int(round(471 * h / 480)), int(round(41 * w / 640)) : int(round(601 * w / 640))
+        ] = True
     elif crop == "kitti_garg":
-        mask[int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
+        mask[int(0.40810811 * h) : int(0.99189189 * h), int(0.03594771 * w) : int(0.96405229 * w)] = True
     elif crop == "kitti_eigen":
-        mask[int(0.3324324 * h):int(0.91351351 * h), int(0.0359477 * w):int(0.96405229 * w)] = True
+        mask[int(0.3324324 * h) : int(0.91351351 * h), int(0.0359477 * w) : int(0.96405229 * w)] = True
     elif crop == "center_square":
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        mask[top:top + side, left:left + side] = True
+        mask[top : top + side, left : left + side] = True
     else:
         raise ValueError(f"unknown crop {crop!r} (choose from {', '.join(DEPTH_CROPS + NORMAL_CROPS[1:])})")
     return mask
@@ -261,8 +254,9 @@ def image_depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     }
 
 
-def paper_depth_metrics(preds: list[np.ndarray], gts: list[np.ndarray], min_depth: float, max_depth: float,
-                        crop: str) -> dict[str, float]:
+def paper_depth_metrics(
+    preds: list[np.ndarray], gts: list[np.ndarray], min_depth: float, max_depth: float, crop: str
+) -> dict[str, float]:
     """Per-image metrics on ``min_depth < gt < max_depth`` inside ``crop``, averaged over images (images
     without a valid pixel are left out, as the reference's nanmean does)."""
     rows = []

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from splatdistill.atomic import atomic_write_text
+from splatdistill.config import build_config
 from splatdistill.data import load_dataset, resolve_root
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
-from splatdistill.config import build_config
 from splatdistill.eval.benchmarks import ade20k, fit3d_probes, kitti, nyuv2, scannet1500
 from splatdistill.eval.config import EvalConfig, parse_tasks
 from splatdistill.eval.features import BackboneEntry
@@ -52,57 +53,149 @@ def _generic(path: Path, cfg: EvalConfig) -> list[Scene]:
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
-BENCHMARKS.register("nyu", Benchmark(
-    "NYUv2", lambda p, c: nyuv2.load_nyuv2(p, classes=c.data.nyu_classes), ("depth", "normals", "segmentation"),
-    dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, normals_crop="center_square",
-         nyu_classes=13, resolution=480, loss_res=120, max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS,
-         middlebury=False),
-    "official 795/654 split of the labelled set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, "
-    "metrics per image; normals in the central 480x480 crop, metrics per image; segmentation on 13 classes",
-    lambda p: f"normals: {nyuv2.normals_source(p)}"))
-BENCHMARKS.register("kitti", Benchmark(
-    "KITTI", lambda p, c: kitti.load_kitti(p), ("depth",),
-    dict(min_depth=1e-3, max_depth=80.0, depth_crop="kitti_garg", depth_flip=True, resolution=352, loss_res=352,
-         max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-    "Eigen split, KB crop 352x1216; depth 0.001 < d < 80 m inside the Garg crop, flip-averaged, metrics per "
-    "image; the probe loss at full resolution (the LiDAR ground truth is sparse)"))
-BENCHMARKS.register("ade20k", Benchmark(
-    "ADE20K", lambda p, c: ade20k.load_ade20k(p), ("segmentation",),
-    dict(resolution=512, max_train_views=ADE20K_TRAIN_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-    f"train on {ADE20K_TRAIN_VIEWS} of the training images (spread evenly), score on all of validation; 150 "
-    "classes, 0 ignored; mIoU over classes with a non-empty union"))
-BENCHMARKS.register("scannet1500", Benchmark(
-    "ScanNet-1500", lambda p, c: scannet1500.load_scannet1500(p), ("correspondence",),
-    dict(resolution=480, corr_min_overlap=0.0, corr_pairs=1500, max_eval_views=ALL_VIEWS, middlebury=False),
-    "the 1500 test pairs at 640x480, matched as Probe3D does (every pixel with depth at 160x120, cosine "
-    "nearest neighbour, best 1000 by ratio); recall at 5/10/20 px, by relative rotation"))
-BENCHMARKS.register("scannet", Benchmark(
-    "ScanNet", lambda p, c: fit3d_probes.load_probe_set(p, "scannet_probe"), ("depth", "segmentation"),
-    dict(min_depth=1e-3, max_depth=10.0, depth_crop="nyu_eigen", depth_flip=True, resolution=480, loss_res=120,
-         max_train_views=ALL_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
-    "FiT3D's probe set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, metrics per image; "
-    "40 classes, 0 ignored"))
-BENCHMARKS.register("scannetpp", Benchmark(
-    "ScanNet++", lambda p, c: fit3d_probes.load_probe_set(p, "scannetpp_probe"), ("depth", "segmentation"),
-    dict(min_depth=1e-3, max_depth=20.0, depth_flip=True, resolution=584, loss_res=146, max_train_views=ALL_VIEWS,
-         max_eval_views=ALL_VIEWS, middlebury=False),
-    "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, flip-averaged, metrics per image; "
-    "100 classes, 0 ignored"))
+BENCHMARKS.register(
+    "nyu",
+    Benchmark(
+        "NYUv2",
+        lambda p, c: nyuv2.load_nyuv2(p, classes=c.data.nyu_classes),
+        ("depth", "normals", "segmentation"),
+        dict(
+            min_depth=1e-3,
+            max_depth=10.0,
+            depth_crop="nyu_eigen",
+            depth_flip=True,
+            normals_crop="center_square",
+            nyu_classes=13,
+            resolution=480,
+            loss_res=120,
+            max_train_views=ALL_VIEWS,
+            max_eval_views=ALL_VIEWS,
+            middlebury=False,
+        ),
+        "official 795/654 split of the labelled set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, "
+        "metrics per image; normals in the central 480x480 crop, metrics per image; segmentation on 13 classes",
+        lambda p: f"normals: {nyuv2.normals_source(p)}",
+    ),
+)
+BENCHMARKS.register(
+    "kitti",
+    Benchmark(
+        "KITTI",
+        lambda p, c: kitti.load_kitti(p),
+        ("depth",),
+        dict(
+            min_depth=1e-3,
+            max_depth=80.0,
+            depth_crop="kitti_garg",
+            depth_flip=True,
+            resolution=352,
+            loss_res=352,
+            max_train_views=ALL_VIEWS,
+            max_eval_views=ALL_VIEWS,
+            middlebury=False,
+        ),
+        "Eigen split, KB crop 352x1216; depth 0.001 < d < 80 m inside the Garg crop, flip-averaged, metrics per "
+        "image; the probe loss at full resolution (the LiDAR ground truth is sparse)",
+    ),
+)
+BENCHMARKS.register(
+    "ade20k",
+    Benchmark(
+        "ADE20K",
+        lambda p, c: ade20k.load_ade20k(p),
+        ("segmentation",),
+        dict(resolution=512, max_train_views=ADE20K_TRAIN_VIEWS, max_eval_views=ALL_VIEWS, middlebury=False),
+        f"train on {ADE20K_TRAIN_VIEWS} of the training images (spread evenly), score on all of validation; 150 "
+        "classes, 0 ignored; mIoU over classes with a non-empty union",
+    ),
+)
+BENCHMARKS.register(
+    "scannet1500",
+    Benchmark(
+        "ScanNet-1500",
+        lambda p, c: scannet1500.load_scannet1500(p),
+        ("correspondence",),
+        dict(resolution=480, corr_min_overlap=0.0, corr_pairs=1500, max_eval_views=ALL_VIEWS, middlebury=False),
+        "the 1500 test pairs at 640x480, matched as Probe3D does (every pixel with depth at 160x120, cosine "
+        "nearest neighbour, best 1000 by ratio); recall at 5/10/20 px, by relative rotation",
+    ),
+)
+BENCHMARKS.register(
+    "scannet",
+    Benchmark(
+        "ScanNet",
+        lambda p, c: fit3d_probes.load_probe_set(p, "scannet_probe"),
+        ("depth", "segmentation"),
+        dict(
+            min_depth=1e-3,
+            max_depth=10.0,
+            depth_crop="nyu_eigen",
+            depth_flip=True,
+            resolution=480,
+            loss_res=120,
+            max_train_views=ALL_VIEWS,
+            max_eval_views=ALL_VIEWS,
+            middlebury=False,
+        ),
+        "FiT3D's probe set; depth 0.001 < d < 10 m inside the Eigen crop, flip-averaged, metrics per image; "
+        "40 classes, 0 ignored",
+    ),
+)
+BENCHMARKS.register(
+    "scannetpp",
+    Benchmark(
+        "ScanNet++",
+        lambda p, c: fit3d_probes.load_probe_set(p, "scannetpp_probe"),
+        ("depth", "segmentation"),
+        dict(
+            min_depth=1e-3,
+            max_depth=20.0,
+            depth_flip=True,
+            resolution=584,
+            loss_res=146,
+            max_train_views=ALL_VIEWS,
+            max_eval_views=ALL_VIEWS,
+            middlebury=False,
+        ),
+        "FiT3D's probe set; depth at 584x876, 0.001 < d < 20 m, no crop, flip-averaged, metrics per image; "
+        "100 classes, 0 ignored",
+    ),
+)
 
 #: The headline metric of each benchmark in the paper's table: (dataset, task, key, header).
-HEADLINES = [("ade20k", "segmentation", "miou", "ADE20K mIoU ↑"), ("kitti", "depth", "abs_rel", "KITTI AbsRel ↓"),
-             ("nyu", "depth", "abs_rel", "NYUv2 AbsRel ↓"), ("scannet", "depth", "abs_rel", "ScanNet AbsRel ↓"),
-             ("scannetpp", "depth", "abs_rel", "ScanNet++ Rel ↓"),
-             ("nyu", "normals", "rmse_deg", "NYUv2 normals RMSE ↓"), ("nyu", "segmentation", "miou", "NYUv2 mIoU ↑"),
-             ("scannet1500", "correspondence", "recall_10", "ScanNet-1500 R@10 ↑")]  # fmt: skip
+HEADLINES = [
+    ("ade20k", "segmentation", "miou", "ADE20K mIoU ↑"),
+    ("kitti", "depth", "abs_rel", "KITTI AbsRel ↓"),
+    ("nyu", "depth", "abs_rel", "NYUv2 AbsRel ↓"),
+    ("scannet", "depth", "abs_rel", "ScanNet AbsRel ↓"),
+    ("scannetpp", "depth", "abs_rel", "ScanNet++ Rel ↓"),
+    ("nyu", "normals", "rmse_deg", "NYUv2 normals RMSE ↓"),
+    ("nyu", "segmentation", "miou", "NYUv2 mIoU ↑"),
+    ("scannet1500", "correspondence", "recall_10", "ScanNet-1500 R@10 ↑"),
+]
 COLUMNS = {
-    "depth": [("abs_rel", "AbsRel ↓", "{:.4f}"), ("rmse", "RMSE ↓", "{:.3f}"), ("delta1", "δ1 ↑", "{:.3f}"),
-              ("delta2", "δ2 ↑", "{:.3f}"), ("delta3", "δ3 ↑", "{:.3f}")],
-    "normals": [("mean_deg", "mean ↓", "{:.2f}"), ("median_deg", "median ↓", "{:.2f}"), ("rmse_deg", "RMSE ↓", "{:.2f}"),
-                ("pct_11_25", "11.25° ↑", "{:.1f}"), ("pct_22_5", "22.5° ↑", "{:.1f}"), ("pct_30", "30° ↑", "{:.1f}")],
+    "depth": [
+        ("abs_rel", "AbsRel ↓", "{:.4f}"),
+        ("rmse", "RMSE ↓", "{:.3f}"),
+        ("delta1", "δ1 ↑", "{:.3f}"),
+        ("delta2", "δ2 ↑", "{:.3f}"),
+        ("delta3", "δ3 ↑", "{:.3f}"),
+    ],
+    "normals": [
+        ("mean_deg", "mean ↓", "{:.2f}"),
+        ("median_deg", "median ↓", "{:.2f}"),
+        ("rmse_deg", "RMSE ↓", "{:.2f}"),
+        ("pct_11_25", "11.25° ↑", "{:.1f}"),
+        ("pct_22_5", "22.5° ↑", "{:.1f}"),
+        ("pct_30", "30° ↑", "{:.1f}"),
+    ],
     "segmentation": [("miou", "mIoU ↑", "{:.3f}"), ("pixel_acc", "pixel acc. ↑", "{:.3f}")],
-    "correspondence": [("recall_5", "R@5 ↑", "{:.3f}"), ("recall_10", "R@10 ↑", "{:.3f}"), ("recall_20", "R@20 ↑", "{:.3f}")],
-}  # fmt: skip
+    "correspondence": [
+        ("recall_5", "R@5 ↑", "{:.3f}"),
+        ("recall_10", "R@10 ↑", "{:.3f}"),
+        ("recall_20", "R@20 ↑", "{:.3f}"),
+    ],
+}
 
 
 def parse_data_args(items: Sequence[str]) -> dict[str, str]:
@@ -125,13 +218,22 @@ GENERIC_PRESET: dict[str, Any] = dict(min_depth=1e-3, depth_flip=True)
 
 
 def protocol_of(name: str) -> Benchmark:
-    return BENCHMARKS.find(name) or Benchmark(name, _generic, (), dict(GENERIC_PRESET),
-                                             "the dataset's own splits; the paper's heads, losses, tokens and metrics")
+    return BENCHMARKS.find(name) or Benchmark(
+        name,
+        _generic,
+        (),
+        dict(GENERIC_PRESET),
+        "the dataset's own splits; the paper's heads, losses, tokens and metrics",
+    )
 
 
-def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str, str | Path], out_dir: str | Path,
-                   config_for: Callable[[dict[str, Any]], EvalConfig] | None = None,
-                   tasks: str | Sequence[str] | None = None) -> dict:
+def evaluate_paper(
+    backbones: Sequence[str | BackboneEntry],
+    datasets: dict[str, str | Path],
+    out_dir: str | Path,
+    config_for: Callable[[dict[str, Any]], EvalConfig] | None = None,
+    tasks: str | Sequence[str] | None = None,
+) -> dict:
     """Each dataset under its protocol into ``out_dir/<name>/``, then the combined table.
 
     ``config_for(preset)`` builds the EvalConfig of one dataset from its preset (the CLI layers the
@@ -161,19 +263,35 @@ def evaluate_paper(backbones: Sequence[str | BackboneEntry], datasets: dict[str,
         names = bench.tasks or tuple(wanted or ())
         task_list = [t for t in (names or parse_tasks(None)) if wanted is None or t in wanted]
         if not task_list:
-            raise UserError(f"--data {name}: none of the requested tasks is scored on {bench.title} "
-                            f"(its tasks: {', '.join(bench.tasks)})")  # fmt: skip
+            raise UserError(
+                f"--data {name}: none of the requested tasks is scored on {bench.title} "
+                f"(its tasks: {', '.join(bench.tasks)})"
+            )
         note = bench.note(root) if bench.note else ""
-        print(f"eval: {bench.title} ({name}): {', '.join(task_list)} on {sum(len(s) for s in scenes)} views"
-              + (f"; {note}" if note else ""), flush=True)  # fmt: skip
+        print(
+            f"eval: {bench.title} ({name}): {', '.join(task_list)} on {sum(len(s) for s in scenes)} views"
+            + (f"; {note}" if note else ""),
+            flush=True,
+        )
         doc = evaluate(entries, scenes, task_list, out / name, cfg, name=name)
         doc["data"]["source"] = str(path)
         docs[name] = doc
         notes[name] = note
-    combined = _jsonable({"suite": "paper", "datasets": {k: {"title": protocol_of(k).title,
-                                                             "protocol": protocol_of(k).protocol + (f"; {notes[k]}" if notes[k] else ""),
-                                                             "path": str(datasets[k]), "results": d} for k, d in docs.items()},
-                          "wall_time_s": time.perf_counter() - t0})  # fmt: skip
+    combined = _jsonable(
+        {
+            "suite": "paper",
+            "datasets": {
+                k: {
+                    "title": protocol_of(k).title,
+                    "protocol": protocol_of(k).protocol + (f"; {notes[k]}" if notes[k] else ""),
+                    "path": str(datasets[k]),
+                    "results": d,
+                }
+                for k, d in docs.items()
+            },
+            "wall_time_s": time.perf_counter() - t0,
+        }
+    )
     atomic_write_text(out / "results.json", json.dumps(combined, indent=2))
     atomic_write_text(out / "report.md", render_paper_report(combined))
     return combined
@@ -191,20 +309,32 @@ def render_paper_report(combined: dict) -> str:
     if not ds:
         return "# Paper benchmarks\n\nno dataset evaluated\n"
     labels = [b["label"] for b in next(iter(ds.values()))["results"]["backbones"]]
-    lines = ["# Paper benchmarks (suite=paper)", "",
-             "Linear probes on frozen features with the heads, losses and metrics of the paper's evaluation code; "
-             "optimisation budget and the differences listed in docs/evaluation.md are this machine's.", ""]
+    lines = [
+        "# Paper benchmarks (suite=paper)",
+        "",
+        "Linear probes on frozen features with the heads, losses and metrics of the paper's evaluation code; "
+        "optimisation budget and the differences listed in docs/evaluation.md are this machine's.",
+        "",
+    ]
     heads = [(d, t, k, h) for d, t, k, h in HEADLINES if d in ds and t in ds[d]["results"]["tasks"]]
     if heads:
-        rows = [{f"{d}.{t}.{k}": _result(ds[d]["results"], label, t, d).get(k) for d, t, k, _ in heads} for label in labels]
+        rows = [
+            {f"{d}.{t}.{k}": _result(ds[d]["results"], label, t, d).get(k) for d, t, k, _ in heads} for label in labels
+        ]
         cols = [(f"{d}.{t}.{k}", h, "{:.4f}") for d, t, k, h in heads]
         higher = {f"{d}.{t}.{k}": h.endswith("↑") for d, t, k, h in heads}
         lines += ["## Headline metrics", "", markdown_table(labels, rows, cols, higher), ""]
     for name, entry in ds.items():
         doc = entry["results"]
-        lines += [f"## {entry['title']} (`{name}`: {entry['path']})", "", f"Protocol: {entry['protocol']}.", "",
-                  f"{doc['data'].get('train_views', 0)} train views, {doc['data'].get('eval_views', 0)} held-out views, "
-                  f"input {doc['data']['input_size'][0]}x{doc['data']['input_size'][1]}.", ""]  # fmt: skip
+        lines += [
+            f"## {entry['title']} (`{name}`: {entry['path']})",
+            "",
+            f"Protocol: {entry['protocol']}.",
+            "",
+            f"{doc['data'].get('train_views', 0)} train views, {doc['data'].get('eval_views', 0)} held-out views, "
+            f"input {doc['data']['input_size'][0]}x{doc['data']['input_size'][1]}.",
+            "",
+        ]
         for task in doc["tasks"]:
             if task not in COLUMNS:
                 continue
@@ -217,8 +347,11 @@ def render_paper_report(combined: dict) -> str:
             if task == "correspondence":
                 bins = [b for b in (rows[0].get("recall_10_by_rotation") or {})]
                 if bins:
-                    brows = [{b: (r.get("recall_10_by_rotation") or {}).get(b, {}).get("recall_10") for b in bins} for r in rows]
-                    counts = (rows[0].get("recall_10_by_rotation") or {})
+                    brows = [
+                        {b: (r.get("recall_10_by_rotation") or {}).get(b, {}).get("recall_10") for b in bins}
+                        for r in rows
+                    ]
+                    counts = rows[0].get("recall_10_by_rotation") or {}
                     bcols = [(b, f"R@10 {b}° ({counts[b]['pairs']} pairs)", "{:.3f}") for b in bins]
                     lines += [markdown_table(labels, brows, bcols, {b: True for b in bins}), ""]
         times = [f"{b['label']} {b['timings'].get('total_s', 0):.0f} s" for b in doc["backbones"]]

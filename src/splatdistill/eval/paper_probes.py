@@ -46,8 +46,13 @@ if TYPE_CHECKING:
 #: ``get_intermediate_layers(..., norm=False)`` with the CLS token) and Probe3D's normal probe and matcher
 #: (the raw output of the last block) read the tokens *before* the final LayerNorm; its segmentation probe
 #: reads the normalised ones. Consistency is not in the paper and keeps the trainer's (final) tokens.
-PAPER_TOKENS: dict[str, "TokenKind"] = {"depth": "raw", "normals": "raw", "segmentation": "final",
-                                        "correspondence": "raw", "consistency": "final"}
+PAPER_TOKENS: dict[str, TokenKind] = {
+    "depth": "raw",
+    "normals": "raw",
+    "segmentation": "final",
+    "correspondence": "raw",
+    "consistency": "final",
+}
 EPS_LOG = 1e-3
 WARM_UP_STEPS = 100
 UPSAMPLE = 4
@@ -55,7 +60,7 @@ LINEAR_EPS = 0.1  # norm_strategy="linear": p = (relu(logit) + 0.1) / sum
 SCALE_INVARIANCE = 0.15  # the 1 - lambda of the fast protocol's lambda = 0.85
 
 
-def paper_bins(cfg: "ProbeConfig") -> torch.Tensor:
+def paper_bins(cfg: ProbeConfig) -> torch.Tensor:
     """256 bin values from min to max depth inclusive (the reference's ``bins_strategy="UD"``)."""
     return torch.linspace(cfg.min_depth, cfg.max_depth, cfg.depth_bins, dtype=torch.float64).float()
 
@@ -102,7 +107,7 @@ def paper_gradient_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tenso
     return total.sum() / pred.shape[0]
 
 
-def train_paper_depth_probe(x: ProbeData, gt_depth: torch.Tensor, cfg: "ProbeConfig") -> PaperDepthProbe:
+def train_paper_depth_probe(x: ProbeData, gt_depth: torch.Tensor, cfg: ProbeConfig) -> PaperDepthProbe:
     """Fit the paper's depth probe; ``gt_depth`` (N, Hl, Wl) on the loss grid, 0 = invalid. CLS is used
     when the features have one (the reference concatenates it)."""
     head = _seeded(cfg.seed, lambda: LinearHead(x.channels, cfg.depth_bins, x.cls_channels))
@@ -144,6 +149,6 @@ def paper_normal_upsample(grid_out: torch.Tensor, size: tuple[int, int]) -> torc
     return F.interpolate(x, size=size, mode="bicubic", align_corners=True)
 
 
-def train_paper_normal_probe(x: ProbeData, gt_normals: torch.Tensor, cfg: "ProbeConfig") -> NormalProbe:
+def train_paper_normal_probe(x: ProbeData, gt_normals: torch.Tensor, cfg: ProbeConfig) -> NormalProbe:
     """Probe3D's linear normal probe: 4 outputs, the AngMF loss alone, its upsampling."""
     return train_normal_probe(x, gt_normals, cfg, loss=angmf_nll, upsample=paper_normal_upsample)

@@ -12,8 +12,9 @@ Everything is seeded; two identical calls give identical numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +65,10 @@ class ProbeInputs:
     def channels(self) -> int:
         return int(self.tokens.shape[2])
 
-    def subset(self, idx: torch.Tensor | slice) -> "ProbeInputs":
+    def subset(self, idx: torch.Tensor | slice) -> ProbeInputs:
         return ProbeInputs(self.tokens[idx], None if self.cls is None else self.cls[idx], self.grid)
 
-    def without_cls(self) -> "ProbeInputs":
+    def without_cls(self) -> ProbeInputs:
         return ProbeInputs(self.tokens, None, self.grid)
 
     @property
@@ -82,12 +83,12 @@ def _channel_stats(x: torch.Tensor, chunk: int = 64) -> tuple[torch.Tensor, torc
     count = x.numel() // x.shape[1]
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     for start in range(0, x.shape[0], chunk):
-        total += x[start:start + chunk].double().sum(dim=dims)
+        total += x[start : start + chunk].double().sum(dim=dims)
     mean = total / count
     shape = (1, -1) + (1,) * (x.ndim - 2)
     sq = torch.zeros_like(total)
     for start in range(0, x.shape[0], chunk):
-        sq += ((x[start:start + chunk].double() - mean.view(shape)) ** 2).sum(dim=dims)
+        sq += ((x[start : start + chunk].double() - mean.view(shape)) ** 2).sum(dim=dims)
     std = torch.sqrt(sq / max(count - 1, 1)) if count > 1 else torch.ones_like(total)
     return mean, std
 
@@ -118,7 +119,7 @@ class Standardiser:
             return None
         return (cls - self.cls_mean) / self.cls_std
 
-    def __call__(self, patch: torch.Tensor, cls: torch.Tensor | None = None) -> "StandardisedFeatures":
+    def __call__(self, patch: torch.Tensor, cls: torch.Tensor | None = None) -> StandardisedFeatures:
         return StandardisedFeatures(patch, cls, self)
 
 
@@ -148,12 +149,14 @@ class StandardisedFeatures:
         cls = self.std.class_token(self.cls[idx]) if self.with_cls and self.cls is not None else None
         return ProbeInputs(self.std.tokens(self.patch[idx]), cls, self.grid)
 
-    def without_cls(self) -> "StandardisedFeatures":
+    def without_cls(self) -> StandardisedFeatures:
         return StandardisedFeatures(self.patch, self.cls, self.std, with_cls=False)
 
     @property
     def cls_channels(self) -> int | None:
-        return int(self.cls.shape[1]) if self.with_cls and self.cls is not None and self.std.cls_mean is not None else None
+        return (
+            int(self.cls.shape[1]) if self.with_cls and self.cls is not None and self.std.cls_mean is not None else None
+        )
 
 
 #: What the probes train and predict on: standardised features of a dataset, or a ready minibatch.
@@ -270,12 +273,7 @@ def normal_loss(out: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tor
 
 
 def _train(
-    head: nn.Module,
-    n: int,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    cfg: ProbeConfig,
-    lr: float,
-    desc: str,
+    head: nn.Module, n: int, loss_fn: Callable[[torch.Tensor], torch.Tensor], cfg: ProbeConfig, lr: float, desc: str
 ) -> list[float]:
     """Adam with cosine decay on random minibatches drawn by a seeded generator; returns the loss curve."""
 
@@ -370,9 +368,13 @@ class NormalProbe:
         return F.normalize(out[:, :3], dim=1), F.elu(out[:, 3]) + 1.01
 
 
-def train_normal_probe(x: ProbeData, gt_normals: torch.Tensor, cfg: ProbeConfig,
-                       loss: Callable[..., torch.Tensor] = normal_loss,
-                       upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = _up) -> NormalProbe:
+def train_normal_probe(
+    x: ProbeData,
+    gt_normals: torch.Tensor,
+    cfg: ProbeConfig,
+    loss: Callable[..., torch.Tensor] = normal_loss,
+    upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = _up,
+) -> NormalProbe:
     """Fit the normal probe. ``gt_normals`` is (N, 3, Hl, Wl) unit vectors on the loss grid, 0 = invalid.
     ``loss`` and ``upsample`` default to the fast protocol's (the paper's: eval/paper_probes.py)."""
     head = _seeded(cfg.seed, lambda: LinearHead(x.channels, 4))
@@ -418,10 +420,21 @@ def train_seg_probe(x: ProbeData, gt_labels: torch.Tensor, num_classes: int, cfg
     return SegProbe(head, losses)  # type: ignore[arg-type]
 
 
-def probe_settings(cfg: "EvalConfig") -> ProbeConfig:
+def probe_settings(cfg: EvalConfig) -> ProbeConfig:
     """The probe settings of an evaluation config."""
-    return ProbeConfig(steps=cfg.probe.probe_steps, batch_size=cfg.probe.probe_batch, depth_lr=cfg.probe.depth_lr,
-                       normals_lr=cfg.probe.normals_lr, seg_lr=cfg.probe.seg_lr, depth_bins=cfg.probe.depth_bins,
-                       min_depth=cfg.probe.min_depth, max_depth=cfg.probe.max_depth, depth_use_cls=cfg.probe.depth_use_cls,
-                       suite=cfg.run.suite, depth_crop=cfg.probe.depth_crop, normals_crop=cfg.probe.normals_crop, seed=cfg.run.seed,
-                       progress=cfg.run.progress)
+    return ProbeConfig(
+        steps=cfg.probe.probe_steps,
+        batch_size=cfg.probe.probe_batch,
+        depth_lr=cfg.probe.depth_lr,
+        normals_lr=cfg.probe.normals_lr,
+        seg_lr=cfg.probe.seg_lr,
+        depth_bins=cfg.probe.depth_bins,
+        min_depth=cfg.probe.min_depth,
+        max_depth=cfg.probe.max_depth,
+        depth_use_cls=cfg.probe.depth_use_cls,
+        suite=cfg.run.suite,
+        depth_crop=cfg.probe.depth_crop,
+        normals_crop=cfg.probe.normals_crop,
+        seed=cfg.run.seed,
+        progress=cfg.run.progress,
+    )

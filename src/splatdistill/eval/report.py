@@ -22,17 +22,34 @@ from splatdistill.report_html import write_html_report
 
 #: Columns of each task's table: (results key, header, format).
 TASK_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    "depth": [("abs_rel", "AbsRel ↓", "{:.4f}"), ("rmse", "RMSE (m) ↓", "{:.3f}"), ("delta1", "δ<1.25 ↑", "{:.3f}"),
-              ("delta2", "δ<1.25² ↑", "{:.3f}"), ("delta3", "δ<1.25³ ↑", "{:.3f}")],
-    "normals": [("mean_deg", "mean (°) ↓", "{:.2f}"), ("median_deg", "median (°) ↓", "{:.2f}"),
-                ("rmse_deg", "RMSE (°) ↓", "{:.2f}"), ("pct_11_25", "% < 11.25° ↑", "{:.1f}"),
-                ("pct_22_5", "% < 22.5° ↑", "{:.1f}"), ("pct_30", "% < 30° ↑", "{:.1f}")],
+    "depth": [
+        ("abs_rel", "AbsRel ↓", "{:.4f}"),
+        ("rmse", "RMSE (m) ↓", "{:.3f}"),
+        ("delta1", "δ<1.25 ↑", "{:.3f}"),
+        ("delta2", "δ<1.25² ↑", "{:.3f}"),
+        ("delta3", "δ<1.25³ ↑", "{:.3f}"),
+    ],
+    "normals": [
+        ("mean_deg", "mean (°) ↓", "{:.2f}"),
+        ("median_deg", "median (°) ↓", "{:.2f}"),
+        ("rmse_deg", "RMSE (°) ↓", "{:.2f}"),
+        ("pct_11_25", "% < 11.25° ↑", "{:.1f}"),
+        ("pct_22_5", "% < 22.5° ↑", "{:.1f}"),
+        ("pct_30", "% < 30° ↑", "{:.1f}"),
+    ],
     "segmentation": [("miou", "mIoU ↑", "{:.3f}"), ("pixel_acc", "pixel acc. ↑", "{:.3f}")],
-    "correspondence": [("recall_5", "recall@5px ↑", "{:.3f}"), ("recall_10", "recall@10px ↑", "{:.3f}"),
-                       ("recall_20", "recall@20px ↑", "{:.3f}")],
-    "consistency": [("positive_cos", "cos same point ↑", "{:.3f}"), ("random_cos", "cos random pairs", "{:.3f}"),
-                    ("gap", "gap ↑", "{:.3f}"), ("auc", "AUC ↑", "{:.3f}")],
-}  # fmt: skip
+    "correspondence": [
+        ("recall_5", "recall@5px ↑", "{:.3f}"),
+        ("recall_10", "recall@10px ↑", "{:.3f}"),
+        ("recall_20", "recall@20px ↑", "{:.3f}"),
+    ],
+    "consistency": [
+        ("positive_cos", "cos same point ↑", "{:.3f}"),
+        ("random_cos", "cos random pairs", "{:.3f}"),
+        ("gap", "gap ↑", "{:.3f}"),
+        ("auc", "AUC ↑", "{:.3f}"),
+    ],
+}
 
 TASK_TITLES = {
     "depth": "Depth (linear probe, 256 bins)",
@@ -75,7 +92,10 @@ def _best(values: list[Any], higher: bool | None) -> set[int]:
 
 
 def markdown_table(
-    labels: list[str], rows: list[dict], columns: list[tuple[str, str, str]], higher: dict[str, bool] | None = None,
+    labels: list[str],
+    rows: list[dict],
+    columns: list[tuple[str, str, str]],
+    higher: dict[str, bool] | None = None,
     first: str = "backbone",
 ) -> str:
     """A markdown table with one row per label (``first`` heads that column) and the best cell of each
@@ -84,8 +104,10 @@ def markdown_table(
     higher = HIGHER_IS_BETTER if higher is None else higher
     head = f"| {first} | " + " | ".join(h for _, h, _ in columns) + " |"
     # numbers align right, words (a lifter's name, a metric, a goal) align left
-    text = [all(isinstance(r.get(k), str) for r in rows if r.get(k) is not None) and any(r.get(k) is not None for r in rows)
-            for k, _, _ in columns]
+    text = [
+        all(isinstance(r.get(k), str) for r in rows if r.get(k) is not None) and any(r.get(k) is not None for r in rows)
+        for k, _, _ in columns
+    ]
     sep = "|---|" + "".join("---|" if t else "---:|" for t in text)
     cells = [[_fmt(r.get(k), f) for k, _, f in columns] for r in rows]
     for c, (key, _, fmt) in enumerate(columns):
@@ -114,11 +136,14 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
         "# splatdistill evaluation report",
         "",
         f"splatdistill {doc['splatdistill_version']}, {doc['created']}. Data: **{data['name']}** "
-        + (f"(probes trained on {data.get('train_views', 0)} views of {data.get('train_scenes', 0)} '{data['train_split']}' "
-           f"scenes, evaluated on {data.get('eval_views', 0)} views of {data.get('eval_scenes', 0)} held-out "
-           f"'{data['eval_split']}' scenes)" if data["eval_split"] != "train" else
-           f"(no held-out scenes: no probes; the multi-view tasks on {data.get('eval_views', 0)} views of "
-           f"{data.get('eval_scenes', 0)} 'train' scenes, not held out)")
+        + (
+            f"(probes trained on {data.get('train_views', 0)} views of {data.get('train_scenes', 0)} '{data['train_split']}' "
+            f"scenes, evaluated on {data.get('eval_views', 0)} views of {data.get('eval_scenes', 0)} held-out "
+            f"'{data['eval_split']}' scenes)"
+            if data["eval_split"] != "train"
+            else f"(no held-out scenes: no probes; the multi-view tasks on {data.get('eval_views', 0)} views of "
+            f"{data.get('eval_scenes', 0)} 'train' scenes, not held out)"
+        )
         + f"; backbone input {data['input_size'][0]}x{data['input_size'][1]} px. "
         "Protocol: docs/evaluation.md.",
         "",
@@ -127,7 +152,9 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
         lines += [f"> Note: {note}", ""]
     lines += ["| backbone | spec | dim | patch | token grid |", "|---|---|---:|---:|---|"]
     for b in doc["backbones"]:
-        lines.append(f"| {b['label']} | `{b['spec']}` | {b['embed_dim']} | {b['patch_size']} | {b['grid'][0]}x{b['grid'][1]} |")
+        lines.append(
+            f"| {b['label']} | `{b['spec']}` | {b['embed_dim']} | {b['patch_size']} | {b['grid'][0]}x{b['grid'][1]} |"
+        )
     lines.append("")
     labels = [b["label"] for b in doc["backbones"]]
     for task in doc["tasks"]:
@@ -147,11 +174,21 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
                 lines += [f"**{d}** ({n_pairs} pairs)", "", markdown_table(labels, sub, TASK_COLUMNS[task]), ""]
                 if task == "correspondence" and n_pairs:
                     bins = rotation_bin_labels()
-                    counts = {b: max((s.get("recall_10_by_rotation", {}).get(b, {}).get("pairs", 0) for s in sub), default=0) for b in bins}
+                    counts = {
+                        b: max((s.get("recall_10_by_rotation", {}).get(b, {}).get("pairs", 0) for s in sub), default=0)
+                        for b in bins
+                    }
                     cols = [(b, f"{b}° ({counts[b]})", "{:.3f}") for b in bins]
-                    flat = [{b: (s.get("recall_10_by_rotation", {}).get(b) or {}).get("recall_10") for b in bins} for s in sub]
-                    lines += [f"recall@10px by relative rotation on {d} (pairs per bin):", "",
-                              markdown_table(labels, flat, cols, {b: True for b in bins}), ""]  # fmt: skip
+                    flat = [
+                        {b: (s.get("recall_10_by_rotation", {}).get(b) or {}).get("recall_10") for b in bins}
+                        for s in sub
+                    ]
+                    lines += [
+                        f"recall@10px by relative rotation on {d} (pairs per bin):",
+                        "",
+                        markdown_table(labels, flat, cols, {b: True for b in bins}),
+                        "",
+                    ]
         else:
             skipped = [f"{l}: {r['skipped']}" for l, r in zip(labels, rows) if "skipped" in r]
             if skipped:
@@ -163,17 +200,23 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
                     lines += [f"mIoU over the {n} classes present in the held-out ground truth.", ""]
         if f"bars_{task}" in figures:
             lines += [f"![{task} metrics]({figures[f'bars_{task}']})", ""]
-    qual = [("pca", "PCA of patch features (3 components fitted jointly over the shown views, per backbone)"),
-            ("depth_predictions", "Depth predictions (same colour scale as the ground truth per view)"),
-            ("normal_predictions", "Normal predictions (camera frame, RGB = 0.5 n + 0.5)"),
-            ("segmentation_predictions", "Segmentation predictions")]  # fmt: skip
+    qual = [
+        ("pca", "PCA of patch features (3 components fitted jointly over the shown views, per backbone)"),
+        ("depth_predictions", "Depth predictions (same colour scale as the ground truth per view)"),
+        ("normal_predictions", "Normal predictions (camera frame, RGB = 0.5 n + 0.5)"),
+        ("segmentation_predictions", "Segmentation predictions"),
+    ]
     if any(k in figures for k, _ in qual):
         lines += ["## Qualitative", ""]
         for key, title in qual:
             if key in figures:
                 lines += [f"{title}:", "", f"![{key}]({figures[key]})", ""]
-    lines += ["## Timing", "", "| backbone | " + " | ".join(_timing_keys(doc)) + " |",
-              "|---|" + "---:|" * len(_timing_keys(doc))]  # fmt: skip
+    lines += [
+        "## Timing",
+        "",
+        "| backbone | " + " | ".join(_timing_keys(doc)) + " |",
+        "|---|" + "---:|" * len(_timing_keys(doc)),
+    ]
     for b in doc["backbones"]:
         t = b["timings"]
         cached = " (cached)" if b.get("cache_hit") else ""
@@ -287,7 +330,7 @@ def _labels_rgb(labels: np.ndarray, k: int) -> np.ndarray:
     return np.where((labels >= 0)[..., None], rgb[np.clip(labels, 0, len(rgb) - 1)], 0.0)
 
 
-def qualitative_figures(figs: "FigureData", out_dir: Path) -> dict[str, str]:
+def qualitative_figures(figs: FigureData, out_dir: Path) -> dict[str, str]:
     """PCA images and depth / normal / segmentation predictions of the figure views."""
     files: dict[str, str] = {}
     if not figs.views:
@@ -318,7 +361,7 @@ def qualitative_figures(figs: "FigureData", out_dir: Path) -> dict[str, str]:
     return files
 
 
-def write_all(doc: dict, out_dir: Path, figs: "FigureData | None") -> dict[str, str]:
+def write_all(doc: dict, out_dir: Path, figs: FigureData | None) -> dict[str, str]:
     """Write the figures and ``report.md`` into ``out_dir``; returns {name: file} of what was written."""
     out_dir = Path(out_dir)
     files: dict[str, str] = {}

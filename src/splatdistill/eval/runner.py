@@ -13,9 +13,10 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +29,7 @@ from splatdistill.errors import UserError
 from splatdistill.eval import report
 from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig, parse_tasks
 from splatdistill.eval.data import PreparedData, load_extra_datasets, plan_pairs, prepare_data, resolve_data
-from splatdistill.eval.features import (
-    BackboneEntry,
-    Mirrored,
-    get_features,
-    load_backbone_spec,
-)
+from splatdistill.eval.features import BackboneEntry, Mirrored, get_features, load_backbone_spec
 from splatdistill.eval.report import FigureData
 from splatdistill.eval.tasks import FLIPPED_EVAL, run_tasks, token_kind
 from splatdistill.threads import resolve_threads, torch_threads
@@ -103,7 +99,11 @@ def evaluate(
 
 
 def _evaluate(
-    backbones: Sequence[str | BackboneEntry], data: str | Path | Sequence[Scene], tasks, out: Path, cfg: EvalConfig,
+    backbones: Sequence[str | BackboneEntry],
+    data: str | Path | Sequence[Scene],
+    tasks,
+    out: Path,
+    cfg: EvalConfig,
     data_name: str | None = None,
 ) -> dict:
     t_start = time.perf_counter()
@@ -117,12 +117,20 @@ def _evaluate(
         probes = [t for t in task_list if t in PROBE_TASKS]
         task_list = [t for t in task_list if t not in PROBE_TASKS]
         if probes:
-            print(f"eval: skipped {', '.join(probes)}: the data has no held-out (val or test) scenes to "
-                  "evaluate probes on", file=sys.stderr)  # fmt: skip
+            print(
+                f"eval: skipped {', '.join(probes)}: the data has no held-out (val or test) scenes to "
+                "evaluate probes on",
+                file=sys.stderr,
+            )
         if not task_list:
-            raise UserError("the data has no held-out (val or test) scenes; the probes need them (put a scene in "
-                            "split val, or ask for --tasks correspondence,consistency)", name)  # fmt: skip
-        print("eval: correspondence and consistency on the train scenes (the data has no held-out ones)", file=sys.stderr)
+            raise UserError(
+                "the data has no held-out (val or test) scenes; the probes need them (put a scene in "
+                "split val, or ask for --tasks correspondence,consistency)",
+                name,
+            )
+        print(
+            "eval: correspondence and consistency on the train scenes (the data has no held-out ones)", file=sys.stderr
+        )
         cfg = replace(cfg, data=replace(cfg.data, eval_split="train"))
     entries = resolve_backbones(backbones, cfg.run.device)  # before the slow data loading: fail fast
     extra, extra_note = load_extra_datasets(cfg, task_list)
@@ -149,8 +157,10 @@ def _evaluate(
         class_names=prepared.class_names,
         max_depth=cfg.probe.max_depth,
     )
-    rows = [_backbone_row(entry, images, cache_dir, prepared, plans, task_list, cfg, fig_idx, figs, out)
-            for entry in entries]
+    rows = [
+        _backbone_row(entry, images, cache_dir, prepared, plans, task_list, cfg, fig_idx, figs, out)
+        for entry in entries
+    ]
     for line in skipped_tasks(rows):
         print(f"eval: {line}", file=sys.stderr)
     results_doc = _jsonable(_results_doc(data, prepared, task_list, plans, cfg, rows, extra_note, t_start))
@@ -175,8 +185,18 @@ def skipped_tasks(rows: list[dict]) -> list[str]:
     return list(seen)
 
 
-def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedData, plans, task_list, cfg: EvalConfig,
-                  fig_idx, figs: FigureData, out: Path) -> dict:
+def _backbone_row(
+    entry: BackboneEntry,
+    images,
+    cache_dir,
+    prepared: PreparedData,
+    plans,
+    task_list,
+    cfg: EvalConfig,
+    fig_idx,
+    figs: FigureData,
+    out: Path,
+) -> dict:
     """Features of one backbone (cached), every task on them, and its row of the results."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -188,7 +208,9 @@ def _backbone_row(entry: BackboneEntry, images, cache_dir, prepared: PreparedDat
         results = run_tasks(entry, feats, prepared, plans, task_list, cfg, fig_idx, figs, timings, saved)
     if saved:
         assert prepared.held_out is not None
-        saved["view_names"] = np.array([f"{g}/{v.name}" for g, v in zip(prepared.held_out.groups, prepared.held_out.views)])
+        saved["view_names"] = np.array(
+            [f"{g}/{v.name}" for g, v in zip(prepared.held_out.groups, prepared.held_out.views)]
+        )
         name = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', entry.label)}.npz"
         atomic_write_stream(out / "predictions" / name, lambda fh: np.savez_compressed(fh, **saved))
     if fig_idx:

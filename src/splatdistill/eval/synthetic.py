@@ -131,9 +131,7 @@ def make_dataset(
 ) -> list[Scene]:
     """A few synthetic rooms split into train and test scenes."""
     scenes = [make_scene(f"train_{i}", "train", views_per_scene, size, seed + i) for i in range(train_scenes)]
-    scenes += [
-        make_scene(f"test_{i}", "test", views_per_scene, size, seed + 1000 + i) for i in range(test_scenes)
-    ]
+    scenes += [make_scene(f"test_{i}", "test", views_per_scene, size, seed + 1000 + i) for i in range(test_scenes)]
     return scenes
 
 

@@ -12,16 +12,8 @@ from splatdistill.eval import correspondence as corr
 from splatdistill.eval import metrics
 from splatdistill.eval.config import PAIR_TASKS, PROBE_TASKS, EvalConfig
 from splatdistill.eval.data import PairPlan, PreparedData
-from splatdistill.eval.features import (
-    BackboneEntry,
-    FeatureSet,
-    TokenKind,
-)
-from splatdistill.eval.paper_probes import (
-    PAPER_TOKENS,
-    train_paper_depth_probe,
-    train_paper_normal_probe,
-)
+from splatdistill.eval.features import BackboneEntry, FeatureSet, TokenKind
+from splatdistill.eval.paper_probes import PAPER_TOKENS, train_paper_depth_probe, train_paper_normal_probe
 from splatdistill.eval.probes import (
     ProbeConfig,
     Standardiser,
@@ -32,20 +24,32 @@ from splatdistill.eval.probes import (
 )
 from splatdistill.eval.report import FigureData
 
-
 #: Feature group of the mirrored held-out images (``EvalConfig.depth_flip``).
 FLIPPED_EVAL = "eval_flipped"
 
 
-def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
-               saved: dict | None = None, x_flipped=None) -> dict:
+def _run_depth(
+    x_train,
+    x_eval,
+    data: PreparedData,
+    pcfg: ProbeConfig,
+    fig_idx,
+    figs: FigureData,
+    label: str,
+    saved: dict | None = None,
+    x_flipped=None,
+) -> dict:
     """``x_flipped``: probe inputs of the mirrored held-out images; when given, each prediction is the mean
     of the prediction and the mirrored prediction of the mirrored image."""
     assert data.targets is not None and data.held_out is not None
     if data.targets.depth is None or not (data.targets.depth > 0).any():
         return {"skipped": "no depth ground truth in the train split"}
     paper = pcfg.suite == "paper"
-    probe = train_paper_depth_probe(x_train, data.targets.depth, pcfg) if paper else train_depth_probe(x_train, data.targets.depth, pcfg)
+    probe = (
+        train_paper_depth_probe(x_train, data.targets.depth, pcfg)
+        if paper
+        else train_depth_probe(x_train, data.targets.depth, pcfg)
+    )
     preds, gts = [], []
     for i, v in enumerate(data.held_out.views):
         if v.depth is None:
@@ -78,8 +82,16 @@ def _run_depth(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, 
     return out
 
 
-def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
-                 saved: dict | None = None) -> dict:
+def _run_normals(
+    x_train,
+    x_eval,
+    data: PreparedData,
+    pcfg: ProbeConfig,
+    fig_idx,
+    figs: FigureData,
+    label: str,
+    saved: dict | None = None,
+) -> dict:
     assert data.targets is not None and data.held_out is not None
     if data.targets.normals is None or not (data.targets.normals.norm(dim=1) > 0.5).any():
         return {"skipped": "no normal ground truth in the train split"}
@@ -107,8 +119,16 @@ def _run_normals(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx
     return out
 
 
-def _run_segmentation(x_train, x_eval, data: PreparedData, pcfg: ProbeConfig, fig_idx, figs: FigureData, label: str,
-                      saved: dict | None = None) -> dict:
+def _run_segmentation(
+    x_train,
+    x_eval,
+    data: PreparedData,
+    pcfg: ProbeConfig,
+    fig_idx,
+    figs: FigureData,
+    label: str,
+    saved: dict | None = None,
+) -> dict:
     assert data.targets is not None and data.held_out is not None
     if data.targets.semantic is None or not (data.targets.semantic >= 0).any():
         return {"skipped": "no semantic labels in the train split"}
@@ -153,22 +173,39 @@ def _run_pairs(feats: FeatureSet, plans: dict[str, PairPlan], tasks: list[str], 
             if "correspondence" in tasks:
                 rng = np.random.default_rng([cfg.run.seed, p, 1])
                 fa, fb = corr_patch[ga][ia], corr_patch[gb][ib]
-                r = (corr.probe3d_pair(fa, fb, plan.views[i], plan.views[j], cfg.correspondence.corr_keep) if cfg.run.suite == "paper"
-                     else corr.evaluate_pair(fa, fb, plan.views[i], plan.views[j], ccfg, rng, geo))
+                r = (
+                    corr.probe3d_pair(fa, fb, plan.views[i], plan.views[j], cfg.correspondence.corr_keep)
+                    if cfg.run.suite == "paper"
+                    else corr.evaluate_pair(fa, fb, plan.views[i], plan.views[j], ccfg, rng, geo)
+                )
                 if r is not None:
                     pair_results.append(r)
             if "consistency" in tasks:
                 rng = np.random.default_rng([cfg.run.seed, p, 2])
-                samples.append(cons.pair_consistency(cons_patch[ga][ia], cons_patch[gb][ib], plan.views[i], plan.views[j],
-                                                     cfg.correspondence.consistency_points, rng, cfg.correspondence.occlusion_tol, geo))
+                samples.append(
+                    cons.pair_consistency(
+                        cons_patch[ga][ia],
+                        cons_patch[gb][ib],
+                        plan.views[i],
+                        plan.views[j],
+                        cfg.correspondence.consistency_points,
+                        rng,
+                        cfg.correspondence.occlusion_tol,
+                        geo,
+                    )
+                )
         reason = None
         if not plan.pairs:
             has_depth = any(v.depth is not None for v in plan.views)
-            reason = ("no view has depth ground truth (pairs and their ground-truth matches come from depth)"
-                      if not has_depth else "no pair of views of one scene overlaps enough (min_overlap)")
+            reason = (
+                "no view has depth ground truth (pairs and their ground-truth matches come from depth)"
+                if not has_depth
+                else "no pair of views of one scene overlaps enough (min_overlap)"
+            )
         if "correspondence" in tasks:
-            out["correspondence"][name] = ({"pairs": 0, "skipped": reason} if reason else
-                                           corr.summarise_pairs(pair_results))
+            out["correspondence"][name] = (
+                {"pairs": 0, "skipped": reason} if reason else corr.summarise_pairs(pair_results)
+            )
         if "consistency" in tasks:
             out["consistency"][name] = {"pairs": 0, "skipped": reason} if reason else cons.summarise(samples)
     return out

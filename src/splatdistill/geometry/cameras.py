@@ -32,11 +32,14 @@ class Cameras:
 
     def __post_init__(self) -> None:
         if self.Ks.shape[-2:] != (3, 3) or self.viewmats.shape[-2:] != (4, 4):
-            raise ValueError(f"Ks must be (...,3,3) and viewmats (...,4,4), got "
-                             f"{tuple(self.Ks.shape)} and {tuple(self.viewmats.shape)}")
+            raise ValueError(
+                f"Ks must be (...,3,3) and viewmats (...,4,4), got "
+                f"{tuple(self.Ks.shape)} and {tuple(self.viewmats.shape)}"
+            )
         if self.Ks.shape[:-2] != self.viewmats.shape[:-2]:
-            raise ValueError(f"Ks batch {tuple(self.Ks.shape[:-2])} != viewmats batch "
-                             f"{tuple(self.viewmats.shape[:-2])}")
+            raise ValueError(
+                f"Ks batch {tuple(self.Ks.shape[:-2])} != viewmats batch {tuple(self.viewmats.shape[:-2])}"
+            )
         if self.c2w is not None and self.c2w.shape != self.viewmats.shape:
             raise ValueError(f"c2w {tuple(self.c2w.shape)} != viewmats {tuple(self.viewmats.shape)}")
         if int(self.width) <= 0 or int(self.height) <= 0:
@@ -45,20 +48,20 @@ class Cameras:
     # construction -------------------------------------------------------------------------------
 
     @classmethod
-    def from_cam_to_world(cls, Ks: Tensor, cam_to_world: Tensor, width: int,
-                          height: int) -> "Cameras":
+    def from_cam_to_world(cls, Ks: Tensor, cam_to_world: Tensor, width: int, height: int) -> Cameras:
         """Build from camera-to-world poses (the scene files' convention; kept as :attr:`c2w`)."""
         return cls(Ks, rigid_inverse(cam_to_world), int(width), int(height), cam_to_world)
 
     @classmethod
-    def from_views(cls, views, device: torch.device | str | None = None,
-                   dtype: torch.dtype = torch.float32) -> "Cameras":
+    def from_views(
+        cls, views, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> Cameras:
         """Stack :class:`~splatdistill.data.scene.ViewData`/``ViewRecord`` objects (same size)."""
         views = list(views)
         sizes = {(int(v.width), int(v.height)) for v in views}
         if len(sizes) != 1:
             raise ValueError(f"views have different image sizes: {sorted(sizes)}")
-        (width, height), = sizes
+        ((width, height),) = sizes
         Ks = torch.stack([torch.as_tensor(v.K, dtype=torch.float64) for v in views])
         c2w = torch.stack([torch.as_tensor(v.cam_to_world, dtype=torch.float64) for v in views])
         return cls(Ks.to(device, dtype), rigid_inverse(c2w).to(device, dtype), width, height)
@@ -82,15 +85,16 @@ class Cameras:
             raise TypeError("unbatched Cameras has no len()")
         return self.batch_shape[0]
 
-    def map(self, fn) -> "Cameras":
+    def map(self, fn) -> Cameras:
         """The cameras with ``fn`` applied to each tensor (indexing, moving, stacking one at a time)."""
-        return Cameras(fn(self.Ks), fn(self.viewmats), self.width, self.height,
-                       None if self.c2w is None else fn(self.c2w))
+        return Cameras(
+            fn(self.Ks), fn(self.viewmats), self.width, self.height, None if self.c2w is None else fn(self.c2w)
+        )
 
-    def __getitem__(self, index) -> "Cameras":
+    def __getitem__(self, index) -> Cameras:
         return self.map(lambda t: t[index])
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "Cameras":
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Cameras:
         return self.map(lambda t: t.to(device, dtype))
 
     @property
@@ -137,8 +141,7 @@ class Cameras:
     def unproject(self, depth: Tensor) -> Tensor:
         """World points (..., H, W, 3) of a z-depth map (..., H, W) (invalid depths pass through)."""
         if depth.shape[-2:] != (self.height, self.width):
-            raise ValueError(f"depth is {tuple(depth.shape)}, cameras are "
-                             f"{self.height}x{self.width}")
+            raise ValueError(f"depth is {tuple(depth.shape)}, cameras are {self.height}x{self.width}")
         pts_c = self.camera_rays() * depth[..., None]
         return camera_to_world_points(pts_c, self.viewmats[..., None, None, :, :])
 
@@ -194,11 +197,9 @@ def look_at_viewmat(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Te
     return rigid_inverse(c2w)
 
 
-def intrinsics(fx: float, fy: float, cx: float, cy: float, dtype=torch.float32,
-               device=None) -> Tensor:
+def intrinsics(fx: float, fy: float, cx: float, cy: float, dtype=torch.float32, device=None) -> Tensor:
     """A 3x3 pixel intrinsic matrix."""
-    return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=dtype,
-                        device=device)
+    return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
 
 
 def rotation_angle_deg(a, b) -> float:

@@ -7,8 +7,8 @@ default path. Quaternions are (w, x, y, z) like gsplat and the 3DGS PLY layout.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -56,35 +56,43 @@ class Gaussians:
     def device(self) -> torch.device:
         return self.means.device
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "Gaussians":
-        return Gaussians(self.means.to(device, dtype), self.covariances.to(device, dtype),
-                         self.opacities.to(device, dtype), self.features.to(device, dtype))
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Gaussians:
+        return Gaussians(
+            self.means.to(device, dtype),
+            self.covariances.to(device, dtype),
+            self.opacities.to(device, dtype),
+            self.features.to(device, dtype),
+        )
 
-    def select(self, index: Tensor) -> "Gaussians":
+    def select(self, index: Tensor) -> Gaussians:
         """Gaussians picked by a boolean mask or index along N (unbatched only)."""
         if self.batch_shape:
             raise ValueError("select() needs unbatched Gaussians")
-        return Gaussians(self.means[index], self.covariances[index], self.opacities[index],
-                         self.features[index])
+        return Gaussians(self.means[index], self.covariances[index], self.opacities[index], self.features[index])
 
-    def with_features(self, features: Tensor) -> "Gaussians":
+    def with_features(self, features: Tensor) -> Gaussians:
         return replace(self, features=features)
 
     @staticmethod
-    def cat(parts: Sequence["Gaussians"]) -> "Gaussians":
+    def cat(parts: Sequence[Gaussians]) -> Gaussians:
         """Concatenate along N."""
         feats = [p.features for p in parts]
-        if feats and all(f.device.type == "cpu" and not f.requires_grad and f.dim() == 2 for f in feats) \
-                and len({f.dtype for f in feats}) == 1:
+        if (
+            feats
+            and all(f.device.type == "cpu" and not f.requires_grad and f.dim() == 2 for f in feats)
+            and len({f.dtype for f in feats}) == 1
+        ):
             # wide features dominate the copy: huge-page output memory (splatdistill.memory)
-            out = empty_fast((sum(f.shape[0] for f in feats), feats[0].shape[1]), feats[0].dtype, "cpu",
-                             recycle=False)
+            out = empty_fast((sum(f.shape[0] for f in feats), feats[0].shape[1]), feats[0].dtype, "cpu", recycle=False)
             features = torch.cat(feats, 0, out=out)
         else:
             features = torch.cat(feats, -2)
-        return Gaussians(torch.cat([p.means for p in parts], -2),
-                         torch.cat([p.covariances for p in parts], -3),
-                         torch.cat([p.opacities for p in parts], -1), features)
+        return Gaussians(
+            torch.cat([p.means for p in parts], -2),
+            torch.cat([p.covariances for p in parts], -3),
+            torch.cat([p.opacities for p in parts], -1),
+            features,
+        )
 
     def quats_scales(self) -> tuple[Tensor, Tensor]:
         """(quats wxyz (..., N, 4), scales (..., N, 3)) with R diag(s^2) R^T = covariance."""
@@ -95,11 +103,20 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     """Rotation matrices (..., 3, 3) of (not necessarily unit) wxyz quaternions (..., 4)."""
     q = torch.nn.functional.normalize(quats, dim=-1)
     w, x, y, z = q.unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)
+    R = torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
     return R.reshape(q.shape[:-1] + (3, 3))
 
 
@@ -114,15 +131,19 @@ def rotmat_to_quat(R: Tensor) -> Tensor:
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     # 4 q_i^2 for i = w, x, y, z
-    d = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22,
-                     1 - m00 - m11 + m22], dim=-1).clamp(min=0)
+    d = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1).clamp(
+        min=0
+    )
     # candidate quaternions scaled by 4 q_i (row i is exact when q_i is largest)
-    cand = torch.stack([
-        torch.stack([d[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
-        torch.stack([m21 - m12, d[..., 1], m10 + m01, m02 + m20], -1),
-        torch.stack([m02 - m20, m10 + m01, d[..., 2], m12 + m21], -1),
-        torch.stack([m10 - m01, m02 + m20, m12 + m21, d[..., 3]], -1),
-    ], dim=-2)
+    cand = torch.stack(
+        [
+            torch.stack([d[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
+            torch.stack([m21 - m12, d[..., 1], m10 + m01, m02 + m20], -1),
+            torch.stack([m02 - m20, m10 + m01, d[..., 2], m12 + m21], -1),
+            torch.stack([m10 - m01, m02 + m20, m12 + m21, d[..., 3]], -1),
+        ],
+        dim=-2,
+    )
     best = d.argmax(dim=-1)
     q = torch.gather(cand, -2, best[..., None, None].expand(best.shape + (1, 4)))[..., 0, :]
     q = torch.nn.functional.normalize(q, dim=-1)
@@ -145,10 +166,10 @@ def covariance_to_quat_scale(covariances: Tensor, min_scale: float = 0.0) -> tup
     sym = 0.5 * (covariances + covariances.transpose(-1, -2))
     # eigh in float64: float32 loses the small axis of thin (pixel-aligned) Gaussians
     evals, evecs = torch.linalg.eigh(sym.double())
-    scales = evals.clamp(min=min_scale ** 2).sqrt()
+    scales = evals.clamp(min=min_scale**2).sqrt()
     flip = torch.linalg.det(evecs) < 0
-    evecs = torch.where(flip[..., None, None],
-                        evecs * torch.tensor([1.0, 1.0, -1.0], dtype=evecs.dtype,
-                                             device=evecs.device), evecs)
+    evecs = torch.where(
+        flip[..., None, None], evecs * torch.tensor([1.0, 1.0, -1.0], dtype=evecs.dtype, device=evecs.device), evecs
+    )
     quats = rotmat_to_quat(evecs)
     return quats.to(covariances.dtype), scales.to(covariances.dtype)

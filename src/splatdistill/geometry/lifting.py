@@ -22,8 +22,7 @@ from splatdistill.memory import empty_fast
 BOX_STD = 1.0 / math.sqrt(12.0)
 
 
-def footprint_covariances(depth: Tensor, cameras: Cameras, scale_factor: float | Tensor = 1.0
-                          ) -> Tensor:
+def footprint_covariances(depth: Tensor, cameras: Cameras, scale_factor: float | Tensor = 1.0) -> Tensor:
     """World covariances (..., H, W, 3, 3) of pixel-footprint Gaussians at z-depths (..., H, W).
 
     In the camera frame the covariance is diagonal with standard deviations
@@ -40,9 +39,15 @@ def footprint_covariances(depth: Tensor, cameras: Cameras, scale_factor: float |
     return (R_c2w * var[..., None, :]) @ R_c2w.transpose(-1, -2)
 
 
-def lift_depth(depth: Tensor, cameras: Cameras, features: Tensor | None = None, *,
-               scale_factor: float | Tensor = 1.0, opacity: float | Tensor = 0.95,
-               keep_invalid: bool = False) -> Gaussians:
+def lift_depth(
+    depth: Tensor,
+    cameras: Cameras,
+    features: Tensor | None = None,
+    *,
+    scale_factor: float | Tensor = 1.0,
+    opacity: float | Tensor = 0.95,
+    keep_invalid: bool = False,
+) -> Gaussians:
     """Lift z-depth maps into pixel-aligned Gaussians.
 
     Args:
@@ -59,8 +64,9 @@ def lift_depth(depth: Tensor, cameras: Cameras, features: Tensor | None = None, 
     """
     H, W = cameras.height, cameras.width
     if depth.shape[-2:] != (H, W) or depth.shape[:-2] != cameras.batch_shape:
-        raise ValueError(f"depth {tuple(depth.shape)} does not match cameras batch "
-                         f"{tuple(cameras.batch_shape)} of size {H}x{W}")
+        raise ValueError(
+            f"depth {tuple(depth.shape)} does not match cameras batch {tuple(cameras.batch_shape)} of size {H}x{W}"
+        )
     batch = depth.shape[:-2]
     dtype, device = cameras.dtype, cameras.device
     depth = depth.to(device, dtype)
@@ -79,20 +85,19 @@ def lift_depth(depth: Tensor, cameras: Cameras, features: Tensor | None = None, 
         feats = torch.zeros(batch + (H, W, 0), dtype=dtype, device=device)
     else:
         if features.shape[-2:] != (H, W) or features.shape[:-3] != batch:
-            raise ValueError(f"features must be {tuple(batch)} + (C, {H}, {W}), got "
-                             f"{tuple(features.shape)}")
+            raise ValueError(f"features must be {tuple(batch)} + (C, {H}, {W}), got {tuple(features.shape)}")
         feats = features.movedim(-3, -1)  # (..., H, W, C)
 
     if keep_invalid:
         opac = torch.where(valid, opac, torch.zeros_like(opac))
-        return Gaussians(means.flatten(-3, -2), covs.flatten(-4, -3), opac.flatten(-2),
-                         feats.flatten(-3, -2))
+        return Gaussians(means.flatten(-3, -2), covs.flatten(-4, -3), opac.flatten(-2), feats.flatten(-3, -2))
     sel = valid.reshape(-1)
     n = sel.numel()
     index = None if bool(sel.all()) else sel.nonzero()[:, 0]
     pick = (lambda t: t.contiguous()) if index is None else (lambda t: t.index_select(0, index))
-    return Gaussians(pick(means.reshape(n, 3)), pick(covs.reshape(n, 3, 3)), pick(opac.reshape(n)),
-                     _pixel_rows(feats, index))
+    return Gaussians(
+        pick(means.reshape(n, 3)), pick(covs.reshape(n, 3, 3)), pick(opac.reshape(n)), _pixel_rows(feats, index)
+    )
 
 
 def _pixel_rows(feats: Tensor, index: Tensor | None) -> Tensor:

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 
-def warp_pixels(uv_a: Tensor, depth_a: Tensor, K_a: Tensor, cam_to_world_a: Tensor, K_b: Tensor,
-                cam_to_world_b: Tensor) -> tuple[Tensor, Tensor]:
+def warp_pixels(
+    uv_a: Tensor, depth_a: Tensor, K_a: Tensor, cam_to_world_a: Tensor, K_b: Tensor, cam_to_world_b: Tensor
+) -> tuple[Tensor, Tensor]:
     """Pixel coordinates (+0.5 convention) ``uv_a`` (..., N, 2) of A at z-depth ``depth_a`` (..., N) into B.
 
     Returns (uv_b (..., N, 2), z_b (..., N)): where the points land in B and their z-depth in B's
@@ -53,9 +54,16 @@ def pixel_centres(height: int, width: int, step: int = 1) -> tuple[np.ndarray, n
     return np.mgrid[0:height:step, 0:width:step]
 
 
-def warp_pixels_np(uv_a: np.ndarray, depth_a: np.ndarray, K_a: np.ndarray, cam_to_world_a: np.ndarray,
-                   K_b: np.ndarray, cam_to_world_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def warp_pixels_np(
+    uv_a: np.ndarray,
+    depth_a: np.ndarray,
+    K_a: np.ndarray,
+    cam_to_world_a: np.ndarray,
+    K_b: np.ndarray,
+    cam_to_world_b: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`warp_pixels` on NumPy arrays, in float64."""
+
     def t(x):
         return torch.from_numpy(np.asarray(x, dtype=np.float64))
 
@@ -63,8 +71,9 @@ def warp_pixels_np(uv_a: np.ndarray, depth_a: np.ndarray, K_a: np.ndarray, cam_t
     return uv.numpy(), z.numpy()
 
 
-def depth_at_np(depth_b: np.ndarray, uv_b: np.ndarray, z_b: np.ndarray, near: float = 1e-6
-                ) -> tuple[np.ndarray, np.ndarray]:
+def depth_at_np(
+    depth_b: np.ndarray, uv_b: np.ndarray, z_b: np.ndarray, near: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`depth_at` on NumPy arrays."""
     inside, zb = depth_at(torch.from_numpy(np.asarray(depth_b)), torch.from_numpy(uv_b), torch.from_numpy(z_b), near)
     return inside.numpy(), zb.numpy()

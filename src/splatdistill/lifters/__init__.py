@@ -24,7 +24,8 @@ lifters and is the entry point that knows them all (:func:`build_lifter`). Specs
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from splatdistill.errors import UserError
 from splatdistill.lifters.depth_anything import build_depth_anything_lifter
@@ -49,8 +50,10 @@ def build_lifter(spec: str, settings: Any = None, data: str | None = None) -> Ca
 
 def _predictor(arg: str | None, settings: Any, data: str | None = None) -> Callable:
     if not arg:
-        raise UserError("predictor lifter needs a path or a shipped name: predictor:PATH (a folder written by "
-                        f"splatdistill lifter train) or predictor:NAME ({', '.join(PRETRAINED)})")
+        raise UserError(
+            "predictor lifter needs a path or a shipped name: predictor:PATH (a folder written by "
+            f"splatdistill lifter train) or predictor:NAME ({', '.join(PRETRAINED)})"
+        )
     return PredictorLifter(load_predictor(resolve_predictor(arg)), settings)
 
 
@@ -68,10 +71,22 @@ def _ply(arg: str | None, settings: Any, data: str | None = None) -> Callable:
 
 register_lifter("auto", _auto, f"the shipped feed-forward predictor ({DEFAULT_PREDICTOR}); needs no depth")
 register_lifter("predictor", _predictor, "learned feed-forward predictor: predictor:PATH or predictor:NAME")
-register_lifter("mvsplat", build_mvsplat_lifter, "a frozen MVSplat (your checkout on PYTHONPATH): mvsplat:CKPT[:NEAR:FAR]")
-register_lifter("depth-anything-v2", build_depth_anything_lifter,
-                "Depth Anything V2 (transformers), aligned to the views' scale: depth-anything-v2:WEIGHTS[:INPUT_SIZE]")
+register_lifter(
+    "mvsplat", build_mvsplat_lifter, "a frozen MVSplat (your checkout on PYTHONPATH): mvsplat:CKPT[:NEAR:FAR]"
+)
+register_lifter(
+    "depth-anything-v2",
+    build_depth_anything_lifter,
+    "Depth Anything V2 (transformers), aligned to the views' scale: depth-anything-v2:WEIGHTS[:INPUT_SIZE]",
+)
 register_lifter("ply", _ply, "3DGS PLY geometry, teacher features: ply:FILE or ply:DIR")
 
-__all__ = ["DepthPredictor", "available_lifters", "build_lifter", "lift_scene", "lifter_from_predictor",
-           "load_scene_views", "register_lifter"]
+__all__ = [
+    "DepthPredictor",
+    "available_lifters",
+    "build_lifter",
+    "lift_scene",
+    "lifter_from_predictor",
+    "load_scene_views",
+    "register_lifter",
+]

@@ -58,7 +58,7 @@ def gaussian_depths(g: Gaussians, cameras: Cameras, pixels: int) -> list[np.ndar
     vm = cameras.viewmats.double().cpu()
     out = []
     for v in range(V):
-        pts = means[v * pixels:(v + 1) * pixels] if len(g) == V * pixels else means
+        pts = means[v * pixels : (v + 1) * pixels] if len(g) == V * pixels else means
         out.append((pts @ vm[v, :3, :3].T + vm[v, :3, 3])[:, 2].numpy())
     return out
 
@@ -66,8 +66,17 @@ def gaussian_depths(g: Gaussians, cameras: Cameras, pixels: int) -> list[np.ndar
 def target_alpha(g: Gaussians, camera: Cameras, renderer: str = "auto") -> Tensor:
     """Alpha of the Gaussians splatted into one camera (H, W), on the Gaussians' device."""
     ones = torch.ones(len(g), 1, dtype=g.means.dtype, device=g.means.device)
-    _, alpha = render_features(g.means, g.covariances, g.opacities, ones, camera.viewmats, camera.Ks,
-                               camera.width, camera.height, backend=renderer)
+    _, alpha = render_features(
+        g.means,
+        g.covariances,
+        g.opacities,
+        ones,
+        camera.viewmats,
+        camera.Ks,
+        camera.width,
+        camera.height,
+        backend=renderer,
+    )
     return alpha[0]
 
 
@@ -80,9 +89,17 @@ def default_views(scene: Scene) -> tuple[list[int], int]:
     return ([0, 2], 1) if n >= 3 else ([0, 1], 1)
 
 
-def check_lifter(lifter: Any, scene: Scene, spec: str, context: list[int] | None = None, target: int | None = None,
-                 size: int = 112, backbone: Any = None, settings: SplatSettings | None = None,
-                 device: torch.device | str = "cpu") -> CheckReport:
+def check_lifter(
+    lifter: Any,
+    scene: Scene,
+    spec: str,
+    context: list[int] | None = None,
+    target: int | None = None,
+    size: int = 112,
+    backbone: Any = None,
+    settings: SplatSettings | None = None,
+    device: torch.device | str = "cpu",
+) -> CheckReport:
     """Lift ``context`` views of ``scene`` with ``lifter`` at ``size`` and measure the result (docstring above).
     The views (images, cameras, teacher features) go to ``device`` before lifting; a learned predictor
     runs where its inputs are, and the target view is splatted there too."""
@@ -91,21 +108,35 @@ def check_lifter(lifter: Any, scene: Scene, spec: str, context: list[int] | None
     context = list(context) if context is not None else d_ctx
     target = d_tgt if target is None else int(target)
     sv = load_scene_views(scene, context + [target], size, backbone).to(device)
-    pair = sv[:len(context)]
+    pair = sv[: len(context)]
     with torch.no_grad():
         g = lift_scene(pair, lifter, carry="auto", chunk=len(context))
     H, W = pair.images.shape[-2:]
     depths = gaussian_depths(g, pair.cameras, H * W)
     op = g.opacities.detach().double().cpu().numpy()
-    opacity = _stats(op) | {"mean": float(op.mean()) if op.size else float("nan"),
-                            "share_ge_0.5": float((op >= 0.5).mean()) if op.size else 0.0}
-    alpha = target_alpha(g, sv[len(context):].cameras, settings.renderer)
-    report = CheckReport(spec, scene.name, context, target, (int(H), int(W)), len(g), [_stats(d) for d in depths],
-                         opacity, float((alpha > COVERED_ALPHA).double().mean()), float((alpha > 1e-3).double().mean()))
+    opacity = _stats(op) | {
+        "mean": float(op.mean()) if op.size else float("nan"),
+        "share_ge_0.5": float((op >= 0.5).mean()) if op.size else 0.0,
+    }
+    alpha = target_alpha(g, sv[len(context) :].cameras, settings.renderer)
+    report = CheckReport(
+        spec,
+        scene.name,
+        context,
+        target,
+        (int(H), int(W)),
+        len(g),
+        [_stats(d) for d in depths],
+        opacity,
+        float((alpha > COVERED_ALPHA).double().mean()),
+        float((alpha > 1e-3).double().mean()),
+    )
     if pair.has_depth and len(g) == len(context) * H * W:
         gt = pair.depths.double().cpu().numpy().reshape(len(context), -1)
-        report.depth_abs_rel = [float(np.mean(np.abs(d[m] - t[m]) / t[m])) if (m := t > 0).any() else float("nan")
-                                for d, t in zip(depths, gt)]
+        report.depth_abs_rel = [
+            float(np.mean(np.abs(d[m] - t[m]) / t[m])) if (m := t > 0).any() else float("nan")
+            for d, t in zip(depths, gt)
+        ]
     if getattr(lifter, "last_fit", None):
         report.alignment = [list(f) for f in lifter.last_fit]
     report.warnings = _warnings(report)
@@ -126,22 +157,34 @@ def _warnings(r: CheckReport) -> list[str]:
 
 
 def format_report(r: CheckReport) -> str:
-    lines = [f"lifter {r.spec}: scene {r.scene}, context views {r.context}, target view {r.target}, "
-             f"{r.size[0]}x{r.size[1]} px -> {r.gaussians} Gaussians"]
+    lines = [
+        f"lifter {r.spec}: scene {r.scene}, context views {r.context}, target view {r.target}, "
+        f"{r.size[0]}x{r.size[1]} px -> {r.gaussians} Gaussians"
+    ]
     for v, d in zip(r.context, r.depth):
-        lines.append(f"  depth view {v}: min {d['min']:.3f}  p05 {d['p05']:.3f}  median {d['median']:.3f}  "
-                     f"p95 {d['p95']:.3f}  max {d['max']:.3f}")
+        lines.append(
+            f"  depth view {v}: min {d['min']:.3f}  p05 {d['p05']:.3f}  median {d['median']:.3f}  "
+            f"p95 {d['p95']:.3f}  max {d['max']:.3f}"
+        )
     if r.depth_abs_rel is not None:
-        lines.append("  depth vs the data's depth: AbsRel " + ", ".join(f"view {v} {a:.3f}"
-                                                                      for v, a in zip(r.context, r.depth_abs_rel)))
+        lines.append(
+            "  depth vs the data's depth: AbsRel "
+            + ", ".join(f"view {v} {a:.3f}" for v, a in zip(r.context, r.depth_abs_rel))
+        )
     if r.alignment:
-        lines.append("  scale alignment (1/z = s r + t): " + ", ".join(
-            f"view {v} from {src} (s {s:.4g}, t {t:.4g})" for v, (src, s, t) in zip(r.context, r.alignment)))
+        lines.append(
+            "  scale alignment (1/z = s r + t): "
+            + ", ".join(f"view {v} from {src} (s {s:.4g}, t {t:.4g})" for v, (src, s, t) in zip(r.context, r.alignment))
+        )
     o = r.opacity
-    lines.append(f"  opacity: mean {o['mean']:.3f}  min {o['min']:.3f}  median {o['median']:.3f}  max {o['max']:.3f}  "
-                 f"share >= 0.5: {o['share_ge_0.5']:.1%}")
-    lines.append(f"  target view {r.target} coverage: {r.coverage:.1%} of pixels alpha > {COVERED_ALPHA} "
-                 f"({r.touched:.1%} touched)")
+    lines.append(
+        f"  opacity: mean {o['mean']:.3f}  min {o['min']:.3f}  median {o['median']:.3f}  max {o['max']:.3f}  "
+        f"share >= 0.5: {o['share_ge_0.5']:.1%}"
+    )
+    lines.append(
+        f"  target view {r.target} coverage: {r.coverage:.1%} of pixels alpha > {COVERED_ALPHA} "
+        f"({r.touched:.1%} touched)"
+    )
     lines += [f"  warning: {w}" for w in r.warnings]
     lines.append("  looks usable" if not r.warnings else f"  {len(r.warnings)} warning(s): fix before training")
     return "\n".join(lines)

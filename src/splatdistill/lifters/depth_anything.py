@@ -44,16 +44,27 @@ def load_depth_anything(weights: str) -> torch.nn.Module:
         return tf.DepthAnythingForDepthEstimation.from_pretrained(weights).eval()
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"depth-anything-v2 lifter: cannot load weights {weights!r} ({first}); give a folder saved by "
-                        f"save_pretrained or a hub id such as {DEFAULT_WEIGHTS}") from None
+        raise UserError(
+            f"depth-anything-v2 lifter: cannot load weights {weights!r} ({first}); give a folder saved by "
+            f"save_pretrained or a hub id such as {DEFAULT_WEIGHTS}"
+        ) from None
 
 
 def image_processor(input_size: int = INPUT_SIZE) -> Any:
     """The released models' preprocessing (their preprocessor_config.json), on images already in [0, 1]."""
     tf = _transformers()
-    return tf.DPTImageProcessor(do_resize=True, size={"height": input_size, "width": input_size}, keep_aspect_ratio=True,
-                                ensure_multiple_of=14, resample=3, do_rescale=False, do_normalize=True,
-                                image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, do_pad=False)
+    return tf.DPTImageProcessor(
+        do_resize=True,
+        size={"height": input_size, "width": input_size},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        resample=3,
+        do_rescale=False,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+        do_pad=False,
+    )
 
 
 class DepthAnythingLifter:
@@ -91,8 +102,10 @@ class DepthAnythingLifter:
                 fits[v] = ("depth", *st) if st is not None else None
         if any(f is None for f in fits):
             if raw.shape[0] < 2:
-                raise UserError("depth-anything-v2 lifter: a single view without depth has no metric scale "
-                                "(give two posed context views, or depth)")
+                raise UserError(
+                    "depth-anything-v2 lifter: a single view without depth has no metric scale "
+                    "(give two posed context views, or depth)"
+                )
             posed = fit_to_poses(raw, images.float().cpu(), cameras.to("cpu"))
             fits = [f if f is not None else ("poses", *posed[v]) for v, f in enumerate(fits)]
         self.last_fit = fits  # type: ignore[assignment]

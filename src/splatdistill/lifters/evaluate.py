@@ -19,8 +19,9 @@ registered by structure from motion. So the evaluation
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,12 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     m = gt > 0
     p, g = np.maximum(pred[m].astype(np.float64), 1e-6), gt[m].astype(np.float64)
     ratio = np.maximum(p / g, g / p)
-    out = {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
-           "delta1": float(np.mean(ratio < 1.25)), "pixels": int(m.sum())}
+    out = {
+        "abs_rel": float(np.mean(np.abs(p - g) / g)),
+        "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
+        "delta1": float(np.mean(ratio < 1.25)),
+        "pixels": int(m.sum()),
+    }
     if pred.ndim == 3:
         num, den = 0.0, 0
         for pv, gv in zip(pred, gt):
@@ -95,8 +100,15 @@ def add_sparse_depth(bank: Views, scenes: Sequence[Scene]) -> int:
         for r in rows:
             name = scene.views[int(bank.ids[r])].name
             if name in points and len(points[name]):
-                bank.depths[r] = torch.from_numpy(sparse_depth(points[name], bank.cameras.Ks[r].double().numpy(),
-                                                               bank.cameras.viewmats[r].double().numpy(), h, w))
+                bank.depths[r] = torch.from_numpy(
+                    sparse_depth(
+                        points[name],
+                        bank.cameras.Ks[r].double().numpy(),
+                        bank.cameras.viewmats[r].double().numpy(),
+                        h,
+                        w,
+                    )
+                )
                 filled += 1
     return filled
 
@@ -110,14 +122,21 @@ def seen_share(bank: Views, a: int, b: int) -> float:
         return 1.0
     uv_a = torch.stack([xs.float() + 0.5, ys.float() + 0.5], -1)
     cams = bank.cameras
-    uv, z = warp_pixels(uv_a, bank.depths[a][ys, xs], cams.Ks[a], torch.linalg.inv(cams.viewmats[a]), cams.Ks[b],
-                        torch.linalg.inv(cams.viewmats[b]))
+    uv, z = warp_pixels(
+        uv_a,
+        bank.depths[a][ys, xs],
+        cams.Ks[a],
+        torch.linalg.inv(cams.viewmats[a]),
+        cams.Ks[b],
+        torch.linalg.inv(cams.viewmats[b]),
+    )
     inside = (z > 1e-3) & (uv >= 0).all(1) & (uv[:, 0] < W) & (uv[:, 1] < H)
     return float(inside.float().mean())
 
 
-def eval_pairs(bank: Views, scenes: Sequence[Scene], per_scene: int, seed: int = 0, min_overlap: float = 0.3
-               ) -> list[tuple[int, int]]:
+def eval_pairs(
+    bank: Views, scenes: Sequence[Scene], per_scene: int, seed: int = 0, min_overlap: float = 0.3
+) -> list[tuple[int, int]]:
     """The context pairs the Splat-and-Distill trainer draws from each scene (sampler defaults), or,
     for a scene too small for its sampler, every view pair that sees ``min_overlap`` of each other
     (a two-view capture: its one pair)."""
@@ -128,15 +147,26 @@ def eval_pairs(bank: Views, scenes: Sequence[Scene], per_scene: int, seed: int =
             continue
         except UserError:
             pass
-        out += [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]
-                if len(rows) == 2 or min(seen_share(bank, a, b), seen_share(bank, b, a)) >= min_overlap]
+        out += [
+            (a, b)
+            for i, a in enumerate(rows)
+            for b in rows[i + 1 :]
+            if len(rows) == 2 or min(seen_share(bank, a, b), seen_share(bank, b, a)) >= min_overlap
+        ]
     return out
 
 
 @torch.no_grad()
-def evaluate_predictor(model: GaussianPredictor, bank: Views, scenes: Sequence[Scene], pairs: Sequence[tuple[int, int]],
-                       constant_depth: float | None = None, batch_size: int = 4, progress: bool = False,
-                       train_median: float | None = None) -> dict[str, Any]:
+def evaluate_predictor(
+    model: GaussianPredictor,
+    bank: Views,
+    scenes: Sequence[Scene],
+    pairs: Sequence[tuple[int, int]],
+    constant_depth: float | None = None,
+    batch_size: int = 4,
+    progress: bool = False,
+    train_median: float | None = None,
+) -> dict[str, Any]:
     """Depth errors of the predictor on both views of every pair (pooled over pixels), of its coarse
     cost-volume estimate alone, and of a constant depth (``constant_depth``, default the median ground
     truth of the evaluated views; with ``train_median`` also that constant, the training data's median).
@@ -150,24 +180,31 @@ def evaluate_predictor(model: GaussianPredictor, bank: Views, scenes: Sequence[S
     preds, coarse, gts, scene_of = [], [], [], []
     t0 = time.perf_counter()
     for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
-        chunk = pairs[s: s + batch_size]
+        chunk = pairs[s : s + batch_size]
         scene_of += [scenes[int(bank.scene_index[r])].name for pair in chunk for r in pair]
         b = pair_views(bank, chunk, device)
         out = model(b)
         preds.append(out.depth.flatten(0, 1).cpu().numpy())
-        up = F.interpolate(out.coarse_t.flatten(0, 1)[:, None], size=b.depths.shape[-2:], mode="bilinear",
-                           align_corners=False)[:, 0].unflatten(0, out.coarse_t.shape[:2])
+        up = F.interpolate(
+            out.coarse_t.flatten(0, 1)[:, None], size=b.depths.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0].unflatten(0, out.coarse_t.shape[:2])
         coarse.append(out.depth_of(up, model.config).flatten(0, 1).cpu().numpy())
         gts.append(b.depths.flatten(0, 1).cpu().numpy())
     seconds = time.perf_counter() - t0
     pred, gt = np.concatenate(preds), np.concatenate(gts)
     if not (gt > 0).any():
         raise UserError("the evaluated views have no ground-truth depth")
-    result = {"predictor": depth_errors(pred, gt), "coarse_only": depth_errors(np.concatenate(coarse), gt),
-              "pairs": len(pairs), "views": int(pred.shape[0]), "seconds_per_pair": seconds / len(pairs)}
+    result = {
+        "predictor": depth_errors(pred, gt),
+        "coarse_only": depth_errors(np.concatenate(coarse), gt),
+        "pairs": len(pairs),
+        "views": int(pred.shape[0]),
+        "seconds_per_pair": seconds / len(pairs),
+    }
     names = np.array(scene_of)
-    result["per_scene_abs_rel"] = {n: depth_errors(pred[names == n], gt[names == n])["abs_rel"]
-                                   for n in dict.fromkeys(scene_of)}
+    result["per_scene_abs_rel"] = {
+        n: depth_errors(pred[names == n], gt[names == n])["abs_rel"] for n in dict.fromkeys(scene_of)
+    }
     value = float(np.median(gt[gt > 0])) if constant_depth is None else float(constant_depth)
     result["constant_depth"] = {**depth_errors(np.full_like(gt, value), gt), "value": value}
     if train_median:
@@ -175,10 +212,18 @@ def evaluate_predictor(model: GaussianPredictor, bank: Views, scenes: Sequence[S
     return result
 
 
-def evaluate_saved_predictor(path: str | Path, data: str = "rooms", splits: Sequence[str] = ("val", "test"),
-                             pairs_per_scene: int = 6, backbone: str | None = None, seed: int = 0,
-                             progress: bool = True, threads: int = 1, planes: str | None = None,
-                             device: str = "auto") -> dict[str, Any]:
+def evaluate_saved_predictor(
+    path: str | Path,
+    data: str = "rooms",
+    splits: Sequence[str] = ("val", "test"),
+    pairs_per_scene: int = 6,
+    backbone: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int = 1,
+    planes: str | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Depth errors of a saved predictor on ``data`` (see the module docstring). ``backbone`` swaps the
     guide features' backbone (e.g. a Splat-and-Distill teacher); ``planes`` overrides where its planes
     go ("fixed" / "baseline", :class:`~splatdistill.lifters.predictor.PredictorConfig`); ``device``
@@ -209,8 +254,9 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     if pcfg.uses_backbone:
         bb = load_backbone(spec, device=dev).eval()
         if bb.embed_dim != pcfg.backbone_dim:
-            raise UserError(f"backbone {spec} gives {bb.embed_dim}-channel features; the predictor expects "
-                            f"{pcfg.backbone_dim}")
+            raise UserError(
+                f"backbone {spec} gives {bb.embed_dim}-channel features; the predictor expects {pcfg.backbone_dim}"
+            )
     elif backbone:
         raise UserError("this predictor matches on its own CNN features; --backbone does not apply")
     first = scenes[0].views[0]
@@ -220,10 +266,21 @@ def _evaluate_saved(path, data, splits, pairs_per_scene, backbone, seed, progres
     if not bool((bank.depths > 0).any()):
         raise UserError("no depth to evaluate against: the dataset has no depth maps and no COLMAP points", root)
     pairs = eval_pairs(bank, scenes, pairs_per_scene, seed=seed)
-    res = evaluate_predictor(model, bank, scenes, pairs, progress=progress, train_median=json_meta(path).get("train_median_depth"))
-    res.update({"splits": list(splits), "scenes": [s.name for s in scenes], "guide_backbone": spec if bb else None,
-                "size": list(size), "planes": pcfg.planes, "sparse_depth_views": sparse, "note": note,
-                "device": str(dev)})
+    res = evaluate_predictor(
+        model, bank, scenes, pairs, progress=progress, train_median=json_meta(path).get("train_median_depth")
+    )
+    res.update(
+        {
+            "splits": list(splits),
+            "scenes": [s.name for s in scenes],
+            "guide_backbone": spec if bb else None,
+            "size": list(size),
+            "planes": pcfg.planes,
+            "sparse_depth_views": sparse,
+            "note": note,
+            "device": str(dev),
+        }
+    )
     return res
 
 

@@ -42,8 +42,9 @@ def depth_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig) -> di
     if batch.normals is not None:
         n = batch.normals  # (B, V, H, W, 3) camera frame
         Kinv = torch.linalg.inv(batch.cameras.Ks)  # (B, V, 3, 3)
-        v, u = torch.meshgrid(torch.arange(H, device=gt.device) + 0.5, torch.arange(W, device=gt.device) + 0.5,
-                              indexing="ij")
+        v, u = torch.meshgrid(
+            torch.arange(H, device=gt.device) + 0.5, torch.arange(W, device=gt.device) + 0.5, indexing="ij"
+        )
         pix = torch.stack([u, v, torch.ones_like(u)], -1).to(gt.dtype)
         rays = F.normalize(torch.einsum("bvij,hwj->bvhwi", Kinv, pix), dim=-1)
         cos = (rays * n).sum(-1).abs()
@@ -53,13 +54,19 @@ def depth_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig) -> di
         losses["scale"] = diff[nvalid].mean() if bool(nvalid.any()) else out.scale.sum() * 0
     else:
         losses["scale"] = out.scale.sum() * 0
-    losses["total"] = (losses["depth"] + 0.5 * losses["depth_half"] + 0.5 * losses["depth_coarse"]
-                       + 0.1 * losses["opacity"] + 0.05 * losses["scale"])
+    losses["total"] = (
+        losses["depth"]
+        + 0.5 * losses["depth_half"]
+        + 0.5 * losses["depth_coarse"]
+        + 0.1 * losses["opacity"]
+        + 0.05 * losses["scale"]
+    )
     return losses
 
 
-def self_supervised_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig,
-                           splat_weight: float = 1.0) -> dict[str, Tensor]:
+def self_supervised_losses(
+    out: PredictorOutput, batch: Views, cfg: PredictorConfig, splat_weight: float = 1.0
+) -> dict[str, Tensor]:
     """Losses from posed images alone: the inverse-warp photometric loss on the depth of all three
     output scales (each upsampled to full resolution, as Monodepth2 does) with edge-aware smoothness,
     plus ``splat_weight`` times the splat photometric loss, which also trains opacity and footprint."""
@@ -67,13 +74,19 @@ def self_supervised_losses(out: PredictorOutput, batch: Views, cfg: PredictorCon
     B, V = out.depth.shape[:2]
 
     def full(t: Tensor) -> Tensor:
-        return out.depth_of(F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear",
-                                          align_corners=False)[:, 0].unflatten(0, (B, V)), cfg)
+        return out.depth_of(
+            F.interpolate(t.flatten(0, 1)[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0].unflatten(
+                0, (B, V)
+            ),
+            cfg,
+        )
 
-    terms = [warp_photometric_loss(d, batch)
-             for d in (out.depth, full(out.half_t), full(out.coarse_t))]
-    losses = {"warp": sum(t["warp"] for t in terms) / len(terms), "smooth": terms[0]["smooth"],
-              "warp_kept": terms[0]["warp_kept"]}
+    terms = [warp_photometric_loss(d, batch) for d in (out.depth, full(out.half_t), full(out.coarse_t))]
+    losses = {
+        "warp": sum(t["warp"] for t in terms) / len(terms),
+        "smooth": terms[0]["smooth"],
+        "warp_kept": terms[0]["warp_kept"],
+    }
     total = losses["warp"] + 1e-3 * losses["smooth"]
     if splat_weight > 0:
         photo = photometric_loss(out.depth, out.opacity, out.scale, batch)
@@ -83,8 +96,14 @@ def self_supervised_losses(out: PredictorOutput, batch: Views, cfg: PredictorCon
     return losses
 
 
-def predictor_losses(out: PredictorOutput, batch: Views, cfg: PredictorConfig, depth: bool = True,
-                     photometric_weight: float = 0.0, splat_weight: float = 1.0) -> dict[str, Tensor]:
+def predictor_losses(
+    out: PredictorOutput,
+    batch: Views,
+    cfg: PredictorConfig,
+    depth: bool = True,
+    photometric_weight: float = 0.0,
+    splat_weight: float = 1.0,
+) -> dict[str, Tensor]:
     """The training loss: :func:`depth_losses` (when ``depth``) plus ``photometric_weight`` times the
     self-supervised losses (:func:`self_supervised_losses`); ``total`` is the sum."""
     losses = depth_losses(out, batch, cfg) if depth else {"total": out.depth.sum() * 0}

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from splatdistill.geometry.cameras import Cameras
-from splatdistill.threads import torch_threads
 from splatdistill.lifters.photometric import inverse_warp, photo_error
+from splatdistill.threads import torch_threads
 
 #: photometric error charged to a pixel that the candidate depth sends out of the other view
 OUT_OF_VIEW_ERROR = 0.35
@@ -61,23 +61,37 @@ def _small(x: Tensor, cameras: Cameras, size: int) -> tuple[Tensor, Tensor, int,
     return F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True), K.float(), h, w
 
 
-def _cost(q_near: Tensor, q_far: Tensor, r: Tensor, img_a: Tensor, K_a: Tensor, vm_a: Tensor,
-          srcs: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+def _cost(
+    q_near: Tensor,
+    q_far: Tensor,
+    r: Tensor,
+    img_a: Tensor,
+    K_a: Tensor,
+    vm_a: Tensor,
+    srcs: list[tuple[Tensor, Tensor, Tensor]],
+) -> Tensor:
     """Photometric error of view a for candidate inverse depths at r's percentiles (N,) -> (N,)."""
     N = q_near.shape[0]
     q = q_far[:, None, None] + (q_near - q_far)[:, None, None] * r[None]
     depth = 1.0 / q.clamp_min(q_far[:, None, None] * 0.2)
     errs = []
     for img_b, K_b, vm_b in srcs:
-        warped, inside = inverse_warp(depth, K_a.expand(N, 3, 3), vm_a.expand(N, 4, 4), img_b.expand(N, -1, -1, -1),
-                                      K_b.expand(N, 3, 3), vm_b.expand(N, 4, 4))
+        warped, inside = inverse_warp(
+            depth,
+            K_a.expand(N, 3, 3),
+            vm_a.expand(N, 4, 4),
+            img_b.expand(N, -1, -1, -1),
+            K_b.expand(N, 3, 3),
+            vm_b.expand(N, 4, 4),
+        )
         err = photo_error(warped, img_a.expand(N, -1, -1, -1))
         errs.append(torch.where(inside, err, torch.full_like(err, OUT_OF_VIEW_ERROR)))
     return torch.stack(errs).amin(0).mean((1, 2))  # per pixel the best source (occlusions), then the mean
 
 
-def fit_to_poses(rel: Tensor, images: Tensor, cameras: Cameras, size: int = 40, steps: tuple[int, int] = (24, 10),
-                 rounds: int = 4) -> list[tuple[float, float]]:
+def fit_to_poses(
+    rel: Tensor, images: Tensor, cameras: Cameras, size: int = 40, steps: tuple[int, int] = (24, 10), rounds: int = 4
+) -> list[tuple[float, float]]:
     """Per view ``(s, t)`` with ``1/z = s * rel + t`` from the photometric consistency of the posed views
     (V >= 2; rel (V, H, W), images (V, 3, H, W) in [0, 1]); see the module docstring. One thread: the
     ops are small (several times slower on two contended threads)."""
@@ -85,8 +99,9 @@ def fit_to_poses(rel: Tensor, images: Tensor, cameras: Cameras, size: int = 40, 
         return _fit_to_poses(rel, images, cameras, size, steps, rounds)
 
 
-def _fit_to_poses(rel: Tensor, images: Tensor, cameras: Cameras, size: int, steps: tuple[int, int],
-                  rounds: int) -> list[tuple[float, float]]:
+def _fit_to_poses(
+    rel: Tensor, images: Tensor, cameras: Cameras, size: int, steps: tuple[int, int], rounds: int
+) -> list[tuple[float, float]]:
     V = rel.shape[0]
     r_small, K, _, _ = _small(rel[:, None], cameras, size)
     img_small, _, _, _ = _small(images, cameras, size)
@@ -99,7 +114,7 @@ def _fit_to_poses(rel: Tensor, images: Tensor, cameras: Cameras, size: int, step
         span = hi - lo if hi - lo > 1e-6 * max(abs(hi), abs(lo), 1e-12) else 1.0  # flat: one depth for all
         rn = (r - lo) / span  # 0 at the far percentile, 1 at the near one
         others = [b for b in range(V) if b != a]
-        srcs = [(img_small[b:b + 1], K[b:b + 1], vms[b:b + 1]) for b in others]
+        srcs = [(img_small[b : b + 1], K[b : b + 1], vms[b : b + 1]) for b in others]
         base = max(min(float((centres[a] - centres[b]).norm()) for b in others), 1e-6)
         # candidates: near depth in [0.2, 200] baselines, far/near ratio in [1, 40] (log grids)
         log_near = torch.linspace(math.log(0.2 * base), math.log(200 * base), steps[0], dtype=torch.float64)
@@ -108,7 +123,15 @@ def _fit_to_poses(rel: Tensor, images: Tensor, cameras: Cameras, size: int, step
         ln, lr = ln.flatten(), lr.flatten()
         dn, dr = float(log_near[1] - log_near[0]), float(log_ratio[1] - log_ratio[0])
         for k in range(rounds + 1):
-            cost = _cost(torch.exp(-ln).float(), torch.exp(-(ln + lr)).float(), rn, img_small[a:a + 1], K[a:a + 1], vms[a:a + 1], srcs)
+            cost = _cost(
+                torch.exp(-ln).float(),
+                torch.exp(-(ln + lr)).float(),
+                rn,
+                img_small[a : a + 1],
+                K[a : a + 1],
+                vms[a : a + 1],
+                srcs,
+            )
             best = int(cost.argmin())
             bn, br = float(ln[best]), float(lr[best])
             if k == rounds:

@@ -29,8 +29,9 @@ with (1, 100) in the checkpoint's scene units: give your data's bounds in the sp
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,14 +45,20 @@ from splatdistill.safe_load import load_torch_file
 
 DEFAULT_NEAR, DEFAULT_FAR = 1.0, 100.0
 EXPERIMENT = "re10k"  # the released checkpoints' experiment (acid's encoder is the same)
-POST_WARMUP_STEP = 10 ** 9
+POST_WARMUP_STEP = 10**9
 
 
 class MVSplatLifter:
     """A :data:`~splatdistill.splat.lifter.Lifter` around an MVSplat encoder (or any module with its interface)."""
 
-    def __init__(self, encoder: nn.Module, near: float = DEFAULT_NEAR, far: float = DEFAULT_FAR,
-                 multiple: int | None = None, build_for_views: Callable[[int], nn.Module] | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        near: float = DEFAULT_NEAR,
+        far: float = DEFAULT_FAR,
+        multiple: int | None = None,
+        build_for_views: Callable[[int], nn.Module] | None = None,
+    ):
         """``encoder`` serves two context views; ``build_for_views(V)`` builds one for V views (MVSplat's U-Nets
         attend across a fixed number of views), else ``encoder`` serves any number."""
         if not 0 < near < far:
@@ -68,13 +75,20 @@ class MVSplatLifter:
         V, _, H, W = images.shape
         m = self.multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        padded = F.pad(images.float(), (0, Wp - W, 0, Hp - H), mode="replicate") if (Hp, Wp) != (H, W) else images.float()
+        padded = (
+            F.pad(images.float(), (0, Wp - W, 0, Hp - H), mode="replicate") if (Hp, Wp) != (H, W) else images.float()
+        )
         K = cameras.Ks.float().clone()
         K[:, 0] /= Wp  # normalised by the padded size: pixel intrinsics are unchanged by padding at right/bottom
         K[:, 1] /= Hp
         ones = torch.ones(1, V, dtype=torch.float32, device=images.device)
-        ctx = {"image": padded[None].clamp(0, 1), "intrinsics": K[None], "extrinsics": cameras.cam_to_world.float()[None],
-               "near": ones * self.near, "far": ones * self.far}
+        ctx = {
+            "image": padded[None].clamp(0, 1),
+            "intrinsics": K[None],
+            "extrinsics": cameras.cam_to_world.float()[None],
+            "near": ones * self.near,
+            "far": ones * self.far,
+        }
         return ctx, Hp, Wp
 
     def encoder_for(self, views: int) -> nn.Module:
@@ -98,9 +112,11 @@ class MVSplatLifter:
         g = encoder(ctx, POST_WARMUP_STEP, deterministic=True)
         n = V * Hp * Wp
         if g.means.shape[:2] != (1, n):
-            raise UserError(f"mvsplat lifter: the encoder returned {tuple(g.means.shape[:2])} Gaussians, expected "
-                            f"(1, {n}) (one per pixel of {V} views at {Hp}x{Wp}: num_surfaces and gaussians_per_pixel "
-                            "must be 1)")
+            raise UserError(
+                f"mvsplat lifter: the encoder returned {tuple(g.means.shape[:2])} Gaussians, expected "
+                f"(1, {n}) (one per pixel of {V} views at {Hp}x{Wp}: num_surfaces and gaussians_per_pixel "
+                "must be 1)"
+            )
 
         def real(x: Tensor) -> Tensor:  # drop the padding's Gaussians, keep view-major raster order
             return x[0].reshape(V, Hp, Wp, *x.shape[2:])[:, :H, :W].reshape(V * H * W, *x.shape[2:])
@@ -119,9 +135,11 @@ def read_checkpoint_state(checkpoint: Path) -> dict[str, Tensor]:
 
 def encoder_state(state: dict[str, Tensor], checkpoint: Path) -> dict[str, Tensor]:
     """The encoder's weights of a Lightning checkpoint (keys ``encoder.*``, prefix removed)."""
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     if not enc:
-        raise UserError("mvsplat lifter: the checkpoint has no 'encoder.*' weights (not an MVSplat checkpoint?)", checkpoint)
+        raise UserError(
+            "mvsplat lifter: the checkpoint has no 'encoder.*' weights (not an MVSplat checkpoint?)", checkpoint
+        )
     return enc
 
 
@@ -131,14 +149,18 @@ def mvsplat_root() -> Path:
         import src as mvsplat_src  # MVSplat's package
         from src.global_cfg import set_cfg  # noqa: F401 (proves it is MVSplat's src)
     except ImportError as exc:
-        raise UserError(f"mvsplat lifter: MVSplat's code is not importable ({exc}); clone MVSplat, install its "
-                        "requirements and put the repository root on PYTHONPATH (docs/lifters.md)") from None
+        raise UserError(
+            f"mvsplat lifter: MVSplat's code is not importable ({exc}); clone MVSplat, install its "
+            "requirements and put the repository root on PYTHONPATH (docs/lifters.md)"
+        ) from None
     for folder in getattr(mvsplat_src, "__path__", []):
         root = Path(folder).resolve().parent
         if (root / "config" / "main.yaml").is_file():
             return root
-    raise UserError("mvsplat lifter: the importable 'src' package is not an MVSplat checkout (no config/main.yaml "
-                    "beside it)", Path(list(getattr(mvsplat_src, "__path__", ["src"]))[0]))
+    raise UserError(
+        "mvsplat lifter: the importable 'src' package is not an MVSplat checkout (no config/main.yaml beside it)",
+        Path(list(getattr(mvsplat_src, "__path__", ["src"]))[0]),
+    )
 
 
 def compose_mvsplat_config(root: Path, experiment: str = EXPERIMENT, num_views: int = 2) -> Any:
@@ -164,8 +186,11 @@ def build_mvsplat_encoder(cfg: Any) -> nn.Module:
     from src.model.encoder import EncoderCostVolumeCfg, get_encoder
 
     set_cfg(cfg)
-    typed = from_dict(EncoderCostVolumeCfg, OmegaConf.to_container(cfg.model.encoder, resolve=True),
-                      config=Config(type_hooks={Path: Path}))
+    typed = from_dict(
+        EncoderCostVolumeCfg,
+        OmegaConf.to_container(cfg.model.encoder, resolve=True),
+        config=Config(type_hooks={Path: Path}),
+    )
     encoder, _ = get_encoder(typed)
     return encoder
 
@@ -175,15 +200,24 @@ def load_encoder_weights(encoder: nn.Module, weights: dict[str, Tensor], checkpo
     own = encoder.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
-    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if k in weights and weights[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
-        detail = "; ".join(x for x in (f"size mismatch ({len(wrong)}): {', '.join(wrong[:2])}" if wrong else "",
-                                       f"missing ({len(missing)}): {', '.join(missing[:2])}" if missing else "",
-                                       f"unexpected ({len(unexpected)}): {', '.join(unexpected[:2])}" if unexpected else "")
-                           if x)
-        raise UserError(f"mvsplat lifter: the checkpoint does not fit MVSplat's {EXPERIMENT} encoder ({detail})",
-                        checkpoint)
+        detail = "; ".join(
+            x
+            for x in (
+                f"size mismatch ({len(wrong)}): {', '.join(wrong[:2])}" if wrong else "",
+                f"missing ({len(missing)}): {', '.join(missing[:2])}" if missing else "",
+                f"unexpected ({len(unexpected)}): {', '.join(unexpected[:2])}" if unexpected else "",
+            )
+            if x
+        )
+        raise UserError(
+            f"mvsplat lifter: the checkpoint does not fit MVSplat's {EXPERIMENT} encoder ({detail})", checkpoint
+        )
     encoder.load_state_dict(weights, strict=True)
     return encoder.eval()
 
@@ -215,5 +249,6 @@ def parse_mvsplat_spec(arg: str | None) -> tuple[str, float, float]:
 
 def build_mvsplat_lifter(arg: str | None, settings: Any = None, data: str | None = None) -> MVSplatLifter:
     ckpt, near, far = parse_mvsplat_spec(arg)
-    return MVSplatLifter(load_mvsplat_encoder(ckpt, 2), near, far,
-                         build_for_views=lambda views: load_mvsplat_encoder(ckpt, views))
+    return MVSplatLifter(
+        load_mvsplat_encoder(ckpt, 2), near, far, build_for_views=lambda views: load_mvsplat_encoder(ckpt, views)
+    )

@@ -28,8 +28,10 @@ class OnlineRefiner:
 
     def __init__(self, lifter: Any, every: int, lr: float = 1e-4):
         if not isinstance(lifter, PredictorLifter):
-            raise UserError("lifter_refine_every > 0 refines a learned predictor: use lifter=auto or "
-                            f"lifter=predictor:PATH (got a {type(lifter).__name__})")
+            raise UserError(
+                "lifter_refine_every > 0 refines a learned predictor: use lifter=auto or "
+                f"lifter=predictor:PATH (got a {type(lifter).__name__})"
+            )
         if every < 1 or lr <= 0:
             raise UserError(f"need lifter_refine_every >= 1 and lifter_refine_lr > 0, got {every}, {lr}")
         self.lifter, self.every = lifter, int(every)
@@ -44,8 +46,9 @@ class OnlineRefiner:
             return {}
         cfg = self.model.config
         if context.height % 4 or context.width % 4:
-            raise UserError("lifter refinement needs a render size that is a multiple of 4, got "
-                            f"{(context.height, context.width)}")
+            raise UserError(
+                f"lifter refinement needs a render size that is a multiple of 4, got {(context.height, context.width)}"
+            )
         cams = context.cameras.to(dtype=torch.float32)
         batch = Views(context.images.float(), cams)
         guide = context.tokens.float() if (cfg.uses_backbone and context.tokens is not None) else None
@@ -62,8 +65,11 @@ class OnlineRefiner:
         return {"lifter_photometric": float(losses["warp"].detach())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(), "steps": self.steps}
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -32,7 +32,7 @@ MIN_COVERAGE = 0.5
 
 def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     """Per-pixel SSIM of images (N, 3, H, W) over 3x3 windows (reflect-padded), averaged over channels."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
 
     def pool(t: Tensor) -> Tensor:
         return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="reflect"), 3, 1)
@@ -48,16 +48,21 @@ def photo_error(pred: Tensor, target: Tensor) -> Tensor:
     return SSIM_WEIGHT * (1 - ssim_map(pred, target)) / 2 + (1 - SSIM_WEIGHT) * (pred - target).abs().mean(1)
 
 
-def inverse_warp(depth: Tensor, K_ref: Tensor, viewmat_ref: Tensor, image_src: Tensor, K_src: Tensor,
-                 viewmat_src: Tensor) -> tuple[Tensor, Tensor]:
+def inverse_warp(
+    depth: Tensor, K_ref: Tensor, viewmat_ref: Tensor, image_src: Tensor, K_src: Tensor, viewmat_src: Tensor
+) -> tuple[Tensor, Tensor]:
     """The source photograph (N, 3, H, W) resampled at where each reference pixel lands at its depth
     (N, H, W): (image (N, 3, H, W), in_view (N, H, W) bool). Differentiable in ``depth``."""
     N, H, W = depth.shape
-    v, u = torch.meshgrid(torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5,
-                          torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5, indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5,
+        torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5,
+        indexing="ij",
+    )
     uv = torch.stack([u, v], -1).reshape(1, H * W, 2).expand(N, -1, -1)
-    uv_s, z = warp_pixels(uv, depth.reshape(N, H * W), K_ref, torch.linalg.inv(viewmat_ref), K_src,
-                          torch.linalg.inv(viewmat_src))
+    uv_s, z = warp_pixels(
+        uv, depth.reshape(N, H * W), K_ref, torch.linalg.inv(viewmat_ref), K_src, torch.linalg.inv(viewmat_src)
+    )
     grid = torch.stack([uv_s[..., 0] / W * 2 - 1, uv_s[..., 1] / H * 2 - 1], -1).reshape(N, H, W, 2)
     warped = F.grid_sample(image_src, grid, mode="bilinear", padding_mode="border", align_corners=False)
     in_view = (z.reshape(N, H, W) > 1e-3) & (grid.abs() < 1).all(-1)
@@ -85,8 +90,14 @@ def warp_photometric_loss(depth: Tensor, views: Views) -> dict[str, Tensor]:
     refs = [r for r in range(V) for s in range(V) if s != r]
     srcs = [s for r in range(V) for s in range(V) if s != r]
     d, im, K, vm = depth, images, Ks, viewmats
-    warped, in_view = inverse_warp(d[:, refs].flatten(0, 1), K[:, refs].flatten(0, 1), vm[:, refs].flatten(0, 1),
-                                   im[:, srcs].flatten(0, 1), K[:, srcs].flatten(0, 1), vm[:, srcs].flatten(0, 1))
+    warped, in_view = inverse_warp(
+        d[:, refs].flatten(0, 1),
+        K[:, refs].flatten(0, 1),
+        vm[:, refs].flatten(0, 1),
+        im[:, srcs].flatten(0, 1),
+        K[:, srcs].flatten(0, 1),
+        vm[:, srcs].flatten(0, 1),
+    )
     target = im[:, refs].flatten(0, 1)
     err = photo_error(warped, target).unflatten(0, (B, V, V - 1))  # (B, V, V-1, H, W)
     identity = photo_error(im[:, srcs].flatten(0, 1), target).unflatten(0, (B, V, V - 1))
@@ -101,27 +112,46 @@ def warp_photometric_loss(depth: Tensor, views: Views) -> dict[str, Tensor]:
     wx = torch.exp(-(gray[:, :, 1:] - gray[:, :, :-1]).abs() * 10)
     wy = torch.exp(-(gray[:, 1:] - gray[:, :-1]).abs() * 10)
     smooth = (dx * wx).mean() + (dy * wy).mean()
-    return {"warp": photo, "smooth": smooth, "warp_kept": keep.mean().detach(),
-            "warp_in_view": in_view.float().mean().detach()}
+    return {
+        "warp": photo,
+        "smooth": smooth,
+        "warp_kept": keep.mean().detach(),
+        "warp_in_view": in_view.float().mean().detach(),
+    }
 
 
 def _scaled(K: Tensor, factor: float) -> Tensor:
     return K * torch.tensor([factor, factor, 1.0], dtype=K.dtype, device=K.device)[:, None]
 
 
-def splat_into(depth: Tensor, opacity: Tensor, scale: Tensor, colors: Tensor, K_src: Tensor, viewmat_src: Tensor,
-               K_dst: Tensor, viewmat_dst: Tensor) -> tuple[Tensor, Tensor]:
+def splat_into(
+    depth: Tensor,
+    opacity: Tensor,
+    scale: Tensor,
+    colors: Tensor,
+    K_src: Tensor,
+    viewmat_src: Tensor,
+    K_dst: Tensor,
+    viewmat_dst: Tensor,
+) -> tuple[Tensor, Tensor]:
     """One view's pixels (depth (H, W), opacity, scale, colours (3, H, W)) splatted into another camera:
     (image (3, H, W), coverage (H, W)), differentiable in depth, opacity, scale and colours."""
     H, W = depth.shape
-    g = lift_depth(depth, Cameras(K_src, viewmat_src, W, H), colors, scale_factor=scale,
-                   opacity=opacity.clamp(0, 1), keep_invalid=True)
+    g = lift_depth(
+        depth,
+        Cameras(K_src, viewmat_src, W, H),
+        colors,
+        scale_factor=scale,
+        opacity=opacity.clamp(0, 1),
+        keep_invalid=True,
+    )
     img, alpha = render_differentiable(g.means, g.covariances, g.opacities, g.features, viewmat_dst, K_dst, W, H)
     return img.permute(2, 0, 1), alpha
 
 
-def photometric_loss(depth: Tensor, opacity: Tensor, scale: Tensor, views: Views,
-                     scales: tuple[int, ...] = (1, 2, 4)) -> dict[str, Tensor]:
+def photometric_loss(
+    depth: Tensor, opacity: Tensor, scale: Tensor, views: Views, scales: tuple[int, ...] = (1, 2, 4)
+) -> dict[str, Tensor]:
     """Mean over pairs of views (each into each other view of its sample) and ``scales`` of the masked
     SSIM/L1 between the splatted render and the photograph.
 
@@ -144,8 +174,16 @@ def photometric_loss(depth: Tensor, opacity: Tensor, scale: Tensor, views: Views
                 for dst in range(V):
                     if dst == src:
                         continue
-                    img, alpha = splat_into(d[b, src], o[b, src], s[b, src], im[b, src], K[b, src],
-                                            viewmats[b, src], K[b, dst], viewmats[b, dst])
+                    img, alpha = splat_into(
+                        d[b, src],
+                        o[b, src],
+                        s[b, src],
+                        im[b, src],
+                        K[b, src],
+                        viewmats[b, src],
+                        K[b, dst],
+                        viewmats[b, dst],
+                    )
                     target = im[b, dst]
                     # uncovered pixels show the target's mean colour: leaving pixels uncovered costs
                     # what a blind guess costs, so pushing splats out of view never pays

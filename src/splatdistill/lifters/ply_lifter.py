@@ -59,14 +59,15 @@ def find_scene_plys(folder: Path) -> dict[str, Path]:
     return found
 
 
-def attach_features(geometry: Gaussians, features: Tensor, cameras: Cameras, visibility_tol: float = 0.05,
-                    renderer: str = "auto") -> Gaussians:
+def attach_features(
+    geometry: Gaussians, features: Tensor, cameras: Cameras, visibility_tol: float = 0.05, renderer: str = "auto"
+) -> Gaussians:
     """Give every Gaussian the mean feature of the context pixels (features (V, C, H, W)) that see it.
 
     Gaussians seen by no view are dropped. See the module docstring for the visibility test.
     """
     V, C, H, W = features.shape
-    if (H, W) != (cameras.height, cameras.width):
+    if (cameras.height, cameras.width) != (H, W):
         raise ValueError(f"features are {H}x{W}, cameras {cameras.height}x{cameras.width}")
     g = geometry.to(features.device, features.dtype)
     N = len(g)
@@ -75,8 +76,9 @@ def attach_features(geometry: Gaussians, features: Tensor, cameras: Cameras, vis
     for v in range(V):
         cam = cameras[v]
         uv, z = cam.project(g.means)  # (N, 2), (N,)
-        rendered, alpha = render_features(g.means, g.covariances, g.opacities, z[:, None], cam.viewmats, cam.Ks,
-                                          W, H, backend=renderer)
+        rendered, alpha = render_features(
+            g.means, g.covariances, g.opacities, z[:, None], cam.viewmats, cam.Ks, W, H, backend=renderer
+        )
         depth_map = rendered[..., 0] / alpha.clamp_min(1e-6)  # (H, W)
         grid = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1)
         inside = (z > 1e-2) & (grid.abs() <= 1).all(-1)
@@ -85,8 +87,9 @@ def attach_features(geometry: Gaussians, features: Tensor, cameras: Cameras, vis
         seen = inside & (alpha[py, px] > 0.5) & (z <= depth_map[py, px] * (1 + visibility_tol))
         if not bool(seen.any()):
             continue
-        sampled = F.grid_sample(features[v:v + 1], grid[seen][None, None].to(features.dtype), mode="bilinear",
-                                align_corners=False)[0, :, 0].T  # (n, C)
+        sampled = F.grid_sample(
+            features[v : v + 1], grid[seen][None, None].to(features.dtype), mode="bilinear", align_corners=False
+        )[0, :, 0].T  # (n, C)
         acc[seen] += sampled
         count[seen] += 1
     keep = count > 0
@@ -99,8 +102,15 @@ class PlyLifter:
 
     scene_level = True  # the geometry is the scene's, not the context views': lift all views in one call
 
-    def __init__(self, source: str | Path, data: str | Path | None = None, visibility_tol: float = 0.05,
-                 renderer: str = "auto", cache_size: int = 4, pose_tol: float = 1e-3):
+    def __init__(
+        self,
+        source: str | Path,
+        data: str | Path | None = None,
+        visibility_tol: float = 0.05,
+        renderer: str = "auto",
+        cache_size: int = 4,
+        pose_tol: float = 1e-3,
+    ):
         self.source = Path(source).expanduser()
         if not self.source.exists():
             raise UserError("no such PLY file or folder (ply:PATH)", self.source)
@@ -109,8 +119,11 @@ class PlyLifter:
         else:
             self.plys = find_scene_plys(self.source)
             if not self.plys:
-                raise UserError("no PLY files found (expected <scene>.ply, <scene>/point_cloud.ply or "
-                                "<scene>/point_cloud/iteration_N/point_cloud.ply)", self.source)
+                raise UserError(
+                    "no PLY files found (expected <scene>.ply, <scene>/point_cloud.ply or "
+                    "<scene>/point_cloud/iteration_N/point_cloud.ply)",
+                    self.source,
+                )
         self.data = data
         self.visibility_tol = visibility_tol
         self.renderer = renderer
@@ -147,13 +160,21 @@ class PlyLifter:
     def _scene_poses(self) -> dict[str, np.ndarray]:
         if self._poses is None:
             if self.data is None:
-                raise UserError("ply:DIR with several scenes needs the dataset to tell samples' scenes apart "
-                                "(pass data=..., or use a single PLY file)", self.source)
-            self._poses = {s.name: np.stack([v.cam_to_world for v in s.views]) for s in load_dataset(self.data)
-                           if s.name in self.plys}
+                raise UserError(
+                    "ply:DIR with several scenes needs the dataset to tell samples' scenes apart "
+                    "(pass data=..., or use a single PLY file)",
+                    self.source,
+                )
+            self._poses = {
+                s.name: np.stack([v.cam_to_world for v in s.views])
+                for s in load_dataset(self.data)
+                if s.name in self.plys
+            }
             if not self._poses:
-                raise UserError(f"none of the PLY scene names ({', '.join(sorted(self.plys)[:5])}) is a scene of "
-                                f"{self.data}", self.source)
+                raise UserError(
+                    f"none of the PLY scene names ({', '.join(sorted(self.plys)[:5])}) is a scene of {self.data}",
+                    self.source,
+                )
         return self._poses
 
     def scene_of(self, cameras: Cameras) -> str:
@@ -167,8 +188,11 @@ class PlyLifter:
                 hits.append(name)
         if len(hits) != 1:
             what = "no scene" if not hits else f"several scenes ({', '.join(hits)})"
-            raise UserError(f"ply lifter: {what} of the dataset has a view at this context camera; use a single PLY "
-                            "or lifter.use_scene(name)", self.source)
+            raise UserError(
+                f"ply lifter: {what} of the dataset has a view at this context camera; use a single PLY "
+                "or lifter.use_scene(name)",
+                self.source,
+            )
         return hits[0]
 
     def __call__(self, views: Views) -> Gaussians:

@@ -81,7 +81,7 @@ class PredictorConfig:
     # pooled to the cost volume's 1/4 (no learned features: it means the same on a photo as on a render)
     zncc: bool = False
 
-    def validate(self) -> "PredictorConfig":
+    def validate(self) -> PredictorConfig:
         if self.features not in FEATURE_SOURCES:
             raise UserError(f"predictor features must be one of {', '.join(FEATURE_SOURCES)}, got {self.features!r}")
         if self.uses_backbone and self.backbone_dim < 1:
@@ -137,8 +137,11 @@ class PredictorConfig:
         baseline = (centres[:, i] - centres[:, j]).norm(dim=-1).mean(1)
         focal = 0.5 * (Ks[..., 0, 0] + Ks[..., 1, 1]).mean(1)
         # a pair without baseline has no parallax: keep its units rather than divide by ~0
-        return torch.where(baseline * focal > 1e-9, self.ref_focal_baseline / (baseline * focal).clamp_min(1e-9),
-                           torch.ones_like(baseline))
+        return torch.where(
+            baseline * focal > 1e-9,
+            self.ref_focal_baseline / (baseline * focal).clamp_min(1e-9),
+            torch.ones_like(baseline),
+        )
 
 
 @dataclass
@@ -161,8 +164,10 @@ class PredictorOutput:
 
 # ---- plane sweep ------------------------------------------------------------------------------------
 
-def plane_sweep_grid(K_ref: Tensor, viewmat_ref: Tensor, K_src: Tensor, viewmat_src: Tensor,
-                     depths: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+
+def plane_sweep_grid(
+    K_ref: Tensor, viewmat_ref: Tensor, K_src: Tensor, viewmat_src: Tensor, depths: Tensor, height: int, width: int
+) -> tuple[Tensor, Tensor]:
     """Where the pixel centres of the reference view, placed at each candidate depth, land in the source.
 
     K_ref/K_src (..., 3, 3) are intrinsics *at this (height, width)* (pixel centres at +0.5),
@@ -192,8 +197,9 @@ def cost_volume(f_ref: Tensor, f_src: Tensor, grid: Tensor, z_src: Tensor) -> Te
     sampled at ``grid`` (N, D, h, w, 2); points behind the source camera or outside it get 0."""
     N, C, h, w = f_ref.shape
     D = grid.shape[1]
-    sampled = F.grid_sample(f_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="zeros",
-                            align_corners=False).reshape(N, C, D, h, w)
+    sampled = F.grid_sample(
+        f_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+    ).reshape(N, C, D, h, w)
     cost = (sampled * f_ref[:, :, None]).sum(1) / math.sqrt(C)
     return torch.where(z_src > 1e-3, cost, torch.zeros_like(cost))
 
@@ -203,8 +209,9 @@ def zncc_volume(g_ref: Tensor, g_src: Tensor, grid: Tensor, z_src: Tensor, windo
     reference with the source sampled at ``grid`` (N, D, h, w, 2); invisible points get 0."""
     N, _, h, w = g_ref.shape
     D = grid.shape[1]
-    src = F.grid_sample(g_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="border",
-                        align_corners=False).reshape(N, D, h, w)
+    src = F.grid_sample(
+        g_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="border", align_corners=False
+    ).reshape(N, D, h, w)
 
     def box(x: Tensor) -> Tensor:
         return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
@@ -217,6 +224,7 @@ def zncc_volume(g_ref: Tensor, g_src: Tensor, grid: Tensor, z_src: Tensor, windo
 
 
 # ---- the network ------------------------------------------------------------------------------------
+
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=not norm)]
@@ -240,11 +248,16 @@ class GaussianPredictor(nn.Module):
         self.enc_half = nn.Sequential(_conv(3, 32, stride=2), _conv(32, 32))  # 1/2
         self.enc_quarter = nn.Sequential(_conv(32, 48, stride=2), _conv(48, 48), _conv(48, 48))  # 1/4
         self.match_cnn = nn.Conv2d(48, c, 1) if cfg.uses_cnn else None
-        self.match_backbone = (nn.Sequential(nn.Conv2d(cfg.backbone_dim, c, 1), nn.GroupNorm(c // 8, c))
-                               if cfg.uses_backbone else None)
+        self.match_backbone = (
+            nn.Sequential(nn.Conv2d(cfg.backbone_dim, c, 1), nn.GroupNorm(c // 8, c)) if cfg.uses_backbone else None
+        )
         self.fuse = nn.Conv2d(2 * c, c, 1) if cfg.features == "cnn+backbone" else None
-        self.cost_net = nn.Sequential(_conv(D * (2 if cfg.zncc else 1) + c, 48), _conv(48, 48, dilation=2), _conv(48, 48, dilation=4),
-                                      nn.Conv2d(48, D, 3, padding=1))
+        self.cost_net = nn.Sequential(
+            _conv(D * (2 if cfg.zncc else 1) + c, 48),
+            _conv(48, 48, dilation=2),
+            _conv(48, 48, dilation=4),
+            nn.Conv2d(48, D, 3, padding=1),
+        )
         self.cost_gain = nn.Parameter(torch.tensor(4.0))  # raw-cost skip: starts as soft winner-take-all
         self.zncc_gain = nn.Parameter(torch.tensor(4.0)) if cfg.zncc else None
         self.refine_half = nn.Sequential(_conv(32 + 3, 32, norm=False), _conv(32, 32, norm=False))
@@ -269,13 +282,22 @@ class GaussianPredictor(nn.Module):
             parts.append(self.match_cnn(quarter))
         if self.match_backbone is not None:
             if guide is None:
-                raise ValueError(f"this predictor matches on backbone features ({self.config.backbone or 'a backbone'}, "
-                                 f"{self.config.backbone_dim} channels): pass guide features")
+                raise ValueError(
+                    f"this predictor matches on backbone features ({self.config.backbone or 'a backbone'}, "
+                    f"{self.config.backbone_dim} channels): pass guide features"
+                )
             if guide.shape[1] != self.config.backbone_dim:
-                raise ValueError(f"guide features have {guide.shape[1]} channels; the predictor was trained on "
-                                 f"{self.config.backbone_dim}-channel features of {self.config.backbone or 'its backbone'}")
-            g = F.interpolate(guide.to(quarter.dtype), size=(h, w), mode="bilinear", align_corners=False,
-                              antialias=guide.shape[-1] > w or guide.shape[-2] > h)
+                raise ValueError(
+                    f"guide features have {guide.shape[1]} channels; the predictor was trained on "
+                    f"{self.config.backbone_dim}-channel features of {self.config.backbone or 'its backbone'}"
+                )
+            g = F.interpolate(
+                guide.to(quarter.dtype),
+                size=(h, w),
+                mode="bilinear",
+                align_corners=False,
+                antialias=guide.shape[-1] > w or guide.shape[-2] > h,
+            )
             parts.append(self.match_backbone(g))
         return self.fuse(torch.cat(parts, 1)) if self.fuse is not None else parts[0]
 
@@ -309,19 +331,22 @@ class GaussianPredictor(nn.Module):
         refs = [r for r in range(V) for s in range(V) if s != r]
         srcs = [s for r in range(V) for s in range(V) if s != r]
         grid, z = plane_sweep_grid(Kq[:, refs], viewmats[:, refs], Kq[:, srcs], viewmats[:, srcs], depths, h, w)
-        cost = cost_volume(feats[:, refs].flatten(0, 1), feats[:, srcs].flatten(0, 1),
-                           grid.flatten(0, 1).to(dt), z.flatten(0, 1))
+        cost = cost_volume(
+            feats[:, refs].flatten(0, 1), feats[:, srcs].flatten(0, 1), grid.flatten(0, 1).to(dt), z.flatten(0, 1)
+        )
         cost = cost.unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)  # (B*V, D, h, w)
         f_ref = feats.flatten(0, 1)
         if self.zncc_gain is not None:
             hh, ww = half.shape[-2:]
             Kh = Ks * torch.tensor([ww / W, hh / H, 1.0], dtype=Ks.dtype, device=Ks.device)[:, None]
             gh, zh = plane_sweep_grid(Kh[:, refs], viewmats[:, refs], Kh[:, srcs], viewmats[:, srcs], depths, hh, ww)
-            gray = F.avg_pool2d((images * images.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(2, keepdim=True)
-                                .flatten(0, 1), 2)  # (B*V, 1, H/2, W/2)
+            gray = F.avg_pool2d(
+                (images * images.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(2, keepdim=True).flatten(0, 1), 2
+            )  # (B*V, 1, H/2, W/2)
             gray = gray.unflatten(0, (B, V))
-            zc = zncc_volume(gray[:, refs].flatten(0, 1), gray[:, srcs].flatten(0, 1), gh.flatten(0, 1).to(dt),
-                             zh.flatten(0, 1))
+            zc = zncc_volume(
+                gray[:, refs].flatten(0, 1), gray[:, srcs].flatten(0, 1), gh.flatten(0, 1).to(dt), zh.flatten(0, 1)
+            )
             zc = F.avg_pool2d(zc, 2).unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)  # (B*V, D, h, w)
             logits = self.cost_net(torch.cat([cost, zc, f_ref], 1)) + self.cost_gain * cost + self.zncc_gain * zc
         else:
@@ -332,8 +357,9 @@ class GaussianPredictor(nn.Module):
         entropy = -(prob * prob.clamp_min(1e-8).log()).sum(1, keepdim=True) / math.log(cfg.num_depths)
         # refinement at 1/2
         hh, ww = half.shape[-2:]
-        hid = self.refine_half(torch.cat([half, _up(coarse_t, (hh, ww)), _up(conf, (hh, ww)),
-                                          _up(entropy, (hh, ww))], 1))
+        hid = self.refine_half(
+            torch.cat([half, _up(coarse_t, (hh, ww)), _up(conf, (hh, ww)), _up(entropy, (hh, ww))], 1)
+        )
         half_t = _up(coarse_t, (hh, ww)) + self.refine_half_out(hid)
         # full resolution: residual, opacity, scale
         up_t = _up(half_t, (H, W))
@@ -347,21 +373,36 @@ class GaussianPredictor(nn.Module):
             return a[:, 0].unflatten(0, (B, V))
 
         unit = 1.0 / world
-        return PredictorOutput(depth=bv(cfg.t_to_depth(t)) * unit[:, None, None, None].to(dt), opacity=bv(opacity),
-                               scale=bv(sf), t=bv(t), coarse_t=bv(coarse_t), half_t=bv(half_t),
-                               confidence=bv(conf), unit=unit)
+        return PredictorOutput(
+            depth=bv(cfg.t_to_depth(t)) * unit[:, None, None, None].to(dt),
+            opacity=bv(opacity),
+            scale=bv(sf),
+            t=bv(t),
+            coarse_t=bv(coarse_t),
+            half_t=bv(half_t),
+            confidence=bv(conf),
+            unit=unit,
+        )
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------
+
 
 def save_predictor(model: GaussianPredictor, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write ``predictor.safetensors`` + ``predictor.json`` into ``folder`` (atomically each); returns it."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(folder / WEIGHTS_NAME,
-                 lambda tmp: save_file(state, tmp, metadata={"format": FORMAT, "version": str(FORMAT_VERSION)}))
-    doc = {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(model.config), "meta": meta or {},
-           "preprocess": {"mean": [_IMAGE_MEAN] * 3, "std": [_IMAGE_STD] * 3, "note": "the predictor's own CNN input"}}
+    atomic_write(
+        folder / WEIGHTS_NAME,
+        lambda tmp: save_file(state, tmp, metadata={"format": FORMAT, "version": str(FORMAT_VERSION)}),
+    )
+    doc = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": asdict(model.config),
+        "meta": meta or {},
+        "preprocess": {"mean": [_IMAGE_MEAN] * 3, "std": [_IMAGE_STD] * 3, "note": "the predictor's own CNN input"},
+    }
     atomic_write_text(folder / CONFIG_NAME, json.dumps(doc, indent=1, default=str))
     return folder
 
@@ -378,8 +419,9 @@ def read_predictor_meta(path: str | Path) -> dict[str, Any]:
     """The ``predictor.json`` document of a saved predictor (config + training metadata)."""
     _, cfg_path = _predictor_files(Path(path).expanduser())
     if not cfg_path.is_file():
-        raise UserError(f"no {CONFIG_NAME} next to the predictor weights (train one with 'splatdistill lifter train')",
-                        cfg_path)
+        raise UserError(
+            f"no {CONFIG_NAME} next to the predictor weights (train one with 'splatdistill lifter train')", cfg_path
+        )
     try:
         doc = json.loads(cfg_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -387,8 +429,11 @@ def read_predictor_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(f"not a splatdistill predictor config (expected format {FORMAT!r})", cfg_path)
     if int(doc.get("version", -1)) > FORMAT_VERSION:
-        raise UserError(f"predictor format version {doc.get('version')} is newer than this splatdistill "
-                        f"understands ({FORMAT_VERSION}); upgrade splatdistill", cfg_path)
+        raise UserError(
+            f"predictor format version {doc.get('version')} is newer than this splatdistill "
+            f"understands ({FORMAT_VERSION}); upgrade splatdistill",
+            cfg_path,
+        )
     return doc
 
 
@@ -416,17 +461,20 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> Gaus
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise UserError(f"predictor weights do not match its config: missing {missing[:3]}, unexpected {extra[:3]}",
-                        weights_path)
+        raise UserError(
+            f"predictor weights do not match its config: missing {missing[:3]}, unexpected {extra[:3]}", weights_path
+        )
     for k, v in expected.items():
         if state[k].shape != v.shape:
-            raise UserError(f"predictor weight {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}",
-                            weights_path)
+            raise UserError(
+                f"predictor weight {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}", weights_path
+            )
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
 # ---- as a lifter ------------------------------------------------------------------------------------
+
 
 def predictor_input_size(height: int, width: int, image_size: int) -> tuple[int, int]:
     """(H, W) the predictor runs at: shorter side ``image_size``, both sides multiples of 4."""
@@ -463,7 +511,7 @@ class PredictorLifter:
         if next(self.model.parameters()).device != dev:
             self.model.to(dev)
         V, _, H, W = images.shape
-        if (H, W) != (cameras.height, cameras.width):
+        if (cameras.height, cameras.width) != (H, W):
             raise ValueError(f"images are {H}x{W} but the cameras are {cameras.height}x{cameras.width}")
         h, w = predictor_input_size(H, W, cfg.image_size)
         x = images.float()
@@ -483,5 +531,6 @@ class PredictorLifter:
     def __call__(self, views: Views) -> Gaussians:
         d, o, s = self.predict(views)
         dt = views.features.dtype
-        return lift_depth(d.to(dt), views.cameras, views.features, scale_factor=(self.gaussian_scale * s).to(dt),
-                          opacity=o.to(dt))
+        return lift_depth(
+            d.to(dt), views.cameras, views.features, scale_factor=(self.gaussian_scale * s).to(dt), opacity=o.to(dt)
+        )

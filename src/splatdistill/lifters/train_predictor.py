@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from splatdistill.atomic import atomic_torch_save, atomic_write_text
 from splatdistill.backbones import load_backbone
@@ -38,13 +37,8 @@ from splatdistill.errors import UserError
 from splatdistill.lifters.bank import load_bank, pair_views, snd_context_pairs, training_pairs
 from splatdistill.lifters.evaluate import evaluate_predictor
 from splatdistill.lifters.losses import predictor_losses
+from splatdistill.lifters.predictor import GaussianPredictor, PredictorConfig, load_predictor, save_predictor
 from splatdistill.lifters.pretrained import resolve_predictor
-from splatdistill.lifters.predictor import (
-    GaussianPredictor,
-    PredictorConfig,
-    load_predictor,
-    save_predictor,
-)
 from splatdistill.run_folder import owned_training_folder
 from splatdistill.runs import Run, TimeBudget, warmup_cosine
 from splatdistill.safe_load import load_torch_file
@@ -68,7 +62,9 @@ class LifterModelConfig:
     channels: int = 48  # matching-feature channels
     planes: Literal["fixed", "baseline"] = "fixed"  # where the depth planes go (PredictorConfig.planes)
     zncc: bool = False  # a ZNCC grayscale matching cost beside the learned one (PredictorConfig.zncc)
-    init: str = ""  # start from a saved predictor (folder, or a shipped name such as "shipped"); its architecture is kept
+    init: str = (
+        ""  # start from a saved predictor (folder, or a shipped name such as "shipped"); its architecture is kept
+    )
 
 
 @dataclass
@@ -116,39 +112,58 @@ class LifterTrainConfig:
     optim: LifterOptimConfig = field(default_factory=LifterOptimConfig)
     run: LifterRunConfig = field(default_factory=LifterRunConfig)
 
-    def validate(self) -> "LifterTrainConfig":
+    def validate(self) -> LifterTrainConfig:
         self.predictor_config().validate()
         o, r = self.optim, self.run
-        for group, name in ((o, "steps"), (o, "batch_size"), (r, "eval_pairs"), (r, "checkpoint_every"),
-                            (r, "threads"), (o, "max_gap"), (o, "splat_every")):
+        for group, name in (
+            (o, "steps"),
+            (o, "batch_size"),
+            (r, "eval_pairs"),
+            (r, "checkpoint_every"),
+            (r, "threads"),
+            (o, "max_gap"),
+            (o, "splat_every"),
+        ):
             if getattr(group, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(group, name)}")
         if o.minutes < 0 or o.lr <= 0:
             raise UserError("minutes must be >= 0 and lr > 0")
         if o.photometric_weight < 0 or o.splat_weight < 0:
-            raise UserError(f"photometric_weight and splat_weight must be >= 0, got {o.photometric_weight}, "
-                            f"{o.splat_weight}")
+            raise UserError(
+                f"photometric_weight and splat_weight must be >= 0, got {o.photometric_weight}, {o.splat_weight}"
+            )
         resolve_device(r.device)  # a device this machine lacks stops here, before any folder is touched
         return self
 
     def predictor_config(self, backbone_dim: int = 0) -> PredictorConfig:
         m = self.model
-        return PredictorConfig(features=m.features, backbone=m.backbone if "backbone" in m.features else "",
-                               backbone_dim=backbone_dim or (1 if "backbone" in m.features else 0),
-                               backbone_size=m.backbone_size, num_depths=m.num_depths, near=m.near,
-                               far=m.far, channels=m.channels, image_size=m.image_size,
-                               planes=m.planes, zncc=m.zncc)
+        return PredictorConfig(
+            features=m.features,
+            backbone=m.backbone if "backbone" in m.features else "",
+            backbone_dim=backbone_dim or (1 if "backbone" in m.features else 0),
+            backbone_size=m.backbone_size,
+            num_depths=m.num_depths,
+            near=m.near,
+            far=m.far,
+            channels=m.channels,
+            image_size=m.image_size,
+            planes=m.planes,
+            zncc=m.zncc,
+        )
 
 
 # ---- training ---------------------------------------------------------------------------------------
+
 
 def train_predictor(cfg: LifterTrainConfig, resume: bool = False, log=print, lock: bool = True) -> dict[str, Any]:
     """Train a predictor on the train split of ``cfg.run.data``, evaluate it on the held-out splits and
     write ``predictor.safetensors``, ``predictor.json``, ``metrics.json`` and ``log.jsonl`` to ``cfg.run.out``,
     locked first (``lock=False``: the caller holds the lock); a fresh run over a train_state.pt is refused."""
     cfg.validate()
-    with owned_training_folder(cfg.run.out, "splatdistill lifter train", resume, STATE_NAME, FRESH_HINT, lock), \
-            torch_threads(cfg.run.threads):
+    with (
+        owned_training_folder(cfg.run.out, "splatdistill lifter train", resume, STATE_NAME, FRESH_HINT, lock),
+        torch_threads(cfg.run.threads),
+    ):
         run = _PredictorRun(cfg, resume, log)
         results = run.train()
         if results["stopped_by"] != "signal":  # SIGTERM: the state is saved; leave promptly
@@ -174,14 +189,28 @@ class _PredictorRun:
         self.state_path = self.out / STATE_NAME
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
-        state = load_torch_file(self.state_path, "predictor training state", require=("model", "optimizer", "step",
-                                "elapsed", "config")) if resume else None  # a damaged one stops before any work
+        state = (
+            load_torch_file(
+                self.state_path, "predictor training state", require=("model", "optimizer", "step", "elapsed", "config")
+            )
+            if resume
+            else None
+        )  # a damaged one stops before any work
         self.t_start = time.perf_counter()
         init = load_predictor(resolve_predictor(cfg.model.init)) if cfg.model.init else None
         if init is not None:  # fine-tuning keeps the initial predictor's architecture
             ic = init.config
-            for name in ("features", "num_depths", "near", "far", "channels", "image_size", "backbone_size",
-                         "planes", "zncc"):
+            for name in (
+                "features",
+                "num_depths",
+                "near",
+                "far",
+                "channels",
+                "image_size",
+                "backbone_size",
+                "planes",
+                "zncc",
+            ):
                 setattr(cfg.model, name, getattr(ic, name))
             if ic.uses_backbone:
                 cfg.model.backbone = ic.backbone
@@ -193,27 +222,39 @@ class _PredictorRun:
         if "backbone" in cfg.model.features:
             self.backbone = load_backbone(cfg.model.backbone, device=self.device).eval()  # the bank's guide features
             bdim = int(self.backbone.embed_dim)
-        self.bank = load_bank(train_scenes, cfg.model.image_size, self.backbone, cfg.model.backbone_size, cfg.run.progress,
-                              "train views", need_depth=cfg.optim.supervision in ("depth", "both"))
+        self.bank = load_bank(
+            train_scenes,
+            cfg.model.image_size,
+            self.backbone,
+            cfg.model.backbone_size,
+            cfg.run.progress,
+            "train views",
+            need_depth=cfg.optim.supervision in ("depth", "both"),
+        )
         with_depth = (self.bank.depths > 0).flatten(1).any(1)
         has_depth, all_depth = bool(with_depth.any()), bool(with_depth.all())
         self.use_depth = cfg.optim.supervision in ("depth", "both") or (cfg.optim.supervision == "auto" and has_depth)
-        photometric = cfg.optim.supervision in ("photometric", "both") or (cfg.optim.supervision == "auto" and not all_depth)
+        photometric = cfg.optim.supervision in ("photometric", "both") or (
+            cfg.optim.supervision == "auto" and not all_depth
+        )
         self.photometric_weight = cfg.optim.photometric_weight if photometric else 0.0
         if not self.use_depth:  # trained from posed images alone: no depth reaches the model or the pairs
             self.bank.depths.zero_()
         self.pairs = training_pairs(self.bank, cfg.optim.max_gap, cfg.optim.min_overlap)
         if not self.pairs:
-            raise UserError(f"no training pairs with max_gap={cfg.optim.max_gap} and min_overlap={cfg.optim.min_overlap}",
-                            self.root)
+            raise UserError(
+                f"no training pairs with max_gap={cfg.optim.max_gap} and min_overlap={cfg.optim.min_overlap}", self.root
+            )
         valid = self.bank.depths > 0
         self.median_depth = float(self.bank.depths[valid].median()) if bool(valid.any()) else None
         self.pcfg = cfg.predictor_config(bdim)
         self.model = GaussianPredictor(self.pcfg)
         if init is not None:
             if init.config.backbone_dim != self.pcfg.backbone_dim:
-                raise UserError(f"--init {cfg.model.init}: it matches on {init.config.backbone_dim}-channel features, "
-                                f"{cfg.model.backbone} gives {self.pcfg.backbone_dim}")
+                raise UserError(
+                    f"--init {cfg.model.init}: it matches on {init.config.backbone_dim}-channel features, "
+                    f"{cfg.model.backbone} gives {self.pcfg.backbone_dim}"
+                )
             self.model.load_state_dict(init.state_dict())
         self.model.to(self.device)  # before the optimiser: its state follows the parameters (a resumed one too)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -222,30 +263,48 @@ class _PredictorRun:
         if state is not None:
             saved = state["config"].get("model", state["config"])  # a state written before the nesting: flat
             if saved["features"] != cfg.model.features or saved["channels"] != cfg.model.channels:
-                raise UserError("cannot resume: the run was trained with another features/channels setting",
-                                self.state_path)
+                raise UserError(
+                    "cannot resume: the run was trained with another features/channels setting", self.state_path
+                )
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.step, elapsed_before = int(state["step"]), float(state["elapsed"])
         atomic_write_text(self.out / "train_config.json", json.dumps(asdict(cfg), indent=1))
-        self.supervision_used = "+".join(k for k, on in (("depth", self.use_depth),
-                                                          ("photometric", self.photometric_weight > 0)) if on)
-        log(f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank)} views, {len(self.pairs)} "
+        self.supervision_used = "+".join(
+            k for k, on in (("depth", self.use_depth), ("photometric", self.photometric_weight > 0)) if on
+        )
+        log(
+            f"train-lifter: {len(train_scenes)} train scenes, {len(self.bank)} views, {len(self.pairs)} "
             f"context pairs; features={cfg.model.features}; supervision={self.supervision_used}; device {self.device}; "
             f"{sum(p.numel() for p in self.model.parameters()) / 1e3:.0f}k parameters"
-            + (f"; initialised from {cfg.model.init}" if cfg.model.init else ""))
+            + (f"; initialised from {cfg.model.init}" if cfg.model.init else "")
+        )
         self.setup_seconds = time.perf_counter() - self.t_start
         self.budget = TimeBudget(cfg.optim.minutes, elapsed_before)
 
     def save(self, final: bool = False, held_out: dict[str, Any] | None = None) -> None:
-        meta = {"steps": self.step, "train_seconds": self.budget.elapsed, "data": str(self.root), "final": final,
-                "train_median_depth": self.median_depth, "supervision": self.supervision_used,
-                **({"held_out": held_out} if held_out else {})}
+        meta = {
+            "steps": self.step,
+            "train_seconds": self.budget.elapsed,
+            "data": str(self.root),
+            "final": final,
+            "train_median_depth": self.median_depth,
+            "supervision": self.supervision_used,
+            **({"held_out": held_out} if held_out else {}),
+        }
         if self.backbone is not None:  # how the guide backbone was fed (its features are what the predictor matches)
             meta["backbone_preprocess"] = self.backbone.preprocessing.to_dict()
         save_predictor(self.model, self.out, meta)
-        atomic_torch_save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-                           "elapsed": self.budget.elapsed, "config": asdict(self.cfg)}, self.state_path)
+        atomic_torch_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "step": self.step,
+                "elapsed": self.budget.elapsed,
+                "config": asdict(self.cfg),
+            },
+            self.state_path,
+        )
 
     def batch(self, step: int) -> Views:
         """The seeded batch of ``step`` on the run's device: context pairs in random order, with a random
@@ -267,9 +326,14 @@ class _PredictorRun:
         for g in self.opt.param_groups:
             g["lr"] = cfg.optim.lr * warmup_cosine(self.step, progress, cfg.optim.warmup, 0.02)
         outp = self.model(batch)
-        losses = predictor_losses(outp, batch, self.pcfg, depth=self.use_depth,
-                                  photometric_weight=self.photometric_weight,
-                                  splat_weight=cfg.optim.splat_weight if self.step % cfg.optim.splat_every == 0 else 0.0)
+        losses = predictor_losses(
+            outp,
+            batch,
+            self.pcfg,
+            depth=self.use_depth,
+            photometric_weight=self.photometric_weight,
+            splat_weight=cfg.optim.splat_weight if self.step % cfg.optim.splat_every == 0 else 0.0,
+        )
         loss = losses["total"]
         if not torch.isfinite(loss):
             raise UserError(f"train-lifter: loss became {float(loss)} at step {self.step + 1}; lower --lr", self.out)
@@ -278,23 +342,42 @@ class _PredictorRun:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.step += 1
-        return {"step": self.step, "time": round(self.budget.elapsed, 2), "lr": self.opt.param_groups[0]["lr"],
-                **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
+        return {
+            "step": self.step,
+            "time": round(self.budget.elapsed, 2),
+            "lr": self.opt.param_groups[0]["lr"],
+            **{k: round(float(v.detach()), 5) for k, v in losses.items()},
+        }
 
     def train(self) -> dict[str, Any]:
         """The loop (:class:`~splatdistill.runs.Run`): ``log.jsonl`` line per step, ``train_state.pt`` every
         ``checkpoint_every`` steps and at the end, stopped by ``minutes`` or SIGTERM (a state to resume from)."""
         cfg = self.cfg
         self.model.train()
-        run = Run(name="train-lifter", total=cfg.optim.steps, step=self.step, train_step=self.train_step, budget=self.budget,
-                  save=lambda final: self.save(final=final), checkpoint_every=cfg.run.checkpoint_every,
-                  progress=cfg.run.progress, log_jsonl=self.out / "log.jsonl", postfix=_postfix)
+        run = Run(
+            name="train-lifter",
+            total=cfg.optim.steps,
+            step=self.step,
+            train_step=self.train_step,
+            budget=self.budget,
+            save=lambda final: self.save(final=final),
+            checkpoint_every=cfg.run.checkpoint_every,
+            progress=cfg.run.progress,
+            log_jsonl=self.out / "log.jsonl",
+            postfix=_postfix,
+        )
         res = run()
         self.model.eval()
-        return {"steps": self.step, "train_seconds": self.budget.elapsed, "setup_seconds": self.setup_seconds,
-                "stopped_by_time": res.stopped_by == "time" and self.step < cfg.optim.steps,
-                "stopped_by": res.stopped_by, "train_pairs": len(self.pairs),
-                "train_median_depth": self.median_depth, "held_out": {}}
+        return {
+            "steps": self.step,
+            "train_seconds": self.budget.elapsed,
+            "setup_seconds": self.setup_seconds,
+            "stopped_by_time": res.stopped_by == "time" and self.step < cfg.optim.steps,
+            "stopped_by": res.stopped_by,
+            "train_pairs": len(self.pairs),
+            "train_median_depth": self.median_depth,
+            "held_out": {},
+        }
 
     def held_out(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -303,13 +386,21 @@ class _PredictorRun:
             self.log(f"train-lifter: no held-out depth errors (no scenes in split {' or '.join(cfg.run.eval_splits)})")
             return {}
         try:
-            ebank = load_bank(held_out, cfg.model.image_size, self.backbone, cfg.model.backbone_size, cfg.run.progress,
-                              "held-out views")
+            ebank = load_bank(
+                held_out,
+                cfg.model.image_size,
+                self.backbone,
+                cfg.model.backbone_size,
+                cfg.run.progress,
+                "held-out views",
+            )
         except UserError as exc:  # held-out scenes without depth: nothing to measure against
             self.log(f"train-lifter: no held-out depth errors ({exc})")
             return {}
         epairs = snd_context_pairs(ebank, held_out, cfg.run.eval_pairs, seed=cfg.run.seed)
-        result = evaluate_predictor(self.model, ebank, held_out, epairs, train_median=self.median_depth, progress=cfg.run.progress)
+        result = evaluate_predictor(
+            self.model, ebank, held_out, epairs, train_median=self.median_depth, progress=cfg.run.progress
+        )
         result["splits"] = list(cfg.run.eval_splits)
         result["scenes"] = [s.name for s in held_out]
         return {"held_out": result}

@@ -18,10 +18,21 @@ from splatdistill.render.torch_backend import render_torch
 BACKENDS = ("auto", "torch", "gsplat")
 
 
-def render_features(means: Tensor, covariances: Tensor, opacities: Tensor, features: Tensor,
-                    viewmats: Tensor, Ks: Tensor, width: int, height: int, backend: str = "auto",
-                    *, near_plane: float = NEAR_PLANE, far_plane: float = FAR_PLANE,
-                    eps2d: float = EPS2D) -> tuple[Tensor, Tensor]:
+def render_features(
+    means: Tensor,
+    covariances: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backend: str = "auto",
+    *,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
+    eps2d: float = EPS2D,
+) -> tuple[Tensor, Tensor]:
     """Splat feature Gaussians into cameras.
 
     Args:
@@ -49,8 +60,19 @@ def render_features(means: Tensor, covariances: Tensor, opacities: Tensor, featu
     if backend == "auto":
         backend = "gsplat" if means.device.type == "cuda" and gsplat_available() else "torch"
     fn = render_gsplat if backend == "gsplat" else render_torch
-    img, alpha = fn(means, covariances, opacities, features, viewmats, Ks, int(width), int(height),
-                    near_plane=near_plane, far_plane=far_plane, eps2d=eps2d)
+    img, alpha = fn(
+        means,
+        covariances,
+        opacities,
+        features,
+        viewmats,
+        Ks,
+        int(width),
+        int(height),
+        near_plane=near_plane,
+        far_plane=far_plane,
+        eps2d=eps2d,
+    )
     if single:
         img, alpha = img[..., 0, :, :, :], alpha[..., 0, :, :]
     return img, alpha
@@ -59,43 +81,59 @@ def render_features(means: Tensor, covariances: Tensor, opacities: Tensor, featu
 def render_gaussians(gaussians, cameras, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """:func:`render_features` for :class:`~splatdistill.geometry.Gaussians` and
     :class:`~splatdistill.geometry.Cameras` (unbatched cameras give (H, W, C))."""
-    return render_features(gaussians.means, gaussians.covariances, gaussians.opacities,
-                           gaussians.features, cameras.viewmats, cameras.Ks, cameras.width,
-                           cameras.height, backend=backend)
+    return render_features(
+        gaussians.means,
+        gaussians.covariances,
+        gaussians.opacities,
+        gaussians.features,
+        cameras.viewmats,
+        cameras.Ks,
+        cameras.width,
+        cameras.height,
+        backend=backend,
+    )
 
 
-def _check_shapes(means: Tensor, covariances: Tensor, opacities: Tensor, features: Tensor,
-                  viewmats: Tensor, Ks: Tensor, width: int, height: int) -> None:
+def _check_shapes(
+    means: Tensor,
+    covariances: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+) -> None:
     if means.dim() < 2 or means.shape[-1] != 3:
         raise ValueError(f"means must be (..., N, 3), got {tuple(means.shape)}")
     batch, N = means.shape[:-2], means.shape[-2]
-    expect = {
-        "covariances": (covariances, batch + (N, 3, 3)),
-        "opacities": (opacities, batch + (N,)),
-    }
+    expect = {"covariances": (covariances, batch + (N, 3, 3)), "opacities": (opacities, batch + (N,))}
     for name, (t, shape) in expect.items():
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{name} must be {tuple(shape)}, got {tuple(t.shape)}")
     if features.shape[:-1] != batch + (N,) or features.dim() != means.dim():
-        raise ValueError(f"features must be {tuple(batch + (N,))} + (C,), got "
-                         f"{tuple(features.shape)}")
+        raise ValueError(f"features must be {tuple(batch + (N,))} + (C,), got {tuple(features.shape)}")
     if features.shape[-1] < 1:
         raise ValueError("features need at least one channel")
     if viewmats.shape[:-3] != batch or viewmats.shape[-2:] != (4, 4):
-        raise ValueError(f"viewmats must be {tuple(batch)} + (V, 4, 4), got "
-                         f"{tuple(viewmats.shape)}")
+        raise ValueError(f"viewmats must be {tuple(batch)} + (V, 4, 4), got {tuple(viewmats.shape)}")
     if Ks.shape != viewmats.shape[:-2] + (3, 3):
-        raise ValueError(f"Ks must be {tuple(viewmats.shape[:-2]) + (3, 3)}, got "
-                         f"{tuple(Ks.shape)}")
+        raise ValueError(f"Ks must be {tuple(viewmats.shape[:-2]) + (3, 3)}, got {tuple(Ks.shape)}")
     if int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     devices = {t.device for t in (means, covariances, opacities, features, viewmats, Ks)}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if not all(t.dtype.is_floating_point for t in (means, covariances, opacities, features,
-                                                  viewmats, Ks)):
+    if not all(t.dtype.is_floating_point for t in (means, covariances, opacities, features, viewmats, Ks)):
         raise ValueError("render_features needs floating-point tensors")
 
 
-__all__ = ["BACKENDS", "gsplat_available", "project_gaussians", "render_features",
-           "render_gaussians", "render_gsplat", "render_torch"]
+__all__ = [
+    "BACKENDS",
+    "gsplat_available",
+    "project_gaussians",
+    "render_features",
+    "render_gaussians",
+    "render_gsplat",
+    "render_torch",
+]

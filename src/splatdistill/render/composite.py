@@ -13,11 +13,7 @@ import torch
 from torch import Tensor
 
 from splatdistill.render.array_ops import NumpyOps, TorchOps
-from splatdistill.render.cpu_kernels import (
-    ALPHA_THRESHOLD,
-    MAX_ALPHA,
-    TRANSMITTANCE_STOP,
-)
+from splatdistill.render.cpu_kernels import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP
 from splatdistill.render.projection import MAX_EXTEND
 
 _BLOCK_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
@@ -27,15 +23,14 @@ _BLOCK_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 _SLOT_BUDGET = 1 << 22
 
 
-def front_to_back(op: NumpyOps, table: list, depths, visible, width: int, height: int
-                   ) -> dict:
+def front_to_back(op: NumpyOps, table: list, depths, visible, width: int, height: int) -> dict:
     """Visible Gaussians sorted by depth (stable: ties keep input order, like gsplat's radix
     sort) with their (mx, my, a/2, b, c/2, o) and the pixel box of their alpha >= 1/255 ellipse."""
     vid = op.flatnonzero(visible)
     vid = op.take(vid, op.argsort_float(op.take(depths, vid)))
     mx, my, hA, Bc, hC, o = (op.take(c, vid) for c in table)
     # sigma <= L  <=>  o exp(-sigma) >= 1/255; L capped like gsplat's 3.33-sigma box
-    L = op.log(o * 255.0).clip(max=0.5 * MAX_EXTEND ** 2)
+    L = op.log(o * 255.0).clip(max=0.5 * MAX_EXTEND**2)
     Lm = L * (1 + 1e-4) + 1e-4  # enumeration margin: the exact alpha test decides
     det4 = (4 * hA * hC - Bc * Bc).clip(min=1e-30)  # det(conic)
     half_w = op.sqrt((4 * Lm * hC / det4).clip(min=0))  # sqrt(2 L Sigma_xx), Sigma = conic^-1
@@ -44,17 +39,33 @@ def front_to_back(op: NumpyOps, table: list, depths, visible, width: int, height
     j1 = op.astype(op.floor(mx + half_w - 0.5).clip(max=width - 1), op.i64)
     i0 = op.astype(op.ceil(my - half_h - 0.5).clip(min=0), op.i64)
     i1 = op.astype(op.floor(my + half_h - 0.5).clip(max=height - 1), op.i64)
-    return {"vid": vid, "mx": mx, "my": my, "hA": hA, "Bc": Bc, "hC": hC, "o": o,
-            "i0": i0, "i1": i1, "j0": j0, "nj": (j1 - j0 + 1).clip(min=0)}
+    return {
+        "vid": vid,
+        "mx": mx,
+        "my": my,
+        "hA": hA,
+        "Bc": Bc,
+        "hC": hC,
+        "o": o,
+        "i0": i0,
+        "i1": i1,
+        "j0": j0,
+        "nj": (j1 - j0 + 1).clip(min=0),
+    }
 
 
 def sorted_gaussians(op: NumpyOps, p: dict, bi: int, vi: int, fdt, width: int, height: int) -> dict:
     """:func:`front_to_back` for image (bi, vi) of a projection dict (as the projection functions give it)."""
     # per-Gaussian rows (mx, my, a/2, b, c/2, o) of sigma = 0.5 (a dx^2 + c dy^2) + b dx dy
-    table = [p["mx"][bi, vi], p["my"][bi, vi], 0.5 * p["ca"][bi, vi], p["cb"][bi, vi],
-             0.5 * p["cc"][bi, vi], p["o"][bi, vi]]
-    return front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi], p["visible"][bi, vi],
-                         width, height)
+    table = [
+        p["mx"][bi, vi],
+        p["my"][bi, vi],
+        0.5 * p["ca"][bi, vi],
+        p["cb"][bi, vi],
+        0.5 * p["cc"][bi, vi],
+        p["o"][bi, vi],
+    ]
+    return front_to_back(op, [op.astype(c, fdt) for c in table], p["z"][bi, vi], p["visible"][bi, vi], width, height)
 
 
 def composite(op: TorchOps, gauss: tuple, width: int, r0: int, r1: int):
@@ -96,8 +107,13 @@ def composite(op: TorchOps, gauss: tuple, width: int, r0: int, r1: int):
     if log_t.shape[0]:
         last = (crow[1:] - 1).clip(min=0)
         cover = op.where(crow[1:] > crow[:-1], -op.expm1(log_t[last]), 0.0)
-    return (op.astype(crow, op.i32), gid, op.astype(weights, alpha.dtype), cover,
-            (int(pix.shape[0]), int(gid.shape[0])))
+    return (
+        op.astype(crow, op.i32),
+        gid,
+        op.astype(weights, alpha.dtype),
+        cover,
+        (int(pix.shape[0]), int(gid.shape[0])),
+    )
 
 
 def _pairs(op: TorchOps, g: dict, width: int, r0: int, r1: int):
@@ -105,8 +121,8 @@ def _pairs(op: TorchOps, g: dict, width: int, r0: int, r1: int):
     alpha >= 1/255 whose pixel lies in image rows [r0, r1)."""
     sel = op.flatnonzero((g["i1"] >= r0) & (g["i0"] < r1))  # Gaussians reaching the band
     vid, mx, my, hA, Bc, hC, o, i0, i1, j0, nj = (
-        op.take(g[k], sel) for k in ("vid", "mx", "my", "hA", "Bc", "hC", "o", "i0", "i1", "j0",
-                                     "nj"))
+        op.take(g[k], sel) for k in ("vid", "mx", "my", "hA", "Bc", "hC", "o", "i0", "i1", "j0", "nj")
+    )
     i0 = i0.clip(min=r0)
     ni = (i1.clip(max=r1 - 1) - i0 + 1).clip(min=0)
     s = _block_size(op.to_host(ni), op.to_host(nj))
@@ -126,16 +142,26 @@ def _pairs(op: TorchOps, g: dict, width: int, r0: int, r1: int):
     # evaluate in chunks of blocks so the dense intermediates stay bounded however large the
     # Gaussians are; chunks are contiguous block ranges, so the depth order is kept
     step = max(1, _SLOT_BUDGET // (s * s))
-    parts = [_eval_blocks(op, [c[k:k + step] for c in bt], b_i0[k:k + step], b_j0[k:k + step],
-                          bpix[k:k + step], bgid[k:k + step], s, width, r1)
-             for k in range(0, max(Nb, 1), step)]
+    parts = [
+        _eval_blocks(
+            op,
+            [c[k : k + step] for c in bt],
+            b_i0[k : k + step],
+            b_j0[k : k + step],
+            bpix[k : k + step],
+            bgid[k : k + step],
+            s,
+            width,
+            r1,
+        )
+        for k in range(0, max(Nb, 1), step)
+    ]
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat([q[i] for q in parts]) for i in range(3))
 
 
-def _eval_blocks(op: TorchOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width: int,
-                 height: int):
+def _eval_blocks(op: TorchOps, bt: list, b_i0, b_j0, bpix, bgid, s: int, width: int, height: int):
     """Dense alpha over ``s x s`` pixel blocks (block index innermost), compacted to pairs in
     (block, row, column) order; ``height`` is the row bound (the band's end)."""
     mx, my, hA, Bc, hC, o = bt
@@ -175,8 +201,11 @@ def _block_size(ni: np.ndarray, nj: np.ndarray) -> int:
     if ni.size == 0:
         return 1
     cap = 128
-    hist = np.bincount(np.minimum(ni, cap - 1) * cap + np.minimum(nj, cap - 1),
-                       minlength=cap * cap).reshape(cap, cap).astype(np.float64)
+    hist = (
+        np.bincount(np.minimum(ni, cap - 1) * cap + np.minimum(nj, cap - 1), minlength=cap * cap)
+        .reshape(cap, cap)
+        .astype(np.float64)
+    )
     n = np.arange(cap, dtype=np.float64)
     best, best_cost = 1, math.inf
     for s in _BLOCK_SIZES:
@@ -187,8 +216,7 @@ def _block_size(ni: np.ndarray, nj: np.ndarray) -> int:
     return best
 
 
-def csr_matmul(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int,
-                out: Tensor | None) -> Tensor:
+def csr_matmul(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int, out: Tensor | None) -> Tensor:
     """(rows x N) CSR matrix @ dense (N, C); differentiable w.r.t. ``dense`` when ``out`` is None."""
     device = dense.device
     if device.type == "cpu" and dense.dtype not in (torch.float32, torch.float64):
@@ -201,8 +229,7 @@ def csr_matmul(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int,
         crow, col = crow.long(), col.long()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        mat = torch.sparse_csr_tensor(crow, col, val, (rows, dense.shape[0]),
-                                      check_invariants=False)
+        mat = torch.sparse_csr_tensor(crow, col, val, (rows, dense.shape[0]), check_invariants=False)
         if out is None:
             return torch.sparse.mm(mat, dense)
         # beta=0 never reads ``out``, so it may hold garbage (rows without pairs are zeroed)

@@ -60,13 +60,34 @@ def composite_band(mx, my, hA, Bc, hC, o, i0, i1, j0, nj, gids, width, r0, r1, c
     w_buf = np.empty(cap, mx.dtype)
     g, nnz, pairs = 0, 0, 0
     while True:
-        g, nnz, pairs = _composite_pairs(mx, my, hA, Bc, hC, o, i0, i1, j0, nj, gids, width, r0,
-                                         r1, trans, stopped, counts, pix_buf, gid_buf, w_buf, g,
-                                         nnz, pairs)
+        g, nnz, pairs = _composite_pairs(
+            mx,
+            my,
+            hA,
+            Bc,
+            hC,
+            o,
+            i0,
+            i1,
+            j0,
+            nj,
+            gids,
+            width,
+            r0,
+            r1,
+            trans,
+            stopped,
+            counts,
+            pix_buf,
+            gid_buf,
+            w_buf,
+            g,
+            nnz,
+            pairs,
+        )
         if g == mx.shape[0]:
             break
-        pix_buf, gid_buf, w_buf = (_grown(pix_buf, nnz), _grown(gid_buf, nnz),
-                                   _grown(w_buf, nnz))
+        pix_buf, gid_buf, w_buf = (_grown(pix_buf, nnz), _grown(gid_buf, nnz), _grown(w_buf, nnz))
     for p in range(P):
         counts[p + 1] += counts[p]
         cover[p] = 1.0 - trans[p]
@@ -84,8 +105,31 @@ def composite_band(mx, my, hA, Bc, hC, o, i0, i1, j0, nj, gids, width, r0, r1, c
 
 
 @numba.njit(nogil=True, cache=True)
-def _composite_pairs(mx, my, hA, Bc, hC, o, i0, i1, j0, nj, gids, width, r0, r1, trans, stopped,
-                     counts, pix_buf, gid_buf, w_buf, g_first, nnz, pairs):
+def _composite_pairs(
+    mx,
+    my,
+    hA,
+    Bc,
+    hC,
+    o,
+    i0,
+    i1,
+    j0,
+    nj,
+    gids,
+    width,
+    r0,
+    r1,
+    trans,
+    stopped,
+    counts,
+    pix_buf,
+    gid_buf,
+    w_buf,
+    g_first,
+    nnz,
+    pairs,
+):
     """The pass of :func:`composite_band` from Gaussian ``g_first`` until the end or until the
     pair buffers could overflow; returns (next Gaussian, pairs kept, pairs seen)."""
     ftype = mx.dtype.type
@@ -207,8 +251,23 @@ def stable_argsort_f64(values):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def project(means, covariances, opacities, viewmats, Ks, width, height, near_plane, far_plane,
-            eps2d, max_extend, out, visible, n_first, n_end):
+def project(
+    means,
+    covariances,
+    opacities,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near_plane,
+    far_plane,
+    eps2d,
+    max_extend,
+    out,
+    visible,
+    n_first,
+    n_end,
+):
     """EWA projection of (B, N) Gaussians into (B, V) cameras in float64 (whatever the input
     dtype): the CPU twin of ``projection.project_torch``, with the same formulas in the same order
     (one pass per Gaussian instead of ~100 array passes and no float64 copies of the inputs).
@@ -234,8 +293,7 @@ def project(means, covariances, opacities, viewmats, Ks, width, height, near_pla
             lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
             lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
             for n in range(n_first, n_end):
-                m0, m1, m2 = (np.float64(means[bi, n, 0]), np.float64(means[bi, n, 1]),
-                              np.float64(means[bi, n, 2]))
+                m0, m1, m2 = (np.float64(means[bi, n, 0]), np.float64(means[bi, n, 1]), np.float64(means[bi, n, 2]))
                 x = r00 * m0 + r01 * m1 + r02 * m2 + tx
                 y = r10 * m0 + r11 * m1 + r12 * m2 + ty
                 z = r20 * m0 + r21 * m1 + r22 * m2 + tz
@@ -262,18 +320,23 @@ def project(means, covariances, opacities, viewmats, Ks, width, height, near_pla
                 det = a * c - b * b
                 inv = 1.0 / det
                 o = np.float64(opacities[bi, n])
-                extend = min(math.sqrt(2.0 * math.log(max(o, ALPHA_THRESHOLD) / ALPHA_THRESHOLD)),
-                             max_extend)
+                extend = min(math.sqrt(2.0 * math.log(max(o, ALPHA_THRESHOLD) / ALPHA_THRESHOLD)), max_extend)
                 rx = math.ceil(extend * math.sqrt(max(a, 0.0)))
                 ry = math.ceil(extend * math.sqrt(max(c, 0.0)))
-                rx = min(0.0 if math.isnan(rx) else rx, 2.0 ** 30)
-                ry = min(0.0 if math.isnan(ry) else ry, 2.0 ** 30)
+                rx = min(0.0 if math.isnan(rx) else rx, 2.0**30)
+                ry = min(0.0 if math.isnan(ry) else ry, 2.0**30)
                 gx, gy = fx * xz + cx, fy * yz + cy
-                visible[bi, vi, n] = (z >= near_plane and z <= far_plane and det > 0
-                                      and o >= ALPHA_THRESHOLD and gx + rx > 0 and gx - rx < width
-                                      and gy + ry > 0 and gy - ry < height)
+                visible[bi, vi, n] = (
+                    z >= near_plane
+                    and z <= far_plane
+                    and det > 0
+                    and o >= ALPHA_THRESHOLD
+                    and gx + rx > 0
+                    and gx - rx < width
+                    and gy + ry > 0
+                    and gy - ry < height
+                )
                 out[0, bi, vi, n], out[1, bi, vi, n], out[2, bi, vi, n] = gx, gy, z
                 out[3, bi, vi, n], out[4, bi, vi, n], out[5, bi, vi, n] = a, b, c
                 out[6, bi, vi, n], out[7, bi, vi, n], out[8, bi, vi, n] = c * inv, -b * inv, a * inv
                 out[9, bi, vi, n], out[10, bi, vi, n], out[11, bi, vi, n] = rx, ry, o
-

@@ -27,10 +27,21 @@ def gsplat_available() -> bool:
     return True
 
 
-def render_gsplat(means: Tensor, covariances: Tensor, opacities: Tensor, features: Tensor,
-                  viewmats: Tensor, Ks: Tensor, width: int, height: int,
-                  near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
-                  channel_chunk: int = 32, packed: bool = False) -> tuple[Tensor, Tensor]:
+def render_gsplat(
+    means: Tensor,
+    covariances: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    channel_chunk: int = 32,
+    packed: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Render with ``gsplat.rasterization``; returns (features (..., V, H, W, C), alpha (..., V, H, W)).
 
     ``channel_chunk`` is passed through: gsplat loops over chunks of that many channels (its CUDA
@@ -43,9 +54,23 @@ def render_gsplat(means: Tensor, covariances: Tensor, opacities: Tensor, feature
     dtype = features.dtype  # gsplat's kernels are float32-only
     f32 = torch.float32
     colors, alphas, _meta = rasterization(
-        means.to(f32), None, None, opacities.to(f32), features.to(f32), viewmats.to(f32),
-        Ks.to(f32), int(width), int(height),
-        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=None, packed=packed,
-        render_mode="RGB", rasterize_mode="classic", channel_chunk=int(channel_chunk),
-        covars=covariances.to(f32))
+        means.to(f32),
+        None,
+        None,
+        opacities.to(f32),
+        features.to(f32),
+        viewmats.to(f32),
+        Ks.to(f32),
+        int(width),
+        int(height),
+        near_plane=near_plane,
+        far_plane=far_plane,
+        eps2d=eps2d,
+        sh_degree=None,
+        packed=packed,
+        render_mode="RGB",
+        rasterize_mode="classic",
+        channel_chunk=int(channel_chunk),
+        covars=covariances.to(f32),
+    )
     return colors.to(dtype), alphas[..., 0].to(dtype)

@@ -21,19 +21,32 @@ from torch import Tensor
 
 from splatdistill.atomic import atomic_write_bytes, atomic_write_stream
 from splatdistill.errors import UserError
-from splatdistill.geometry.gaussians import (
-    Gaussians,
-    covariance_to_quat_scale,
-    quat_scale_to_covariance,
-)
+from splatdistill.geometry.gaussians import Gaussians, covariance_to_quat_scale, quat_scale_to_covariance
 
 SH_C0 = 0.28209479177387814
-_PROPS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
-          + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
-_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2",
-              "int16": "i2", "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4",
-              "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4", "double": "f8",
-              "float64": "f8"}
+_PROPS = (
+    ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
+    + [f"scale_{i}" for i in range(3)]
+    + [f"rot_{i}" for i in range(4)]
+)
+_PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
 #: smallest scale written: log(0) would be -inf; 1e-7 of a metre is far below any pixel footprint.
 MIN_SCALE = 1e-7
 
@@ -51,23 +64,24 @@ def features_to_rgb(features: Tensor, low: float = 0.01, high: float = 0.99) -> 
         return rgb.float()
     x = f - f.mean(0, keepdim=True)
     # fit on a fixed subsample of large sets: PCA and quantiles need no more
-    sub = (torch.randperm(N, generator=torch.Generator().manual_seed(0))[:100_000].to(f.device)
-           if N > 100_000 else slice(None))
+    sub = (
+        torch.randperm(N, generator=torch.Generator().manual_seed(0))[:100_000].to(f.device)
+        if N > 100_000
+        else slice(None)
+    )
     k = min(3, C)
     _, _, vh = torch.linalg.svd(x[sub], full_matrices=False)
     comps = vh[:k]
     # sign convention: the largest-magnitude loading of each component is positive (stable output)
     signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
     proj = x @ (comps * signs).T
-    qs = torch.quantile(proj[sub], torch.tensor([low, high], dtype=torch.float64,
-                                                device=f.device), dim=0)
+    qs = torch.quantile(proj[sub], torch.tensor([low, high], dtype=torch.float64, device=f.device), dim=0)
     span = (qs[1] - qs[0]).clamp(min=1e-12)
     rgb[:, :k] = ((proj - qs[0]) / span).clamp(0, 1)
     return rgb.float()
 
 
-def save_ply(path: str | Path, gaussians: Gaussians, colors: Tensor | None = None,
-             save_features: bool = False) -> Path:
+def save_ply(path: str | Path, gaussians: Gaussians, colors: Tensor | None = None, save_features: bool = False) -> Path:
     """Write unbatched Gaussians as a standard 3DGS PLY; returns the path.
 
     ``colors`` (N, 3) in [0, 1] overrides the PCA colouring. With ``save_features`` the (N, C)
@@ -80,8 +94,7 @@ def save_ply(path: str | Path, gaussians: Gaussians, colors: Tensor | None = Non
     rgb = features_to_rgb(gaussians.features) if colors is None else colors.detach().float()
     if rgb.shape != (N, 3):
         raise ValueError(f"colors must be ({N}, 3), got {tuple(rgb.shape)}")
-    quats, scales = covariance_to_quat_scale(gaussians.covariances.detach().double(),
-                                             min_scale=MIN_SCALE)
+    quats, scales = covariance_to_quat_scale(gaussians.covariances.detach().double(), min_scale=MIN_SCALE)
     opac = gaussians.opacities.detach().double().clamp(1e-6, 1 - 1e-6)
     data = np.zeros(N, dtype=[(p, "<f4") for p in _PROPS])
     means = gaussians.means.detach().cpu().double().numpy()
@@ -138,8 +151,7 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
             if current is None:
                 raise UserError("PLY property before any element", path)
             if parts[1] == "list":
-                raise UserError(f"list property in element {current[0]!r} is not supported "
-                                "in a 3DGS file", path)
+                raise UserError(f"list property in element {current[0]!r} is not supported in a 3DGS file", path)
             if parts[1] not in _PLY_TYPES:
                 raise UserError(f"unknown PLY property type {parts[1]!r}", path)
             current[2].append((parts[2], _PLY_TYPES[parts[1]]))
@@ -158,14 +170,18 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
     endian = "<" if fmt == "binary_little_endian" else ">"
     dtype = np.dtype([(name, endian + t) for name, t in props])
     if len(raw) - body_start < count * dtype.itemsize:
-        raise UserError(f"PLY file is truncated: {count} vertices need {count * dtype.itemsize} "
-                        f"bytes, found {len(raw) - body_start}", path)
+        raise UserError(
+            f"PLY file is truncated: {count} vertices need {count * dtype.itemsize} "
+            f"bytes, found {len(raw) - body_start}",
+            path,
+        )
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=body_start)
     return {name: data[name].astype(np.dtype(t).newbyteorder("=")) for name, t in props}
 
 
-def load_ply(path: str | Path, device: torch.device | str | None = None,
-             dtype: torch.dtype = torch.float32) -> Gaussians:
+def load_ply(
+    path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Gaussians:
     """Read a 3DGS PLY into Gaussians.
 
     Features are the saved ``.features.npy`` when present (see :func:`save_ply`), else the SH DC
@@ -185,8 +201,7 @@ def load_ply(path: str | Path, device: torch.device | str | None = None,
     quats = stack([f"rot_{i}" for i in range(4)])
     scales = torch.exp(stack([f"scale_{i}" for i in range(3)]))
     opac = torch.sigmoid(torch.from_numpy(cols["opacity"].astype(np.float64)))
-    if not (torch.isfinite(means).all() and torch.isfinite(quats).all()
-            and torch.isfinite(scales).all()):
+    if not (torch.isfinite(means).all() and torch.isfinite(quats).all() and torch.isfinite(scales).all()):
         raise UserError("PLY file has non-finite positions, rotations or scales", path)
     if (quats.norm(dim=1) == 0).any():
         raise UserError("PLY file has zero rotation quaternions", path)
@@ -195,8 +210,7 @@ def load_ply(path: str | Path, device: torch.device | str | None = None,
     if feat_path.exists():
         feats = torch.from_numpy(np.load(feat_path)).double()
         if feats.shape[0] != means.shape[0]:
-            raise UserError(f"{feat_path.name} has {feats.shape[0]} rows for "
-                            f"{means.shape[0]} Gaussians", feat_path)
+            raise UserError(f"{feat_path.name} has {feats.shape[0]} rows for {means.shape[0]} Gaussians", feat_path)
     else:
         feats = 0.5 + SH_C0 * stack([f"f_dc_{i}" for i in range(3)])
     g = Gaussians(means, covs, opac, feats)

@@ -38,10 +38,18 @@ class Projection:
         return self.radii[..., 0] > 0
 
 
-def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: Tensor,
-                      width: int, height: int, opacities: Tensor | None = None,
-                      near_plane: float = NEAR_PLANE, far_plane: float = FAR_PLANE,
-                      eps2d: float = EPS2D) -> Projection:
+def project_gaussians(
+    means: Tensor,
+    covariances: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    opacities: Tensor | None = None,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
+    eps2d: float = EPS2D,
+) -> Projection:
     """EWA projection of Gaussians (..., N) into cameras (..., V), as gsplat's CUDA kernel does it.
 
     Computed in the dtype of ``means`` (the renderer uses float64). ``radii`` use gsplat's
@@ -53,24 +61,48 @@ def project_gaussians(means: Tensor, covariances: Tensor, viewmats: Tensor, Ks: 
     B = math.prod(batch)
     op = TorchOps(means.device)
     dtype = means.dtype
-    p = project_torch(op, means.reshape(B, N, 3), covariances.reshape(B, N, 3, 3),
-                 viewmats.reshape(B, V, 4, 4).to(dtype), Ks.reshape(B, V, 3, 3).to(dtype),
-                 width, height, None if opacities is None else opacities.reshape(B, N),
-                 near_plane, far_plane, eps2d)
+    p = project_torch(
+        op,
+        means.reshape(B, N, 3),
+        covariances.reshape(B, N, 3, 3),
+        viewmats.reshape(B, V, 4, 4).to(dtype),
+        Ks.reshape(B, V, 3, 3).to(dtype),
+        width,
+        height,
+        None if opacities is None else opacities.reshape(B, N),
+        near_plane,
+        far_plane,
+        eps2d,
+    )
     shape = batch + (V, N)
     radii = torch.stack([p["rx"], p["ry"]], dim=-1).int() * p["visible"][..., None]
-    return Projection(torch.stack([p["mx"], p["my"]], -1).reshape(shape + (2,)),
-                      torch.stack([p["ca"], p["cb"], p["cc"]], -1).reshape(shape + (3,)),
-                      p["z"].reshape(shape), radii.reshape(shape + (2,)),
-                      torch.stack([p["a"], p["b"], p["c"]], -1).reshape(shape + (3,)))
+    return Projection(
+        torch.stack([p["mx"], p["my"]], -1).reshape(shape + (2,)),
+        torch.stack([p["ca"], p["cb"], p["cc"]], -1).reshape(shape + (3,)),
+        p["z"].reshape(shape),
+        radii.reshape(shape + (2,)),
+        torch.stack([p["a"], p["b"], p["c"]], -1).reshape(shape + (3,)),
+    )
 
 
-def project_torch(op: TorchOps, means, covariances, viewmats, Ks, width: int, height: int,
-             opacities, near_plane: float, far_plane: float, eps2d: float) -> dict:
+def project_torch(
+    op: TorchOps,
+    means,
+    covariances,
+    viewmats,
+    Ks,
+    width: int,
+    height: int,
+    opacities,
+    near_plane: float,
+    far_plane: float,
+    eps2d: float,
+) -> dict:
     """Projection of (B, N) Gaussians into (B, V) cameras as per-component (B, V, N) arrays."""
     mu = op.components(means, 3)[:, :, None, :]  # (3, B, 1, N)
-    S = op.components(covariances.reshape(covariances.shape[:-2] + (9,))[..., [0, 1, 2, 4, 5, 8]],
-                      6)[:, :, None, :]  # (6, B, 1, N): xx xy xz yy yz zz
+    S = op.components(covariances.reshape(covariances.shape[:-2] + (9,))[..., [0, 1, 2, 4, 5, 8]], 6)[
+        :, :, None, :
+    ]  # (6, B, 1, N): xx xy xz yy yz zz
     s00, s01, s02, s11, s12, s22 = S
     R = viewmats[..., :3, :3, None]  # (B, V, 3, 3, 1)
     t = viewmats[..., :3, 3, None]
@@ -83,8 +115,7 @@ def project_torch(op: TorchOps, means, covariances, viewmats, Ks, width: int, he
             out += bias
         return out
 
-    x, y, z = (lin((R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :]), mu, t[..., i, :])
-               for i in range(3))
+    x, y, z = (lin((R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :]), mu, t[..., i, :]) for i in range(3))
     fx, fy = Ks[..., 0, 0, None], Ks[..., 1, 1, None]
     cx, cy = Ks[..., 0, 2, None], Ks[..., 1, 2, None]
     # gsplat clamps the point at which the Jacobian is taken to 1.3x the field of view
@@ -118,30 +149,59 @@ def project_torch(op: TorchOps, means, covariances, viewmats, Ks, width: int, he
         visible &= o >= ALPHA_THRESHOLD
         extend = op.sqrt(2.0 * op.log(o.clip(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
         extend = extend.clip(max=MAX_EXTEND)
-    rx = op.nan_to_num(op.ceil(extend * op.sqrt(a.clip(min=0)))).clip(max=2 ** 30)
-    ry = op.nan_to_num(op.ceil(extend * op.sqrt(c.clip(min=0)))).clip(max=2 ** 30)
+    rx = op.nan_to_num(op.ceil(extend * op.sqrt(a.clip(min=0)))).clip(max=2**30)
+    ry = op.nan_to_num(op.ceil(extend * op.sqrt(c.clip(min=0)))).clip(max=2**30)
     visible &= (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
-    return {"mx": mx, "my": my, "z": z, "ca": c * inv, "cb": -b * inv, "cc": a * inv, "a": a,
-            "b": b, "c": c, "rx": rx, "ry": ry, "visible": visible,
-            "o": None if opacities is None else o}
+    return {
+        "mx": mx,
+        "my": my,
+        "z": z,
+        "ca": c * inv,
+        "cb": -b * inv,
+        "cc": a * inv,
+        "a": a,
+        "b": b,
+        "c": c,
+        "rx": rx,
+        "ry": ry,
+        "visible": visible,
+        "o": None if opacities is None else o,
+    }
 
 
-def project_compiled(pool, means: Tensor, covariances: Tensor, opacities: Tensor,
-                      viewmats: Tensor, Ks: Tensor, width: int, height: int, near_plane: float,
-                      far_plane: float, eps2d: float) -> dict:
+def project_compiled(
+    pool,
+    means: Tensor,
+    covariances: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    eps2d: float,
+) -> dict:
     """:func:`project_torch`'s dict, computed by the compiled kernel in slices of Gaussians on the
     worker threads (inputs are read in their own dtype and promoted per element)."""
     B, N = means.shape[:2]
     V = viewmats.shape[1]
-    args = [t.detach().to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-            .contiguous().numpy() for t in (means, covariances, opacities, viewmats, Ks)]
+    args = [
+        t.detach().to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous().numpy()
+        for t in (means, covariances, opacities, viewmats, Ks)
+    ]
     out = np.empty((12, B, V, N))  # NumPy: huge pages; not recycled (leaves the cache to outputs)
     visible = np.empty((B, V, N), dtype=np.bool_)
     n_slices = max(1, -(-N // project_slice())) if pool is not None else 1
     cuts = [k * N // n_slices for k in range(n_slices + 1)]
-    map_on(pool if n_slices > 1 else None, lambda a, b: cpu_kernels.project(
-        *args, width, height, near_plane, far_plane, eps2d, MAX_EXTEND, out, visible, a, b),
-        cuts[:-1], cuts[1:])
+    map_on(
+        pool if n_slices > 1 else None,
+        lambda a, b: cpu_kernels.project(
+            *args, width, height, near_plane, far_plane, eps2d, MAX_EXTEND, out, visible, a, b
+        ),
+        cuts[:-1],
+        cuts[1:],
+    )
     p = dict(zip(cpu_kernels.PROJECTION_ROWS, out))
     p["visible"] = visible
     return p

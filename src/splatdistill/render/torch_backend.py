@@ -39,21 +39,25 @@ from splatdistill.memory import empty_fast
 from splatdistill.render import cpu_kernels
 from splatdistill.render.array_ops import array_ops
 from splatdistill.render.composite import composite, csr_matmul, sorted_gaussians
-from splatdistill.render.projection import (
-    EPS2D,
-    FAR_PLANE,
-    NEAR_PLANE,
-    project_compiled,
-    project_torch,
-)
+from splatdistill.render.projection import EPS2D, FAR_PLANE, NEAR_PLANE, project_compiled, project_torch
 from splatdistill.render.workers import map_on, num_bands, worker_pool
 
 
-def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features: Tensor,
-                 viewmats: Tensor, Ks: Tensor, width: int, height: int,
-                 near_plane: float = NEAR_PLANE, far_plane: float = FAR_PLANE,
-                 eps2d: float = EPS2D, stats: dict | None = None, compiled: bool | None = None
-                 ) -> tuple[Tensor, Tensor]:
+def render_torch(
+    means: Tensor,
+    covariances: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
+    eps2d: float = EPS2D,
+    stats: dict | None = None,
+    compiled: bool | None = None,
+) -> tuple[Tensor, Tensor]:
     """Render Gaussians (..., N) into cameras (..., V).
 
     Returns features (..., V, H, W, C) and alpha (..., V, H, W). See :func:`render_features`.
@@ -67,16 +71,27 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     compiled = (means.device.type == "cpu") if compiled is None else bool(compiled and means.device.type == "cpu")
     op = array_ops(means.device, compiled)
     pool = worker_pool(compiled)
-    p = _project_all(op, pool, compiled, means.reshape(B, N, 3), covariances.reshape(B, N, 3, 3),
-                     opacities.reshape(B, N), viewmats.reshape(B, V, 4, 4), Ks.reshape(B, V, 3, 3), width, height,
-                     near_plane, far_plane, eps2d)
+    p = _project_all(
+        op,
+        pool,
+        compiled,
+        means.reshape(B, N, 3),
+        covariances.reshape(B, N, 3, 3),
+        opacities.reshape(B, N),
+        viewmats.reshape(B, V, 4, 4),
+        Ks.reshape(B, V, 3, 3),
+        width,
+        height,
+        near_plane,
+        far_plane,
+        eps2d,
+    )
     P = width * height
     grad = torch.is_grad_enabled() and features.requires_grad
     ft = features.reshape(B, N, C)
     out = None if grad else empty_fast((B, V, P, C), features.dtype, features.device)
     # coverage at least in float32 (half precision cannot tell 0.999 from 1)
-    alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32),
-                        device=features.device)
+    alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32), device=features.device)
     kernel_ft = kernel_out = None
     if compiled and out is not None:
         # the kernels read float32/float64 features and write the output in place
@@ -90,8 +105,18 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     for bi in range(B):
         for vi in range(V):
             band = (_compiled_band if compiled else _torch_band)(
-                op, p, bi, vi, width, height, ft[bi], kernel_ft, None if out is None else out[bi, vi],
-                None if kernel_out is None else kernel_out[bi, vi], alpha[bi, vi])
+                op,
+                p,
+                bi,
+                vi,
+                width,
+                height,
+                ft[bi],
+                kernel_ft,
+                None if out is None else out[bi, vi],
+                None if kernel_out is None else kernel_out[bi, vi],
+                alpha[bi, vi],
+            )
             # independent row bands on worker threads; bands are small enough for a band's pair
             # arrays to stay in cache
             results = map_on(pool if n_bands > 1 else None, band, rows[:-1], rows[1:])
@@ -104,24 +129,36 @@ def render_torch(means: Tensor, covariances: Tensor, opacities: Tensor, features
     if kernel_out is not None and kernel_out is not out:
         out.copy_(kernel_out)
     img = torch.stack(images).reshape(B, V, P, C) if out is None else out
-    return (img.reshape(batch + (V, height, width, C)),
-            alpha.reshape(batch + (V, height, width)))
+    return (img.reshape(batch + (V, height, width, C)), alpha.reshape(batch + (V, height, width)))
 
 
-def _project_all(op, pool, compiled: bool, means, covariances, opacities, viewmats, Ks, width, height,
-                 near_plane, far_plane, eps2d) -> dict:
+def _project_all(
+    op, pool, compiled: bool, means, covariances, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d
+) -> dict:
     """Projection of (B, N) Gaussians into (B, V) cameras in float64: O(N) work, and float32's
     cancellation in R m + t and its 1/z^2 scaling cost ~1e-4 relative accuracy for Gaussians near
     the near plane. On CPU, slices of the Gaussians are projected concurrently on the worker threads."""
     if compiled:
-        return project_compiled(pool, means, covariances, opacities, viewmats, Ks, width, height, near_plane,
-                                far_plane, eps2d)
+        return project_compiled(
+            pool, means, covariances, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d
+        )
 
     def arr(t: Tensor):
         return op.astype(op.asarray(t), op.f64)
 
-    return project_torch(op, arr(means), arr(covariances), arr(viewmats), arr(Ks), width, height, arr(opacities),
-                         near_plane, far_plane, eps2d)
+    return project_torch(
+        op,
+        arr(means),
+        arr(covariances),
+        arr(viewmats),
+        arr(Ks),
+        width,
+        height,
+        arr(opacities),
+        near_plane,
+        far_plane,
+        eps2d,
+    )
 
 
 def _compiled_band(op, p, bi, vi, width, height, ft, kernel_ft, img_out, kernel_img, cover_img):
@@ -134,12 +171,18 @@ def _compiled_band(op, p, bi, vi, width, height, ft, kernel_ft, img_out, kernel_
 
     def band(r0: int, r1: int):
         """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
-        crow, col, weights, pairs = cpu_kernels.composite_band(*g_args, width, r0, r1,
-                                                               cover_np[r0 * width:r1 * width])
+        crow, col, weights, pairs = cpu_kernels.composite_band(
+            *g_args, width, r0, r1, cover_np[r0 * width : r1 * width]
+        )
         if img_np is not None:
-            cpu_kernels.accumulate(crow, col, weights, kernel_ft[bi], img_np[r0 * width:r1 * width])
-        return (torch.from_numpy(crow.astype(np.int32)), torch.from_numpy(col), torch.from_numpy(weights),
-                (pairs, int(crow[-1])))
+            cpu_kernels.accumulate(crow, col, weights, kernel_ft[bi], img_np[r0 * width : r1 * width])
+        return (
+            torch.from_numpy(crow.astype(np.int32)),
+            torch.from_numpy(col),
+            torch.from_numpy(weights),
+            (pairs, int(crow[-1])),
+        )
+
     return band
 
 
@@ -150,12 +193,13 @@ def _torch_band(op, p, bi, vi, width, height, ft, kernel_ft, img_out, kernel_img
     def band(r0: int, r1: int):
         """Composite (and, without autograd, multiply out) image rows [r0, r1)."""
         crow, col, weights, cover, counts = composite(op, gauss, width, r0, r1)
-        cover_img[r0 * width:r1 * width] = op.tensor(cover).to(cover_img.device, cover_img.dtype)
+        cover_img[r0 * width : r1 * width] = op.tensor(cover).to(cover_img.device, cover_img.dtype)
         crow, col = op.tensor(crow), op.tensor(col)
         weights = op.tensor(weights).to(ft.dtype)
         if img_out is not None:
-            csr_matmul(crow, col, weights, ft, (r1 - r0) * width, img_out[r0 * width:r1 * width])
+            csr_matmul(crow, col, weights, ft, (r1 - r0) * width, img_out[r0 * width : r1 * width])
         return crow, col, weights, counts
+
     return band
 
 
@@ -163,5 +207,6 @@ def _joined_product(results: list, ft: Tensor, pixels: int, dtype) -> Tensor:
     """The bands' CSR blocks joined into one differentiable (pixels x Gaussians) product with ``ft``."""
     offsets = np.cumsum([0] + [int(r[0][-1]) for r in results])
     crow = torch.cat([results[0][0][:1]] + [r[0][1:] + int(o) for r, o in zip(results, offsets)])
-    return csr_matmul(crow, torch.cat([r[1] for r in results]), torch.cat([r[2] for r in results]).to(dtype),
-                      ft, pixels, None)
+    return csr_matmul(
+        crow, torch.cat([r[1] for r in results]), torch.cat([r[2] for r in results]).to(dtype), ft, pixels, None
+    )

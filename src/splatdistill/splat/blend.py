@@ -37,8 +37,7 @@ def segment_index(segments: Tensor) -> tuple[Tensor, int]:
     return (local + offsets).reshape(-1), B * S
 
 
-def semantic_blend(features: Tensor, segments: Tensor, alpha: float, valid: Tensor | None = None
-                   ) -> Tensor:
+def semantic_blend(features: Tensor, segments: Tensor, alpha: float, valid: Tensor | None = None) -> Tensor:
     """Blend features (B, C, H, W) with their segment mean: ``a f + (1 - a) mean_segment(f)``.
 
     Args:
@@ -56,8 +55,9 @@ def semantic_blend(features: Tensor, segments: Tensor, alpha: float, valid: Tens
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if features.dim() != 4 or segments.shape != features.shape[:1] + features.shape[2:]:
-        raise ValueError(f"expected features (B,C,H,W) and segments (B,H,W), got "
-                         f"{tuple(features.shape)} and {tuple(segments.shape)}")
+        raise ValueError(
+            f"expected features (B,C,H,W) and segments (B,H,W), got {tuple(features.shape)} and {tuple(segments.shape)}"
+        )
     if valid is not None and valid.shape != segments.shape:
         raise ValueError(f"valid must be {tuple(segments.shape)}, got {tuple(valid.shape)}")
     if alpha == 1.0:

@@ -16,8 +16,9 @@ lifters through :func:`splatdistill.lifters.build_lifter` so that they are known
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -61,11 +62,18 @@ class DepthPredictor(Protocol):
 
 def depth_lifter(settings: SplatSettings) -> Lifter:
     """One pixel-aligned Gaussian per pixel at the given depth, fixed footprint and opacity."""
+
     def lift(views: Views) -> Gaussians:
         if views.depths is None:
             raise ValueError("the depth lifter needs context depth maps")
-        return lift_depth(views.depths, views.cameras, views.features, scale_factor=settings.gaussian_scale,
-                          opacity=settings.gaussian_opacity)
+        return lift_depth(
+            views.depths,
+            views.cameras,
+            views.features,
+            scale_factor=settings.gaussian_scale,
+            opacity=settings.gaussian_opacity,
+        )
+
     return lift
 
 
@@ -77,9 +85,13 @@ def lifter_from_predictor(predictor: DepthPredictor, settings: Any = None) -> Li
     def lift(views: Views) -> Gaussians:
         d, o, s = predictor.predict(views)
         dt = views.features.dtype
-        return lift_depth(d.to(dt), views.cameras, views.features,
-                          scale_factor=base_scale if s is None else (base_scale * s).to(dt),
-                          opacity=base_opacity if o is None else o.clamp(0, 1).to(dt))
+        return lift_depth(
+            d.to(dt),
+            views.cameras,
+            views.features,
+            scale_factor=base_scale if s is None else (base_scale * s).to(dt),
+            opacity=base_opacity if o is None else o.clamp(0, 1).to(dt),
+        )
 
     return lift
 
@@ -111,9 +123,11 @@ def build_registered_lifter(spec: str, settings: Any = None, data: str | None = 
     name, sep, arg = spec.strip().partition(":")
     if name not in LIFTERS:
         close = LIFTERS.suggest(name)
-        raise UserError(f"unknown lifter {spec!r} (available: {', '.join(LIFTERS)}; "
-                        "e.g. depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY)"
-                        + (f"; did you mean {close!r}?" if close else ""))
+        raise UserError(
+            f"unknown lifter {spec!r} (available: {', '.join(LIFTERS)}; "
+            "e.g. depth, predictor:PATH, ply:PATH, python:MODULE:FACTORY)"
+            + (f"; did you mean {close!r}?" if close else "")
+        )
     factory, _ = LIFTERS.get(name)
     return factory(arg if sep else None, settings, data=data)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -18,17 +19,30 @@ from splatdistill.splat.targets import teacher_pixel_features
 
 
 @torch.no_grad()
-def load_scene_views(scene: Scene, view_ids: Sequence[int] | None = None, size: int = 112, backbone: Any = None,
-                     image_size: int = 224, mask: str = "auto") -> Views:
+def load_scene_views(
+    scene: Scene,
+    view_ids: Sequence[int] | None = None,
+    size: int = 112,
+    backbone: Any = None,
+    image_size: int = 224,
+    mask: str = "auto",
+) -> Views:
     """Views of ``scene`` resized to ``size``; with ``backbone``, also its ``features`` as the SnD teacher sees
     them (``image_size`` input, mask-aware upsampled to ``size``)."""
     return load_scene_views_timed(scene, view_ids, size, backbone, image_size, mask)[0]
 
 
 @torch.no_grad()
-def load_scene_views_timed(scene: Scene, view_ids: Sequence[int] | None = None, size: int = 112, backbone: Any = None,
-                           image_size: int = 224, mask: str = "auto", need_depth: str = "", batch: int = 8
-                           ) -> tuple[Views, float]:
+def load_scene_views_timed(
+    scene: Scene,
+    view_ids: Sequence[int] | None = None,
+    size: int = 112,
+    backbone: Any = None,
+    image_size: int = 224,
+    mask: str = "auto",
+    need_depth: str = "",
+    batch: int = 8,
+) -> tuple[Views, float]:
     """:func:`load_scene_views` and the seconds the teacher took (0 without a backbone), for benchmarks and
     the FiT3D baseline. ``need_depth`` (why depth is needed) refuses views without depth."""
     ids = list(range(len(scene))) if view_ids is None else [int(i) for i in view_ids]
@@ -74,8 +88,15 @@ def lift_scene(views: Views, lifter: Callable, carry: str = "auto", chunk: int =
         if carry == "rgb":
             if isinstance(lifter, DepthPredictor):
                 d, o, sc = lifter.predict(part)
-                parts.append(lift_depth(d, part.cameras, part.images, scale_factor=1.0 if sc is None else sc,
-                                        opacity=0.95 if o is None else o))
+                parts.append(
+                    lift_depth(
+                        d,
+                        part.cameras,
+                        part.images,
+                        scale_factor=1.0 if sc is None else sc,
+                        opacity=0.95 if o is None else o,
+                    )
+                )
                 continue
             part = replace(part, features=part.images)
         parts.append(lifter(part))

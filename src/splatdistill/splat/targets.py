@@ -8,8 +8,8 @@ renderer plugs in here without touching the trainer. :func:`tokens_from_render` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,9 @@ class SplatTargets:
 
 
 @torch.no_grad()
-def splat_targets(context: Views, target: Views, grid: tuple[int, int], settings: SplatSettings,
-                  lifter: Lifter) -> SplatTargets:
+def splat_targets(
+    context: Views, target: Views, grid: tuple[int, int], settings: SplatSettings, lifter: Lifter
+) -> SplatTargets:
     """Render the teacher features of context views into target views, one sample or a batch.
 
     context: (V,) or (B, V) views at render resolution R carrying the teacher's patch ``tokens`` (C, h, w),
@@ -49,16 +50,25 @@ def splat_targets(context: Views, target: Views, grid: tuple[int, int], settings
     return _splat_one(context, target, grid, settings, lifter)
 
 
-def _splat_one(context: Views, target: Views, grid: tuple[int, int], settings: SplatSettings,
-               lifter: Lifter) -> SplatTargets:
+def _splat_one(
+    context: Views, target: Views, grid: tuple[int, int], settings: SplatSettings, lifter: Lifter
+) -> SplatTargets:
     if context.tokens is None or context.segments is None or target.segments is None:
         raise ValueError("splat_targets needs the context's teacher tokens and both views' segments")
     cams = target.cameras
     pixel_feats = mask_aware_upsample(context.tokens, context.segments, (context.height, context.width))  # (V, C, R, R)
     gaussians = lifter(replace(context, features=pixel_feats))
-    feats, alpha = render_features(gaussians.means, gaussians.covariances, gaussians.opacities,
-                                   gaussians.features, cams.viewmats, cams.Ks, cams.width, cams.height,
-                                   backend=settings.renderer)
+    feats, alpha = render_features(
+        gaussians.means,
+        gaussians.covariances,
+        gaussians.opacities,
+        gaussians.features,
+        cams.viewmats,
+        cams.Ks,
+        cams.width,
+        cams.height,
+        backend=settings.renderer,
+    )
     feats = feats.movedim(-1, -3)  # (T, C, R, R)
     # An alpha-composited feature is scaled by the coverage; dividing it out gives the weighted mean
     # of the Gaussians' features, which is what the student is asked to predict.
@@ -67,13 +77,15 @@ def _splat_one(context: Views, target: Views, grid: tuple[int, int], settings: S
     feats = torch.where(covered[:, None], feats, torch.zeros_like(feats))
     if settings.blend_alpha < 1.0:
         feats = semantic_blend(feats, target.segments, settings.blend_alpha, valid=covered)
-    tokens, coverage, valid = tokens_from_render(feats, alpha, covered, grid, settings.min_coverage,
-                                                 antialias=settings.downsample == "antialias")
+    tokens, coverage, valid = tokens_from_render(
+        feats, alpha, covered, grid, settings.min_coverage, antialias=settings.downsample == "antialias"
+    )
     return SplatTargets(tokens=tokens, coverage=coverage, valid=valid, pixel_features=feats, pixel_alpha=alpha)
 
 
-def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tuple[int, int], min_coverage: float,
-                       antialias: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def tokens_from_render(
+    feats: Tensor, alpha: Tensor, covered: Tensor, grid: tuple[int, int], min_coverage: float, antialias: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """Rendered features (T, C, R, R), zero where not ``covered`` (T, R, R), to the student's token grid.
 
     Returns (tokens (T, C, h, w), coverage (T, h, w) = the downsampled alpha, valid (T, h, w) =
@@ -81,6 +93,7 @@ def tokens_from_render(feats: Tensor, alpha: Tensor, covered: Tensor, grid: tupl
     covered fraction (the zeros would otherwise shrink them). ``antialias`` averages each token's whole
     footprint instead of sampling bilinearly at its centre (see ``SplatSettings.downsample``).
     """
+
     def down(x: Tensor) -> Tensor:
         return F.interpolate(x, size=grid, mode="bilinear", align_corners=False, antialias=antialias)
 
@@ -101,15 +114,20 @@ def teacher_tokens(backbone, images: Sequence[Tensor], image_size: int | tuple[i
     dev = param.device if param is not None else torch.device("cpu")
     tokens = []
     for i in range(0, len(images), batch):
-        x = torch.cat([F.interpolate(im[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-                       for im in images[i:i + batch]])
+        x = torch.cat(
+            [
+                F.interpolate(im[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+                for im in images[i : i + batch]
+            ]
+        )
         tokens.append(backbone.patch_features(x.to(dev)).float().cpu())
     return torch.cat(tokens)
 
 
 @torch.no_grad()
-def teacher_pixel_features(backbone, images: Sequence[Tensor], segments: Tensor, image_size: int | tuple[int, int],
-                           batch: int = 8) -> Tensor:
+def teacher_pixel_features(
+    backbone, images: Sequence[Tensor], segments: Tensor, image_size: int | tuple[int, int], batch: int = 8
+) -> Tensor:
     """The teacher's features as Splat-and-Distill lifts them: :func:`teacher_tokens` of the full-resolution
     ``images``, mask-aware upsampled to the ``segments`` (V, R, R) size. Returns float32 (V, C, R, R), contiguous."""
     tokens = teacher_tokens(backbone, images, image_size, batch)

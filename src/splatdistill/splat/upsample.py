@@ -41,7 +41,7 @@ def _taps(h: int, w: int, H: int, W: int, device: str) -> tuple[Tensor, Tensor, 
 def _source_index(out_len: int, in_len: int, device) -> tuple[Tensor, Tensor, Tensor]:
     """Bilinear taps (i0, i1, lambda1) like PyTorch's align_corners=False kernels."""
     scale = in_len / out_len
-    src = ((torch.arange(out_len, device=device, dtype=torch.float32) + 0.5) * scale - 0.5)
+    src = (torch.arange(out_len, device=device, dtype=torch.float32) + 0.5) * scale - 0.5
     src = src.clamp(min=0)
     i0 = src.floor().long().clamp(max=in_len - 1)
     i1 = (i0 + 1).clamp(max=in_len - 1)
@@ -63,8 +63,7 @@ def token_labels(segments: Tensor, grid: tuple[int, int]) -> Tensor:
     return _nearest(segments, grid[0], grid[1])
 
 
-def mask_aware_upsample(tokens: Tensor, segments: Tensor, out_size: tuple[int, int] | None = None
-                        ) -> Tensor:
+def mask_aware_upsample(tokens: Tensor, segments: Tensor, out_size: tuple[int, int] | None = None) -> Tensor:
     """Upsample tokens (B, C, h, w) to (B, C, H, W), mixing only same-segment tokens.
 
     Args:
@@ -78,12 +77,13 @@ def mask_aware_upsample(tokens: Tensor, segments: Tensor, out_size: tuple[int, i
     Differentiable with respect to ``tokens``.
     """
     if tokens.dim() != 4 or segments.dim() != 3 or segments.shape[0] != tokens.shape[0]:
-        raise ValueError(f"expected tokens (B,C,h,w) and segments (B,H,W), got "
-                         f"{tuple(tokens.shape)} and {tuple(segments.shape)}")
+        raise ValueError(
+            f"expected tokens (B,C,h,w) and segments (B,H,W), got {tuple(tokens.shape)} and {tuple(segments.shape)}"
+        )
     if segments.dtype.is_floating_point or segments.dtype == torch.bool:
         raise ValueError(f"segments must be an integer map, got {segments.dtype}")
     B, C, h, w = tokens.shape
-    H, W = (segments.shape[-2:] if out_size is None else out_size)
+    H, W = segments.shape[-2:] if out_size is None else out_size
     H, W = int(H), int(W)
     device = tokens.device
     segments = segments.to(device)
@@ -112,8 +112,7 @@ def _spmm(crow: Tensor, col: Tensor, val: Tensor, dense: Tensor, rows: int) -> T
         crow, col = crow.int(), col.int()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        mat = torch.sparse_csr_tensor(crow, col, val, (rows, dense.shape[0]),
-                                      check_invariants=False)
+        mat = torch.sparse_csr_tensor(crow, col, val, (rows, dense.shape[0]), check_invariants=False)
         if dense.requires_grad and torch.is_grad_enabled():
             return torch.sparse.mm(mat, dense)
         out = empty_fast((rows, dense.shape[1]), dense.dtype, dense.device)

@@ -39,7 +39,9 @@ def gt_row(view) -> list[np.ndarray]:
     return [
         view.image,
         _colorize_depth(view.depth) if view.depth is not None else blank,
-        (view.normals * 0.5 + 0.5) * np.any(view.normals != 0, -1, keepdims=True) if view.normals is not None else blank,
+        (view.normals * 0.5 + 0.5) * np.any(view.normals != 0, -1, keepdims=True)
+        if view.normals is not None
+        else blank,
         _colorize_ids(view.instance) if view.instance is not None else blank,
         _colorize_ids(view.semantic) if view.semantic is not None else blank,
     ]
@@ -64,7 +66,7 @@ def write_contact_sheet(root: Path, out: Path, max_scenes: int = 8, views_per_sc
         for c, img in enumerate(row):
             pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR)
             y = r * (tile + 14) + 14
-            sheet[y:y + tile, c * tile:(c + 1) * tile] = np.asarray(pil, np.float32) / 255
+            sheet[y : y + tile, c * tile : (c + 1) * tile] = np.asarray(pil, np.float32) / 255
     pil = Image.fromarray((sheet * 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)
     for r, label in enumerate(labels):

@@ -20,11 +20,7 @@ from splatdistill.data.scene import Scene
 from splatdistill.data.validate import DatasetWarning, Problem
 from splatdistill.errors import UserError
 
-from .geometry import (
-    label_transfer_agreement,
-    normal_agreement,
-    reprojection_error,
-)
+from .geometry import label_transfer_agreement, normal_agreement, reprojection_error
 
 
 @dataclass
@@ -48,7 +44,11 @@ def _collect(fn, report: CheckReport, fallback_path: Path, scene: str = ""):
         try:
             result = fn()
         except UserError as exc:
-            report.problems.append(Problem(exc.path or fallback_path, str(exc).removeprefix(f"{exc.path}: ") if exc.path else str(exc), scene))
+            report.problems.append(
+                Problem(
+                    exc.path or fallback_path, str(exc).removeprefix(f"{exc.path}: ") if exc.path else str(exc), scene
+                )
+            )
             result = None
     for w in caught:
         if isinstance(w.message, DatasetWarning) and w.message.problem is not None:
@@ -66,7 +66,6 @@ def check_dataset(path: str | Path, split: str | None = None, decode: bool = Tru
     fmt = detect_format(path)
     report = CheckReport(path, fmt)
     if fmt == "splatdistill":
-
         root = path.parent if path.is_file() else path
         dirs = find_scene_dirs(root)
         if not dirs:
@@ -108,7 +107,9 @@ class GeometryReport:
     label_agreement: float
 
 
-def geometry_report(scenes: list[Scene], pairs_per_scene: int = 3, max_gap: int = 3, seed: int = 0) -> GeometryReport | None:
+def geometry_report(
+    scenes: list[Scene], pairs_per_scene: int = 3, max_gap: int = 3, seed: int = 0
+) -> GeometryReport | None:
     """Consistency of depth, normals and labels on random nearby view pairs of scenes that have them."""
 
     rng = np.random.default_rng(seed)
@@ -136,6 +137,10 @@ def geometry_report(scenes: list[Scene], pairs_per_scene: int = 3, max_gap: int 
     if n == 0:
         return None
     allrel = np.concatenate(rel) if rel else np.array([np.nan])
-    return GeometryReport(n, float(np.median(allrel)), float(np.mean(vis)),
-                          float(np.nanmedian(ang)) if ang else float("nan"),
-                          float(np.nanmean(lab)) if lab else float("nan"))  # fmt: skip
+    return GeometryReport(
+        n,
+        float(np.median(allrel)),
+        float(np.mean(vis)),
+        float(np.nanmedian(ang)) if ang else float("nan"),
+        float(np.nanmean(lab)) if lab else float("nan"),
+    )

@@ -102,10 +102,10 @@ def planar_mask(normals: np.ndarray, labels: np.ndarray | None = None, tol_deg: 
         for dx in (-1, 0, 1):
             if dy == 0 and dx == 0:
                 continue
-            nb = normals[1 + dy:H - 1 + dy, 1 + dx:W - 1 + dx]
+            nb = normals[1 + dy : H - 1 + dy, 1 + dx : W - 1 + dx]
             same = np.sum(c * nb, axis=-1) >= cos_tol
             if labels is not None:
-                same &= labels[1:-1, 1:-1] == labels[1 + dy:H - 1 + dy, 1 + dx:W - 1 + dx]
+                same &= labels[1:-1, 1:-1] == labels[1 + dy : H - 1 + dy, 1 + dx : W - 1 + dx]
             ok[1:-1, 1:-1] &= same
     return ok
 
@@ -147,4 +147,3 @@ def boundary_contrast(image: np.ndarray, labels: np.ndarray) -> float:
     on = np.concatenate([gx[bx], gy[by]])
     off = np.concatenate([gx[~bx], gy[~by]])
     return float(on.mean() / max(off.mean(), 1e-9)) if on.size and off.size else float("nan")
-

@@ -21,8 +21,21 @@ from splatdistill.data.formats.base import FORMATS, Format, detect_order, regist
 from splatdistill.data.scene import Scene
 from splatdistill.errors import UserError
 
-__all__ = ["FORMATS", "Format", "colmap", "detect_format", "detect_order", "format_names", "native", "nerfstudio",
-           "read_dataset", "register_format", "scannetpp", "sevenscenes", "tum"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "colmap",
+    "detect_format",
+    "detect_order",
+    "format_names",
+    "native",
+    "nerfstudio",
+    "read_dataset",
+    "register_format",
+    "scannetpp",
+    "sevenscenes",
+    "tum",
+]
 
 
 def format_names() -> tuple[str, ...]:
@@ -59,8 +72,10 @@ def read_dataset(path: Path, split: str | None = None, skip_bad: bool = False, f
     path = Path(path)
     if format != "auto" and format not in FORMATS:
         close = FORMATS.suggest(format, ("auto",))
-        raise UserError(f"unknown dataset format {format!r} (choose from {', '.join(format_names())})"
-                        + (f"; did you mean {close!r}?" if close else ""))
+        raise UserError(
+            f"unknown dataset format {format!r} (choose from {', '.join(format_names())})"
+            + (f"; did you mean {close!r}?" if close else "")
+        )
     fmt = detect_format(path) if format == "auto" else format
     if split is not None and split not in ("train", "val", "test"):
         raise UserError(f"unknown split '{split}' (choose from train, val, test)")

@@ -8,9 +8,9 @@ register here too, from :mod:`splatdistill.eval.benchmarks`, when that package i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from splatdistill.data.scene import Scene
 from splatdistill.registry import Registry
@@ -35,8 +35,15 @@ class Format:
 FORMATS: Registry[Format] = Registry("dataset format")
 
 
-def register_format(name: str, detect: Callable[[Path], bool], load: Loader, order: int, looks_for: str = "",
-                    file_hint: str = "", benchmark: bool = False) -> Format:
+def register_format(
+    name: str,
+    detect: Callable[[Path], bool],
+    load: Loader,
+    order: int,
+    looks_for: str = "",
+    file_hint: str = "",
+    benchmark: bool = False,
+) -> Format:
     """Make ``name`` a dataset format (``format=NAME``) that :func:`detect_order` tries at ``order``."""
     taken = {f.order: f.name for f in FORMATS.values()}
     if order in taken and taken[order] != name:

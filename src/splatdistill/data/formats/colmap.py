@@ -75,8 +75,13 @@ def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str) -> ViewDa
     return ViewData(io.read_rgb(image), K, c2w, name=name)
 
 
-def load_colmap(path: str | Path, skip_bad: bool = False, image_dir: str | Path | None = None,
-                name: str | None = None, split: str = "train") -> Scene:  # fmt: skip
+def load_colmap(
+    path: str | Path,
+    skip_bad: bool = False,
+    image_dir: str | Path | None = None,
+    name: str | None = None,
+    split: str = "train",
+) -> Scene:
     """Load a COLMAP reconstruction's registered images as one scene (views sorted by image name)."""
     pycolmap = require_extra("pycolmap", "captures", "reading a COLMAP model")
 
@@ -119,8 +124,11 @@ def load_colmap(path: str | Path, skip_bad: bool = False, image_dir: str | Path 
             if skip_bad:
                 warn_skipped(problems[-1])
             continue
-        views.append(ViewRecord(vname, K, c2w, int(cam.width), int(cam.height),
-                                functools.partial(_load_view, file, K, c2w, vname)))  # fmt: skip
+        views.append(
+            ViewRecord(
+                vname, K, c2w, int(cam.width), int(cam.height), functools.partial(_load_view, file, K, c2w, vname)
+            )
+        )
     if problems and not skip_bad:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise UserError(f"{problems[0]}{more}")
@@ -143,8 +151,13 @@ def write_colmap(scene: Scene, out: str | Path, binary: bool = True) -> Path:
         if key not in cams:
             cams[key] = len(cams) + 1
             K = v.K
-            cam = pycolmap.Camera(model="PINHOLE", width=v.width, height=v.height,
-                                  params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]], camera_id=cams[key])  # fmt: skip
+            cam = pycolmap.Camera(
+                model="PINHOLE",
+                width=v.width,
+                height=v.height,
+                params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
+                camera_id=cams[key],
+            )
             rec.add_camera_with_trivial_rig(cam)
         fname = f"{v.name}.png"
         io.write_rgb(out / "images" / fname, v.load().image)
@@ -172,6 +185,10 @@ def observed_points(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-register_format("colmap", lambda path: path.is_dir() and find_model_dir(path) is not None,
-                lambda path, split, skip_bad: [load_colmap(path, skip_bad=skip_bad)],
-                order=40, looks_for="a COLMAP sparse model")
+register_format(
+    "colmap",
+    lambda path: path.is_dir() and find_model_dir(path) is not None,
+    lambda path, split, skip_bad: [load_colmap(path, skip_bad=skip_bad)],
+    order=40,
+    looks_for="a COLMAP sparse model",
+)

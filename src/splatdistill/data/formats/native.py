@@ -42,8 +42,15 @@ SPLITS = ("train", "val", "test")
 MAP_KEYS = ("depth", "normals", "instance", "semantic")
 
 
-def write_scene(scene_dir: Path, name: str, split: str, class_names: list[str], views: list[dict[str, Any]],
-                meta: dict[str, Any] | None = None, depth_scale: float = io.DEPTH_SCALE) -> Path:  # fmt: skip
+def write_scene(
+    scene_dir: Path,
+    name: str,
+    split: str,
+    class_names: list[str],
+    views: list[dict[str, Any]],
+    meta: dict[str, Any] | None = None,
+    depth_scale: float = io.DEPTH_SCALE,
+) -> Path:
     """Write ``scene.json`` for views whose files are already on disk.
 
     Each view dict has ``name``, ``image``, ``K``, ``cam_to_world``, ``width``, ``height`` and
@@ -69,8 +76,14 @@ def write_scene(scene_dir: Path, name: str, split: str, class_names: list[str], 
 
 def write_view_files(scene_dir: Path, view: ViewData, name: str, depth_scale: float = io.DEPTH_SCALE) -> dict[str, Any]:
     """Write one view's maps in the default encodings; returns its ``scene.json`` entry."""
-    entry: dict[str, Any] = {"name": name, "image": f"rgb/{name}.png", "width": view.width, "height": view.height,
-                             "K": view.K, "cam_to_world": view.cam_to_world}  # fmt: skip
+    entry: dict[str, Any] = {
+        "name": name,
+        "image": f"rgb/{name}.png",
+        "width": view.width,
+        "height": view.height,
+        "K": view.K,
+        "cam_to_world": view.cam_to_world,
+    }
     io.write_rgb(scene_dir / entry["image"], view.image)
     if view.depth is not None:
         entry["depth"] = f"depth/{name}.png"
@@ -92,7 +105,9 @@ def save_scene(scene: Scene, scene_dir: Path) -> Path:
 
     names = [r.name for r in scene.views]
     keep = all(re.fullmatch(r"[\w.-]+", n) for n in names) and len(set(names)) == len(names)
-    entries = [write_view_files(scene_dir, scene.load_view(i), names[i] if keep else f"{i:04d}") for i in range(len(scene))]
+    entries = [
+        write_view_files(scene_dir, scene.load_view(i), names[i] if keep else f"{i:04d}") for i in range(len(scene))
+    ]
     for e, rec in zip(entries, scene.views):
         e["source_name"] = rec.name
     return write_scene(scene_dir, scene.name, scene.split, scene.class_names, entries)
@@ -117,8 +132,12 @@ def _load_view(scene_dir: Path, entry: dict[str, Any], depth_scale: float, n_cla
     h, w = image.shape[:2]
     if (w, h) != (int(entry["width"]), int(entry["height"])):
         raise UserError(f"image is {w}x{h} but scene.json says {entry['width']}x{entry['height']}", img_path)
-    out = ViewData(image=image, K=np.asarray(entry["K"], np.float64),
-                   cam_to_world=np.asarray(entry["cam_to_world"], np.float64), name=entry["name"])  # fmt: skip
+    out = ViewData(
+        image=image,
+        K=np.asarray(entry["K"], np.float64),
+        cam_to_world=np.asarray(entry["cam_to_world"], np.float64),
+        name=entry["name"],
+    )
     if entry.get("depth"):
         p = scene_dir / entry["depth"]
         out.depth = io.read_depth(p, depth_scale)
@@ -132,7 +151,9 @@ def _load_view(scene_dir: Path, entry: dict[str, Any], depth_scale: float, n_cla
     if entry.get("instance"):
         p = scene_dir / entry["instance"]
         out.instance = io.read_ids(p)
-        if probs := map_problems("instance map", out.instance, h, w) + (["negative instance ids"] if out.instance.min(initial=0) < 0 else []):
+        if probs := map_problems("instance map", out.instance, h, w) + (
+            ["negative instance ids"] if out.instance.min(initial=0) < 0 else []
+        ):
             raise UserError("; ".join(probs), p)
     if entry.get("semantic"):
         p = scene_dir / entry["semantic"]
@@ -219,10 +240,22 @@ def load_scene(scene_dir: Path, skip_bad: bool = False) -> Scene:
             continue
         seen.add(vname)
         loader = functools.partial(_load_view, scene_dir, entry, depth_scale, len(class_names))
-        views.append(ViewRecord(vname, np.asarray(entry["K"], np.float64), np.asarray(entry["cam_to_world"], np.float64),
-                                int(entry["width"]), int(entry["height"]), loader))  # fmt: skip
+        views.append(
+            ViewRecord(
+                vname,
+                np.asarray(entry["K"], np.float64),
+                np.asarray(entry["cam_to_world"], np.float64),
+                int(entry["width"]),
+                int(entry["height"]),
+                loader,
+            )
+        )
     if problems and not skip_bad:
-        more = f" (and {len(problems) - 1} more problems; see `splatdistill data check {scene_dir}`)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problems; see `splatdistill data check {scene_dir}`)"
+            if len(problems) > 1
+            else ""
+        )
         raise UserError(f"{problems[0]}{more}")
     if not views:
         raise UserError("scene has no usable views", sj)
@@ -261,6 +294,11 @@ def _detect(path: Path) -> bool:
     return (path / "scene.json").is_file() or (path / "dataset.json").is_file() or any(path.glob("*/scene.json"))
 
 
-register_format("splatdistill", _detect,
-                lambda path, split, skip_bad: load_native(path.parent if path.is_file() else path, split, skip_bad),
-                order=10, looks_for="scene.json folders (splatdistill)", file_hint="scene.json")
+register_format(
+    "splatdistill",
+    _detect,
+    lambda path, split, skip_bad: load_native(path.parent if path.is_file() else path, split, skip_bad),
+    order=10,
+    looks_for="scene.json folders (splatdistill)",
+    file_hint="scene.json",
+)

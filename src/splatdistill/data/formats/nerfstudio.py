@@ -89,12 +89,24 @@ def frame_intrinsics(doc: dict, frame: dict, image: Path | None) -> tuple[np.nda
     model = str(get("camera_model") or "PINHOLE")
     dist = [float(get(k) or 0.0) for k in DISTORTION_KEYS]
     if any(abs(d) > 0 for d in dist):
-        return K, w, h, f"camera model {model} has distortion {dict(zip(DISTORTION_KEYS, dist))}; undistort the images first"
+        return (
+            K,
+            w,
+            h,
+            f"camera model {model} has distortion {dict(zip(DISTORTION_KEYS, dist))}; undistort the images first",
+        )
     return K, w, h, intrinsics_problem(K)
 
 
-def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str, depth: Path | None, depth_scale: float,
-               extra: dict[str, Path]) -> ViewData:  # fmt: skip
+def _load_view(
+    image: Path,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    name: str,
+    depth: Path | None,
+    depth_scale: float,
+    extra: dict[str, Path],
+) -> ViewData:
     img = io.read_rgb(image)
     h, w = img.shape[:2]
     view = ViewData(img, K, c2w, name=name)
@@ -108,7 +120,10 @@ def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str, depth: Pa
         except UserError as exc:  # the run falls back to superpixels for this view, and says why (data.masks)
             view.instance_missing = (UNREADABLE_MASK, str(exc))
         if view.instance is not None and view.instance.shape != (h, w):
-            raise UserError(f"instance map is {view.instance.shape[1]}x{view.instance.shape[0]}, the image is {w}x{h}", extra["instance"])
+            raise UserError(
+                f"instance map is {view.instance.shape[1]}x{view.instance.shape[0]}, the image is {w}x{h}",
+                extra["instance"],
+            )
     elif "no_instance" in extra:
         view.instance_missing = (NO_MASK_FOR_IMAGE, str(extra["no_instance"]))
     elif "no_instance_dir" in extra:
@@ -116,8 +131,14 @@ def _load_view(image: Path, K: np.ndarray, c2w: np.ndarray, name: str, depth: Pa
     return view
 
 
-def load_nerfstudio(path: str | Path, skip_bad: bool = False, name: str | None = None, split: str = "train",
-                    frames_key: str = "frames", instance_dir: Path | None = None) -> Scene:  # fmt: skip
+def load_nerfstudio(
+    path: str | Path,
+    skip_bad: bool = False,
+    name: str | None = None,
+    split: str = "train",
+    frames_key: str = "frames",
+    instance_dir: Path | None = None,
+) -> Scene:
     """Load a nerfstudio scene from a folder with ``transforms.json`` or from the JSON file itself."""
     path = Path(path)
     tf = path if path.is_file() else path / "transforms.json"
@@ -134,8 +155,15 @@ def _instance_file(instance_dir: Path, stem: str, file_name: str) -> dict[str, P
     return {"instance": found} if found is not None else {"no_instance": cands[0].parent / f"{file_name}.png"}
 
 
-def scene_from_transforms(doc: dict[str, Any], tf: Path, name: str | None = None, split: str = "train",
-                          skip_bad: bool = False, frames_key: str = "frames", instance_dir: Path | None = None) -> Scene:  # fmt: skip
+def scene_from_transforms(
+    doc: dict[str, Any],
+    tf: Path,
+    name: str | None = None,
+    split: str = "train",
+    skip_bad: bool = False,
+    frames_key: str = "frames",
+    instance_dir: Path | None = None,
+) -> Scene:
     """Build a Scene from a parsed transforms document; ``tf`` (its file) anchors relative paths and errors."""
     base = tf.parent
     frames = doc.get(frames_key) or []
@@ -196,8 +224,15 @@ def scene_from_transforms(doc: dict[str, Any], tf: Path, name: str | None = None
     return Scene(name=scene_name, views=views, split=split, class_names=[], root=base)
 
 
-def write_nerfstudio(scene: Scene, out: str | Path, transforms_name: str = "transforms.json", image_dir: str = "images",
-                     image_suffix: str = ".png", write_depth: bool = True, extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def write_nerfstudio(
+    scene: Scene,
+    out: str | Path,
+    transforms_name: str = "transforms.json",
+    image_dir: str = "images",
+    image_suffix: str = ".png",
+    write_depth: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a scene as a nerfstudio folder (images + JSON); used for fixtures and exports."""
     out = Path(out)
     frames = []
@@ -209,8 +244,14 @@ def write_nerfstudio(scene: Scene, out: str | Path, transforms_name: str = "tran
         io.write_rgb(out / rel, view.image)
         fr: dict[str, Any] = {"file_path": rel, "transform_matrix": (rec.cam_to_world @ GL_TO_CV).tolist()}
         if not shared:
-            fr.update(fl_x=float(rec.K[0, 0]), fl_y=float(rec.K[1, 1]), cx=float(rec.K[0, 2]), cy=float(rec.K[1, 2]),
-                      w=rec.width, h=rec.height)  # fmt: skip
+            fr.update(
+                fl_x=float(rec.K[0, 0]),
+                fl_y=float(rec.K[1, 1]),
+                cx=float(rec.K[0, 2]),
+                cy=float(rec.K[1, 2]),
+                w=rec.width,
+                h=rec.height,
+            )
         if write_depth and view.depth is not None:
             fr["depth_file_path"] = f"depth/{rec.name}.png"
             io.write_depth(out / fr["depth_file_path"], view.depth, scale=1000.0)
@@ -218,8 +259,14 @@ def write_nerfstudio(scene: Scene, out: str | Path, transforms_name: str = "tran
     doc: dict[str, Any] = {"camera_model": "PINHOLE"}
     if shared:
         K = Ks[0]
-        doc.update(fl_x=float(K[0, 0]), fl_y=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]),
-                   w=scene.views[0].width, h=scene.views[0].height)  # fmt: skip
+        doc.update(
+            fl_x=float(K[0, 0]),
+            fl_y=float(K[1, 1]),
+            cx=float(K[0, 2]),
+            cy=float(K[1, 2]),
+            w=scene.views[0].width,
+            h=scene.views[0].height,
+        )
     if write_depth:
         doc["depth_unit_scale_factor"] = 1e-3
     doc.update(extra or {})
@@ -228,7 +275,11 @@ def write_nerfstudio(scene: Scene, out: str | Path, transforms_name: str = "tran
     return out / transforms_name
 
 
-register_format("nerfstudio",
-                lambda path: path.suffix == ".json" if path.is_file() else (path / "transforms.json").is_file(),
-                lambda path, split, skip_bad: [load_nerfstudio(path, skip_bad=skip_bad)],
-                order=30, looks_for="transforms.json (nerfstudio)", file_hint="transforms.json")
+register_format(
+    "nerfstudio",
+    lambda path: path.suffix == ".json" if path.is_file() else (path / "transforms.json").is_file(),
+    lambda path, split, skip_bad: [load_nerfstudio(path, skip_bad=skip_bad)],
+    order=30,
+    looks_for="transforms.json (nerfstudio)",
+    file_hint="transforms.json",
+)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -98,9 +98,12 @@ def check_principal_point(K: np.ndarray, width: int, height: int, what: str, pat
     m = PRINCIPAL_POINT_MARGIN
     cx, cy = K[0, 2], K[1, 2]
     if not (-m * width <= cx <= (1 + m) * width and -m * height <= cy <= (1 + m) * height):
-        raise UserError(f"{what}: principal point ({cx - 0.5:g}, {cy - 0.5:g}) is far outside the {width}x{height} "
-                        f"image (allowed: within {m:.0%} of its size beyond the edges); are fx,fy,cx,cy in pixels "
-                        "of this image, in that order?", path)
+        raise UserError(
+            f"{what}: principal point ({cx - 0.5:g}, {cy - 0.5:g}) is far outside the {width}x{height} "
+            f"image (allowed: within {m:.0%} of its size beyond the edges); are fx,fy,cx,cy in pixels "
+            "of this image, in that order?",
+            path,
+        )
 
 
 def check_depth_scale(depth_m: np.ndarray, scale: float, path: Path) -> None:
@@ -108,9 +111,12 @@ def check_depth_scale(depth_m: np.ndarray, scale: float, path: Path) -> None:
     valid = depth_m[depth_m > 0]
     lo, hi = PLAUSIBLE_DEPTH_M
     if valid.size and not lo <= float(np.median(valid)) <= hi:
-        raise UserError(f"with a depth scale of {scale:g} metres per stored unit the median depth is "
-                        f"{float(np.median(valid)):.4g} m, outside {lo:g}-{hi:g} m; give --depth-scale "
-                        "(0.001 for millimetres, 0.0002 for 5000 units per metre, 1 for float metres)", path)
+        raise UserError(
+            f"with a depth scale of {scale:g} metres per stored unit the median depth is "
+            f"{float(np.median(valid)):.4g} m, outside {lo:g}-{hi:g} m; give --depth-scale "
+            "(0.001 for millimetres, 0.0002 for 5000 units per metre, 1 for float metres)",
+            path,
+        )
 
 
 def _parse_intrinsics(spec: str) -> np.ndarray:
@@ -122,7 +128,9 @@ def _parse_intrinsics(spec: str) -> np.ndarray:
             pass
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise UserError("intrinsics must be 'fx,fy,cx,cy' or a file (ViSP XML, 3x3 matrix or 4 numbers); no such file", path)
+        raise UserError(
+            "intrinsics must be 'fx,fy,cx,cy' or a file (ViSP XML, 3x3 matrix or 4 numbers); no such file", path
+        )
     text = path.read_text(errors="replace")
     if text.lstrip().startswith("<"):
         try:
@@ -174,7 +182,9 @@ def read_visp_depth(path: Path) -> np.ndarray:
         raise UserError("depth .bin is shorter than its 8-byte header", path)
     h, w = (int(x) for x in np.frombuffer(raw[:8], "<u4"))
     if len(raw) != 8 + 2 * h * w:
-        raise UserError(f"depth .bin header says {w}x{h} ({8 + 2 * h * w} bytes) but the file has {len(raw)} bytes", path)
+        raise UserError(
+            f"depth .bin header says {w}x{h} ({8 + 2 * h * w} bytes) but the file has {len(raw)} bytes", path
+        )
     return np.frombuffer(raw[8:], "<u2").reshape(h, w)
 
 
@@ -186,8 +196,11 @@ def read_raw_depth(path: Path) -> np.ndarray:
         return io.read_depth(path)
     mode = io.image_mode(path)
     if mode in ("1", "L", "P", "LA", "RGB", "RGBA"):
-        raise UserError(f"depth PNG is 8-bit (mode {mode}): at most 255 depth steps, which is how depth "
-                        "visualisations are saved; use the sensor's 16-bit depth PNGs (or float .npy in metres)", path)
+        raise UserError(
+            f"depth PNG is 8-bit (mode {mode}): at most 255 depth steps, which is how depth "
+            "visualisations are saved; use the sensor's 16-bit depth PNGs (or float .npy in metres)",
+            path,
+        )
     return io.read_depth(path, scale=1.0)
 
 
@@ -201,8 +214,9 @@ def read_metric_depth(seq: RGBDSequence, frame: RGBDFrame) -> np.ndarray:
     return np.where(bad, 0.0, d).astype(np.float32)
 
 
-def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_to_depth: np.ndarray,
-                   width: int, height: int) -> np.ndarray:  # fmt: skip
+def register_depth(
+    depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, color_to_depth: np.ndarray, width: int, height: int
+) -> np.ndarray:
     """Depth of the depth camera re-expressed as z-depth in the colour camera's pixels.
 
     Each valid depth pixel is lifted, moved into the colour frame and splatted with a z-buffer
@@ -228,8 +242,14 @@ def register_depth(depth: np.ndarray, K_depth: np.ndarray, K_color: np.ndarray, 
     for dy in range(int(np.ceil(mag)) + 1):
         for dx in range(int(np.ceil(mag)) + 1):
             x, y = x0 + dx, y0 + dy
-            keep = ((x + 0.5 <= uv_c[:, 0] + half) & (y + 0.5 <= uv_c[:, 1] + half)
-                    & (x >= 0) & (x < width) & (y >= 0) & (y < height))  # fmt: skip
+            keep = (
+                (x + 0.5 <= uv_c[:, 0] + half)
+                & (y + 0.5 <= uv_c[:, 1] + half)
+                & (x >= 0)
+                & (x < width)
+                & (y >= 0)
+                & (y < height)
+            )
             np.minimum.at(out, y[keep] * width + x[keep], z[keep])
     out[~np.isfinite(out)] = 0.0
     return out.reshape(height, width).astype(np.float32)
@@ -240,8 +260,11 @@ def color_depth(seq: RGBDSequence, frame: RGBDFrame, width: int, height: int) ->
     d = read_metric_depth(seq, frame)
     if seq.registered:
         if d.shape != (height, width):
-            raise UserError(f"depth is {d.shape[1]}x{d.shape[0]} but the colour image is {width}x{height}; "
-                            "give the depth camera's intrinsics to register it", frame.depth)  # fmt: skip
+            raise UserError(
+                f"depth is {d.shape[1]}x{d.shape[0]} but the colour image is {width}x{height}; "
+                "give the depth camera's intrinsics to register it",
+                frame.depth,
+            )
         return d
     return register_depth(d, seq.K_depth, seq.K_color, seq.color_to_depth, width, height)
 
@@ -256,18 +279,29 @@ def pair_files(folder: Path) -> list[RGBDFrame]:
     """
     files = sorted(p for p in folder.iterdir() if p.is_file())
     # frame_number gives -1 (the "position" passed) to a name without digits: those are left out
-    depth = {frame_number(p.name, -1): p for p in files if "depth" in p.name.lower() and p.suffix.lower() in DEPTH_SUFFIXES}
-    color = {frame_number(p.name, -1): p for p in files if "depth" not in p.name.lower() and p.suffix.lower() in IMAGE_SUFFIXES}
+    depth = {
+        frame_number(p.name, -1): p for p in files if "depth" in p.name.lower() and p.suffix.lower() in DEPTH_SUFFIXES
+    }
+    color = {
+        frame_number(p.name, -1): p
+        for p in files
+        if "depth" not in p.name.lower() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
     depth.pop(-1, None)
     color.pop(-1, None)
     if not color or not depth:
-        raise UserError(f"no RGB-D frames: found {len(color)} colour images and {len(depth)} depth files "
-                        "(depth files need 'depth' in their name; both need a frame number)", folder)  # fmt: skip
+        raise UserError(
+            f"no RGB-D frames: found {len(color)} colour images and {len(depth)} depth files "
+            "(depth files need 'depth' in their name; both need a frame number)",
+            folder,
+        )
     unpaired = sorted(set(color) ^ set(depth))
     if unpaired:
         first = unpaired[0]
         lone = color.get(first) or depth.get(first)
-        raise UserError(f"{len(unpaired)} frame numbers have only a colour image or only a depth file, e.g. {lone.name}", folder)
+        raise UserError(
+            f"{len(unpaired)} frame numbers have only a colour image or only a depth file, e.g. {lone.name}", folder
+        )
     return [RGBDFrame(f"{n:06d}", color[n], depth[n]) for n in sorted(color)]
 
 
@@ -280,16 +314,24 @@ def _load_frame(seq: RGBDSequence, frame: RGBDFrame, c2w: np.ndarray) -> ViewDat
     return ViewData(image, seq.K_color, c2w, depth=color_depth(seq, frame, w, h), name=frame.name)
 
 
-def sequence_scene(seq: RGBDSequence, poses: list[np.ndarray] | None = None,
-                   loader: Callable[[RGBDSequence, RGBDFrame, np.ndarray], ViewData] = _load_frame) -> Scene:  # fmt: skip
+def sequence_scene(
+    seq: RGBDSequence,
+    poses: list[np.ndarray] | None = None,
+    loader: Callable[[RGBDSequence, RGBDFrame, np.ndarray], ViewData] = _load_frame,
+) -> Scene:
     """A Scene of the sequence's frames, posed by ``poses`` or, without them, by the layout's own poses."""
     if poses is None:
         if not seq.has_poses:
             missing = next(f for f in seq.frames if f.cam_to_world is None)
-            raise UserError(f"frame {missing.name} has no pose; estimate poses with "
-                            f"'splatdistill data from-rgbd {seq.root or seq.name} --out DATASET'", seq.root)  # fmt: skip
+            raise UserError(
+                f"frame {missing.name} has no pose; estimate poses with "
+                f"'splatdistill data from-rgbd {seq.root or seq.name} --out DATASET'",
+                seq.root,
+            )
         poses = [f.cam_to_world for f in seq.frames]  # type: ignore[misc]
     w, h = io.image_size(seq.frames[0].color)
-    views = [ViewRecord(f.name, seq.K_color, c2w, w, h, functools.partial(loader, seq, f, c2w))
-             for f, c2w in zip(seq.frames, poses)]  # fmt: skip
+    views = [
+        ViewRecord(f.name, seq.K_color, c2w, w, h, functools.partial(loader, seq, f, c2w))
+        for f, c2w in zip(seq.frames, poses)
+    ]
     return Scene(seq.name, views, split=seq.split, class_names=[], root=seq.root)

@@ -55,7 +55,12 @@ def load_scannetpp_scene(scene_dir: Path, split: str = "train", skip_bad: bool =
     # ScanNet++ names images by file name only; point them into images/ when that is where they are.
     fixed = []
     for fr in doc["frames"]:
-        if isinstance(fr, dict) and "file_path" in fr and not (scene_dir / fr["file_path"]).exists() and (scene_dir / "images" / fr["file_path"]).exists():
+        if (
+            isinstance(fr, dict)
+            and "file_path" in fr
+            and not (scene_dir / fr["file_path"]).exists()
+            and (scene_dir / "images" / fr["file_path"]).exists()
+        ):
             fr = {**fr, "file_path": f"images/{fr['file_path']}"}
         fixed.append(fr)
     doc["frames"] = fixed
@@ -85,7 +90,9 @@ def write_scannetpp(scenes: list[Scene], root: str | Path) -> Path:
     lists: dict[str, list[str]] = {"train": [], "val": []}
     for scene in scenes:
         sd = root / "scenes" / scene.name
-        write_nerfstudio(scene, sd, transforms_name=TRANSFORMS, image_dir="images", image_suffix=".JPG", write_depth=False)
+        write_nerfstudio(
+            scene, sd, transforms_name=TRANSFORMS, image_dir="images", image_suffix=".JPG", write_depth=False
+        )
         # ScanNet++ lists bare image names.
         doc = read_json(sd / TRANSFORMS)
         for fr in doc["frames"]:
@@ -102,6 +109,10 @@ def write_scannetpp(scenes: list[Scene], root: str | Path) -> Path:
     return root
 
 
-register_format("scannetpp", lambda path: path.is_dir() and is_scannetpp(path),
-                lambda path, split, skip_bad: load_scannetpp(path, split=split, skip_bad=skip_bad),
-                order=20, looks_for="scenes/*/transforms_train.json (ScanNet++/FiT3D)")
+register_format(
+    "scannetpp",
+    lambda path: path.is_dir() and is_scannetpp(path),
+    lambda path, split, skip_bad: load_scannetpp(path, split=split, skip_bad=skip_bad),
+    order=20,
+    looks_for="scenes/*/transforms_train.json (ScanNet++/FiT3D)",
+)

@@ -50,7 +50,7 @@ def _test_sequences(scene_dir: Path) -> set[int]:
 
 
 def load_sevenscenes_sequence(seq_dir: Path, every: int = 10, require_poses: bool = True) -> RGBDSequence:
-    colors = sorted(seq_dir.glob("frame-*.color.png"))[::max(every, 1)]
+    colors = sorted(seq_dir.glob("frame-*.color.png"))[:: max(every, 1)]
     frames = []
     for c in colors:
         stem = c.name[: -len(".color.png")]
@@ -61,15 +61,26 @@ def load_sevenscenes_sequence(seq_dir: Path, every: int = 10, require_poses: boo
         if pose_file.is_file():
             pose = parse_transform(pose_file)
         elif require_poses:
-            raise UserError(f"{c.name} has no {pose_file.name}; estimate poses with "
-                            f"'splatdistill data from-rgbd {seq_dir} --out DATASET'", seq_dir)  # fmt: skip
+            raise UserError(
+                f"{c.name} has no {pose_file.name}; estimate poses with "
+                f"'splatdistill data from-rgbd {seq_dir} --out DATASET'",
+                seq_dir,
+            )
         else:
             pose = None
         frames.append(RGBDFrame(stem.removeprefix("frame-"), c, depth, pose))
     m = re.search(r"(\d+)$", seq_dir.name)
     split = "test" if m and int(m.group(1)) in _test_sequences(seq_dir.parent) else "train"
-    return RGBDSequence(f"{seq_dir.parent.name}-{seq_dir.name}", frames, K_NOMINAL.copy(), K_NOMINAL.copy(),
-                        depth_scale=0.001, depth_invalid=DEPTH_INVALID, split=split, root=seq_dir)  # fmt: skip
+    return RGBDSequence(
+        f"{seq_dir.parent.name}-{seq_dir.name}",
+        frames,
+        K_NOMINAL.copy(),
+        K_NOMINAL.copy(),
+        depth_scale=0.001,
+        depth_invalid=DEPTH_INVALID,
+        split=split,
+        root=seq_dir,
+    )
 
 
 def load_sevenscenes(root: str | Path, every: int = 10) -> list[Scene]:
@@ -80,6 +91,10 @@ def load_sevenscenes(root: str | Path, every: int = 10) -> list[Scene]:
     return [sequence_scene(load_sevenscenes_sequence(d, every)) for d in dirs]
 
 
-register_format("7scenes", lambda path: path.is_dir() and is_sevenscenes(path),
-                lambda path, split, skip_bad: load_sevenscenes(path),
-                order=60, looks_for="7-Scenes sequences (seq-*/frame-*.color.png)")
+register_format(
+    "7scenes",
+    lambda path: path.is_dir() and is_sevenscenes(path),
+    lambda path, split, skip_bad: load_sevenscenes(path),
+    order=60,
+    looks_for="7-Scenes sequences (seq-*/frame-*.color.png)",
+)

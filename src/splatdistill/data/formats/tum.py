@@ -92,7 +92,9 @@ def load_tum_sequence(path: str | Path, max_dt: float = 0.02, require_poses: boo
     gt_file = path / "groundtruth.txt"
     has_gt = gt_file.is_file()
     if require_poses and not has_gt:
-        raise UserError(f"no groundtruth.txt; estimate poses with 'splatdistill data from-rgbd {path} --out DATASET'", path)
+        raise UserError(
+            f"no groundtruth.txt; estimate poses with 'splatdistill data from-rgbd {path} --out DATASET'", path
+        )
     dt_ = np.array([t for t, _ in depth])
     if has_gt:
         gt_t, gt_xyz, gt_rot = _poses(read_list(gt_file, 8), gt_file)
@@ -113,8 +115,9 @@ def load_tum_sequence(path: str | Path, max_dt: float = 0.02, require_poses: boo
             c2w[:3, 3] = (1 - w) * gt_xyz[k - 1] + w * gt_xyz[k]
         frames.append(RGBDFrame(f"{t:.6f}", path / file, path / depth[j][1][0], c2w))
     if not frames:
-        raise UserError(f"no colour image has a depth image{' and a ground-truth pose' if has_gt else ''} "
-                        f"within {max_dt} s", path)  # fmt: skip
+        raise UserError(
+            f"no colour image has a depth image{' and a ground-truth pose' if has_gt else ''} within {max_dt} s", path
+        )
     for f in (frames[0], frames[-1]):
         for p in (f.color, f.depth):
             if not p.is_file():
@@ -123,6 +126,10 @@ def load_tum_sequence(path: str | Path, max_dt: float = 0.02, require_poses: boo
     return RGBDSequence(path.resolve().name, frames, K, K, depth_scale=DEPTH_SCALE, root=path)
 
 
-register_format("tum", lambda path: path.is_dir() and is_tum(path),
-                lambda path, split, skip_bad: [sequence_scene(load_tum_sequence(path))],
-                order=50, looks_for="a TUM RGB-D sequence (rgb.txt, depth.txt)")
+register_format(
+    "tum",
+    lambda path: path.is_dir() and is_tum(path),
+    lambda path, split, skip_bad: [sequence_scene(load_tum_sequence(path))],
+    order=50,
+    looks_for="a TUM RGB-D sequence (rgb.txt, depth.txt)",
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def furniture_catalog() -> dict[str, dict]:
     return json.loads((FURNITURE_DIR / "catalog.json").read_text())["models"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_furniture(key: str) -> FurnitureModel:
     meta = furniture_catalog()[key]
     with np.load(FURNITURE_DIR / f"{key}.npz") as z:
@@ -75,7 +75,7 @@ def categories() -> list[str]:
 # Textures: float32 RGB in [0, 1], square-ish, tileable enough for floors and walls.
 
 
-@lru_cache(maxsize=None)
+@cache
 def furniture_texture(name: str) -> np.ndarray:
     with Image.open(FURNITURE_DIR / "textures" / name) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
@@ -118,10 +118,10 @@ def _planks(rng: np.random.Generator, size: int = 256) -> np.ndarray:
         for c in sorted(cut):
             seg[c:] += 1
         shades = 0.8 + 0.35 * rng.random(2)
-        tone[r * h:(r + 1) * h] = shades[seg % 2][None, :]
+        tone[r * h : (r + 1) * h] = shades[seg % 2][None, :]
         tone[r * h, :] = 0.45  # gap between rows
         for c in cut:
-            tone[r * h:(r + 1) * h, c] = 0.5
+            tone[r * h : (r + 1) * h, c] = 0.5
     val = tone * (0.75 + 0.15 * grain + 0.2 * streak)
     base = np.array([0.62, 0.42, 0.25], np.float32)
     return np.clip(val[..., None] * base, 0, 1)
@@ -157,7 +157,7 @@ def _stripes(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     return np.repeat(val[..., None], 3, axis=2).astype(np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def surface_texture(name: str) -> np.ndarray:
     """A named floor/wall/ceiling texture, float32 RGB in [0, 1], before the per-room tint."""
     from skimage import data
@@ -187,7 +187,7 @@ WALL_TEXTURES = ("plaster", "brick", "stripes", "plaster")
 PICTURES = ("coffee", "chelsea", "camera", "rocket", "hubble_deep_field")
 
 
-@lru_cache(maxsize=None)
+@cache
 def picture_texture(name: str) -> np.ndarray:
     """A framed picture for the walls, from scikit-image's CC0 / public-domain photographs."""
     from skimage import data

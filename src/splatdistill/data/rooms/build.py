@@ -110,14 +110,23 @@ def build_scene(out: str, index: int, params: RoomsParams) -> dict:
         "generator": f"splatdistill.rooms v{GENERATOR_VERSION}",
         "build_key": params.key(),
         "seed": seed,
-        "room": {"kind": spec.kind, "size_m": [spec.width, spec.depth, spec.height],
-                 "floor": spec.floor_texture, "walls": spec.wall_texture, "light": list(spec.light)},  # fmt: skip
+        "room": {
+            "kind": spec.kind,
+            "size_m": [spec.width, spec.depth, spec.height],
+            "floor": spec.floor_texture,
+            "walls": spec.wall_texture,
+            "light": list(spec.light),
+        },
         "instances": {str(k): v for k, v in mesh.instance_names.items()},
-        "furniture": [{"key": p.key, "category": p.category, "x": p.x, "y": p.y, "z": p.z, "yaw": p.yaw} for p in spec.placements],
+        "furniture": [
+            {"key": p.key, "category": p.category, "x": p.x, "y": p.y, "z": p.z, "yaw": p.yaw} for p in spec.placements
+        ],
         "view_steps_deg": [round(s, 2) for s in steps],
         "world_frame": "metres, z up, floor at z = 0, room centred on the origin",
     }
-    native.write_scene(scene_dir, scene_name(index), split_of(index, params.scenes, params.seed), CLASS_NAMES, entries, meta)
+    native.write_scene(
+        scene_dir, scene_name(index), split_of(index, params.scenes, params.seed), CLASS_NAMES, entries, meta
+    )
     return {"index": index, "seconds": time.perf_counter() - t0, "views": len(entries), "objects": len(spec.placements)}
 
 
@@ -143,8 +152,12 @@ def read_manifest(out: Path) -> dict | None:
 
 def is_complete(out: Path, params: RoomsParams) -> bool:
     m = read_manifest(out)
-    return bool(m and m.get("complete") and m.get("build_key") == params.key()
-                and all((out / s / "scene.json").is_file() for s in m.get("scenes", [])))  # fmt: skip
+    return bool(
+        m
+        and m.get("complete")
+        and m.get("build_key") == params.key()
+        and all((out / s / "scene.json").is_file() for s in m.get("scenes", []))
+    )
 
 
 def _worker_init() -> None:
@@ -152,8 +165,13 @@ def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int | None = None,
-                progress: bool = True, force: bool = False) -> Path:  # fmt: skip
+def build_rooms(
+    out: Path | str,
+    params: RoomsParams | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """Build (or finish, or reuse) the rooms dataset in ``out``; returns ``out``."""
     params = params or RoomsParams()
     params.validate()
@@ -177,9 +195,16 @@ def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int
             raise UserError(f"{out} exists, is not empty and is not a rooms build; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     names = [scene_name(i) for i in range(params.scenes)]
-    manifest = {"format": "splatdistill.dataset", "version": 1, "name": DATASET_NAME, "build_key": key,
-                "params": asdict(params), "generator_version": GENERATOR_VERSION, "scenes": names,
-                "complete": False}  # fmt: skip
+    manifest = {
+        "format": "splatdistill.dataset",
+        "version": 1,
+        "name": DATASET_NAME,
+        "build_key": key,
+        "params": asdict(params),
+        "generator_version": GENERATOR_VERSION,
+        "scenes": names,
+        "complete": False,
+    }
     io.atomic_write_json(out / "dataset.json", manifest)
     todo = [i for i in range(params.scenes) if force or not _scene_done(out, i, key)]
     t0 = time.perf_counter()
@@ -204,11 +229,14 @@ def build_rooms(out: Path | str, params: RoomsParams | None = None, workers: int
     finally:
         if bar:
             bar.close()
-    manifest.update(complete=True, build_seconds=round(time.perf_counter() - t0, 1), workers=workers,
-                    size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()))  # fmt: skip
+    manifest.update(
+        complete=True,
+        build_seconds=round(time.perf_counter() - t0, 1),
+        workers=workers,
+        size_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+    )
     io.atomic_write_json(out / "dataset.json", manifest)
     if todo:
-
         write_contact_sheet(out, out / "contact_sheet.png")
     return out
 
@@ -218,8 +246,16 @@ def default_rooms_dir(params: RoomsParams) -> Path:
     return data_cache_dir() / f"rooms-s{d.scenes}-v{d.views}-px{d.size}-seed{d.seed}-{d.key()}"
 
 
-def ensure_rooms(root: Path | str | None = None, *, scenes: int = 32, views: int = 16, size: int = 256,
-                 seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:  # fmt: skip
+def ensure_rooms(
+    root: Path | str | None = None,
+    *,
+    scenes: int = 32,
+    views: int = 16,
+    size: int = 256,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Path of a complete rooms dataset with these parameters, building it first if needed.
 
     ``root`` defaults to a folder in the data cache (``SPLATDISTILL_CACHE``) named after the

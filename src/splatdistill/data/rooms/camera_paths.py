@@ -85,7 +85,9 @@ class FreeSpace:
         return radii[np.maximum(first - 1, 0)]
 
 
-def propose_path(rng: np.random.Generator, spec: RoomSpec, n_views: int, free: FreeSpace | None = None) -> list[np.ndarray]:
+def propose_path(
+    rng: np.random.Generator, spec: RoomSpec, n_views: int, free: FreeSpace | None = None
+) -> list[np.ndarray]:
     """One candidate path (camera-to-world poses); see :func:`camera_path` for the checks.
 
     The camera circles a free spot near the middle of the room on a star-shaped curve (an ellipse
@@ -112,7 +114,7 @@ def propose_path(rng: np.random.Generator, spec: RoomSpec, n_views: int, free: F
     # Smooth the profile (circularly) without leaving free space: windowed min, then mean, then clip.
     k = 31
     pad = np.concatenate([radius[-k:], radius, radius[:k]])
-    mins = np.array([pad[i:i + 2 * k + 1].min() for i in range(len(radius))])
+    mins = np.array([pad[i : i + 2 * k + 1].min() for i in range(len(radius))])
     pad = np.concatenate([mins[-k:], mins, mins[:k]])
     radius = np.minimum(np.convolve(pad, np.ones(2 * k + 1) / (2 * k + 1), mode="valid"), r_free)
 
@@ -128,8 +130,9 @@ def propose_path(rng: np.random.Generator, spec: RoomSpec, n_views: int, free: F
 
     def pose(angle: float, i: int) -> np.ndarray:
         r = max(r_at(angle), 0.05)
-        eye = np.array([centre[0] + r * math.cos(angle), centre[1] + r * math.sin(angle),
-                        h0 + h_amp * math.sin(wobble + i * 0.7)])  # fmt: skip
+        eye = np.array(
+            [centre[0] + r * math.cos(angle), centre[1] + r * math.sin(angle), h0 + h_amp * math.sin(wobble + i * 0.7)]
+        )
         inward = centre - eye[:2]
         inward /= max(np.linalg.norm(inward), 1e-9)
         return look_at_cam_to_world(eye, np.array([*(centre + inward * look_dist), look_h]))
@@ -186,8 +189,14 @@ def path_problems(poses: list[np.ndarray], spec: RoomSpec, renderer: RoomRendere
     return probs
 
 
-def camera_path(rng: np.random.Generator, spec: RoomSpec, renderer: RoomRenderer, n_views: int,
-                limits: PathLimits | None = None, tries: int = 25) -> list[np.ndarray] | None:  # fmt: skip
+def camera_path(
+    rng: np.random.Generator,
+    spec: RoomSpec,
+    renderer: RoomRenderer,
+    n_views: int,
+    limits: PathLimits | None = None,
+    tries: int = 25,
+) -> list[np.ndarray] | None:
     """A checked camera path, or None when no candidate passed (the caller then redraws the room)."""
     lim = limits or PathLimits()
     free = FreeSpace(spec, lim)

@@ -36,28 +36,53 @@ MAX_TEXTURE = 256
 # categories, and stay small (the whole subset is a few MB).
 SELECTION: dict[str, str] = {
     # chairs and stools
-    "chair": "chair", "antiqueChair": "chair", "chair2": "chair", "chairWithCushion": "chair",
-    "osakaChair": "chair", "thonet": "chair", "designChair": "chair", "sillaBlanca": "chair",
+    "chair": "chair",
+    "antiqueChair": "chair",
+    "chair2": "chair",
+    "chairWithCushion": "chair",
+    "osakaChair": "chair",
+    "thonet": "chair",
+    "designChair": "chair",
+    "sillaBlanca": "chair",
     "stool2": "chair",
     # sofas and armchairs
-    "sofa2": "sofa", "couch": "sofa", "couch2": "sofa", "armchair2": "sofa",
-    "modernArmchair": "sofa", "winchesterArmchair": "sofa",
+    "sofa2": "sofa",
+    "couch": "sofa",
+    "couch2": "sofa",
+    "armchair2": "sofa",
+    "modernArmchair": "sofa",
+    "winchesterArmchair": "sofa",
     # tables and desks
-    "oakTable": "table", "tableWithTablecloth": "table", "table": "table", "lbDesk": "table",
+    "oakTable": "table",
+    "tableWithTablecloth": "table",
+    "table": "table",
+    "lbDesk": "table",
     "desk": "table",
     # beds
-    "bed2": "bed", "bed3": "bed",
+    "bed2": "bed",
+    "bed3": "bed",
     # cabinets
-    "cupboard": "cabinet", "wardrobeWithSlidingDoors": "cabinet", "drawersCabinet": "cabinet",
-    "bedsideTable2": "cabinet", "lowerCabinet": "cabinet", "televisionCabinet": "cabinet",
+    "cupboard": "cabinet",
+    "wardrobeWithSlidingDoors": "cabinet",
+    "drawersCabinet": "cabinet",
+    "bedsideTable2": "cabinet",
+    "lowerCabinet": "cabinet",
+    "televisionCabinet": "cabinet",
     # shelves
-    "bookcase": "bookshelf", "shelves": "bookshelf", "verticalShelves": "bookshelf",
+    "bookcase": "bookshelf",
+    "shelves": "bookshelf",
+    "verticalShelves": "bookshelf",
     # plants
-    "littlePlant": "plant", "plant": "plant",
+    "littlePlant": "plant",
+    "plant": "plant",
     # appliances
-    "refrigerator": "appliance", "largeFridge": "appliance",
+    "refrigerator": "appliance",
+    "largeFridge": "appliance",
     # other objects
-    "pianoAQueue": "other", "barrel": "other", "crate": "other", "dustbin": "other",
+    "pianoAQueue": "other",
+    "barrel": "other",
+    "crate": "other",
+    "dustbin": "other",
     "speaker3": "other",
 }
 

@@ -14,9 +14,20 @@ import numpy as np
 from . import assets
 
 CLASS_NAMES: list[str] = [
-    "floor", "wall", "ceiling", "chair", "sofa", "table", "bed", "cabinet", "bookshelf", "plant",
-    "appliance", "other", "picture",
-]  # fmt: skip
+    "floor",
+    "wall",
+    "ceiling",
+    "chair",
+    "sofa",
+    "table",
+    "bed",
+    "cabinet",
+    "bookshelf",
+    "plant",
+    "appliance",
+    "other",
+    "picture",
+]
 CLASS_INDEX = {c: i for i, c in enumerate(CLASS_NAMES)}
 FLOOR_ID, CEILING_ID, FIRST_WALL_ID, FIRST_OBJECT_ID = 1, 2, 3, 7  # instance ids
 
@@ -115,36 +126,81 @@ def placements_intersect(a: Placement, b: Placement, margin: float = GAP / 2) ->
 # the last bed along its wall), on (on top of the last table or cabinet).
 RECIPES: dict[str, list[tuple[str, str, float]]] = {
     "living": [
-        ("sofa", "wall", 1.0), ("table", "free", 0.8), ("sofa", "face", 0.7), ("cabinet", "wall", 0.7),
-        ("bookshelf", "wall", 0.6), ("plant", "corner", 0.8), ("plant", "on", 0.4), ("other", "wall", 0.4),
+        ("sofa", "wall", 1.0),
+        ("table", "free", 0.8),
+        ("sofa", "face", 0.7),
+        ("cabinet", "wall", 0.7),
+        ("bookshelf", "wall", 0.6),
+        ("plant", "corner", 0.8),
+        ("plant", "on", 0.4),
+        ("other", "wall", 0.4),
     ],
     "bedroom": [
-        ("bed", "wall", 1.0), ("cabinet", "beside", 0.8), ("cabinet", "wall", 0.8), ("plant", "corner", 0.7),
-        ("chair", "free", 0.5), ("bookshelf", "wall", 0.5), ("other", "wall", 0.3),
+        ("bed", "wall", 1.0),
+        ("cabinet", "beside", 0.8),
+        ("cabinet", "wall", 0.8),
+        ("plant", "corner", 0.7),
+        ("chair", "free", 0.5),
+        ("bookshelf", "wall", 0.5),
+        ("other", "wall", 0.3),
     ],
     "dining": [
-        ("table", "free", 1.0), ("chair", "around", 1.0), ("chair", "around", 1.0), ("chair", "around", 0.7),
-        ("chair", "around", 0.5), ("cabinet", "wall", 0.8), ("plant", "corner", 0.8), ("plant", "on", 0.4),
+        ("table", "free", 1.0),
+        ("chair", "around", 1.0),
+        ("chair", "around", 1.0),
+        ("chair", "around", 0.7),
+        ("chair", "around", 0.5),
+        ("cabinet", "wall", 0.8),
+        ("plant", "corner", 0.8),
+        ("plant", "on", 0.4),
         ("bookshelf", "wall", 0.4),
     ],
     "office": [
-        ("table", "wall", 1.0), ("chair", "front", 1.0), ("bookshelf", "wall", 0.9), ("plant", "corner", 0.8),
-        ("cabinet", "wall", 0.6), ("sofa", "wall", 0.5), ("other", "free", 0.5), ("bookshelf", "wall", 0.4),
+        ("table", "wall", 1.0),
+        ("chair", "front", 1.0),
+        ("bookshelf", "wall", 0.9),
+        ("plant", "corner", 0.8),
+        ("cabinet", "wall", 0.6),
+        ("sofa", "wall", 0.5),
+        ("other", "free", 0.5),
+        ("bookshelf", "wall", 0.4),
     ],
     "kitchen": [
-        ("appliance", "wall", 1.0), ("cabinet", "wall", 1.0), ("table", "free", 0.9), ("chair", "around", 0.9),
-        ("chair", "around", 0.7), ("plant", "corner", 0.6), ("other", "free", 0.5), ("cabinet", "wall", 0.5),
+        ("appliance", "wall", 1.0),
+        ("cabinet", "wall", 1.0),
+        ("table", "free", 0.9),
+        ("chair", "around", 0.9),
+        ("chair", "around", 0.7),
+        ("plant", "corner", 0.6),
+        ("other", "free", 0.5),
+        ("cabinet", "wall", 0.5),
     ],
 }
-EXTRAS = [("plant", "corner"), ("other", "free"), ("chair", "free"), ("bookshelf", "wall"), ("other", "wall"),
-          ("cabinet", "wall"), ("sofa", "face")]  # fmt: skip
+EXTRAS = [
+    ("plant", "corner"),
+    ("other", "free"),
+    ("chair", "free"),
+    ("bookshelf", "wall"),
+    ("other", "wall"),
+    ("cabinet", "wall"),
+    ("sofa", "face"),
+]
 
 # Models that suit a mode (kept out of others): beds/desks go against walls, small ones on tables.
 ON_TOP = {"littlePlant", "speaker3"}
 BEDSIDE = {"bedsideTable2", "drawersCabinet"}
 DESKS = {"lbDesk", "desk"}
-NOT_FREE = {"bed2", "bed3", "cupboard", "wardrobeWithSlidingDoors", "refrigerator", "largeFridge",
-            "bookcase", "verticalShelves", "televisionCabinet"}  # fmt: skip
+NOT_FREE = {
+    "bed2",
+    "bed3",
+    "cupboard",
+    "wardrobeWithSlidingDoors",
+    "refrigerator",
+    "largeFridge",
+    "bookcase",
+    "verticalShelves",
+    "televisionCabinet",
+}
 
 
 def _wall_pose(wall: int, along: float, depth_half: float, W: float, D: float) -> tuple[float, float, float]:
@@ -259,13 +315,21 @@ class _Composer:
                 x, y = c[0], c[1]
                 yaw = _yaw_facing(-out) + rng.uniform(-0.15, 0.15)
             elif mode == "on":
-                supports = [p for p in self.placed if p.category in ("table", "cabinet") and p.z == 0.0
-                            and p.size[2] < 1.3 and p.size[0] > sx + 0.1 and p.size[1] > sy + 0.1]  # fmt: skip
+                supports = [
+                    p
+                    for p in self.placed
+                    if p.category in ("table", "cabinet")
+                    and p.z == 0.0
+                    and p.size[2] < 1.3
+                    and p.size[0] > sx + 0.1
+                    and p.size[1] > sy + 0.1
+                ]
                 if not supports:
                     return False
                 s = supports[int(rng.integers(len(supports)))]
-                local = np.array([rng.uniform(-1, 1) * (s.size[0] - sx) / 2 * 0.8,
-                                  rng.uniform(-1, 1) * (s.size[1] - sy) / 2 * 0.8])  # fmt: skip
+                local = np.array(
+                    [rng.uniform(-1, 1) * (s.size[0] - sx) / 2 * 0.8, rng.uniform(-1, 1) * (s.size[1] - sy) / 2 * 0.8]
+                )
                 c = np.array([s.x, s.y]) + _rot2(s.yaw) @ local
                 x, y, yaw, z = c[0], c[1], rng.uniform(-math.pi, math.pi), s.size[2]
             else:
@@ -282,13 +346,17 @@ def _tint(rng: np.random.Generator, base: tuple[float, float, float], spread: fl
     return tuple(float(round(v, 4)) for v in c)
 
 
-FLOOR_TINTS = {"planks": [(1.0, 1.0, 1.0), (0.8, 0.75, 0.7), (1.15, 1.1, 1.0)],
-               "tiles": [(0.95, 0.93, 0.9), (0.75, 0.72, 0.7), (0.9, 0.85, 0.75)],
-               "carpet": [(0.55, 0.45, 0.4), (0.4, 0.45, 0.55), (0.6, 0.55, 0.45), (0.45, 0.5, 0.4)],
-               "concrete": [(0.7, 0.7, 0.7), (0.8, 0.76, 0.7)]}  # fmt: skip
-WALL_TINTS = {"plaster": [(0.95, 0.93, 0.88), (0.85, 0.9, 0.95), (0.95, 0.88, 0.8), (0.85, 0.92, 0.85)],
-              "brick": [(1.25, 0.8, 0.65), (1.15, 1.1, 1.05), (1.1, 0.95, 0.85)],
-              "stripes": [(0.95, 0.9, 0.8), (0.8, 0.88, 0.95), (0.92, 0.85, 0.9)]}  # fmt: skip
+FLOOR_TINTS = {
+    "planks": [(1.0, 1.0, 1.0), (0.8, 0.75, 0.7), (1.15, 1.1, 1.0)],
+    "tiles": [(0.95, 0.93, 0.9), (0.75, 0.72, 0.7), (0.9, 0.85, 0.75)],
+    "carpet": [(0.55, 0.45, 0.4), (0.4, 0.45, 0.55), (0.6, 0.55, 0.45), (0.45, 0.5, 0.4)],
+    "concrete": [(0.7, 0.7, 0.7), (0.8, 0.76, 0.7)],
+}
+WALL_TINTS = {
+    "plaster": [(0.95, 0.93, 0.88), (0.85, 0.9, 0.95), (0.95, 0.88, 0.8), (0.85, 0.92, 0.85)],
+    "brick": [(1.25, 0.8, 0.65), (1.15, 1.1, 1.05), (1.1, 0.95, 0.85)],
+    "stripes": [(0.95, 0.9, 0.8), (0.8, 0.88, 0.95), (0.92, 0.85, 0.9)],
+}
 
 
 def compose_room(seed: int, min_objects: int = 4, max_objects: int = 10) -> RoomSpec:
@@ -323,8 +391,22 @@ def compose_room(seed: int, min_objects: int = 4, max_objects: int = 10) -> Room
     fscale = {"planks": 0.6, "tiles": 0.8, "carpet": 1.2, "concrete": 0.7}[ftex] * rng.uniform(0.85, 1.15)
     wscale = {"plaster": 0.35, "brick": 0.7, "stripes": 0.6}[wtex] * rng.uniform(0.85, 1.15)
     light = (float(rng.uniform(-W / 4, W / 4)), float(rng.uniform(-D / 4, D / 4)), H - 0.25)
-    spec = RoomSpec(seed, kind, W, D, H, ftex, ftint, float(fscale), wtex, wtint, float(wscale),
-                    _tint(rng, (0.95, 0.95, 0.93), 0.03), light, comp.placed)  # fmt: skip
+    spec = RoomSpec(
+        seed,
+        kind,
+        W,
+        D,
+        H,
+        ftex,
+        ftint,
+        float(fscale),
+        wtex,
+        wtint,
+        float(wscale),
+        _tint(rng, (0.95, 0.95, 0.93), 0.03),
+        light,
+        comp.placed,
+    )
     spec.pictures = _hang_pictures(rng, spec)
     return spec
 
@@ -373,11 +455,16 @@ def picture_placement(pic: Picture, spec: RoomSpec) -> Placement:
     start, along_dir, inward, _ = wall_frame(pic.wall, spec.width, spec.depth)
     c = start + along_dir * pic.along + inward * (PICTURE_DEPTH / 2 + 0.002)
     yaw = _yaw_facing(inward)
-    return Placement("picture", "picture", float(c[0]), float(c[1]), yaw, pic.z - pic.height / 2,
-                     (pic.width, PICTURE_DEPTH, pic.height))  # fmt: skip
+    return Placement(
+        "picture",
+        "picture",
+        float(c[0]),
+        float(c[1]),
+        yaw,
+        pic.z - pic.height / 2,
+        (pic.width, PICTURE_DEPTH, pic.height),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Geometry assembly: see mesh.py
-
-

@@ -77,7 +77,9 @@ def build_room_mesh(spec: RoomSpec) -> RoomMesh:
     floor_mat = b.material(spec.floor_tint, f"surface/{spec.floor_texture}")
     wall_mat = b.material(spec.wall_tint, f"surface/{spec.wall_texture}")
     ceil_mat = b.material(spec.ceiling_tint, "surface/plaster")
-    fc = np.array([[-W / 2 - e, -D / 2 - e, 0], [W / 2 + e, -D / 2 - e, 0], [W / 2 + e, D / 2 + e, 0], [-W / 2 - e, D / 2 + e, 0]])
+    fc = np.array(
+        [[-W / 2 - e, -D / 2 - e, 0], [W / 2 + e, -D / 2 - e, 0], [W / 2 + e, D / 2 + e, 0], [-W / 2 - e, D / 2 + e, 0]]
+    )
     b.quad(fc, fc[:, :2] * spec.floor_scale, floor_mat, FLOOR_ID, CLASS_INDEX["floor"])
     cc = fc.copy()
     cc[:, 2] = H
@@ -100,8 +102,12 @@ def build_room_mesh(spec: RoomSpec) -> RoomMesh:
         v = m.vertices @ rot.T + np.array([p.x, p.y, p.z])
         # A texture replaces the diffuse colour (as in Sweet Home 3D; Blender exports often pair
         # textures with Kd 0.64 or even 0).
-        mats = np.array([b.material((1.0, 1.0, 1.0), f"furniture/{mt.texture}") if mt.texture else b.material(mt.diffuse)
-                         for mt in m.materials])  # fmt: skip
+        mats = np.array(
+            [
+                b.material((1.0, 1.0, 1.0), f"furniture/{mt.texture}") if mt.texture else b.material(mt.diffuse)
+                for mt in m.materials
+            ]
+        )
         b.add(v, m.faces, m.uv, mats[m.face_material], iid, CLASS_INDEX[p.category])
         names[iid] = p.key
         iid += 1
@@ -112,9 +118,16 @@ def build_room_mesh(spec: RoomSpec) -> RoomMesh:
         names[iid] = f"picture:{pic.name}"
         iid += 1
     return RoomMesh(
-        np.concatenate(b.v), np.concatenate(b.f), np.concatenate(b.uv), np.concatenate(b.fm),
-        np.concatenate(b.fi), np.concatenate(b.fs), b.materials, names, list(spec.placements),
-    )  # fmt: skip
+        np.concatenate(b.v),
+        np.concatenate(b.f),
+        np.concatenate(b.uv),
+        np.concatenate(b.fm),
+        np.concatenate(b.fi),
+        np.concatenate(b.fs),
+        b.materials,
+        names,
+        list(spec.placements),
+    )
 
 
 def _add_picture(b: _MeshBuilder, box: Placement, pic: Picture, frame_mat: int, image_mat: int, iid: int) -> None:
@@ -145,6 +158,13 @@ def _add_picture(b: _MeshBuilder, box: Placement, pic: Picture, frame_mat: int, 
     fw = 0.04
     y = -hy
     outer = np.array([[-hx, y, 0], [hx, y, 0], [hx, y, h], [-hx, y, h]])
-    inner = np.array([[-hx + fw, y - 0.001, fw], [hx - fw, y - 0.001, fw], [hx - fw, y - 0.001, h - fw], [-hx + fw, y - 0.001, h - fw]])
+    inner = np.array(
+        [
+            [-hx + fw, y - 0.001, fw],
+            [hx - fw, y - 0.001, fw],
+            [hx - fw, y - 0.001, h - fw],
+            [-hx + fw, y - 0.001, h - fw],
+        ]
+    )
     b.quad(world(outer), np.zeros((4, 2)), frame_mat, iid, sem)
     b.quad(world(inner), np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float), image_mat, iid, sem)

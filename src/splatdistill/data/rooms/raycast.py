@@ -50,8 +50,12 @@ def _bilinear_wrap(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     x0 = x0.astype(np.int64) % w
     y0 = y0.astype(np.int64) % h
     x1, y1 = (x0 + 1) % w, (y0 + 1) % h
-    return (tex[y0, x0] * (1 - fx) * (1 - fy) + tex[y0, x1] * fx * (1 - fy)
-            + tex[y1, x0] * (1 - fx) * fy + tex[y1, x1] * fx * fy)  # fmt: skip
+    return (
+        tex[y0, x0] * (1 - fx) * (1 - fy)
+        + tex[y0, x1] * fx * (1 - fy)
+        + tex[y1, x0] * (1 - fx) * fy
+        + tex[y1, x1] * fx * fy
+    )
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,7 +127,9 @@ class _Caster:
         return self.scene.run(o, d, dists=np.ascontiguousarray(tmax, dtype=np.float32), query="OCCLUDED") >= 0
 
 
-def _moller_trumbore(tri_all: np.ndarray, face: np.ndarray, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _moller_trumbore(
+    tri_all: np.ndarray, face: np.ndarray, origins: np.ndarray, dirs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Distance and barycentrics of each ray on its (given) hit triangle, in the rays' precision."""
     t = np.full(len(face), np.inf, dtype=dirs.dtype)
     bary = np.zeros((len(face), 2), dtype=dirs.dtype)
@@ -147,8 +153,14 @@ def _moller_trumbore(tri_all: np.ndarray, face: np.ndarray, origins: np.ndarray,
 class RoomRenderer:
     """Renders one :class:`RoomMesh` from any OpenCV camera."""
 
-    def __init__(self, mesh: RoomMesh, light: tuple[float, float, float], ambient: float = 0.38,
-                 light_power: float = 0.75, fill: float = 0.22):  # fmt: skip
+    def __init__(
+        self,
+        mesh: RoomMesh,
+        light: tuple[float, float, float],
+        ambient: float = 0.38,
+        light_power: float = 0.75,
+        fill: float = 0.22,
+    ):
         self.mesh = mesh
         self.caster = _Caster(mesh.vertices, mesh.faces)
         tri = mesh.vertices[mesh.faces]
@@ -235,8 +247,15 @@ class RoomRenderer:
         col[hit] = np.clip(albedo * light[:, None], 0, 1)
         return col, face, t
 
-    def render(self, K: np.ndarray, cam_to_world: np.ndarray, width: int, height: int,
-               supersample: bool = True, shadows: bool = True) -> Rendered:  # fmt: skip
+    def render(
+        self,
+        K: np.ndarray,
+        cam_to_world: np.ndarray,
+        width: int,
+        height: int,
+        supersample: bool = True,
+        shadows: bool = True,
+    ) -> Rendered:
         """Render colour and ground truth for one camera."""
         n_pix = width * height
         R, c = cam_to_world[:3, :3], cam_to_world[:3, 3]

@@ -72,16 +72,20 @@ def _loader(image: Path, label: Path, K: np.ndarray, name: str, num_classes: int
         if raw.max(initial=0) > num_classes:
             raise UserError(f"label value {int(raw.max())} is outside 0..{num_classes} (or {IGNORE_RAW})", label)
         return ViewData(rgb, K, np.eye(4), semantic=(raw - 1).astype(np.int32), name=name)
+
     return load
 
 
-def label_folder_scene(root: Path, image_dir: str, label_dir: str, split: str, num_classes: int,
-                       name: str) -> Scene | None:
+def label_folder_scene(
+    root: Path, image_dir: str, label_dir: str, split: str, num_classes: int, name: str
+) -> Scene | None:
     """``root/image_dir/*.jpg|png`` with ``root/label_dir/<stem>.png`` (0 and 255 = ignore, 1..K) as one
     scene, labels shifted to 0..K-1 (mmsegmentation's ``reduce_zero_label``); None when the folder has no
     images. The layout of ADE20K and of FiT3D's probe sets; class names from ``objectInfo<K>.csv``."""
     folder = root / image_dir
-    images = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if folder.is_dir() else []
+    images = (
+        sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if folder.is_dir() else []
+    )
     views = []
     for im in images:
         label = root / label_dir / f"{im.stem}.png"
@@ -99,13 +103,17 @@ def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
     path = Path(path)
     root = find_root(path)
     if root is None:
-        raise UserError(f"no {FOLDER} layout here (images/{{training,validation}}, annotations/{{training,validation}}; "
-                        "see docs/evaluation.md)", path)  # fmt: skip
+        raise UserError(
+            f"no {FOLDER} layout here (images/{{training,validation}}, annotations/{{training,validation}}; "
+            "see docs/evaluation.md)",
+            path,
+        )
     scenes = []
     for folder, sp in SPLITS:
         if split is None or sp == split:
-            scene = label_folder_scene(root, f"images/{folder}", f"annotations/{folder}", sp, NUM_CLASSES,
-                                       f"ade20k-{folder}")
+            scene = label_folder_scene(
+                root, f"images/{folder}", f"annotations/{folder}", sp, NUM_CLASSES, f"ade20k-{folder}"
+            )
             if scene is not None:
                 scenes.append(scene)
     if not scenes:
@@ -113,5 +121,11 @@ def load_ade20k(path: str | Path, split: str | None = None) -> list[Scene]:
     return scenes
 
 
-register_format("ade20k", is_ade20k, lambda path, split, skip_bad: load_ade20k(path), order=100,
-                looks_for="ADEChallengeData2016", benchmark=True)
+register_format(
+    "ade20k",
+    is_ade20k,
+    lambda path, split, skip_bad: load_ade20k(path),
+    order=100,
+    looks_for="ADEChallengeData2016",
+    benchmark=True,
+)

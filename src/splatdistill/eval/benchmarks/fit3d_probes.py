@@ -48,13 +48,19 @@ class ProbeLayout:
 
 LAYOUTS: dict[str, ProbeLayout] = {
     "scannetpp_probe": ProbeLayout(
-        "ScanNet++", (("scannetpp_train.txt", "train"), ("scannetpp_val.txt", "test")),
+        "ScanNet++",
+        (("scannetpp_train.txt", "train"), ("scannetpp_val.txt", "test")),
         (("images/training", "annotations/training", "train"), ("images/validation", "annotations/validation", "test")),
-        100, (584, 876)),
+        100,
+        (584, 876),
+    ),
     "scannet_probe": ProbeLayout(
-        "ScanNet", (("train_index.txt", "train"), ("test_index.txt", "test")),
-        (("train/color", "train/label", "train"), ("test/color", "test/label", "test")), 40),
-}  # fmt: skip
+        "ScanNet",
+        (("train_index.txt", "train"), ("test_index.txt", "test")),
+        (("train/color", "train/label", "train"), ("test/color", "test/label", "test")),
+        40,
+    ),
+}
 
 
 def detect(path: Path) -> str | None:
@@ -99,6 +105,7 @@ def _depth_loader(image: Path, depth: Path, layout: ProbeLayout, name: str):
         if d.shape != rgb.shape[:2]:
             raise UserError(f"depth is {d.shape[1]}x{d.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}", depth)
         return ViewData(rgb, nominal_K(rgb.shape[1], rgb.shape[0]), np.eye(4), d.astype(np.float32), name=name)
+
     return load
 
 
@@ -132,8 +139,18 @@ def load_probe_set(path: str | Path, layout_name: str) -> list[Scene]:
     return scenes
 
 
-register_format("scannetpp_probe", lambda path: detect(path) == "scannetpp_probe",
-                lambda path, split, skip_bad: load_probe_set(path, "scannetpp_probe"), order=90,
-                looks_for="FiT3D's scannetpp_probe / scannet_probe", benchmark=True)
-register_format("scannet_probe", lambda path: detect(path) == "scannet_probe",
-                lambda path, split, skip_bad: load_probe_set(path, "scannet_probe"), order=91, benchmark=True)
+register_format(
+    "scannetpp_probe",
+    lambda path: detect(path) == "scannetpp_probe",
+    lambda path, split, skip_bad: load_probe_set(path, "scannetpp_probe"),
+    order=90,
+    looks_for="FiT3D's scannetpp_probe / scannet_probe",
+    benchmark=True,
+)
+register_format(
+    "scannet_probe",
+    lambda path: detect(path) == "scannet_probe",
+    lambda path, split, skip_bad: load_probe_set(path, "scannet_probe"),
+    order=91,
+    benchmark=True,
+)

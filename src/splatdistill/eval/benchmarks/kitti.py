@@ -26,14 +26,20 @@ from splatdistill.data.io import depth_list_lines, image_header, read_depth, rea
 from splatdistill.data.scene import Scene, ViewData, ViewRecord
 from splatdistill.errors import UserError
 
-SPLIT_FILES = {"train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt", "kitti_train.txt"),
-               "test": ("kitti_eigen_test.txt", "eigen_test_files_with_gt.txt", "kitti_val.txt")}
+SPLIT_FILES = {
+    "train": ("kitti_eigen_train.txt", "eigen_train_files_with_gt.txt", "kitti_train.txt"),
+    "test": ("kitti_eigen_test.txt", "eigen_test_files_with_gt.txt", "kitti_val.txt"),
+}
 KB_CROP = (352, 1216)
 DEPTH_SCALE = 256.0
 #: rectified left colour camera (P_rect_02) per recording day
-P_RECT_02 = {"2011_09_26": (721.5377, 609.5593, 172.8540), "2011_09_28": (707.0493, 604.0814, 180.5066),
-             "2011_09_29": (718.3351, 600.3891, 181.5122), "2011_09_30": (707.0912, 601.8873, 183.1104),
-             "2011_10_03": (718.8560, 607.1928, 185.2157)}  # fmt: skip
+P_RECT_02 = {
+    "2011_09_26": (721.5377, 609.5593, 172.8540),
+    "2011_09_28": (707.0493, 604.0814, 180.5066),
+    "2011_09_29": (718.3351, 600.3891, 181.5122),
+    "2011_09_30": (707.0912, 601.8873, 183.1104),
+    "2011_10_03": (718.8560, 607.1928, 185.2157),
+}
 
 
 def split_file(root: Path, split: str) -> Path | None:
@@ -69,8 +75,14 @@ def _loader(image: Path, depth: Path, K: np.ndarray, name: str):
             raise UserError(f"depth is {d.shape[1]}x{d.shape[0]}, its image {rgb.shape[1]}x{rgb.shape[0]}", depth)
         top, left = kb_crop_box(*d.shape)
         h, w = min(KB_CROP[0], d.shape[0]), min(KB_CROP[1], d.shape[1])
-        return ViewData(np.ascontiguousarray(rgb[top:top + h, left:left + w]), K, np.eye(4),
-                        np.ascontiguousarray(d[top:top + h, left:left + w]), name=name)  # fmt: skip
+        return ViewData(
+            np.ascontiguousarray(rgb[top : top + h, left : left + w]),
+            K,
+            np.eye(4),
+            np.ascontiguousarray(d[top : top + h, left : left + w]),
+            name=name,
+        )
+
     return load
 
 
@@ -99,8 +111,11 @@ def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
             depth = _find(root, parts[1], ("", "gt_depth", "data_depth_annotated"), "depth")
             for what, p, rel in (("image", image, parts[0]), ("depth", depth, parts[1])):
                 if p is None:
-                    raise UserError(f"line {n}: {what} {rel} not found under ROOT, ROOT/input|raw|images or "
-                                    "ROOT/gt_depth|data_depth_annotated|depth", f)  # fmt: skip
+                    raise UserError(
+                        f"line {n}: {what} {rel} not found under ROOT, ROOT/input|raw|images or "
+                        "ROOT/gt_depth|data_depth_annotated|depth",
+                        f,
+                    )
             w, h, _ = image_header(image)
             top, left = kb_crop_box(h, w)
             day = parts[0].split("/")[0]
@@ -108,8 +123,9 @@ def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
             fx, cx, cy = P_RECT_02.get(day, (focal, w / 2 - 0.5, h / 2 - 0.5))
             K = np.array([[fx, 0, cx + 0.5 - left], [0, fx, cy + 0.5 - top], [0, 0, 1.0]])
             name = f"{Path(parts[0]).parts[1] if len(Path(parts[0]).parts) > 1 else ''}/{Path(parts[0]).stem}"
-            views.append(ViewRecord(name, K, np.eye(4), min(w, KB_CROP[1]), min(h, KB_CROP[0]),
-                                    _loader(image, depth, K, name)))  # fmt: skip
+            views.append(
+                ViewRecord(name, K, np.eye(4), min(w, KB_CROP[1]), min(h, KB_CROP[0]), _loader(image, depth, K, name))
+            )
         if views:
             scenes.append(Scene(f"kitti-eigen-{sp}", views, split=sp, root=root))
     if not scenes:
@@ -117,5 +133,11 @@ def load_kitti(path: str | Path, split: str | None = None) -> list[Scene]:
     return scenes
 
 
-register_format("kitti", is_kitti, lambda path, split, skip_bad: load_kitti(path), order=110,
-                looks_for="KITTI Eigen split files", benchmark=True)
+register_format(
+    "kitti",
+    is_kitti,
+    lambda path, split, skip_bad: load_kitti(path),
+    order=110,
+    looks_for="KITTI Eigen split files",
+    benchmark=True,
+)

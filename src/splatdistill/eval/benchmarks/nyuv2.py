@@ -71,8 +71,10 @@ def official_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
     missing = [k for k in ("trainNdxs", "testNdxs") if k not in m]
     if missing:
         raise UserError(f"has no {missing[0]} (expected trainNdxs and testNdxs)", root / SPLITS)
-    return (np.asarray(m["trainNdxs"]).reshape(-1).astype(np.int64) - 1,
-            np.asarray(m["testNdxs"]).reshape(-1).astype(np.int64) - 1)
+    return (
+        np.asarray(m["trainNdxs"]).reshape(-1).astype(np.int64) - 1,
+        np.asarray(m["testNdxs"]).reshape(-1).astype(np.int64) - 1,
+    )
 
 
 def find_normals(root: Path) -> Path | None:
@@ -87,16 +89,26 @@ def normals_source(path: str | Path) -> str:
     """Which normals :func:`load_nyuv2` gives for ``path``: Ladicky's file or normals from depth."""
     mat = find_labelled(Path(path))
     hit = None if mat is None else find_normals(mat.parent)
-    return f"Ladicky et al.'s ({hit.name})" if hit else f"computed from depth (no {NORMALS}: not the paper's ground truth)"
+    return (
+        f"Ladicky et al.'s ({hit.name})" if hit else f"computed from depth (no {NORMALS}: not the paper's ground truth)"
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and NumPy arrays only: a pickle can run code, this one cannot."""
 
     # what NumPy's arrays pickle to under protocols 2-5 (_codecs.encode is how protocol 2 stores bytes)
-    ALLOWED = {(m, name) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")}
-    ALLOWED |= {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"),
-                ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode")}
+    ALLOWED = {
+        (m, name) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")
+    }
+    ALLOWED |= {
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -116,7 +128,9 @@ def read_normals(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
             with gzip.open(path, "rb") as fh:
                 data = _ArrayUnpickler(fh, encoding="latin1").load()
         except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-            raise UserError(f"cannot read as a gzipped pickle of arrays ({type(exc).__name__}: {str(exc)[:100]})", path) from None
+            raise UserError(
+                f"cannot read as a gzipped pickle of arrays ({type(exc).__name__}: {str(exc)[:100]})", path
+            ) from None
         arr = data.get("all_normals") if isinstance(data, dict) else None
         if not isinstance(arr, np.ndarray):
             raise UserError("has no 'all_normals' array (expected FAIR's NYUv2 surface-normal metadata)", path)
@@ -158,7 +172,9 @@ def class_mapping(root: Path, classes: int, raw_names: list[str]) -> tuple[np.nd
 def _raw_names(f) -> list[str]:
     """The 894 class names (a MATLAB cell of char arrays); generic names when the file has none."""
     try:
-        return ["".join(chr(int(c)) for c in np.asarray(f[ref]).reshape(-1)) for ref in np.asarray(f["names"]).reshape(-1)]
+        return [
+            "".join(chr(int(c)) for c in np.asarray(f[ref]).reshape(-1)) for ref in np.asarray(f["names"]).reshape(-1)
+        ]
     except Exception:  # no 'names' cell, or one written differently: the labels still index 1..894
         return [f"label{k}" for k in range(1, 895)]
 
@@ -175,8 +191,10 @@ def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) ->
         with h5py.File(mat, "r") as f:
             missing = [k for k in REQUIRED_KEYS if k not in f]
             if missing:
-                raise UserError(f"has no '{missing[0]}' dataset: not the NYUv2 labelled set "
-                                f"(expected {', '.join(REQUIRED_KEYS)})", mat)  # fmt: skip
+                raise UserError(
+                    f"has no '{missing[0]}' dataset: not the NYUv2 labelled set (expected {', '.join(REQUIRED_KEYS)})",
+                    mat,
+                )
             shape = f["images"].shape
             if len(shape) != 4 or shape[1] != 3 or f["depths"].shape != (shape[0], shape[2], shape[3]):
                 raise UserError(f"images {shape} / depths {f['depths'].shape} are not (N, 3, W, H) / (N, W, H)", mat)
@@ -207,8 +225,17 @@ def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) ->
                 normals = np.where((measured & (np.linalg.norm(normals, axis=-1) > 0.5))[..., None], normals, 0)
             else:
                 normals = normals_from_depth(depth, K_NYU)
-            return ViewData(image, K_NYU.copy(), np.eye(4), depth, normals.astype(np.float32),
-                            None, sem.astype(np.int32), name=f"{i + 1:04d}")  # fmt: skip
+            return ViewData(
+                image,
+                K_NYU.copy(),
+                np.eye(4),
+                depth,
+                normals.astype(np.float32),
+                None,
+                sem.astype(np.int32),
+                name=f"{i + 1:04d}",
+            )
+
         return load
 
     scenes = []
@@ -220,6 +247,12 @@ def load_nyuv2(path: str | Path, classes: int = 40, split: str | None = None) ->
     return scenes
 
 
-register_format("nyuv2", lambda path: path.suffix == ".mat" if path.is_file() else is_nyuv2(path),
-                lambda path, split, skip_bad: load_nyuv2(path), order=70, looks_for="nyu_depth_v2_labeled.mat",
-                file_hint="NYUv2 .mat", benchmark=True)
+register_format(
+    "nyuv2",
+    lambda path: path.suffix == ".mat" if path.is_file() else is_nyuv2(path),
+    lambda path, split, skip_bad: load_nyuv2(path),
+    order=70,
+    looks_for="nyu_depth_v2_labeled.mat",
+    file_hint="NYUv2 .mat",
+    benchmark=True,
+)

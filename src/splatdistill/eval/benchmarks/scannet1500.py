@@ -68,14 +68,18 @@ def parse_pairs(pairs_file: Path) -> list[tuple[str, str, np.ndarray, np.ndarray
         if not parts or parts[0].startswith("#"):
             continue
         if len(parts) != COLUMNS:
-            raise UserError(f"line {n} has {len(parts)} columns, expected {COLUMNS} "
-                            "(path0 path1 rot0 rot1 K0[9] K1[9] T_0to1[16])", pairs_file)  # fmt: skip
+            raise UserError(
+                f"line {n} has {len(parts)} columns, expected {COLUMNS} (path0 path1 rot0 rot1 K0[9] K1[9] T_0to1[16])",
+                pairs_file,
+            )
         try:
             nums = np.array([float(x) for x in parts[2:]])
         except ValueError:
             raise UserError(f"line {n}: columns 3-38 must be numbers", pairs_file) from None
         if nums[0] != 0 or nums[1] != 0:
-            raise UserError(f"line {n}: EXIF rotations {int(nums[0])}, {int(nums[1])} are not supported (expected 0 0)", pairs_file)
+            raise UserError(
+                f"line {n}: EXIF rotations {int(nums[0])}, {int(nums[1])} are not supported (expected 0 0)", pairs_file
+            )
         K0, K1, T = nums[2:11].reshape(3, 3), nums[11:20].reshape(3, 3), nums[20:36].reshape(4, 4)
         if not np.allclose(T[3], [0, 0, 0, 1]) or abs(np.linalg.det(T[:3, :3]) - 1) > 1e-3:
             raise UserError(f"line {n}: T_0to1 is not a rigid transform", pairs_file)
@@ -96,12 +100,18 @@ def _view_loader(color: Path, K: np.ndarray, pose: np.ndarray, name: str):
         h, w = image.shape[:2]
         W, H = STANDARD_SIZE
         if (w, h) != (W, H):
-            image = np.asarray(Image.fromarray((image * 255).round().astype(np.uint8)).resize((W, H), Image.BILINEAR),
-                               dtype=np.float32) / 255.0  # fmt: skip
+            image = (
+                np.asarray(
+                    Image.fromarray((image * 255).round().astype(np.uint8)).resize((W, H), Image.BILINEAR),
+                    dtype=np.float32,
+                )
+                / 255.0
+            )
         depth = read_depth(depth_path(color), scale=1000.0)
         if depth.shape != (H, W):
             depth = np.asarray(Image.fromarray(depth).resize((W, H), Image.NEAREST), dtype=np.float32)
         return ViewData(image, scaled_K(K, w, h), pose, depth, name=name)
+
     return load
 
 
@@ -121,7 +131,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise UserError(f"cannot read as .npz, truncated or damaged ({type(exc).__name__}: {str(exc)[:100]})", path) from None
+        raise UserError(
+            f"cannot read as .npz, truncated or damaged ({type(exc).__name__}: {str(exc)[:100]})", path
+        ) from None
 
 
 def _read_pose(path: Path) -> np.ndarray:
@@ -138,8 +150,9 @@ def parse_loftr(root: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, np.n
     """(path0, path1, K0, K1, T_0to1) of LoFTR's test.npz + intrinsics.npz, poses read from pose/*.txt."""
     names = _read_npz(root / "test.npz")
     if "name" not in names or names["name"].ndim != 2 or names["name"].shape[1] != 4:
-        raise UserError("expected an array 'name' of (pairs, 4) rows: scene, sequence, frame 0, frame 1",
-                        root / "test.npz")  # fmt: skip
+        raise UserError(
+            "expected an array 'name' of (pairs, 4) rows: scene, sequence, frame 0, frame 1", root / "test.npz"
+        )
     intr = _read_npz(root / "intrinsics.npz")
     out = []
     for k, (room, seq, f0, f1) in enumerate(names["name"].astype(np.int64)):
@@ -170,8 +183,10 @@ def load_scannet1500(path: str | Path, max_pairs: int | None = None) -> list[Sce
         root, pairs = path, parse_loftr(path)[:max_pairs]
         layout = "LoFTR's scannet_test_1500: <scene>/color/<frame>.jpg and depth/<frame>.png"
     else:
-        raise UserError(f"no {PAIRS_FILE} or {' + '.join(LOFTR_FILES)} here (ScanNet-1500; see docs/evaluation.md "
-                        "for the layouts)", path)  # fmt: skip
+        raise UserError(
+            f"no {PAIRS_FILE} or {' + '.join(LOFTR_FILES)} here (ScanNet-1500; see docs/evaluation.md for the layouts)",
+            path,
+        )
     scenes = []
     for k, (p0, p1, K0, K1, T) in enumerate(pairs):
         views = []
@@ -188,6 +203,12 @@ def load_scannet1500(path: str | Path, max_pairs: int | None = None) -> list[Sce
     return scenes
 
 
-register_format("scannet1500", lambda path: path.suffix == ".txt" if path.is_file() else is_scannet1500(path),
-                lambda path, split, skip_bad: load_scannet1500(path), order=80,
-                looks_for="scannet_test_pairs_with_gt.txt", file_hint="ScanNet-1500 pairs file", benchmark=True)
+register_format(
+    "scannet1500",
+    lambda path: path.suffix == ".txt" if path.is_file() else is_scannet1500(path),
+    lambda path, split, skip_bad: load_scannet1500(path),
+    order=80,
+    looks_for="scannet_test_pairs_with_gt.txt",
+    file_hint="ScanNet-1500 pairs file",
+    benchmark=True,
+)
