@@ -44,7 +44,7 @@ def test_sparse_depth_projects_points_at_their_camera_depth():
     cam = np.c_[(uv - K[:2, 2]) / 50.0 * z[:, None], z]
     world = cam - viewmat[:3, 3]  # rotation is the identity
     d = sparse_depth(world, K, viewmat, 30, 40)
-    for (u, v), zz in zip(uv, z):  # every pixel holds the nearest point that lands in it
+    for u, v in uv:  # every pixel holds the nearest point that lands in it
         same = (np.floor(uv[:, 0]) == np.floor(u)) & (np.floor(uv[:, 1]) == np.floor(v))
         assert d[int(v), int(u)] == pytest.approx(z[same].min(), rel=1e-5)
     assert (d > 0).sum() == len({(int(u), int(v)) for u, v in uv})

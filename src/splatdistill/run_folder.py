@@ -21,6 +21,7 @@ with one line, and two processes never write the same folder:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -168,10 +169,8 @@ class RunFolderLock:
         holding the removed file, one a new one); a record left behind means its owner died."""
         if self.fd is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)
-        except OSError:
-            pass
         os.close(self.fd)
         self.fd = None
 

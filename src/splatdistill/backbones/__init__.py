@@ -177,7 +177,7 @@ def load_vit_weights(
                 path,
             )
     if unexpected:
-        warnings.warn(f"{path}: ignoring {len(unexpected)} unexpected keys: {', '.join(unexpected[:5])}")
+        warnings.warn(f"{path}: ignoring {len(unexpected)} unexpected keys: {', '.join(unexpected[:5])}", stacklevel=2)
     model.load_state_dict({k: state[k] for k in expected}, strict=True)
     return ViTBackbone(model, name=path.stem, pos_interp=pos_interp, preprocessing=preprocessing)
 

@@ -140,7 +140,7 @@ def _merge_lora(state: dict[str, torch.Tensor], scaling: float | None) -> dict[s
         r = a.shape[0]
         s = scaling if scaling is not None else 1.0  # alpha / r; our default alpha == r
         if scaling is None:
-            warnings.warn(f"merging LoRA for {module} with scaling 1 (alpha == r={r} assumed)")
+            warnings.warn(f"merging LoRA for {module} with scaling 1 (alpha == r={r} assumed)", stacklevel=2)
         out[f"{module}.weight"] = out[f"{module}.weight"] + (b @ a * s).to(out[f"{module}.weight"].dtype)
     return out
 

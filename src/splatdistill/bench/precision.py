@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         f"  {'precision':10s} {'loss first 10':>14s} {'loss last 10':>13s} {'agreement first 10':>19s} "
         f"{'last 10':>8s} {'s/step':>8s} {'total s':>8s}"
     )
-    for p, (trainer, result, seconds, _) in runs.items():
+    for trainer, result, seconds, _ in runs.values():
         h = result["history"]
         first, last = h[:10], h[-10:]
         print(

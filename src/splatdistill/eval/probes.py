@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +160,7 @@ class StandardisedFeatures:
 
 
 #: What the probes train and predict on: standardised features of a dataset, or a ready minibatch.
-ProbeData = Union[ProbeInputs, StandardisedFeatures]
+ProbeData = ProbeInputs | StandardisedFeatures
 
 
 def as_batch(x: ProbeData) -> ProbeInputs:

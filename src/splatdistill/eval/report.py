@@ -190,7 +190,7 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
                         "",
                     ]
         else:
-            skipped = [f"{l}: {r['skipped']}" for l, r in zip(labels, rows) if "skipped" in r]
+            skipped = [f"{label}: {r['skipped']}" for label, r in zip(labels, rows) if "skipped" in r]
             if skipped:
                 lines += ["Skipped — " + "; ".join(skipped), ""]
             if any("skipped" not in r for r in rows):

@@ -62,7 +62,7 @@ def write_contact_sheet(root: Path, out: Path, max_scenes: int = 8, views_per_sc
         labels.append(f"{scene.name} view 0: rgb depth normals instance semantic")
     ncol = max(len(r) for r in rows)
     sheet = np.ones((len(rows) * (tile + 14), ncol * tile, 3), np.float32)
-    for r, (row, label) in enumerate(zip(rows, labels)):
+    for r, row in enumerate(rows):
         for c, img in enumerate(row):
             pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR)
             y = r * (tile + 14) + 14

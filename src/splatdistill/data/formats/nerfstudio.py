@@ -11,6 +11,7 @@ left out, as ScanNet++ intends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -68,10 +69,8 @@ def frame_intrinsics(doc: dict, frame: dict, image: Path | None) -> tuple[np.nda
 
     w, h = get("w"), get("h")
     if (w is None or h is None) and image is not None and image.is_file():
-        try:
+        with contextlib.suppress(UserError):
             w, h = io.image_size(image)
-        except UserError:
-            pass
     if w is None or h is None:
         return np.eye(3), 0, 0, "no image size (w, h) and the image cannot be read"
     w, h = int(w), int(h)

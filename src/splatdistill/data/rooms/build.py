@@ -190,9 +190,8 @@ def build_rooms(
             f"{out} holds a rooms build with other parameters ({existing.get('params')}); "
             "choose another --out or pass --force to rebuild it"
         )
-    if not existing and out.exists() and any(out.iterdir()) and not force:
-        if not any(out.glob("room_*/scene.json")):
-            raise UserError(f"{out} exists, is not empty and is not a rooms build; choose another --out")
+    if not existing and out.exists() and any(out.iterdir()) and not force and not any(out.glob("room_*/scene.json")):
+        raise UserError(f"{out} exists, is not empty and is not a rooms build; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     names = [scene_name(i) for i in range(params.scenes)]
     manifest = {

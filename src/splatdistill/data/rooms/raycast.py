@@ -295,7 +295,11 @@ class RoomRenderer:
         )
 
 
-def look_at_cam_to_world(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+#: the rooms' world up (z), the default ``up`` of :func:`look_at_cam_to_world`
+Z_UP = np.array([0.0, 0.0, 1.0])
+
+
+def look_at_cam_to_world(eye: np.ndarray, target: np.ndarray, up: np.ndarray = Z_UP) -> np.ndarray:
     """OpenCV camera-to-world pose at ``eye`` looking at ``target`` (x right, y down, z forward)."""
     z = np.asarray(target, float) - np.asarray(eye, float)
     z /= np.linalg.norm(z)
