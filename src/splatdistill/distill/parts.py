@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from splatdistill.backbones import load_backbone
 from splatdistill.backbones.projected import ProjectedBackbone, save_projected
@@ -23,14 +24,14 @@ from splatdistill.data.sampler import MultiViewDataset, SamplerConfig
 from splatdistill.data.views import collate_samples
 from splatdistill.devices import default_workers, resolve_device, resolve_precision
 from splatdistill.distill.config import TrainConfig
-from splatdistill.distill.distributed import DistInfo, init_distributed
+from splatdistill.distill.distributed import DistInfo, any_rank, init_distributed
 from splatdistill.distill.heads import DINOHead
 from splatdistill.distill.losses import loss_for, token_agreement
-from splatdistill.distill.student import add_lora, export_timm_safetensors
+from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safetensors
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
 from splatdistill.lifters.predictor import save_predictor
-from splatdistill.runs import atomic_torch_save, one_cycle_cosine
+from splatdistill.runs import Run, RunLog, StallCheck, atomic_torch_save, one_cycle_cosine
 from splatdistill.splat import SplatSettings
 from splatdistill.threads import configure_threads, default_threads
 
@@ -163,6 +164,34 @@ def start_process(cfg: TrainConfig) -> Process:
     return Process(device, info, resolve_precision(cfg.run.precision, device), workers)
 
 
+def build_teacher(cfg: TrainConfig, student: SnDModel, fixed_teacher: SnDModel | None) -> EMATeacher:
+    """The EMA teacher of ``student``; a student of another architecture learns from the original teacher, fixed."""
+    m = cfg.method
+    momentum = 1.0 if fixed_teacher is not None else m.ema_momentum_for(cfg.optim.steps)
+    return EMATeacher(student, momentum, every=m.ema_every, source=fixed_teacher)
+
+
+def data_parallel(student: nn.Module, dist: DistInfo, device: torch.device) -> nn.Module:
+    """The student as the step runs it: wrapped in DDP under torchrun, itself otherwise."""
+    if not dist.joined:
+        return student
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(student, device_ids=ids)
+
+
+def optimizer_update(optimizer, scaler, scheduler, student: nn.Module, loss: torch.Tensor, grad_clip: float) -> None:
+    """Backward pass and one optimiser and schedule step; fp16 scales the loss against underflow (the scaler is a
+    no-op otherwise) and unscales before clipping the trained parameters' gradient norm to ``grad_clip`` (0: off)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in student.parameters() if p.requires_grad], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
 def build_optimizer(cfg: TrainConfig, student: SnDModel, schedule_step: Callable[[int], int]):
     """Adam on the LoRA adapters (or the whole student) and the head (``head_lr``), with the warm-up + cosine
     schedule over ``steps``; schedule=budget maps each step through ``schedule_step`` (the clock's share)."""
@@ -196,6 +225,62 @@ def build_dataset(cfg: TrainConfig, split: str | None = None) -> MultiViewDatase
     scenes = load_dataset(d.root, split=split)
     sampler = SamplerConfig(num_targets=d.num_targets, gap=d.context_gap or None, mode=d.sampler)
     return MultiViewDataset(scenes, sampler, seed=cfg.run.seed, size=d.image_size, mask_mode=d.mask)
+
+
+def require_samples(dataset: MultiViewDataset, cfg: TrainConfig) -> MultiViewDataset:
+    """``dataset``, refused when it holds no training sample (a run over nothing would only fail later)."""
+    if len(dataset) == 0:
+        raise UserError(
+            f"{cfg.data.root}: no training samples (need scenes with >= 3 views in split {cfg.data.split!r})"
+        )
+    return dataset
+
+
+#: the step metrics written to TensorBoard ("consistency" too when the term is on)
+TB_KEYS = ("loss", "coverage", "lr", "step_time", "agreement", "supervised_tokens")
+
+
+def stall_check(cfg: TrainConfig, checkpoint: Path) -> StallCheck:
+    """The stall check's failure: the message names the likely causes and what was kept."""
+
+    def fail(steps: int, whole_run: bool, last: float) -> None:
+        kept = f"the last checkpoint ({checkpoint}) is kept" if checkpoint.is_file() else "no checkpoint was written"
+        raise TrainingStalled(
+            f"under {cfg.run.stall_share:.0%} of the target tokens were supervised for {steps} steps in a "
+            f"row{', every step of the run' if whole_run else ''} (last {last:.1%}): the splatted targets cover "
+            "almost nothing. Likely causes: no depth for the lifter, wrong poses or camera conventions, or context "
+            f"and target views that do not overlap; {kept}"
+        )
+
+    return StallCheck("supervised_tokens", cfg.run.stall_share, cfg.run.stall_steps, fail)
+
+
+def training_run(tr, step: Callable[[], dict[str, float]], tb: RunLog, evaluate: Callable[[], None], on_step) -> Run:
+    """The :class:`~splatdistill.runs.Run` of trainer ``tr`` from its current step: checkpoints, time budget,
+    stall check, logs; ``step`` runs one training step and returns its metrics."""
+    cfg, main = tr.cfg, tr.dist.is_main
+    keys = TB_KEYS + ("consistency",) * (cfg.method.consistency_weight > 0)
+    return Run(
+        name="splat-and-distill",
+        total=cfg.optim.steps,
+        step=tr.step,
+        train_step=step,
+        budget=tr.budget,
+        session_budget=cfg.optim.schedule == "steps",
+        checkpoint_every=cfg.run.checkpoint_every,
+        save=lambda final: tr.saved_step != tr.step and tr.save_checkpoint(),
+        main=main,
+        progress=cfg.run.progress,
+        agree=lambda flag: any_rank(flag, tr.dist),
+        log_jsonl=tr.out / "log.jsonl",
+        tensorboard=tb,
+        tb_scalars=lambda m: {k: m[k] for k in keys},
+        stall=stall_check(cfg, tr.checkpoint_path),
+        postfix=lambda m: {"loss": f"{m['loss']:.4f}", "s_per_step": f"{m['step_time']:.2f}"},
+        on_step=on_step and (lambda m: on_step(tr, m)),
+        evaluate=evaluate,
+        evaluate_every=cfg.data.val_every,
+    )
 
 
 def held_out_metrics(self) -> dict[str, float] | None:

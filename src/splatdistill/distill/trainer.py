@@ -18,13 +18,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from splatdistill.data.views import Sample
 from splatdistill.devices import autocast
 from splatdistill.distill.checkpoint import last_good, require_finite, restore_trainer, trainer_state, weights_finite
 from splatdistill.distill.config import TrainConfig
-from splatdistill.distill.distributed import all_finite, any_rank, sample_indices
+from splatdistill.distill.distributed import all_finite, sample_indices
 from splatdistill.distill.loader import StepBatches, step_loader
 from splatdistill.distill.losses import cross_view_consistency, loss_for, token_agreement
 from splatdistill.distill.memory_check import check_step_memory
@@ -36,17 +35,20 @@ from splatdistill.distill.parts import (
     build_dataset,
     build_optimizer,
     build_student,
+    build_teacher,
+    data_parallel,
     export_run,
     held_out_metrics,
     make_lifter,
+    optimizer_update,
     require_depth,
+    require_samples,
     start_process,
+    training_run,
 )
-from splatdistill.distill.student import EMATeacher
 from splatdistill.distill.targets import make_target_source
-from splatdistill.errors import UserError
 from splatdistill.run_folder import open_training_folder
-from splatdistill.runs import CHECKPOINT, Run, RunLog, StallCheck, TimeBudget, atomic_torch_save
+from splatdistill.runs import CHECKPOINT, RunLog, TimeBudget, atomic_torch_save
 
 __all__ = [
     "SnDModel",
@@ -64,23 +66,6 @@ __all__ = [
 
 #: the end of the message refusing a fresh run over a checkpoint
 FRESH_HINT = "pass --resume (resume=True) to continue it, or choose another out="
-#: the step metrics written to TensorBoard ("consistency" too when the term is on)
-TB_KEYS = ("loss", "coverage", "lr", "step_time", "agreement", "supervised_tokens")
-
-
-def _stalled(cfg: TrainConfig, checkpoint: Path):
-    """The stall check's failure: the message names the likely causes and what was kept."""
-
-    def fail(steps: int, whole_run: bool, last: float) -> None:
-        kept = f"the last checkpoint ({checkpoint}) is kept" if checkpoint.is_file() else "no checkpoint was written"
-        raise TrainingStalled(
-            f"under {cfg.run.stall_share:.0%} of the target tokens were supervised for {steps} steps in a "
-            f"row{', every step of the run' if whole_run else ''} (last {last:.1%}): the splatted targets cover "
-            "almost nothing. Likely causes: no depth for the lifter, wrong poses or camera conventions, or context "
-            f"and target views that do not overlap; {kept}"
-        )
-
-    return StallCheck("supervised_tokens", cfg.run.stall_share, cfg.run.stall_steps, fail)
 
 
 class Trainer:
@@ -113,22 +98,14 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.out = Path(cfg.run.out)
-        self.dataset = dataset if dataset is not None else build_dataset(cfg)
-        if len(self.dataset) == 0:
-            raise UserError(
-                f"{cfg.data.root}: no training samples (need scenes with >= 3 views in split {cfg.data.split!r})"
-            )
+        self.dataset = require_samples(dataset if dataset is not None else build_dataset(cfg), cfg)
         student, fixed_teacher = build_student(cfg)
         self.student = student.to(self.device)
         check_step_memory(cfg, self.student, self.dataset, self.device)  # before any big buffer
-        m = cfg.method  # a student of another architecture learns from the original teacher, fixed
-        momentum = 1.0 if fixed_teacher is not None else m.ema_momentum_for(cfg.optim.steps)
-        self.teacher = EMATeacher(self.student, momentum, every=m.ema_every, source=fixed_teacher).to(self.device)
+        m = cfg.method
+        self.teacher = build_teacher(cfg, self.student, fixed_teacher).to(self.device)
         self.loss = loss_for(m)(m, self.device, self.dist, lambda: autocast(self.device, self.precision))
-        self.student_ddp: nn.Module = self.student
-        if self.dist.joined:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.student_ddp = DistributedDataParallel(self.student, device_ids=ids)
+        self.student_ddp: nn.Module = data_parallel(self.student, self.dist, self.device)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self._schedule_step)
         # every source gets the lifter: building it draws from the global RNG stream, which dropout then follows
         lifter = make_lifter(cfg, m.splat)
@@ -209,14 +186,7 @@ class Trainer:
                 f"{last_good(self)}. Lower lr or check the data"
             )
         with times.phase("student_backward", dev):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()  # fp16: scaled against underflow (a no-op otherwise)
-            if o.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.requires_grad], o.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+            optimizer_update(self.optimizer, self.scaler, self.scheduler, self.student, loss, o.grad_clip)
         with times.phase("ema", dev):
             self.teacher.step(self.student)
         self.step += 1
@@ -273,35 +243,13 @@ class Trainer:
         evaluate()
         self.budget = TimeBudget(cfg.optim.max_minutes, self.elapsed_before, clock=lambda: time.perf_counter())
         batches = self.batches(self.step, cfg.optim.steps)
-        keys = TB_KEYS + ("consistency",) * (cfg.method.consistency_weight > 0)
 
         def step() -> dict[str, float]:
             t0 = time.perf_counter()
             metrics = self.train_step(next(batches))
             return {**metrics, "step_time": time.perf_counter() - t0, "step": self.step}
 
-        run = Run(
-            name="splat-and-distill",
-            total=cfg.optim.steps,
-            step=self.step,
-            train_step=step,
-            budget=self.budget,
-            session_budget=cfg.optim.schedule == "steps",
-            checkpoint_every=cfg.run.checkpoint_every,
-            save=lambda final: self.saved_step != self.step and self.save_checkpoint(),
-            main=main,
-            progress=cfg.run.progress,
-            agree=lambda flag: any_rank(flag, self.dist),
-            log_jsonl=self.out / "log.jsonl",
-            tensorboard=tb,
-            tb_scalars=lambda m: {k: m[k] for k in keys},
-            stall=_stalled(cfg, self.checkpoint_path),
-            postfix=lambda m: {"loss": f"{m['loss']:.4f}", "s_per_step": f"{m['step_time']:.2f}"},
-            on_step=on_step and (lambda m: on_step(self, m)),
-            evaluate=evaluate,
-            evaluate_every=cfg.data.val_every,
-        )
-        res = run()
+        res = training_run(self, step, tb, evaluate, on_step)()
         tb.flush()
         result = {
             "steps": self.step,
