@@ -58,7 +58,7 @@ def _texture(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 def test_plane_sweep_warp_is_exact_for_a_fronto_parallel_plane():
     """Features of view B warped into view A at the true plane depth reproduce A's features, and the
     warp coordinates equal an independent projection of the plane points."""
-    from splatdistill.lifters.predictor import cost_volume, plane_sweep_grid
+    from splatdistill.lifters.plane_sweep import cost_volume, plane_sweep_grid
 
     H = W = 48
     f = 40.0

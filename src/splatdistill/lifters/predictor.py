@@ -46,6 +46,7 @@ from splatdistill.errors import UserError
 from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.gaussians import Gaussians
 from splatdistill.geometry.lifting import lift_depth
+from splatdistill.lifters.plane_sweep import cost_volume, plane_sweep_grid, zncc_volume
 
 FEATURE_SOURCES = ("cnn", "backbone", "cnn+backbone")
 PLANE_MODES = ("fixed", "baseline")
@@ -162,67 +163,6 @@ class PredictorOutput:
         return cfg.t_to_depth(t) * self.unit.reshape(-1, *([1] * (t.dim() - 1))).to(t.dtype)
 
 
-# ---- plane sweep ------------------------------------------------------------------------------------
-
-
-def plane_sweep_grid(
-    K_ref: Tensor, viewmat_ref: Tensor, K_src: Tensor, viewmat_src: Tensor, depths: Tensor, height: int, width: int
-) -> tuple[Tensor, Tensor]:
-    """Where the pixel centres of the reference view, placed at each candidate depth, land in the source.
-
-    K_ref/K_src (..., 3, 3) are intrinsics *at this (height, width)* (pixel centres at +0.5),
-    viewmats (..., 4, 4) world-to-camera, depths (D,) z-depths in the reference camera.
-    Returns ``grid`` (..., D, H, W, 2) in ``grid_sample`` coordinates (align_corners=False) and the
-    source-camera z (..., D, H, W) (<= 0: behind the source camera).
-    """
-    dev, dt = K_ref.device, K_ref.dtype
-    v = torch.arange(height, device=dev, dtype=dt) + 0.5
-    u = torch.arange(width, device=dev, dtype=dt) + 0.5
-    vv, uu = torch.meshgrid(v, u, indexing="ij")
-    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # (H, W, 3)
-    # source-from-reference rigid transform
-    rel = viewmat_src @ torch.linalg.inv(viewmat_ref)  # (..., 4, 4)
-    M = K_src @ rel[..., :3, :3] @ torch.linalg.inv(K_ref)  # (..., 3, 3) maps rays to source pixels (scaled)
-    tt = K_src @ rel[..., :3, 3:]  # (..., 3, 1)
-    rays = torch.einsum("...ij,hwj->...hwi", M, pix)  # (..., H, W, 3)
-    p = depths.to(dt)[:, None, None, None] * rays[..., None, :, :, :] + tt[..., None, None, None, :, 0]
-    z = p[..., 2]
-    uv = p[..., :2] / z.clamp_min(1e-6)[..., None]
-    grid = torch.stack([uv[..., 0] / width * 2 - 1, uv[..., 1] / height * 2 - 1], dim=-1)
-    return grid, z
-
-
-def cost_volume(f_ref: Tensor, f_src: Tensor, grid: Tensor, z_src: Tensor) -> Tensor:
-    """Correlation cost (N, D, h, w) of reference features (N, C, h, w) with source features (N, C, h, w)
-    sampled at ``grid`` (N, D, h, w, 2); points behind the source camera or outside it get 0."""
-    N, C, h, w = f_ref.shape
-    D = grid.shape[1]
-    sampled = F.grid_sample(
-        f_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
-    ).reshape(N, C, D, h, w)
-    cost = (sampled * f_ref[:, :, None]).sum(1) / math.sqrt(C)
-    return torch.where(z_src > 1e-3, cost, torch.zeros_like(cost))
-
-
-def zncc_volume(g_ref: Tensor, g_src: Tensor, grid: Tensor, z_src: Tensor, window: int = 5) -> Tensor:
-    """Zero-normalised cross-correlation (N, D, h, w) in [-1, 1] of grayscale (N, 1, h, w) windows of the
-    reference with the source sampled at ``grid`` (N, D, h, w, 2); invisible points get 0."""
-    N, _, h, w = g_ref.shape
-    D = grid.shape[1]
-    src = F.grid_sample(
-        g_src, grid.reshape(N, D * h, w, 2), mode="bilinear", padding_mode="border", align_corners=False
-    ).reshape(N, D, h, w)
-
-    def box(x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
-
-    mr, ms = box(g_ref), box(src)
-    cov = box(src * g_ref) - ms * mr
-    var = (box(g_ref * g_ref) - mr * mr).clamp_min(0) * (box(src * src) - ms * ms).clamp_min(0)
-    zc = cov / (var.sqrt() + 1e-4)
-    return torch.where(z_src > 1e-3, zc, torch.zeros_like(zc))
-
-
 # ---- the network ------------------------------------------------------------------------------------
 
 
@@ -236,6 +176,33 @@ def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: bool = 
 
 def _up(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _scaled_viewmats(viewmats: Tensor, world: Tensor) -> Tensor:
+    """World-to-camera matrices (B, V, 4, 4) with their translations multiplied by ``world`` (B,)."""
+    vm = torch.cat([viewmats[..., :3, :3], viewmats[..., :3, 3:] * world[:, None, None, None]], -1)
+    vm = torch.cat([vm, torch.zeros_like(vm[..., :1, :])], -2)
+    vm[..., 3, 3] = 1.0
+    return vm
+
+
+def _zncc_cost(
+    images: Tensor, Ks: Tensor, viewmats: Tensor, depths: Tensor, size: tuple[int, int], refs: list, srcs: list
+) -> Tensor:
+    """ZNCC of the grayscale images at half resolution ``size`` for every (reference, source) pair, averaged
+    over the sources and pooled to quarter resolution: (B*V, D, h, w)."""
+    B, V, _, H, W = images.shape
+    hh, ww = size
+    Kh = Ks * torch.tensor([ww / W, hh / H, 1.0], dtype=Ks.dtype, device=Ks.device)[:, None]
+    gh, zh = plane_sweep_grid(Kh[:, refs], viewmats[:, refs], Kh[:, srcs], viewmats[:, srcs], depths, hh, ww)
+    gray = F.avg_pool2d(
+        (images * images.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(2, keepdim=True).flatten(0, 1), 2
+    )  # (B*V, 1, H/2, W/2)
+    gray = gray.unflatten(0, (B, V))
+    zc = zncc_volume(
+        gray[:, refs].flatten(0, 1), gray[:, srcs].flatten(0, 1), gh.flatten(0, 1).to(images.dtype), zh.flatten(0, 1)
+    )
+    return F.avg_pool2d(zc, 2).unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)
 
 
 class GaussianPredictor(nn.Module):
@@ -314,9 +281,7 @@ class GaussianPredictor(nn.Module):
             raise ValueError(f"image size must be a multiple of 4, got {H}x{W}")
         dt = images.dtype
         world = cfg.world_scale(Ks, viewmats)  # scene units -> the planes' units
-        viewmats = torch.cat([viewmats[..., :3, :3], viewmats[..., :3, 3:] * world[:, None, None, None]], -1)
-        viewmats = torch.cat([viewmats, torch.zeros_like(viewmats[..., :1, :])], -2)
-        viewmats[..., 3, 3] = 1.0
+        viewmats = _scaled_viewmats(viewmats, world)
         x = ((images - _IMAGE_MEAN) / _IMAGE_STD).flatten(0, 1)
         half = self.enc_half(x)
         quarter = self.enc_quarter(half)
@@ -337,17 +302,7 @@ class GaussianPredictor(nn.Module):
         cost = cost.unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)  # (B*V, D, h, w)
         f_ref = feats.flatten(0, 1)
         if self.zncc_gain is not None:
-            hh, ww = half.shape[-2:]
-            Kh = Ks * torch.tensor([ww / W, hh / H, 1.0], dtype=Ks.dtype, device=Ks.device)[:, None]
-            gh, zh = plane_sweep_grid(Kh[:, refs], viewmats[:, refs], Kh[:, srcs], viewmats[:, srcs], depths, hh, ww)
-            gray = F.avg_pool2d(
-                (images * images.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(2, keepdim=True).flatten(0, 1), 2
-            )  # (B*V, 1, H/2, W/2)
-            gray = gray.unflatten(0, (B, V))
-            zc = zncc_volume(
-                gray[:, refs].flatten(0, 1), gray[:, srcs].flatten(0, 1), gh.flatten(0, 1).to(dt), zh.flatten(0, 1)
-            )
-            zc = F.avg_pool2d(zc, 2).unflatten(0, (B, V, V - 1)).mean(2).flatten(0, 1)  # (B*V, D, h, w)
+            zc = _zncc_cost(images, Ks, viewmats, depths, half.shape[-2:], refs, srcs)  # (B*V, D, h, w)
             logits = self.cost_net(torch.cat([cost, zc, f_ref], 1)) + self.cost_gain * cost + self.zncc_gain * zc
         else:
             logits = self.cost_net(torch.cat([cost, f_ref], 1)) + self.cost_gain * cost

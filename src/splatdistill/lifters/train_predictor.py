@@ -179,6 +179,61 @@ def _postfix(rec: dict[str, float]) -> dict[str, str]:
     return {"loss": f"{rec['total']:.3f}", **({"depth": f"{rec['depth']:.3f}"} if "depth" in rec else {})}
 
 
+def _read_state(path: Path) -> dict[str, Any]:
+    """The saved training state of a run to resume (a damaged file is refused by :func:`load_torch_file`)."""
+    return load_torch_file(
+        path, "predictor training state", require=("model", "optimizer", "step", "elapsed", "config")
+    )
+
+
+#: the architecture fields a fine-tuned predictor takes from its ``--init``
+INIT_FIELDS = ("features", "num_depths", "near", "far", "channels", "image_size", "backbone_size", "planes", "zncc")
+
+
+def _adopt_architecture(cfg: LifterTrainConfig, ic: PredictorConfig) -> None:
+    """Fine-tuning keeps the initial predictor's architecture: copy it into ``cfg.model``."""
+    for name in INIT_FIELDS:
+        setattr(cfg.model, name, getattr(ic, name))
+    if ic.uses_backbone:
+        cfg.model.backbone = ic.backbone
+
+
+def _supervision(cfg: LifterTrainConfig, depths: torch.Tensor) -> tuple[bool, float]:
+    """(use depth, photometric weight): ``auto`` uses depth where any view has it and the photometric term
+    where some view lacks it."""
+    with_depth = (depths > 0).flatten(1).any(1)
+    has_depth, all_depth = bool(with_depth.any()), bool(with_depth.all())
+    sup = cfg.optim.supervision
+    use_depth = sup in ("depth", "both") or (sup == "auto" and has_depth)
+    photometric = sup in ("photometric", "both") or (sup == "auto" and not all_depth)
+    return use_depth, cfg.optim.photometric_weight if photometric else 0.0
+
+
+def _initial_model(cfg: LifterTrainConfig, pcfg: PredictorConfig, init: GaussianPredictor | None) -> GaussianPredictor:
+    """A fresh predictor of ``pcfg``, with the weights of ``init`` when fine-tuning (its guide features must match)."""
+    model = GaussianPredictor(pcfg)
+    if init is not None:
+        if init.config.backbone_dim != pcfg.backbone_dim:
+            raise UserError(
+                f"--init {cfg.model.init}: it matches on {init.config.backbone_dim}-channel features, "
+                f"{cfg.model.backbone} gives {pcfg.backbone_dim}"
+            )
+        model.load_state_dict(init.state_dict())
+    return model
+
+
+def _restore(
+    state: dict[str, Any], cfg: LifterTrainConfig, model: GaussianPredictor, opt: torch.optim.Optimizer, path: Path
+) -> tuple[int, float]:
+    """Load a resumed run's weights and optimiser state; returns (step, training seconds so far)."""
+    saved = state["config"].get("model", state["config"])  # a state written before the nesting: flat
+    if saved["features"] != cfg.model.features or saved["channels"] != cfg.model.channels:
+        raise UserError("cannot resume: the run was trained with another features/channels setting", path)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return int(state["step"]), float(state["elapsed"])
+
+
 class _PredictorRun:
     """One ``train-lifter`` run: data and model set up (or resumed), the loop, the held-out evaluation."""
 
@@ -189,31 +244,11 @@ class _PredictorRun:
         self.state_path = self.out / STATE_NAME
         if resume and not self.state_path.is_file():
             raise UserError(f"nothing to resume (no {STATE_NAME})", self.out)
-        state = (
-            load_torch_file(
-                self.state_path, "predictor training state", require=("model", "optimizer", "step", "elapsed", "config")
-            )
-            if resume
-            else None
-        )  # a damaged one stops before any work
+        state = _read_state(self.state_path) if resume else None  # a damaged one stops before any work
         self.t_start = time.perf_counter()
         init = load_predictor(resolve_predictor(cfg.model.init)) if cfg.model.init else None
         if init is not None:  # fine-tuning keeps the initial predictor's architecture
-            ic = init.config
-            for name in (
-                "features",
-                "num_depths",
-                "near",
-                "far",
-                "channels",
-                "image_size",
-                "backbone_size",
-                "planes",
-                "zncc",
-            ):
-                setattr(cfg.model, name, getattr(ic, name))
-            if ic.uses_backbone:
-                cfg.model.backbone = ic.backbone
+            _adopt_architecture(cfg, init.config)
         self.root, self.split_scenes = load_splits(cfg.run.data, ("train", *cfg.run.eval_splits))
         train_scenes = self.split_scenes["train"]
         if not train_scenes:
@@ -231,13 +266,7 @@ class _PredictorRun:
             "train views",
             need_depth=cfg.optim.supervision in ("depth", "both"),
         )
-        with_depth = (self.bank.depths > 0).flatten(1).any(1)
-        has_depth, all_depth = bool(with_depth.any()), bool(with_depth.all())
-        self.use_depth = cfg.optim.supervision in ("depth", "both") or (cfg.optim.supervision == "auto" and has_depth)
-        photometric = cfg.optim.supervision in ("photometric", "both") or (
-            cfg.optim.supervision == "auto" and not all_depth
-        )
-        self.photometric_weight = cfg.optim.photometric_weight if photometric else 0.0
+        self.use_depth, self.photometric_weight = _supervision(cfg, self.bank.depths)
         if not self.use_depth:  # trained from posed images alone: no depth reaches the model or the pairs
             self.bank.depths.zero_()
         self.pairs = training_pairs(self.bank, cfg.optim.max_gap, cfg.optim.min_overlap)
@@ -248,27 +277,13 @@ class _PredictorRun:
         valid = self.bank.depths > 0
         self.median_depth = float(self.bank.depths[valid].median()) if bool(valid.any()) else None
         self.pcfg = cfg.predictor_config(bdim)
-        self.model = GaussianPredictor(self.pcfg)
-        if init is not None:
-            if init.config.backbone_dim != self.pcfg.backbone_dim:
-                raise UserError(
-                    f"--init {cfg.model.init}: it matches on {init.config.backbone_dim}-channel features, "
-                    f"{cfg.model.backbone} gives {self.pcfg.backbone_dim}"
-                )
-            self.model.load_state_dict(init.state_dict())
+        self.model = _initial_model(cfg, self.pcfg, init)
         self.model.to(self.device)  # before the optimiser: its state follows the parameters (a resumed one too)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.step, elapsed_before = 0, 0.0
         self.out.mkdir(parents=True, exist_ok=True)
         if state is not None:
-            saved = state["config"].get("model", state["config"])  # a state written before the nesting: flat
-            if saved["features"] != cfg.model.features or saved["channels"] != cfg.model.channels:
-                raise UserError(
-                    "cannot resume: the run was trained with another features/channels setting", self.state_path
-                )
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-            self.step, elapsed_before = int(state["step"]), float(state["elapsed"])
+            self.step, elapsed_before = _restore(state, cfg, self.model, self.opt, self.state_path)
         atomic_write_text(self.out / "train_config.json", json.dumps(asdict(cfg), indent=1))
         self.supervision_used = "+".join(
             k for k, on in (("depth", self.use_depth), ("photometric", self.photometric_weight > 0)) if on
