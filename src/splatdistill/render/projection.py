@@ -85,6 +85,16 @@ def project_gaussians(
     )
 
 
+def _lin(w, v, bias=None):
+    """Component-wise dot product ``w . v`` (+ ``bias``) of 3-component sequences: no batched 3x3 matmuls."""
+    out = w[0] * v[0]
+    out += w[1] * v[1]  # in place: fewer fresh (page-faulting) temporaries
+    out += w[2] * v[2]
+    if bias is not None:
+        out += bias
+    return out
+
+
 def project_torch(
     op: TorchOps,
     means,
@@ -106,16 +116,7 @@ def project_torch(
     s00, s01, s02, s11, s12, s22 = S
     R = viewmats[..., :3, :3, None]  # (B, V, 3, 3, 1)
     t = viewmats[..., :3, 3, None]
-
-    def lin(w, v, bias=None):  # component-wise w . v: no batched 3x3 matmuls
-        out = w[0] * v[0]
-        out += w[1] * v[1]  # in place: fewer fresh (page-faulting) temporaries
-        out += w[2] * v[2]
-        if bias is not None:
-            out += bias
-        return out
-
-    x, y, z = (lin((R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :]), mu, t[..., i, :]) for i in range(3))
+    x, y, z = (_lin((R[..., i, 0, :], R[..., i, 1, :], R[..., i, 2, :]), mu, t[..., i, :]) for i in range(3))
     fx, fy = Ks[..., 0, 0, None], Ks[..., 1, 1, None]
     cx, cy = Ks[..., 0, 2, None], Ks[..., 1, 2, None]
     # gsplat clamps the point at which the Jacobian is taken to 1.3x the field of view
@@ -133,10 +134,10 @@ def project_torch(
     t0 = [j00 * R[..., 0, k, :] + j02 * R[..., 2, k, :] for k in range(3)]
     t1 = [j11 * R[..., 1, k, :] + j12 * R[..., 2, k, :] for k in range(3)]
     rows = ((s00, s01, s02), (s01, s11, s12), (s02, s12, s22))
-    u = [lin(r, t0) for r in rows]
-    a = lin(t0, u) + eps2d
-    b = lin(t1, u)
-    c = lin(t1, [lin(r, t1) for r in rows]) + eps2d
+    u = [_lin(r, t0) for r in rows]
+    a = _lin(t0, u) + eps2d
+    b = _lin(t1, u)
+    c = _lin(t1, [_lin(r, t1) for r in rows]) + eps2d
     det = a * c - b * b
     inv = 1.0 / det
     mx, my = fx * xz + cx, fy * yz + cy

@@ -92,12 +92,7 @@ def render_torch(
     out = None if grad else empty_fast((B, V, P, C), features.dtype, features.device)
     # coverage at least in float32 (half precision cannot tell 0.999 from 1)
     alpha = torch.empty(B, V, P, dtype=torch.promote_types(features.dtype, torch.float32), device=features.device)
-    kernel_ft = kernel_out = None
-    if compiled and out is not None:
-        # the kernels read float32/float64 features and write the output in place
-        kdt = torch.float64 if op.float_dtype(features) == np.float64 else torch.float32
-        kernel_ft = ft.detach().to(kdt).contiguous().numpy()
-        kernel_out = out if out.dtype == kdt else torch.empty(out.shape, dtype=kdt)
+    kernel_ft, kernel_out = _kernel_buffers(op, ft, out) if compiled and out is not None else (None, None)
     n_bands = num_bands(compiled, width, height)
     rows = [k * height // n_bands for k in range(n_bands + 1)]
     images = []
@@ -121,15 +116,28 @@ def render_torch(
             # arrays to stay in cache
             results = map_on(pool if n_bands > 1 else None, band, rows[:-1], rows[1:])
             if stats is not None:
-                stats["visible"] = stats.get("visible", 0) + int(p["visible"][bi, vi].sum())
-                for key, k in (("pairs", 0), ("composited", 1)):
-                    stats[key] = stats.get(key, 0) + sum(r[3][k] for r in results)
+                _count(stats, int(p["visible"][bi, vi].sum()), results)
             if out is None:  # autograd: one differentiable product over all bands
                 images.append(_joined_product(results, ft[bi], P, features.dtype))
     if kernel_out is not None and kernel_out is not out:
         out.copy_(kernel_out)
     img = torch.stack(images).reshape(B, V, P, C) if out is None else out
     return (img.reshape(batch + (V, height, width, C)), alpha.reshape(batch + (V, height, width)))
+
+
+def _kernel_buffers(op, ft: Tensor, out: Tensor) -> tuple[np.ndarray, Tensor]:
+    """The compiled kernels' features (float32/float64 NumPy) and output tensor, which they write in place
+    (``out`` itself when its dtype is the kernels')."""
+    kdt = torch.float64 if op.float_dtype(ft) == np.float64 else torch.float32
+    kernel_ft = ft.detach().to(kdt).contiguous().numpy()
+    return kernel_ft, out if out.dtype == kdt else torch.empty(out.shape, dtype=kdt)
+
+
+def _count(stats: dict, visible: int, results: list) -> None:
+    """Add one image's visible Gaussians and its bands' (pairs, composited pairs) to ``stats``."""
+    stats["visible"] = stats.get("visible", 0) + visible
+    for key, k in (("pairs", 0), ("composited", 1)):
+        stats[key] = stats.get(key, 0) + sum(r[3][k] for r in results)
 
 
 def _project_all(
