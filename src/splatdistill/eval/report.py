@@ -131,6 +131,22 @@ def _task_rows(doc: dict, task: str) -> tuple[list[str], list[dict]]:
 
 def render_markdown(doc: dict, figures: dict[str, str]) -> str:
     """The whole report as markdown (``figures`` maps figure names to paths relative to the report)."""
+    lines = _header_lines(doc)
+    labels = [b["label"] for b in doc["backbones"]]
+    for task in doc["tasks"]:
+        lines += [f"## {TASK_TITLES[task]}", ""]
+        _, rows = _task_rows(doc, task)
+        if task in ("correspondence", "consistency"):
+            lines += _pair_task_lines(task, labels, rows, doc["data"]["name"])
+        else:
+            lines += _view_task_lines(task, labels, rows)
+        if f"bars_{task}" in figures:
+            lines += [f"![{task} metrics]({figures[f'bars_{task}']})", ""]
+    return "\n".join(lines + _qualitative_lines(figures) + _timing_lines(doc))
+
+
+def _header_lines(doc: dict) -> list[str]:
+    """Title, the data and protocol sentence, the run's notes and the table of backbones."""
     data = doc["data"]
     lines = [
         "# splatdistill evaluation report",
@@ -156,62 +172,78 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
             f"| {b['label']} | `{b['spec']}` | {b['embed_dim']} | {b['patch_size']} | {b['grid'][0]}x{b['grid'][1]} |"
         )
     lines.append("")
-    labels = [b["label"] for b in doc["backbones"]]
-    for task in doc["tasks"]:
-        lines += [f"## {TASK_TITLES[task]}", ""]
-        _, rows = _task_rows(doc, task)
-        if task in ("correspondence", "consistency"):
-            datasets = sorted({d for r in rows for d in r}, key=lambda d: (d != data["name"], d))
-            if not datasets:
-                lines += ["No view pairs with enough overlap were found.", ""]
-            for d in datasets:
-                sub = [r.get(d, {}) for r in rows]
-                reason = next((x["skipped"] for x in sub if x.get("skipped")), None)
-                if reason:
-                    lines += [f"**{d}**: skipped — {reason}.", ""]
-                    continue
-                n_pairs = max((s.get("pairs", 0) for s in sub), default=0)
-                lines += [f"**{d}** ({n_pairs} pairs)", "", markdown_table(labels, sub, TASK_COLUMNS[task]), ""]
-                if task == "correspondence" and n_pairs:
-                    bins = rotation_bin_labels()
-                    counts = {
-                        b: max((s.get("recall_10_by_rotation", {}).get(b, {}).get("pairs", 0) for s in sub), default=0)
-                        for b in bins
-                    }
-                    cols = [(b, f"{b}° ({counts[b]})", "{:.3f}") for b in bins]
-                    flat = [
-                        {b: (s.get("recall_10_by_rotation", {}).get(b) or {}).get("recall_10") for b in bins}
-                        for s in sub
-                    ]
-                    lines += [
-                        f"recall@10px by relative rotation on {d} (pairs per bin):",
-                        "",
-                        markdown_table(labels, flat, cols, {b: True for b in bins}),
-                        "",
-                    ]
-        else:
-            skipped = [f"{label}: {r['skipped']}" for label, r in zip(labels, rows) if "skipped" in r]
-            if skipped:
-                lines += ["Skipped — " + "; ".join(skipped), ""]
-            if any("skipped" not in r for r in rows):
-                lines += [markdown_table(labels, rows, TASK_COLUMNS[task]), ""]
-                if task == "segmentation":
-                    n = max((r.get("n_classes", 0) for r in rows), default=0)
-                    lines += [f"mIoU over the {n} classes present in the held-out ground truth.", ""]
-        if f"bars_{task}" in figures:
-            lines += [f"![{task} metrics]({figures[f'bars_{task}']})", ""]
+    return lines
+
+
+def _pair_task_lines(task: str, labels: list[str], rows: list[dict], data_name: str) -> list[str]:
+    """A multi-view task's tables, one per dataset of view pairs (the evaluated data first)."""
+    lines: list[str] = []
+    datasets = sorted({d for r in rows for d in r}, key=lambda d: (d != data_name, d))
+    if not datasets:
+        lines += ["No view pairs with enough overlap were found.", ""]
+    for d in datasets:
+        sub = [r.get(d, {}) for r in rows]
+        reason = next((x["skipped"] for x in sub if x.get("skipped")), None)
+        if reason:
+            lines += [f"**{d}**: skipped — {reason}.", ""]
+            continue
+        n_pairs = max((s.get("pairs", 0) for s in sub), default=0)
+        lines += [f"**{d}** ({n_pairs} pairs)", "", markdown_table(labels, sub, TASK_COLUMNS[task]), ""]
+        if task == "correspondence" and n_pairs:
+            lines += _rotation_lines(d, labels, sub)
+    return lines
+
+
+def _rotation_lines(dataset: str, labels: list[str], sub: list[dict]) -> list[str]:
+    """The table of correspondence recall@10px by relative rotation bin on ``dataset``."""
+    bins = rotation_bin_labels()
+    counts = {
+        b: max((s.get("recall_10_by_rotation", {}).get(b, {}).get("pairs", 0) for s in sub), default=0) for b in bins
+    }
+    cols = [(b, f"{b}° ({counts[b]})", "{:.3f}") for b in bins]
+    flat = [{b: (s.get("recall_10_by_rotation", {}).get(b) or {}).get("recall_10") for b in bins} for s in sub]
+    return [
+        f"recall@10px by relative rotation on {dataset} (pairs per bin):",
+        "",
+        markdown_table(labels, flat, cols, {b: True for b in bins}),
+        "",
+    ]
+
+
+def _view_task_lines(task: str, labels: list[str], rows: list[dict]) -> list[str]:
+    """A per-view task's table, with the backbones that skipped it named above it."""
+    lines: list[str] = []
+    skipped = [f"{label}: {r['skipped']}" for label, r in zip(labels, rows) if "skipped" in r]
+    if skipped:
+        lines += ["Skipped — " + "; ".join(skipped), ""]
+    if any("skipped" not in r for r in rows):
+        lines += [markdown_table(labels, rows, TASK_COLUMNS[task]), ""]
+        if task == "segmentation":
+            n = max((r.get("n_classes", 0) for r in rows), default=0)
+            lines += [f"mIoU over the {n} classes present in the held-out ground truth.", ""]
+    return lines
+
+
+def _qualitative_lines(figures: dict[str, str]) -> list[str]:
+    """The qualitative figures that were drawn, each under its caption."""
     qual = [
         ("pca", "PCA of patch features (3 components fitted jointly over the shown views, per backbone)"),
         ("depth_predictions", "Depth predictions (same colour scale as the ground truth per view)"),
         ("normal_predictions", "Normal predictions (camera frame, RGB = 0.5 n + 0.5)"),
         ("segmentation_predictions", "Segmentation predictions"),
     ]
-    if any(k in figures for k, _ in qual):
-        lines += ["## Qualitative", ""]
-        for key, title in qual:
-            if key in figures:
-                lines += [f"{title}:", "", f"![{key}]({figures[key]})", ""]
-    lines += [
+    if not any(k in figures for k, _ in qual):
+        return []
+    lines = ["## Qualitative", ""]
+    for key, title in qual:
+        if key in figures:
+            lines += [f"{title}:", "", f"![{key}]({figures[key]})", ""]
+    return lines
+
+
+def _timing_lines(doc: dict) -> list[str]:
+    """Seconds per backbone and stage, and the wall time of the whole evaluation."""
+    lines = [
         "## Timing",
         "",
         "| backbone | " + " | ".join(_timing_keys(doc)) + " |",
@@ -222,7 +254,7 @@ def render_markdown(doc: dict, figures: dict[str, str]) -> str:
         cached = " (cached)" if b.get("cache_hit") else ""
         lines.append(f"| {b['label']}{cached} | " + " | ".join(f"{t.get(k, 0):.1f}" for k in _timing_keys(doc)) + " |")
     lines += ["", f"Wall time of the whole evaluation: {doc['wall_time_s']:.1f} s.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _timing_keys(doc: dict) -> list[str]:
