@@ -457,13 +457,8 @@ def field_help(cls: type) -> dict[str, str]:
 
 def flat_defaults(cls: type) -> dict[tuple[str, ...], Any]:
     """Each leaf's default value, by path."""
-    cfg, out = cls(), {}
-    for path in leaf_paths(cls):
-        node = cfg
-        for part in path:
-            node = getattr(node, part)
-        out[path] = _plain(node)
-    return out
+    cfg = cls()
+    return {path: _plain(functools.reduce(getattr, path, cfg)) for path in leaf_paths(cls)}
 
 
 def config_from_args(
@@ -499,10 +494,4 @@ def flat_config(cfg: Any) -> dict[str, Any]:
     for key, path in key_aliases(cls).items():
         if path not in best or len(key) < len(best[path]):
             best[path] = key
-    out: dict[str, Any] = {}
-    for path in leaf_paths(cls):
-        node = cfg
-        for part in path:
-            node = getattr(node, part)
-        out[best[path]] = _plain(node)
-    return out
+    return {best[path]: _plain(functools.reduce(getattr, path, cfg)) for path in leaf_paths(cls)}

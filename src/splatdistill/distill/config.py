@@ -221,88 +221,15 @@ class TrainConfig:
     PRESET_REQUIRES: ClassVar[dict[str, dict[str, str]]] = {"paper": {"lifter": PAPER_LIFTER_REQUIRED}}
 
     def validate(self) -> TrainConfig:
-        d, m, o, s = self.data, self.method, self.optim, self.method.splat
-        if m.loss not in LOSSES:
-            raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {m.loss!r}")
-        if not 0.0 <= s.blend_alpha <= 1.0:
-            raise UserError(f"blend_alpha must be in [0, 1], got {s.blend_alpha}")
-        if m.ema_momentum is not None and not 0.0 <= m.ema_momentum <= 1.0:
-            raise UserError(f"ema_momentum must be in [0, 1], got {m.ema_momentum}")
-        if not m.ema_horizon > 0:
-            raise UserError(f"ema_horizon must be > 0 (a share of the run), got {m.ema_horizon}")
-        if not 0.0 <= m.center_momentum < 1.0:
-            raise UserError(f"center_momentum must be in [0, 1), got {m.center_momentum}")
-        if m.teacher_temp <= 0 or m.student_temp <= 0:
-            raise UserError("teacher_temp and student_temp must be > 0")
+        """This config, checked: every bad value or combination is a one-line :class:`UserError`."""
+        _check_method(self.method)
         for name in ("image_size", "render_size"):
-            parse_size(getattr(d, name), name)
-        r, lora = self.run, self.model.lora
-        for group, name in (
-            (o, "steps"),
-            (o, "batch_size"),
-            (d, "num_targets"),
-            (m, "ema_every"),
-            (m, "prototypes"),
-            (m, "head_hidden"),
-            (m, "head_bottleneck"),
-            (r, "checkpoint_every"),
-            (lora, "r"),
-        ):
-            if getattr(group, name) < 1:
-                label = "lora.r" if group is lora else name
-                raise UserError(f"{label} must be >= 1, got {getattr(group, name)}")
-        if not (math.isfinite(o.lr) and o.lr > 0):
-            raise UserError(f"lr must be a finite number > 0, got {o.lr}")
-        if o.head_lr is not None and not (math.isfinite(o.head_lr) and o.head_lr >= 0):
-            raise UserError(f"head_lr must be a finite number >= 0 (0 fixes the head), got {o.head_lr}")
-        for name, lr in (("lr", o.lr), ("head_lr", o.head_lr or 0.0)):
-            if lr > MAX_LR:  # AdamW's first step is lr / (1 - 0.9): a float32 overflow, not a divergence
-                raise UserError(f"{name}={lr:g} is over {MAX_LR:g}, where AdamW's step overflows float32")
-        ranges = [
-            ("lora.dropout", lora.dropout, 0.0, 1.0, False),
-            ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
-            ("min_coverage", s.min_coverage, 0.0, 1.0, True),
-            ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True),
-        ]
-        for name, value, lo, hi, closed in ranges:
-            if not (lo <= value <= hi if closed else lo <= value < hi):
-                raise UserError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, got {value}")
-        for name, value in (
-            ("weight_decay", o.weight_decay),
-            ("grad_clip", o.grad_clip),
-            ("max_minutes", o.max_minutes),
-            ("gaussian_scale", s.gaussian_scale),
-            ("consistency_weight", m.consistency_weight),
-            ("lora.alpha", lora.alpha),
-        ):
-            if not (math.isfinite(value) and value >= 0):
-                raise UserError(f"{name} must be a finite number >= 0, got {value}")
-        if r.num_workers < -1:
-            raise UserError(f"num_workers must be >= 0, or -1 for the default from the cores, got {r.num_workers}")
-        if r.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise UserError(f"precision must be auto, bf16, fp16 or fp32, got {r.precision!r}")
-        if r.threads < 0:
-            raise UserError(f"threads must be >= 0 (0: the cores this process may use), got {r.threads}")
-        check_threads(r.threads, "threads")
-        if o.schedule == "budget" and o.max_minutes <= 0:
-            raise UserError("schedule=budget runs the schedule over the time budget: set max_minutes > 0")
-        if m.consistency_weight > 0 and d.num_targets < 2:
-            raise UserError("consistency_weight > 0 needs num_targets >= 2")
-        if m.targets not in ("splat", "2d", "splat+2d"):
-            raise UserError(f"targets must be splat, 2d or splat+2d, got {m.targets!r}")
-        if m.targets != "splat" and m.method != "snd":
-            raise UserError(
-                f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d"
-            )
-        if s.renderer not in ("auto", "torch", "gsplat"):
-            raise UserError(f"renderer must be auto, torch or gsplat, got {s.renderer!r}")
-        if m.lifter_refine_every > 0 and m.target_source not in ("splat", "splat+2d"):
-            raise UserError(
-                f"lifter_refine_every > 0 refines the lifter of splatted targets; "
-                f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing"
-            )
-        if m.method == "fit3d" and m.loss == "dino":
-            raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")
+            parse_size(getattr(self.data, name), name)
+        _check_counts(self)
+        _check_rates(self.optim)
+        _check_ranges(self)
+        _check_run(self.run)
+        _check_combinations(self)
         return self
 
     # --- (de)serialisation ------------------------------------------------------------------------
@@ -321,3 +248,109 @@ class TrainConfig:
     def load(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
         """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
         return load_config(cls, path, overrides)
+
+
+def _check_method(m: MethodConfig) -> None:
+    """The loss, its temperatures and the EMA settings."""
+    s = m.splat
+    if m.loss not in LOSSES:
+        raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {m.loss!r}")
+    if not 0.0 <= s.blend_alpha <= 1.0:
+        raise UserError(f"blend_alpha must be in [0, 1], got {s.blend_alpha}")
+    if m.ema_momentum is not None and not 0.0 <= m.ema_momentum <= 1.0:
+        raise UserError(f"ema_momentum must be in [0, 1], got {m.ema_momentum}")
+    if not m.ema_horizon > 0:
+        raise UserError(f"ema_horizon must be > 0 (a share of the run), got {m.ema_horizon}")
+    if not 0.0 <= m.center_momentum < 1.0:
+        raise UserError(f"center_momentum must be in [0, 1), got {m.center_momentum}")
+    if m.teacher_temp <= 0 or m.student_temp <= 0:
+        raise UserError("teacher_temp and student_temp must be > 0")
+
+
+def _check_counts(cfg: TrainConfig) -> None:
+    """The counts that must be at least 1."""
+    o, d, m, r, lora = cfg.optim, cfg.data, cfg.method, cfg.run, cfg.model.lora
+    for group, name in (
+        (o, "steps"),
+        (o, "batch_size"),
+        (d, "num_targets"),
+        (m, "ema_every"),
+        (m, "prototypes"),
+        (m, "head_hidden"),
+        (m, "head_bottleneck"),
+        (r, "checkpoint_every"),
+        (lora, "r"),
+    ):
+        if getattr(group, name) < 1:
+            label = "lora.r" if group is lora else name
+            raise UserError(f"{label} must be >= 1, got {getattr(group, name)}")
+
+
+def _check_rates(o: OptimConfig) -> None:
+    """Learning rates: finite, positive (the head's may be 0) and below AdamW's float32 overflow."""
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise UserError(f"lr must be a finite number > 0, got {o.lr}")
+    if o.head_lr is not None and not (math.isfinite(o.head_lr) and o.head_lr >= 0):
+        raise UserError(f"head_lr must be a finite number >= 0 (0 fixes the head), got {o.head_lr}")
+    for name, lr in (("lr", o.lr), ("head_lr", o.head_lr or 0.0)):
+        if lr > MAX_LR:  # AdamW's first step is lr / (1 - 0.9): a float32 overflow, not a divergence
+            raise UserError(f"{name}={lr:g} is over {MAX_LR:g}, where AdamW's step overflows float32")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Shares and probabilities within their intervals; weights, clips and budgets finite and >= 0."""
+    o, m, s, lora = cfg.optim, cfg.method, cfg.method.splat, cfg.model.lora
+    ranges = [
+        ("lora.dropout", lora.dropout, 0.0, 1.0, False),
+        ("warmup_pct", o.warmup_pct, 0.0, 1.0, True),
+        ("min_coverage", s.min_coverage, 0.0, 1.0, True),
+        ("gaussian_opacity", s.gaussian_opacity, 0.0, 1.0, True),
+    ]
+    for name, value, lo, hi, closed in ranges:
+        if not (lo <= value <= hi if closed else lo <= value < hi):
+            raise UserError(f"{name} must be in [{lo:g}, {hi:g}{']' if closed else ')'}, got {value}")
+    for name, value in (
+        ("weight_decay", o.weight_decay),
+        ("grad_clip", o.grad_clip),
+        ("max_minutes", o.max_minutes),
+        ("gaussian_scale", s.gaussian_scale),
+        ("consistency_weight", m.consistency_weight),
+        ("lora.alpha", lora.alpha),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def _check_run(r: RunConfig) -> None:
+    """Workers, precision and threads."""
+    if r.num_workers < -1:
+        raise UserError(f"num_workers must be >= 0, or -1 for the default from the cores, got {r.num_workers}")
+    if r.precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise UserError(f"precision must be auto, bf16, fp16 or fp32, got {r.precision!r}")
+    if r.threads < 0:
+        raise UserError(f"threads must be >= 0 (0: the cores this process may use), got {r.threads}")
+    check_threads(r.threads, "threads")
+
+
+def _check_combinations(cfg: TrainConfig) -> None:
+    """Settings that only make sense together (schedule and budget, method and targets, loss and method)."""
+    d, m, o, s = cfg.data, cfg.method, cfg.optim, cfg.method.splat
+    if o.schedule == "budget" and o.max_minutes <= 0:
+        raise UserError("schedule=budget runs the schedule over the time budget: set max_minutes > 0")
+    if m.consistency_weight > 0 and d.num_targets < 2:
+        raise UserError("consistency_weight > 0 needs num_targets >= 2")
+    if m.targets not in ("splat", "2d", "splat+2d"):
+        raise UserError(f"targets must be splat, 2d or splat+2d, got {m.targets!r}")
+    if m.targets != "splat" and m.method != "snd":
+        raise UserError(
+            f"targets={m.targets} changes the splatted targets of method=snd; it does not apply to method=fit3d"
+        )
+    if s.renderer not in ("auto", "torch", "gsplat"):
+        raise UserError(f"renderer must be auto, torch or gsplat, got {s.renderer!r}")
+    if m.lifter_refine_every > 0 and m.target_source not in ("splat", "splat+2d"):
+        raise UserError(
+            f"lifter_refine_every > 0 refines the lifter of splatted targets; "
+            f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing"
+        )
+    if m.method == "fit3d" and m.loss == "dino":
+        raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")
