@@ -93,33 +93,49 @@ def plan(cpu: bool, data: str, work: Path, renderer: list[str]) -> list[Section]
             skip=no_cuda or ("gsplat did not come up" if renderer else ""),
         )
     )
+    secs.append(_ddp_section(cpu, data, work, renderer))
+    train = _train_section(cpu, data, work, renderer)
+    # the paper's size first (its rows carry the goals), then the 200-step run, then the smaller sizes
+    for k, (image, render) in enumerate(reversed(CPU_STEP_SIZES if cpu else STEP_SIZES)):
+        for backbone in (VIT_S,) if cpu else (VIT_S, VIT_B):
+            for precision in ("fp32", "bf16"):
+                secs.append(_step_section(cpu, data, backbone, image, render, precision, renderer))
+        if k == 0:
+            secs.append(train)
+    return secs
+
+
+def _ddp_section(cpu: bool, data: str, work: Path, renderer: list[str]) -> Section:
+    """A few training steps in a one-GPU process group: the DDP code path of multi-GPU runs."""
     toy = [*SMALL_HEAD, "image_size=112", "render_size=56"] if cpu else ["image_size=224"]
-    secs.append(
-        Section(
-            "one-GPU process group through the DDP code path (torchrun --nproc_per_node=1)",
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc_per_node=1",
-                "-m",
-                "splatdistill.cli",
-                "train",
-                f"data={data}",
-                f"out={work / 'ddp'}",
-                "steps=4",
-                f"backbone={VIT_S}",
-                "progress=false",
-                "val_samples=0",
-                *toy,
-                *renderer,
-            ],
-            150,
-        )
+    return Section(
+        "one-GPU process group through the DDP code path (torchrun --nproc_per_node=1)",
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=1",
+            "-m",
+            "splatdistill.cli",
+            "train",
+            f"data={data}",
+            f"out={work / 'ddp'}",
+            "steps=4",
+            f"backbone={VIT_S}",
+            "progress=false",
+            "val_samples=0",
+            *toy,
+            *renderer,
+        ],
+        150,
     )
+
+
+def _train_section(cpu: bool, data: str, work: Path, renderer: list[str]) -> Section:
+    """A real training run on rooms (200 steps at 448 px on a GPU; a 4-step toy in the --cpu dry run)."""
     steps, size = ("4", "112") if cpu else ("200", "448")
-    train = Section(
+    return Section(
         f"train {steps} steps on rooms at {size}",
         _cli(
             "train",
@@ -134,34 +150,31 @@ def plan(cpu: bool, data: str, work: Path, renderer: list[str]) -> list[Section]
         ),
         300,
     )
-    # the paper's size first (its rows carry the goals), then the 200-step run, then the smaller sizes
-    for k, (image, render) in enumerate(reversed(CPU_STEP_SIZES if cpu else STEP_SIZES)):
-        for backbone in (VIT_S,) if cpu else (VIT_S, VIT_B):
-            for precision in ("fp32", "bf16"):
-                name = "ViT-S" if backbone == VIT_S else "ViT-B"
-                secs.append(
-                    Section(
-                        f"bench step {name} {image} {precision}",
-                        _cli(
-                            "bench",
-                            "step",
-                            "--data",
-                            data,
-                            "--steps",
-                            "2" if cpu else "6",
-                            f"backbone={backbone}",
-                            f"image_size={image}",
-                            f"render_size={render}",
-                            f"precision={precision}",
-                            *(SMALL_HEAD if cpu else []),
-                            *renderer,
-                        ),
-                        120,
-                    )
-                )
-        if k == 0:
-            secs.append(train)
-    return secs
+
+
+def _step_section(
+    cpu: bool, data: str, backbone: str, image: str, render: str, precision: str, renderer: list[str]
+) -> Section:
+    """``bench step`` of one backbone, size and precision."""
+    name = "ViT-S" if backbone == VIT_S else "ViT-B"
+    return Section(
+        f"bench step {name} {image} {precision}",
+        _cli(
+            "bench",
+            "step",
+            "--data",
+            data,
+            "--steps",
+            "2" if cpu else "6",
+            f"backbone={backbone}",
+            f"image_size={image}",
+            f"render_size={render}",
+            f"precision={precision}",
+            *(SMALL_HEAD if cpu else []),
+            *renderer,
+        ),
+        120,
+    )
 
 
 def warm_up(cpu: bool) -> Section:

@@ -142,6 +142,41 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _pair_counts(gauss, cam) -> dict:
+    """Visible Gaussians, (Gaussian, pixel) pairs and composited pairs of one render (the torch backend counts)."""
+    stats: dict = {}
+    render_torch(
+        gauss.means,
+        gauss.covariances,
+        gauss.opacities,
+        gauss.features,
+        cam.viewmats[None],
+        cam.Ks[None],
+        cam.width,
+        cam.height,
+        stats=stats,
+    )
+    return stats
+
+
+def _time_renders(once, repeats: int, device: str) -> tuple[list[float], str, float, PeakRSS]:
+    """After a warm-up render: the seconds of each of ``repeats`` renders, the load average before them, CPU
+    seconds per render, and the peak-memory record of the timed renders."""
+    img, alpha = once()  # warm-up
+    times = []
+    load_before = _loadavg()
+    cpu0 = time.process_time()
+    with PeakRSS() as mem:
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            img, alpha = once()
+            _sync(device)
+            times.append(time.perf_counter() - t)
+            del img, alpha
+    return times, load_before, (time.process_time() - cpu0) / repeats, mem
+
+
 def run(args: argparse.Namespace) -> int:
     if args.size < 16 or args.channels < 1 or args.repeats < 1 or args.threads < 1:
         raise UserError("--size >= 16, --channels >= 1, --repeats >= 1 and --threads >= 1")
@@ -150,20 +185,8 @@ def run(args: argparse.Namespace) -> int:
     base_rss = psutil.Process().memory_info().rss
     gauss, cam = make_workload(args.size, args.channels, args.scale_factor, args.opacity, args.device)
     setup_rss = psutil.Process().memory_info().rss
-    stats: dict = {}
     with torch.no_grad():
-        if args.backend == "torch":
-            render_torch(
-                gauss.means,
-                gauss.covariances,
-                gauss.opacities,
-                gauss.features,
-                cam.viewmats[None],
-                cam.Ks[None],
-                cam.width,
-                cam.height,
-                stats=stats,
-            )
+        stats = _pair_counts(gauss, cam) if args.backend == "torch" else {}
 
         def once():
             return render_features(
@@ -178,19 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 backend=args.backend,
             )
 
-        img, alpha = once()  # warm-up
-        times = []
-        load_before = _loadavg()
-        cpu0 = time.process_time()
-        with PeakRSS() as mem:
-            for _ in range(args.repeats):
-                _sync(args.device)
-                t = time.perf_counter()
-                img, alpha = once()
-                _sync(args.device)
-                times.append(time.perf_counter() - t)
-                del img, alpha
-        cpu_per_render = (time.process_time() - cpu0) / args.repeats
+        times, load_before, cpu_per_render, mem = _time_renders(once, args.repeats, args.device)
     bandwidth, mac_rate = measure_ceilings(args.device)
     median = statistics.median(times)
     P, C = args.size * args.size, args.channels

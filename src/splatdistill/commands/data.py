@@ -64,7 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, choices=["splatdistill", "nerfstudio", "colmap", "scannetpp"])
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_plain_warnings(cmd_export))
+    _register_captures(dsub)
 
+
+def _register_captures(dsub: argparse._SubParsersAction) -> None:
+    """``data from-images`` and ``data from-rgbd``: a posed dataset from the user's own captures."""
     p = dsub.add_parser(
         "from-images", help="photos of a scene -> a posed dataset (structure from motion with pycolmap, CPU)"
     )
