@@ -53,9 +53,7 @@ class Cameras:
         return cls(Ks, rigid_inverse(cam_to_world), int(width), int(height), cam_to_world)
 
     @classmethod
-    def from_views(
-        cls, views, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-    ) -> Cameras:
+    def from_views(cls, views, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Cameras:
         """Stack :class:`~splatdistill.data.scene.ViewData`/``ViewRecord`` objects (same size)."""
         views = list(views)
         sizes = {(int(v.width), int(v.height)) for v in views}
