@@ -71,7 +71,7 @@ def test_loader_workers_build_the_same_batches_as_the_training_process(rooms, tm
         assert a.scene == b.scene
         for va, vb in ((a.context, b.context), (a.target, b.target)):
             assert torch.equal(va.images, vb.images) and torch.equal(va.segments, vb.segments)
-            assert torch.equal(va.cam_to_world, vb.cam_to_world) and torch.equal(va.depths, vb.depths)
+            assert torch.equal(va.cameras.cam_to_world, vb.cameras.cam_to_world) and torch.equal(va.depths, vb.depths)
     assert not torch.equal(got[0].target.images, got[1].target.images)  # the steps differ
 
 
