@@ -41,6 +41,7 @@ from splatdistill.eval.runner import EvalConfig, evaluate
 from splatdistill.lifters import build_lifter, lift_scene, load_scene_views
 from splatdistill.report_html import write_html_report
 from splatdistill.splat.lifter import SplatSettings
+from splatdistill.threads import torch_threads
 
 #: method -> (label, training overrides on the demo recipe; None = the original backbone, not trained)
 METHODS: dict[str, tuple[str, dict[str, Any] | None]] = {
@@ -183,9 +184,15 @@ def collect(labels: list[tuple[str, int]], rooms: dict, real: dict[str, dict]) -
 def lifting_times(data_root: str, backbone: str, scenes: int, size: int = 112, iterations: int = 200) -> list[dict]:
     """Per held-out scene: the teacher's features (both methods need them), the feed-forward lift of all
     views with the shipped predictor (after one warm-up lift) and the FiT3D-style per-scene field fit
-    (the trainer's default settings), timed one after the other in this process."""
+    (the trainer's default settings), timed one after the other in this process, on one thread (on a
+    busy 2-core machine two threads made the field fit ~15x slower: small ops spinning on a shared core)."""
     if scenes <= 0:
         return []
+    with torch_threads(1):
+        return _lifting_times(data_root, backbone, scenes, size, iterations)
+
+
+def _lifting_times(data_root: str, backbone: str, scenes: int, size: int, iterations: int) -> list[dict]:
     held = [s for s in load_dataset(data_root) if s.split in ("test", "val")][:scenes]
     teacher = load_backbone(backbone).eval()
     lifter = build_lifter("auto", SplatSettings())
@@ -213,7 +220,7 @@ def _lifting_section(rows: list[dict]) -> list[str]:
     fit = sum(r["fit_s"] for r in rows) / n
     teach = sum(r["teacher_s"] for r in rows) / n
     return ["## Lifting time per scene", "",
-            (f"Mean over {n} held-out scenes ({rows[0]['views']} views each), one process, this machine; the teacher's "
+            (f"Mean over {n} held-out scenes ({rows[0]['views']} views each), one process on one thread; the teacher's "
              f"features ({teach:.2f} s per scene) are needed by both and not counted."), "",
             "| method | lifting | per scene (s) |", "|---|---|---:|",
             "| DINOv2 | none | 0 |",

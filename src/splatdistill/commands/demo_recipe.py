@@ -222,6 +222,8 @@ def ablation_rows(rows: list[dict], summaries: list[dict]) -> list[dict]:
     for metric, *_ in GOALS:
         def change(s: dict | None, label=variant_label) -> float | None:
             return None if s is None else by_key.get((label(s), metric))
+        if change(main) is None:  # a metric this evaluation did not measure (e.g. no Middlebury pair)
+            continue
         out.append({"metric": metric, "variant": main["name"], "ema": change(main),
                     "frozen": change(names.get(main["name"] + FROZEN_SUFFIX)),
                     "alternative": change(names.get(main["name"] + ALTERNATIVE_SUFFIX)),
