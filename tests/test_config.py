@@ -48,9 +48,9 @@ def test_command_line_precedence_and_print_config(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["resolution"] == 112 and printed["probe"]["probe_steps"] == 13  # flags over file, key=value over both
     for cmd in (["train"], ["lifter", "train"], ["demo"]):
-        assert main([*cmd, "--print-config", "seed=3" if cmd != ["demo"] else "minutes=2"]) == 0
+        assert main([*cmd, "--print-config", "seed=3" if cmd != ["demo"] else "steps=2"]) == 0
         out = yaml.safe_load(capsys.readouterr().out)
-        assert out.get("run", out).get("seed", out.get("minutes")) in (3, 2.0)
+        assert out.get("run", out).get("seed", out.get("steps")) in (3, 2)
     assert main(["eval", "--print-config"]) == 0  # no backbone or data needed to see the config
     capsys.readouterr()
     assert main(["eval", "--data", "rooms"]) == 2

@@ -313,7 +313,7 @@ class Fit3DTargets:
     """Produces the trainer's targets for ``method=fit3d``: renders of fixed per-scene feature fields.
 
     Fields are fitted to the *initial* teacher (a fresh copy of ``cfg.backbone``, not the EMA teacher,
-    which moves during training) for every training scene up front (cached in ``cfg.fit3d_cache`` or
+    which moves during training) for every training scene up front (cached in ``cfg.fit3d.cache`` or
     ``<out>/fit3d``), so training steps are not interrupted by fitting.
     """
 
