@@ -106,3 +106,10 @@ def test_compare_command_on_a_tiny_configuration(tmp_path_factory, tmp_path):
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "## Paired per-seed differences against FiT3D-style" in md and "**2 steps**" in md
     assert doc["lifting"][0]["fit_s"] > 0 and doc["lifting"][0]["lift_s"] > 0
+    # the same folder with another step count: refused, never a table of runs of another length
+    from dataclasses import replace
+
+    from splatdistill.errors import UserError
+
+    with pytest.raises(UserError, match="trained for 2 steps, not 3"):
+        run_compare(replace(cfg, steps=3))

@@ -151,9 +151,14 @@ def train_all(cfg: CompareConfig, data_root: str) -> dict[str, dict[int, dict]]:
                 if seed > 0 and cfg.share_fields:
                     share_fields({**DEMO_TRAIN, **cfg.train, "data": data_root, "backbone": cfg.backbone, **extra},
                                  cache, range(seed, seed + 1))
-            print(f"compare: training {run_name(method, seed)} ({cfg.steps} steps)", flush=True)
-            runs.setdefault(method, {})[seed] = train_variant(
-                demo, run_name(method, seed), extra["blend_alpha"], data_root, cfg.steps, overrides=extra)
+            if not (Path(cfg.out) / "runs" / run_name(method, seed) / "summary.json").is_file():
+                print(f"compare: training {run_name(method, seed)} ({cfg.steps} steps)", flush=True)
+            summary = train_variant(demo, run_name(method, seed), extra["blend_alpha"], data_root, cfg.steps,
+                                    overrides=extra)
+            if summary["scheduled_steps"] != cfg.steps:  # a finished run of an earlier comparison in this folder
+                raise UserError(f"runs/{run_name(method, seed)} was trained for {summary['scheduled_steps']} steps, "
+                                f"not {cfg.steps}: compare in another --out folder", cfg.out)
+            runs.setdefault(method, {})[seed] = summary
     return runs
 
 
