@@ -5,16 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from _data_helpers import tiny_rooms
 
-from splatdistill.eval.compare import (
-    Metric,
-    Stat,
-    paired,
-    paired_table,
-    results_table,
-    summarize,
-)
+from _data_helpers import tiny_rooms
+from splatdistill.eval.compare import Metric, Stat, paired, paired_table, results_table, summarize
 
 RECALL = Metric("r", "recall", 100.0, False, "{:.2f}")
 ERROR = Metric("e", "error", 1.0, True, "{:.3f}")
@@ -63,9 +56,13 @@ def test_collect_reads_rooms_middlebury_and_a_real_dataset_per_backbone():
 
     rooms_rows = [row(0.25, 0.60), row(0.30, 0.70)]
     rooms = {"data": {"name": "rooms"}, "backbones": [r for r, _ in rooms_rows]}
-    castel = {"data": {"name": "castel"}, "backbones": [
-        {"results": {"correspondence": {"castel": {"recall_5": 0.20, "recall_10": 0.4}}}},
-        {"results": {"correspondence": {"castel": {"recall_5": 0.30, "recall_10": 0.5}}}}]}
+    castel = {
+        "data": {"name": "castel"},
+        "backbones": [
+            {"results": {"correspondence": {"castel": {"recall_5": 0.20, "recall_10": 0.4}}}},
+            {"results": {"correspondence": {"castel": {"recall_5": 0.30, "recall_10": 0.5}}}},
+        ],
+    }
     values = collect([("dinov2", 0), ("snd-noblend", 1)], rooms, {"castel": castel})
     v = values["snd-noblend"][1]
     assert v["rooms_r10"] == 0.30 and v["moto_r5"] == 0.70 and v["castel_r5"] == 0.30
@@ -79,11 +76,30 @@ def test_compare_command_on_a_tiny_configuration(tmp_path_factory, tmp_path):
 
     rooms = tiny_rooms(tmp_path_factory)
     cfg = CompareConfig(
-        out=str(tmp_path / "cmp"), steps=2, seeds=2, data=str(rooms), backbone="random:vit_tiny_patch16_224",
-        methods="dinov2,fit3d,snd-noblend", castel=False, tasks="correspondence", timing_scenes=1, timing_size=32,
-        timing_iterations=2, progress=False,
-        train={"image_size": 64, "render_size": 32, "prototypes": 64, "head_hidden": 64, "head_bottleneck": 32,
-               "ema_every": 1, "checkpoint_every": 1000, "fit3d.iterations": 2, "fit3d.views": 3, "fit3d.lift_views": 2},
+        out=str(tmp_path / "cmp"),
+        steps=2,
+        seeds=2,
+        data=str(rooms),
+        backbone="random:vit_tiny_patch16_224",
+        methods="dinov2,fit3d,snd-noblend",
+        castel=False,
+        tasks="correspondence",
+        timing_scenes=1,
+        timing_size=32,
+        timing_iterations=2,
+        progress=False,
+        train={
+            "image_size": 64,
+            "render_size": 32,
+            "prototypes": 64,
+            "head_hidden": 64,
+            "head_bottleneck": 32,
+            "ema_every": 1,
+            "checkpoint_every": 1000,
+            "fit3d.iterations": 2,
+            "fit3d.views": 3,
+            "fit3d.lift_views": 2,
+        },
         eval={"resolution": 64, "corr_pairs": 2, "corr_queries": 64, "corr_keep": 32, "middlebury": False},
     )
     doc = run_compare(cfg)

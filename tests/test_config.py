@@ -43,10 +43,14 @@ def test_bad_values_name_the_option():
 
 def test_command_line_precedence_and_print_config(tmp_path, capsys):
     (tmp_path / "e.yaml").write_text("probe_steps: 11\nresolution: 98\n")
-    assert main(["eval", "--config", str(tmp_path / "e.yaml"), "--resolution", "112", "probe_steps=13",
-                 "--print-config"]) == 0
+    assert (
+        main(["eval", "--config", str(tmp_path / "e.yaml"), "--resolution", "112", "probe_steps=13", "--print-config"])
+        == 0
+    )
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["data"]["resolution"] == 112 and printed["probe"]["probe_steps"] == 13  # flags over file, key=value over both
+    assert (
+        printed["data"]["resolution"] == 112 and printed["probe"]["probe_steps"] == 13
+    )  # flags over file, key=value over both
     for cmd in (["train"], ["lifter", "train"], ["demo"]):
         assert main([*cmd, "--print-config", "seed=3" if cmd != ["demo"] else "steps=2"]) == 0
         out = yaml.safe_load(capsys.readouterr().out)
@@ -128,13 +132,21 @@ def test_paper_preset_refuses_the_default_lifter(tmp_path, capsys):
     assert TrainConfig.load(None, []).method.lifter == "auto"  # the cpu preset keeps the default
 
 
-@pytest.mark.parametrize("option, message", [
-    ("checkpoint_every=0", "checkpoint_every must be >= 1"), ("lr=.nan", "lr must be a finite number > 0"),
-    ("lr=-1", "lr must be a finite number > 0"), ("lr=.inf", "lr must be a finite number > 0"),
-    ("gaussian_opacity=5", "gaussian_opacity must be in"), ("lora.r=0", "lora.r must be >= 1"),
-    ("lora.dropout=2", "lora.dropout must be in"), ("head_lr=-1", "head_lr must be"),
-    ("teacher_temp=0", "teacher_temp and student_temp must be > 0"), ("center_momentum=1", "center_momentum"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("checkpoint_every=0", "checkpoint_every must be >= 1"),
+        ("lr=.nan", "lr must be a finite number > 0"),
+        ("lr=-1", "lr must be a finite number > 0"),
+        ("lr=.inf", "lr must be a finite number > 0"),
+        ("gaussian_opacity=5", "gaussian_opacity must be in"),
+        ("lora.r=0", "lora.r must be >= 1"),
+        ("lora.dropout=2", "lora.dropout must be in"),
+        ("head_lr=-1", "head_lr must be"),
+        ("teacher_temp=0", "teacher_temp and student_temp must be > 0"),
+        ("center_momentum=1", "center_momentum"),
+    ],
+)
 def test_out_of_range_training_options_fail_up_front(option, message):
     with pytest.raises(UserError, match=message):
         TrainConfig.load(None, [option])
@@ -169,8 +181,22 @@ def test_one_grammar_on_the_command_line(capsys):
     """--a.b v, --a.b=v, --tail v, --a-b v and a.b=v / tail=v all set the same field; key=value wins."""
     for argv in (["--optim.steps", "10"], ["--optim.steps=10"], ["--steps", "10"], ["optim.steps=10"], ["steps=10"]):
         assert _printed(capsys, ["train", *argv])["optim"]["steps"] == 10, argv
-    printed = _printed(capsys, ["train", "--max-minutes", "3", "--lora.r", "4", "--progress", "false",
-                                "--deterministic", "--steps", "10", "steps=11"])
+    printed = _printed(
+        capsys,
+        [
+            "train",
+            "--max-minutes",
+            "3",
+            "--lora.r",
+            "4",
+            "--progress",
+            "false",
+            "--deterministic",
+            "--steps",
+            "10",
+            "steps=11",
+        ],
+    )
     assert printed["optim"]["max_minutes"] == 3.0 and printed["model"]["lora"]["r"] == 4
     assert printed["run"]["progress"] is False and printed["run"]["deterministic"] is True
     assert printed["optim"]["steps"] == 11
@@ -194,7 +220,9 @@ def test_command_line_strings_stay_strings(tmp_path, capsys):
 
 def test_unknown_keys_and_choices_name_the_nearest_spelling(capsys):
     assert main(["train", "--stepz", "10"]) == 2
-    assert capsys.readouterr().err.strip() == "splatdistill train: error: unknown option --stepz (did you mean --steps?)"
+    assert (
+        capsys.readouterr().err.strip() == "splatdistill train: error: unknown option --stepz (did you mean --steps?)"
+    )
     assert main(["lifter", "train", "--num-depth", "8"]) == 2
     assert "unknown option --num-depth (did you mean --num_depths?)" in capsys.readouterr().err
     with pytest.raises(UserError, match=r"unknown option\(s\) stepz \(did you mean steps\?\)"):

@@ -7,6 +7,7 @@ import types
 
 import pytest
 import torch
+
 from _data_helpers import tiny_rooms
 
 
@@ -19,27 +20,57 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     # a folder not called "rooms": correspondence results are keyed by the dataset's name
     rooms = shutil.copytree(tiny_rooms(tmp_path_factory), tmp_path / "my_scenes")
     cfg = DemoConfig(
-        out=str(tmp_path / "demo"), steps=3, data=str(rooms), backbone="random:vit_tiny_patch16_224",
+        out=str(tmp_path / "demo"),
+        steps=3,
+        data=str(rooms),
+        backbone="random:vit_tiny_patch16_224",
         train={"image_size": 64, "render_size": 32, "checkpoint_every": 2, "ema_every": 1},
-        eval={"resolution": 64, "max_train_views": 6, "max_eval_views": 4, "probe_steps": 5, "corr_pairs": 2,
-              "corr_queries": 64, "corr_keep": 32, "consistency_points": 32, "middlebury": False,
-              "figure_views": 1},
-        progress=False, oracle=True, ablations=True, castel=False,  # castel: only where the test data is cached
+        eval={
+            "resolution": 64,
+            "max_train_views": 6,
+            "max_eval_views": 4,
+            "probe_steps": 5,
+            "corr_pairs": 2,
+            "corr_queries": 64,
+            "corr_keep": 32,
+            "consistency_points": 32,
+            "middlebury": False,
+            "figure_views": 1,
+        },
+        progress=False,
+        oracle=True,
+        ablations=True,
+        castel=False,  # castel: only where the test data is cached
     )
     # steps are fixed and there is no time cap: nothing here depends on the machine's speed
     doc = run_demo(cfg)
     out = tmp_path / "demo"
-    for name in ("report.md", "report.html", "training_curves.png", "demo.json", "eval/results.json",
-                 "runs/blend/student.safetensors", "runs/noblend/student.safetensors"):
+    for name in (
+        "report.md",
+        "report.html",
+        "training_curves.png",
+        "demo.json",
+        "eval/results.json",
+        "runs/blend/student.safetensors",
+        "runs/noblend/student.safetensors",
+    ):
         assert (out / name).is_file(), name
     results = json.loads((out / "eval/results.json").read_text())
     labels = [b["label"] for b in results["backbones"]]
     from splatdistill.commands.demo_recipe import ALTERNATIVE_OBJECTIVE_NAME as ALT
     from splatdistill.commands.demo_recipe import DEMO_OBJECTIVE
 
-    assert labels == ["DINOv2", "SnD blend (alpha 0.5)", "SnD noblend (alpha 1.0)", "SnD blend-oracle (alpha 0.5)",
-                      "SnD noblend-oracle (alpha 1.0)", "SnD blend-frozen (alpha 0.5)", f"SnD blend-{ALT} (alpha 0.5)",
-                      "SnD blend EMA teacher (alpha 0.5)", "SnD noblend EMA teacher (alpha 1.0)"]
+    assert labels == [
+        "DINOv2",
+        "SnD blend (alpha 0.5)",
+        "SnD noblend (alpha 1.0)",
+        "SnD blend-oracle (alpha 0.5)",
+        "SnD noblend-oracle (alpha 1.0)",
+        "SnD blend-frozen (alpha 0.5)",
+        f"SnD blend-{ALT} (alpha 0.5)",
+        "SnD blend EMA teacher (alpha 0.5)",
+        "SnD noblend EMA teacher (alpha 1.0)",
+    ]
     # the variants lift feed-forward; their oracle twins lift ground-truth depth for the same step count
     train = {t["name"]: t for t in doc["training"]}
     assert train["blend"]["lifter"] == "auto" and train["blend-oracle"]["lifter"] == "depth"
@@ -71,7 +102,10 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     assert len(oracle) == 8 and {r["variant"] for r in oracle} == {"blend", "noblend"}
     by = {(r["variant"], r["metric"]): r for r in rows}
     for r in oracle:
-        assert r["feed_forward"] == by[(f"SnD {r['variant']} (alpha {train[r['variant']]['blend_alpha']})", r["metric"])]["change"]
+        assert (
+            r["feed_forward"]
+            == by[(f"SnD {r['variant']} (alpha {train[r['variant']]['blend_alpha']})", r["metric"])]["change"]
+        )
     # the lifter's own held-out depth, against the constant baseline
     assert 0 < doc["lifter_depth"]["predictor"]["abs_rel"] < 1 and "constant_depth" in doc["lifter_depth"]
     for r in rows:
@@ -108,9 +142,14 @@ def test_a_slow_machine_runs_the_same_fixed_schedule(tmp_path_factory, tmp_path,
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", slow_step)
     rooms = tiny_rooms(tmp_path_factory)
-    cfg = DemoConfig(out=str(tmp_path / "demo"), data=str(rooms), backbone="random:vit_tiny_patch16_224", steps=12,
-                     train={"image_size": 64, "render_size": 32, "val_samples": 0, "checkpoint_every": 1000},
-                     progress=False)
+    cfg = DemoConfig(
+        out=str(tmp_path / "demo"),
+        data=str(rooms),
+        backbone="random:vit_tiny_patch16_224",
+        steps=12,
+        train={"image_size": 64, "render_size": 32, "val_samples": 0, "checkpoint_every": 1000},
+        progress=False,
+    )
     summary = train_variant(cfg, "blend", 0.5, str(rooms), cfg.steps)
     lr, peak = summary["curve"]["lr"], summary["config"]["lr"]
     assert summary["steps"] == summary["config"]["steps"] == 12 and summary["minutes"] == pytest.approx(12 * 100 / 60)

@@ -26,12 +26,8 @@ import torch
 from splatdistill.atomic import atomic_write_text
 from splatdistill.backbones import load_backbone
 from splatdistill.baselines.fit3d import Fit3DConfig, fit_scene
-from splatdistill.commands.demo_recipe import (
-    DATA,
-    DEMO_TRAIN,
-    DemoConfig,
-    train_variant,
-)
+from splatdistill.commands.demo_recipe import DEMO_TRAIN, DemoConfig, train_variant
+from splatdistill.commands.demo_report import DATA
 from splatdistill.commands.real_pairs import evaluate_real, real_datasets
 from splatdistill.config import build_config
 from splatdistill.data import load_dataset, resolve_root
@@ -40,9 +36,9 @@ from splatdistill.errors import UserError
 from splatdistill.eval.compare import Metric, paired_table, results_table, summarize
 from splatdistill.eval.runner import EvalConfig, evaluate
 from splatdistill.lifters import build_lifter, lift_scene
-from splatdistill.splat.scene import load_scene_views_timed
 from splatdistill.report_html import write_html_report
 from splatdistill.splat.lifter import SplatSettings
+from splatdistill.splat.scene import load_scene_views_timed
 from splatdistill.threads import torch_threads
 
 #: method -> (label, training overrides on the demo recipe; None = the original backbone, not trained)
@@ -100,8 +96,9 @@ class CompareConfig:
         names = [m.strip() for m in self.methods.split(",") if m.strip()]
         unknown = [m for m in names if m not in METHODS]
         if unknown or not names:
-            raise UserError(f"unknown compare method(s) {', '.join(unknown or ['(none)'])}; "
-                            f"choose from {', '.join(METHODS)}")
+            raise UserError(
+                f"unknown compare method(s) {', '.join(unknown or ['(none)'])}; choose from {', '.join(METHODS)}"
+            )
         return names
 
 
@@ -114,9 +111,19 @@ def field_config(values: dict[str, Any]) -> Fit3DConfig:
     ``Fit3DTargets`` builds them), for its cache key."""
     t = TrainConfig.from_dict(values, source="compare")
     f, splat = t.method.fit3d, t.method.splat
-    return Fit3DConfig(feature_dim=f.feature_dim, iterations=f.iterations, max_views=f.views, lift_views=f.lift_views,
-                       stride=f.stride, opacity=splat.gaussian_opacity, render_size=int(t.data.render_size),
-                       image_size=int(t.data.image_size), mask=t.data.mask, renderer=splat.renderer, seed=t.run.seed)
+    return Fit3DConfig(
+        feature_dim=f.feature_dim,
+        iterations=f.iterations,
+        max_views=f.views,
+        lift_views=f.lift_views,
+        stride=f.stride,
+        opacity=splat.gaussian_opacity,
+        render_size=int(t.data.render_size),
+        image_size=int(t.data.image_size),
+        mask=t.data.mask,
+        renderer=splat.renderer,
+        seed=t.run.seed,
+    )
 
 
 def share_fields(values: dict[str, Any], cache: Path, seeds: range) -> int:
@@ -149,15 +156,22 @@ def train_all(cfg: CompareConfig, data_root: str) -> dict[str, dict[int, dict]]:
             if method == "fit3d":
                 extra["fit3d.cache"] = str(cache)  # fields keyed by scene, teacher, settings and seed
                 if seed > 0 and cfg.share_fields:
-                    share_fields({**DEMO_TRAIN, **cfg.train, "data": data_root, "backbone": cfg.backbone, **extra},
-                                 cache, range(seed, seed + 1))
+                    share_fields(
+                        {**DEMO_TRAIN, **cfg.train, "data": data_root, "backbone": cfg.backbone, **extra},
+                        cache,
+                        range(seed, seed + 1),
+                    )
             if not (Path(cfg.out) / "runs" / run_name(method, seed) / "summary.json").is_file():
                 print(f"compare: training {run_name(method, seed)} ({cfg.steps} steps)", flush=True)
-            summary = train_variant(demo, run_name(method, seed), extra["blend_alpha"], data_root, cfg.steps,
-                                    overrides=extra)
+            summary = train_variant(
+                demo, run_name(method, seed), extra["blend_alpha"], data_root, cfg.steps, overrides=extra
+            )
             if summary["scheduled_steps"] != cfg.steps:  # a finished run of an earlier comparison in this folder
-                raise UserError(f"runs/{run_name(method, seed)} was trained for {summary['scheduled_steps']} steps, "
-                                f"not {cfg.steps}: compare in another --out folder", cfg.out)
+                raise UserError(
+                    f"runs/{run_name(method, seed)} was trained for {summary['scheduled_steps']} steps, "
+                    f"not {cfg.steps}: compare in another --out folder",
+                    cfg.out,
+                )
             runs.setdefault(method, {})[seed] = summary
     return runs
 
@@ -213,9 +227,17 @@ def _lifting_times(data_root: str, backbone: str, scenes: int, size: int, iterat
             g = lift_scene(sv, lifter, carry="features")
             lift_s = time.perf_counter() - t0
         _, stats = fit_scene(scene, teacher, fcfg)
-        rows.append({"scene": scene.name, "views": len(sv), "teacher_s": teacher_s,
-                     "lift_s": lift_s, "gaussians": len(g), "fit_s": stats["fit_seconds"],
-                     "fit_iterations": stats["iterations"]})
+        rows.append(
+            {
+                "scene": scene.name,
+                "views": len(sv),
+                "teacher_s": teacher_s,
+                "lift_s": lift_s,
+                "gaussians": len(g),
+                "fit_s": stats["fit_seconds"],
+                "fit_iterations": stats["iterations"],
+            }
+        )
     return rows
 
 
@@ -226,14 +248,23 @@ def _lifting_section(rows: list[dict]) -> list[str]:
     lift = sum(r["lift_s"] for r in rows) / n
     fit = sum(r["fit_s"] for r in rows) / n
     teach = sum(r["teacher_s"] for r in rows) / n
-    return ["## Lifting time per scene", "",
-            (f"Mean over {n} held-out scenes ({rows[0]['views']} views each), one process on one thread; the teacher's "
-             f"features ({teach:.2f} s per scene) are needed by both and not counted."), "",
-            "| method | lifting | per scene (s) |", "|---|---|---:|",
-            "| DINOv2 | none | 0 |",
-            f"| FiT3D-style | per-scene field fit ({rows[0]['fit_iterations']} Adam iterations) | {fit:.2f} |",
-            f"| SnD (both) | feed-forward predictor (`lifter=auto`) | {lift:.2f} |", "",
-            f"Feed-forward lifting is {fit / lift:.0f}x faster than the per-scene fit here.", ""]
+    return [
+        "## Lifting time per scene",
+        "",
+        (
+            f"Mean over {n} held-out scenes ({rows[0]['views']} views each), one process on one thread; the teacher's "
+            f"features ({teach:.2f} s per scene) are needed by both and not counted."
+        ),
+        "",
+        "| method | lifting | per scene (s) |",
+        "|---|---|---:|",
+        "| DINOv2 | none | 0 |",
+        f"| FiT3D-style | per-scene field fit ({rows[0]['fit_iterations']} Adam iterations) | {fit:.2f} |",
+        f"| SnD (both) | feed-forward predictor (`lifter=auto`) | {lift:.2f} |",
+        "",
+        f"Feed-forward lifting is {fit / lift:.0f}x faster than the per-scene fit here.",
+        "",
+    ]
 
 
 def write_report(cfg: CompareConfig, values: dict, runs: dict, timing: list[dict], notes: list[str]) -> Path:
@@ -241,26 +272,49 @@ def write_report(cfg: CompareConfig, values: dict, runs: dict, timing: list[dict
     methods = [m for m in cfg.method_list() if m in values]
     labels = {m: METHODS[m][0] for m in methods}
     metrics = [m for m in METRICS if any(v.get(m.key) is not None for r in values.values() for v in r.values())]
-    train_rows = [f"| {labels[m]} | {s} | {r['steps']} | {r['minutes']:.1f} |" for m in methods
-                  for s, r in sorted(runs.get(m, {}).items())]
-    lines = ["# Splat-and-Distill against DINOv2 and FiT3D-style, same compute", "",
-             (f"Student: LoRA on `{cfg.backbone}`; every trained method runs **{cfg.steps} steps** (fixed, no time "
-              f"budget) with the demo's learning rate schedule, seeds 0..{cfg.seeds - 1}. Probes and matching are "
-              "trained/run once per student with the evaluation's seed 0, so the spread below is the training seeds'."),
-             (f"SnD: the demo's recipe `{' '.join(f'{k}={v}' for k, v in {**DEMO_TRAIN, **cfg.train}.items())}`, "
-              "lifter `auto` (the shipped feed-forward predictor). FiT3D-style: `method=fit3d loss=l1` (FiT3D's loss), "
-              "per-scene fields on ground-truth depth fitted to the original teacher"
-              + (" once per scene (seed 0) and shared by every seed." if cfg.share_fields else ", one set per seed.")),
-             "Cells: mean ± sample std [min, max] over seeds; DINOv2 is one value (no training).", "",
-             *[f"- {n}" for n in notes], "",
-             "## Results", "", results_table({m: values[m] for m in methods}, metrics, labels), "",
-             "## Paired per-seed differences against DINOv2", "",
-             "Mean ± std [min, max] of (method − DINOv2) over seeds, and on how many seeds the method is better.", "",
-             paired_table(values, metrics, "dinov2", methods, labels), ""]
+    train_rows = [
+        f"| {labels[m]} | {s} | {r['steps']} | {r['minutes']:.1f} |"
+        for m in methods
+        for s, r in sorted(runs.get(m, {}).items())
+    ]
+    lines = [
+        "# Splat-and-Distill against DINOv2 and FiT3D-style, same compute",
+        "",
+        (
+            f"Student: LoRA on `{cfg.backbone}`; every trained method runs **{cfg.steps} steps** (fixed, no time "
+            f"budget) with the demo's learning rate schedule, seeds 0..{cfg.seeds - 1}. Probes and matching are "
+            "trained/run once per student with the evaluation's seed 0, so the spread below is the training seeds'."
+        ),
+        (
+            f"SnD: the demo's recipe `{' '.join(f'{k}={v}' for k, v in {**DEMO_TRAIN, **cfg.train}.items())}`, "
+            "lifter `auto` (the shipped feed-forward predictor). FiT3D-style: `method=fit3d loss=l1` (FiT3D's loss), "
+            "per-scene fields on ground-truth depth fitted to the original teacher"
+            + (" once per scene (seed 0) and shared by every seed." if cfg.share_fields else ", one set per seed.")
+        ),
+        "Cells: mean ± sample std [min, max] over seeds; DINOv2 is one value (no training).",
+        "",
+        *[f"- {n}" for n in notes],
+        "",
+        "## Results",
+        "",
+        results_table({m: values[m] for m in methods}, metrics, labels),
+        "",
+        "## Paired per-seed differences against DINOv2",
+        "",
+        "Mean ± std [min, max] of (method − DINOv2) over seeds, and on how many seeds the method is better.",
+        "",
+        paired_table(values, metrics, "dinov2", methods, labels),
+        "",
+    ]
     if "fit3d" in values:
-        lines += ["## Paired per-seed differences against FiT3D-style", "",
-                  "Seed i of a method against seed i of FiT3D-style.", "",
-                  paired_table(values, metrics, "fit3d", [m for m in methods if m != "dinov2"], labels), ""]
+        lines += [
+            "## Paired per-seed differences against FiT3D-style",
+            "",
+            "Seed i of a method against seed i of FiT3D-style.",
+            "",
+            paired_table(values, metrics, "fit3d", [m for m in methods if m != "dinov2"], labels),
+            "",
+        ]
     lines += _lifting_section(timing)
     lines += ["## Training runs", "", "| method | seed | steps | minutes |", "|---|---:|---:|---:|", *train_rows, ""]
     text = "\n".join(lines)
@@ -284,21 +338,31 @@ def run_compare(cfg: CompareConfig) -> dict:
         for seed, s in sorted(runs.get(method, {}).items()):
             labels.append((method, seed))
             specs.append(f"{METHODS[method][0]} seed {seed}={s['student']}")
-    ecfg = build_config(EvalConfig, {"progress": cfg.progress, "figures": False, **cfg.eval}, "compare eval", validate=False)
+    ecfg = build_config(
+        EvalConfig, {"progress": cfg.progress, "figures": False, **cfg.eval}, "compare eval", validate=False
+    )
     rooms = evaluate(specs, data_root, cfg.tasks, out / "eval", ecfg)
     datasets = real_datasets(out / "real", cfg.real, castel=cfg.castel)
     real = evaluate_real(specs, datasets, out, ecfg)
     values = collect(labels, rooms, real)
-    notes = ["real captures: Middlebury Motorcycle (with the rooms evaluation)"
-             + "".join(f", {n} ({p})" for n, p in datasets.items())
-             + ("" if "castel" in datasets or not cfg.castel else "; castel not cached, left out")]
+    notes = [
+        "real captures: Middlebury Motorcycle (with the rooms evaluation)"
+        + "".join(f", {n} ({p})" for n, p in datasets.items())
+        + ("" if "castel" in datasets or not cfg.castel else "; castel not cached, left out")
+    ]
     timing = lifting_times(data_root, cfg.backbone, cfg.timing_scenes, cfg.timing_size, cfg.timing_iterations)
     md = write_report(cfg, values, runs, timing, notes)
     stats = summarize(values, METRICS)
-    doc = {"config": asdict(cfg), "values": values, "lifting": timing,
-           "stats": {m: {k: None if s is None else asdict(s) for k, s in v.items()} for m, v in stats.items()},
-           "training": {m: {s: {k: v for k, v in r.items() if k != "curve"} for s, r in rs.items()}
-                        for m, rs in runs.items()},
-           "report_md": str(md), "minutes": (time.perf_counter() - t0) / 60}
+    doc = {
+        "config": asdict(cfg),
+        "values": values,
+        "lifting": timing,
+        "stats": {m: {k: None if s is None else asdict(s) for k, s in v.items()} for m, v in stats.items()},
+        "training": {
+            m: {s: {k: v for k, v in r.items() if k != "curve"} for s, r in rs.items()} for m, rs in runs.items()
+        },
+        "report_md": str(md),
+        "minutes": (time.perf_counter() - t0) / 60,
+    }
     atomic_write_text(out / "compare.json", json.dumps(doc, indent=1))
     return doc

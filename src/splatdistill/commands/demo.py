@@ -22,22 +22,44 @@ from splatdistill.config import add_config_arguments, config_from_args, dump_yam
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="end-to-end Splat-and-Distill on the embedded rooms data, with a report",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, "splatdistill.commands.demo_recipe:DemoConfig",
-                         "demo config (DemoConfig: out, steps, data, backbone, variants, train, eval, tasks)")
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end Splat-and-Distill on the embedded rooms data, with a report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(
+        p,
+        "splatdistill.commands.demo_recipe:DemoConfig",
+        "demo config (DemoConfig: out, steps, data, backbone, variants, train, eval, tasks)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: demo_out, with --compare compare_out)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="training steps per variant, fixed (default 800; with --compare 300 per run)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per variant, fixed (default 800; with --compare 300 per run)",
+    )
     p.add_argument("--data", default=None, help="dataset folder, or 'rooms' (default)")
     p.add_argument("--backbone", default=None, help="teacher/original backbone spec (default dinov2_vits14)")
-    p.add_argument("--oracle", action="store_true", default=None,
-                   help="also train each variant with ground-truth depth (lifter=depth) at the same step count")
-    p.add_argument("--ablations", action="store_true", default=None,
-                   help="also train the first variant with a frozen teacher (ema_momentum=1) and with the other "
-                        "objective at the same step count, and evaluate the final EMA teachers")
-    p.add_argument("--compare", action="store_true",
-                   help="DINOv2 vs FiT3D-style vs SnD blend/no-blend, same steps, several seeds (compare.md)")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        default=None,
+        help="also train each variant with ground-truth depth (lifter=depth) at the same step count",
+    )
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        default=None,
+        help="also train the first variant with a frozen teacher (ema_momentum=1) and with the other "
+        "objective at the same step count, and evaluate the final EMA teachers",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="DINOv2 vs FiT3D-style vs SnD blend/no-blend, same steps, several seeds (compare.md)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="with --compare: training seeds per method (default 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -49,9 +71,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare:
         return run_compare_command(args)
-    cfg = config_from_args(DemoConfig, args, {"out": args.out, "steps": args.steps, "data": args.data,
-                                              "backbone": args.backbone, "oracle": args.oracle, "ablations": args.ablations,
-                                              "progress": False if args.no_progress else None})
+    cfg = config_from_args(
+        DemoConfig,
+        args,
+        {
+            "out": args.out,
+            "steps": args.steps,
+            "data": args.data,
+            "backbone": args.backbone,
+            "oracle": args.oracle,
+            "ablations": args.ablations,
+            "progress": False if args.no_progress else None,
+        },
+    )
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
@@ -68,8 +100,15 @@ def run(args: argparse.Namespace) -> int:
     for col in ("variant", "metric", "before", "after", "change", "goal", "met"):
         table.add_column(col, justify="left" if col in ("variant", "metric", "goal") else "right")
     for r in doc["summary"]:
-        table.add_row(r["variant"], r["metric"], f"{r['before']:.4f}", f"{r['after']:.4f}", f"{r['change']:+.4f}",
-                      r["goal"], "yes" if r["met"] else "[red]no[/red]")
+        table.add_row(
+            r["variant"],
+            r["metric"],
+            f"{r['before']:.4f}",
+            f"{r['after']:.4f}",
+            f"{r['change']:+.4f}",
+            r["goal"],
+            "yes" if r["met"] else "[red]no[/red]",
+        )
     console = Console()
     if not console.is_terminal:  # a log file: rich's 80-column default would wrap every row
         console = Console(width=140)
@@ -79,21 +118,31 @@ def run(args: argparse.Namespace) -> int:
         for col in ("variant", "metric", "feed-forward", "oracle", "share", ">= 80%"):
             ot.add_column(col, justify="left" if col in ("variant", "metric") else "right")
         for r in doc["oracle"]:
-            ot.add_row(r["variant"], r["metric"], f"{r['feed_forward']:+.4f}", f"{r['oracle']:+.4f}",
-                       "n/a" if r["share"] is None else f"{100 * r['share']:.0f}%", "yes" if r["met"] else "[red]no[/red]")
+            ot.add_row(
+                r["variant"],
+                r["metric"],
+                f"{r['feed_forward']:+.4f}",
+                f"{r['oracle']:+.4f}",
+                "n/a" if r["share"] is None else f"{100 * r['share']:.0f}%",
+                "yes" if r["met"] else "[red]no[/red]",
+            )
         console.print(ot)
     if doc.get("ablations"):
         at = Table(title="dynamic teacher and objective (same step count): change after - before")
         for col in ("metric", "EMA teacher", "frozen teacher", "other objective", "final EMA teacher itself"):
             at.add_column(col, justify="left" if col == "metric" else "right")
         for r in doc["ablations"]:
-            at.add_row(r["metric"], *("n/a" if r[k] is None else f"{r[k]:+.4f}"
-                                      for k in ("ema", "frozen", "alternative", "teacher")))
+            at.add_row(
+                r["metric"],
+                *("n/a" if r[k] is None else f"{r[k]:+.4f}" for k in ("ema", "frozen", "alternative", "teacher")),
+            )
         console.print(at)
     if doc.get("lifter_depth"):
         d = doc["lifter_depth"]
-        print(f"lifter depth (held-out): AbsRel {d['predictor']['abs_rel']:.3f} vs constant "
-              f"{d.get('constant_depth', {}).get('abs_rel', float('nan')):.3f}")
+        print(
+            f"lifter depth (held-out): AbsRel {d['predictor']['abs_rel']:.3f} vs constant "
+            f"{d.get('constant_depth', {}).get('abs_rel', float('nan')):.3f}"
+        )
     print(f"report: {doc['report_md']}  |  {doc['report_html']}  ({doc['minutes']:.1f} min)")
     return 0
 
@@ -105,9 +154,18 @@ def run_compare_command(args: argparse.Namespace) -> int:
     from splatdistill.errors import UserError
     from splatdistill.run_folder import owned_run_folder
 
-    cfg = config_from_args(CompareConfig, args, {"out": args.out, "steps": args.steps, "seeds": args.seeds,
-                                                 "data": args.data, "backbone": args.backbone,
-                                                 "progress": False if args.no_progress else None})
+    cfg = config_from_args(
+        CompareConfig,
+        args,
+        {
+            "out": args.out,
+            "steps": args.steps,
+            "seeds": args.seeds,
+            "data": args.data,
+            "backbone": args.backbone,
+            "progress": False if args.no_progress else None,
+        },
+    )
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0

@@ -39,11 +39,15 @@ def castel_dataset(dest: Path, cache: Path | None = None) -> Path | None:
         return dest
     src = (cache or test_data_cache()) / "visp-castel"
     if not (src / "castel" / "depth_image_0029.bin").is_file():
-        print(f"real pairs: castel not cached at {src} (the test suite fetches it: pytest tests/test_rgbd.py -k castel); "
-              "left out", file=sys.stderr)
+        print(
+            f"real pairs: castel not cached at {src} (the test suite fetches it: pytest tests/test_rgbd.py -k castel); "
+            "left out",
+            file=sys.stderr,
+        )
         return None
-    cal = Calibration(str(src / "chateau.xml"), str(src / "chateau_depth.xml"), str(src / "depth_M_color.txt"),
-                      CASTEL_DEPTH_SCALE)
+    cal = Calibration(
+        str(src / "chateau.xml"), str(src / "chateau_depth.xml"), str(src / "depth_M_color.txt"), CASTEL_DEPTH_SCALE
+    )
     try:
         from_rgbd(read_sequence(src / "castel", cal), dest, OdometryOptions(), progress=False)
     except UserError as exc:  # e.g. Open3D (the [rgbd] extra) not installed
@@ -73,7 +77,9 @@ def evaluate_real(specs: list[str], datasets: dict[str, Path], out: Path, cfg: E
     together); its held-out split when it has one, else its views (a single capture)."""
     results = {}
     for name, path in datasets.items():
-        ecfg = replace(cfg, correspondence=replace(cfg.correspondence, middlebury=False), run=replace(cfg.run, figures=False))
+        ecfg = replace(
+            cfg, correspondence=replace(cfg.correspondence, middlebury=False), run=replace(cfg.run, figures=False)
+        )
         results[name] = evaluate(specs, path, "correspondence", out / f"eval_{name}", ecfg, name=name)
     return results
 

@@ -113,8 +113,13 @@ def results_table(results: Results, metrics: Sequence[Metric], labels: Mapping[s
     return report.markdown_table([labels.get(k, k) for k in results], rows, columns, higher={}, first="method")
 
 
-def paired_table(results: Results, metrics: Sequence[Metric], reference: str, methods: Sequence[str],
-                 labels: Mapping[str, str] | None = None) -> str:
+def paired_table(
+    results: Results,
+    metrics: Sequence[Metric],
+    reference: str,
+    methods: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+) -> str:
     """Rows ``method - reference``: mean ± std of the per-seed differences and "k/n" seeds better."""
     labels = labels or {}
     rows, names = [], []
