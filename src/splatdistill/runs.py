@@ -24,7 +24,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from splatdistill.atomic import LineLog, atomic_torch_save, atomic_write_text  # noqa: F401  (the run helpers)
+from splatdistill.atomic import LineLog
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from splatdistill.atomic import atomic_torch_save
 from splatdistill.backbones import load_backbone
 from splatdistill.backbones.projected import ProjectedBackbone, save_projected
 from splatdistill.backbones.vit import ViTBackbone
@@ -31,7 +32,7 @@ from splatdistill.distill.student import EMATeacher, add_lora, export_timm_safet
 from splatdistill.errors import UserError
 from splatdistill.lifters import build_lifter
 from splatdistill.lifters.predictor import save_predictor
-from splatdistill.runs import Run, RunLog, StallCheck, atomic_torch_save, one_cycle_cosine
+from splatdistill.runs import Run, RunLog, StallCheck, one_cycle_cosine
 from splatdistill.splat import SplatSettings
 from splatdistill.threads import configure_threads, default_threads
 

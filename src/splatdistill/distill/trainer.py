@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from splatdistill.atomic import atomic_torch_save
 from splatdistill.data.views import Sample
 from splatdistill.devices import autocast
 from splatdistill.distill.checkpoint import last_good, require_finite, restore_trainer, trainer_state, weights_finite
@@ -48,7 +49,7 @@ from splatdistill.distill.parts import (
 )
 from splatdistill.distill.targets import make_target_source
 from splatdistill.run_folder import open_training_folder
-from splatdistill.runs import CHECKPOINT, RunLog, TimeBudget, atomic_torch_save
+from splatdistill.runs import CHECKPOINT, RunLog, TimeBudget
 
 __all__ = [
     "SnDModel",
