@@ -287,7 +287,12 @@ def write_report(cfg: CompareConfig, values: dict, runs: dict, timing: list[dict
         ),
         (
             f"SnD: the demo's recipe `{' '.join(f'{k}={v}' for k, v in {**DEMO_TRAIN, **cfg.train}.items())}`, "
-            "lifter `auto` (the shipped feed-forward predictor). FiT3D-style: `method=fit3d loss=l1` (FiT3D's loss), "
+            + (
+                "lifter `auto` (the shipped feed-forward predictor). "
+                if cfg.train.get("lifter", "auto") == "auto"
+                else f"lifter `{cfg.train['lifter']}`. "
+            )
+            + "FiT3D-style: `method=fit3d loss=l1` (FiT3D's loss), "
             "per-scene fields on ground-truth depth fitted to the original teacher"
             + (" once per scene (seed 0) and shared by every seed." if cfg.share_fields else ", one set per seed.")
         ),
