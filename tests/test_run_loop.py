@@ -10,6 +10,7 @@ import os
 import signal
 import typing
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -173,3 +174,27 @@ def test_every_targets_choice_has_a_source_and_the_refiner_needs_splatted_target
     for bad in (["targets=2d", "loss=cosine"], ["method=fit3d", "loss=l1"]):
         with pytest.raises(UserError, match="lifter_refine_every > 0 refines the lifter of splatted targets"):
             TrainConfig.load(None, [*bad, "lifter_refine_every=2"]).validate()
+
+
+def test_dino_loss_with_cosine_weight_adds_the_tokens_cosine_term_float64():
+    m = MethodConfig(
+        prototypes=8, head_hidden=16, head_bottleneck=4, teacher_temp=0.5, student_temp=0.2, cosine_weight=3
+    )
+    g = torch.Generator().manual_seed(5)
+    head = DinoLoss.head(m, 12, seed=0)
+    s_tok, t_tok = torch.randn(2, 12, 3, 3, generator=g), torch.randn(2, 12, 3, 3, generator=g)
+    s_logits, mask = torch.randn(2, 9, 8, generator=g), torch.rand(2, 9, generator=g) > 0.3
+    loss = DinoLoss(m, torch.device("cpu"), DistInfo(world=1, joined=False), torch.no_grad)
+    total, _ = loss(s_tok, s_logits, t_tok, mask, head)
+    with torch.no_grad():
+        t_logits = head(t_tok.flatten(2).transpose(1, 2))
+    s64, t64 = s_tok.double().flatten(2).transpose(1, 2).numpy(), t_tok.double().flatten(2).transpose(1, 2).numpy()
+    cos = (s64 * t64).sum(-1) / np.linalg.norm(s64, axis=-1) / np.linalg.norm(t64, axis=-1)
+    want = float(dino_loss(s_logits, t_logits, mask, 0.2, 0.5)) + 3 * (1 - cos)[mask.numpy()].mean()
+    assert abs(float(total) - want) < 1e-5
+    for bad, msg in (
+        (["loss=cosine", "cosine_weight=1"], "adds a cosine term to loss=dino"),
+        (["cosine_weight=-1"], ">= 0"),
+    ):
+        with pytest.raises(UserError, match=msg):
+            TrainConfig.load(None, bad).validate()

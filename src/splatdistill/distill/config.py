@@ -90,6 +90,9 @@ class MethodConfig:
     center_momentum: float = 0.0  # DINO centering of the teacher logits (running mean; 0 = off, as the reference)
     prototype_gain: Literal["fixed", "trainable"] = "fixed"  # weight-norm gain of the prototypes (reference: trainable)
     consistency_weight: float = 0.0  # cross-view term between target views (needs num_targets >= 2)
+    # with loss=dino: adds this weight x (1 - cosine) between the student's tokens and the targets themselves,
+    # so the features stay aligned with the splatted teacher as well as their prototype distributions
+    cosine_weight: float = 0.0
     # The teacher is an EMA of the student, updated every ema_every steps. ema_horizon sets how much of
     # the run the teacher averages over (its time constant, as a share of the steps), so that a run of
     # any length moves its teacher as the paper's does (0.999 every 10 of 300k steps = 1/30 of the run);
@@ -352,5 +355,9 @@ def _check_combinations(cfg: TrainConfig) -> None:
             f"lifter_refine_every > 0 refines the lifter of splatted targets; "
             f"{'method=fit3d' if m.method == 'fit3d' else 'targets=2d'} lifts nothing"
         )
+    if m.cosine_weight < 0:
+        raise UserError(f"cosine_weight must be >= 0, got {m.cosine_weight}")
+    if m.cosine_weight > 0 and m.loss != "dino":
+        raise UserError(f"cosine_weight adds a cosine term to loss=dino; loss={m.loss} has none to add it to")
     if m.method == "fit3d" and m.loss == "dino":
         raise UserError("method=fit3d distils with L1 to the field's renders (as FiT3D): pass loss=l1")

@@ -119,6 +119,7 @@ class DinoLoss(FeatureLoss):
         super().__init__(m, device, dist_info, autocast)
         self.student_temp, self.teacher_temp, self.momentum = m.student_temp, m.teacher_temp, m.center_momentum
         self.center = torch.zeros(m.prototypes, device=device)  # all zeros and unused when center_momentum=0
+        self.cosine_weight = m.cosine_weight
 
     @staticmethod
     def head(m, embed_dim: int, seed: int) -> nn.Module:
@@ -145,6 +146,9 @@ class DinoLoss(FeatureLoss):
             if self.dist.joined:  # one centre for all ranks (the update is linear in the batch mean)
                 dist.all_reduce(self.center)
                 self.center /= self.dist.world
+        if self.cosine_weight > 0:  # the features themselves too, not only their prototype distributions
+            tokens = (s_tokens.flatten(2).transpose(1, 2), tgt_tokens.flatten(2).transpose(1, 2))
+            loss = loss + self.cosine_weight * feature_loss("cosine", *tokens, mask)
         return loss
 
 
