@@ -78,7 +78,10 @@ def test_demo_end_to_end_tiny(tmp_path_factory, tmp_path):
     # the ablation twins: same steps, a frozen teacher (which stays the original) and the other objective
     assert train["blend-frozen"]["steps"] == train[f"blend-{ALT}"]["steps"] == train["blend"]["steps"]
     assert train["blend-frozen"]["config"]["ema_momentum"] == 1.0 and train[f"blend-{ALT}"]["config"]["loss"] == ALT
-    assert train["blend"]["config"]["loss"] == DEMO_OBJECTIVE != ALT
+    from splatdistill.commands.demo_recipe import OBJECTIVES
+
+    assert train["blend"]["config"]["loss"] == OBJECTIVES[DEMO_OBJECTIVE]["loss"] != ALT
+    assert train["blend"]["config"]["cosine_weight"] == OBJECTIVES[DEMO_OBJECTIVE].get("cosine_weight", 0.0)
     from safetensors.torch import load_file
 
     frozen_teacher = load_file(train["blend-frozen"]["teacher"])

@@ -47,6 +47,9 @@ METHODS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "fit3d": ("FiT3D-style", {"method": "fit3d", "loss": "l1", "blend_alpha": 1.0}),
     "snd-blend": ("SnD blend (α 0.5)", {"blend_alpha": 0.5}),
     "snd-noblend": ("SnD no-blend (α 1)", {"blend_alpha": 1.0}),
+    # the separating runs (docs/compare.md): FiT3D-style with SnD's loss, and SnD with FiT3D's fixed teacher
+    "fit3d-cosine": ("FiT3D-style, cosine", {"method": "fit3d", "loss": "cosine", "blend_alpha": 1.0}),
+    "snd-frozen": ("SnD no-blend, frozen teacher", {"blend_alpha": 1.0, "ema_momentum": 1.0}),
 }
 
 #: metric key -> (evaluation it comes from: "rooms" or a real dataset's name, path in a results row)
@@ -153,7 +156,7 @@ def train_all(cfg: CompareConfig, data_root: str) -> dict[str, dict[int, dict]]:
             continue
         for seed in range(cfg.seeds):
             extra = {**overrides, "seed": seed, "val_samples": 0}
-            if method == "fit3d":
+            if overrides.get("method") == "fit3d":
                 extra["fit3d.cache"] = str(cache)  # fields keyed by scene, teacher, settings and seed
                 if seed > 0 and cfg.share_fields:
                     share_fields(

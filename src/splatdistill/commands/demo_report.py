@@ -49,7 +49,7 @@ REAL_GOALS = [
 ORACLE_SUFFIX = "-oracle"
 
 
-ALTERNATIVE_OBJECTIVE_NAME = "dino"  # the --ablations twin's objective
+ALTERNATIVE_OBJECTIVE_NAME = "cosine"  # the --ablations twin's objective
 
 
 ALTERNATIVE_SUFFIX = f"-{ALTERNATIVE_OBJECTIVE_NAME}"
@@ -324,6 +324,8 @@ def _ablation_section(arows: list[dict], summaries: list[dict]) -> list[str]:
         return []
     main = next(s for s in summaries if s["name"] == arows[0]["variant"])
     loss = main["config"].get("loss", "?")
+    if main["config"].get("cosine_weight"):
+        loss = f"{loss} + {main['config']['cosine_weight']:g} x cosine"
 
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:+.4f}"
