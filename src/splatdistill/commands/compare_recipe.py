@@ -44,11 +44,14 @@ from splatdistill.threads import torch_threads
 #: method -> (label, training overrides on the demo recipe; None = the original backbone, not trained)
 METHODS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "dinov2": ("DINOv2", None),
-    "fit3d": ("FiT3D-style", {"method": "fit3d", "loss": "l1", "blend_alpha": 1.0}),
+    "fit3d": ("FiT3D-style", {"method": "fit3d", "loss": "l1", "cosine_weight": 0.0, "blend_alpha": 1.0}),
     "snd-blend": ("SnD blend (α 0.5)", {"blend_alpha": 0.5}),
     "snd-noblend": ("SnD no-blend (α 1)", {"blend_alpha": 1.0}),
     # the separating runs (docs/compare.md): FiT3D-style with SnD's loss, and SnD with FiT3D's fixed teacher
-    "fit3d-cosine": ("FiT3D-style, cosine", {"method": "fit3d", "loss": "cosine", "blend_alpha": 1.0}),
+    "fit3d-cosine": (
+        "FiT3D-style, cosine",
+        {"method": "fit3d", "loss": "cosine", "cosine_weight": 0.0, "blend_alpha": 1.0},
+    ),
     "snd-frozen": ("SnD no-blend, frozen teacher", {"blend_alpha": 1.0, "ema_momentum": 1.0}),
 }
 

@@ -69,8 +69,8 @@ class DemoConfig:
 #: initialisation (head_lr=0; a learned head collapses to one prototype without centering and flattens
 #: to uniform with it, in this budget). And the plain cosine loss to the splatted teacher features.
 OBJECTIVES: dict[str, dict[str, Any]] = {
-    "dino": {"loss": "dino", "teacher_temp": 0.04, "student_temp": 0.1, "head_lr": 0.0},
-    "cosine": {"loss": "cosine"},
+    "dino": {"loss": "dino", "teacher_temp": 0.04, "student_temp": 0.1, "head_lr": 0.0, "cosine_weight": 0.0},
+    "cosine": {"loss": "cosine", "cosine_weight": 0.0},
     # both: the DINO head's rooms gains and the cosine loss's real-photo gains (docs/training.md)
     "dino+cosine": {"loss": "dino", "teacher_temp": 0.04, "student_temp": 0.1, "head_lr": 0.0, "cosine_weight": 2.0},
 }
