@@ -395,6 +395,12 @@ CASES = [
         r"option method.loss must be dino, cosine, l1 or mse, got 'dinoo' \(did you mean dino\?\)",
     ),
     Case(
+        "cosine_weight without the DINO loss",
+        _train("out={tmp}/r", "loss=cosine", "cosine_weight=2"),
+        2,
+        r"cosine_weight adds a cosine term to loss=dino; loss=cosine has none to add it to",
+    ),
+    Case(
         "schedule=budget without max_minutes",
         _train("out={tmp}/r", "schedule=budget"),
         2,
