@@ -309,6 +309,26 @@ def fit_scene(scene: Scene, teacher, cfg: Fit3DConfig, progress: bool = False) -
 # ---- distillation targets for the trainer ------------------------------------------------------------
 
 
+def field_config_of(cfg) -> Fit3DConfig:
+    """The field settings of a training config (:class:`~splatdistill.distill.config.TrainConfig`, square
+    sizes): what the trainer fits with and what a field's cache key is computed from (one mapping, so a
+    comparison sharing fields between seeds finds the trainer's keys)."""
+    f, splat = cfg.method.fit3d, cfg.method.splat
+    return Fit3DConfig(
+        feature_dim=f.feature_dim,
+        iterations=f.iterations,
+        max_views=f.views,
+        lift_views=f.lift_views,
+        stride=f.stride,
+        opacity=splat.gaussian_opacity,
+        render_size=int(cfg.data.render_size),
+        image_size=int(cfg.data.image_size),
+        mask=cfg.data.mask,
+        renderer=splat.renderer,
+        seed=cfg.run.seed,
+    )
+
+
 class Fit3DTargets:
     """Produces the trainer's targets for ``method=fit3d``: renders of fixed per-scene feature fields.
 
@@ -332,19 +352,7 @@ class Fit3DTargets:
                 f"(got {cfg.data.image_size} / {cfg.data.render_size})"
             )
         # the pipeline's values come from the run's own groups, so field and trainer cannot disagree
-        self.fcfg = Fit3DConfig(
-            feature_dim=f.feature_dim,
-            iterations=f.iterations,
-            max_views=f.views,
-            lift_views=f.lift_views,
-            stride=f.stride,
-            opacity=splat.gaussian_opacity,
-            render_size=cfg.data.render_size,
-            image_size=cfg.data.image_size,
-            mask=cfg.data.mask,
-            renderer=splat.renderer,
-            seed=cfg.run.seed,
-        ).validate()
+        self.fcfg = field_config_of(cfg).validate()
         self.scenes = list(scenes)
         self.backbone_spec = cfg.model.backbone
         self.min_coverage = splat.min_coverage

@@ -25,7 +25,7 @@ import torch
 
 from splatdistill.atomic import atomic_write_text
 from splatdistill.backbones import load_backbone
-from splatdistill.baselines.fit3d import Fit3DConfig, fit_scene
+from splatdistill.baselines.fit3d import Fit3DConfig, field_config_of, fit_scene
 from splatdistill.commands.demo_recipe import DEMO_TRAIN, DemoConfig, train_variant
 from splatdistill.commands.demo_report import DATA
 from splatdistill.commands.real_pairs import evaluate_real, real_datasets
@@ -113,23 +113,9 @@ def run_name(method: str, seed: int) -> str:
 
 
 def field_config(values: dict[str, Any]) -> Fit3DConfig:
-    """The field settings a ``method=fit3d`` run with these training values fits with (as the trainer's
-    ``Fit3DTargets`` builds them), for its cache key."""
-    t = TrainConfig.from_dict(values, source="compare")
-    f, splat = t.method.fit3d, t.method.splat
-    return Fit3DConfig(
-        feature_dim=f.feature_dim,
-        iterations=f.iterations,
-        max_views=f.views,
-        lift_views=f.lift_views,
-        stride=f.stride,
-        opacity=splat.gaussian_opacity,
-        render_size=int(t.data.render_size),
-        image_size=int(t.data.image_size),
-        mask=t.data.mask,
-        renderer=splat.renderer,
-        seed=t.run.seed,
-    )
+    """The field settings a ``method=fit3d`` run with these training values fits with (the trainer's own
+    mapping), for its cache key."""
+    return field_config_of(TrainConfig.from_dict(values, source="compare"))
 
 
 def share_fields(values: dict[str, Any], cache: Path, seeds: range) -> int:
