@@ -11,7 +11,13 @@ from _real_data import motorcycle
 from splatdistill.cli import main
 from splatdistill.data import load_dataset
 from splatdistill.data.views import Views
-from splatdistill.lifters.evaluate import depth_errors, evaluate_saved_predictor, sparse_depth
+from splatdistill.lifters.evaluate import (
+    depth_errors,
+    evaluate_saved_predictor,
+    pair_parallax,
+    parallax_bins,
+    sparse_depth,
+)
 from splatdistill.lifters.predictor import PredictorLifter, load_predictor, predictor_input_size
 from splatdistill.lifters.pretrained import resolve_predictor
 
@@ -72,6 +78,40 @@ def test_lifter_eval_on_a_two_view_stereo_capture(tmp_path, capsys):
     assert res["constant_depth"]["abs_rel"] == pytest.approx(_abs_rel(np.full_like(gt, med), gt), abs=1e-6)
     aligned = np.stack([d * np.median(g[g > 0]) / np.median(d[g > 0]) for d, g in zip(depth, gt)])
     assert res["predictor"]["abs_rel_si"] == pytest.approx(_abs_rel(aligned, gt), abs=1e-4)
+    # its one pair's parallax: focal x baseline / median depth, from the calibration by hand
+    K, c = views.cameras.Ks.double().numpy(), np.linalg.inv(views.cameras.viewmats.double().numpy())[:, :3, 3]
+    expect = K[:, [0, 1], [0, 1]].mean() * np.linalg.norm(c[0] - c[1]) / med
+    (row,) = res["by_parallax"]
+    lo, hi = row["parallax_px"]
+    assert row["pairs"] == 1 and lo <= expect < (hi or np.inf) and expect > 10  # a stereo rig: real parallax
+    assert row["predictor"]["abs_rel"] == pytest.approx(res["predictor"]["abs_rel"], abs=1e-9)
+
+
+def test_pair_parallax_and_its_bins_against_hand_computations():
+    """Parallax = focal x baseline / median depth (10 px for f 100, 0.2 m at 2 m); a camera that only
+    turns has none. The bins split both views of each pair and score each bin as depth_errors does."""
+    import torch
+
+    K = torch.tensor([[100.0, 0, 20], [0, 100, 15], [0, 0, 1]]).expand(2, 3, 3)
+    depths = torch.full((2, 30, 40), 2.0)
+    depths[0, :5] = 0  # no ground truth there: left out of the median
+    depths[1, 10:] = 6.0  # median over both views' valid pixels: 1400 at 2 m, 800 at 6 m -> 2 m
+    slid = torch.eye(4).expand(2, 4, 4).clone()
+    slid[1, 0, 3] = -0.2  # camera 1 sits 0.2 m to the right
+    valid = depths[depths > 0]
+    assert float(valid.median()) == 2.0
+    assert pair_parallax(K, slid, depths) == pytest.approx(10.0, rel=1e-6)
+    turned = torch.eye(4).expand(2, 4, 4).clone()
+    turned[1, :3, :3] = torch.tensor([[0.96, 0.0, 0.28], [0.0, 1.0, 0.0], [-0.28, 0.0, 0.96]])
+    assert pair_parallax(K, turned, depths) == pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(pair_parallax(K, slid, torch.zeros(2, 30, 40)))
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(1, 3, (6, 4, 5))
+    pred = gt * rng.uniform(0.8, 1.2, gt.shape)
+    rows = parallax_bins([0.5, 12.0, 30.0], pred, gt, constant=2.0)
+    assert [r["pairs"] for r in rows] == [1, 2] and rows[1]["parallax_px"][1] is None
+    assert rows[1]["predictor"] == depth_errors(pred[2:], gt[2:])
+    assert rows[0]["constant"] == depth_errors(np.full_like(gt[:2], 2.0), gt[:2])
 
 
 def test_lifter_eval_without_any_depth_is_one_line(tmp_path, capsys):

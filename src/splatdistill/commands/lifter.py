@@ -221,6 +221,16 @@ def _print_held_out(res: dict) -> None:
                 f"constant {res['constant_train_median']['value']:.3g} (train median)", res["constant_train_median"]
             )
         )
+    if len(res.get("by_parallax", [])) > 1:
+        print("  by parallax (focal x baseline / median depth; under ~2 px two views carry little depth):")
+        for row in res["by_parallax"]:
+            lo, hi = row["parallax_px"]
+            name = f"{lo:g}-{hi:g} px" if hi is not None else f">= {lo:g} px"
+            p, c = row["predictor"], row["constant"]
+            print(
+                f"    {name:<10} {row['pairs']:>4} pairs  predictor AbsRel {p['abs_rel']:.4f} / scale-inv "
+                f"{p['abs_rel_si']:.4f}   constant {c['abs_rel']:.4f} / {c['abs_rel_si']:.4f}"
+            )
     print(f"  predictor time: {res['seconds_per_pair'] * 1000:.0f} ms per view pair")
 
 

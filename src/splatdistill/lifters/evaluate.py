@@ -13,7 +13,10 @@ registered by structure from motion. So the evaluation
 - reports AbsRel / RMSE / delta1 and a scale-invariant AbsRel (each view's prediction scaled by
   median(gt) / median(pred) first), since an SfM model has no metric scale, beside a constant depth
   (the evaluated views' median ground truth: the best single guess one could make) and the
-  predictor's coarse cost-volume estimate.
+  predictor's coarse cost-volume estimate;
+- splits the pairs by their parallax (focal x baseline / median depth, in pixels), because two views
+  without parallax carry no depth: a capture whose camera mostly turns in place cannot beat a
+  constant there, and the breakdown says so instead of hiding it in the mean.
 """
 
 from __future__ import annotations
@@ -71,6 +74,42 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
                 den += int(mv.sum())
         out["abs_rel_si"] = num / max(den, 1)
     return out
+
+
+#: parallax bins (pixels at the evaluation resolution) of :func:`parallax_bins`
+PARALLAX_EDGES = (0.0, 2.0, 5.0, 10.0, float("inf"))
+
+
+def pair_parallax(Ks: torch.Tensor, viewmats: torch.Tensor, depths: torch.Tensor) -> float:
+    """Median disparity (pixels) a pair of views can show: mean focal x camera baseline / median depth,
+    for Ks (2, 3, 3) at the depths' resolution, world-to-camera viewmats (2, 4, 4) and depths (2, H, W)
+    (0 = none); nan when neither view has depth. A pure rotation gives 0 whatever it sees."""
+    valid = depths[depths > 0]
+    if valid.numel() == 0:
+        return float("nan")
+    centres = torch.linalg.inv(viewmats.double())[:, :3, 3]
+    baseline = float((centres[0] - centres[1]).norm())
+    focal = float(Ks[:, [0, 1], [0, 1]].double().mean())
+    return focal * baseline / float(valid.double().median())
+
+
+def parallax_bins(parallax: Sequence[float], pred: np.ndarray, gt: np.ndarray, constant: float) -> list[dict[str, Any]]:
+    """Errors of the predictor and of the constant per :data:`PARALLAX_EDGES` bin; ``parallax`` has one
+    value per pair and ``pred`` / ``gt`` (2 x pairs, H, W) both views of each pair in order."""
+    per_view = np.repeat(np.asarray(parallax, dtype=np.float64), 2)
+    rows = []
+    for lo, hi in zip(PARALLAX_EDGES[:-1], PARALLAX_EDGES[1:]):
+        m = (per_view >= lo) & (per_view < hi) & np.array([(g > 0).any() for g in gt])
+        if m.any():
+            rows.append(
+                {
+                    "parallax_px": [lo, hi if np.isfinite(hi) else None],  # None: no upper end (valid JSON)
+                    "pairs": int(m.sum()) // 2,
+                    "predictor": depth_errors(pred[m], gt[m]),
+                    "constant": depth_errors(np.full_like(gt[m], constant), gt[m]),
+                }
+            )
+    return rows
 
 
 def sparse_depth(points: np.ndarray, K: np.ndarray, viewmat: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -167,8 +206,8 @@ def evaluate_predictor(
     progress: bool = False,
     train_median: float | None = None,
 ) -> dict[str, Any]:
-    """Depth errors of the predictor on both views of every pair (pooled over pixels), of its coarse
-    cost-volume estimate alone, and of a constant depth (``constant_depth``, default the median ground
+    """Depth errors of the predictor on both views of every pair (pooled over pixels; also per parallax
+    bin, :func:`parallax_bins`), of its coarse cost-volume estimate alone, and of a constant depth (``constant_depth``, default the median ground
     truth of the evaluated views; with ``train_median`` also that constant, the training data's median).
     ``bank`` is :func:`~splatdistill.lifters.bank.load_bank` of ``scenes``; its ``tokens`` are the guide
     features when the predictor matches on
@@ -177,12 +216,15 @@ def evaluate_predictor(
         raise UserError("no view pairs to evaluate on (the scenes' views do not overlap)")
     model.eval()
     device = next(model.parameters()).device
-    preds, coarse, gts, scene_of = [], [], [], []
+    preds, coarse, gts, scene_of, parallax = [], [], [], [], []
     t0 = time.perf_counter()
     for s in tqdm(range(0, len(pairs), batch_size), desc="evaluating", unit="batch", disable=not progress, leave=False):
         chunk = pairs[s : s + batch_size]
         scene_of += [scenes[int(bank.scene_index[r])].name for pair in chunk for r in pair]
         b = pair_views(bank, chunk, device)
+        parallax += [
+            pair_parallax(*(x.cpu() for x in (k, v, d))) for k, v, d in zip(b.cameras.Ks, b.cameras.viewmats, b.depths)
+        ]
         out = model(b)
         preds.append(out.depth.flatten(0, 1).cpu().numpy())
         up = F.interpolate(
@@ -207,6 +249,7 @@ def evaluate_predictor(
     }
     value = float(np.median(gt[gt > 0])) if constant_depth is None else float(constant_depth)
     result["constant_depth"] = {**depth_errors(np.full_like(gt, value), gt), "value": value}
+    result["by_parallax"] = parallax_bins(parallax, pred, gt, value)
     if train_median:
         result["constant_train_median"] = {**depth_errors(np.full_like(gt, train_median), gt), "value": train_median}
     return result
