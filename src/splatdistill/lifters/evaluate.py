@@ -222,8 +222,9 @@ def evaluate_predictor(
         chunk = pairs[s : s + batch_size]
         scene_of += [scenes[int(bank.scene_index[r])].name for pair in chunk for r in pair]
         b = pair_views(bank, chunk, device)
-        parallax += [
-            pair_parallax(*(x.cpu() for x in (k, v, d))) for k, v, d in zip(b.cameras.Ks, b.cameras.viewmats, b.depths)
+        parallax += [  # from the bank, on the CPU, whatever device the pairs run on
+            pair_parallax(bank.cameras.Ks[list(pair)], bank.cameras.viewmats[list(pair)], bank.depths[list(pair)])
+            for pair in chunk
         ]
         out = model(b)
         preds.append(out.depth.flatten(0, 1).cpu().numpy())
