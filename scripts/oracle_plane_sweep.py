@@ -19,7 +19,7 @@ import torch
 
 from splatdistill.data import load_dataset
 from splatdistill.lifters.bank import load_bank, pair_views
-from splatdistill.lifters.evaluate import PARALLAX_EDGES, depth_errors, eval_pairs, pair_parallax
+from splatdistill.lifters.evaluate import depth_errors, eval_pairs, pair_parallax, parallax_bins
 from splatdistill.lifters.plane_sweep import plane_sweep_grid, zncc_volume
 from splatdistill.lifters.predictor import predictor_input_size
 
@@ -62,23 +62,30 @@ def main() -> None:
             continue
         preds.append(oracle_depth(v, args.window, args.planes))
         gts.append(v.depths.numpy())
-        parallax.append(pair_parallax(v.cameras.Ks, v.cameras.viewmats, v.depths))
+        parallax.append(pair_parallax(v.cameras, v.depths))
     pred, gt = np.concatenate(preds), np.concatenate(gts)
-    per_view = np.repeat(parallax, 2)
+    constant = float(np.median(gt[gt > 0]))
+    rows = parallax_bins(parallax, pred, gt, constant)
+    rows.append(
+        {
+            "parallax_px": None,
+            "pairs": len(parallax),
+            "predictor": depth_errors(pred, gt),
+            "constant": depth_errors(np.full_like(gt, constant), gt),
+        }
+    )
     print(f"{len(parallax)} pairs at {size[0]}x{size[1]}, ZNCC {args.window}x{args.window}, {args.planes} planes")
     print("| parallax | pairs | oracle sweep AbsRel / scale-inv | constant AbsRel / scale-inv |")
     print("|---|---:|---:|---:|")
-    bins = list(zip(PARALLAX_EDGES[:-1], PARALLAX_EDGES[1:])) + [(0.0, float("inf"))]
-    for i, (lo, hi) in enumerate(bins):
-        m = (per_view >= lo) & (per_view < hi)
-        if not m.any():
-            continue
-        const = np.stack([np.full_like(g, np.median(g[g > 0])) for g in gt[m]])
-        e, c = depth_errors(pred[m], gt[m]), depth_errors(const, gt[m])
-        name = "all" if i == len(bins) - 1 else (f"{lo:g}-{hi:g} px" if np.isfinite(hi) else f">= {lo:g} px")
+    for row in rows:
+        if row["parallax_px"] is None:
+            name = "all"
+        else:
+            lo, hi = row["parallax_px"]
+            name = f"{lo:g}-{hi:g} px" if hi is not None else f">= {lo:g} px"
+        e, c = row["predictor"], row["constant"]
         print(
-            f"| {name} | {int(m.sum()) // 2} | {e['abs_rel']:.3f} / {e['abs_rel_si']:.3f} "
-            f"| {c['abs_rel']:.3f} / {c['abs_rel_si']:.3f} |"
+            f"| {name} | {row['pairs']} | {e['abs_rel']:.3f} / {e['abs_rel_si']:.3f} | {c['abs_rel']:.3f} / {c['abs_rel_si']:.3f} |"
         )
 
 

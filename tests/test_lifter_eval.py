@@ -92,6 +92,8 @@ def test_pair_parallax_and_its_bins_against_hand_computations():
     turns has none. The bins split both views of each pair and score each bin as depth_errors does."""
     import torch
 
+    from splatdistill.geometry.cameras import Cameras
+
     K = torch.tensor([[100.0, 0, 20], [0, 100, 15], [0, 0, 1]]).expand(2, 3, 3)
     depths = torch.full((2, 30, 40), 2.0)
     depths[0, :5] = 0  # no ground truth there: left out of the median
@@ -100,11 +102,11 @@ def test_pair_parallax_and_its_bins_against_hand_computations():
     slid[1, 0, 3] = -0.2  # camera 1 sits 0.2 m to the right
     valid = depths[depths > 0]
     assert float(valid.median()) == 2.0
-    assert pair_parallax(K, slid, depths) == pytest.approx(10.0, rel=1e-6)
+    assert pair_parallax(Cameras(K, slid, 40, 30), depths) == pytest.approx(10.0, rel=1e-6)
     turned = torch.eye(4).expand(2, 4, 4).clone()
     turned[1, :3, :3] = torch.tensor([[0.96, 0.0, 0.28], [0.0, 1.0, 0.0], [-0.28, 0.0, 0.96]])
-    assert pair_parallax(K, turned, depths) == pytest.approx(0.0, abs=1e-5)
-    assert np.isnan(pair_parallax(K, slid, torch.zeros(2, 30, 40)))
+    assert pair_parallax(Cameras(K, turned, 40, 30), depths) == pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(pair_parallax(Cameras(K, slid, 40, 30), torch.zeros(2, 30, 40)))
     rng = np.random.default_rng(0)
     gt = rng.uniform(1, 3, (6, 4, 5))
     pred = gt * rng.uniform(0.8, 1.2, gt.shape)

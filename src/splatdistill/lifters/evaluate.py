@@ -39,6 +39,7 @@ from splatdistill.data.scene import Scene
 from splatdistill.data.views import Views
 from splatdistill.devices import resolve_device
 from splatdistill.errors import UserError
+from splatdistill.geometry.cameras import Cameras
 from splatdistill.geometry.warp import warp_pixels
 from splatdistill.lifters.bank import load_bank, pair_views, scene_rows, snd_context_pairs
 from splatdistill.lifters.predictor import (
@@ -80,16 +81,16 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 PARALLAX_EDGES = (0.0, 2.0, 5.0, 10.0, float("inf"))
 
 
-def pair_parallax(Ks: torch.Tensor, viewmats: torch.Tensor, depths: torch.Tensor) -> float:
+def pair_parallax(cameras: Cameras, depths: torch.Tensor) -> float:
     """Median disparity (pixels) a pair of views can show: mean focal x camera baseline / median depth,
-    for Ks (2, 3, 3) at the depths' resolution, world-to-camera viewmats (2, 4, 4) and depths (2, H, W)
-    (0 = none); nan when neither view has depth. A pure rotation gives 0 whatever it sees."""
+    for two ``cameras`` at the depths' resolution and their depths (2, H, W) (0 = none); nan when
+    neither view has depth. A pure rotation gives 0 whatever it sees."""
     valid = depths[depths > 0]
     if valid.numel() == 0:
         return float("nan")
-    centres = torch.linalg.inv(viewmats.double())[:, :3, 3]
+    centres = cameras.centers.double()
     baseline = float((centres[0] - centres[1]).norm())
-    focal = float(Ks[:, [0, 1], [0, 1]].double().mean())
+    focal = float(cameras.Ks[:, [0, 1], [0, 1]].double().mean())
     return focal * baseline / float(valid.double().median())
 
 
@@ -223,8 +224,7 @@ def evaluate_predictor(
         scene_of += [scenes[int(bank.scene_index[r])].name for pair in chunk for r in pair]
         b = pair_views(bank, chunk, device)
         parallax += [  # from the bank, on the CPU, whatever device the pairs run on
-            pair_parallax(bank.cameras.Ks[list(pair)], bank.cameras.viewmats[list(pair)], bank.depths[list(pair)])
-            for pair in chunk
+            pair_parallax(bank.cameras[list(pair)], bank.depths[list(pair)]) for pair in chunk
         ]
         out = model(b)
         preds.append(out.depth.flatten(0, 1).cpu().numpy())
